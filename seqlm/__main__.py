@@ -1,0 +1,3 @@
+from seqlm.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `seqlm` command line: thin typer commands over library functions."""

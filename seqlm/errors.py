@@ -1,0 +1,54 @@
+"""The project's error types.
+
+Library code never prints or exits; it raises one of these. Each names the place at
+fault (file, row, column) so the CLI can turn it into a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SeqlmError(Exception):
+    """Base class for every error seqlm raises on purpose."""
+
+
+class InputError(SeqlmError):
+    """A user's input file cannot be read as the format it claims to be.
+
+    `row` is 1-based as a person counts lines or rows in the file; `column` is the
+    column name (tabular formats) or a field name (structured formats).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.row = row
+        self.column = column
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(self.file)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class ConfigError(SeqlmError):
+    """A configuration (TOML file, --option, --set) is invalid."""
+
+
+class CorpusError(SeqlmError):
+    """A corpus or run folder is missing, incomplete or inconsistent."""
