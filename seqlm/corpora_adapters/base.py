@@ -173,20 +173,32 @@ class AdapterSpec:
     description: str
     options: type
     read: Callable[..., Ingested]
+    # Overrides of TokenScheme defaults suited to the source (e.g. clinical privacy
+    # threshold 5, time-gap bins); a user's config overrides these in turn.
+    scheme_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
 
 
 def register_adapter(
-    name: str, options: type, description: str
+    name: str,
+    options: type,
+    description: str,
+    scheme_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Ingested]], Callable[..., Ingested]]:
     """Register `read(inputs: list[Path], options) -> Ingested` under `name`."""
 
     def decorate(read: Callable[..., Ingested]) -> Callable[..., Ingested]:
         if name in _REGISTRY and _REGISTRY[name].read is not read:
             raise ValueError(f"adapter {name!r} registered twice")
-        _REGISTRY[name] = AdapterSpec(name=name, description=description, options=options, read=read)
+        _REGISTRY[name] = AdapterSpec(
+            name=name,
+            description=description,
+            options=options,
+            read=read,
+            scheme_defaults=dict(scheme_defaults or {}),
+        )
         return read
 
     return decorate
@@ -304,9 +316,7 @@ def options_from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = ""
             f"unknown option(s) {', '.join(prefix + u for u in unknown)}; "
             f"known: {', '.join(sorted(prefix + k for k in known))}"
         )
-    kwargs = {
-        name: _coerce(value, hints[name], prefix + name) for name, value in mapping.items()
-    }
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in mapping.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
