@@ -20,7 +20,10 @@ from seqlm.corpora_adapters.base import registered_adapters as _registered
 from seqlm.errors import ConfigError
 
 # Modules that define adapters; imported on first use of the registry.
-ADAPTER_MODULES: tuple[str, ...] = ()
+ADAPTER_MODULES: tuple[str, ...] = (
+    "seqlm.corpora_adapters.meds",
+    "seqlm.corpora_adapters.tabular",
+)
 
 
 def _import_all() -> None:

@@ -1,0 +1,291 @@
+"""Clinical events in MEDS (Medical Event Data Standard) 0.3 / 0.4.
+
+A MEDS dataset is a folder `data/**/*.parquet` (shards; columns `subject_id`, `time`,
+`code`, `numeric_value`, `text_value`, often many more) beside `metadata/`
+(`codes.parquet`, `subject_splits.parquet`, `dataset.json`). The reader is lazy: it scans
+the shards, runs a few streaming aggregations (one row per subject), and returns an
+EventTable whose frame has not been collected, so datasets larger than memory stream.
+
+Choices (documented in `seqlm adapters meds`):
+
+- splits: `metadata/subject_splits.parquet` when present, else the folder under `data/`
+  (`train`/`tuning`/`held_out`, with common aliases such as `test`, `val`); a subject in
+  two splits is an InputError naming both places.
+- demographics: static rows (null `time`) stay static and sort first. The `MEDS_BIRTH`
+  row becomes an `AGE` event (kind and code `AGE`, null time so it joins the static
+  prefix, value = age in years at the subject's first kept timed event), which the
+  vocabulary bins per code like any value. A birth date as a timed event would put a
+  decades-long gap (many time tokens) before the first visit and says nothing the age
+  does not. `birth = "event"` keeps it as an ordinary timed event instead.
+- `MEDS_DEATH`, admissions and discharges are ordinary timed events (kinds `MEDS_DEATH`,
+  `HOSPITAL_ADMISSION`, ...).
+- non-finite `numeric_value` (NaN, inf): by default the event is kept and its value
+  nulled (the test happened; its number is unusable); `non_finite = "reject"` rejects it.
+- unsorted events within a subject are sorted (the EventTable sorts by time anyway, with
+  the file order as tie-break); `unsorted = "error"` makes them an InputError instead.
+- `text_value` goes to `text`; the vocabulary ignores it unless its scheme says so.
+- codes used in the data but missing from `metadata/codes.parquet` are counted and
+  warned about (`MedsMetadataWarning`), never an error.
+
+Every input row is either an event or a reject (`file` = shard path relative to the
+dataset root, `row` = 1-based row within that shard), so rows read = events + rejects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog, register_adapter
+from seqlm.corpora_adapters.meds_cohort import (
+    PREFIX_REASON,
+    CodeRewrite,
+    CohortOptions,
+    check_rewrites,
+    cohort_reason,
+    cohort_windows,
+    prefix_filtered,
+    rewrite_codes,
+)
+from seqlm.corpora_adapters.meds_layout import (
+    TIME_DTYPE,
+    MedsDataset,
+    check_sorted,
+    check_split_consistency,
+    codes_missing_from_metadata,
+    locate_dataset,
+    metadata_splits,
+    scan_rows,
+)
+from seqlm.errors import InputError
+from seqlm.vocabularies.scheme import CLINICAL_TIME_GAPS
+
+BIRTH_CODE = "MEDS_BIRTH"
+AGE_CODE = "AGE"
+SECONDS_PER_YEAR = 365.25 * 86400.0
+
+# Clinical token-scheme defaults: privacy threshold of 5 subjects per code (codes seen
+# in fewer become `KIND//[UNK]`), per-code deciles fused into the code token
+# (`LAB//51003//ng/mL//Q7`), and ETHOS-like time-gap tokens from 5 minutes to 6 months.
+MEDS_SCHEME_DEFAULTS: dict[str, Any] = {
+    "min_entities": 5,
+    "value_mode": "fused",
+    "value_bins": 10,
+    "time_tokens": True,
+    "time_gap_edges": list(CLINICAL_TIME_GAPS),
+}
+
+
+class MedsMetadataWarning(UserWarning):
+    """The dataset's metadata is incomplete (e.g. codes missing from codes.parquet)."""
+
+
+@dataclass
+class MedsOptions:
+    """Options of the `meds` adapter (TOML table `[adapter]`)."""
+
+    # Where splits come from: "auto" = metadata/subject_splits.parquet if present, else
+    # the data/<split>/ folder names; "none" leaves them to the corpus's [splits] config.
+    split_source: Literal["auto", "metadata", "folders", "none"] = "auto"
+    # Extra folder-name -> split names, for exports with their own names ({"dev" = ...}).
+    split_folders: dict[str, str] = field(default_factory=dict)
+    # Code families to keep (empty = all) or drop: `LAB` keeps `LAB//...` and `LAB`.
+    keep_prefixes: list[str] = field(default_factory=list)
+    drop_prefixes: list[str] = field(default_factory=list)
+    # Keep the first N characters of ICD codes (3 = the ICD category).
+    truncate_icd: int | None = None
+    # Regex rewrites applied in order after truncate_icd ([[adapter.rewrite]] tables).
+    rewrite: list[CodeRewrite] = field(default_factory=list)
+    # Extra columns whose value is appended to the code (`unit` -> `LAB//x//mg`).
+    code_suffix_columns: list[str] = field(default_factory=list)
+    birth: Literal["age", "event"] = "age"
+    non_finite: Literal["null_value", "reject"] = "null_value"
+    unsorted: Literal["sort", "error"] = "sort"
+    cohort: CohortOptions | None = None
+
+    def __post_init__(self) -> None:
+        check_rewrites(self.rewrite, self.truncate_icd)
+
+
+def _subject_table(
+    valid: pl.LazyFrame, options: MedsOptions, splits: pl.DataFrame | None
+) -> pl.DataFrame:
+    """Per-subject facts the row decisions need: birth time, cohort window, split."""
+    is_birth = pl.col("code") == BIRTH_CODE
+    births = (
+        valid.filter(is_birth & pl.col("time").is_not_null())
+        .group_by("entity")
+        .agg(birth_time=pl.col("time").min(), birth_order=pl.col("order").min())
+    )
+    subjects = valid.select("entity").unique()
+    table = subjects.join(births, on="entity", how="left").collect(engine="streaming")
+    if options.cohort is not None:
+        windows = cohort_windows(valid, options.cohort).with_columns(in_cohort=pl.lit(True))
+        table = table.join(windows, on="entity", how="left")
+    if splits is not None:
+        table = table.join(splits, on="entity", how="left")
+    return table
+
+
+def _reject_reason(options: MedsOptions) -> pl.Expr:
+    """Why a row is not used, or null; the first applicable reason wins."""
+    code, time = pl.col("code"), pl.col("time")
+    is_birth = code == BIRTH_CODE
+    non_finite = pl.col("value").is_not_null() & ~pl.col("value").is_finite()
+    reason = (
+        pl.when(pl.col("entity").is_null())
+        .then(pl.lit("null subject_id"))
+        .when(code.is_null() | (code == ""))
+        .then(pl.lit("null code"))
+    )
+    if options.non_finite == "reject":
+        reason = reason.when(non_finite).then(pl.lit("non-finite numeric_value"))
+    if options.birth == "age":
+        reason = (
+            reason.when(is_birth & time.is_null())
+            .then(pl.lit("MEDS_BIRTH without time"))
+            .when(is_birth & (pl.col("order") != pl.col("birth_order")))
+            .then(pl.lit("duplicate MEDS_BIRTH"))
+        )
+    if options.cohort is not None:
+        exempt = is_birth if options.birth == "age" else pl.lit(False)
+        in_cohort = pl.col("in_cohort").fill_null(False)
+        reason = reason.when(cohort_reason(in_cohort, exempt).is_not_null()).then(
+            cohort_reason(in_cohort, exempt)
+        )
+    reason = reason.when(prefix_filtered(options.keep_prefixes, options.drop_prefixes, code)).then(
+        pl.lit(PREFIX_REASON)
+    )
+    reason = reason.when(pl.col("birth_time").is_not_null() & (time < pl.col("birth_time"))).then(
+        pl.lit("before birth")
+    )
+    return reason.otherwise(pl.lit(None, dtype=pl.String))
+
+
+def _age_at_first_event(kept: pl.LazyFrame) -> pl.DataFrame:
+    """Age in years at each subject's first kept timed event other than birth."""
+    return (
+        kept.filter(pl.col("time").is_not_null() & (pl.col("code") != BIRTH_CODE))
+        .group_by("entity")
+        .agg(first_time=pl.col("time").min())
+        .collect(engine="streaming")
+    )
+
+
+def _event_columns(options: MedsOptions, ages: pl.DataFrame | None) -> list[pl.Expr]:
+    code = rewrite_codes(pl.col("code"), options.truncate_icd, options.rewrite)
+    for column in options.code_suffix_columns:
+        suffix = pl.col(f"suffix__{column}")
+        code = pl.when(suffix.is_null()).then(code).otherwise(code + "//" + suffix)
+    value = pl.col("value")
+    value = pl.when(value.is_finite()).then(value).otherwise(pl.lit(None, dtype=pl.Float64))
+    time = pl.col("time")
+    if ages is not None:
+        is_birth = pl.col("code") == BIRTH_CODE
+        age = (pl.col("first_time") - pl.col("time")).dt.total_microseconds().cast(pl.Float64) / (
+            SECONDS_PER_YEAR * 1e6
+        )
+        code = pl.when(is_birth).then(pl.lit(AGE_CODE)).otherwise(code)
+        value = pl.when(is_birth).then(age).otherwise(value)
+        time = pl.when(is_birth).then(pl.lit(None, dtype=TIME_DTYPE)).otherwise(time)
+    return [
+        pl.col("entity"),
+        time.alias("time"),
+        pl.col("order"),
+        code.str.split("//").list.first().alias("kind"),
+        code.alias("code"),
+        value.alias("value"),
+        pl.col("text"),
+        pl.col("split"),
+    ]
+
+
+@register_adapter(
+    "meds",
+    options=MedsOptions,
+    description="Clinical events in MEDS 0.3/0.4 (data/**/*.parquet + metadata/).",
+    scheme_defaults=MEDS_SCHEME_DEFAULTS,
+)
+def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
+    """Read a MEDS dataset (its root folder, its `data/` folder, or shard files)."""
+    dataset = locate_dataset([Path(p) for p in inputs], options.split_folders)
+    rows = scan_rows(dataset, options.code_suffix_columns)
+    rows_read = sum(shard.rows for shard in dataset.shards)
+
+    splits = None
+    split_source = "none"
+    if options.split_source in ("auto", "metadata"):
+        splits = metadata_splits(dataset, options.split_folders)
+        if splits is not None:
+            split_source = "metadata/subject_splits.parquet"
+        elif options.split_source == "metadata":
+            raise InputError(
+                "split_source = 'metadata' but the dataset has no subject_splits.parquet",
+                file=dataset.root / "metadata",
+            )
+    folder_splits = any(shard.folder_split for shard in dataset.shards)
+    if splits is None and options.split_source in ("auto", "folders") and folder_splits:
+        split_source = "data folders"
+    if split_source != "none":
+        check_split_consistency(rows, dataset, splits)
+    if options.unsorted == "error":
+        check_sorted(rows, dataset)
+
+    valid = rows.filter(pl.col("entity").is_not_null() & pl.col("code").is_not_null())
+    subjects = _subject_table(valid, options, splits)
+    joined = rows.join(subjects.lazy(), on="entity", how="left", maintain_order="left")
+    if split_source == "data folders":
+        joined = joined.with_columns(split=pl.col("folder_split"))
+    elif split_source == "none":
+        joined = joined.with_columns(split=pl.lit(None, dtype=pl.String))
+    joined = joined.with_columns(reason=_reject_reason(options))
+
+    kept = joined.filter(pl.col("reason").is_null())
+    ages = None
+    if options.birth == "age":
+        ages = _age_at_first_event(kept)
+        kept = kept.join(ages.lazy(), on="entity", how="left", maintain_order="left")
+    events = EventTable.from_frame(kept.select(_event_columns(options, ages)))
+
+    rejects = RejectLog()
+    rejects.extend(
+        joined.filter(pl.col("reason").is_not_null()).select(
+            "file", "row", pl.lit(None, dtype=pl.String).alias("column"), "reason"
+        )
+    )
+    missing, in_data = codes_missing_from_metadata(rows, dataset)
+    if missing:
+        warnings.warn(
+            f"{missing:,} of {in_data:,} codes used in the data are missing from "
+            "metadata/codes.parquet (kept; the vocabulary does not need it)",
+            MedsMetadataWarning,
+            stacklevel=2,
+        )
+    settings = {
+        "dataset": dataset.info,
+        "shards": len(dataset.shards),
+        "split_source": split_source,
+        "codes_in_data": in_data,
+        "codes_missing_from_metadata": missing,
+        "options": dataclasses.asdict(options),
+    }
+    return Ingested(
+        events=events, rejects=rejects, rows_read=rows_read, adapter="meds", settings=settings
+    )
+
+
+__all__ = [
+    "MEDS_SCHEME_DEFAULTS",
+    "CodeRewrite",
+    "CohortOptions",
+    "MedsDataset",
+    "MedsMetadataWarning",
+    "MedsOptions",
+    "read_meds",
+]

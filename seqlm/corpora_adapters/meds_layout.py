@@ -1,0 +1,371 @@
+"""The MEDS folder layout: finding shards, checking their columns, splits and metadata.
+
+MEDS 0.3 and 0.4 put events in `data/**/*.parquet` (shards, possibly nested, often in
+`data/<split>/` folders) and metadata in `metadata/` (`codes.parquet`,
+`subject_splits.parquet`, `dataset.json`). Real exports differ in the details, so this
+module accepts the standard rather than one sample: nested shards, split folders with
+other names (`test`, `val`, `split=train`), `time` as datetime of any unit or time zone,
+`numeric_value` as float32 or float64, any number of extra columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from seqlm.corpora_adapters.base import SPLITS
+from seqlm.errors import ConfigError, InputError
+
+TIME_DTYPE = pl.Datetime("us")
+REQUIRED_COLUMNS = ("subject_id", "time", "code")
+
+# Folder and split names seen in MEDS exports, mapped to the canonical three.
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "tuning": "tuning",
+    "tune": "tuning",
+    "val": "tuning",
+    "valid": "tuning",
+    "validation": "tuning",
+    "dev": "tuning",
+    "held_out": "held_out",
+    "heldout": "held_out",
+    "held-out": "held_out",
+    "test": "held_out",
+    "testing": "held_out",
+}
+
+
+@dataclass(frozen=True)
+class MedsShard:
+    path: Path
+    relative: str  # posix path relative to the dataset root: what rejects name
+    folder_split: str | None  # from data/<split>/..., canonical name, or None
+    rows: int
+    schema: pl.Schema
+
+
+@dataclass(frozen=True)
+class MedsDataset:
+    root: Path
+    shards: tuple[MedsShard, ...]
+    info: dict[str, str]  # the descriptive strings of metadata/dataset.json
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata"
+
+
+def canonical_split(name: str, extra: Mapping[str, str]) -> str | None:
+    """`train`/`tuning`/`held_out` for a split or folder name, or None if not a split."""
+    key = name.split("=", 1)[-1].strip().lower()
+    lowered = {k.lower(): v for k, v in extra.items()}
+    return lowered.get(key) or SPLIT_ALIASES.get(key)
+
+
+def _check_split_folders(extra: Mapping[str, str]) -> None:
+    for folder, split in extra.items():
+        if split not in SPLITS:
+            raise ConfigError(
+                f"split_folders: {folder!r} maps to {split!r}; splits are {', '.join(SPLITS)}"
+            )
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _data_folder(common: Path) -> Path:
+    """The nearest `data` folder at or above `common` that sits beside `metadata/`."""
+    for folder in (common, *common.parents):
+        if folder.name == "data" and (folder.parent / "metadata").is_dir():
+            return folder
+    return common
+
+
+def _read_shard(path: Path, root: Path, data_dir: Path, extra: Mapping[str, str]) -> MedsShard:
+    try:
+        scan = pl.scan_parquet(path)
+        schema = scan.collect_schema()
+        rows = scan.select(pl.len()).collect().item()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise InputError(f"not a readable parquet file: {err}", file=path) from None
+    inside = path.relative_to(data_dir).parts
+    folder_split = canonical_split(inside[0], extra) if len(inside) > 1 else None
+    return MedsShard(
+        path=path,
+        relative=path.relative_to(root).as_posix(),
+        folder_split=folder_split,
+        rows=int(rows),
+        schema=schema,
+    )
+
+
+def locate_dataset(inputs: Sequence[Path], split_folders: Mapping[str, str]) -> MedsDataset:
+    """Find the shards and the dataset root from the dataset folder, `data/`, or files."""
+    _check_split_folders(split_folders)
+    if not inputs:
+        raise ConfigError("no MEDS input given")
+    for path in inputs:
+        if not path.exists():
+            raise InputError("input not found", file=path)
+    inputs = [p.resolve() for p in inputs]
+    if len(inputs) == 1 and inputs[0].is_dir():
+        folder = inputs[0]
+        if (folder / "data").is_dir():
+            root, data_dir = folder, folder / "data"
+        elif folder.name == "data":
+            root, data_dir = folder.parent, folder
+        else:
+            root = data_dir = folder
+        files = _shard_files(data_dir)
+    else:
+        files = []
+        for path in inputs:
+            if path.is_dir():
+                files.extend(_shard_files(path))
+            elif path.suffix == ".parquet":
+                files.append(path)
+            else:
+                raise InputError("not a parquet shard or a MEDS folder", file=path)
+        files = sorted(set(files))
+        if not files:
+            raise InputError("no parquet shards found", file=inputs[0])
+        data_dir = _data_folder(Path(os.path.commonpath([f.parent for f in files])))
+        root = data_dir.parent if data_dir.name == "data" else data_dir
+    if not files:
+        raise InputError("no parquet shards (*.parquet) found", file=data_dir)
+    shards = tuple(_read_shard(f, root, data_dir, split_folders) for f in files)
+    return MedsDataset(root=root, shards=shards, info=dataset_info(root))
+
+
+def dataset_info(root: Path) -> dict[str, str]:
+    """The descriptive strings of `metadata/dataset.json` (name, versions), if any."""
+    path = root / "metadata" / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"not valid JSON: {err}", file=path) from None
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+def _column(shard: MedsShard, name: str, kinds: str, ok: bool, expr: pl.Expr) -> pl.Expr:
+    if not ok:
+        raise InputError(
+            f"column {name!r} has type {shard.schema[name]}; MEDS requires {kinds}",
+            file=shard.path,
+            column=name,
+        )
+    return expr.alias(name)
+
+
+def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.Expr]:
+    """The shard's columns cast to the reader's types; wrong types are InputErrors."""
+    schema = shard.schema
+    for name in (*REQUIRED_COLUMNS, *suffix_columns):
+        if name not in schema:
+            raise InputError(
+                f"no {name!r} column (MEDS shards need subject_id, time, code)",
+                file=shard.path,
+                column=name,
+            )
+    null = pl.Null()
+    textual = (pl.String, pl.Categorical, pl.Enum)
+    sid, time, code = schema["subject_id"], schema["time"], schema["code"]
+    if isinstance(time, pl.Datetime):
+        time_expr = pl.col("time")
+        if time.time_zone is not None:
+            time_expr = time_expr.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        time_expr = time_expr.dt.cast_time_unit("us")
+    else:
+        time_expr = pl.col("time").cast(TIME_DTYPE)
+    columns = [
+        _column(
+            shard,
+            "subject_id",
+            "an integer or string id",
+            sid.is_integer() or isinstance(sid, textual) or sid == null,
+            pl.col("subject_id").cast(pl.String),
+        ).alias("entity"),
+        _column(
+            shard,
+            "time",
+            "a timestamp (datetime) or null",
+            isinstance(time, pl.Datetime | pl.Date) or time == null,
+            time_expr,
+        ),
+        _column(
+            shard,
+            "code",
+            "a string",
+            isinstance(code, textual) or code == null,
+            pl.col("code").cast(pl.String),
+        ),
+    ]
+    value = schema.get("numeric_value")
+    if value is None:
+        columns.append(pl.lit(None, dtype=pl.Float64).alias("value"))
+    else:
+        numeric = value.is_numeric() or value == null
+        expr = pl.col("numeric_value").cast(pl.Float64)
+        columns.append(_column(shard, "numeric_value", "numbers", numeric, expr).alias("value"))
+    if "text_value" in schema:
+        columns.append(pl.col("text_value").cast(pl.String).alias("text"))
+    else:
+        columns.append(pl.lit(None, dtype=pl.String).alias("text"))
+    columns.extend(pl.col(c).cast(pl.String).alias(f"suffix__{c}") for c in suffix_columns)
+    return columns
+
+
+def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.LazyFrame:
+    """All shards as one lazy frame: `file`, `row` (1-based in its shard), `order` (global
+    file order, the tie-break for equal times), `folder_split`, then `entity`, `time`,
+    `code`, `value`, `text` and the requested `suffix__<column>` columns."""
+    frames = []
+    offset = 0
+    for shard in dataset.shards:
+        columns = _shard_columns(shard, suffix_columns)
+        row = pl.col("row").cast(pl.Int64)
+        frames.append(
+            pl.scan_parquet(shard.path)
+            .with_row_index("row", offset=1)
+            .select(
+                pl.lit(shard.relative, dtype=pl.String).alias("file"),
+                row.alias("row"),
+                (row + offset).alias("order"),
+                pl.lit(shard.folder_split, dtype=pl.String).alias("folder_split"),
+                *columns,
+            )
+        )
+        offset += shard.rows
+    return pl.concat(frames, how="vertical")
+
+
+def metadata_splits(dataset: MedsDataset, extra: Mapping[str, str]) -> pl.DataFrame | None:
+    """`entity`, `split` from metadata/subject_splits.parquet, or None if it is absent.
+
+    Split names outside the three canonical ones (and their aliases) become null, so
+    the corpus's [splits] config assigns those subjects.
+    """
+    path = dataset.metadata / "subject_splits.parquet"
+    if not path.is_file():
+        return None
+    try:
+        table = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise InputError(f"not a readable parquet file: {err}", file=path) from None
+    for name in ("subject_id", "split"):
+        if name not in table.columns:
+            raise InputError(f"no {name!r} column", file=path, column=name)
+    names = table["split"].cast(pl.String).unique().drop_nulls().to_list()
+    mapping = {name: canonical_split(name, extra) for name in names}
+    table = table.select(
+        pl.col("subject_id").cast(pl.String).alias("entity"),
+        pl.col("split").cast(pl.String).replace_strict(mapping, default=None).alias("split"),
+    ).with_row_index("row", offset=1)
+    conflicts = table.filter(pl.col("split").n_unique().over("entity") > 1)
+    if conflicts.height:
+        first = conflicts.filter(pl.col("entity") == conflicts["entity"][0])
+        rows, splits = first["row"].to_list(), first["split"].to_list()
+        raise InputError(
+            f"subject listed in two splits: {splits[0]!r} (row {rows[0]}) and "
+            f"{splits[1]!r} (row {rows[1]})",
+            file=path,
+            row=int(rows[1]),
+            column="split",
+        )
+    return table.select("entity", "split").unique(subset="entity", keep="first")
+
+
+def check_split_consistency(
+    rows: pl.LazyFrame, dataset: MedsDataset, splits: pl.DataFrame | None
+) -> None:
+    """A subject must sit in one split: one split folder, agreeing with the metadata."""
+    if not any(shard.folder_split for shard in dataset.shards):
+        return
+    places = (
+        rows.filter(pl.col("entity").is_not_null() & pl.col("folder_split").is_not_null())
+        .group_by("entity", "folder_split")
+        .agg(pl.col("file", "row").sort_by("order").first())
+        .collect(engine="streaming")
+        .sort("file", "row")
+    )
+    twice = places.filter(pl.len().over("entity") > 1)
+    if twice.height:
+        first = twice.filter(pl.col("entity") == twice["entity"][0]).rows(named=True)
+        a, b = first[0], first[1]
+        raise InputError(
+            f"subject is in two splits: {a['folder_split']!r} (first at {a['file']} row "
+            f"{a['row']}) and {b['folder_split']!r} (first at {b['file']} row {b['row']})",
+            file=dataset.root / b["file"],
+            row=b["row"],
+            column="subject_id",
+        )
+    if splits is None:
+        return
+    disagree = places.join(splits, on="entity").filter(
+        pl.col("split").is_not_null() & (pl.col("split") != pl.col("folder_split"))
+    )
+    if disagree.height:
+        place = disagree.row(0, named=True)
+        raise InputError(
+            f"subject's rows are in split folder {place['folder_split']!r} but "
+            f"metadata/subject_splits.parquet puts it in {place['split']!r}",
+            file=dataset.root / place["file"],
+            row=place["row"],
+            column="subject_id",
+        )
+
+
+def check_sorted(rows: pl.LazyFrame, dataset: MedsDataset) -> None:
+    """InputError at the first row whose time is earlier than a previous row's time for
+    the same subject in the same shard (MEDS requires time order within a subject)."""
+    time = pl.col("time").sort_by("row")
+    row = pl.col("row").sort()
+    late = (
+        rows.filter(pl.col("entity").is_not_null() & pl.col("time").is_not_null())
+        .group_by("file", "entity")
+        .agg(bad=row.filter(time < time.cum_max().shift(1)).first())
+        .filter(pl.col("bad").is_not_null())
+        .select("file", "bad")
+        .sort("file", "bad")
+        .collect(engine="streaming")
+    )
+    if late.height:
+        file, bad = late.row(0)
+        raise InputError(
+            "events of a subject are not in time order (set unsorted = 'sort' to sort them)",
+            file=dataset.root / file,
+            row=int(bad),
+            column="time",
+        )
+
+
+def codes_missing_from_metadata(rows: pl.LazyFrame, dataset: MedsDataset) -> tuple[int | None, int]:
+    """(codes used in the data but absent from metadata/codes.parquet, codes used).
+
+    The first is None when there is no usable codes.parquet; a missing or incomplete one
+    is common in real exports and never an error.
+    """
+    used = rows.select(pl.col("code").drop_nulls().unique()).collect(engine="streaming")
+    path = dataset.metadata / "codes.parquet"
+    try:
+        described = pl.read_parquet(path, columns=["code"])
+    except (pl.exceptions.PolarsError, OSError):
+        return None, used.height
+    missing = used.join(described.select(pl.col("code").cast(pl.String)), on="code", how="anti")
+    return missing.height, used.height
