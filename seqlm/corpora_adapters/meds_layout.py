@@ -176,7 +176,7 @@ def _column(shard: MedsShard, name: str, kinds: str, ok: bool, expr: pl.Expr) ->
 def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.Expr]:
     """The shard's columns cast to the reader's types; wrong types are InputErrors."""
     schema = shard.schema
-    for name in (*REQUIRED_COLUMNS, *suffix_columns):
+    for name in REQUIRED_COLUMNS:
         if name not in schema:
             raise InputError(
                 f"no {name!r} column (MEDS shards need subject_id, time, code)",
@@ -227,7 +227,13 @@ def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.E
         columns.append(pl.col("text_value").cast(pl.String).alias("text"))
     else:
         columns.append(pl.lit(None, dtype=pl.String).alias("text"))
-    columns.extend(pl.col(c).cast(pl.String).alias(f"suffix__{c}") for c in suffix_columns)
+    # Extra columns may be absent from some shards (exports vary); they read as null.
+    columns.extend(
+        (pl.col(c).cast(pl.String) if c in schema else pl.lit(None, dtype=pl.String)).alias(
+            f"suffix__{c}"
+        )
+        for c in suffix_columns
+    )
     return columns
 
 
@@ -235,6 +241,13 @@ def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.La
     """All shards as one lazy frame: `file`, `row` (1-based in its shard), `order` (global
     file order, the tie-break for equal times), `folder_split`, then `entity`, `time`,
     `code`, `value`, `text` and the requested `suffix__<column>` columns."""
+    for name in suffix_columns:
+        if not any(name in shard.schema for shard in dataset.shards):
+            raise InputError(
+                "code_suffix_columns names a column that no shard has",
+                file=dataset.root / "data",
+                column=name,
+            )
     frames = []
     offset = 0
     for shard in dataset.shards:
