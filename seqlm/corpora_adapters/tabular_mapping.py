@@ -1,0 +1,182 @@
+"""The column mapping of the generic tabular adapter, and how input files are found.
+
+A mapping says which columns of a user's CSV/TSV/Parquet files hold the entity (one
+sequence's owner), its group, the event time and its unit, a tie-break order, and the
+fields that make a token (kind, code, value, text). It is an options dataclass, so it is
+filled from a TOML file (`--config mapping.toml`) and `--option key=value` strings by
+`options_from_mapping`, like every adapter's options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from seqlm.corpora_adapters.base import EVENT_COLUMNS
+from seqlm.errors import ConfigError, InputError
+
+TimeUnit = Literal["s", "ms", "us", "min", "h", "d", "datetime"]
+
+# Seconds per unit for numeric time columns; "datetime" columns stay polars Datetime.
+SECONDS_PER_UNIT: dict[str, float] = {
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+
+# Formats tried, in order, for string datetimes when the mapping names no `time_format`.
+# A fixed list rather than polars' per-batch format inference, so that every batch of a
+# large file is parsed the same way.
+ISO_DATETIME_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+)
+
+# File suffixes read from a folder, and the format each implies.
+TABULAR_SUFFIXES: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass
+class TabularOptions:
+    """Which columns of the input files make the canonical event columns.
+
+    Every name is a column of the input files. `code` may list several columns, joined
+    with `//` into one code (null parts are left out). `time` is a number in `time_unit`
+    (converted to seconds) or, with `time_unit = "datetime"`, a datetime column or a
+    string parsed with `time_format` (strftime; default: ISO 8601 forms). Without
+    `order`, events at the same time keep their order in the input.
+    """
+
+    entity: str
+    code: str | list[str]
+    group: str | None = None
+    time: str | None = None
+    time_unit: TimeUnit = "s"
+    time_format: str | None = None
+    # A row whose time cell is empty: "reject" it, or keep it as a "static" (untimed)
+    # event, which sorts before the entity's timed events (as MEDS static rows do).
+    missing_time: Literal["reject", "static"] = "reject"
+    order: str | None = None
+    kind: str | None = None
+    kind_value: str = "event"
+    value: str | None = None
+    text: str | None = None
+    split: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    # CSV field separator; None means "," except for .tsv/.tab files (tab).
+    separator: str | None = None
+    # Cell contents read as missing, in every mapped string column (e.g. "NA", ".").
+    null_values: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.code, list) and not self.code:
+            raise ConfigError("option 'code' names no column")
+        if not self.entity:
+            raise ConfigError("option 'entity' must name a column")
+        if self.time_format is not None and self.time_unit != "datetime":
+            raise ConfigError("option 'time_format' needs time_unit = \"datetime\"")
+        if self.separator is not None and len(self.separator.encode()) != 1:
+            raise ConfigError(
+                f"option 'separator' must be a single one-byte character, got {self.separator!r}"
+            )
+        if not self.kind_value:
+            raise ConfigError("option 'kind_value' must not be empty")
+        clashes = sorted(set(self.attributes) & set(EVENT_COLUMNS))
+        if clashes:
+            raise ConfigError(
+                f"attribute(s) {', '.join(clashes)} would clash with the event columns "
+                f"{', '.join(EVENT_COLUMNS)}; rename them in the input"
+            )
+        if len(set(self.attributes)) != len(self.attributes):
+            raise ConfigError("option 'attributes' lists a column twice")
+
+    @property
+    def code_columns(self) -> list[str]:
+        return [self.code] if isinstance(self.code, str) else list(self.code)
+
+    def columns_by_role(self) -> dict[str, list[str]]:
+        """The input columns the mapping names, by the role they play."""
+        single = {
+            "entity": self.entity,
+            "group": self.group,
+            "time": self.time,
+            "order": self.order,
+            "kind": self.kind,
+            "value": self.value,
+            "text": self.text,
+            "split": self.split,
+        }
+        roles = {role: [name] for role, name in single.items() if name is not None}
+        roles["code"] = self.code_columns
+        if self.attributes:
+            roles["attributes"] = list(self.attributes)
+        return roles
+
+    def input_columns(self) -> list[str]:
+        """Every input column the mapping reads, each once, in a stable order."""
+        seen: dict[str, None] = {}
+        for names in self.columns_by_role().values():
+            seen.update(dict.fromkeys(names))
+        return list(seen)
+
+
+def check_columns_present(options: TabularOptions, present: list[str], file: Path) -> None:
+    """Raise an InputError naming the file, the missing column and the columns present."""
+    present_set = set(present)
+    for role, names in options.columns_by_role().items():
+        for name in names:
+            if name not in present_set:
+                listed = ", ".join(repr(c) for c in present) if present else "(none)"
+                raise InputError(
+                    f"the mapping's {role} column is not in this file; columns present: {listed}",
+                    file=file,
+                    column=name,
+                )
+
+
+def discover_files(inputs: list[Path]) -> list[tuple[Path, str]]:
+    """(file, format) for every input file; folders give their tabular files, recursively.
+
+    Folders yield the files whose suffix is in TABULAR_SUFFIXES (hidden files and other
+    files such as READMEs are passed over), sorted by path. A file named explicitly is
+    read as delimited text whatever its suffix, unless it ends in .parquet/.pq. CSV and
+    Parquet files may be mixed: each is read on its own and the results are stacked.
+    """
+    # Keyed by resolved path so a file named twice (or also inside a named folder) is
+    # read once; the path kept is the one the user wrote, for messages and rejects.
+    found: dict[Path, tuple[Path, str]] = {}
+    for path in inputs:
+        if path.is_dir():
+            in_folder = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in TABULAR_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not in_folder:
+                suffixes = ", ".join(TABULAR_SUFFIXES)
+                raise InputError(f"folder holds no tabular files ({suffixes})", file=path)
+            for p in in_folder:
+                found.setdefault(p.resolve(), (p, TABULAR_SUFFIXES[p.suffix.lower()]))
+        elif path.is_file():
+            fmt = TABULAR_SUFFIXES.get(path.suffix.lower(), "csv")
+            found.setdefault(path.resolve(), (path, fmt))
+        else:
+            raise InputError("input not found", file=path)
+    if not found:
+        raise InputError("no input files given")
+    return list(found.values())
