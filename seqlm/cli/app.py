@@ -22,7 +22,9 @@ app = typer.Typer(
 )
 
 # Modules with a `register(app)` function, one per command group.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "seqlm.cli.train",
+)
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)

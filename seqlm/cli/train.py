@@ -1,0 +1,133 @@
+"""`seqlm train` and `seqlm runs show`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from seqlm.cli.progress_bar import RichProgress
+
+
+def _torchrun(nproc: int, args: list[str]) -> int:
+    """Run this same command as `nproc` processes under torchrun; returns its exit code."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "seqlm.train",
+        *args,
+    ]
+    return subprocess.call(command)
+
+
+def train_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (from `seqlm ingest`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="Model size: micro, small or base.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML file with a model table and a train table."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help="table.key=value (TOML literal), e.g. model.layers=6 train.steps=500.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Processes (DDP) on this machine, via torchrun.")
+    ] = 1,
+) -> None:
+    """Train a GPT on a corpus and write a run folder (weights, metrics, checkpoints)."""
+    from seqlm.training.config import resolve_settings
+    from seqlm.training.session import train_on_corpus
+
+    sets = set_ or []
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        args = [str(corpus), "--out", str(out)]
+        args += ["--preset", preset] if preset else []
+        args += ["--config", str(config)] if config else []
+        for item in sets:
+            args += ["--set", item]
+        args += ["--resume"] if resume else []
+        raise typer.Exit(_torchrun(nproc, args))
+    given = preset is not None or config is not None or bool(sets)
+    settings = resolve_settings(config, sets, preset) if given or not resume else None
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    progress = RichProgress() if is_main else None
+    try:
+        result = train_on_corpus(corpus, out, settings, resume=resume, progress=progress)
+    finally:
+        if progress is not None:
+            progress.finish()
+    if not is_main:
+        return
+    console = Console()
+    console.print(f"[bold green]run written[/] to {out}  (stopped: {result.stop_reason})")
+    console.print(f"  steps {result.step:,}   tokens {result.tokens:,}   {result.elapsed_s:.1f} s")
+    if result.train_loss is not None:
+        console.print(f"  train loss   {result.train_loss:.4f}")
+    if result.eval_loss is not None:
+        console.print(f"  tuning loss  {result.eval_loss:.4f}")
+    if result.best_eval_loss is not None:
+        console.print(f"  best tuning  {result.best_eval_loss:.4f} at step {result.best_step}")
+    console.print(f"next: seqlm runs show {out}")
+
+
+def runs_show_command(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")],
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Where to write the loss-curve PNG (default RUN/loss.png)."),
+    ] = None,
+) -> None:
+    """Show a run's settings, final metrics and checkpoints, and plot its loss curves."""
+    from seqlm.training.runs import plot_loss_curves, summarize_run
+
+    summary = summarize_run(run)
+    console = Console()
+    config = summary.config
+    console.print(f"[bold]{summary.path}[/]  preset {config.get('preset')}")
+    model = config.get("model", {})
+    shape = ", ".join(f"{k}={model[k]}" for k in sorted(model) if model[k] is not None)
+    console.print(f"  model: {shape}")
+    train = config.get("train", {})
+    console.print("  train: " + ", ".join(f"{k}={train[k]}" for k in sorted(train)))
+    corpus = config.get("corpus", {})
+    console.print(f"  corpus: {corpus.get('path')} ({corpus.get('tokens', 0):,} tokens)")
+    state = "finished" if summary.finished else "not finished"
+    console.print(f"  {state}; latest checkpoint step {summary.step}, kept {summary.checkpoints}")
+    if summary.final is not None:
+        final = summary.final
+        for key in ("stop_reason", "step", "tokens", "elapsed_s", "train_loss", "eval_loss"):
+            if final.get(key) is not None:
+                console.print(f"  {key:>14}: {final[key]}")
+    if summary.best is not None:
+        console.print(
+            f"  best tuning loss {summary.best.get('loss')} at step {summary.best['step']}"
+        )
+    png = plot_loss_curves(summary, plot or summary.path / "loss.png")
+    console.print(f"  loss curves: {png}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    runs = typer.Typer(help="Inspect run folders.", no_args_is_help=True)
+    runs.command("show")(runs_show_command)
+    app.add_typer(runs, name="runs")

@@ -1,0 +1,174 @@
+"""Training settings: the `TrainConfig` dataclass and how a run's settings are resolved.
+
+A run is configured by a model preset, an optional TOML file with `[model]` and
+`[train]` tables, and `--set table.key=value` strings (values read as TOML literals,
+never evaluated), applied in that order. Friendly aliases (`model.layers`,
+`model.context`, `train.steps` ...) map to the dataclass fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from seqlm.corpora_adapters.base import load_toml, options_from_mapping, parse_option_strings
+from seqlm.errors import ConfigError
+from seqlm.training.budget import Budget
+
+# Friendly names for GPTConfig fields, as users write them on the command line.
+MODEL_ALIASES: dict[str, str] = {
+    "layers": "n_layer",
+    "heads": "n_head",
+    "width": "n_embd",
+    "dim": "n_embd",
+    "context": "block_size",
+}
+TRAIN_ALIASES: dict[str, str] = {
+    "steps": "max_steps",
+    "tokens": "max_tokens",
+    "minutes": "max_minutes",
+    "batch": "batch_size",
+    "accum": "grad_accum",
+}
+DEFAULT_PRESET = "micro"
+DEFAULT_CONTEXT = 128
+DEFAULT_STEPS = 2000
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run except the model's shape.
+
+    The budget is any of `max_steps`, `max_tokens`, `max_minutes` (the first reached
+    ends training; with none set, `DEFAULT_STEPS`). `batch_size` is rows per
+    micro-batch per process: the global batch is batch_size x grad_accum x processes.
+    """
+
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_minutes: float | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    packing: Literal["packed", "padded"] = "packed"
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    decay: Literal["cosine", "linear"] = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    # Micro-batches of the tuning split per evaluation; 0 = one pass over the split.
+    eval_batches: int = 20
+    # Stop after this many evaluations without improvement; 0 = never stop early.
+    early_stopping: int = 0
+    early_stopping_min_delta: float = 0.0
+    checkpoint_every: int = 100
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    tensorboard: bool = False
+    train_split: str = "train"
+    eval_split: str = "tuning"
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
+            self.max_steps = DEFAULT_STEPS
+        positive = ("batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        non_negative = ("warmup_steps", "eval_batches", "early_stopping", "weight_decay")
+        for name in non_negative + ("grad_clip", "early_stopping_min_delta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")
+        if self.keep_last < 1:
+            raise ConfigError(f"train.keep_last must be at least 1, got {self.keep_last}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        self.budget()  # validates the limits
+
+    def budget(self) -> Budget:
+        seconds = None if self.max_minutes is None else 60.0 * self.max_minutes
+        return Budget(steps=self.max_steps, tokens=self.max_tokens, seconds=seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        return options_from_mapping(cls, dict(data), prefix="train.")
+
+
+@dataclass
+class RunSettings:
+    """A run's settings before the corpus is known: preset, model overrides (GPTConfig
+    field names), and the training config."""
+
+    preset: str = DEFAULT_PRESET
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _apply_aliases(table: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> dict:
+    result: dict[str, Any] = {}
+    for key, value in table.items():
+        name = aliases.get(key, key)
+        if name in result:
+            raise ConfigError(f"{where}.{key} is given twice (as {name} and an alias of it)")
+        result[name] = value
+    return result
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_settings(
+    config_file: str | Path | None = None,
+    sets: Sequence[str] = (),
+    preset: str | None = None,
+) -> RunSettings:
+    """Merge a TOML file's `[model]`/`[train]` tables and `--set` strings into settings.
+
+    `preset` (the `--preset` option) wins over `model.preset` in the file or the sets.
+    """
+    raw: dict[str, Any] = load_toml(config_file) if config_file is not None else {}
+    raw = _merge(raw, parse_option_strings(sets))
+    unknown = sorted(set(raw) - {"model", "train"})
+    if unknown:
+        raise ConfigError(
+            f"unknown config table(s) {', '.join(unknown)}; use [model] and [train] "
+            "(on the command line: --set model.layers=6, --set train.lr=1e-3)"
+        )
+    for table in ("model", "train"):
+        if not isinstance(raw.get(table, {}), Mapping):
+            raise ConfigError(f"{table!r} must be a table of settings")
+    model = _apply_aliases(raw.get("model", {}), MODEL_ALIASES, "model")
+    chosen_preset = str(model.pop("preset", DEFAULT_PRESET))
+    if preset is not None:
+        chosen_preset = preset
+    if "vocab_size" in model:
+        raise ConfigError("model.vocab_size comes from the corpus's vocabulary; do not set it")
+    train_table = _apply_aliases(raw.get("train", {}), TRAIN_ALIASES, "train")
+    return RunSettings(
+        preset=chosen_preset,
+        model=model,
+        train=options_from_mapping(TrainConfig, train_table, prefix="train."),
+    )

@@ -1,0 +1,179 @@
+"""A corpus folder and settings in, a run folder out: the library behind `seqlm train`.
+
+Works the same in one process and under `torchrun` (each process calls
+`train_on_corpus`; rank 0 writes). A resumed run takes every setting from the run's
+config.json, so it continues exactly the run that was started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import seqlm
+from seqlm.corpus.loader import BatchLoader, LoaderConfig
+from seqlm.errors import ConfigError, CorpusError
+from seqlm.progress import Progress
+from seqlm.training.callbacks import TrainCallback
+from seqlm.training.checkpoint import TOKENIZER_FILE, RunFolder
+from seqlm.training.config import DEFAULT_CONTEXT, RunSettings, TrainConfig
+from seqlm.training.distributed import DistContext, init_distributed, shutdown
+from seqlm.training.trainer import Trainer, TrainResult
+
+
+def build_gpt_config(settings: RunSettings, vocab_size: int) -> Any:
+    """The GPTConfig for a preset, the corpus's vocabulary and the user's overrides."""
+    from seqlm.model import preset
+
+    overrides = dict(settings.model)
+    block_size = int(overrides.pop("block_size", DEFAULT_CONTEXT))
+    try:
+        return preset(settings.preset, vocab_size=vocab_size, block_size=block_size, **overrides)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError(f"model settings: {err}") from None
+
+
+def gpt_from_dict(model_config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised GPT for a config.json's `model` table."""
+    from seqlm.model import GPT, GPTConfig
+
+    try:
+        return GPT(GPTConfig.from_dict(model_config))
+    except (TypeError, ValueError, KeyError) as err:
+        raise CorpusError(f"config.json: model settings not understood: {err}") from None
+
+
+def corpus_identity(corpus: Any) -> dict[str, Any]:
+    """What config.json records of the corpus, to check a resume uses the same one."""
+    manifest = corpus.manifest or {}
+    return {
+        "path": str(Path(corpus.path).resolve()),
+        "vocab_size": int(corpus.vocab_size),
+        "tokens": int(len(corpus.tokens)),
+        "sequences": int(corpus.index.height),
+        "vocabulary_hash": manifest.get("vocabulary_hash"),
+    }
+
+
+def make_loaders(
+    corpus: Any, train: TrainConfig, context: int, ctx: DistContext
+) -> tuple[BatchLoader, BatchLoader | None]:
+    """Training batches (shuffled, seeded) and tuning batches (fixed order), sharded by
+    rank. No tuning split means no evaluation, early stopping or best/."""
+    common = {"rank": ctx.rank, "world_size": ctx.world_size}
+    train_data = BatchLoader.from_corpus(
+        corpus,
+        train.train_split,
+        LoaderConfig(
+            context=context, batch_size=train.batch_size, packing=train.packing, seed=train.seed
+        ),
+        accum_steps=train.grad_accum,
+        **common,
+    )
+    if corpus.split(train.eval_split).height == 0:
+        return train_data, None
+    eval_data = BatchLoader.from_corpus(
+        corpus,
+        train.eval_split,
+        LoaderConfig(
+            context=context,
+            batch_size=train.batch_size,
+            packing=train.packing,
+            seed=train.seed,
+            shuffle=False,
+        ),
+        **common,
+    )
+    return train_data, eval_data
+
+
+def _resolved_run_config(
+    run: RunFolder, corpus: Any, settings: RunSettings | None, resume: bool
+) -> tuple[dict[str, Any], TrainConfig]:
+    if resume:
+        if settings is not None:
+            raise ConfigError(
+                "a resumed run takes its settings from the run folder's config.json; "
+                "drop --preset/--config/--set, or start a new run"
+            )
+        config = run.read_config()
+        recorded = config.get("corpus", {})
+        current = corpus_identity(corpus)
+        for key in ("vocab_size", "tokens", "sequences", "vocabulary_hash"):
+            if recorded.get(key) != current[key]:
+                raise CorpusError(
+                    f"{corpus.path}: not the corpus this run was trained on "
+                    f"({key} {current[key]!r}, the run recorded {recorded.get(key)!r})"
+                )
+        try:
+            train = TrainConfig.from_dict(config["train"])
+        except KeyError:
+            raise CorpusError(f"{run.config_path}: no [train] settings") from None
+        return config, train
+    settings = settings or RunSettings()
+    gpt_config = build_gpt_config(settings, corpus.vocab_size)
+    config = {
+        "seqlm_version": seqlm.__version__,
+        "model_type": "gpt",
+        "preset": settings.preset,
+        "model": gpt_config.to_dict(),
+        "train": settings.train.to_dict(),
+        "corpus": corpus_identity(corpus),
+    }
+    return config, settings.train
+
+
+def train_on_corpus(
+    corpus_path: str | Path,
+    out: str | Path,
+    settings: RunSettings | None = None,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+    callbacks: Sequence[TrainCallback] = (),
+) -> TrainResult:
+    """Train a GPT on a corpus folder, writing (or continuing) the run folder `out`."""
+    from seqlm.corpus import load_corpus
+
+    run = RunFolder(out)
+    corpus = load_corpus(Path(corpus_path))
+    config, train = _resolved_run_config(run, corpus, settings, resume)
+    if not resume:
+        run.check_fresh()
+    ctx = init_distributed(train.device)
+    try:
+        config["world_size"] = ctx.world_size
+        if ctx.is_main:
+            run.clean_temporaries()
+            if not resume:
+                run.write_config(config, tokenizer=Path(corpus.path) / TOKENIZER_FILE)
+                run.metrics_path.unlink(missing_ok=True)
+        ctx.barrier()
+        # Same seed on every process: identical initial weights without a broadcast.
+        torch.manual_seed(train.seed)
+        model = gpt_from_dict(config["model"])
+        train_data, eval_data = make_loaders(corpus, train, config["model"]["block_size"], ctx)
+        trainer = Trainer(
+            model,
+            train,
+            train_data,
+            eval_data,
+            run=run,
+            ctx=ctx,
+            callbacks=callbacks,
+            progress=progress,
+        )
+        checkpoint = run.latest_checkpoint() if resume else None
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+        else:
+            trainer.metrics.truncate_after(0)  # a resume killed before any checkpoint
+        return trainer.fit()
+    finally:
+        shutdown(ctx)
