@@ -1,0 +1,226 @@
+"""Causal attention restricted to a window of recent tokens, within documents.
+
+Query i attends key j when i - window < j <= i and, with `doc_ids`, when both belong to
+the same document (packed sequences never see each other). `window=None` is plain
+causal attention. This is the attention-span setting (FinchGPT's span experiment, long
+clinical timelines): with a window w the work should be O(T x w), not O(T^2).
+
+Implementations, chosen by `windowed_attention` (the dispatcher):
+
+- `reference`: dense scores, the mask applied explicitly, softmax in fp32.
+- `sdpa`: `F.scaled_dot_product_attention` with an explicit boolean mask (CPU, and any
+  device): fused, but still O(T^2) work and a T x T mask.
+- `flex`: FlexAttention, compiled, with a `BlockMask` (CUDA): blocks wholly outside the
+  window or the document are skipped, so the work is O(T x w). Block masks are cached
+  per (batch, length, window, device, document layout). FlexAttention has no backward
+  on CPU, so the dispatcher never picks it there.
+
+q, k, v are (B, H, T, d); the result is (B, H, T, d_v).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from seqlm.errors import ConfigError
+from seqlm.kernels.dispatch import choose_impl
+
+IMPLEMENTATIONS: tuple[str, ...] = ("reference", "sdpa", "flex")
+BLOCK_MASK_CACHE_SIZE = 16
+
+
+def check_attention_arguments(
+    q: Tensor, k: Tensor, window: int | None, doc_ids: Tensor | None, op: str
+) -> None:
+    """Shapes and window of a windowed-attention call; raises `ConfigError`."""
+    if q.dim() != 4 or k.dim() != 4:
+        raise ConfigError(f"{op}: q and k must be (batch, heads, tokens, head width)")
+    if q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1] or q.shape[2] != k.shape[2]:
+        raise ConfigError(
+            f"{op}: q {tuple(q.shape)} and k {tuple(k.shape)} must match (self-attention)"
+        )
+    if window is not None and window < 1:
+        raise ConfigError(f"{op}: window must be >= 1 (a token always sees itself), not {window}")
+    if doc_ids is not None and doc_ids.shape != (q.shape[0], q.shape[2]):
+        raise ConfigError(
+            f"{op}: doc_ids must be (batch, tokens) = {(q.shape[0], q.shape[2])}, "
+            f"not {tuple(doc_ids.shape)}"
+        )
+
+
+def windowed_causal_mask(
+    length: int,
+    window: int | None,
+    doc_ids: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Boolean mask, True where query i may attend key j: (1 or B, 1, T, T)."""
+    device = doc_ids.device if doc_ids is not None else device
+    positions = torch.arange(length, device=device)
+    distance = positions[:, None] - positions[None, :]
+    allowed = distance >= 0
+    if window is not None:
+        allowed = allowed & (distance < window)
+    allowed = allowed[None, None]
+    if doc_ids is not None:
+        allowed = allowed & (doc_ids[:, None, :, None] == doc_ids[:, None, None, :])
+    return allowed
+
+
+def windowed_attention_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int | None,
+    doc_ids: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """Dense softmax(q k^T * scale, masked) v, with the softmax in fp32."""
+    check_attention_arguments(q, k, window, doc_ids, "windowed_attention")
+    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    mask = windowed_causal_mask(q.shape[2], window, doc_ids, q.device)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return (probs @ v.float()).to(q.dtype)
+
+
+def windowed_attention_sdpa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int | None,
+    doc_ids: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """SDPA with an explicit boolean mask (or `is_causal` when nothing else restricts)."""
+    check_attention_arguments(q, k, window, doc_ids, "windowed_attention")
+    length = q.shape[2]
+    if doc_ids is None and (window is None or window >= length):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    mask = windowed_causal_mask(length, window, doc_ids, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def windowed_mask_mod(window: int | None, doc_ids: Tensor | None) -> Callable:
+    """FlexAttention `mask_mod`: (batch, head, query, key) -> may attend."""
+
+    def allowed(batch: Tensor, head: Tensor, query: Tensor, key: Tensor) -> Tensor:
+        keep = key <= query
+        if window is not None:
+            keep = keep & (query - key < window)
+        if doc_ids is not None:
+            keep = keep & (doc_ids[batch, query] == doc_ids[batch, key])
+        return keep
+
+    return allowed
+
+
+_block_masks: OrderedDict[tuple, object] = OrderedDict()
+
+
+def windowed_block_mask(
+    batch: int,
+    length: int,
+    window: int | None,
+    doc_ids: Tensor | None,
+    device: torch.device,
+):
+    """A FlexAttention `BlockMask` for this layout, from a small LRU cache.
+
+    The document layout enters the key by a digest of `doc_ids`' contents (one small
+    device-to-host copy), so a repeated packing reuses its mask.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    layout = None
+    if doc_ids is not None:
+        layout = hashlib.blake2b(doc_ids.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    key = (batch if doc_ids is not None else None, length, window, str(device), layout)
+    if key in _block_masks:
+        _block_masks.move_to_end(key)
+        return _block_masks[key]
+    block_mask = create_block_mask(
+        windowed_mask_mod(window, doc_ids),
+        key[0],
+        None,
+        length,
+        length,
+        device=device,
+        _compile=device.type == "cuda",
+    )
+    _block_masks[key] = block_mask
+    if len(_block_masks) > BLOCK_MASK_CACHE_SIZE:
+        _block_masks.popitem(last=False)
+    return block_mask
+
+
+@functools.cache
+def _compiled_flex_attention() -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_attention_call(compiled: bool) -> Callable:
+    """FlexAttention itself: compiled (CUDA), or eager (CPU tests of the mask logic).
+
+    Eager FlexAttention materialises the full scores and warns that it does; the eager
+    form exists here only to check the block-mask logic where there is no GPU.
+    """
+    if compiled:
+        return _compiled_flex_attention()
+    from torch.nn.attention.flex_attention import flex_attention
+
+    def eager(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+            return flex_attention(*args, **kwargs)
+
+    return eager
+
+
+def windowed_attention_flex(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int | None,
+    doc_ids: Tensor | None = None,
+    scale: float | None = None,
+    compiled: bool = True,
+) -> Tensor:
+    """FlexAttention with a cached block mask; `compiled=False` only for CPU tests."""
+    check_attention_arguments(q, k, window, doc_ids, "windowed_attention")
+    block_mask = windowed_block_mask(q.shape[0], q.shape[2], window, doc_ids, q.device)
+    return flex_attention_call(compiled)(q, k, v, block_mask=block_mask, scale=scale)
+
+
+def windowed_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int | None = None,
+    doc_ids: Tensor | None = None,
+    *,
+    scale: float | None = None,
+    impl: str = "auto",
+) -> Tensor:
+    """Causal attention within `window` tokens and within documents: the dispatcher.
+
+    q, k, v (B, H, T, d); doc_ids (B, T) integer document numbers or None; `scale`
+    defaults to 1/sqrt(d). Auto picks FlexAttention on CUDA and SDPA elsewhere.
+    """
+    chosen = choose_impl("windowed_attention", impl, IMPLEMENTATIONS, q.device, ("flex", "sdpa"))
+    if chosen == "reference":
+        return windowed_attention_reference(q, k, v, window, doc_ids, scale)
+    if chosen == "flex":
+        return windowed_attention_flex(q, k, v, window, doc_ids, scale)
+    return windowed_attention_sdpa(q, k, v, window, doc_ids, scale)
