@@ -58,7 +58,7 @@ from seqlm.corpora_adapters.meds_layout import (
     MedsDataset,
     check_sorted,
     check_split_consistency,
-    codes_missing_from_metadata,
+    code_summary,
     locate_dataset,
     metadata_splits,
     scan_rows,
@@ -259,10 +259,11 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
             "file", "row", pl.lit(None, dtype=pl.String).alias("column"), "reason"
         )
     )
-    missing, in_data = codes_missing_from_metadata(rows, dataset)
-    if missing:
+    codes = code_summary(rows, dataset)
+    if codes.missing_from_metadata:
         warnings.warn(
-            f"{missing:,} of {in_data:,} codes used in the data are missing from "
+            f"{codes.missing_from_metadata:,} of {codes.used:,} codes used in the data "
+            "are missing from "
             "metadata/codes.parquet (kept; the vocabulary does not need it)",
             MedsMetadataWarning,
             stacklevel=2,
@@ -271,8 +272,10 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         "dataset": dataset.info,
         "shards": len(dataset.shards),
         "split_source": split_source,
-        "codes_in_data": in_data,
-        "codes_missing_from_metadata": missing,
+        "codes_in_data": codes.used,
+        "codes_missing_from_metadata": codes.missing_from_metadata,
+        # Kinds of the static prefix (for trajectory export): coarse, never a code.
+        "static_kinds": sorted({*codes.static_kinds, *([AGE_CODE] if ages is not None else [])}),
         "options": dataclasses.asdict(options),
     }
     return Ingested(

@@ -368,17 +368,31 @@ def check_sorted(rows: pl.LazyFrame, dataset: MedsDataset) -> None:
         )
 
 
-def codes_missing_from_metadata(rows: pl.LazyFrame, dataset: MedsDataset) -> tuple[int | None, int]:
-    """(codes used in the data but absent from metadata/codes.parquet, codes used).
+@dataclass(frozen=True)
+class CodeSummary:
+    used: int  # distinct codes in the data
+    missing_from_metadata: int | None  # of those, absent from codes.parquet (None: no file)
+    static_kinds: tuple[str, ...]  # kinds (first `//` segment) seen with null time
 
-    The first is None when there is no usable codes.parquet; a missing or incomplete one
-    is common in real exports and never an error.
+
+def code_summary(rows: pl.LazyFrame, dataset: MedsDataset) -> CodeSummary:
+    """Which codes the data uses, against metadata/codes.parquet, in one streaming pass.
+
+    A missing or incomplete codes.parquet is common in real exports and never an error.
     """
-    used = rows.select(pl.col("code").drop_nulls().unique()).collect(engine="streaming")
+    used = (
+        rows.filter(pl.col("code").is_not_null() & pl.col("entity").is_not_null())
+        .group_by("code")
+        .agg(static=pl.col("time").is_null().any())
+        .collect(engine="streaming")
+    )
+    static = used.filter("static")["code"].str.split("//").list.first().unique().sort()
     path = dataset.metadata / "codes.parquet"
     try:
         described = pl.read_parquet(path, columns=["code"])
     except (pl.exceptions.PolarsError, OSError):
-        return None, used.height
-    missing = used.join(described.select(pl.col("code").cast(pl.String)), on="code", how="anti")
-    return missing.height, used.height
+        missing = None
+    else:
+        described = described.select(pl.col("code").cast(pl.String))
+        missing = used.join(described, on="code", how="anti").height
+    return CodeSummary(used.height, missing, tuple(static.to_list()))
