@@ -23,6 +23,7 @@ from seqlm.errors import ConfigError
 ADAPTER_MODULES: tuple[str, ...] = (
     "seqlm.corpora_adapters.meds",
     "seqlm.corpora_adapters.tabular",
+    "seqlm.corpora_adapters.birdsong",
 )
 
 
