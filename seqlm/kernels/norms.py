@@ -58,11 +58,17 @@ def layer_norm_reference(
     return normed.to(x.dtype)
 
 
+def _low_precision_on_cpu(x: Tensor) -> bool:
+    """ATen's CPU norms keep bf16/fp16 intermediates (the weight gradient, summed over
+    rows, drifts by ~20% in bf16); compute those in fp32 like the reference. CUDA's
+    kernels accumulate in fp32 already."""
+    return x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16)
+
+
 def rms_norm_native(x: Tensor, weight: Tensor | None, eps: float = 1e-6) -> Tensor:
-    """PyTorch's fused RMSNorm (computes in fp32 for low-precision inputs too)."""
+    """PyTorch's fused RMSNorm."""
     _check_norm_arguments("rms_norm", x, weight, None)
-    if x.dtype in (torch.float16, torch.bfloat16):
-        # F.rms_norm accumulates in the input dtype on some backends; match the reference.
+    if _low_precision_on_cpu(x):
         w32 = weight.float() if weight is not None else None
         return F.rms_norm(x.float(), (x.shape[-1],), w32, eps).to(x.dtype)
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
@@ -73,6 +79,10 @@ def layer_norm_native(
 ) -> Tensor:
     """PyTorch's fused LayerNorm."""
     _check_norm_arguments("layer_norm", x, weight, bias)
+    if _low_precision_on_cpu(x):
+        w32 = weight.float() if weight is not None else None
+        b32 = bias.float() if bias is not None else None
+        return F.layer_norm(x.float(), (x.shape[-1],), w32, b32, eps).to(x.dtype)
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 
