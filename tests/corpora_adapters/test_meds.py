@@ -8,6 +8,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import shared_path
@@ -362,3 +363,81 @@ def test_mimic_demo_demographics_form_the_static_prefix(mimic_events):
     kinds = set(events["kind"].unique().to_list())
     assert {"LAB", "DIAGNOSIS", "MEDS_DEATH", "HOSPITAL_ADMISSION"} <= kinds
     assert (events["code"].str.split("//").list.first() == events["kind"]).all()
+
+
+# -- the adapter inside a corpus build: bins and thresholds come from train only --------
+
+LAB_SUBSET = ["LAB//220045", "LAB//50912", "LAB//51221", "GENDER", "MEDS_BIRTH"]
+
+
+def _ingest(root: Path, out: Path, adapter: dict | None = None, scheme: dict | None = None):
+    from seqlm.ingest import ingest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedsMetadataWarning)
+        return ingest("meds", [root], out, {"adapter": adapter or {}, "scheme": scheme or {}})
+
+
+def _copy_with_values_changed(source: Path, target: Path, split: str | None) -> Path:
+    """A copy of the LAB_SUBSET rows of a MEDS dataset, with every value of the `split`
+    shard (if any) moved far away. Every build below reads such a copy, so the rows'
+    file order (which seeds the vocabulary's value sample) is the same in all."""
+    kept = pl.any_horizontal(
+        (pl.col("code") == p) | pl.col("code").str.starts_with(p + "//") for p in LAB_SUBSET
+    )
+    for shard in sorted((source / "data").rglob("*.parquet")):
+        frame = pl.read_parquet(shard).filter(kept)
+        if shard.parent.name == split:
+            frame = frame.with_columns(pl.col("numeric_value") * -1000.0 + 1e6)
+        path = target / shard.relative_to(source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(path)
+    metadata = target / "metadata"
+    metadata.mkdir()
+    for file in (source / "metadata").iterdir():
+        (metadata / file.name).write_bytes(file.read_bytes())
+    return target
+
+
+def test_mimic_held_out_values_do_not_move_bin_edges(tmp_path: Path):
+    root = shared_path("clinical", "mimic-iv-demo-meds")
+    original = _ingest(_copy_with_values_changed(root, tmp_path / "same", None), tmp_path / "a")
+    moved = _copy_with_values_changed(root, tmp_path / "held", "held_out")
+    held = _ingest(moved, tmp_path / "b")
+    assert original.vocabulary.value_bins  # the subset has binned lab codes
+    assert held.vocabulary.value_bins == original.vocabulary.value_bins
+    assert held.vocabulary.tokens == original.vocabulary.tokens
+    # The held-out values did change: their tokens moved to other bins.
+    held_out = original.index.filter(pl.col("split") == "held_out")["seq_id"].to_list()
+    assert any(not np.array_equal(original.sequence(i), held.sequence(i)) for i in held_out)
+    # Control: moving train values does move the edges, so the check above can fail.
+    changed = _copy_with_values_changed(root, tmp_path / "train", "train")
+    trained = _ingest(changed, tmp_path / "c")
+    assert trained.vocabulary.value_bins != original.vocabulary.value_bins
+
+
+def test_privacy_threshold_counts_train_subjects_only(tmp_path: Path):
+    rows = []
+    for subject in range(1, 13):
+        rows.append((subject, t(1), "LAB//COMMON", None, None))
+        if subject <= 4:
+            rows.append((subject, t(2), "LAB//FOUR_TRAIN", None, None))
+        if subject > 6:
+            rows.append((subject, t(2), "LAB//HELD_ONLY", None, None))
+    frame = meds_frame(rows)
+    root = write_meds(
+        tmp_path / "m",
+        {
+            "train/0.parquet": frame.filter(pl.col("subject_id") <= 6),
+            "held_out/0.parquet": frame.filter(pl.col("subject_id") > 6),
+        },
+    )
+    corpus = _ingest(root, tmp_path / "corpus")
+    assert corpus.manifest["scheme"]["min_entities"] == 5
+    tokens = set(corpus.vocabulary.tokens)
+    assert "LAB//COMMON" in tokens
+    assert "LAB//FOUR_TRAIN" not in tokens and "LAB//HELD_ONLY" not in tokens
+    held = corpus.index.filter(pl.col("split") == "held_out")["seq_id"][0]
+    assert corpus.vocabulary.decode(corpus.sequence(held)) == [
+        "[BOS]", "LAB//COMMON", "[TIME//1d]", "LAB//[UNK]", "[EOS]"
+    ]  # fmt: skip
