@@ -1,0 +1,115 @@
+"""Calibration of next-token predictions: expected calibration error and a reliability
+diagram over the top-1 confidence.
+
+Tokens are put in equal-width bins of their top-1 confidence (the probability of the
+most likely id); a calibrated model's accuracy in each bin matches its mean confidence.
+ECE = sum over bins of (tokens in bin / all tokens) * |accuracy - confidence|. Accuracy
+is the expected top-1 hit with ties broken at random (see `TokenScores.top_k_hit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from seqlm.errors import ConfigError
+from seqlm.evaluation.scores import TokenScores
+
+DEFAULT_BINS = 15
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """`bins`: one row per bin (`bin`, `lower`, `upper`, `tokens`, `confidence`,
+    `accuracy`; confidence and accuracy null where a bin is empty). `max_gap` is the
+    largest |accuracy - confidence| over non-empty bins (MCE)."""
+
+    ece: float
+    max_gap: float
+    tokens: int
+    bins: pl.DataFrame
+
+
+def calibration(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS
+) -> Calibration:
+    """ECE with `n_bins` equal-width bins over [0, 1]; a confidence of exactly 1 falls in
+    the last bin. `correct` may be 0/1 or a fractional expected hit."""
+    if n_bins < 1:
+        raise ConfigError(f"calibration needs at least one bin, got {n_bins}")
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.shape != correct.shape or confidence.ndim != 1:
+        raise ConfigError("confidence and correctness must be 1-d arrays of the same length")
+    if np.isnan(confidence).any() or np.isnan(correct).any():
+        raise ConfigError("confidence and correctness must not hold NaN")
+    if confidence.size and (np.min(confidence) < 0 or np.max(confidence) > 1):
+        raise ConfigError("confidences must lie in [0, 1]")
+    which = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
+    tokens = np.bincount(which, minlength=n_bins)
+    confidence_sum = np.bincount(which, weights=confidence, minlength=n_bins)
+    correct_sum = np.bincount(which, weights=correct, minlength=n_bins)
+    filled = tokens > 0
+    mean_confidence = np.divide(confidence_sum, tokens, out=np.zeros(n_bins), where=filled)
+    accuracy = np.divide(correct_sum, tokens, out=np.zeros(n_bins), where=filled)
+    gap = np.abs(accuracy - mean_confidence)
+    total = int(tokens.sum())
+    ece = float(np.sum(tokens * gap) / total) if total else float("nan")
+    bins = pl.DataFrame(
+        {
+            "bin": np.arange(n_bins),
+            "lower": np.arange(n_bins) / n_bins,
+            "upper": np.arange(1, n_bins + 1) / n_bins,
+            "tokens": tokens,
+            "confidence": np.where(filled, mean_confidence, np.nan),
+            "accuracy": np.where(filled, accuracy, np.nan),
+        }
+    ).with_columns(pl.col("confidence", "accuracy").fill_nan(None))
+    max_gap = float(gap[filled].max()) if filled.any() else float("nan")
+    return Calibration(ece=ece, max_gap=max_gap, tokens=total, bins=bins)
+
+
+def calibration_of(scores: TokenScores, n_bins: int = DEFAULT_BINS) -> Calibration:
+    """Calibration of a scorer's top-1 predictions."""
+    return calibration(scores.max_prob, scores.top_k_hit(1), n_bins)
+
+
+def reliability_diagram(
+    calibrations: Calibration | Mapping[str, Calibration],
+    path: str | Path,
+    title: str = "Reliability of top-1 predictions",
+    dpi: int = 150,
+) -> Path:
+    """Write a reliability diagram PNG: accuracy against confidence per bin (one line per
+    model), the diagonal of perfect calibration, and below it the share of tokens per
+    bin. Returns the path written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    named = {"model": calibrations} if isinstance(calibrations, Calibration) else calibrations
+    if not named:
+        raise ConfigError("reliability_diagram needs at least one calibration")
+    figure = Figure(figsize=(6.4, 7.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="perfect calibration")
+    for name, result in named.items():
+        bins = result.bins.filter(pl.col("tokens") > 0)
+        label = f"{name} (ECE {result.ece:.3f})"
+        line = top.plot(bins["confidence"], bins["accuracy"], marker="o", label=label)[0]
+        centres = (result.bins["lower"] + result.bins["upper"]) / 2
+        share = result.bins["tokens"] / max(result.tokens, 1)
+        bottom.plot(centres, share, marker=".", color=line.get_color())
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy (top-1)", title=title)
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize="small")
+    bottom.set(xlabel="confidence (probability of the top-1 token)", ylabel="share of tokens")
+    bottom.grid(alpha=0.3)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=dpi)
+    return out

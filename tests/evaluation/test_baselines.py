@@ -1,0 +1,164 @@
+"""Uniform and unigram baselines, order selection, and baselines on a real corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqlm.errors import ConfigError, CorpusError
+from seqlm.evaluation.baselines import (
+    BaselineOptions,
+    UniformBaseline,
+    UnigramBaseline,
+    evaluate_baselines,
+    fit_baselines,
+    select_ngram_order,
+    split_sequences,
+)
+from seqlm.evaluation.ngram import count_ngrams
+
+
+def perplexity(scores) -> float:
+    return float(np.exp(-scores.log_prob.mean()))
+
+
+def test_uniform_perplexity_is_the_number_of_predictable_ids() -> None:
+    sequences = [np.array([1, 5, 6, 7, 2]), np.array([1, 9, 2])]
+    scores = UniformBaseline(10).score(sequences)
+    assert perplexity(scores) == pytest.approx(8)  # 10 ids less [PAD] and [BOS]
+    np.testing.assert_allclose(scores.top_k_hit(1), 1 / 8)
+    np.testing.assert_allclose(scores.top_k_hit(5), 5 / 8)
+    np.testing.assert_allclose(scores.top_k_hit(10), 1.0)
+    np.testing.assert_allclose(scores.max_prob, 1 / 8)
+
+
+def test_unigram_is_add_one_smoothed_over_predictable_ids() -> None:
+    train = [np.array([1, 5, 5, 6, 2]), np.array([1, 5, 2])]  # targets 5 5 6 2 5 2
+    model = UnigramBaseline.fit(train, vocab_size=8)
+    # counts + 1 over the 6 predictable ids (2..7), 6 targets: denominator 12.
+    expected = np.array([0, 0, 3, 1, 1, 4, 2, 1]) / 12
+    np.testing.assert_allclose(model.probabilities, expected)
+    scores = model.score([np.array([1, 7, 5, 2])])
+    np.testing.assert_allclose(scores.log_prob, np.log([1 / 12, 4 / 12, 3 / 12]))
+    np.testing.assert_array_equal(scores.n_greater, [3, 0, 1])  # 7 ties with 3 and 4
+    np.testing.assert_array_equal(scores.n_tied, [2, 0, 0])
+
+
+def markov_sequences(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Next id = a fixed function of the previous two plus a little noise: an order-3
+    model is right; orders 1 and 2 are not."""
+    out = []
+    for _ in range(n):
+        tokens = [int(rng.integers(5, 9)), int(rng.integers(5, 9))]
+        for _ in range(int(rng.integers(10, 30))):
+            follow = 5 + (tokens[-1] * 3 + tokens[-2]) % 4
+            tokens.append(follow if rng.random() < 0.95 else int(rng.integers(5, 9)))
+        out.append(np.array([1, *tokens, 2]))
+    return out
+
+
+def test_best_order_is_chosen_on_the_tuning_split() -> None:
+    rng = np.random.default_rng(0)
+    train, tuning = markov_sequences(rng, 300), markov_sequences(rng, 60)
+    counts = count_ngrams(train, 10, max_order=6)
+    selection = select_ngram_order(counts, tuning)
+    assert sorted(selection.tuning_perplexity) == [1, 2, 3, 4, 5, 6]
+    assert selection.best_order >= 3
+    assert selection.tuning_perplexity[3] < selection.tuning_perplexity[2] * 0.8
+    assert selection.tuning_perplexity[selection.best_order] == min(
+        selection.tuning_perplexity.values()
+    )
+    with pytest.raises(ConfigError):
+        select_ngram_order(counts, [np.array([1])])
+
+
+def test_fit_baselines_names_and_options() -> None:
+    rng = np.random.default_rng(1)
+    train, tuning = markov_sequences(rng, 50), markov_sequences(rng, 10)
+    fitted = fit_baselines(train, 10, tuning, BaselineOptions(ngram_orders=(2,), max_order=4))
+    names = [s.name for s in fitted.scorers]
+    assert names[:3] == ["uniform", "unigram", "2-gram KN"]
+    assert names[3] == f"best n-gram ({fitted.selection.best_order}-gram KN)"
+    without_tuning = fit_baselines(train, 10, None, BaselineOptions(ngram_orders=(2, 3)))
+    assert [s.name for s in without_tuning.scorers] == [
+        "uniform",
+        "unigram",
+        "2-gram KN",
+        "3-gram KN",
+    ]
+    assert without_tuning.selection is None
+    with pytest.raises(ConfigError):
+        BaselineOptions(ngram_orders=(9,), max_order=8)
+    with pytest.raises(ConfigError):
+        BaselineOptions(max_order=0)
+
+
+class ListCorpus:
+    """The three methods baselines need from a corpus, over in-memory sequences."""
+
+    def __init__(self, sequences: list[np.ndarray], splits: list[str], vocab_size: int):
+        self._sequences = sequences
+        self.vocab_size = vocab_size
+        self.index = pl.DataFrame(
+            {"seq_id": np.arange(len(sequences)), "split": splits, "group": ["g"] * len(splits)}
+        )
+
+    def split(self, name: str) -> pl.DataFrame:
+        return self.index.filter(pl.col("split") == name)
+
+    def sequence(self, seq_id: int) -> np.ndarray:
+        return self._sequences[seq_id]
+
+
+def test_evaluate_baselines_scores_the_same_tokens_for_every_baseline() -> None:
+    rng = np.random.default_rng(2)
+    sequences = markov_sequences(rng, 80)
+    splits = ["train"] * 60 + ["tuning"] * 10 + ["held_out"] * 10
+    corpus = ListCorpus(sequences, splits, 10)
+    result = evaluate_baselines(corpus, options=BaselineOptions(ngram_orders=(2,), max_order=5))
+    assert result.index["seq_id"].to_list() == list(range(70, 80))
+    held_out_tokens = sum(len(s) - 1 for s in sequences[70:])
+    for scores in result.scores.values():
+        assert len(scores) == held_out_tokens
+        np.testing.assert_array_equal(scores.token, result.scores["uniform"].token)
+    ppl = {name: perplexity(s) for name, s in result.scores.items()}
+    best = next(name for name in ppl if name.startswith("best"))
+    assert ppl["uniform"] > ppl["unigram"] > ppl["2-gram KN"] > ppl[best]
+    with pytest.raises(CorpusError):
+        evaluate_baselines(ListCorpus(sequences[:2], ["held_out"] * 2, 10))
+
+
+def test_split_sequences_keeps_the_order_of_the_named_splits() -> None:
+    sequences = [np.array([1, i + 5, 2]) for i in range(4)]
+    corpus = ListCorpus(sequences, ["held_out", "train", "tuning", "held_out"], 10)
+    index, arrays = split_sequences(corpus, ["tuning", "held_out"])
+    assert index["seq_id"].to_list() == [2, 0, 3]
+    assert [int(a[1]) for a in arrays] == [7, 5, 8]
+
+
+@pytest.fixture(scope="module")
+def finch_corpus(tmp_path_factory):
+    from conftest import shared_path
+
+    from seqlm.ingest import ingest
+
+    source = shared_path("birdsong", "koparkar2024_mman_lesions")
+    out = tmp_path_factory.mktemp("finch") / "corpus"
+    return ingest("birdsong-strings", [source], out)
+
+
+def test_baselines_on_the_finch_corpus(finch_corpus) -> None:
+    """End to end on the real lesion corpus: the vocabulary's own ids, index rows with
+    bird and condition, and the ordering a user should see."""
+    result = evaluate_baselines(finch_corpus, options=BaselineOptions(ngram_orders=(2, 4)))
+    uniform = result.scores["uniform"]
+    assert perplexity(uniform) == pytest.approx(finch_corpus.vocab_size - 2)
+    assert len(uniform) == int((result.index["length"] - 1).sum())
+    ppl = {name: perplexity(s) for name, s in result.scores.items()}
+    best = next(name for name in ppl if name.startswith("best"))
+    assert ppl["unigram"] > 2 * ppl["2-gram KN"]
+    assert ppl["2-gram KN"] > ppl["4-gram KN"]
+    assert ppl[best] <= ppl["2-gram KN"]
+    assert 1.1 < ppl["4-gram KN"] < 3.0
+    assert result.selection is not None and result.selection.best_order >= 3
