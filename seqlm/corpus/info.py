@@ -1,0 +1,149 @@
+"""`corpus_info`: what `seqlm corpus info DIR` shows, as plain values.
+
+Counts per split and group, vocabulary size, the most frequent tokens, sequence length
+percentiles, rejects by reason, and for clinical-style corpora the share of unknown and
+time tokens and the value-bin edges of the most frequent binned codes. The CLI renders
+it; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from seqlm.corpus.store import REJECTS_FILE, Corpus, load_corpus
+
+PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
+# Tokens counted per chunk of tokens.bin, so counting never loads the whole file.
+COUNT_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    split: str
+    sequences: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    split: str
+    group: str | None
+    sequences: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    token: str
+    count: int
+    share: float
+
+
+@dataclass(frozen=True)
+class CodeBins:
+    """A binned code, how many tokens carry it, and its inner bin edges."""
+
+    code: str
+    tokens: int
+    edges: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    path: str
+    adapter: str
+    created: str
+    seqlm_version: str
+    vocab_size: int
+    token_dtype: str
+    merged_tokens: int
+    rows_read: int
+    events: int
+    rejects: int
+    sequences: int
+    tokens: int
+    splits: tuple[SplitCounts, ...]
+    groups: tuple[GroupCounts, ...]
+    top_tokens: tuple[TokenCount, ...]
+    length_percentiles: dict[int, float]
+    mean_tokens_per_sequence: float
+    rejects_by_reason: dict[str, int]
+    unknown_share: float
+    time_token_share: float
+    binned_codes: tuple[CodeBins, ...]
+
+
+def token_counts(corpus: Corpus) -> np.ndarray:
+    """How often each id occurs in the whole corpus (int64, length vocab_size)."""
+    counts = np.zeros(corpus.vocab_size, dtype=np.int64)
+    for start in range(0, len(corpus.tokens), COUNT_CHUNK):
+        chunk = np.asarray(corpus.tokens[start : start + COUNT_CHUNK])
+        counts += np.bincount(chunk, minlength=corpus.vocab_size)[: corpus.vocab_size]
+    return counts
+
+
+def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> CorpusInfo:
+    """Summarise a corpus folder (reads the index, rejects and one pass over tokens)."""
+    corpus = load_corpus(path)
+    vocab = corpus.vocabulary
+    index = corpus.index
+    manifest = corpus.manifest
+    counts = token_counts(corpus)
+    total = int(counts.sum())
+
+    per_split = index.group_by("split").agg(pl.len(), pl.col("length").sum()).sort("split")
+    per_group = (
+        index.group_by("split", "group")
+        .agg(pl.len(), pl.col("length").sum())
+        .sort("split", "group", nulls_last=True)
+    )
+    order = np.argsort(-counts, kind="stable")[:top]
+    top_tokens = tuple(
+        TokenCount(vocab.tokens[i], int(counts[i]), float(counts[i] / total)) for i in order
+    )
+    lengths = index["length"].to_numpy()
+    roles = np.array(vocab.roles)
+
+    code_tokens: dict[str, int] = {}
+    for token, entry in vocab.data_tokens.items():
+        if entry.code in vocab.value_bins:
+            code_tokens[entry.code] = code_tokens.get(entry.code, 0) + int(
+                counts[vocab.token_to_id[token]]
+            )
+    frequent = sorted(code_tokens.items(), key=lambda item: (-item[1], item[0]))[:binned_codes]
+
+    rejects_path = corpus.path / REJECTS_FILE
+    rejects_by_reason: dict[str, int] = {}
+    if rejects_path.is_file():
+        rejects = pl.read_parquet(rejects_path, columns=["reason"])
+        reasons = rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+        rejects_by_reason = dict(zip(reasons["reason"], reasons["len"], strict=True))
+
+    manifest_counts = manifest.get("counts", {})
+    return CorpusInfo(
+        path=str(corpus.path),
+        adapter=str(manifest.get("source", {}).get("adapter", "")),
+        created=str(manifest.get("created", "")),
+        seqlm_version=str(manifest.get("seqlm_version", "")),
+        vocab_size=corpus.vocab_size,
+        token_dtype=str(manifest.get("token_dtype", "")),
+        merged_tokens=vocab.merged_tokens,
+        rows_read=int(manifest_counts.get("rows_read", 0)),
+        events=int(manifest_counts.get("events", 0)),
+        rejects=int(manifest_counts.get("rejects", 0)),
+        sequences=index.height,
+        tokens=total,
+        splits=tuple(SplitCounts(s, int(n), int(t)) for s, n, t in per_split.iter_rows()),
+        groups=tuple(GroupCounts(s, g, int(n), int(t)) for s, g, n, t in per_group.iter_rows()),
+        top_tokens=top_tokens,
+        length_percentiles={p: float(np.percentile(lengths, p)) for p in PERCENTILES},
+        mean_tokens_per_sequence=float(lengths.mean()),
+        rejects_by_reason=rejects_by_reason,
+        unknown_share=float(counts[roles == "unknown"].sum() / total),
+        time_token_share=float(counts[roles == "time"].sum() / total),
+        binned_codes=tuple(CodeBins(c, n, vocab.value_bins[c].edges) for c, n in frequent),
+    )

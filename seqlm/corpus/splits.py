@@ -1,0 +1,147 @@
+"""Deterministic train / tuning / held-out splits, by entity or by group.
+
+Every entity lands in exactly one split. The rule, in order:
+
+1. If the source has a `split` column (MEDS ships one) and `use_source_split` is on,
+   it is used as is: every entity must have exactly one split value.
+2. Otherwise entities of a group named in `held_out_groups` / `tuning_groups` go to
+   that split (hold out whole birds, sites or cohorts).
+3. The remaining units (entities, or groups when `by = "group"`; an entity without a
+   group is its own unit) are ranked by sha256 of `seed` and the unit's name, and the
+   first `round(n * held_out)` go to held_out, the next `round(n * tuning)` to tuning,
+   the rest to train (at least one unit stays in train). The ranking of a unit does not
+   depend on the others, so adding entities moves few existing ones, and the same seed
+   gives the same split on every machine and polars version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from seqlm.corpora_adapters.base import SPLITS
+from seqlm.errors import ConfigError, InputError
+
+
+@dataclass
+class SplitConfig:
+    """How entities are split (the `[splits]` table of an ingest config)."""
+
+    seed: int = 0
+    tuning: float = 0.1
+    held_out: float = 0.1
+    by: Literal["entity", "group"] = "entity"
+    held_out_groups: tuple[str, ...] = ()
+    tuning_groups: tuple[str, ...] = ()
+    use_source_split: bool = True
+
+    def __post_init__(self) -> None:
+        self.held_out_groups = tuple(self.held_out_groups)
+        self.tuning_groups = tuple(self.tuning_groups)
+        if self.by not in ("entity", "group"):
+            raise ConfigError(f"splits.by must be 'entity' or 'group', got {self.by!r}")
+        if not (0 <= self.tuning < 1 and 0 <= self.held_out < 1):
+            raise ConfigError("splits.tuning and splits.held_out must be in [0, 1)")
+        if self.tuning + self.held_out >= 1:
+            raise ConfigError("splits.tuning + splits.held_out must leave room for train")
+        both = sorted(set(self.held_out_groups) & set(self.tuning_groups))
+        if both:
+            raise ConfigError(f"groups named for both held_out and tuning: {both}")
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values for JSON (tuples become lists there)."""
+        return dataclasses.asdict(self)
+
+
+def unit_rank_key(seed: int, unit: str) -> str:
+    """The hash that orders units for the split; stable across machines and versions."""
+    return hashlib.sha256(f"{seed}\x00{unit}".encode()).hexdigest()
+
+
+def assign_splits(entities: pl.DataFrame, config: SplitConfig) -> pl.DataFrame:
+    """Split per entity.
+
+    `entities` has one row per entity: `entity`, `group` (or null) and `source_split`
+    (the source's split value, null when it has none). Returns `entity`, `split`, in
+    the input's order.
+    """
+    source = entities["source_split"]
+    if config.use_source_split and source.null_count() < entities.height:
+        return _source_splits(entities, config)
+
+    group = entities["group"]
+    forced = pl.Series("forced", [None] * entities.height, dtype=pl.String)
+    for split, names in (("held_out", config.held_out_groups), ("tuning", config.tuning_groups)):
+        missing = sorted(set(names) - set(group.drop_nulls().to_list()))
+        if missing:
+            raise ConfigError(f"splits.{split}_groups names groups not in the data: {missing}")
+        forced = (
+            pl.select(
+                pl.when(group.is_in(pl.Series(list(names), dtype=pl.String).implode()))
+                .then(pl.lit(split))
+                .otherwise(forced)
+            )
+            .to_series()
+            .alias("forced")
+        )
+
+    if config.by == "group":
+        unit = pl.select(
+            pl.when(group.is_not_null())
+            .then(pl.lit("group\x00") + group)
+            .otherwise(pl.lit("entity\x00") + entities["entity"])
+        ).to_series()
+    else:
+        unit = entities["entity"]
+    free_units = sorted(set(unit.filter(forced.is_null()).to_list()))
+    unit_split = _split_units(free_units, config)
+    hashed = unit.replace_strict(unit_split, default=None, return_dtype=pl.String)
+    split = pl.select(pl.coalesce(forced, hashed)).to_series()
+    return pl.DataFrame({"entity": entities["entity"], "split": split})
+
+
+def _split_units(units: list[str], config: SplitConfig) -> dict[str, str]:
+    ranked = sorted(units, key=lambda u: unit_rank_key(config.seed, u))
+    n = len(ranked)
+    n_held = round(n * config.held_out)
+    n_tuning = round(n * config.tuning)
+    overflow = n_held + n_tuning - (n - 1)
+    if n > 0 and overflow > 0:
+        # Too few units for the fractions: keep one in train, trim tuning first.
+        cut = min(overflow, n_tuning)
+        n_tuning -= cut
+        n_held -= overflow - cut
+    splits = {}
+    for i, unit in enumerate(ranked):
+        if i < n_held:
+            splits[unit] = "held_out"
+        elif i < n_held + n_tuning:
+            splits[unit] = "tuning"
+        else:
+            splits[unit] = "train"
+    return splits
+
+
+def _source_splits(entities: pl.DataFrame, config: SplitConfig) -> pl.DataFrame:
+    if config.held_out_groups or config.tuning_groups:
+        raise ConfigError(
+            "the source has a split column; set splits.use_source_split = false to "
+            "choose held-out or tuning groups instead"
+        )
+    source = entities["source_split"]
+    if source.null_count():
+        raise InputError(
+            f"{source.null_count()} of {entities.height} entities have no split value while "
+            "others do; give every entity one, or set splits.use_source_split = false",
+            column="split",
+        )
+    unknown = sorted(set(source.unique().to_list()) - set(SPLITS))
+    if unknown:
+        raise InputError(
+            f"split values must be one of {list(SPLITS)}, got {unknown}", column="split"
+        )
+    return pl.DataFrame({"entity": entities["entity"], "split": source})

@@ -1,0 +1,129 @@
+"""A corpus folder, opened: the vocabulary, the index, and memory-mapped tokens.
+
+`tokens.bin` (and `times.bin`) are mapped read-only, so a corpus larger than memory
+opens at once and `sequence(seq_id)` is a view into the file, never a copy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from seqlm.corpora_adapters.base import SPLITS
+from seqlm.errors import CorpusError
+from seqlm.vocabularies.vocabulary import TOKENIZER_FILE, Vocabulary
+
+MANIFEST_FILE = "manifest.json"
+INDEX_FILE = "index.parquet"
+TOKENS_FILE = "tokens.bin"
+TIMES_FILE = "times.bin"
+REJECTS_FILE = "rejects.parquet"
+INDEX_COLUMNS = (
+    "seq_id",
+    "entity",
+    "group",
+    "split",
+    "offset",
+    "length",
+    "first_time",
+    "last_time",
+)
+TOKEN_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+
+
+@dataclass(eq=False)
+class Corpus:
+    path: Path
+    manifest: dict[str, Any]
+    vocabulary: Vocabulary
+    index: pl.DataFrame
+    tokens: np.memmap
+    times: np.memmap | None = None
+    _offsets: np.ndarray = field(init=False, repr=False)
+    _lengths: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._offsets = self.index["offset"].to_numpy()
+        self._lengths = self.index["length"].to_numpy()
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def __len__(self) -> int:
+        return self.index.height
+
+    def _span(self, seq_id: int) -> slice:
+        if not 0 <= seq_id < len(self._offsets):
+            raise CorpusError(f"{self.path}: no sequence {seq_id} (0..{len(self._offsets) - 1})")
+        start = int(self._offsets[seq_id])
+        return slice(start, start + int(self._lengths[seq_id]))
+
+    def sequence(self, seq_id: int) -> np.ndarray:
+        """The token ids of one sequence, `[BOS]` ... `[EOS]`: a view into `tokens.bin`."""
+        return self.tokens[self._span(seq_id)]
+
+    def sequence_times(self, seq_id: int) -> np.ndarray:
+        """Seconds since the sequence's first timed event, one per token (a view)."""
+        if self.times is None:
+            raise CorpusError(f"{self.path}: this corpus has no {TIMES_FILE}")
+        return self.times[self._span(seq_id)]
+
+    def split(self, name: str) -> pl.DataFrame:
+        """The index rows of one split."""
+        if name not in SPLITS:
+            raise CorpusError(f"no split {name!r}; splits are {list(SPLITS)}")
+        return self.index.filter(pl.col("split") == name)
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Open a corpus folder written by `build_corpus`, checking that its files agree."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CorpusError(f"{path}: not a corpus folder")
+    for name in (MANIFEST_FILE, TOKENIZER_FILE, INDEX_FILE, TOKENS_FILE):
+        if not (path / name).is_file():
+            raise CorpusError(f"{path}: missing {name}; is this a corpus folder?")
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CorpusError(f"{path / MANIFEST_FILE}: not readable JSON: {err}") from None
+    dtype = TOKEN_DTYPES.get(str(manifest.get("token_dtype")))
+    if dtype is None:
+        raise CorpusError(
+            f"{path / MANIFEST_FILE}: unknown token_dtype {manifest.get('token_dtype')!r}"
+        )
+    vocabulary = Vocabulary.load(path)
+    if np.dtype(dtype) != vocabulary.token_dtype:
+        raise CorpusError(f"{path}: token_dtype {dtype.__name__} does not fit the vocabulary")
+    index = pl.read_parquet(path / INDEX_FILE)
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise CorpusError(f"{path / INDEX_FILE}: missing columns {missing}")
+    if not index["seq_id"].equals(pl.Series("seq_id", range(index.height), dtype=pl.Int64)):
+        raise CorpusError(f"{path / INDEX_FILE}: seq_id is not 0..n-1 in order")
+    lengths = index["length"].to_numpy()
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    if not np.array_equal(index["offset"].to_numpy(), offsets) or (lengths < 2).any():
+        raise CorpusError(f"{path / INDEX_FILE}: offsets and lengths do not tile tokens.bin")
+    n_tokens = int(lengths.sum())
+    tokens = _map(path / TOKENS_FILE, dtype, n_tokens)
+    times = _map(path / TIMES_FILE, np.float32, n_tokens) if (path / TIMES_FILE).is_file() else None
+    return Corpus(path, manifest, vocabulary, index, tokens, times)
+
+
+def _map(file: Path, dtype: type, expected: int) -> np.memmap:
+    size = file.stat().st_size
+    itemsize = np.dtype(dtype).itemsize
+    if size != expected * itemsize:
+        raise CorpusError(
+            f"{file}: holds {size // itemsize} values but the index counts {expected}"
+        )
+    if expected == 0:
+        raise CorpusError(f"{file}: empty")
+    return np.memmap(file, dtype=dtype, mode="r")

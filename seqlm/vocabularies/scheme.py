@@ -1,0 +1,160 @@
+"""The token scheme: which event fields make a token, and the fixed special tokens.
+
+A `TokenScheme` is plain configuration (filled from a TOML `[scheme]` table or
+`--option scheme.X=...`); a fitted `Vocabulary` carries the scheme it was fitted with
+and saves it as `scheme.json`, so a corpus always says how its tokens were made.
+
+Token strings never hold whitespace, because the saved HF tokenizer splits on it: a
+space (or any other whitespace character) in a code, text or kind is written as `▁`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import polars as pl
+
+from seqlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from seqlm.vocabularies.time_gaps import TimeGapTokens
+
+PAD, BOS, EOS, UNK, SEP = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "[SEP]"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, SEP)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID, SEP_ID = range(5)
+
+# Separator between the parts of a token (`LAB//51003//ng/mL//Q7`), as in MEDS codes.
+PART_SEPARATOR = "//"
+# What a space becomes inside a token (SentencePiece's word-boundary mark).
+SPACE_MARK = "▁"
+VALUE_TOKEN_PREFIX = "VALUE//Q"
+TIME_TOKEN_PREFIX = "[TIME//"
+
+# ETHOS-like gaps between clinical events, from 5 minutes to 6 months ("mo" = 30 days).
+CLINICAL_TIME_GAPS: tuple[str, ...] = (
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "3h",
+    "5h",
+    "8h",
+    "12h",
+    "18h",
+    "1d",
+    "2d",
+    "4d",
+    "7d",
+    "12d",
+    "20d",
+    "30d",
+    "2mo",
+    "3mo",
+    "6mo",
+)
+
+_WHITESPACE = re.compile(r"\s")
+
+
+@dataclass
+class TokenScheme:
+    """How events become tokens, and which tokens are frequent enough to keep.
+
+    - `value_mode`: "fused" appends the value's bin to the code token (`CODE//Q7`),
+      "separate" writes a `VALUE//Q7` token after the code token (ETHOS style),
+      "ignore" leaves values out.
+    - `value_bins`: quantile bins per code, fitted on train values (10 = deciles). A
+      code gets `min(value_bins, n_values // min_values_per_bin)` bins (fewer where
+      quantiles tie); a code with fewer than two bins' worth of train values, or
+      values from fewer than `min_entities` entities, gets none and its valued events
+      become the plain code token.
+    - `value_sample_size`: at most this many train values per code are kept (a
+      deterministic hash-ranked sample) to compute the quantiles, so fitting needs
+      bounded memory; codes with fewer values use all of them.
+    - `use_text`: whether an event's `text` joins its token (`CODE//text`).
+    - `time_tokens`, `time_gap_edges`: insert `[TIME//<label>]` tokens for gaps
+      between timed events; edges are durations such as `80ms`, `5m`, `2h`, `30d`.
+    - `min_count`, `min_entities`: a token seen fewer times, or in fewer distinct
+      entities, in the train split becomes its kind's unknown (`KIND//[UNK]`). This is
+      the privacy threshold (clinical sources use 5 entities).
+    """
+
+    value_mode: Literal["fused", "separate", "ignore"] = "fused"
+    value_bins: int = 10
+    min_values_per_bin: int = 5
+    value_sample_size: int = 4096
+    use_text: bool = False
+    time_tokens: bool = False
+    time_gap_edges: tuple[str, ...] = CLINICAL_TIME_GAPS
+    min_count: int = 1
+    min_entities: int = 1
+
+    def __post_init__(self) -> None:
+        self.time_gap_edges = tuple(self.time_gap_edges)
+        if self.value_mode not in ("fused", "separate", "ignore"):
+            raise ConfigError(
+                f"scheme.value_mode must be fused, separate or ignore, got {self.value_mode!r}"
+            )
+        for name in ("value_bins", "min_values_per_bin", "value_sample_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"scheme.{name} must be at least 1")
+        if self.min_count < 1 or self.min_entities < 1:
+            raise ConfigError("scheme.min_count and scheme.min_entities must be at least 1")
+        if self.time_tokens and not self.time_gap_edges:
+            raise ConfigError("scheme.time_tokens is on but scheme.time_gap_edges is empty")
+        # Parsing here reports a bad edge when the config is read, not mid-ingest.
+        self.time_gap_tokens()
+
+    def time_gap_tokens(self) -> TimeGapTokens | None:
+        """The time-gap tokens this scheme inserts, or None when it inserts none."""
+        if not self.time_tokens:
+            return None
+        from seqlm.vocabularies.time_gaps import TimeGapTokens
+
+        return TimeGapTokens.from_labels(self.time_gap_edges)
+
+    @property
+    def uses_values(self) -> bool:
+        return self.value_mode != "ignore"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values for JSON (tuples become lists there)."""
+        return dataclasses.asdict(self)
+
+
+def escape_part(text: str) -> str:
+    """A token part with every whitespace character written as `▁`."""
+    return _WHITESPACE.sub(SPACE_MARK, text)
+
+
+def unescape_part(text: str) -> str:
+    """The inverse of `escape_part` for text whose whitespace was plain spaces."""
+    return text.replace(SPACE_MARK, " ")
+
+
+def escaped(expr: pl.Expr) -> pl.Expr:
+    """`escape_part` as a polars expression."""
+    return expr.str.replace_all(r"\s", SPACE_MARK)
+
+
+def kind_unknown(kind: str) -> str:
+    """The unknown token of an (escaped) kind: `LAB//[UNK]`."""
+    return f"{kind}{PART_SEPARATOR}{UNK}"
+
+
+def value_token(bin_number: int) -> str:
+    return f"{VALUE_TOKEN_PREFIX}{bin_number}"
+
+
+def is_reserved(token: str) -> bool:
+    """Token strings the scheme makes itself, which a data token may never take over."""
+    return (
+        token in SPECIAL_TOKENS
+        or token.startswith(TIME_TOKEN_PREFIX)
+        or token.startswith(VALUE_TOKEN_PREFIX)
+        or token.endswith(PART_SEPARATOR + UNK)
+    )

@@ -1,0 +1,121 @@
+"""Time-gap tokens: the time between consecutive timed events, as `[TIME//<label>]` tokens.
+
+Edges are durations with readable labels (`80ms`, `5m`, `2h`, `30d`, `6mo`). The rule
+for a gap `g` (seconds) before an event, measured from the entity's previous timed
+event (static rows have no time and get no gap):
+
+- `g` below the first edge: no token (events close in time stay adjacent);
+- otherwise the token of the largest edge `<= g`;
+- gaps of at least the last edge `L` are written as `floor(g / L)` copies of the last
+  token followed by the token of the remainder `g - floor(g / L) * L` (none when the
+  remainder is below the first edge), so the tokens always add up to the gap to
+  within one bin.
+
+Clinical sequences use minutes to months; birdsong uses the same mechanism with
+sub-second edges for the silences between syllables.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from seqlm.errors import ConfigError
+from seqlm.vocabularies.scheme import TIME_TOKEN_PREFIX
+
+# Seconds per unit. A month is 30 days and a year 365 days: these are bin edges, not
+# calendar arithmetic.
+DURATION_UNITS: dict[str, float] = {
+    "us": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "mo": 30 * 86400.0,
+    "y": 365 * 86400.0,
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+
+
+def parse_duration(label: str) -> float:
+    """Seconds in a duration label such as `80ms`, `1.5s`, `5m`, `2h`, `30d`, `6mo`."""
+    match = _DURATION.match(str(label))
+    if match is None or match.group(2) not in DURATION_UNITS:
+        units = ", ".join(DURATION_UNITS)
+        raise ConfigError(
+            f"time-gap edge {label!r} is not a duration like 80ms, 5m or 2h (units: {units})"
+        )
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def time_token(label: str) -> str:
+    return f"{TIME_TOKEN_PREFIX}{label}]"
+
+
+@dataclass(frozen=True)
+class TimeGapTokens:
+    """Gap edges in seconds (strictly increasing, positive) and their labels."""
+
+    edges: tuple[float, ...]
+    labels: tuple[str, ...]
+
+    @classmethod
+    def from_labels(cls, labels: tuple[str, ...] | list[str]) -> TimeGapTokens:
+        if not labels:
+            raise ConfigError("time-gap tokens need at least one edge")
+        clean = tuple(str(label).strip() for label in labels)
+        edges = tuple(parse_duration(label) for label in clean)
+        for label, edge in zip(clean, edges, strict=True):
+            if edge <= 0:
+                raise ConfigError(f"time-gap edge {label!r} must be longer than zero")
+        for i in range(1, len(edges)):
+            if edges[i] <= edges[i - 1]:
+                raise ConfigError(
+                    f"time-gap edges must increase: {clean[i - 1]!r} is not shorter "
+                    f"than {clean[i]!r}"
+                )
+        return cls(edges=edges, labels=clean)
+
+    @property
+    def tokens(self) -> list[str]:
+        return [time_token(label) for label in self.labels]
+
+    def interval(self, token: str) -> tuple[float, float]:
+        """The gaps in seconds `[low, high)` that one occurrence of `token` stands for.
+
+        The last token stands for exactly its edge when repeated, and for gaps from its
+        edge up to twice it otherwise; `high` is its edge's successor or the last edge
+        doubled, so a gap can be rebuilt as the sum of interval centres.
+        """
+        if token not in self.tokens:
+            raise ConfigError(f"{token!r} is not one of this scheme's time tokens")
+        i = self.tokens.index(token)
+        high = self.edges[i + 1] if i + 1 < len(self.edges) else 2 * self.edges[-1]
+        return (self.edges[i], high)
+
+    def gap_tokens(self, gap_seconds: float | None) -> list[str]:
+        """The tokens for one gap (the rule in the module docstring)."""
+        gap = np.array([np.nan if gap_seconds is None else gap_seconds], dtype=np.float64)
+        repeats, remainder = self.split_gaps(gap)
+        tokens = [self.tokens[-1]] * int(repeats[0])
+        if remainder[0] >= 0:
+            tokens.append(self.tokens[remainder[0]])
+        return tokens
+
+    def split_gaps(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised rule: per gap (seconds, NaN for none) the number of repeated last
+        tokens (int64) and the index of the remainder's token (int64, -1 for none)."""
+        gaps = np.asarray(gaps, dtype=np.float64)
+        last = self.edges[-1]
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(gaps) & (gaps >= self.edges[0])
+        safe = np.where(valid, gaps, 0.0)
+        repeats = np.floor(safe / last).astype(np.int64)
+        remainder = safe - repeats * last
+        index = np.searchsorted(np.asarray(self.edges), remainder, side="right") - 1
+        return repeats, np.where(valid, index, -1).astype(np.int64)

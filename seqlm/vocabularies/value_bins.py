@@ -1,0 +1,204 @@
+"""Per-code quantile bins for numeric values, fitted on train values only.
+
+Bins are numbered 1..n from low to high. With inner edges `e_1 < ... < e_{n-1}`, bin 1
+holds values below `e_1`, bin k holds `e_{k-1} <= v < e_k`, bin n holds `v >= e_{n-1}`
+(infinite values fall into the end bins; NaN counts as no value).
+
+Edges are quantiles (linear interpolation) of a bounded sample of each code's train
+values: `ValueSampler` keeps, per code, the `sample_size` values with the smallest
+hash of (entity, time, order, value), a deterministic sample that does not depend on
+how the rows were chunked. Quantiles that tie (discrete lab values) merge into one edge,
+and an edge at the sample minimum is dropped (its lower bin would be empty), so a code
+may get fewer bins than asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from seqlm.vocabularies.scheme import TokenScheme
+
+# Seed of the hash that ranks values for the bounded sample; fixed so that fitting is
+# reproducible (polars documents its hash as stable within one polars version).
+SAMPLE_HASH_SEED = 20240611
+
+
+@dataclass(frozen=True)
+class CodeValueBins:
+    """One code's bins: inner `edges` (increasing) and each bin's `centres` (the median
+    of the train sample in that bin), so a value token can be turned back into a value."""
+
+    edges: tuple[float, ...]
+    centres: tuple[float, ...]
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
+    def bin_of(self, value: float) -> int | None:
+        """The 1-based bin of one value (None for NaN)."""
+        if value is None or math.isnan(value):
+            return None
+        return int(np.searchsorted(np.asarray(self.edges), value, side="right")) + 1
+
+    def interval(self, bin_number: int) -> tuple[float, float]:
+        """Bin `bin_number` as `[low, high)`, with -inf / inf at the ends."""
+        if not 1 <= bin_number <= self.n_bins:
+            raise ValueError(f"bin {bin_number} outside 1..{self.n_bins}")
+        bounds = (-math.inf, *self.edges, math.inf)
+        return (bounds[bin_number - 1], bounds[bin_number])
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"edges": list(self.edges), "centres": list(self.centres)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, list[float]]) -> CodeValueBins:
+        return cls(
+            edges=tuple(float(e) for e in data["edges"]),
+            centres=tuple(float(c) for c in data["centres"]),
+        )
+
+
+def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
+    """Distinct inner edges of `n_bins` equal-mass bins, none at or below the minimum."""
+    if values.size == 0 or n_bins < 2:
+        return np.empty(0, dtype=np.float64)
+    levels = np.arange(1, n_bins) / n_bins
+    edges = np.unique(np.quantile(values, levels))
+    return edges[edges > values.min()]
+
+
+def fit_code_bins(values: np.ndarray, n_bins: int) -> CodeValueBins | None:
+    """Bins for one code's (finite) sample values; None when they do not split."""
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    edges = quantile_edges(values, n_bins)
+    if edges.size == 0:
+        return None
+    which = np.searchsorted(edges, values, side="right")
+    bounds = np.concatenate(([values[0]], edges, [values[-1]]))
+    centres = []
+    for k in range(edges.size + 1):
+        members = values[which == k]
+        # An empty bin (possible with interpolated edges) is represented by its middle.
+        centre = np.median(members) if members.size else (bounds[k] + bounds[k + 1]) / 2
+        centres.append(float(centre))
+    return CodeValueBins(edges=tuple(float(e) for e in edges), centres=tuple(centres))
+
+
+class ValueSampler:
+    """Train value statistics per code, added chunk by chunk with bounded memory.
+
+    Each chunk passed to `add` must hold whole entities (all of an entity's rows in
+    one chunk), so that distinct-entity counts add up exactly across chunks.
+    """
+
+    def __init__(self, sample_size: int) -> None:
+        self.sample_size = sample_size
+        self._stats = pl.DataFrame(
+            schema={"code": pl.String, "n_values": pl.Int64, "n_entities": pl.Int64}
+        )
+        self._sample = pl.DataFrame(
+            schema={"code": pl.String, "value": pl.Float64, "rank_key": pl.UInt64}
+        )
+
+    def add(self, events: pl.DataFrame) -> None:
+        """Take the finite values of `events` (columns entity, time, order, code, value)."""
+        valued = events.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
+        if valued.height == 0:
+            return
+        valued = valued.select(
+            pl.col("code").fill_null(""),
+            pl.col("entity"),
+            pl.col("value").cast(pl.Float64),
+            pl.struct("entity", "time", "order", "value").hash(SAMPLE_HASH_SEED).alias("rank_key"),
+        )
+        stats = valued.group_by("code").agg(
+            pl.len().cast(pl.Int64).alias("n_values"),
+            pl.col("entity").n_unique().cast(pl.Int64).alias("n_entities"),
+        )
+        self._stats = (
+            pl.concat([self._stats, stats])
+            .group_by("code")
+            .agg(pl.col("n_values").sum(), pl.col("n_entities").sum())
+        )
+        merged = pl.concat([self._sample, valued.select("code", "value", "rank_key")])
+        self._sample = merged.filter(
+            pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size
+        )
+
+    def value_counts(self) -> pl.DataFrame:
+        """Per code: number of finite train values and of entities that have them."""
+        return self._stats.sort("code")
+
+    def fit(self, scheme: TokenScheme) -> dict[str, CodeValueBins]:
+        """Bins for every code with enough train values (the rule in TokenScheme)."""
+        if not scheme.uses_values:
+            return {}
+        eligible = self._stats.filter(
+            (pl.col("n_values") >= 2 * scheme.min_values_per_bin)
+            & (pl.col("n_values") >= scheme.min_count)
+            & (pl.col("n_entities") >= scheme.min_entities)
+        )
+        wanted = {
+            code: min(scheme.value_bins, n // scheme.min_values_per_bin)
+            for code, n in eligible.select("code", "n_values").iter_rows()
+        }
+        sample = self._sample.filter(pl.col("code").is_in(list(wanted))).sort("code", "value")
+        bins: dict[str, CodeValueBins] = {}
+        for (code,), part in sample.group_by("code", maintain_order=True):
+            fitted = fit_code_bins(part["value"].to_numpy(), wanted[str(code)])
+            if fitted is not None:
+                bins[str(code)] = fitted
+        return dict(sorted(bins.items()))
+
+
+def edge_table(bins: Mapping[str, CodeValueBins]) -> pl.DataFrame:
+    """One row per (code, lower bound of a bin): the lookup table for `bin_numbers`."""
+    codes, lows, numbers = [], [], []
+    for code, code_bins in bins.items():
+        for k, low in enumerate((-math.inf, *code_bins.edges), start=1):
+            codes.append(code)
+            lows.append(low)
+            numbers.append(k)
+    frame = pl.DataFrame(
+        {"code": codes, "low": lows, "bin": numbers},
+        schema={"code": pl.String, "low": pl.Float64, "bin": pl.Int64},
+    )
+    return frame.sort("low")
+
+
+def with_bin_numbers(
+    frame: pl.LazyFrame, bins: Mapping[str, CodeValueBins], table: pl.DataFrame | None = None
+) -> pl.LazyFrame:
+    """Add a `bin` column (Int64, null where the code has no bins or the value is null).
+
+    Vectorised as an as-of join of the values against each code's bin lower bounds.
+    """
+    if not bins:
+        return frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
+    table = edge_table(bins) if table is None else table
+    indexed = frame.with_row_index("_bin_row")
+    valued = (
+        indexed.filter(
+            pl.col("value").is_not_null()
+            & pl.col("value").is_not_nan()
+            & pl.col("code").is_in(table["code"].unique().implode())
+        )
+        .select("_bin_row", "code", pl.col("value").cast(pl.Float64))
+        .sort("value")
+        .join_asof(
+            table.lazy(),
+            left_on="value",
+            right_on="low",
+            by="code",
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .select("_bin_row", "bin")
+    )
+    return indexed.join(valued, on="_bin_row", how="left", maintain_order="left").drop("_bin_row")
