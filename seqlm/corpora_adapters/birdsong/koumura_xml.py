@@ -1,7 +1,8 @@
 """Koumura & Okanoya (2016) BirdsongRecognition XML (`BirdN/Annotation.xml`).
 
 ```
-<AnnotationSequence>
+<Sequences>                             (or <AnnotationSequence>; the root is not checked)
+  <NumSequence>571</NumSequence>
   <Sequence>
     <WaveFileName>0.wav</WaveFileName>
     <Position>32000</Position>          sample where the sequence starts in the wav

@@ -35,9 +35,18 @@ from seqlm.corpora_adapters.birdsong.textio import decode_text, read_bytes
 from seqlm.errors import ConfigError, InputError
 
 SUFFIXES = (".textgrid",)
-# A number starts a word (digits, optional sign, decimals, exponent); Praat ignores
-# trailing letters such as the `s` of `0.5s`.
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# Praat's lexical items, found in one regex scan: a string in quotes (`""` inside is a
+# quote; it may span lines), a flag `<exists>`, a comment (`!` to the end of the line, or
+# a bracketed index with spaces inside), and a number, which must start a word (`abc123`
+# and the `1` of `[1]` are not numbers). Labels such as `xmin =` match nothing, so the
+# engine skips them without a Python step per word.
+_TOKEN = re.compile(
+    r'"(?P<string>(?:[^"]|"")*)"'
+    r'|(?P<unclosed>")'
+    r"|<(?P<flag>[^>\n]*)>"
+    r"|(?P<comment>![^\n]*|\[[^\]\n]*\s[^\]\n]*\])"
+    r"|(?<!\S)(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,58 +68,23 @@ class Tier:
 def tokenize(text: str, file: Path) -> list[Token]:
     """Numbers, strings and flags of a Praat text file, each with its line number."""
     tokens: list[Token] = []
-    i, n, line = 0, len(text), 1
-    while i < n:
-        char = text[i]
-        if char == "\n":
-            line += 1
-            i += 1
-        elif char.isspace():
-            i += 1
-        elif char == '"':
-            start_line = line
-            parts = []
-            i += 1
-            while True:
-                end = text.find('"', i)
-                if end < 0:
-                    raise InputError(
-                        "string not closed (missing '\"'): truncated file?",
-                        file=file,
-                        row=start_line,
-                    )
-                parts.append(text[i:end])
-                if end + 1 < n and text[end + 1] == '"':  # "" is an escaped quote
-                    parts.append('"')
-                    i = end + 2
-                    continue
-                i = end + 1
-                break
-            value = "".join(parts)
-            line += value.count("\n")
-            tokens.append(Token("string", value, start_line))
-        elif char == "!":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif char in "<[":
-            close = ">" if char == "<" else "]"
-            end = text.find(close, i)
-            stop = text.find("\n", i)
-            if end < 0 or (0 <= stop < end):
-                i = n if stop < 0 else stop  # an unclosed bracket: comment to line end
-                continue
-            if char == "<":
-                tokens.append(Token("flag", text[i + 1 : end], line))
-            i = end + 1
+    line, counted_to = 1, 0
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup
+        if kind == "comment":
+            continue
+        line += text.count("\n", counted_to, match.start())
+        counted_to = match.start()
+        if kind == "string":
+            tokens.append(Token("string", match.group("string").replace('""', '"'), line))
+        elif kind == "number":
+            tokens.append(Token("number", float(match.group("number")), line))
+        elif kind == "flag":
+            tokens.append(Token("flag", match.group("flag"), line))
         else:
-            end = i
-            while end < n and not text[end].isspace() and text[end] not in '"!<[':
-                end += 1
-            word = text[i:end]
-            match = _NUMBER.match(word)
-            if match:
-                tokens.append(Token("number", float(match.group(0)), line))
-            i = end
+            raise InputError(
+                "string not closed (missing '\"'): truncated file?", file=file, row=line
+            )
     return tokens
 
 

@@ -72,7 +72,12 @@ def bird0(tmp_path):
     return path
 
 
-def test_sequences_are_bouts_with_times_in_seconds(bird0):
+@pytest.mark.parametrize("root", ["AnnotationSequence", "Sequences"])
+def test_sequences_are_bouts_with_times_in_seconds(bird0, root):
+    # The dataset's files use <Sequences><NumSequence>…; its schema names the root
+    # AnnotationSequence. Both read the same.
+    text = ANNOTATION.replace("AnnotationSequence>", f"{root}>")
+    bird0.write_text(text.replace(f"<{root}>", f"<{root}><NumSequence>3</NumSequence>"))
     ingested = read([bird0], KoumuraOptions())
     events = ingested.events.collect()
     assert ingested.rows_read == 6 == events.height

@@ -134,6 +134,22 @@ def test_empty_intervals_are_gaps_and_quotes_are_unescaped(tmp_path):
     assert events["group"][0] == "o12"
 
 
+def test_praat_reader_tolerances_comments_units_and_words(tmp_path):
+    # What Praat itself accepts: comments after `!`, values with units (`0.5s`), several
+    # values on a line, and words such as `abc123` that are not numbers.
+    text = (
+        'File type = "ooTextFile"\nObject class = "TextGrid"\n! made by hand\n'
+        "0s 2s <exists> 1 ! xmin xmax tiers size\n"
+        '"IntervalTier" "song" 0 2 abc123 2\n'
+        '0 0.5s "a" ! first\n0.5 2 "b"\n'
+    )
+    path = tmp_path / "hand.TextGrid"
+    path.write_text(text)
+    events = read([path], TextGridOptions()).events.collect()
+    assert events["code"].to_list() == ["a", "b"]
+    assert events["value"].to_list() == pytest.approx([0.5, 1.5])
+
+
 @pytest.mark.parametrize(
     ("mangle", "match"),
     [
