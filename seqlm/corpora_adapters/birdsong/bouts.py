@@ -59,7 +59,7 @@ class BirdsongOptions:
     group of `bird_pattern` searched in the file name (default: the file name up to the
     first `_`, `.`, `-` or space, skipping a leading all-digit part, so
     `gy6or6_baseline_230312.not.mat` -> `gy6or6`, `405_marron1_June.txt` -> `marron1`,
-    `bird1.csv` -> `bird1`), or the file name without its suffix when it does not match.
+    `bird1.csv` -> `bird1`), or the file name up to its first dot when it does not match.
     `pattern` is a glob on file names that selects the files read inside folders.
     """
 
