@@ -4,7 +4,7 @@ Bins are numbered 1..n from low to high. With inner edges `e_1 < ... < e_{n-1}`,
 holds values below `e_1`, bin k holds `e_{k-1} <= v < e_k`, bin n holds `v >= e_{n-1}`
 (infinite values fall into the end bins; NaN counts as no value).
 
-Edges are quantiles (linear interpolation) of a bounded sample of each code's train
+Edges are quantiles (numpy's "higher" method: observed values) of a bounded sample of each code's train
 values: `ValueSampler` keeps, per code, the `sample_size` values with the smallest
 hash of (entity, time, order, value), a deterministic sample that does not depend on
 how the rows were chunked. Quantiles that tie (discrete lab values) merge into one edge,
@@ -69,7 +69,9 @@ def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
     if values.size == 0 or n_bins < 2:
         return np.empty(0, dtype=np.float64)
     levels = np.arange(1, n_bins) / n_bins
-    edges = np.unique(np.quantile(values, levels))
+    # "higher": every edge is an observed value, so each bin holds at least the value at
+    # its lower edge (interpolated edges can leave empty bins between tied values).
+    edges = np.unique(np.quantile(values, levels, method="higher"))
     return edges[edges > values.min()]
 
 
@@ -80,14 +82,8 @@ def fit_code_bins(values: np.ndarray, n_bins: int) -> CodeValueBins | None:
     if edges.size == 0:
         return None
     which = np.searchsorted(edges, values, side="right")
-    bounds = np.concatenate(([values[0]], edges, [values[-1]]))
-    centres = []
-    for k in range(edges.size + 1):
-        members = values[which == k]
-        # An empty bin (possible with interpolated edges) is represented by its middle.
-        centre = np.median(members) if members.size else (bounds[k] + bounds[k + 1]) / 2
-        centres.append(float(centre))
-    return CodeValueBins(edges=tuple(float(e) for e in edges), centres=tuple(centres))
+    centres = tuple(float(np.median(values[which == k])) for k in range(edges.size + 1))
+    return CodeValueBins(edges=tuple(float(e) for e in edges), centres=centres)
 
 
 class ValueSampler:

@@ -1,0 +1,138 @@
+"""Per-code quantile bins: edges, bin assignment, the bounded sampler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqlm.vocabularies import CodeValueBins, TokenScheme
+from seqlm.vocabularies.value_bins import (
+    ValueSampler,
+    fit_code_bins,
+    quantile_edges,
+    with_bin_numbers,
+)
+
+
+def test_deciles_of_one_to_hundred_hold_ten_values_each():
+    values = np.arange(1, 101, dtype=float)
+    bins = fit_code_bins(values, 10)
+    assert bins.n_bins == 10
+    counts = np.bincount([bins.bin_of(v) for v in values])[1:]
+    assert counts.tolist() == [10] * 10
+    assert bins.centres[0] == pytest.approx(5.5)  # median of 1..10
+    assert bins.centres[-1] == pytest.approx(95.5)
+
+
+def test_tied_quantiles_merge_and_no_edge_sits_at_the_minimum():
+    values = np.array([0.0] * 60 + [1.0] * 30 + [5.0] * 10)
+    edges = quantile_edges(values, 10)
+    assert edges.tolist() == sorted(set(edges.tolist()))
+    assert edges.min() > 0.0
+    bins = fit_code_bins(values, 10)
+    # every bin holds train values
+    which = [bins.bin_of(v) for v in values]
+    assert set(which) == set(range(1, bins.n_bins + 1))
+
+
+def test_constant_values_give_no_bins():
+    assert fit_code_bins(np.full(50, 3.0), 10) is None
+
+
+def test_bin_boundaries_are_closed_below():
+    bins = CodeValueBins(edges=(1.0, 2.0), centres=(0.5, 1.5, 2.5))
+    assert [bins.bin_of(v) for v in (0.99, 1.0, 1.99, 2.0, 7.0)] == [1, 2, 2, 3, 3]
+    assert bins.bin_of(-math.inf) == 1 and bins.bin_of(math.inf) == 3
+    assert bins.bin_of(math.nan) is None
+    assert bins.interval(1) == (-math.inf, 1.0)
+    assert bins.interval(2) == (1.0, 2.0)
+    assert bins.interval(3) == (2.0, math.inf)
+    with pytest.raises(ValueError):
+        bins.interval(4)
+    assert CodeValueBins.from_json(bins.to_json()) == bins
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32)),
+        ),
+        max_size=60,
+    )
+)
+def test_vectorised_bins_match_bin_of(rows):
+    bins = {
+        "a": CodeValueBins(edges=(-1.0, 0.0, 2.5), centres=(-2.0, -0.5, 1.0, 3.0)),
+        "b": CodeValueBins(edges=(10.0,), centres=(5.0, 15.0)),
+    }
+    frame = pl.DataFrame(rows, schema={"code": pl.String, "value": pl.Float64}, orient="row")
+    result = with_bin_numbers(frame.lazy(), bins).collect()
+    assert result["code"].to_list() == frame["code"].to_list()  # order kept
+    for code, value, got in result.select("code", "value", "bin").iter_rows():
+        expected = None
+        if code in bins and value is not None and not math.isnan(value):
+            expected = bins[code].bin_of(value)
+        assert got == expected
+
+
+def _events(values: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
+    rows = [
+        (entity, float(i), i, code, value)
+        for code, pairs in values.items()
+        for i, (entity, value) in enumerate(pairs)
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={
+            "entity": pl.String,
+            "time": pl.Float64,
+            "order": pl.Int64,
+            "code": pl.String,
+            "value": pl.Float64,
+        },
+        orient="row",
+    )
+
+
+def test_sampler_is_bounded_and_independent_of_chunking():
+    rng = np.random.default_rng(0)
+    pairs = [(f"e{i % 40}", float(v)) for i, v in enumerate(rng.normal(size=2000))]
+    events = _events({"LAB//x": pairs})
+    whole = ValueSampler(sample_size=100)
+    whole.add(events)
+    chunked = ValueSampler(sample_size=100)
+    for k in range(4):  # chunks of whole entities
+        chunked.add(events.filter(pl.col("entity").str.slice(1).cast(pl.Int64) % 4 == k))
+    assert whole._sample.height == 100
+    assert whole._sample.sort("rank_key").equals(chunked._sample.sort("rank_key"))
+    assert whole.value_counts().equals(chunked.value_counts())
+    assert whole.value_counts().row(0) == ("LAB//x", 2000, 40)
+    scheme = TokenScheme()
+    assert whole.fit(scheme) == chunked.fit(scheme)
+
+
+def test_sampler_fit_rules():
+    many = [(f"e{i % 10}", float(i)) for i in range(100)]
+    few = [(f"e{i}", float(i)) for i in range(9)]  # fewer than 2 bins' worth at 5 per bin
+    narrow = [("e0", float(i)) for i in range(100)]  # one entity only
+    middle = [(f"e{i % 7}", float(i)) for i in range(30)]  # 30 values: 6 bins of 5
+    sampler = ValueSampler(sample_size=1000)
+    sampler.add(_events({"many": many, "few": few, "narrow": narrow, "middle": middle}))
+    fitted = sampler.fit(TokenScheme(min_entities=5))
+    assert set(fitted) == {"many", "middle"}
+    assert fitted["many"].n_bins == 10
+    assert fitted["middle"].n_bins == 6
+    assert sampler.fit(TokenScheme(value_mode="ignore")) == {}
+
+
+def test_sampler_ignores_nan_and_infinite_values():
+    sampler = ValueSampler(sample_size=10)
+    sampler.add(_events({"x": [("e", math.nan), ("e", math.inf), ("e", 1.0)]}))
+    assert sampler.value_counts().row(0) == ("x", 1, 1)
