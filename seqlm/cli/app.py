@@ -23,6 +23,8 @@ app = typer.Typer(
 
 # Modules with a `register(app)` function, one per command group.
 COMMAND_MODULES: tuple[str, ...] = (
+    "seqlm.cli.ingest",
+    "seqlm.cli.corpus",
     "seqlm.cli.train",
 )
 

@@ -1,0 +1,140 @@
+"""`seqlm corpus info`: what is in a corpus folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+corpus_app = typer.Typer(help="Inspect corpus folders.", no_args_is_help=True)
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    return table
+
+
+@corpus_app.command("info")
+def info_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder written by `seqlm ingest`.")],
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", help="Also count by these index columns (e.g. group, condition)."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many of the most frequent tokens to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Counts per split and group, vocabulary, top tokens, lengths and rejects."""
+    from seqlm.corpus import corpus_info
+    from seqlm.corpus.breakdown import counts_by
+    from seqlm.corpus.clinical_info import clinical_info
+
+    info = corpus_info(corpus, top=top)
+    clinical = clinical_info(corpus) if info.adapter == "meds" else None
+    breakdown = counts_by(corpus, by) if by else None
+    if as_json:
+        payload = asdict(info)
+        if clinical is not None:
+            payload["clinical"] = clinical.to_dict()
+        if breakdown is not None:
+            payload["counts_by"] = breakdown.to_dicts()
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+
+    console = Console()
+    console.print(f"[bold]{info.path}[/]  adapter {info.adapter}, seqlm {info.seqlm_version}")
+    balance = "ok" if info.rows_read == info.events + info.rejects else "MISMATCH"
+    console.print(
+        f"rows read {info.rows_read:,} = events {info.events:,} + rejects {info.rejects:,} "
+        f"({balance});  {info.sequences:,} sequences, {info.tokens:,} tokens;  "
+        f"vocabulary {info.vocab_size:,} ({info.token_dtype}), "
+        f"{info.merged_tokens:,} rare tokens merged into unknowns"
+    )
+
+    splits = _table("Splits", "split", "sequences", "tokens")
+    for row in info.splits:
+        splits.add_row(row.split, f"{row.sequences:,}", f"{row.tokens:,}")
+    console.print(splits)
+
+    if len({g.group for g in info.groups}) > 1:
+        groups = _table("Groups", "split", "group", "sequences", "tokens")
+        for row in info.groups:
+            groups.add_row(row.split, str(row.group), f"{row.sequences:,}", f"{row.tokens:,}")
+        console.print(groups)
+
+    if breakdown is not None:
+        table = _table("Counts by " + ", ".join(by or []), *breakdown.columns)
+        for values in breakdown.iter_rows():
+            table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in values))
+        console.print(table)
+
+    lengths = _table("Sequence length (tokens)", "percentile", "length")
+    for p, value in info.length_percentiles.items():
+        lengths.add_row(f"p{p}", f"{value:,.0f}")
+    lengths.add_row("mean", f"{info.mean_tokens_per_sequence:,.1f}")
+    console.print(lengths)
+
+    tokens = _table(f"Top {len(info.top_tokens)} tokens", "token", "count", "share")
+    for row in info.top_tokens:
+        tokens.add_row(row.token, f"{row.count:,}", f"{row.share:.2%}")
+    console.print(tokens)
+    console.print(
+        f"unknown tokens {info.unknown_share:.2%} of all tokens; "
+        f"time-gap tokens {info.time_token_share:.2%}"
+    )
+
+    if info.rejects_by_reason:
+        rejects = _table("Rejected rows by reason", "reason", "rows")
+        for reason, n in info.rejects_by_reason.items():
+            rejects.add_row(reason, f"{n:,}")
+        console.print(rejects)
+
+    if info.binned_codes and clinical is None:
+        bins = _table(
+            "Value-bin edges of the most frequent binned codes", "code", "tokens", "edges"
+        )
+        for row in info.binned_codes:
+            bins.add_row(row.code, f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges))
+        console.print(bins)
+
+    if clinical is not None:
+        _print_clinical(console, clinical)
+
+
+def _print_clinical(console: Console, clinical) -> None:  # noqa: ANN001 (ClinicalInfo)
+    per_subject = _table("Tokens per subject", "split", "subjects", "mean", "median", "p95")
+    for row in clinical.tokens_per_subject:
+        per_subject.add_row(
+            row.split,
+            f"{row.subjects:,}",
+            f"{row.mean:,.0f}",
+            f"{row.median:,.0f}",
+            f"{row.p95:,.0f}",
+        )
+    console.print(per_subject)
+    kinds = _table("Token kinds", "kind", "tokens", "share", "unknown share")
+    for row in clinical.kinds:
+        kinds.add_row(row.kind, f"{row.tokens:,}", f"{row.share:.2%}", f"{row.unknown_share:.2%}")
+    console.print(kinds)
+    console.print(
+        f"unknowns {clinical.unknown_share:.2%}, time tokens {clinical.time_token_share:.2%}, "
+        f"static prefix {clinical.static_prefix_share:.2%} of all tokens; privacy threshold "
+        f"{clinical.min_entities} subjects ({clinical.merged_tokens:,} tokens merged); "
+        f"splits from {clinical.split_source}; "
+        f"codes missing from metadata: {clinical.codes_missing_from_metadata}"
+    )
+    labs = _table("Value-bin edges of the most frequent lab codes", "code", "tokens", "edges")
+    for row in clinical.lab_bins:
+        labs.add_row(row.code, f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges))
+    console.print(labs)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(corpus_app, name="corpus")
