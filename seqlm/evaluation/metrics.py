@@ -29,19 +29,24 @@ from seqlm.vocabularies.scheme import (
 )
 
 TOP_K: tuple[int, ...] = (1, 5, 10)
+_KIND_UNK = PART_SEPARATOR + UNK
 # Lower edges of the position buckets (position 1 is the first predicted token);
 # doubling widths, since early positions behave differently and late ones are few.
 POSITION_EDGES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-def token_kinds(tokens: Sequence[str], plain_kind: str = "event") -> list[str]:
-    """The kind of each token string, for the by-kind breakdown.
+def token_kinds(tokens: Sequence[str], plain_kind: str | None = None) -> list[str]:
+    """The kind of each token string (in id order), for the by-kind breakdown.
 
     Special tokens are `special`, `[TIME//...]` tokens `TIME`, `VALUE//Q7` tokens
     `VALUE`, `[UNK]` is `UNK`; any other token's kind is its first `//` part (`LAB` for
-    `LAB//51003//ng/mL//Q3`, `syllable` for `syllable//[UNK]`), and a token without a
-    `//` (a bare syllable label) gets `plain_kind`.
+    `LAB//51003//ng/mL//Q3`, `syllable` for `syllable//[UNK]`). A token without a `//`
+    (a bare syllable label) gets `plain_kind`; by default the kind of the vocabulary's
+    only per-kind unknown when it has exactly one (birdsong: `syllable`), else `event`.
     """
+    if plain_kind is None:
+        unknown_kinds = {t.split(PART_SEPARATOR, 1)[0] for t in tokens if t.endswith(_KIND_UNK)}
+        plain_kind = unknown_kinds.pop() if len(unknown_kinds) == 1 else "event"
     kinds = []
     for token in tokens:
         if token == UNK:

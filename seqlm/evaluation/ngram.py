@@ -415,15 +415,13 @@ class KneserNeyModel:
             entry = np.repeat(segment[row[begin:end]], span)
             entry += np.arange(owner.shape[0]) - np.repeat(ends[begin:end] - span - done, span)
             limit = threshold[owner]
-            for k, hit in enumerate(
-                (
-                    value[entry] > limit,
-                    value[entry] >= limit,
-                    background[entry] > limit,
-                    background[entry] >= limit,
-                )
-            ):
-                corrections[k] += np.bincount(owner[hit], minlength=row.shape[0])
+            # Each position's entries are contiguous, so per-position sums are reduceat.
+            filled = np.flatnonzero(span > 0)
+            starts = (ends[begin:end] - span - done)[filled]
+            full, base = value[entry], background[entry]
+            for k, hit in enumerate((full > limit, full >= limit, base > limit, base >= limit)):
+                if starts.size:
+                    corrections[k, begin + filled] = np.add.reduceat(hit, starts, dtype=np.int64)
             begin = end
         value_above, value_at_least, background_above, background_at_least = corrections
         n_greater = above - background_above + value_above

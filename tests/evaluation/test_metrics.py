@@ -62,6 +62,9 @@ def test_token_kinds_follow_the_token_scheme() -> None:
         "syllable",
         "syllable",
     ]
+    # Without a plain kind: the only per-kind unknown names it, else `event`.
+    assert token_kinds(["[UNK]", "syllable//[UNK]", "a"])[2] == "syllable"
+    assert token_kinds(["LAB//[UNK]", "DIAGNOSIS//[UNK]", "MEDS_BIRTH"])[2] == "event"
 
 
 def test_position_bucket_labels() -> None:
