@@ -294,7 +294,10 @@ class KneserNeyModel:
         return np.log(self._true_probs(ids, targets.token))
 
     def perplexity(self, sequences: Sequence[np.ndarray]) -> float:
-        return float(np.exp(-np.mean(self.log_prob(sequences))))
+        log_prob = self.log_prob(sequences)
+        if log_prob.size == 0:
+            raise CorpusError("no tokens to score: every sequence is [BOS] only")
+        return float(np.exp(-np.mean(log_prob)))
 
     # -- scoring --------------------------------------------------------------------
 

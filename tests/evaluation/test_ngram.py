@@ -195,6 +195,10 @@ def test_bad_parameters_and_sequences_raise_seqlm_errors() -> None:
         KneserNeyModel.fit([good[0], np.array([5, 6, 2])], 10, 2)
     with pytest.raises(CorpusError, match="token id 12"):
         KneserNeyModel.fit([np.array([1, 12, 2])], 10, 2)
+    with pytest.raises(CorpusError, match="no tokens"):
+        KneserNeyModel.fit([np.array([1])], 10, 2)
+    with pytest.raises(CorpusError, match="no tokens"):
+        KneserNeyModel.fit(good, 10, 2).perplexity([np.array([1])])
     with pytest.raises(CorpusError, match="special id 1"):
         KneserNeyModel.fit(good, 10, 2).log_prob([np.array([1, 5, 1, 2])])
 
