@@ -214,3 +214,23 @@ def test_chest_pain_cohort_on_mimic_demo():
         .filter(pl.col("last_time") != pl.col("time"))
         .is_empty()
     )
+
+
+def test_prism_cardiac_example_config_selects_the_chest_pain_cohort():
+    from seqlm.ingest import resolve_ingest_config
+
+    root = shared_path("clinical", "mimic-iv-demo-meds")
+    config = Path(__file__).resolve().parents[2] / "examples" / "prism_cardiac"
+    sections = resolve_ingest_config(config / "prism_cardiac.toml")
+    assert sections["scheme"] == {"min_entities": 5}
+    events, rejects, rows = read(root, **sections["adapter"])
+    assert events.height == 64_232 and events.height + rejects.height == rows
+    assert events["entity"].n_unique() == 5
+    parts = events["code"].str.split("//")
+    icd = parts.filter(events["code"].str.starts_with("DIAGNOSIS//ICD//"))
+    assert icd.len() > 0 and (icd.list.get(3).str.len_chars() <= 3).all()
+    # Drug names are cut to their first word in both medication code shapes.
+    drugs = parts.filter(parts.list.get(0) == "MEDICATION")
+    drug = pl.when(drugs.list.get(1).is_in(["START", "STOP"])).then(drugs.list.get(2))
+    drug = pl.select(drug.otherwise(drugs.list.get(1))).to_series()
+    assert drugs.len() > 1000 and not drug.str.contains(" ").any()
