@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 from conftest import shared_path
 from corpus_helpers import clinic_frame, ingested, lesion_frame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import seqlm.corpus.writer as writer
 from seqlm.corpora_adapters.base import EventTable, RejectLog
@@ -276,3 +278,41 @@ def test_mimic_demo_corpus_uses_the_meds_splits(tmp_path):
     assert counts["sequences_per_split"] == {"train": 80, "tuning": 10, "held_out": 10}
     assert corpus.vocabulary.token_info("LAB//[UNK]").kind == "LAB"
     assert len(corpus.vocabulary.value_bins) > 100
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "e"]),
+            st.one_of(st.none(), st.floats(min_value=0, max_value=1e6)),
+            st.sampled_from(["x", "y", "z", "w v"]),
+            st.one_of(st.none(), st.floats(min_value=-5, max_value=5)),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(min_value=1, max_value=12),
+)
+def test_any_table_builds_the_same_corpus_in_any_bucket_size(tmp_path_factory, rows, bucket):
+    frame = pl.DataFrame(rows, schema=["entity", "time", "code", "value"], orient="row")
+    scheme = TokenScheme(
+        value_bins=3, min_values_per_bin=1, time_tokens=True, time_gap_edges=("1s", "1h")
+    )
+    folder = tmp_path_factory.mktemp("buckets")
+    whole = build_corpus(ingested(frame), folder / "whole", scheme, SplitConfig(seed=1))
+    parts = build_corpus(
+        ingested(frame), folder / "parts", scheme, SplitConfig(seed=1), rows_per_bucket=bucket
+    )
+    assert whole.index.equals(parts.index)
+    assert np.array_equal(whole.tokens, parts.tokens)
+    assert (whole.times is None) == (parts.times is None) == frame["time"].is_null().all()
+    if whole.times is not None:
+        assert np.array_equal(whole.times, parts.times)
+    assert int(whole.index["length"].sum()) == whole.tokens.size
+    n_events = frame.group_by("entity").len()
+    lengths = dict(whole.index.select("entity", "length").iter_rows())
+    for entity, n in n_events.iter_rows():
+        assert lengths[entity] >= n + 2
