@@ -1,0 +1,156 @@
+"""Causal self-attention with optional document and span masks, and analysis capture.
+
+Attention always goes through `F.scaled_dot_product_attention`. With no document ids
+and no span the call uses `is_causal=True` and no mask tensor at all, which is the
+fused fast path; a boolean mask (True = may attend) is built only when a document mask
+or a span is asked for, once per forward and shared by the layers that need it.
+
+Mask rules, for query i and key j in one row:
+- causal: j <= i;
+- span w: i - w < j <= i (the query and the w - 1 keys before it);
+- document: doc_ids[j] == doc_ids[i] (packed sequences never attend across documents).
+The diagonal is always allowed, so no row is ever empty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlm.model.positions import apply_rotary
+
+
+def attention_mask(
+    seq_len: int,
+    *,
+    doc_ids: Tensor | None = None,
+    span: int | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    """Boolean mask (True = may attend), or None when plain causal attention suffices.
+
+    Shape (B, 1, T, T) with `doc_ids` (B, T), else (1, 1, T, T) (broadcast over the
+    batch). A span of at least `seq_len` is the same as no span.
+    """
+    if span is not None and span >= seq_len:
+        span = None
+    if doc_ids is None and span is None:
+        return None
+    if doc_ids is not None:
+        device = doc_ids.device
+    query = torch.arange(seq_len, device=device)[:, None]
+    key = torch.arange(seq_len, device=device)[None, :]
+    allowed = key <= query
+    if span is not None:
+        allowed = allowed & (key > query - span)
+    allowed = allowed[None, None]
+    if doc_ids is not None:
+        allowed = allowed & (doc_ids[:, None, :, None] == doc_ids[:, None, None, :])
+    return allowed
+
+
+def causal_mask(seq_len: int, device: torch.device | str | None = None) -> Tensor:
+    """The plain causal mask as a (1, 1, T, T) boolean tensor (what is_causal means)."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()[None, None]
+
+
+@dataclass
+class CapturedAttention:
+    """What one attention layer used in one forward: enough to recompute its weights.
+
+    q, k, v: (B, H, T, d) after rotary, detached. mask: boolean, broadcastable to
+    (B, H, T, T), True = may attend (always explicit here, also when the layer ran with
+    is_causal). scale: the softmax scale (1 / sqrt(d)).
+    """
+
+    layer: int
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    mask: Tensor
+    scale: float
+
+
+def attention_weights(
+    q: Tensor,
+    k: Tensor,
+    mask: Tensor,
+    *,
+    scale: float | None = None,
+    query_start: int = 0,
+    query_stop: int | None = None,
+) -> Tensor:
+    """Softmax attention weights for queries [query_start, query_stop), eagerly.
+
+    (B, H, Q, T) for a chunk of Q queries, so analysis can go through long sequences
+    in chunks instead of holding the full T x T map per head.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    stop = q.shape[-2] if query_stop is None else query_stop
+    scores = (q[..., query_start:stop, :] @ k.transpose(-2, -1)) * scale
+    rows = mask[..., query_start:stop, :]
+    scores = scores.masked_fill(~rows, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention (fused q/k/v projection, GPT-2 layout)."""
+
+    def __init__(
+        self, n_embd: int, n_head: int, *, bias: bool, dropout: float, layer_index: int
+    ) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.head_dim = n_embd // n_head
+        self.layer_index = layer_index
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        # Set by GPT.capture_attention: a list to append CapturedAttention to, else None.
+        self.capture: list[CapturedAttention] | None = None
+
+    def forward(
+        self,
+        x: Tensor,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        batch, seq_len, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=2)
+        q = q.view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
+        if rotary is not None:
+            cos, sin = rotary
+            q = apply_rotary(q, cos, sin)
+            k = apply_rotary(k, cos, sin)
+        if self.capture is not None:
+            self._record(q, k, v, mask, seq_len)
+        dropout_p = self.dropout if self.training else 0.0
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))
+        if dropout_p:
+            y = F.dropout(y, p=dropout_p, training=True)
+        return y
+
+    def _record(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, seq_len: int) -> None:
+        if mask is None:
+            mask = causal_mask(seq_len, device=q.device)
+        self.capture.append(
+            CapturedAttention(
+                layer=self.layer_index,
+                q=q.detach(),
+                k=k.detach(),
+                v=v.detach(),
+                mask=mask,
+                scale=1.0 / math.sqrt(self.head_dim),
+            )
+        )

@@ -1,0 +1,333 @@
+"""The GPT: token embedding, a plain loop over self-contained blocks, final norm, LM head.
+
+With the defaults (pre-LN, learned positions, tied embeddings, no document mask, no
+span) the forward and backward do the same work as a hand-written nanoGPT loop: one
+fused SDPA call per layer with `is_causal=True`, no mask tensors, no extra copies.
+
+Hooks for other parts:
+- `hidden_states()` and `output_weight` let a fused linear + cross-entropy compute the
+  loss without logits; `loss_fn` (from `GPTConfig.loss_impl`) is that swappable loss.
+- `attention_span=` at call time, or `set_attention_span()`, for span experiments.
+- `capture_attention(layers)` stores post-rotary q, k, v and the mask per layer.
+- `active_blocks=` / `block_scales=` per call (progressive layer dropping) and
+  `stack_blocks(order)` (growing depth by copying blocks).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlm.errors import ConfigError
+from seqlm.model.attention import CapturedAttention, CausalSelfAttention, attention_mask
+from seqlm.model.config import GPTConfig
+from seqlm.model.loss import cross_entropy_from_logits, loss_impl
+from seqlm.model.norms import SublayerNorms, embedding_norm, final_norm
+from seqlm.model.positions import LearnedPositions, RotaryPositions
+
+# What `attention_span=` accepts at call time: "config" keeps the model's own spans,
+# None turns spans off, an int sets one span for every layer, a list sets each layer.
+SpanSetting = int | None | Sequence[int | None] | Literal["config"]
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor | None
+    loss: Tensor | None
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, ratio: int, *, bias: bool, dropout: float) -> None:
+        super().__init__()
+        self.up = nn.Linear(n_embd, ratio * n_embd, bias=bias)
+        self.down = nn.Linear(ratio * n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.down(F.gelu(self.up(x)))
+        if self.dropout and self.training:
+            y = F.dropout(y, p=self.dropout, training=True)
+        return y
+
+
+class Block(nn.Module):
+    """One transformer block; its norm placement is fixed at construction."""
+
+    def __init__(self, config: GPTConfig, layer_index: int, placement: str) -> None:
+        super().__init__()
+        self.placement = placement
+        norm_args = {"eps": config.norm_eps, "bias": config.bias}
+        self.attn_norms = SublayerNorms(placement, config.norm, config.n_embd, **norm_args)
+        self.attn = CausalSelfAttention(
+            config.n_embd,
+            config.n_head,
+            bias=config.bias,
+            dropout=config.dropout,
+            layer_index=layer_index,
+        )
+        self.mlp_norms = SublayerNorms(placement, config.norm, config.n_embd, **norm_args)
+        self.mlp = MLP(config.n_embd, config.mlp_ratio, bias=config.bias, dropout=config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        scale: float | Tensor | None = None,
+    ) -> Tensor:
+        x = self.attn_norms.residual_step(x, lambda h: self.attn(h, rotary, mask), scale)
+        return self.mlp_norms.residual_step(x, self.mlp, scale)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        placements = config.placement_per_layer()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = (
+            LearnedPositions(config.block_size, config.n_embd)
+            if config.positions == "learned"
+            else None
+        )
+        self.rotary = (
+            RotaryPositions(config.head_dim, config.block_size, config.rope_base)
+            if config.positions == "rotary"
+            else None
+        )
+        self.embedding_norm = embedding_norm(
+            placements, config.norm, config.n_embd, eps=config.norm_eps, bias=config.bias
+        )
+        self.blocks = nn.ModuleList(
+            Block(config, i, placement) for i, placement in enumerate(placements)
+        )
+        self.final_norm = final_norm(
+            placements, config.norm, config.n_embd, eps=config.norm_eps, bias=config.bias
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight
+        self.loss_fn = loss_impl(config.loss_impl)
+        self._spans = config.spans_per_layer()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2 init: N(0, std) weights, zero biases, residual outputs scaled by depth."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+        # Each block adds two branches to the residual stream; scaling their output
+        # projections keeps its variance independent of depth.
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.down.weight, mean=0.0, std=residual_std)
+
+    @property
+    def output_weight(self) -> Tensor:
+        """The LM head weight (V, C); the token embedding itself when tied."""
+        return self.lm_head.weight
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Distinct parameters (a tied matrix counts once).
+
+        `exclude_embeddings` leaves out the token and learned-position tables; an untied
+        LM head is a separate matrix and stays counted.
+        """
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            total -= self.token_embedding.weight.numel()
+            if self.position_embedding is not None:
+                total -= self.position_embedding.embedding.weight.numel()
+        return total
+
+    # ----- attention spans -----
+
+    @property
+    def attention_spans(self) -> list[int | None]:
+        """The span each layer uses when a call does not override it."""
+        return list(self._spans)
+
+    def set_attention_span(self, span: int | None | Sequence[int | None]) -> None:
+        """Set the model's spans (one for all layers, or a list per layer); config follows."""
+        if span is None or isinstance(span, int):
+            config = dataclasses.replace(self.config, attention_span=span, layer_spans=None)
+        else:
+            config = dataclasses.replace(self.config, attention_span=None, layer_spans=list(span))
+        self.config = config
+        self._spans = config.spans_per_layer()
+
+    def _resolve_spans(self, setting: SpanSetting) -> list[int | None]:
+        n_layer = len(self.blocks)
+        if isinstance(setting, str):
+            if setting != "config":
+                raise ConfigError("attention_span must be an int, None, a list or 'config'")
+            return self._spans
+        if setting is None:
+            return [None] * n_layer
+        spans = [setting] * n_layer if isinstance(setting, int) else list(setting)
+        if len(spans) != n_layer:
+            raise ConfigError(f"got {len(spans)} attention spans for {n_layer} layers")
+        for span in spans:
+            if span is not None and (
+                isinstance(span, bool) or not isinstance(span, int) or span < 1
+            ):
+                raise ConfigError(f"an attention span must be a positive integer, got {span!r}")
+        return spans
+
+    def _layer_masks(
+        self, seq_len: int, doc_ids: Tensor | None, spans: list[int | None], device: torch.device
+    ) -> list[Tensor | None]:
+        if doc_ids is None and all(span is None for span in spans):
+            return [None] * len(spans)
+        built: dict[int | None, Tensor | None] = {}
+        masks = []
+        for span in spans:
+            key = None if span is None or span >= seq_len else span
+            if key not in built:
+                built[key] = attention_mask(seq_len, doc_ids=doc_ids, span=key, device=device)
+            masks.append(built[key])
+        return masks
+
+    # ----- forward -----
+
+    def hidden_states(
+        self,
+        idx: Tensor,
+        *,
+        doc_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        attention_span: SpanSetting = "config",
+        active_blocks: Sequence[bool] | None = None,
+        block_scales: Sequence[float | Tensor] | None = None,
+    ) -> Tensor:
+        """Final normed hidden states (B, T, C), the input of the LM head.
+
+        `active_blocks[i]` False skips block i (identity); `block_scales[i]` weights the
+        residual branches of block i.
+        """
+        _, seq_len = idx.shape
+        if seq_len > self.config.block_size:
+            raise ConfigError(
+                f"sequence length {seq_len} exceeds the model's block_size {self.config.block_size}"
+            )
+        n_layer = len(self.blocks)
+        for name, per_block in (("active_blocks", active_blocks), ("block_scales", block_scales)):
+            if per_block is not None and len(per_block) != n_layer:
+                raise ConfigError(f"{name} has {len(per_block)} entries for {n_layer} blocks")
+        x = self.token_embedding(idx)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(seq_len, position_ids, idx.device)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        rotary = self.rotary(seq_len, position_ids) if self.rotary is not None else None
+        if self.config.dropout and self.training:
+            x = F.dropout(x, p=self.config.dropout, training=True)
+        masks = self._layer_masks(seq_len, doc_ids, self._resolve_spans(attention_span), idx.device)
+        for i, block in enumerate(self.blocks):
+            if active_blocks is not None and not active_blocks[i]:
+                continue
+            x = block(x, rotary, masks[i], None if block_scales is None else block_scales[i])
+        return self.final_norm(x)
+
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        *,
+        doc_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        loss_mask: Tensor | None = None,
+        return_logits: bool = True,
+        attention_span: SpanSetting = "config",
+        active_blocks: Sequence[bool] | None = None,
+        block_scales: Sequence[float | Tensor] | None = None,
+    ) -> ModelOutput:
+        """Logits (B, T, V) and/or the loss on `targets` (-100 = no loss there).
+
+        When logits are returned the loss is computed from them (they exist anyway);
+        with `return_logits=False` the loss comes from `self.loss_fn` on the hidden
+        states, so a memory-lean loss never materialises them.
+        """
+        hidden = self.hidden_states(
+            idx,
+            doc_ids=doc_ids,
+            position_ids=position_ids,
+            attention_span=attention_span,
+            active_blocks=active_blocks,
+            block_scales=block_scales,
+        )
+        if not return_logits:
+            loss = None
+            if targets is not None:
+                loss = self.loss_fn(hidden, self.output_weight, targets, loss_mask)
+            return ModelOutput(logits=None, loss=loss)
+        logits = self.lm_head(hidden)
+        loss = None if targets is None else cross_entropy_from_logits(logits, targets, loss_mask)
+        return ModelOutput(logits=logits, loss=loss)
+
+    # ----- analysis and efficient-training hooks -----
+
+    @contextmanager
+    def capture_attention(
+        self, layers: Iterable[int] | None = None
+    ) -> Iterator[dict[int, list[CapturedAttention]]]:
+        """Within the block, every forward appends each chosen layer's q, k, v and mask.
+
+        Yields {layer: [CapturedAttention per forward]}. Outside it the attention
+        modules hold no capture list, so training pays one attribute check per layer.
+        """
+        chosen = list(range(len(self.blocks))) if layers is None else list(layers)
+        for layer in chosen:
+            if not 0 <= layer < len(self.blocks):
+                raise ConfigError(f"no layer {layer}; the model has {len(self.blocks)}")
+        records: dict[int, list[CapturedAttention]] = {layer: [] for layer in chosen}
+        for layer in chosen:
+            self.blocks[layer].attn.capture = records[layer]
+        try:
+            yield records
+        finally:
+            for layer in chosen:
+                self.blocks[layer].attn.capture = None
+
+    def stack_blocks(self, order: Sequence[int]) -> None:
+        """Rebuild the block list from copies of existing blocks (layer stacking).
+
+        `order` lists source block indices, e.g. [0, 1, 2, 3, 0, 1, 2, 3] doubles depth.
+        Per-layer spans follow their blocks. Under Mix-LN the copied placements must
+        still match the config's rule, or the saved config would describe another model.
+        Optimizers must be rebuilt afterwards (the parameters are new tensors).
+        """
+        order = list(order)
+        if not order or any(not 0 <= i < len(self.blocks) for i in order):
+            raise ConfigError(f"stack order {order} must name blocks 0..{len(self.blocks) - 1}")
+        layer_spans = None
+        if self.config.layer_spans is not None:
+            layer_spans = [self.config.layer_spans[i] for i in order]
+        config = dataclasses.replace(self.config, n_layer=len(order), layer_spans=layer_spans)
+        placements = [self.blocks[i].placement for i in order]
+        if placements != config.placement_per_layer():
+            raise ConfigError(
+                f"stacking {order} gives norm placements {placements}, but the config's "
+                f"rule gives {config.placement_per_layer()}"
+            )
+        new_blocks = nn.ModuleList(copy.deepcopy(self.blocks[i]) for i in order)
+        for index, block in enumerate(new_blocks):
+            block.attn.layer_index = index
+        self.blocks = new_blocks
+        self.config = config
+        self._spans = config.spans_per_layer()

@@ -1,0 +1,94 @@
+"""Norm choice (LayerNorm or RMSNorm) and where a block puts its norms.
+
+Placements, for a sublayer F (attention or MLP) applied to the residual stream x:
+
+- "pre"  (GPT-2):            x + F(Norm(x))
+- "post" (original Transformer): Norm(x + F(x))
+- "peri" (Peri-LN):          x + Norm_out(F(Norm_in(x))); the model also normalizes the
+  embedding output (see `embedding_norm`)
+- "mix"  (Mix-LN) is a model-level choice: Post-LN for the first layers, Pre-LN after;
+  `GPTConfig.placement_per_layer` resolves it, so a block only sees the three above.
+
+`residual_step` is the single place these rules are written; a block calls it once per
+sublayer, with an optional scale on the sublayer's branch (progressive layer dropping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from seqlm.errors import ConfigError
+
+
+def make_norm(kind: str, dim: int, *, eps: float, bias: bool) -> nn.Module:
+    """A LayerNorm (with bias when `bias`) or an RMSNorm (scale only) over the last dim."""
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps, bias=bias)
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=eps)
+    raise ConfigError(f"unknown norm {kind!r}; use layernorm or rmsnorm")
+
+
+class SublayerNorms(nn.Module):
+    """The norms one sublayer needs under one placement.
+
+    `inner` normalizes the sublayer's input (pre, peri), `outer` its output (peri) or
+    the residual sum (post). Absent norms are None, so no parameters exist for them
+    and the state dict names only what the placement uses.
+    """
+
+    def __init__(self, placement: str, kind: str, dim: int, *, eps: float, bias: bool) -> None:
+        super().__init__()
+        if placement not in ("pre", "post", "peri"):
+            raise ConfigError(f"unknown block norm placement {placement!r}")
+        self.placement = placement
+        uses_inner = placement in ("pre", "peri")
+        uses_outer = placement in ("post", "peri")
+        self.inner = make_norm(kind, dim, eps=eps, bias=bias) if uses_inner else None
+        self.outer = make_norm(kind, dim, eps=eps, bias=bias) if uses_outer else None
+
+    def residual_step(
+        self,
+        x: Tensor,
+        sublayer: Callable[[Tensor], Tensor],
+        scale: float | Tensor | None = None,
+    ) -> Tensor:
+        """Apply one residual sublayer under this placement; `scale` weights its branch."""
+        placement = self.placement
+        if placement == "pre":
+            branch = sublayer(self.inner(x))
+            return x + branch if scale is None else x + scale * branch
+        if placement == "peri":
+            branch = self.outer(sublayer(self.inner(x)))
+            return x + branch if scale is None else x + scale * branch
+        branch = sublayer(x)
+        return self.outer(x + branch if scale is None else x + scale * branch)
+
+
+def final_norm(placements: list[str], kind: str, dim: int, *, eps: float, bias: bool) -> nn.Module:
+    """The norm before the LM head: absent (identity) when the last block is Post-LN.
+
+    A Post-LN block already ends in a norm, so a second one would only rescale; every
+    other placement leaves the residual stream unnormalized and needs it.
+    """
+    if placements and placements[-1] == "post":
+        return nn.Identity()
+    return make_norm(kind, dim, eps=eps, bias=bias)
+
+
+def embedding_norm(
+    placements: list[str], kind: str, dim: int, *, eps: float, bias: bool
+) -> nn.Module | None:
+    """A norm on the embedding output when the first block is Peri-LN, else None.
+
+    Peri-LN branches add unit-scale (normalized) outputs to the residual stream; the
+    raw embeddings (std 0.02) would be drowned by them and the current token all but
+    invisible to later sublayers. Normalizing the embeddings, as the Peri-LN paper does,
+    puts the token signal on the same scale. (Measured here: without it a 4-layer
+    Peri-LN model stalls at the unigram loss on a repeated pattern.)
+    """
+    if placements and placements[0] == "peri":
+        return make_norm(kind, dim, eps=eps, bias=bias)
+    return None
