@@ -209,6 +209,15 @@ def _key_counts(
     return counts.clamp(max=window) if window is not None else counts
 
 
+def _counted_queries(
+    query_mask: Tensor | None, batch: int, length: int, device: torch.device
+) -> Tensor:
+    """(B, T) bool: the queries whose statistics count (all, without a mask)."""
+    if query_mask is not None:
+        return query_mask.bool()
+    return torch.ones((batch, length), dtype=torch.bool, device=device)
+
+
 def attention_statistics_reference(
     q: Tensor,
     k: Tensor,
@@ -246,11 +255,7 @@ def attention_statistics_reference(
         else probs.new_zeros((*probs.shape[:-1], 0))
     )
     key_counts = mask.sum(-1)[:, 0].expand(batch, length)
-    counted = (
-        query_mask.bool()
-        if query_mask is not None
-        else torch.ones_like(key_counts, dtype=torch.bool)
-    )
+    counted = _counted_queries(query_mask, batch, length, q.device)
     return _summarise(
         bin_mass, (probs * distance).sum(-1), entropy, beyond, key_counts, counted, edges, beyond_at
     )
@@ -280,11 +285,7 @@ def attention_statistics_chunked(
     scale = scale if scale is not None else 1.0 / math.sqrt(width)
     chunk = chunk_queries or max(1, (1 << 24) // max(1, batch * heads * length))
     key_counts = _key_counts(length, window, doc_ids, batch, q.device)
-    counted = (
-        query_mask.bool()
-        if query_mask is not None
-        else torch.ones((batch, length), dtype=torch.bool, device=q.device)
-    )
+    counted = _counted_queries(query_mask, batch, length, q.device)
     tracker = ensure_progress(progress)
     tracker.start("attention statistics", total=length)
     total: AttentionStatistics | None = None
@@ -404,11 +405,7 @@ def attention_statistics_flex(
         else log_norm.new_zeros((*log_norm.shape, 0))
     )
     key_counts = _key_counts(length, window, doc_ids, batch, q.device)
-    counted = (
-        query_mask.bool()
-        if query_mask is not None
-        else torch.ones((batch, length), dtype=torch.bool, device=q.device)
-    )
+    counted = _counted_queries(query_mask, batch, length, q.device)
     return _summarise(
         bin_mass, mean_distance, entropy, beyond, key_counts, counted, edges, beyond_at
     )

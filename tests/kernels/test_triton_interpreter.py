@@ -50,7 +50,8 @@ def test_cross_entropy_chunk_kernel_matches_torch(vocab, with_scale):
     expected = chunk_loss_and_grad_torch(expected_logits, targets, valid, scale)
     got = chunk_loss_and_grad_triton(got_logits, targets, valid, scale)
     torch.testing.assert_close(got, expected, **FP32)
-    torch.testing.assert_close(got_logits, expected_logits, **FP32)
+    if with_scale:  # without a scale the logits are scratch space, their contents unspecified
+        torch.testing.assert_close(got_logits, expected_logits, **FP32)
 
 
 def test_linear_cross_entropy_with_the_triton_chunk_kernel():
