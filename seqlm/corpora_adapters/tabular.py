@@ -3,27 +3,26 @@
 This is the "ingest a new domain" path: no code, only a mapping (`TabularOptions`,
 usually a TOML file) naming which columns hold the entity, time, code and so on.
 
-Everything is lazy. Each file is scanned on its own (`pl.scan_csv` / `pl.scan_parquet`)
-so that reject rows can name their file and row; the per-file plans are stacked into
-one `EventTable.frame` that nothing here collects. CSV cells are read as strings and
-parsed by explicit casts, so a bad cell becomes a reject instead of a schema error.
+Everything is lazy: the files are scanned (`tabular_files`), every mapped cell is parsed
+by non-strict casts here, and each row is either an event or a reject with its reason.
+`EventTable.frame` is a lazy plan that nothing here collects. CSV cells are read as
+strings, so a bad cell becomes a reject instead of a schema error.
 
 Row numbers in the reject log are 1-based. For CSV/TSV they are line numbers as a text
 editor shows them, counting the header as line 1 (data row n is line n + 1); this is
 exact unless a quoted cell holds a line break. For Parquet they are data rows.
 `rows_read` counts data rows (CSV lines after the header, Parquet rows), and
 `rows_read == events + rejects` holds because every row is either kept or rejected.
+Without an `order` column, `order` is the row's position in the whole input (files in
+the order given, folders sorted by path), so ties in time keep the input's order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from polars.exceptions import PanicException, PolarsError
 
 from seqlm.corpora_adapters.base import (
     SPLITS,
@@ -32,67 +31,28 @@ from seqlm.corpora_adapters.base import (
     RejectLog,
     register_adapter,
 )
+from seqlm.corpora_adapters.tabular_files import (
+    FILE,
+    READ_ERRORS,
+    ROW,
+    ScanGroup,
+    count_rows,
+    discover_files,
+    first_line,
+    read_schemas,
+    scan_files,
+    scan_groups,
+)
 from seqlm.corpora_adapters.tabular_mapping import (
     ISO_DATETIME_FORMATS,
     SECONDS_PER_UNIT,
     TabularOptions,
-    check_columns_present,
-    discover_files,
 )
 from seqlm.errors import InputError
 from seqlm.progress import Progress, ensure_progress
 
-# Internal column names; the double underscore keeps them clear of users' columns.
-ROW = "__seqlm_row"
 REASON = "__seqlm_reject_reason"
 REJECT_COLUMN = "__seqlm_reject_column"
-
-# Errors polars raises on malformed files (ragged CSV lines, bad UTF-8, corrupt Parquet);
-# a panic is polars' last resort on input it cannot handle. All become InputErrors.
-READ_ERRORS = (PolarsError, PanicException, OSError)
-
-# How many files one `collect_all` checks at a time (files are checked concurrently).
-FILES_PER_CHECK = 16
-
-
-@dataclass(frozen=True)
-class TabularSource:
-    """One input file, how to read it, and where its rows sit in the whole input."""
-
-    path: Path
-    fmt: str  # "csv", "tsv" or "parquet"
-    # Added to the 1-based data row to give the row a person sees (1 for a CSV header).
-    line_offset: int
-
-
-def scan_source(source: TabularSource, options: TabularOptions) -> pl.LazyFrame:
-    """The file as a lazy frame of its raw cells, with a 1-based data-row index."""
-    if source.fmt == "parquet":
-        scan = pl.scan_parquet(source.path)
-    else:
-        separator = options.separator or ("\t" if source.fmt == "tsv" else ",")
-        # Every cell as a string: parsing is done by explicit casts so that a bad cell
-        # is a reject of that row, not an error for the whole file.
-        scan = pl.scan_csv(
-            source.path,
-            separator=separator,
-            infer_schema=False,
-            raise_if_empty=False,
-            null_values=options.null_values or None,
-        )
-    return scan.with_row_index(ROW, offset=1)
-
-
-def _guard_schema(frame: pl.LazyFrame, file: Path) -> pl.Schema:
-    try:
-        return frame.collect_schema()
-    except READ_ERRORS as err:
-        raise InputError(f"cannot read the file: {_first_line(err)}", file=file) from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _cleaned(name: str, dtype: pl.DataType, options: TabularOptions) -> pl.Expr:
@@ -112,7 +72,9 @@ def _as_text(name: str, dtype: pl.DataType, options: TabularOptions, file: Path)
 
 
 def _blank(text: pl.Expr) -> pl.Expr:
-    return text.is_null() | (text.str.strip_chars() == "")
+    # Null or empty. Whitespace-only cells are kept as they are: stripping every string
+    # of a large table to look for them costs more than the whole rest of the parse.
+    return text.is_null() | (text.str.len_bytes() == 0)
 
 
 def _as_number(name: str, dtype: pl.DataType, options: TabularOptions, file: Path) -> pl.Expr:
@@ -181,38 +143,36 @@ def _as_order(name: str, dtype: pl.DataType, options: TabularOptions, file: Path
     raise InputError(f"column holds {dtype} values, not integers", file=file, column=name)
 
 
-def _first_failing(
-    checks: list[tuple[pl.Expr, str, str]], pick: Callable[[tuple[pl.Expr, str, str]], str]
-) -> pl.Expr:
-    """The picked label of the first check a row fails, else null."""
-    # fill_null: a check on a missing cell counts as passed; missing cells have their
-    # own checks.
-    bad, *_ = checks[0]
-    chain = pl.when(bad.fill_null(False)).then(pl.lit(pick(checks[0])))
-    for check in checks[1:]:
-        chain = chain.when(check[0].fill_null(False)).then(pl.lit(pick(check)))
+def _first_failing(flags: list[str], labels: list[str]) -> pl.Expr:
+    """The label of the first flag column that is true in a row, else null."""
+    chain = pl.when(pl.col(flags[0])).then(pl.lit(labels[0]))
+    for flag, label in zip(flags[1:], labels[1:], strict=True):
+        chain = chain.when(pl.col(flag)).then(pl.lit(label))
     return chain.otherwise(pl.lit(None, dtype=pl.String))
 
 
-def parse_source(
+def parse_rows(
     frame: pl.LazyFrame,
-    schema: pl.Schema,
-    source: TabularSource,
+    group: ScanGroup,
     options: TabularOptions,
-    order_offset: int,
     attributes_as_text: bool,
 ) -> pl.LazyFrame:
-    """Canonical event columns plus, per row, the reject reason and column (null when
-    the row is kept), and its row number as a person counts it."""
-    o, file = options, source.path
+    """A scan group's rows as canonical event columns plus, per row, the reject reason
+    and column (null when the row is kept); the scan's ROW (and FILE) columns pass through."""
+    o = options
+    # The group's files share one schema; errors about column types name its first file.
+    schema, file = group.sources[0].schema, group.sources[0].path
     checks: list[tuple[pl.Expr, str, str]] = []  # (row is bad, column, reason), in order
 
     entity = _as_text(o.entity, schema[o.entity], o, file)
     checks.append((_blank(entity), o.entity, "entity is missing"))
 
     parts = [_as_text(c, schema[c], o, file) for c in o.code_columns]
-    parts = [pl.when(_blank(p)).then(None).otherwise(p) for p in parts]
-    code = pl.concat_str(parts, separator="//", ignore_nulls=True)
+    if len(parts) == 1:
+        code = parts[0]
+    else:
+        parts = [pl.when(_blank(p)).then(None).otherwise(p) for p in parts]
+        code = pl.concat_str(parts, separator="//", ignore_nulls=True)
     checks.append((_blank(code), ",".join(o.code_columns), "code is missing"))
 
     if o.time is None:
@@ -244,7 +204,7 @@ def parse_source(
 
     if o.order is None:
         # Input order across all files: a stable tie-break without a window over entities.
-        order = pl.col(ROW).cast(pl.Int64) - 1 + order_offset
+        order = pl.col(ROW).cast(pl.Int64) + group.first_order
     else:
         order = _as_order(o.order, schema[o.order], o, file)
         checks.append((order.is_null(), o.order, "order is not an integer"))
@@ -265,13 +225,13 @@ def parse_source(
         kind_text = optional_text(o.kind)
         kind = pl.when(_blank(kind_text)).then(kind).otherwise(kind_text)
 
-    reason = _first_failing(checks, lambda check: check[2])
-    column = _first_failing(checks, lambda check: check[1])
-
     attributes = [
         pl.col(a).cast(pl.String) if attributes_as_text else pl.col(a) for a in o.attributes
     ]
-    return frame.select(
+    # Each check is evaluated once, into a flag column; the reason and the column of the
+    # first failed check are then picked from the flags.
+    flags = [f"__seqlm_bad_{i}" for i in range(len(checks))]
+    with_flags = frame.select(
         entity.alias("entity"),
         optional_text(o.group).alias("group"),
         time.alias("time"),
@@ -282,42 +242,18 @@ def parse_source(
         optional_text(o.text).alias("text"),
         split.alias("split"),
         *attributes,
-        (pl.col(ROW).cast(pl.Int64) + source.line_offset).alias(ROW),
-        reason.alias(REASON),
-        column.alias(REJECT_COLUMN),
+        *[pl.col(c) for c in (ROW, FILE) if c in frame.collect_schema().names()],
+        # fill_null: a check on a missing cell counts as passed; missing cells have
+        # their own checks.
+        *[
+            bad.fill_null(False).alias(flag)
+            for (bad, _, _), flag in zip(checks, flags, strict=True)
+        ],
     )
-
-
-def _count_rows(
-    parsed: list[pl.LazyFrame], sources: list[TabularSource], progress: Progress
-) -> list[int]:
-    """Data rows per file, by a streaming pass that parses every mapped cell, so that
-    a malformed file fails here, with its name, rather than later in the corpus."""
-    queries = [
-        frame.select(
-            pl.len().alias("rows"),
-            pl.sum_horizontal(pl.all().exclude(ROW).null_count()).alias("nulls"),
-        )
-        for frame in parsed
-    ]
-    counts: list[int] = []
-    for start in range(0, len(queries), FILES_PER_CHECK):
-        batch = queries[start : start + FILES_PER_CHECK]
-        try:
-            results = pl.collect_all(batch, engine="streaming")
-        except READ_ERRORS:
-            # Find the file at fault by checking the batch one file at a time.
-            for query, source in zip(batch, sources[start:], strict=False):
-                try:
-                    query.collect(engine="streaming")
-                except READ_ERRORS as err:
-                    raise InputError(
-                        f"cannot read the file: {_first_line(err)}", file=source.path
-                    ) from None
-            raise
-        counts.extend(int(result["rows"][0]) for result in results)
-        progress.advance(len(batch))
-    return counts
+    return with_flags.with_columns(
+        _first_failing(flags, [why for _, _, why in checks]).alias(REASON),
+        _first_failing(flags, [name for _, name, _ in checks]).alias(REJECT_COLUMN),
+    ).drop(flags)
 
 
 @register_adapter(
@@ -330,41 +266,30 @@ def read_tabular(
 ) -> Ingested:
     """Read files and folders of tabular events with the mapping `options`."""
     progress = ensure_progress(progress)
-    files = discover_files([Path(p) for p in inputs])
-    sources = [
-        TabularSource(path=path, fmt=fmt, line_offset=0 if fmt == "parquet" else 1)
-        for path, fmt in files
-    ]
+    sources = read_schemas(discover_files([Path(p) for p in inputs]), options)
+    progress.start("counting rows", total=len(sources))
+    sources = count_rows(sources, options, progress)
+    progress.finish()
     attributes_as_text = any(s.fmt != "parquet" for s in sources)
 
-    raw_frames, schemas = [], []
-    for source in sources:
-        frame = scan_source(source, options)
-        schema = _guard_schema(frame, source.path)
-        check_columns_present(options, [c for c in schema.names() if c != ROW], source.path)
-        raw_frames.append(frame)
-        schemas.append(schema)
-
-    progress.start("reading tabular files", total=len(sources))
-    # First pass without file offsets: counting rows does not depend on them.
-    unordered = [
-        parse_source(frame, schema, source, options, 0, attributes_as_text)
-        for frame, schema, source in zip(raw_frames, schemas, sources, strict=True)
-    ]
-    rows = _count_rows(unordered, sources, progress)
-    progress.finish()
-
     events_parts, reject_parts = [], []
-    order_offset = 0
-    for frame, schema, source, n_rows in zip(raw_frames, schemas, sources, rows, strict=True):
-        parsed = parse_source(frame, schema, source, options, order_offset, attributes_as_text)
-        order_offset += n_rows
-        kept = parsed.filter(pl.col(REASON).is_null()).drop(ROW, REASON, REJECT_COLUMN)
-        events_parts.append(kept)
+    for group in scan_groups(sources, options):
+        paths = [s.path for s in group.sources]
+        fmt = group.sources[0].fmt
+        parsed = parse_rows(scan_files(paths, fmt, options), group, options, attributes_as_text)
+        events_parts.append(
+            parsed.filter(pl.col(REASON).is_null()).drop(ROW, REASON, REJECT_COLUMN)
+        )
+        # Rejects come from their own scan, which also carries each row's file name: a
+        # column that the events plan would otherwise drag through every row.
+        scan = scan_files(paths, fmt, options, file_column=True)
+        rejects = parse_rows(scan, group, options, attributes_as_text)
+        file_start = pl.col(FILE).replace_strict(group.file_starts(), return_dtype=pl.Int64)
         reject_parts.append(
-            parsed.filter(pl.col(REASON).is_not_null()).select(
-                pl.lit(str(source.path)).alias("file"),
-                pl.col(ROW).alias("row"),
+            rejects.filter(pl.col(REASON).is_not_null()).select(
+                pl.col(FILE).alias("file"),
+                # 0-based row in the group -> 1-based row in its file, plus the header.
+                (pl.col(ROW) - file_start + 1 + group.sources[0].line_offset).alias("row"),
                 pl.col(REJECT_COLUMN).alias("column"),
                 pl.col(REASON).alias("reason"),
             )
@@ -378,7 +303,7 @@ def read_tabular(
     except READ_ERRORS as err:
         raise InputError(
             f"the input files cannot be stacked (do the attribute columns hold the same "
-            f"kind of values in every file?): {_first_line(err)}"
+            f"kind of values in every file?): {first_line(err)}"
         ) from None
     events = EventTable.from_frame(stacked, attributes=options.attributes)
     settings = {
@@ -387,6 +312,7 @@ def read_tabular(
         "files": len(sources),
         "formats": sorted({s.fmt for s in sources}),
     }
+    rows_read = sum(s.rows for s in sources)
     return Ingested(
-        events=events, rejects=rejects, rows_read=sum(rows), adapter="tabular", settings=settings
+        events=events, rejects=rejects, rows_read=rows_read, adapter="tabular", settings=settings
     )

@@ -145,38 +145,3 @@ def check_columns_present(options: TabularOptions, present: list[str], file: Pat
                     file=file,
                     column=name,
                 )
-
-
-def discover_files(inputs: list[Path]) -> list[tuple[Path, str]]:
-    """(file, format) for every input file; folders give their tabular files, recursively.
-
-    Folders yield the files whose suffix is in TABULAR_SUFFIXES (hidden files and other
-    files such as READMEs are passed over), sorted by path. A file named explicitly is
-    read as delimited text whatever its suffix, unless it ends in .parquet/.pq. CSV and
-    Parquet files may be mixed: each is read on its own and the results are stacked.
-    """
-    # Keyed by resolved path so a file named twice (or also inside a named folder) is
-    # read once; the path kept is the one the user wrote, for messages and rejects.
-    found: dict[Path, tuple[Path, str]] = {}
-    for path in inputs:
-        if path.is_dir():
-            in_folder = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in TABULAR_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not in_folder:
-                suffixes = ", ".join(TABULAR_SUFFIXES)
-                raise InputError(f"folder holds no tabular files ({suffixes})", file=path)
-            for p in in_folder:
-                found.setdefault(p.resolve(), (p, TABULAR_SUFFIXES[p.suffix.lower()]))
-        elif path.is_file():
-            fmt = TABULAR_SUFFIXES.get(path.suffix.lower(), "csv")
-            found.setdefault(path.resolve(), (path, fmt))
-        else:
-            raise InputError("input not found", file=path)
-    if not found:
-        raise InputError("no input files given")
-    return list(found.values())

@@ -18,7 +18,8 @@ from seqlm.corpora_adapters.base import (
     parse_option_strings,
 )
 from seqlm.corpora_adapters.tabular import read_tabular
-from seqlm.corpora_adapters.tabular_mapping import TabularOptions, discover_files
+from seqlm.corpora_adapters.tabular_files import discover_files
+from seqlm.corpora_adapters.tabular_mapping import TabularOptions
 from seqlm.errors import ConfigError, InputError, SeqlmError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "new_domain"
@@ -78,7 +79,7 @@ def test_bad_rows_become_rejects_with_line_numbers_columns_and_reasons(tmp_path)
         [
             ["a", "1", "x", "0.5", "train"],  # line 2: kept
             ["", "2", "x", "1", ""],  # line 3: no entity
-            ["a", "3", "  ", "1", ""],  # line 4: blank code
+            ["a", "3", "", "1", ""],  # line 4: empty code
             ["a", "soon", "x", "1", ""],  # line 5: time not a number
             ["a", "", "x", "1", ""],  # line 6: time missing
             ["a", "7", "x", "high", ""],  # line 7: value not a number
@@ -239,6 +240,39 @@ def test_folder_of_mixed_csv_and_parquet_is_stacked(tmp_path):
     reject = ingested.rejects.to_frame()
     # Parquet rows are data rows (no header): the second row.
     assert reject.select("file", "row").rows() == [(str(folder / "part" / "b.parquet"), 2)]
+
+
+def test_shards_with_same_and_different_headers_keep_per_file_line_numbers(tmp_path, monkeypatch):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    write_csv(folder / "a.csv", ["e", "c"], [["p1", "x"], ["p1", ""]])
+    write_csv(folder / "b.csv", ["e", "c"], [["", "y"], ["p2", "y"], ["p2", ""]])
+    # Same columns in another order: a separate scan, still matched by name.
+    write_csv(folder / "c.csv", ["c", "e"], [["z", "p3"], ["", "p3"]])
+    pl.DataFrame({"e": ["p4", "p4"], "c": ["v", None]}).write_parquet(folder / "d.parquet")
+    pl.DataFrame({"c": [None, "u"], "e": ["p5", "p5"], "extra": [1, 2]}).write_parquet(
+        folder / "e.parquet"
+    )
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    ingested = read_tabular([Path("shards")], TabularOptions(entity="e", code="c"))
+    assert ingested.rows_read == 11
+    rejects = ingested.rejects.to_frame().sort("file", "row")
+    assert rejects.select("file", "row", "reason").rows() == [
+        (str(Path("shards/a.csv")), 3, "code is missing"),
+        (str(Path("shards/b.csv")), 2, "entity is missing"),
+        (str(Path("shards/b.csv")), 4, "code is missing"),
+        (str(Path("shards/c.csv")), 3, "code is missing"),
+        (str(Path("shards/d.parquet")), 2, "code is missing"),
+        (str(Path("shards/e.parquet")), 1, "code is missing"),
+    ]
+    events = ingested.events.collect()
+    assert events.select("entity", "code", "order").rows() == [
+        ("p1", "x", 0),
+        ("p2", "y", 3),
+        ("p3", "z", 5),
+        ("p4", "v", 7),
+        ("p5", "u", 10),
+    ]
 
 
 def test_parquet_datetime_and_wrong_unit(tmp_path):
@@ -442,3 +476,21 @@ def test_example_new_domain_mapping_reads_its_csv():
     assert events["entity"].n_unique() == 40
     assert events.filter(pl.col("code") == "SENSOR//TEMP_C")["value"].null_count() == 0
     assert events.group_by("entity").agg(pl.col("line").n_unique())["line"].max() == 1
+
+
+def test_example_new_domain_ingests_into_a_corpus(tmp_path):
+    from seqlm.ingest import ingest, resolve_ingest_config
+
+    config = resolve_ingest_config(EXAMPLE / "mapping.toml")
+    corpus = ingest("tabular", [EXAMPLE / "events.csv"], tmp_path / "corpus", config)
+    counts = corpus.manifest["counts"]
+    assert (counts["rows_read"], counts["events"], counts["rejects"]) == (3000, 2996, 4)
+    assert corpus.index.height == 40 and "line" in corpus.index.columns
+    rejects = pl.read_parquet(tmp_path / "corpus" / "rejects.parquet").sort("row")
+    assert rejects["row"].to_list() == [45, 856, 1283, 1706]
+    # The CSV's own lines, as an editor numbers them (header = line 1).
+    lines = (EXAMPLE / "events.csv").read_text().splitlines()
+    assert ",ERR" in lines[45 - 1] and lines[1283 - 1].startswith(",")
+    assert "31/02/2024" in lines[1706 - 1]
+    tokens = corpus.vocabulary.decode(corpus.sequence(0).tolist())
+    assert tokens[:3] == ["[BOS]", "STATE//START", "STATE//WARMUP"]
