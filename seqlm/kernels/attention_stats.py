@@ -274,7 +274,7 @@ def attention_statistics_chunked(
     chunk_queries: int | None = None,
     progress: Progress | None = None,
 ) -> AttentionStatistics:
-    """The statistics `chunk_queries` queries at a time (default: ~16M scores a chunk).
+    """The statistics `chunk_queries` queries at a time (default: ~4M scores a chunk).
 
     Each chunk scores only the keys it can see (causal, and within `window`), so with a
     window the work is O(T x (chunk + window)).
@@ -283,7 +283,7 @@ def attention_statistics_chunked(
     edges, beyond_at = tuple(distance_edges), tuple(beyond_distances)
     batch, heads, length, width = q.shape
     scale = scale if scale is not None else 1.0 / math.sqrt(width)
-    chunk = chunk_queries or max(1, (1 << 24) // max(1, batch * heads * length))
+    chunk = chunk_queries or max(1, (1 << 22) // max(1, batch * heads * length))
     key_counts = _key_counts(length, window, doc_ids, batch, q.device)
     counted = _counted_queries(query_mask, batch, length, q.device)
     tracker = ensure_progress(progress)
