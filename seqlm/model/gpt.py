@@ -11,6 +11,8 @@ Hooks for other parts:
 - `capture_attention(layers)` stores post-rotary q, k, v and the mask per layer.
 - `active_blocks=` / `block_scales=` per call (progressive layer dropping) and
   `stack_blocks(order)` (growing depth by copying blocks).
+- `head_gates=` per call: an (n_layer, n_head) tensor multiplying each head's output
+  before the output projection (head importance by gate gradients, head ablation).
 """
 
 from __future__ import annotations
@@ -83,8 +85,11 @@ class Block(nn.Module):
         rotary: tuple[Tensor, Tensor] | None = None,
         mask: Tensor | None = None,
         scale: float | Tensor | None = None,
+        head_gate: Tensor | None = None,
     ) -> Tensor:
-        x = self.attn_norms.residual_step(x, lambda h: self.attn(h, rotary, mask), scale)
+        x = self.attn_norms.residual_step(
+            x, lambda h: self.attn(h, rotary, mask, head_gate), scale
+        )
         return self.mlp_norms.residual_step(x, self.mlp, scale)
 
 
@@ -214,11 +219,13 @@ class GPT(nn.Module):
         attention_span: SpanSetting = "config",
         active_blocks: Sequence[bool] | None = None,
         block_scales: Sequence[float | Tensor] | None = None,
+        head_gates: Tensor | None = None,
     ) -> Tensor:
         """Final normed hidden states (B, T, C), the input of the LM head.
 
         `active_blocks[i]` False skips block i (identity); `block_scales[i]` weights the
-        residual branches of block i.
+        residual branches of block i; `head_gates[i, h]` multiplies head h's output in
+        layer i (shape (n_layer, n_head); ones change nothing, zero removes the head).
         """
         _, seq_len = idx.shape
         if seq_len > self.config.block_size:
@@ -229,6 +236,11 @@ class GPT(nn.Module):
         for name, per_block in (("active_blocks", active_blocks), ("block_scales", block_scales)):
             if per_block is not None and len(per_block) != n_layer:
                 raise ConfigError(f"{name} has {len(per_block)} entries for {n_layer} blocks")
+        if head_gates is not None and tuple(head_gates.shape) != (n_layer, self.config.n_head):
+            raise ConfigError(
+                f"head_gates has shape {tuple(head_gates.shape)}, expected "
+                f"({n_layer}, {self.config.n_head}) (layers, heads)"
+            )
         x = self.token_embedding(idx)
         if self.position_embedding is not None:
             x = x + self.position_embedding(seq_len, position_ids, idx.device)
@@ -241,7 +253,9 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             if active_blocks is not None and not active_blocks[i]:
                 continue
-            x = block(x, rotary, masks[i], None if block_scales is None else block_scales[i])
+            scale = None if block_scales is None else block_scales[i]
+            gate = None if head_gates is None else head_gates[i]
+            x = block(x, rotary, masks[i], scale, gate)
         return self.final_norm(x)
 
     def forward(
@@ -256,6 +270,7 @@ class GPT(nn.Module):
         attention_span: SpanSetting = "config",
         active_blocks: Sequence[bool] | None = None,
         block_scales: Sequence[float | Tensor] | None = None,
+        head_gates: Tensor | None = None,
     ) -> ModelOutput:
         """Logits (B, T, V) and/or the loss on `targets` (-100 = no loss there).
 
@@ -270,6 +285,7 @@ class GPT(nn.Module):
             attention_span=attention_span,
             active_blocks=active_blocks,
             block_scales=block_scales,
+            head_gates=head_gates,
         )
         if not return_logits:
             loss = None

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.errors import ConfigError
 from seqlm.model import GPT, GPTConfig, document_positions
@@ -374,3 +375,18 @@ def test_gpt2_initialisation_scales() -> None:
     assert abs(proj.std().item() - 0.02 / math.sqrt(16)) < 0.0003
     assert abs(down.std().item() - 0.02 / math.sqrt(16)) < 0.0003
     assert all((b.attn.qkv.bias == 0).all() for b in model.blocks)
+
+
+@pytest.mark.parametrize("name", ["chunked", "auto"])
+def test_kernel_losses_plug_in_by_name(name: str) -> None:
+    """seqlm.kernels registers its lean losses; by name they match the dense loss."""
+    pytest.importorskip("seqlm.kernels.model_loss")
+    model = randomized(tiny_config(loss_impl=name), seed=20).float()
+    x, y = repeated_pattern_batch(3, 8)
+    y = y.clone()
+    y[1, 2:5] = -100
+    weights = torch.rand(3, 8, generator=torch.Generator().manual_seed(1))
+    for mask in (None, weights):
+        lean = model(x, y, loss_mask=mask, return_logits=False).loss
+        dense = model(x, y, loss_mask=mask).loss
+        torch.testing.assert_close(lean, dense, atol=1e-5, rtol=1e-5)
