@@ -87,9 +87,7 @@ class Block(nn.Module):
         scale: float | Tensor | None = None,
         head_gate: Tensor | None = None,
     ) -> Tensor:
-        x = self.attn_norms.residual_step(
-            x, lambda h: self.attn(h, rotary, mask, head_gate), scale
-        )
+        x = self.attn_norms.residual_step(x, lambda h: self.attn(h, rotary, mask, head_gate), scale)
         return self.mlp_norms.residual_step(x, self.mlp, scale)
 
 
