@@ -3,6 +3,7 @@
     python benchmarks/bench_kernels.py                 # the full table (CPU; CUDA too if present)
     python benchmarks/bench_kernels.py --quick         # small shapes, a smoke run
     python benchmarks/bench_kernels.py --ops linear_cross_entropy --json out.json
+    python benchmarks/bench_kernels.py --ops linear_cross_entropy --set tokens=4096
 
 Every row runs in its own subprocess so that one implementation's memory cannot hide
 another's. Each measures forward + backward (forward only for attention statistics):
@@ -225,12 +226,25 @@ def main() -> None:
     parser.add_argument("--ops", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help="override one shape entry, e.g. --set tokens=4096 (applies to every op that has it)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
         return
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            parser.error(f"--set wants NAME=INT, not {item!r}")
+        overrides[name] = int(value)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for op in args.ops:
@@ -241,7 +255,10 @@ def main() -> None:
                 spec = {
                     "op": op,
                     "impl": impl,
-                    "shape": quick if args.quick else full,
+                    "shape": {
+                        name: overrides.get(name, size)
+                        for name, size in (quick if args.quick else full).items()
+                    },
                     "device": device,
                     "repeats": args.repeats,
                 }

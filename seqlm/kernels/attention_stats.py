@@ -188,9 +188,9 @@ def _per_query_from_probs(
     bin_mass.scatter_add_(-1, bins.expand_as(probs), probs)
     mean_distance = (probs * distance.to(probs.dtype)).sum(-1)
     entropy = log_norm - (probs * scores).sum(-1)
-    beyond = torch.stack([(probs * (distance > d)).sum(-1) for d in beyond_distances], dim=-1)
-    if not beyond_distances:
-        beyond = probs.new_zeros((*probs.shape[:-1], 0))
+    beyond = probs.new_zeros((*probs.shape[:-1], len(beyond_distances)))
+    for column, limit in enumerate(beyond_distances):
+        beyond[..., column] = (probs * (distance > limit)).sum(-1)
     return bin_mass, mean_distance, entropy, beyond
 
 

@@ -11,6 +11,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqlm.errors import ConfigError
 from seqlm.kernels.attention_stats import (
@@ -95,6 +97,26 @@ def test_flex_identities_match_reference(window, with_docs):
     )
     expected = attention_statistics_reference(q, k, **kwargs)
     assert_same_statistics(attention_statistics_flex(q, k, compiled=False, **kwargs), expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    length=st.integers(1, 40),
+    heads=st.integers(1, 3),
+    window=st.one_of(st.none(), st.integers(1, 50)),
+    edges=st.lists(st.integers(1, 60), max_size=5, unique=True).map(lambda e: (0, *sorted(e))),
+    beyond=st.lists(st.integers(0, 60), max_size=3).map(tuple),
+    chunk=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_chunked_matches_reference_on_any_layout(length, heads, window, edges, beyond, chunk, seed):
+    q, k = make_qk(2, heads, length, 4, seed=seed)
+    docs = packed_documents(2, length, seed=seed)
+    kwargs = dict(distance_edges=edges, beyond_distances=beyond, window=window, doc_ids=docs)
+    expected = attention_statistics_reference(q, k, **kwargs)
+    assert_same_statistics(
+        attention_statistics_chunked(q, k, chunk_queries=chunk, **kwargs), expected
+    )
 
 
 def test_uniform_attention_by_hand():
