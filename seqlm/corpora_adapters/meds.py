@@ -116,20 +116,26 @@ class MedsOptions:
 def _subject_table(
     valid: pl.LazyFrame, options: MedsOptions, splits: pl.DataFrame | None
 ) -> pl.DataFrame:
-    """Per-subject facts the row decisions need: birth time, cohort window, split."""
+    """Per-subject facts the row decisions need: birth time, cohort window, split.
+
+    Only subjects with a birth, a cohort window or a metadata split appear; each part
+    comes from a pass that keeps a few rows per subject, so memory stays small.
+    """
     is_birth = pl.col("code") == BIRTH_CODE
-    births = (
+    table = (
         valid.filter(is_birth & pl.col("time").is_not_null())
         .group_by("entity")
         .agg(birth_time=pl.col("time").min(), birth_order=pl.col("order").min())
+        .collect(engine="streaming")
     )
-    subjects = valid.select("entity").unique()
-    table = subjects.join(births, on="entity", how="left").collect(engine="streaming")
+    parts = []
     if options.cohort is not None:
         windows = cohort_windows(valid, options.cohort).with_columns(in_cohort=pl.lit(True))
-        table = table.join(windows, on="entity", how="left")
+        parts.append(windows)
     if splits is not None:
-        table = table.join(splits, on="entity", how="left")
+        parts.append(splits)
+    for part in parts:
+        table = table.join(part, on="entity", how="full", coalesce=True)
     return table
 
 
@@ -239,7 +245,9 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
 
     valid = rows.filter(pl.col("entity").is_not_null() & pl.col("code").is_not_null())
     subjects = _subject_table(valid, options, splits)
-    joined = rows.join(subjects.lazy(), on="entity", how="left", maintain_order="left")
+    # The per-subject tables are small: build the join on them and stream the rows past
+    # (left to itself polars may build on the rows, holding them all in memory).
+    joined = rows.join(subjects.lazy(), on="entity", how="left", build_side="force_right")
     if split_source == "data folders":
         joined = joined.with_columns(split=pl.col("folder_split"))
     elif split_source == "none":
@@ -250,7 +258,7 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
     ages = None
     if options.birth == "age":
         ages = _age_at_first_event(kept)
-        kept = kept.join(ages.lazy(), on="entity", how="left", maintain_order="left")
+        kept = kept.join(ages.lazy(), on="entity", how="left", build_side="force_right")
     events = EventTable.from_frame(kept.select(_event_columns(options, ages)))
 
     rejects = RejectLog()

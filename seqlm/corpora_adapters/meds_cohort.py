@@ -145,20 +145,25 @@ def rewrite_codes(code: pl.Expr, truncate_icd: int | None, rules: Sequence[CodeR
 def cohort_windows(rows: pl.LazyFrame, cohort: CohortOptions) -> pl.DataFrame:
     """One row per cohort subject: `entity`, `window_start`, `window_end` (null = open).
 
-    `rows` holds the valid rows (`entity`, `time`, `code`); only matching, admission and
-    discharge rows are collected, so this is one streaming pass over two columns.
+    `rows` holds the valid rows (`entity`, `time`, `code`); only rows that match a
+    pattern are collected, in one streaming pass over three columns.
     """
-    timed = rows.filter(pl.col("time").is_not_null())
+    # One pass keeps the few rows any pattern matches; the rest is done in memory.
+    patterns = [*cohort.include, *cohort.exclude, *cohort.admission_codes]
+    patterns += cohort.discharge_codes
+    matched = (
+        rows.filter(code_matches(patterns))
+        .select("entity", "time", "code")
+        .collect(engine="streaming")
+    )
+    timed = matched.filter(pl.col("time").is_not_null())
     anchor = pl.col("time").min() if cohort.occurrence == "first" else pl.col("time").max()
-    anchors = timed.filter(code_matches(cohort.include)).group_by("entity").agg(anchor=anchor)
+    anchors_df = timed.filter(code_matches(cohort.include)).group_by("entity").agg(anchor=anchor)
     if cohort.exclude:
-        excluded = rows.filter(code_matches(cohort.exclude)).select("entity").unique()
-        anchors = anchors.join(excluded, on="entity", how="anti")
-    queries = [anchors]
-    for patterns in (cohort.admission_codes, cohort.discharge_codes):
-        queries.append(timed.filter(code_matches(patterns)).select("entity", "time"))
-    anchors_df, admissions, discharges = pl.collect_all(queries, engine="streaming")
-
+        excluded = matched.filter(code_matches(cohort.exclude)).select("entity").unique()
+        anchors_df = anchors_df.join(excluded, on="entity", how="anti")
+    admissions = timed.filter(code_matches(cohort.admission_codes)).select("entity", "time")
+    discharges = timed.filter(code_matches(cohort.discharge_codes)).select("entity", "time")
     windows = anchors_df
     if cohort.start == "admission":
         latest_admission = (

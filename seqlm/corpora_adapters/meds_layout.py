@@ -248,23 +248,50 @@ def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.La
                 file=dataset.root / "data",
                 column=name,
             )
-    frames = []
-    offset = 0
+    # Shards with the same schema are read by one multi-file scan whose row index runs
+    # across them (polars streams that in flat memory; 1,000 scans with a row index
+    # each, concatenated, do not); a small join turns it into the row within the shard.
+    groups: dict[tuple, list[int]] = {}
+    for number, shard in enumerate(dataset.shards):
+        groups.setdefault(tuple(shard.schema.items()), []).append(number)
+    starts = [0]
     for shard in dataset.shards:
-        columns = _shard_columns(shard, suffix_columns)
-        row = pl.col("row").cast(pl.Int64)
+        starts.append(starts[-1] + shard.rows)
+    frames = []
+    for numbers in groups.values():
+        shards = [dataset.shards[n] for n in numbers]
+        before = [0]
+        for shard in shards[:-1]:
+            before.append(before[-1] + shard.rows)
+        table = pl.DataFrame(
+            {
+                "_path": [str(shard.path) for shard in shards],
+                "_before": before,
+                "_start": [starts[n] for n in numbers],
+                "file": [shard.relative for shard in shards],
+                "folder_split": [shard.folder_split for shard in shards],
+            },
+            schema={
+                "_path": pl.String,
+                "_before": pl.Int64,
+                "_start": pl.Int64,
+                "file": pl.String,
+                "folder_split": pl.String,
+            },
+        )
+        row = pl.col("_index").cast(pl.Int64) - pl.col("_before") + 1
+        scan = pl.scan_parquet(
+            [shard.path for shard in shards], row_index_name="_index", include_file_paths="_path"
+        )
         frames.append(
-            pl.scan_parquet(shard.path)
-            .with_row_index("row", offset=1)
-            .select(
-                pl.lit(shard.relative, dtype=pl.String).alias("file"),
+            scan.join(table.lazy(), on="_path", how="inner", build_side="force_right").select(
+                "file",
                 row.alias("row"),
-                (row + offset).alias("order"),
-                pl.lit(shard.folder_split, dtype=pl.String).alias("folder_split"),
-                *columns,
+                (pl.col("_start") + row).alias("order"),
+                "folder_split",
+                *_shard_columns(shards[0], suffix_columns),
             )
         )
-        offset += shard.rows
     return pl.concat(frames, how="vertical")
 
 
