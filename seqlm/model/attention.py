@@ -121,8 +121,8 @@ class CausalSelfAttention(nn.Module):
         mask: Tensor | None = None,
         head_gate: Tensor | None = None,
     ) -> Tensor:
-        """`head_gate` (n_head,) multiplies each head's output before the projection
-        (head importance and ablation); None skips the multiply altogether."""
+        """`head_gate` (n_head,) or per row (B, n_head) multiplies each head's output
+        before the projection (head importance and ablation); None skips the multiply."""
         batch, seq_len, width = x.shape
         q, k, v = self.qkv(x).split(width, dim=2)
         q = q.view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
@@ -140,7 +140,7 @@ class CausalSelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         if head_gate is not None:
-            y = y * head_gate.to(y.dtype).view(1, self.n_head, 1, 1)
+            y = y * head_gate.to(y.dtype).reshape(-1, self.n_head, 1, 1)
         y = self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))
         if dropout_p:
             y = F.dropout(y, p=dropout_p, training=True)

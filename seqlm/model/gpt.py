@@ -223,9 +223,10 @@ class GPT(nn.Module):
 
         `active_blocks[i]` False skips block i (identity); `block_scales[i]` weights the
         residual branches of block i; `head_gates[i, h]` multiplies head h's output in
-        layer i (shape (n_layer, n_head); ones change nothing, zero removes the head).
+        layer i (shape (n_layer, n_head), or (B, n_layer, n_head) for a gate per row;
+        ones change nothing, zero removes the head).
         """
-        _, seq_len = idx.shape
+        batch, seq_len = idx.shape
         if seq_len > self.config.block_size:
             raise ConfigError(
                 f"sequence length {seq_len} exceeds the model's block_size {self.config.block_size}"
@@ -234,10 +235,12 @@ class GPT(nn.Module):
         for name, per_block in (("active_blocks", active_blocks), ("block_scales", block_scales)):
             if per_block is not None and len(per_block) != n_layer:
                 raise ConfigError(f"{name} has {len(per_block)} entries for {n_layer} blocks")
-        if head_gates is not None and tuple(head_gates.shape) != (n_layer, self.config.n_head):
+        gate_shapes = ((n_layer, self.config.n_head), (batch, n_layer, self.config.n_head))
+        if head_gates is not None and tuple(head_gates.shape) not in gate_shapes:
             raise ConfigError(
                 f"head_gates has shape {tuple(head_gates.shape)}, expected "
-                f"({n_layer}, {self.config.n_head}) (layers, heads)"
+                f"({n_layer}, {self.config.n_head}) (layers, heads) or ({batch}, {n_layer}, "
+                f"{self.config.n_head}) (rows, layers, heads)"
             )
         x = self.token_embedding(idx)
         if self.position_embedding is not None:
@@ -252,7 +255,7 @@ class GPT(nn.Module):
             if active_blocks is not None and not active_blocks[i]:
                 continue
             scale = None if block_scales is None else block_scales[i]
-            gate = None if head_gates is None else head_gates[i]
+            gate = None if head_gates is None else head_gates[..., i, :]
             x = block(x, rotary, masks[i], scale, gate)
         return self.final_norm(x)
 

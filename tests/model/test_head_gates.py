@@ -66,3 +66,17 @@ def test_gate_shape_is_checked() -> None:
     idx = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ConfigError, match="head_gates"):
         model(idx, head_gates=torch.ones(4, 3))
+
+
+def test_per_row_gates_act_on_their_row_only() -> None:
+    """Gates of shape (B, n_layer, n_head): row b runs as if given gates[b] alone, so one
+    backward gives each row's own gate gradient."""
+    model = _model()
+    idx = torch.randint(0, 17, (3, 12), generator=torch.Generator().manual_seed(4))
+    gates = torch.rand(3, 3, 4, generator=torch.Generator().manual_seed(5))
+    together = model(idx, head_gates=gates).logits
+    for row in range(3):
+        alone = model(idx[row : row + 1], head_gates=gates[row]).logits
+        torch.testing.assert_close(together[row : row + 1], alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="rows, layers, heads"):
+        model(idx, head_gates=torch.ones(2, 3, 4))
