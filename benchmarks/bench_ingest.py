@@ -176,5 +176,20 @@ def main() -> None:
         )
 
 
+# -- MEDS: the MIMIC-IV demo beside the polars read floor, and a 20x replica -------------
+# `python benchmarks/bench_ingest.py --meds [--datasets demo x20 ...]` runs
+# benchmarks/bench_ingest_meds.py: seconds and peak memory of the full `meds` ingest.
+
+
+def main_meds(argv: list[str]) -> None:
+    from bench_ingest_meds import main as meds_main
+
+    sys.argv = [sys.argv[0], *argv]
+    meds_main()
+
+
 if __name__ == "__main__":
-    main()
+    if "--meds" in sys.argv[1:]:
+        main_meds([a for a in sys.argv[1:] if a != "--meds"])
+    else:
+        main()
