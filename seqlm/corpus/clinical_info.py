@@ -87,7 +87,9 @@ def token_kinds(vocab: Vocabulary) -> list[str | None]:
             code = entry.code if entry is not None else token
             kinds.append(code.split("//", 1)[0])
         elif role == "unknown":
-            kinds.append(token.rsplit("//", 1)[0] if "//" in token else token)
+            # `KIND//[UNK]` (kind with spaces restored, as data tokens' codes have them);
+            # the plain `[UNK]` has no kind and counts as its own.
+            kinds.append(vocab.token_info(token).kind or token)
         elif role == "time":
             kinds.append(TIME_KIND)
         elif role == "value":

@@ -74,6 +74,23 @@ def test_small_corpus_figures_are_exact(small_corpus):
     assert info.to_dict()["lab_bins"][0]["code"] == "LAB//X"
 
 
+def test_unknown_kinds_match_data_kinds_with_spaces(tmp_path: Path):
+    rows = [(s, datetime(2100, 1, 1), "Blood Pressure" if s < 6 else "Blood Pressure//rare")
+            for s in range(1, 8)]  # fmt: skip
+    frame = pl.DataFrame(
+        rows, schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String},
+        orient="row",
+    )  # fmt: skip
+    shard = tmp_path / "meds" / "data" / "train" / "0.parquet"
+    shard.parent.mkdir(parents=True)
+    frame.write_parquet(shard)
+    info = clinical_info(_ingest(tmp_path / "meds", tmp_path / "corpus"))
+    kinds = {k.kind: k for k in info.kinds}
+    assert "Blood▁Pressure" not in kinds
+    assert kinds["Blood Pressure"].tokens == 7
+    assert kinds["Blood Pressure"].unknown_share == pytest.approx(2 / 7)
+
+
 def test_token_kinds_cover_every_role(small_corpus):
     vocab = small_corpus.vocabulary
     kinds = dict(zip(vocab.tokens, token_kinds(vocab), strict=True))
