@@ -5,18 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shared_data import REPO_ROOT, SHARED_DATA, shared_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data; skips the test with a reason when it is missing."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} (../shared/data is absent on this machine)")
-    return path
+__all__ = ["FIXTURES", "REPO_ROOT", "SHARED_DATA", "shared_path"]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import shared_path
+from shared_data import shared_path
 from meds_data import meds_frame, t, write_meds
 
 from seqlm.corpora_adapters.base import load_toml, options_from_mapping

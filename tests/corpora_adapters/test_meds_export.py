@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import shared_path
+from shared_data import shared_path
 from meds_data import meds_frame, write_meds
 
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
-from conftest import shared_path
+from shared_data import shared_path
 from corpus_helpers import clinic_frame, ingested, lesion_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
