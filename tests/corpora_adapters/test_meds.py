@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meds_data import meds_frame, t, write_meds
+from shared_data import shared_path
 
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, options_from_mapping
@@ -327,6 +327,41 @@ def test_any_rows_give_accounted_events_or_a_seqlm_error(
         assert "MEDS_BIRTH" not in events["code"].to_list()
 
 
+_COLUMN_TYPES = {
+    "subject_id": [pl.Int64, pl.Int32, pl.UInt64, pl.String, pl.Float64, pl.Null],
+    "time": [pl.Datetime("us"), pl.Datetime("ns"), pl.Datetime("ms", "UTC"), pl.Date,
+             pl.String, pl.Int64, pl.Null],
+    "code": [pl.String, pl.Categorical, pl.Int64, pl.Null],
+    "numeric_value": [pl.Float32, pl.Float64, pl.Int64, pl.String, pl.Null, None],
+    "text_value": [pl.String, pl.Int64, pl.Null, None],
+}  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.fixed_dictionaries({c: st.sampled_from(t) for c, t in _COLUMN_TYPES.items()}))
+def test_any_column_types_give_events_or_an_input_error(types):
+    frame = meds_frame(
+        [(1, None, "GENDER//F", None, "a"), (1, t(1), "LAB//A", 2.5, None)],
+    )
+    columns = []
+    for name, dtype in types.items():
+        if dtype is None:
+            continue
+        if dtype == pl.Null:
+            columns.append(pl.lit(None).alias(name))
+        else:
+            columns.append(pl.col(name).cast(dtype, strict=False).alias(name))
+    frame = frame.select(columns)
+    with tempfile.TemporaryDirectory() as folder:
+        root = write_meds(Path(folder), {"train/0.parquet": frame})
+        try:
+            ingested, events, rejects = read(root)
+        except InputError:
+            return
+    assert events.height + rejects.height == 2
+    assert events["time"].dtype == pl.Datetime("us")
+
+
 @pytest.fixture(scope="module")
 def mimic_events():
     root = shared_path("clinical", "mimic-iv-demo-meds")
@@ -347,6 +382,16 @@ def test_mimic_demo_uses_the_dataset_splits(mimic_events):
     per_split = dict(events.group_by("split").agg(pl.col("entity").n_unique()).iter_rows())
     assert per_split == {"train": 80, "tuning": 10, "held_out": 10}
     assert ingested.settings["dataset"]["meds_version"] == "0.3.3"
+    # The folder names give the same splits (as when subject_splits.parquet is absent).
+    root = shared_path("clinical", "mimic-iv-demo-meds")
+    ingested, folders, _ = read(root, split_source="folders")
+    assert ingested.settings["split_source"] == "data folders"
+    assert (
+        folders.select("entity", "split")
+        .unique()
+        .sort("entity")
+        .equals(events.select("entity", "split").unique().sort("entity"))
+    )
 
 
 def test_mimic_demo_demographics_form_the_static_prefix(mimic_events):
