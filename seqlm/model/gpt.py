@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Literal
 
 import torch
@@ -182,15 +183,22 @@ class GPT(nn.Module):
             return self._spans
         if setting is None:
             return [None] * n_layer
-        spans = [setting] * n_layer if isinstance(setting, int) else list(setting)
+        if isinstance(setting, Integral):
+            spans = [setting] * n_layer
+        elif isinstance(setting, Sequence):
+            spans = list(setting)
+        else:
+            raise ConfigError(
+                f"attention_span must be an int, None, a list or 'config', not {setting!r}"
+            )
         if len(spans) != n_layer:
             raise ConfigError(f"got {len(spans)} attention spans for {n_layer} layers")
         for span in spans:
             if span is not None and (
-                isinstance(span, bool) or not isinstance(span, int) or span < 1
+                isinstance(span, bool) or not isinstance(span, Integral) or span < 1
             ):
                 raise ConfigError(f"an attention span must be a positive integer, got {span!r}")
-        return spans
+        return [None if span is None else int(span) for span in spans]
 
     def _layer_masks(
         self, seq_len: int, doc_ids: Tensor | None, spans: list[int | None], device: torch.device

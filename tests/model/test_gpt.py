@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -230,6 +231,10 @@ def test_span_at_call_time_equals_a_model_built_with_it() -> None:
         model(idx, attention_span=[1, 2])
     with pytest.raises(ConfigError):
         model(idx, attention_span=0)
+    with pytest.raises(ConfigError):
+        model(idx, attention_span=3.5)
+    # numpy integers (spans read from an experiment grid) are spans too
+    torch.testing.assert_close(model(idx, attention_span=np.int64(3)).logits, spanned(idx).logits)
 
 
 def test_set_attention_span_updates_model_and_config() -> None:
