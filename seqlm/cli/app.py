@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.ingest",
     "seqlm.cli.corpus",
     "seqlm.cli.train",
+    "seqlm.cli.evaluate",
 )
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,295 @@
+"""`seqlm eval`, `seqlm generate`, `seqlm lesion` and `seqlm subset`: thin over
+`seqlm.evaluation` and `seqlm.corpus.subset`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from seqlm.cli.progress_bar import RichProgress
+from seqlm.errors import ConfigError
+
+
+def _lstm_overrides(sets: list[str]) -> dict[str, Any]:
+    """`--lstm-set minutes=2` (TrainConfig names or the trainer's aliases; a leading
+    `train.` is optional) to TrainConfig field overrides."""
+    from seqlm.corpora_adapters.base import parse_option_strings
+    from seqlm.training.config import TRAIN_ALIASES
+
+    parsed = parse_option_strings(sets)
+    if isinstance(parsed.get("train"), dict):
+        parsed = {**{k: v for k, v in parsed.items() if k != "train"}, **parsed["train"]}
+    return {TRAIN_ALIASES.get(key, key): value for key, value in parsed.items()}
+
+
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder to evaluate on.")],
+    split: Annotated[
+        str, typer.Option(help="Split(s) to score, comma-separated (e.g. held_out).")
+    ] = "held_out",
+    baselines: Annotated[
+        str,
+        typer.Option(
+            help="Baselines beside uniform and unigram: ngram, lstm (comma-separated); "
+            "`none` for the model alone."
+        ),
+    ] = "ngram",
+    checkpoint: Annotated[
+        str, typer.Option(help="best (lowest tuning loss), latest, or a step_N folder.")
+    ] = "best",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where eval.json and plots go (RUN/eval/CORPUS-SPLIT)."),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="Sliding-window stride for long sequences (context/2).")
+    ] = None,
+    max_order: Annotated[int, typer.Option(help="Highest n-gram order to consider.")] = 8,
+    lstm_run: Annotated[
+        Path | None, typer.Option(help="A trained LSTM run to use instead of training one.")
+    ] = None,
+    lstm_set: Annotated[
+        list[str] | None,
+        typer.Option(help="Training setting for the LSTM, e.g. minutes=2 or steps=500."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Score a run's model beside uniform, unigram, best n-gram (and LSTM) baselines."""
+    from seqlm.corpus import load_corpus
+    from seqlm.evaluation.report import (
+        EvalOptions,
+        default_output_folder,
+        evaluate_run,
+        parse_baselines,
+        summary_table,
+        write_report,
+    )
+
+    splits = [s.strip() for s in split.split(",") if s.strip()]
+    opened = load_corpus(corpus)
+    options = EvalOptions(
+        split=splits[0] if len(splits) == 1 else splits,
+        baselines=parse_baselines(baselines),
+        checkpoint=checkpoint,
+        stride=stride,
+        device=device,
+        ngram_max_order=max_order,
+        lstm_run=lstm_run,
+        lstm_train=_lstm_overrides(lstm_set or []),
+    )
+    progress = RichProgress()
+    try:
+        evaluation = evaluate_run(run, opened, options, progress)
+    finally:
+        progress.finish()
+    folder = out or default_output_folder(run, opened, options.split)
+    written = write_report(evaluation, folder)
+    console = Console()
+    title = f"{run} on {opened.path.name} [{split}]"
+    console.print(summary_table(evaluation.summary, title=title))
+    scoring = evaluation.info["scoring"]["model"]
+    console.print(
+        f"model context {scoring['context']}, stride {scoring['stride']} "
+        f"(targets past the first window see >= {scoring['min_context_after_first_window']} "
+        "tokens)"
+    )
+    for name, path in written.items():
+        console.print(f"  {name}: {path}")
+
+
+def generate_command(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")],
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option("--prompt", help="Prompt as space-separated tokens (repeatable)."),
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Corpus for the vocabulary and for --sequence prompts."),
+    ] = None,
+    sequence: Annotated[
+        list[int] | None,
+        typer.Option(help="Prompt from this corpus sequence's prefix (seq_id; repeatable)."),
+    ] = None,
+    prompt_length: Annotated[
+        int, typer.Option(help="Tokens of a --sequence prompt, [BOS] included.")
+    ] = 1,
+    n: Annotated[int, typer.Option("--n", help="Samples per prompt.")] = 20,
+    max_tokens: Annotated[int, typer.Option(help="Token budget per sample.")] = 256,
+    temperature: Annotated[float, typer.Option(help="1 = the model's distribution.")] = 1.0,
+    top_k: Annotated[int | None, typer.Option(help="Keep only the k most likely.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    horizon: Annotated[
+        str | None, typer.Option(help="Stop at this much generated time, e.g. 30d, 12h.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode without KV cache.")] = False,
+    checkpoint: Annotated[str, typer.Option(help="best, latest or step_N.")] = "best",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for generations.jsonl/.txt (and MEDS)."),
+    ] = None,
+    show: Annotated[int, typer.Option(help="Samples to print.")] = 5,
+) -> None:
+    """Sample continuations of prompts from a trained model."""
+    from seqlm.corpus import load_corpus
+    from seqlm.evaluation.generate import (
+        GenerationOptions,
+        SamplingOptions,
+        generate,
+        generation_records,
+        generation_text,
+        generations_to_meds,
+        prompt_from_sequence,
+        prompt_from_tokens,
+        time_token_seconds,
+    )
+    from seqlm.evaluation.model_scorer import check_run_matches_corpus, load_run_model
+    from seqlm.vocabularies.time_gaps import parse_duration
+
+    loaded = load_run_model(run, checkpoint)
+    corpus_path = corpus or Path(loaded.config.get("corpus", {}).get("path", ""))
+    if not corpus_path or not Path(corpus_path).is_dir():
+        raise ConfigError("pass --corpus: the run's training corpus is not at its recorded path")
+    opened = load_corpus(corpus_path)
+    check_run_matches_corpus(loaded.config, opened)
+    vocab = opened.vocabulary
+    prompts = [prompt_from_tokens(vocab, text) for text in prompt or []]
+    prompts += [prompt_from_sequence(opened.sequence(i), prompt_length) for i in sequence or []]
+    if not prompts:
+        prompts = [prompt_from_tokens(vocab, [])]  # just [BOS]: unconditional samples
+    options = GenerationOptions(
+        max_new_tokens=max_tokens,
+        n_samples=n,
+        sampling=SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p),
+        time_horizon_s=parse_duration(horizon) if horizon else None,
+        use_cache=not no_cache,
+        seed=seed,
+    )
+    seconds = time_token_seconds(vocab) if horizon else None
+    progress = RichProgress()
+    try:
+        generations = [
+            generate(loaded.model, p, options, time_seconds=seconds, progress=progress)
+            for p in prompts
+        ]
+    finally:
+        progress.finish()
+    console = Console()
+    lines = generation_text(generations, vocab).splitlines()
+    for line in lines[:show]:
+        console.print(line, markup=False, highlight=False)
+    total = sum(len(s) for g in generations for s in g.samples)
+    elapsed = sum(g.seconds for g in generations)
+    console.print(f"{len(lines)} samples, {total:,} tokens in {elapsed:.1f} s")
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    records = generation_records(generations, vocab)
+    with (out / "generations.jsonl").open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+    (out / "generations.txt").write_text(generation_text(generations, vocab), encoding="utf-8")
+    console.print(f"  tokens: {out / 'generations.jsonl'}\n  text: {out / 'generations.txt'}")
+    if opened.manifest.get("source", {}).get("adapter") == "meds":
+        from seqlm.corpora_adapters.meds_export import corpus_static_kinds
+
+        rows = generations_to_meds(
+            generations, vocab, static_kinds=corpus_static_kinds(opened.manifest)
+        )
+        rows.write_parquet(out / "generations.meds.parquet")
+        console.print(f"  MEDS rows: {out / 'generations.meds.parquet'}")
+
+
+def lesion_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus with pre- and post-lesion sequences.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for runs and results.")],
+    run: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Already trained run(s): RUN for all birds, or BIRD=RUN per bird. "
+            "Without it, models are trained on the pre-lesion train split."
+        ),
+    ] = None,
+    per_bird: Annotated[
+        bool, typer.Option("--per-bird", help="Train one model per bird (FinchGPT's setting).")
+    ] = False,
+    preset: Annotated[str | None, typer.Option(help="Model size for training.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML with [model] and [train].")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="table.key=value for training.")
+    ] = None,
+    condition: Annotated[str, typer.Option(help="Index column of the condition.")] = "condition",
+    pre: Annotated[str, typer.Option(help="Value of the pre-lesion condition.")] = "pre",
+    post: Annotated[str, typer.Option(help="Value of the post-lesion condition.")] = "post",
+    group: Annotated[str, typer.Option(help="Index column naming the bird.")] = "group",
+    checkpoint: Annotated[str, typer.Option(help="best, latest or step_N.")] = "best",
+) -> None:
+    """Per-bird perplexity on held-out pre-lesion vs post-lesion song, model beside n-grams."""
+    from seqlm.corpus import load_corpus
+    from seqlm.evaluation.lesion import (
+        ALL_GROUPS,
+        LesionOptions,
+        lesion_comparison,
+        lesion_table,
+        run_lesion_experiment,
+        write_lesion_report,
+    )
+    from seqlm.training.config import resolve_settings
+
+    options = LesionOptions(
+        condition=condition, pre=pre, post=post, group=group, checkpoint=checkpoint
+    )
+    progress = RichProgress()
+    try:
+        if run:
+            runs = dict(r.split("=", 1) if "=" in r else (ALL_GROUPS, r) for r in run)
+            result = lesion_comparison(load_corpus(corpus), runs, options, progress)
+            written = write_lesion_report(result, out)
+        else:
+            settings = resolve_settings(config, set_ or [], preset)
+            result = run_lesion_experiment(
+                corpus,
+                out,
+                settings=settings,
+                per_group=per_bird,
+                options=options,
+                progress=progress,
+            )
+            written = {"json": out / "lesion.json", "plot": out / "lesion.png"}
+    finally:
+        progress.finish()
+    console = Console()
+    console.print(lesion_table(result, title=f"lesion comparison ({result.info['setting']})"))
+    for name, path in written.items():
+        console.print(f"  {name}: {path}")
+
+
+def subset_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder to take sequences from.")],
+    where: Annotated[
+        list[str], typer.Option(help="column=value (value1,value2 for either); repeatable.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New corpus folder.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Write the sequences whose index rows match --where as a corpus of their own."""
+    from seqlm.corpus.subset import parse_where, subset_corpus
+
+    subset = subset_corpus(corpus, out, parse_where(where), overwrite=overwrite)
+    counts = subset.manifest["counts"]
+    console = Console()
+    console.print(f"[bold green]subset written[/] to {subset.path}")
+    console.print(f"  sequences {counts['sequences']:,}, tokens {counts['tokens']:,}")
+    console.print("  per split: " + json.dumps(counts["sequences_per_split"]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("generate")(generate_command)
+    app.command("lesion")(lesion_command)
+    app.command("subset")(subset_command)

@@ -1,0 +1,365 @@
+"""The lesion comparison of the FinchGPT paper, on any corpus with a condition column.
+
+A model trained on pre-lesion song only is scored on each bird's held-out pre-lesion
+bouts and on all of its post-lesion bouts; if the lesion made song syntax more
+variable, the post-lesion perplexity is higher. Beside the model: the best Kneser-Ney
+n-gram fitted on the same pre-lesion train split (order chosen on the pre-lesion
+tuning split) and, when one model serves all birds, an n-gram per bird (the paper's
+reference setting, and the README's figures for this data).
+
+`run_lesion_experiment` is the one-command version: it writes the pre-lesion corpus
+(`subset_corpus`), trains one model for all birds (or one per bird), compares, and
+writes `lesion.json` and `lesion.png`. `lesion_comparison` takes runs trained elsewhere
+(the two-command recipe: `seqlm subset ... --where condition=pre`, `seqlm train`, then
+`seqlm lesion CORPUS --run RUN`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rich.table import Table
+
+from seqlm.errors import ConfigError, CorpusError
+from seqlm.evaluation.baselines import BaselineOptions, fit_baselines
+from seqlm.evaluation.metrics import summarize, token_table
+from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
+from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
+from seqlm.evaluation.report import json_ready, save_bar_figure
+from seqlm.evaluation.scores import TokenScores
+from seqlm.progress import Progress
+
+ALL_GROUPS = "all"
+MODEL = "model"
+NGRAM = "n-gram"
+PER_GROUP_NGRAM = "per-bird n-gram"
+
+
+@dataclass
+class LesionOptions:
+    """Column names and values of the experiment, and how models are scored."""
+
+    condition: str = "condition"
+    pre: str = "pre"
+    post: str = "post"
+    group: str = "group"
+    held_out_split: str = "held_out"
+    train_split: str = "train"
+    tuning_split: str = "tuning"
+    ngram_max_order: int = DEFAULT_MAX_ORDER
+    checkpoint: str = "best"
+    device: str = "auto"
+
+
+@dataclass
+class LesionResult:
+    """`rows`: one per (group, model, condition) with tokens, cross-entropy, perplexity,
+    top-1; group `all` pools every bird a model covers."""
+
+    rows: pl.DataFrame
+    models: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _sequences(corpus: Any, rows: pl.DataFrame) -> list[np.ndarray]:
+    return [np.asarray(corpus.sequence(int(i))) for i in rows["seq_id"].to_list()]
+
+
+def _rows(corpus: Any, options: LesionOptions, condition: str, groups: Sequence[str]):
+    index = corpus.index
+    for column in (options.condition, options.group):
+        if column not in index.columns:
+            raise CorpusError(f"{corpus.path}: the index has no {column!r} column")
+    return index.filter(
+        (pl.col(options.condition).cast(pl.String) == condition)
+        & pl.col(options.group).cast(pl.String).is_in(list(groups))
+    )
+
+
+def _best_ngram(corpus: Any, pre: pl.DataFrame, options: LesionOptions, name: str):
+    train = _sequences(corpus, pre.filter(pl.col("split") == options.train_split))
+    tuning = _sequences(corpus, pre.filter(pl.col("split") == options.tuning_split))
+    if not any(len(s) > 1 for s in train):
+        raise CorpusError(f"{corpus.path}: no pre-lesion train sequences for {name}")
+    if not any(len(s) > 1 for s in tuning):
+        raise CorpusError(f"{corpus.path}: no pre-lesion tuning sequences to choose the order")
+    baseline_options = BaselineOptions(
+        ngram_orders=(),
+        max_order=options.ngram_max_order,
+        include_uniform=False,
+        include_unigram=False,
+    )
+    fitted = fit_baselines(train, corpus.vocab_size, tuning, baseline_options)
+    assert fitted.selection is not None
+    return fitted.scorers[-1], fitted.selection.best_order
+
+
+def _evaluation_rows(corpus: Any, options: LesionOptions, groups: Sequence[str]) -> pl.DataFrame:
+    held = _rows(corpus, options, options.pre, groups).filter(
+        pl.col("split") == options.held_out_split
+    )
+    post = _rows(corpus, options, options.post, groups)
+    if held.height == 0 or post.height == 0:
+        raise CorpusError(
+            f"{corpus.path}: groups {list(groups)} need held-out {options.pre!r} and "
+            f"{options.post!r} sequences"
+        )
+    return pl.concat([held, post], how="vertical")
+
+
+def _token_tables(
+    index: pl.DataFrame, scores: Mapping[str, TokenScores], options: LesionOptions
+) -> pl.DataFrame:
+    tables = [token_table(s, index, model=name) for name, s in scores.items()]
+    return pl.concat(tables, how="vertical").select(
+        "model",
+        "log_prob",
+        "top1",
+        "max_prob",
+        pl.col(options.group).cast(pl.String).alias("group_name"),
+        pl.col(options.condition).cast(pl.String).alias("condition_name"),
+    )
+
+
+def _summaries(table: pl.DataFrame) -> pl.DataFrame:
+    """Per (group, model, condition), and pooled over groups as group `all`."""
+    per_group = summarize(table, ["group_name", "model", "condition_name"], top_k=(1,))
+    pooled = summarize(table, ["model", "condition_name"], top_k=(1,)).with_columns(
+        pl.lit(ALL_GROUPS).alias("group_name")
+    )
+    frame = pl.concat([per_group, pooled.select(per_group.columns)], how="vertical")
+    return frame.rename({"group_name": "group", "condition_name": "condition"}).select(
+        "group", "model", "condition", "tokens", "cross_entropy_nats", "perplexity", "top1"
+    )
+
+
+def lesion_comparison(
+    corpus: Any,
+    runs: Mapping[str, str | Path],
+    options: LesionOptions | None = None,
+    progress: Progress | None = None,
+) -> LesionResult:
+    """Score held-out pre and all post sequences with each run and its n-grams.
+
+    `runs` maps `all` to one model for every group, or each group (bird) to its own
+    model. The n-gram beside a model is fitted on the pre-lesion train sequences of the
+    groups that model covers, as the model was.
+    """
+    options = options or LesionOptions()
+    if not runs:
+        raise ConfigError("the lesion comparison needs at least one run")
+    all_groups = sorted(str(g) for g in corpus.index[options.group].drop_nulls().unique().to_list())
+    frames, info = [], {"runs": {}, "ngram_orders": {}}
+    for key, run in runs.items():
+        groups = all_groups if key == ALL_GROUPS else [str(key)]
+        scorer, loaded = scorer_from_run(
+            run, name=MODEL, checkpoint=options.checkpoint, device=options.device
+        )
+        check_run_matches_corpus(loaded.config, corpus)
+        index = _evaluation_rows(corpus, options, groups)
+        sequences = _sequences(corpus, index)
+        pre = _rows(corpus, options, options.pre, groups)
+        ngram, order = _best_ngram(corpus, pre, options, str(key))
+        scores = {MODEL: scorer.score(sequences, progress), NGRAM: ngram.score(sequences)}
+        info["runs"][key] = {"path": str(Path(run).resolve()), "step": loaded.step}
+        info["ngram_orders"][key] = order
+        if key == ALL_GROUPS and len(groups) > 1:
+            scores[PER_GROUP_NGRAM] = _per_group_ngram(corpus, index, sequences, options, info)
+        frames.append(_token_tables(index, scores, options))
+        info["scoring"] = scorer.describe()
+    table = pl.concat(frames, how="vertical")
+    models = table["model"].unique(maintain_order=True).to_list()
+    rows = _summaries(table)
+    info["setting"] = "one model for all groups" if ALL_GROUPS in runs else "one model per group"
+    info["options"] = {k: v for k, v in vars(options).items()}
+    return LesionResult(rows=rows, models=models, info=info)
+
+
+def _per_group_ngram(
+    corpus: Any,
+    index: pl.DataFrame,
+    sequences: list[np.ndarray],
+    options: LesionOptions,
+    info: dict[str, Any],
+) -> TokenScores:
+    """Each group's sequences scored by an n-gram fitted on that group's pre-lesion train."""
+    groups = index[options.group].cast(pl.String).to_numpy()
+    parts: list[TokenScores] = []
+    orders = {}
+    for group in dict.fromkeys(groups.tolist()):
+        members = np.flatnonzero(groups == group)
+        ngram, orders[group] = _best_ngram(
+            corpus, _rows(corpus, options, options.pre, [group]), options, group
+        )
+        scored = ngram.score([sequences[i] for i in members])
+        parts.append(dataclasses.replace(scored, sequence=members[scored.sequence]))
+    info["per_group_ngram_orders"] = orders
+    merged = TokenScores.concat(parts)
+    order = np.lexsort((merged.position, merged.sequence))  # back to sequence order
+    return TokenScores(**{f.name: getattr(merged, f.name)[order] for f in fields(TokenScores)})
+
+
+# ----- presenting -------------------------------------------------------------------------
+
+
+def lesion_wide(result: LesionResult) -> pl.DataFrame:
+    """One row per group: `<model> pre`, `<model> post`, `<model> post/pre` perplexities."""
+    rows = result.rows
+    out = rows.select("group").unique(maintain_order=True)
+    for model in result.models:
+        part = rows.filter(pl.col("model") == model)
+        pre = part.filter(pl.col("condition") == result.info["options"]["pre"])
+        post = part.filter(pl.col("condition") == result.info["options"]["post"])
+        out = out.join(
+            pre.select("group", pl.col("perplexity").alias(f"{model} pre")), on="group", how="left"
+        ).join(
+            post.select("group", pl.col("perplexity").alias(f"{model} post")),
+            on="group",
+            how="left",
+        )
+        out = out.with_columns(
+            (pl.col(f"{model} post") / pl.col(f"{model} pre")).alias(f"{model} post/pre")
+        )
+    groups = out["group"].to_list()
+    ordered = sorted(g for g in groups if g != ALL_GROUPS) + [ALL_GROUPS]
+    rank = pl.DataFrame({"group": ordered, "_order": range(len(ordered))})
+    return out.join(rank, on="group").sort("_order").drop("_order")
+
+
+def lesion_table(result: LesionResult, title: str | None = None) -> Table:
+    """Per-group perplexities side by side: pre and post for each model, and the ratio."""
+    wide = lesion_wide(result)
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
+    table.add_column("group")
+    for column in wide.columns[1:]:
+        model, _, condition = column.rpartition(" ")
+        table.add_column(f"{model}\n{condition}", justify="right")
+    for row in wide.iter_rows():
+        cells = [f"{v:.3f}" if v is not None and math.isfinite(v) else "-" for v in row[1:]]
+        style = "bold" if row[0] == ALL_GROUPS else None
+        table.add_row(str(row[0]), *cells, style=style)
+    table.caption = "perplexity on held-out pre-lesion and on all post-lesion sequences"
+    return table
+
+
+def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None) -> Path:
+    """Grouped bars per group: each model's pre (light) and post (dark) perplexity."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+
+    wide = lesion_wide(result)
+    groups = wide["group"].to_list()
+    bars_per_group = 2 * len(result.models)
+    width = 0.84 / bars_per_group
+    figure = Figure(figsize=(min(16.0, 1.5 + 0.32 * len(groups) * bars_per_group), 5.0))
+    figure.set_layout_engine("constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red"]
+    x = np.arange(len(groups))
+    slot = 0
+    for number, model in enumerate(result.models):
+        colour = palette[number % len(palette)]
+        for condition, alpha in (("pre", 0.45), ("post", 1.0)):
+            heights = wide[f"{model} {condition}"].to_numpy()
+            offsets = x + (slot - (bars_per_group - 1) / 2) * width
+            bars = axes.bar(
+                offsets,
+                heights,
+                width=width,
+                color=to_rgba(colour, alpha),
+                edgecolor=colour,
+                label=f"{model}, {condition}-lesion",
+            )
+            labels = [f"{h:.2f}" if np.isfinite(h) else "" for h in heights]
+            axes.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
+            slot += 1
+    axes.set_xticks(x, groups)
+    axes.margins(y=0.18)
+    axes.set(
+        xlabel="bird",
+        ylabel="perplexity (lower is better)",
+        title=title or "Held-out pre-lesion vs post-lesion song",
+    )
+    return save_bar_figure(figure, axes, path)
+
+
+def lesion_json(result: LesionResult) -> dict[str, Any]:
+    return json_ready(
+        {
+            **result.info,
+            "models": result.models,
+            "rows": result.rows.to_dicts(),
+            "table": lesion_wide(result).to_dicts(),
+        }
+    )
+
+
+def write_lesion_report(result: LesionResult, folder: str | Path) -> dict[str, Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    png = lesion_plot(result, folder / "lesion.png")
+    path = folder / "lesion.json"
+    payload = lesion_json(result)
+    payload["plot"] = png.name
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return {"json": path, "plot": png}
+
+
+# ----- one command ----------------------------------------------------------------------------
+
+
+def run_lesion_experiment(
+    corpus_path: str | Path,
+    out: str | Path,
+    *,
+    settings: Any = None,
+    per_group: bool = False,
+    options: LesionOptions | None = None,
+    progress: Progress | None = None,
+) -> LesionResult:
+    """Subset to pre-lesion sequences, train (one model, or one per group), compare.
+
+    Writes OUT/pre (or OUT/pre-<group>) corpora, OUT/run (or OUT/run-<group>) runs, and
+    OUT/lesion.json + OUT/lesion.png. A run that already finished is reused, so the
+    command can be repeated to re-score. `settings` is a `RunSettings` (preset, model
+    and train overrides).
+    """
+    from seqlm.corpus import load_corpus
+    from seqlm.corpus.subset import subset_corpus
+    from seqlm.evaluation.lstm import run_finished
+    from seqlm.training.session import train_on_corpus
+
+    options = options or LesionOptions()
+    out = Path(out)
+    corpus = load_corpus(corpus_path)
+    if per_group:
+        groups = sorted(str(g) for g in corpus.index[options.group].drop_nulls().unique())
+    else:
+        groups = [ALL_GROUPS]
+    runs: dict[str, Path] = {}
+    for key in groups:
+        suffix = "" if key == ALL_GROUPS else f"-{key}"
+        where: dict[str, Any] = {options.condition: options.pre}
+        if key != ALL_GROUPS:
+            where[options.group] = key
+        run = out / f"run{suffix}"
+        if not run_finished(run):
+            pre = subset_corpus(corpus, out / f"pre{suffix}", where, overwrite=True)
+            if run.exists():
+                shutil.rmtree(run)  # an unfinished run of an earlier call: start again
+            train_on_corpus(pre.path, run, settings, progress=progress)
+        runs[key] = run
+    result = lesion_comparison(corpus, runs, options, progress)
+    write_lesion_report(result, out)
+    return result

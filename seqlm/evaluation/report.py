@@ -1,0 +1,438 @@
+"""Evaluate a trained run beside its baselines, on exactly the same predicted tokens.
+
+`evaluate_run(run, corpus, EvalOptions())` scores the corpus's evaluation split with the
+run's model and with uniform, unigram, the best Kneser-Ney n-gram (order chosen on the
+tuning split) and optionally an LSTM trained by the same trainer, all fitted on the
+corpus's train split. Every scorer reports the positions `prediction_targets` lists
+(each token after `[BOS]` through `[EOS]`), checked to be identical before any metric.
+
+Outputs: `summary_table` (a rich table, rows = metrics, columns = models, the best of
+each row bold), `eval_json` (everything: settings, windowing, summaries, breakdowns by
+split/group/condition/kind/position/repeat, calibration bins) and `write_report` (eval.json,
+a reliability diagram and a perplexity-by-group plot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rich.table import Table
+
+from seqlm.errors import ConfigError, CorpusError
+from seqlm.evaluation.baselines import BaselineOptions, fit_baselines, split_sequences
+from seqlm.evaluation.calibration import (
+    DEFAULT_BINS,
+    Calibration,
+    calibration_of,
+    reliability_diagram,
+)
+from seqlm.evaluation.metrics import breakdowns, summarize, token_kinds, token_table
+from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
+from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
+from seqlm.evaluation.scores import Scorer, TokenScores
+from seqlm.progress import Progress
+
+BASELINE_NAMES = ("uniform", "unigram", "ngram", "lstm")
+DEFAULT_BASELINES = ("uniform", "unigram", "ngram")
+MODEL_NAME = "model"
+LSTM_NAME = "LSTM"
+# Table rows: (label, summary column, True when higher is better).
+TABLE_ROWS: tuple[tuple[str, str, bool], ...] = (
+    ("cross-entropy (nats)", "cross_entropy_nats", False),
+    ("perplexity", "perplexity", False),
+    ("top-1", "top1", True),
+    ("top-5", "top5", True),
+    ("top-10", "top10", True),
+    ("ECE", "ece", False),
+)
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate. `baselines` from uniform, unigram, ngram, lstm. The LSTM is read
+    from `lstm_run` when given, else reused from or trained into `lstm_folder` (default
+    RUN/eval/<corpus>-lstm) with the run's training settings updated by `lstm_train`."""
+
+    split: str | Sequence[str] = "held_out"
+    baselines: Sequence[str] = DEFAULT_BASELINES
+    checkpoint: str = "best"
+    context: int | None = None
+    stride: int | None = None
+    device: str = "auto"
+    ngram_max_order: int = DEFAULT_MAX_ORDER
+    calibration_bins: int = DEFAULT_BINS
+    lstm_run: Path | None = None
+    lstm_folder: Path | None = None
+    lstm_train: Mapping[str, Any] = field(default_factory=dict)
+    train_split: str = "train"
+    tuning_split: str = "tuning"
+
+    def __post_init__(self) -> None:
+        self.baselines = tuple(self.baselines)
+        unknown = [b for b in self.baselines if b not in BASELINE_NAMES]
+        if unknown:
+            raise ConfigError(
+                f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINE_NAMES)}"
+            )
+
+
+@dataclass
+class ModelEvaluation:
+    """Scores of the model and every baseline on the same tokens, and their summaries.
+    `table` holds one row per (model, predicted token)."""
+
+    index: pl.DataFrame
+    scores: dict[str, TokenScores]
+    table: pl.DataFrame
+    summary: pl.DataFrame
+    breakdowns: dict[str, pl.DataFrame]
+    calibrations: dict[str, Calibration]
+    info: dict[str, Any]
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.scores)
+
+
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """`ngram,lstm` -> ("uniform", "unigram", "ngram", "lstm"): uniform and unigram cost
+    nothing and are always shown; `none` leaves them out too."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return ()
+    chosen = ["uniform", "unigram", *names]
+    return tuple(dict.fromkeys(chosen))
+
+
+def check_same_targets(scores: Mapping[str, TokenScores]) -> None:
+    """Every scorer must report the same (sequence, position, token) rows in order."""
+    items = list(scores.items())
+    first_name, first = items[0]
+    for name, other in items[1:]:
+        same = len(other) == len(first) and all(
+            np.array_equal(getattr(other, f), getattr(first, f))
+            for f in ("sequence", "position", "token")
+        )
+        if not same:
+            raise CorpusError(f"{name} scored other tokens than {first_name}; cannot compare")
+
+
+def compare_scores(
+    index: pl.DataFrame,
+    scores: dict[str, TokenScores],
+    kinds: Sequence[str] | None,
+    calibration_bins: int = DEFAULT_BINS,
+    info: dict[str, Any] | None = None,
+) -> ModelEvaluation:
+    """Summaries, breakdowns and calibration of scorers that scored the same tokens."""
+    check_same_targets(scores)
+    tables = [token_table(s, index, kinds, model=name) for name, s in scores.items()]
+    table = pl.concat(tables, how="vertical")
+    calibrations = {name: calibration_of(s, calibration_bins) for name, s in scores.items()}
+    order = pl.DataFrame({"model": list(scores), "_order": range(len(scores))})
+    summary = (
+        summarize(table, ["model"])
+        .join(order, on="model")
+        .sort("_order")
+        .drop("_order")
+        .with_columns(
+            pl.Series("ece", [calibrations[name].ece for name in scores]),
+            pl.Series("max_calibration_gap", [calibrations[name].max_gap for name in scores]),
+        )
+    )
+    return ModelEvaluation(
+        index=index,
+        scores=scores,
+        table=table,
+        summary=summary,
+        breakdowns=breakdowns(table),
+        calibrations=calibrations,
+        info=info or {},
+    )
+
+
+def evaluate_run(
+    run: str | Path,
+    corpus: Any,
+    options: EvalOptions | None = None,
+    progress: Progress | None = None,
+) -> ModelEvaluation:
+    """Score `corpus`'s evaluation split with the run's model and the chosen baselines."""
+    options = options or EvalOptions()
+    run = Path(run)
+    scorer, loaded = scorer_from_run(
+        run,
+        name=MODEL_NAME,
+        checkpoint=options.checkpoint,
+        context=options.context,
+        stride=options.stride,
+        device=options.device,
+    )
+    check_run_matches_corpus(loaded.config, corpus)
+    index, sequences = split_sequences(corpus, options.split)
+    if not sequences:
+        raise CorpusError(f"{corpus.path}: split {options.split!r} has no sequences")
+    scorers: list[Scorer] = [scorer]
+    info: dict[str, Any] = {
+        "run": {
+            "path": str(run.resolve()),
+            "model_type": loaded.model_type,
+            "weights": str(loaded.weights),
+            "step": loaded.step,
+            "model": loaded.config.get("model"),
+        },
+        "corpus": {
+            "path": str(Path(corpus.path).resolve()),
+            "vocabulary_hash": (corpus.manifest.get("vocabulary") or {}).get("hash"),
+            "vocab_size": corpus.vocab_size,
+        },
+        "split": options.split,
+        "sequences": len(sequences),
+        "targets": "every token after [BOS] through [EOS] of each sequence; all models "
+        "score exactly these",
+        "scoring": {MODEL_NAME: scorer.describe()},
+        "baselines_fitted_on": options.train_split,
+    }
+    baseline_scorers, baseline_info = _baselines(corpus, run, loaded.config, options, progress)
+    scorers += baseline_scorers
+    info["baselines"] = baseline_info
+    scores = {s.name: s.score(sequences, progress) for s in scorers}
+    kinds = token_kinds(corpus.vocabulary.tokens)
+    return compare_scores(index, scores, kinds, options.calibration_bins, info)
+
+
+def _baselines(
+    corpus: Any,
+    run: Path,
+    run_config: dict[str, Any],
+    options: EvalOptions,
+    progress: Progress | None,
+) -> tuple[list[Scorer], dict[str, Any]]:
+    chosen = set(options.baselines)
+    info: dict[str, Any] = {}
+    scorers: list[Scorer] = []
+    if chosen & {"uniform", "unigram", "ngram"}:
+        _, train = split_sequences(corpus, options.train_split)
+        _, tuning = split_sequences(corpus, options.tuning_split)
+        if not any(len(s) > 1 for s in train):
+            raise CorpusError(f"{corpus.path}: split {options.train_split!r} has no tokens")
+        has_tuning = any(len(s) > 1 for s in tuning)
+        fixed = () if has_tuning or "ngram" not in chosen else (min(3, options.ngram_max_order),)
+        baseline_options = BaselineOptions(
+            ngram_orders=fixed,
+            max_order=options.ngram_max_order,
+            include_uniform="uniform" in chosen,
+            include_unigram="unigram" in chosen,
+        )
+        if "ngram" not in chosen:
+            tuning = []
+        fitted = fit_baselines(train, corpus.vocab_size, tuning, baseline_options, progress)
+        scorers += fitted.scorers
+        if fitted.selection is not None:
+            info["ngram"] = {
+                "best_order": fitted.selection.best_order,
+                "tuning_perplexity": {
+                    str(k): v for k, v in fitted.selection.tuning_perplexity.items()
+                },
+                "chosen_on": options.tuning_split,
+            }
+    if "lstm" in chosen:
+        scorer, lstm_info = _lstm_scorer(corpus, run, run_config, options, progress)
+        scorers.append(scorer)
+        info["lstm"] = lstm_info
+    return scorers, info
+
+
+def _lstm_scorer(
+    corpus: Any,
+    run: Path,
+    run_config: dict[str, Any],
+    options: EvalOptions,
+    progress: Progress | None,
+) -> tuple[Scorer, dict[str, Any]]:
+    from seqlm.evaluation.lstm import lstm_baseline_run
+
+    trained = False
+    folder = options.lstm_run
+    if folder is None:
+        folder = options.lstm_folder or default_lstm_folder(run, corpus)
+        folder, trained = lstm_baseline_run(
+            corpus,
+            folder,
+            run_config["model"],
+            run_config.get("train", {}),
+            overrides=options.lstm_train,
+            progress=progress,
+        )
+    scorer, loaded = scorer_from_run(
+        folder, name=LSTM_NAME, checkpoint=options.checkpoint, device=options.device
+    )
+    check_run_matches_corpus(loaded.config, corpus)
+    info = {
+        "run": str(Path(folder).resolve()),
+        "trained_now": trained,
+        "model": loaded.config.get("model"),
+        "train": loaded.config.get("train"),
+        "step": loaded.step,
+        "scoring": scorer.describe(),
+    }
+    return scorer, info
+
+
+def default_output_folder(run: Path, corpus: Any, split: str | Sequence[str]) -> Path:
+    """RUN/eval/<corpus folder name>-<split>: beside the run's files, never over them."""
+    name = split if isinstance(split, str) else "+".join(split)
+    return Path(run) / "eval" / f"{Path(corpus.path).name}-{name}"
+
+
+def default_lstm_folder(run: Path, corpus: Any) -> Path:
+    """RUN/eval/<corpus folder name>-lstm: where the LSTM baseline of a run is kept."""
+    return Path(run) / "eval" / f"{Path(corpus.path).name}-lstm"
+
+
+# ----- presenting ---------------------------------------------------------------------------
+
+
+def _format(column: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column.startswith("top"):
+        return f"{100 * value:.1f}%"
+    if column == "perplexity":
+        return f"{value:,.2f}" if value < 1000 else f"{value:,.0f}"
+    return f"{value:.4f}" if column == "ece" else f"{value:.3f}"
+
+
+def summary_table(summary: pl.DataFrame, title: str | None = None) -> Table:
+    """Rows = metrics, columns = models; the best value of each row in bold."""
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
+    table.add_column("metric")
+    models = summary["model"].to_list()
+    for name in models:
+        table.add_column(name, justify="right")
+    for label, column, higher_is_better in TABLE_ROWS:
+        values = summary[column].to_list()
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        best = (max if higher_is_better else min)(finite) if finite else None
+        cells = []
+        for value in values:
+            text = _format(column, value)
+            cells.append(f"[bold]{text}[/bold]" if best is not None and value == best else text)
+        table.add_row(label, *cells)
+    tokens = summary["tokens"].to_list()
+    table.caption = f"{tokens[0]:,} predicted tokens per model" if tokens else None
+    return table
+
+
+def json_ready(value: Any) -> Any:
+    """JSON-safe values: NaN and infinities become null, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def eval_json(evaluation: ModelEvaluation) -> dict[str, Any]:
+    """Everything the evaluation found, as plain JSON values."""
+    return json_ready(
+        {
+            **evaluation.info,
+            "models": evaluation.models,
+            "summary": evaluation.summary.to_dicts(),
+            "breakdowns": {k: v.to_dicts() for k, v in evaluation.breakdowns.items()},
+            "calibration": {
+                name: {"ece": c.ece, "max_gap": c.max_gap, "bins": c.bins.to_dicts()}
+                for name, c in evaluation.calibrations.items()
+            },
+        }
+    )
+
+
+def perplexity_by_group_plot(
+    frame: pl.DataFrame,
+    path: str | Path,
+    group: str = "group",
+    models: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Grouped bars: one cluster per group, one bar per model in `models` order (a log
+    axis with plain-number ticks when the perplexities span more than 20x, as uniform
+    beside a trained model does), each bar labelled with its value."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    groups = [str(g) for g in frame[group].unique(maintain_order=True).to_list()]
+    models = list(models) if models is not None else frame["model"].unique().to_list()
+    width = 0.8 / max(len(models), 1)
+    size = min(16.0, max(7.0, 0.22 * len(groups) * len(models) + 2.5))
+    figure = Figure(figsize=(size, 5.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for number, model in enumerate(models):
+        rows = frame.filter(pl.col("model") == model)
+        lookup = dict(zip(rows[group].cast(pl.String), rows["perplexity"], strict=True))
+        heights = [lookup.get(g, float("nan")) for g in groups]
+        offsets = np.arange(len(groups)) + (number - (len(models) - 1) / 2) * width
+        bars = axes.bar(offsets, heights, width=width, label=str(model))
+        if len(groups) * len(models) <= 40:
+            labels = [f"{h:.3g}" if math.isfinite(h) else "" for h in heights]
+            axes.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
+    values = frame.filter(pl.col("model").is_in(models))["perplexity"].drop_nans().drop_nulls()
+    if values.len() and values.max() / max(values.min(), 1e-12) > 20:
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(ScalarFormatter())
+        axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.margins(y=0.15)
+    axes.set_xticks(np.arange(len(groups)), groups, rotation=30 if len(groups) > 8 else 0)
+    axes.set(xlabel=group, ylabel="perplexity (lower is better)", title=title or "")
+    return save_bar_figure(figure, axes, path)
+
+
+def save_bar_figure(figure: Any, axes: Any, path: str | Path) -> Path:
+    """Light horizontal grid, the legend outside on the right, saved at 150 dpi."""
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=150)
+    return out
+
+
+def write_report(evaluation: ModelEvaluation, folder: str | Path) -> dict[str, Path]:
+    """eval.json, reliability.png and perplexity_by_group.png (when the evaluated
+    sequences have groups) in `folder`; returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    written["reliability"] = reliability_diagram(
+        evaluation.calibrations, folder / "reliability.png"
+    )
+    by_group = evaluation.breakdowns.get("group")
+    if by_group is not None and by_group["group"].drop_nulls().len():
+        written["perplexity_by_group"] = perplexity_by_group_plot(
+            by_group.drop_nulls("group"),
+            folder / "perplexity_by_group.png",
+            models=evaluation.models,
+            title="Perplexity by group",
+        )
+    payload = eval_json(evaluation)
+    payload["plots"] = {k: v.name for k, v in written.items()}
+    path = folder / "eval.json"
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    written["json"] = path
+    return written

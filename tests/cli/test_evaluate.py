@@ -1,0 +1,105 @@
+"""`seqlm eval`, `seqlm generate`, `seqlm lesion` and `seqlm subset` on a run that the
+trainer's CLI trained for a few steps on real finch song (the bundled lesion data)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import polars as pl
+import pytest
+import torch
+
+from seqlm.cli.app import main
+from seqlm.corpus import load_corpus
+from seqlm.datasets import finch_lesions_path
+
+
+@pytest.fixture(autouse=True)
+def single_torch_thread() -> Iterator[None]:
+    # tiny models on a busy 2-core box: a second OpenMP thread only waits (see
+    # tests/evaluation/eval_fixtures.py)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(corpus, run): bird 2's song, and a tiny GPT trained 4 steps by `seqlm train`."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cli-eval")
+    data = finch_lesions_path()
+    files = [str(data / f"bird2_{c}lesion") for c in ("pre", "post")]
+    assert run(["ingest", "birdsong-strings", *files, "--out", str(root / "finch")]) == 0
+    sets = ["model.context=32", "train.steps=4", "train.batch=4", "train.eval_batches=1"]
+    argv = ["train", str(root / "finch"), "--out", str(root / "run"), "--preset", "tiny"]
+    assert run(argv + [a for s in sets for a in ("--set", s)]) == 0
+    return root / "finch", root / "run"
+
+
+def test_eval_prints_one_table_and_writes_eval_json(trained, tmp_path, capsys) -> None:
+    corpus, run_folder = trained
+    capsys.readouterr()
+    argv = ["eval", str(run_folder), "--corpus", str(corpus), "--out", str(tmp_path / "ev")]
+    assert run(argv + ["--baselines", "ngram,lstm", "--lstm-set", "steps=2"]) == 0
+    out = capsys.readouterr().out
+    for label in ("perplexity", "top-10", "ECE", "model", "uniform", "unigram", "n-gram", "LSTM"):
+        assert label in out
+    payload = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert payload["models"][0] == "model" and payload["models"][-1] == "LSTM"
+    assert payload["baselines"]["lstm"]["train"]["max_steps"] == 2
+    assert payload["split"] == "held_out"
+    assert (tmp_path / "ev" / "reliability.png").is_file()
+    assert (run_folder / "eval" / "finch-lstm" / "model.safetensors").is_file()
+
+
+def test_generate_samples_and_exports(trained, tmp_path, capsys) -> None:
+    corpus, run_folder = trained
+    first, second = load_corpus(corpus).vocabulary.tokens[-2:]  # two syllables
+    capsys.readouterr()
+    argv = ["generate", str(run_folder), "--corpus", str(corpus), "--n", "4"]
+    argv += ["--max-tokens", "12", "--sequence", "0", "--prompt-length", "3"]
+    prompt = f"{first} {second}"
+    assert run(argv + ["--prompt", prompt, "--out", str(tmp_path / "gen")]) == 0
+    assert "8 samples" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "gen" / "generations.jsonl").open()]
+    assert len(records) == 8 and {r["prompt"] for r in records} == {0, 1}
+    assert records[0]["prompt_tokens"] == ["[BOS]", first, second]
+    assert all(1 <= len(r["ids"]) <= 12 for r in records)
+    text = (tmp_path / "gen" / "generations.txt").read_text().splitlines()
+    assert len(text) == 8 and text[0].startswith(f"[BOS] {prompt} | ")
+    assert run(["generate", str(run_folder), "--corpus", str(corpus), "--prompt", "zz"]) == 2
+
+
+def test_subset_then_lesion_with_a_given_run(trained, tmp_path, capsys) -> None:
+    corpus, run_folder = trained
+    pre = tmp_path / "pre"
+    assert run(["subset", str(corpus), "--where", "condition=pre", "--out", str(pre)]) == 0
+    assert set(pl.read_parquet(pre / "index.parquet")["condition"]) == {"pre"}
+    capsys.readouterr()
+    argv = ["lesion", str(corpus), "--run", str(run_folder), "--out", str(tmp_path / "les")]
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert "bird2" in out and "post/pre" in out
+    payload = json.loads((tmp_path / "les" / "lesion.json").read_text())
+    assert {r["condition"] for r in payload["rows"]} == {"pre", "post"}
+    assert (tmp_path / "les" / "lesion.png").is_file()
+
+
+def test_errors_are_one_line_messages(trained, tmp_path, capsys) -> None:
+    corpus, run_folder = trained
+    capsys.readouterr()
+    assert run(["eval", str(tmp_path / "missing"), "--corpus", str(corpus)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert run(["eval", str(run_folder), "--corpus", str(corpus), "--baselines", "rnn"]) == 2
+    assert run(["subset", str(corpus), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2
