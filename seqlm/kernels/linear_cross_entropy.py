@@ -134,14 +134,16 @@ def linear_cross_entropy_reference(
     divides by the total weight of the counted (not ignored) tokens.
     """
     _check_arguments(hidden, weight, targets, bias, token_weights, reduction)
-    logits = F.linear(hidden, weight, bias).float().flatten(0, -2)
+    # fp32 at least (bf16 logits lose the loss), but fp64 stays fp64
+    accumulate = torch.promote_types(hidden.dtype, torch.float32)
+    logits = F.linear(hidden, weight, bias).to(accumulate).flatten(0, -2)
     flat_targets = targets.flatten().long()
     if token_weights is None:
         losses = F.cross_entropy(logits, flat_targets, ignore_index=ignore_index, reduction="none")
         if reduction == "mean":
             return losses.sum() / (flat_targets != ignore_index).sum()
         return losses.sum() if reduction == "sum" else losses.view(targets.shape)
-    valid_weight = token_weights.flatten().float() * (flat_targets != ignore_index)
+    valid_weight = token_weights.flatten().to(accumulate) * (flat_targets != ignore_index)
     safe_targets = flat_targets.masked_fill(flat_targets == ignore_index, 0)
     losses = F.cross_entropy(logits, safe_targets, reduction="none") * valid_weight
     if reduction == "mean":

@@ -50,8 +50,8 @@ def lm_loss(
         reduction="sum",
         options=options,
     )
-    counted = loss_mask.float() * (targets != IGNORE_INDEX)
-    return total / counted.sum().clamp_min(torch.finfo(torch.float32).tiny)
+    counted = loss_mask.to(total.dtype) * (targets != IGNORE_INDEX)
+    return total / counted.sum().clamp_min(torch.finfo(total.dtype).tiny)
 
 
 def register_model_losses() -> bool:

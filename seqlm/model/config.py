@@ -29,7 +29,10 @@ class GPTConfig:
     causal attention in that layer); the two are exclusive. `norm_placement="mix"`
     uses Post-LN for the first `int(mix_ln_fraction * n_layer)` layers and Pre-LN
     after them (Mix-LN). `loss_impl` names a loss in `seqlm.model.loss` ("dense" is
-    built in; faster ones register themselves there).
+    built in; faster ones register themselves there). The default "auto" (from
+    `seqlm.kernels`) is the dense loss below 8,192 vocabulary tokens and the chunked
+    linear + cross-entropy above, so large clinical vocabularies never materialise
+    the logits.
     """
 
     vocab_size: int
@@ -49,7 +52,7 @@ class GPTConfig:
     mlp_ratio: int = 4
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
-    loss_impl: str = "dense"
+    loss_impl: str = "auto"
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
