@@ -4,25 +4,15 @@ trainer's CLI trained for a few steps on real finch song (the bundled lesion dat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import polars as pl
 import pytest
 import torch
+from eval_fixtures import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.cli.app import main
 from seqlm.corpus import load_corpus
 from seqlm.datasets import finch_lesions_path
-
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    # tiny models on a busy 2-core box: a second OpenMP thread only waits (see
-    # tests/evaluation/eval_fixtures.py)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run(argv: list[str]) -> int:
@@ -36,7 +26,8 @@ def run(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(corpus, run): bird 2's song, and a tiny GPT trained 4 steps by `seqlm train`."""
-    torch.set_num_threads(1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the autouse one
     root = tmp_path_factory.mktemp("cli-eval")
     data = finch_lesions_path()
     files = [str(data / f"bird2_{c}lesion") for c in ("pre", "post")]
@@ -44,6 +35,7 @@ def trained(tmp_path_factory):
     sets = ["model.context=32", "train.steps=4", "train.batch=4", "train.eval_batches=1"]
     argv = ["train", str(root / "finch"), "--out", str(root / "run"), "--preset", "tiny"]
     assert run(argv + [a for s in sets for a in ("--set", s)]) == 0
+    torch.set_num_threads(previous)
     return root / "finch", root / "run"
 
 

@@ -1,29 +1,22 @@
-"""Helpers for the evaluation tests of trained models: one torch thread, tiny models.
+"""Helpers for the tests of trained models: tiny models, run folders, a real corpus.
 
-`from eval_fixtures import single_torch_thread` turns the autouse fixture on in a test
-module. Tiny tensors gain nothing from a second thread, and on a busy 2-core box OpenMP
-threads waiting on each other made a tiny LSTM step take ~1 s instead of ~0.03 s.
-(A helper module, not a conftest.py, so the root conftest keeps its name.)
+`from eval_fixtures import single_torch_thread` also turns on the model tests' autouse
+fixture that runs torch on one thread: tiny tensors gain nothing from a second thread,
+and on a busy 2-core box OpenMP threads waiting on each other made a tiny LSTM step take
+~1 s instead of ~0.03 s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
+from torch_threads import single_torch_thread
 
 from seqlm.model import GPT, GPTConfig
 
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+__all__ = ["single_torch_thread", "small_finch_corpus", "tiny_gpt", "write_run"]
 
 
 def tiny_gpt(seed: int = 0, **overrides) -> GPT:
