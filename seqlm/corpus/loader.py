@@ -81,8 +81,9 @@ class DataPosition:
 
 @dataclass(frozen=True)
 class Batch:
-    """One micro-batch on the CPU. `doc_ids`/`position_ids` are None in padded mode,
-    where every row is one segment starting at position 0 (the model's defaults)."""
+    """One micro-batch on the CPU. `doc_ids`/`position_ids` are None when every row is
+    one segment starting at position 0 (padded mode, or packed rows of long sequences),
+    where the model's defaults mean the same."""
 
     idx: torch.Tensor
     targets: torch.Tensor
@@ -380,7 +381,9 @@ class BatchLoader:
 
         same_segment = (doc[:, 1:] == doc[:, :-1]) & is_token[:, 1:]
         targets = np.where(same_segment, window[:, 1:], IGNORE_INDEX)
-        packed = self.config.packing == "packed"
+        # With one segment per row, positions are 0..T-1 and padding only follows the
+        # segment, so the model's plain causal attention (its fast path) is the same.
+        packed = self.config.packing == "packed" and int(segments_in_row.max()) > 1
         return Batch(
             idx=torch.from_numpy(window[:, :-1]),
             targets=torch.from_numpy(targets),

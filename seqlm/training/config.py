@@ -73,6 +73,9 @@ class TrainConfig:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    # torch's intra-op CPU threads; 0 keeps torch's default. 1 is often fastest for small
+    # models on a machine busy with other work (threads stall waiting on each other).
+    cpu_threads: int = 0
     parallel: Literal["ddp", "fsdp"] = "ddp"
     tensorboard: bool = False
     train_split: str = "train"
@@ -96,6 +99,19 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        choices = {
+            "packing": ("packed", "padded"),
+            "decay": ("cosine", "linear"),
+            "precision": ("auto", "fp32", "bf16"),
+            "parallel": ("ddp", "fsdp"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"train.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
+        if self.cpu_threads < 0:
+            raise ConfigError(f"train.cpu_threads must not be negative, got {self.cpu_threads}")
         self.budget()  # validates the limits
 
     def budget(self) -> Budget:

@@ -23,17 +23,16 @@ BF16_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 
 
 def flops_per_token(model: nn.Module, context: int) -> float:
-    """Training FLOPs per token: 6 per parameter (forward and backward matmuls) plus
-    attention's 12 x layers x width x context (the PaLM appendix estimate).
+    """Training FLOPs per token: the GPT's own count (6N + 12 L C T, see
+    `seqlm.model.flops`) when the model is a GPT, else 6 per parameter (an LSTM or any
+    other module: forward and backward matmuls)."""
+    from seqlm.model.config import GPTConfig
+    from seqlm.model.flops import flops_per_token as gpt_flops_per_token
 
-    Position-embedding tables do no matmul work and are left out. A model without a
-    transformer-shaped `config` (an LSTM) gets the 6N term alone.
-    """
-    params = sum(p.numel() for name, p in model.named_parameters() if "pos" not in name)
     config = getattr(model, "config", None)
-    layers = getattr(config, "n_layer", 0)
-    width = getattr(config, "n_embd", 0)
-    return 6.0 * params + 12.0 * layers * width * context
+    if isinstance(config, GPTConfig):
+        return float(gpt_flops_per_token(config, context))
+    return 6.0 * sum(p.numel() for p in model.parameters())
 
 
 def device_peak_flops(device: torch.device) -> float | None:

@@ -27,7 +27,7 @@ from seqlm.training.trainer import Trainer, TrainResult
 
 def build_gpt_config(settings: RunSettings, vocab_size: int) -> Any:
     """The GPTConfig for a preset, the corpus's vocabulary and the user's overrides."""
-    from seqlm.model import preset
+    from seqlm.model.config import preset
 
     overrides = dict(settings.model)
     block_size = int(overrides.pop("block_size", DEFAULT_CONTEXT))
@@ -41,7 +41,8 @@ def build_gpt_config(settings: RunSettings, vocab_size: int) -> Any:
 
 def gpt_from_dict(model_config: dict[str, Any]) -> nn.Module:
     """A freshly initialised GPT for a config.json's `model` table."""
-    from seqlm.model import GPT, GPTConfig
+    from seqlm.model.config import GPTConfig
+    from seqlm.model.gpt import GPT
 
     try:
         return GPT(GPTConfig.from_dict(model_config))
@@ -57,7 +58,7 @@ def corpus_identity(corpus: Any) -> dict[str, Any]:
         "vocab_size": int(corpus.vocab_size),
         "tokens": int(len(corpus.tokens)),
         "sequences": int(corpus.index.height),
-        "vocabulary_hash": manifest.get("vocabulary_hash"),
+        "vocabulary_hash": (manifest.get("vocabulary") or {}).get("hash"),
     }
 
 
@@ -146,6 +147,8 @@ def train_on_corpus(
     config, train = _resolved_run_config(run, corpus, settings, resume)
     if not resume:
         run.check_fresh()
+    if train.cpu_threads > 0:
+        torch.set_num_threads(train.cpu_threads)
     ctx = init_distributed(train.device)
     try:
         config["world_size"] = ctx.world_size

@@ -15,6 +15,7 @@ processes match one process with the same global batch.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,11 +109,16 @@ class Trainer:
             self.module.compile()  # in place: parameter names stay as they are
         self.model = wrap_model(self.module, self.ctx, config.parallel)
         self.optimizer = build_adamw(self.model, config)
+        # Models that can skip materialising logits (a fused or chunked loss) are asked to.
+        accepts = inspect.signature(self.module.forward).parameters
+        self._loss_only = {"return_logits": False} if "return_logits" in accepts else {}
         self.budget = config.budget()
         self.counters = Counters()
         self.early_stopping = EarlyStopping()
         self.stop_reason: str | None = None
         self.last_eval_loss: float | None = None
+        if run is not None and self.ctx.is_main:
+            run.path.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(
             run.metrics_path if run is not None else "metrics.jsonl",
             enabled=self.ctx.is_main and run is not None,
@@ -237,7 +243,11 @@ class Trainer:
     def forward_loss(self, batch: Batch) -> torch.Tensor:
         """The model's mean loss over the batch's targets."""
         output = self.model(
-            batch.idx, batch.targets, doc_ids=batch.doc_ids, position_ids=batch.position_ids
+            batch.idx,
+            batch.targets,
+            doc_ids=batch.doc_ids,
+            position_ids=batch.position_ids,
+            **self._loss_only,
         )
         return output.loss
 
