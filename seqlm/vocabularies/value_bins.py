@@ -99,7 +99,7 @@ class ValueSampler:
             schema={"code": pl.String, "n_values": pl.Int64, "n_entities": pl.Int64}
         )
         self._sample = pl.DataFrame(
-            schema={"code": pl.String, "value": pl.Float64, "rank_key": pl.UInt64}
+            schema={"code": pl.Categorical, "value": pl.Float64, "rank_key": pl.UInt64}
         )
 
     def add(self, events: pl.DataFrame) -> None:
@@ -122,7 +122,10 @@ class ValueSampler:
             .group_by("code")
             .agg(pl.col("n_values").sum(), pl.col("n_entities").sum())
         )
-        merged = pl.concat([self._sample, valued.select("code", "value", "rank_key")])
+        # Categorical, not String: a filtered string column keeps every chunk's text
+        # buffers alive, so a String sample would grow with the rows seen.
+        kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
+        merged = pl.concat([self._sample, kept])
         self._sample = merged.filter(
             pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size
         )
@@ -144,7 +147,11 @@ class ValueSampler:
             code: min(scheme.value_bins, n // scheme.min_values_per_bin)
             for code, n in eligible.select("code", "n_values").iter_rows()
         }
-        sample = self._sample.filter(pl.col("code").is_in(list(wanted))).sort("code", "value")
+        sample = (
+            self._sample.with_columns(pl.col("code").cast(pl.String))
+            .filter(pl.col("code").is_in(list(wanted)))
+            .sort("code", "value")
+        )
         bins: dict[str, CodeValueBins] = {}
         for (code,), part in sample.group_by("code", maintain_order=True):
             fitted = fit_code_bins(part["value"].to_numpy(), wanted[str(code)])
