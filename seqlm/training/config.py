@@ -35,7 +35,7 @@ TRAIN_ALIASES: dict[str, str] = {
 }
 DEFAULT_PRESET = "micro"
 DEFAULT_CONTEXT = 128
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 300
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_tokens: int | None = None
     max_minutes: float | None = None
-    batch_size: int = 32
+    batch_size: int = 16
     grad_accum: int = 1
     packing: Literal["packed", "padded"] = "packed"
     lr: float = 3e-3

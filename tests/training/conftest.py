@@ -43,6 +43,12 @@ def song_corpus(tmp_path_factory):
     return build_song_corpus(tmp_path_factory.mktemp("song"))
 
 
+@pytest.fixture(scope="session")
+def other_song_corpus(tmp_path_factory):
+    """A different, smaller song corpus (another seed)."""
+    return build_song_corpus(tmp_path_factory.mktemp("other_song"), bouts=80, seed=1)
+
+
 @pytest.fixture
 def tiny_gpt_factory():
     """Builds a 2-layer, 32-wide GPT for a vocabulary and context, seeded."""
