@@ -236,17 +236,23 @@ def lesion_wide(result: LesionResult) -> pl.DataFrame:
 
 
 def lesion_table(result: LesionResult, title: str | None = None) -> Table:
-    """Per-group perplexities side by side: pre and post for each model, and the ratio."""
+    """One row per group, one column per model: `pre -> post (x ratio)` perplexities."""
     wide = lesion_wide(result)
     table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
     table.add_column("group")
-    for column in wide.columns[1:]:
-        model, _, condition = column.rpartition(" ")
-        table.add_column(f"{model}\n{condition}", justify="right")
-    for row in wide.iter_rows():
-        cells = [f"{v:.3f}" if v is not None and math.isfinite(v) else "-" for v in row[1:]]
-        style = "bold" if row[0] == ALL_GROUPS else None
-        table.add_row(str(row[0]), *cells, style=style)
+    for model in result.models:
+        table.add_column(f"{model}\npre → post (×)", justify="right")
+
+    def number(value: float | None) -> str:
+        return f"{value:.2f}" if value is not None and math.isfinite(value) else "-"
+
+    for row in wide.iter_rows(named=True):
+        cells = [
+            f"{number(row[f'{m} pre'])} → {number(row[f'{m} post'])} "
+            f"(×{number(row[f'{m} post/pre'])})"
+            for m in result.models
+        ]
+        table.add_row(row["group"], *cells, style="bold" if row["group"] == ALL_GROUPS else None)
     table.caption = "perplexity on held-out pre-lesion and on all post-lesion sequences"
     return table
 

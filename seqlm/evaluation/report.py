@@ -45,7 +45,7 @@ MODEL_NAME = "model"
 LSTM_NAME = "LSTM"
 # Table rows: (label, summary column, True when higher is better).
 TABLE_ROWS: tuple[tuple[str, str, bool], ...] = (
-    ("cross-entropy (nats)", "cross_entropy_nats", False),
+    ("cross-entropy", "cross_entropy_nats", False),
     ("perplexity", "perplexity", False),
     ("top-1", "top1", True),
     ("top-5", "top5", True),
@@ -316,7 +316,8 @@ def summary_table(summary: pl.DataFrame, title: str | None = None) -> Table:
     table.add_column("metric")
     models = summary["model"].to_list()
     for name in models:
-        table.add_column(name, justify="right")
+        # "best n-gram (8-gram KN)" on two lines keeps the table inside 80 columns
+        table.add_column(name.replace(" (", "\n("), justify="right")
     for label, column, higher_is_better in TABLE_ROWS:
         values = summary[column].to_list()
         finite = [v for v in values if v is not None and math.isfinite(v)]
@@ -327,7 +328,8 @@ def summary_table(summary: pl.DataFrame, title: str | None = None) -> Table:
             cells.append(f"[bold]{text}[/bold]" if best is not None and value == best else text)
         table.add_row(label, *cells)
     tokens = summary["tokens"].to_list()
-    table.caption = f"{tokens[0]:,} predicted tokens per model" if tokens else None
+    if tokens:
+        table.caption = f"cross-entropy in nats; {tokens[0]:,} predicted tokens per model"
     return table
 
 

@@ -82,7 +82,7 @@ def test_subset_then_lesion_with_a_given_run(trained, tmp_path, capsys) -> None:
     argv = ["lesion", str(corpus), "--run", str(run_folder), "--out", str(tmp_path / "les")]
     assert run(argv) == 0
     out = capsys.readouterr().out
-    assert "bird2" in out and "post/pre" in out
+    assert "bird2" in out and "pre → post" in out
     payload = json.loads((tmp_path / "les" / "lesion.json").read_text())
     assert {r["condition"] for r in payload["rows"]} == {"pre", "post"}
     assert (tmp_path / "les" / "lesion.png").is_file()

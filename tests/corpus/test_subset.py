@@ -7,6 +7,8 @@ import filecmp
 import numpy as np
 import pytest
 from corpus_helpers import clinic_frame, ingested
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqlm.corpus import SplitConfig, build_corpus, load_corpus
 from seqlm.corpus.subset import parse_where, select_rows, subset_corpus
@@ -71,3 +73,14 @@ def test_bad_requests_raise_project_errors(clinic, tmp_path) -> None:
     assert set(replaced.index["group"]) == {"site2"}
     assert not list(tmp_path.glob(".again.*"))  # no staging folder left behind
     assert load_corpus(replaced.path).index.height == replaced.index.height
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=4))
+def test_where_strings_parse_or_raise_config_errors(items) -> None:
+    try:
+        where = parse_where(items)
+    except ConfigError:
+        return
+    assert all(column.strip() == column and column for column in where)
+    assert sum(len(values) for values in where.values()) >= len(items)

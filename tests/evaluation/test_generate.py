@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from eval_fixtures import single_torch_thread, tiny_gpt  # noqa: F401 (autouse fixture)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 from torch import nn
 
@@ -244,6 +246,18 @@ class _Vocab:
 
     def decode(self, ids) -> list[str]:
         return [self.tokens[int(i)] for i in ids]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_any_prompt_text_gives_ids_or_an_input_error(text: str) -> None:
+    try:
+        ids = prompt_from_tokens(_Vocab(), text)
+    except InputError:
+        return
+    words = text.split()
+    expected = words if words and words[0] == "[BOS]" else ["[BOS]", *words]
+    assert _Vocab().decode(ids) == expected
 
 
 def test_prompts_from_token_strings_and_export() -> None:
