@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from eval_fixtures import single_torch_thread, tiny_gpt  # noqa: F401 (autouse fixture)
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 from torch import nn
 
+from seqlm.corpora_adapters.base import EventTable
 from seqlm.errors import ConfigError, InputError
 from seqlm.evaluation.generate import (
     STOP_BUDGET,
@@ -24,12 +27,15 @@ from seqlm.evaluation.generate import (
     generate,
     generation_records,
     generation_text,
+    generations_to_meds,
     next_token_probs,
     prompt_from_sequence,
     prompt_from_tokens,
+    time_token_seconds,
     window_start,
 )
 from seqlm.model.gpt import ModelOutput
+from seqlm.vocabularies import TokenScheme, Vocabulary
 from seqlm.vocabularies.scheme import BOS_ID, EOS_ID
 
 GREEDY = SamplingOptions(temperature=0)
@@ -273,3 +279,37 @@ def test_prompts_from_token_strings_and_export() -> None:
     assert records[0]["tokens"] == ["b", "c", "[EOS]"]
     assert records[0]["prompt_ids"] == [1, 5] and records[0]["stop_reason"] == STOP_EOS
     assert generation_text([result], vocab).splitlines()[0] == "[BOS] a | b c [EOS]"
+
+
+def test_time_horizon_and_meds_export_with_a_clinical_vocabulary() -> None:
+    frame = pl.DataFrame(
+        {
+            "entity": ["a"] * 3 + ["b"] * 3,
+            "time": [0.0, 7200.0, 200000.0] * 2,
+            "kind": ["LAB", "LAB", "DX"] * 2,
+            "code": ["LAB//x", "LAB//y", "DX//z"] * 2,
+            "split": ["train"] * 6,
+        }
+    )
+    scheme = TokenScheme(time_tokens=True, time_gap_edges=("1h", "1d"), value_mode="ignore")
+    vocab = Vocabulary.fit(EventTable.from_frame(frame), scheme)
+    ids = vocab.token_to_id
+    seconds = time_token_seconds(vocab)
+    assert seconds[ids["[TIME//1h]"]] == (3600 + 86400) / 2  # the interval's centre
+    assert seconds[ids["[TIME//1d]"]] == 86400  # the last, open one: its edge
+    assert seconds[ids["LAB//x"]] == 0
+    path = ["LAB//x", "[TIME//1h]", "LAB//y", "[TIME//1d]", "DX//z", "[EOS]"]
+    table = {BOS_ID: ids[path[0]]} | {
+        ids[a]: ids[b] for a, b in zip(path[:-1], path[1:], strict=True)
+    }
+    model = FollowTable(table, vocab_size=len(vocab))
+    options = GenerationOptions(sampling=GREEDY, time_horizon_s=100_000)
+    stopped = generate(model, [BOS_ID], options, time_seconds=seconds)
+    assert vocab.decode(stopped.samples[0]) == path[:3]  # [TIME//1d] would pass 100,000 s
+    assert stopped.stop_reasons == [STOP_HORIZON] and stopped.elapsed_s[0] == 45_000
+    full = generate(model, [BOS_ID], GenerationOptions(sampling=GREEDY, n_samples=2))
+    rows = generations_to_meds([full], vocab, start=datetime(2020, 1, 1))
+    assert rows["subject_id"].to_list() == [0, 0, 0, 1, 1, 1]
+    assert rows["code"].to_list()[:3] == ["LAB//x", "LAB//y", "DX//z"]
+    gaps = rows["time"].diff().dt.total_seconds().to_list()[1:3]
+    assert gaps == [45_000, 86_400]
