@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqlm.errors import ConfigError
+from seqlm.training.budget import Counters
 from seqlm.training.config import DEFAULT_STEPS, TrainConfig, resolve_settings
 
 
@@ -83,3 +86,43 @@ def test_missing_or_broken_config_file(tmp_path):
 def test_train_config_round_trips_through_a_dict():
     config = TrainConfig(max_tokens=10_000, batch_size=4, decay="linear", early_stopping=3)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "model.layers",
+                    "model.context",
+                    "model.x",
+                    "train.steps",
+                    "train.lr",
+                    "train.decay",
+                    "train.batch",
+                    "train.minutes",
+                    "train",
+                    "model",
+                    "zzz",
+                    "",
+                ]
+            ),
+            st.one_of(
+                st.integers(-5, 10**6).map(str),
+                st.floats(allow_nan=True).map(str),
+                st.sampled_from(["true", "cosine", "linear", "[1, 2]", "{a = 1}", "'x'", ""]),
+                st.text(max_size=12),
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_any_set_strings_give_settings_or_a_config_error(pairs):
+    try:
+        settings_ = resolve_settings(sets=[f"{key}={value}" for key, value in pairs])
+    except ConfigError:
+        return
+    # A config that passes validation has a usable budget and a positive batch.
+    assert settings_.train.budget().progress(Counters()) == 0.0
+    assert settings_.train.batch_size >= 1
