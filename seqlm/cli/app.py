@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.corpus",
     "seqlm.cli.train",
     "seqlm.cli.evaluate",
+    "seqlm.cli.attention",
 )
 
 for _module in COMMAND_MODULES:

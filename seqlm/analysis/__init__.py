@@ -1,0 +1,1 @@
+"""Attention analysis: getting attention, maps, the HTML viewer, corpus statistics."""

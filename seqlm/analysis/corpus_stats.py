@@ -1,0 +1,455 @@
+"""Streaming attention statistics over a corpus split, by token distance and elapsed time.
+
+For each layer and head, over the data queries of the chosen sequences:
+
+- by token distance i - j (the `attention_statistics` kernel): attention mass per
+  distance bin, mean distance beside the uniform-attention baseline, entropy (nats, and
+  normalised by log of the number of visible keys), mass beyond distance k;
+- by elapsed time t_i - t_j in seconds, when the corpus has `times.bin`: mass per
+  log-spaced time bin, mean elapsed time beside the uniform baseline, mass beyond
+  chosen durations;
+- the sink mass: what the model put on the excluded keys (in practice [BOS]).
+
+What is excluded, exactly (also written into the output, `EXCLUSION_NOTE`): tokens
+[PAD], [BOS] and [EOS] are neither counted queries nor keys. Each data query's
+attention is renormalised over the data keys it may see (causal, within the layer's
+span, within its own sequence window), so a head that parks its mass on [BOS] does not
+look long-range; that parked mass is reported as `sink_mass` instead. Sequences never
+see each other (one sequence per row, right-padded; padding comes after every data
+token). Sequences longer than the model's context are cut into consecutive windows
+(`sequence_windows`), each analysed from position 0 as in training.
+
+Streaming: one batch of windows is captured at a time (q and k per layer), and the
+weights are formed a chunk of queries at a time, so memory never holds more than
+(rows, heads, chunk, T) scores of one layer. All results are sums with counts, so the
+order of batches does not change them beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seqlm.analysis.attention_capture import (
+    AttentionInputs,
+    capture_attention_inputs,
+    check_model_fits_corpus,
+    default_chunk_queries,
+    sequence_windows,
+)
+from seqlm.errors import ConfigError, CorpusError
+from seqlm.kernels.attention_stats import AttentionStatistics, attention_statistics
+from seqlm.model import GPT, CapturedAttention
+from seqlm.progress import Progress, ensure_progress
+from seqlm.vocabularies import BOS_ID, EOS_ID, PAD_ID
+
+EXCLUDED_TOKEN_IDS: tuple[int, ...] = (PAD_ID, BOS_ID, EOS_ID)
+EXCLUSION_NOTE = (
+    "Queries and keys at [PAD], [BOS] and [EOS] are excluded: those queries are not "
+    "counted, and each data query's attention is renormalised over the data keys it may "
+    "see (causal, within the layer's span, within its own sequence window). The mass the "
+    "model put on excluded keys (in practice [BOS], an attention sink) is sink_mass. "
+    "Sequences longer than the context are cut into consecutive windows analysed from "
+    "position 0; sequences never attend to each other."
+)
+
+
+def distance_bin_edges(context: int) -> tuple[int, ...]:
+    """Bin edges for token distances 0..context-1: one bin per distance up to 16, then
+    half-octave edges (16, 23, 32, 45, 64, ...) below `context`.
+
+    Unit bins near zero let a planted dependency at distance d show as a peak at d; the
+    coarser bins further out keep the table short for long contexts.
+    """
+    if context < 1:
+        raise ConfigError(f"context must be at least 1, got {context}")
+    edges = list(range(min(context, 17)))
+    exponent = 8  # 2 ** (8 / 2) = 16
+    while True:
+        exponent += 1
+        edge = round(2 ** (exponent / 2))
+        if edge >= context:
+            break
+        edges.append(edge)
+    return tuple(edges)
+
+
+# Above 10 s the ladder follows clock and calendar units (so labels read "6 h", "2 d",
+# "30 d"), still about three steps per decade: 10 s ... 1 min ... 1 h ... 1 d ... 1 y.
+_CLOCK_EDGES: tuple[float, ...] = tuple(
+    float(v)
+    for v in (
+        *(10, 20, 30),
+        *(m * 60 for m in (1, 2, 5, 10, 20, 30)),
+        *(h * 3600 for h in (1, 2, 6, 12)),
+        *(d * 86400 for d in (1, 2, 4, 7, 14, 30, 60, 180)),
+        *(y * 365 * 86400 for y in (1, 2, 5, 10, 20, 50, 100)),
+    )
+)
+
+
+def time_bin_edges(shortest: float, longest: float) -> tuple[float, ...]:
+    """0, then log-spaced edges from the largest ladder value <= `shortest` to the largest
+    <= `longest` (seconds): 1-2-5 per decade below 10 s (sub-second for song), clock and
+    calendar units above (minutes, hours, days for clinical events). The last bin is
+    open: [last edge, inf)."""
+    if not (math.isfinite(shortest) and math.isfinite(longest)) or shortest <= 0:
+        raise ConfigError(f"time bins need 0 < shortest <= longest, got {shortest}, {longest}")
+    longest = max(longest, shortest)
+    low = min(math.floor(math.log10(shortest)) - 1, 0)
+    # parsed from decimal text, so 5e-3 is exactly the float a person would type
+    ladder = [float(f"{step}e{decade}") for decade in range(low, 1) for step in (1, 2, 5)]
+    ladder += list(_CLOCK_EDGES)
+    ladder += [_CLOCK_EDGES[-1] * 2**k for k in range(1, 64) if _CLOCK_EDGES[-1] * 2**k <= longest]
+    tolerance = 1 + 1e-9
+    first = max((edge for edge in ladder if edge <= shortest * tolerance), default=ladder[0])
+    return (0.0, *(edge for edge in ladder if first <= edge <= longest * tolerance))
+
+
+def format_seconds(seconds: float) -> str:
+    """A short human label: 50 ms, 2 s, 5 min, 3 h, 2 d, 1 y."""
+    if not math.isfinite(seconds):
+        return "inf"
+    if seconds == 0:
+        return "0"
+    for unit, size in (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
+@dataclass
+class AttentionStatsOptions:
+    """What `corpus_attention_statistics` looks at and how it bins.
+
+    `max_sequences` None = every sequence of the split; fewer are taken evenly spaced
+    over the split (so every bird or cohort is represented, and the choice is fixed).
+    `distance_edges` None = `distance_bin_edges(context)`; `time_edges` None = from the
+    corpus's times (`time_bin_edges` of the shortest positive gap's 1st percentile and
+    the longest window). `batch_tokens` bounds padded tokens per forward.
+    """
+
+    split: str = "held_out"
+    max_sequences: int | None = None
+    layers: tuple[int, ...] | None = None
+    distance_edges: tuple[int, ...] | None = None
+    beyond_distances: tuple[int, ...] = (8, 32, 128)
+    use_times: bool = True
+    time_edges: tuple[float, ...] | None = None
+    beyond_seconds: tuple[float, ...] = ()
+    batch_tokens: int = 16384
+    chunk_queries: int | None = None
+    impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_sequences is not None and self.max_sequences < 1:
+            raise ConfigError(f"max_sequences must be at least 1, got {self.max_sequences}")
+        if self.batch_tokens < 1:
+            raise ConfigError(f"batch_tokens must be at least 1, got {self.batch_tokens}")
+        if self.time_edges is not None:
+            edges = list(self.time_edges)
+            if (
+                not edges
+                or edges[0] != 0
+                or any(b <= a for a, b in zip(edges, edges[1:], strict=False))
+            ):
+                raise ConfigError(f"time_edges must start at 0 and increase, not {edges}")
+        if any(not s >= 0 for s in self.beyond_seconds):
+            raise ConfigError("beyond_seconds must be >= 0")
+
+
+@dataclass
+class ElapsedTimeSums:
+    """One layer's sums over counted queries, by elapsed seconds (heads first)."""
+
+    mass_sum: np.ndarray  # (H, bins)
+    elapsed_sum: np.ndarray  # (H,)
+    beyond_sum: np.ndarray  # (H, len(beyond_seconds))
+    uniform_mass_sum: np.ndarray  # (bins,)
+    uniform_elapsed_sum: float = 0.0
+
+
+@dataclass
+class LayerSums:
+    """Everything accumulated for one layer."""
+
+    distance: AttentionStatistics | None
+    sink_mass_sum: np.ndarray  # (H,)
+    uniform_distance_mass_sum: np.ndarray  # (distance bins,)
+    time: ElapsedTimeSums | None
+
+
+@dataclass
+class CorpusAttentionStatistics:
+    """The result: per-layer sums, the bins, and what was read. Tables in `stats_tables`."""
+
+    options: AttentionStatsOptions
+    context: int
+    n_heads: int
+    distance_edges: tuple[int, ...]
+    time_edges: tuple[float, ...] | None
+    layers: dict[int, LayerSums]
+    sequences: int = 0
+    windows: int = 0
+    queries: int = 0
+    seq_ids: list[int] = field(default_factory=list)
+
+    @property
+    def has_times(self) -> bool:
+        return self.time_edges is not None
+
+
+def select_sequences(corpus, split: str, max_sequences: int | None) -> list[int]:
+    """Sequence ids of `split`; at most `max_sequences`, evenly spaced over the split."""
+    ids = corpus.split(split)["seq_id"].to_numpy()
+    if len(ids) == 0:
+        raise CorpusError(f"{corpus.path}: the {split} split has no sequences")
+    if max_sequences is not None and max_sequences < len(ids):
+        picks = np.unique(np.linspace(0, len(ids) - 1, max_sequences).round().astype(np.int64))
+        ids = ids[picks]
+    return [int(i) for i in ids]
+
+
+def _windows(corpus, seq_ids: list[int], context: int) -> list[tuple[int, int, int]]:
+    lengths = corpus.index["length"].to_numpy()
+    return [
+        (seq_id, start, stop)
+        for seq_id in seq_ids
+        for start, stop in sequence_windows(int(lengths[seq_id]), context)
+    ]
+
+
+def _batches(
+    windows: list[tuple[int, int, int]], batch_tokens: int
+) -> list[list[tuple[int, int, int]]]:
+    """Windows longest first, grouped so rows x longest row <= batch_tokens (padding stays
+    small because neighbours have similar lengths)."""
+    ordered = sorted(windows, key=lambda w: (-(w[2] - w[1]), w[0], w[1]))
+    batches: list[list[tuple[int, int, int]]] = []
+    for window in ordered:
+        longest = batches[-1][0][2] - batches[-1][0][1] if batches else 0
+        if batches and (len(batches[-1]) + 1) * longest <= batch_tokens:
+            batches[-1].append(window)
+        else:
+            batches.append([window])
+    return batches
+
+
+def _auto_time_edges(corpus, windows: list[tuple[int, int, int]]) -> tuple[float, ...]:
+    """Log-spaced edges from the data: 1st percentile of positive gaps to longest window."""
+    gaps, longest = [], 0.0
+    for seq_id, start, stop in windows:
+        times = np.asarray(corpus.sequence_times(seq_id)[start:stop], dtype=np.float64)
+        if len(times) > 1:
+            steps = np.diff(times)
+            gaps.append(steps[steps > 0])
+            longest = max(longest, float(times[-1] - times[0]))
+    positive = np.concatenate(gaps) if gaps else np.zeros(0)
+    if len(positive) == 0:
+        return (0.0,)  # every token at the same time: one bin, [0, inf)
+    return time_bin_edges(float(np.quantile(positive, 0.01)), max(longest, float(positive.max())))
+
+
+def _special_runs(data: Tensor) -> Tensor:
+    """doc_ids (B, T) giving every excluded token its own run and the data tokens between
+    them one run: the kernel then renormalises each data query over data keys only."""
+    boundary = torch.ones_like(data)
+    boundary[:, 1:] = (~data[:, 1:]) | (~data[:, :-1])
+    return boundary.long().cumsum(1)
+
+
+def _uniform_bin_mass(counts: Tensor, edges: Sequence[int]) -> Tensor:
+    """Mass per distance bin of uniform attention over n = `counts` keys at distances
+    0..n-1 (the data keys a query sees are contiguous): (B, C) -> (B, C, bins)."""
+    lo = torch.tensor(list(edges), dtype=torch.float64, device=counts.device)
+    hi = torch.tensor([*list(edges)[1:], math.inf], dtype=torch.float64, device=counts.device)
+    n = counts.double()[..., None]
+    inside = (torch.minimum(hi, n) - lo).clamp(min=0)
+    return inside / n.clamp(min=1)
+
+
+def _sink_and_time_pass(
+    captured: CapturedAttention,
+    span: int | None,
+    data: Tensor,
+    times: Tensor | None,
+    time_edges: tuple[float, ...] | None,
+    beyond_seconds: tuple[float, ...],
+    chunk_queries: int | None,
+) -> tuple[np.ndarray, Tensor, ElapsedTimeSums | None]:
+    """Per chunk of queries: sink mass, data-key counts, and (with times) the elapsed-time
+    sums. Returns (sink_mass_sum (H,), data keys per query (B, T), time sums)."""
+    q, k, mask = captured.q.float(), captured.k.float(), captured.mask
+    device = q.device
+    data = data.to(device)
+    rows, heads, length, _ = q.shape
+    step = chunk_queries or default_chunk_queries(rows, heads, length)
+    sink = torch.zeros(heads, dtype=torch.float64, device=device)
+    key_counts = torch.zeros(rows, length, dtype=torch.long, device=device)
+    time_sums = None
+    if times is not None:
+        times = times.to(device)
+        n_bins = len(time_edges)
+        edge_tensor = torch.tensor(time_edges, dtype=torch.float64, device=device)
+        time_sums = ElapsedTimeSums(
+            mass_sum=np.zeros((heads, n_bins)),
+            elapsed_sum=np.zeros(heads),
+            beyond_sum=np.zeros((heads, len(beyond_seconds))),
+            uniform_mass_sum=np.zeros(n_bins),
+        )
+    for start in range(0, length, step):
+        stop = min(start + step, length)
+        first = 0 if span is None else max(0, start - span + 1)
+        scores = (q[:, :, start:stop] @ k[:, :, first:stop].transpose(-1, -2)) * captured.scale
+        visible = mask[..., start:stop, first:stop]
+        data_key = data[:, None, None, first:stop]
+        data_visible = visible & data_key
+        log_all = torch.logsumexp(scores.masked_fill(~visible, -math.inf), -1)
+        log_sink = torch.logsumexp(scores.masked_fill(~(visible & ~data_key), -math.inf), -1)
+        counted = data[:, start:stop]  # (B, C)
+        weight = counted[:, None].double()
+        sink += (torch.exp(log_sink - log_all).double() * weight).sum((0, 2))
+        counts = data_visible[:, 0].sum(-1)  # (B, C)
+        key_counts[:, start:stop] = counts
+        if times is None:
+            continue
+        masked_data = scores.masked_fill(~data_visible, -math.inf)
+        probs = torch.softmax(masked_data, -1).nan_to_num(0.0).double()  # rows of 0 keys: 0
+        elapsed = (times[:, start:stop, None] - times[:, None, first:stop]).clamp(min=0)
+        bins = (torch.bucketize(elapsed, edge_tensor, right=True) - 1).clamp(min=0)
+        mass = probs.new_zeros((*probs.shape[:-1], len(time_edges)))
+        mass.scatter_add_(-1, bins[:, None].expand_as(probs), probs)
+        time_sums.mass_sum += _numpy((mass * weight[..., None]).sum((0, 2)))
+        time_sums.elapsed_sum += _numpy(((probs * elapsed[:, None]).sum(-1) * weight).sum((0, 2)))
+        for index, limit in enumerate(beyond_seconds):
+            beyond = (probs * (elapsed[:, None] > limit)).sum(-1)
+            time_sums.beyond_sum[:, index] += _numpy((beyond * weight).sum((0, 2)))
+        uniform = data_visible[:, 0].double() / counts.clamp(min=1)[..., None]  # (B, C, K)
+        uniform_mass = uniform.new_zeros((*uniform.shape[:-1], len(time_edges)))
+        uniform_mass.scatter_add_(-1, bins, uniform)
+        time_sums.uniform_mass_sum += _numpy((uniform_mass * counted[..., None]).sum((0, 1)))
+        time_sums.uniform_elapsed_sum += float(((uniform * elapsed).sum(-1) * counted).sum())
+    return _numpy(sink), key_counts, time_sums
+
+
+def _numpy(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _merge_time(total: ElapsedTimeSums | None, part: ElapsedTimeSums | None):
+    if total is None:
+        return part
+    total.mass_sum += part.mass_sum
+    total.elapsed_sum += part.elapsed_sum
+    total.beyond_sum += part.beyond_sum
+    total.uniform_mass_sum += part.uniform_mass_sum
+    total.uniform_elapsed_sum += part.uniform_elapsed_sum
+    return total
+
+
+def accumulate_batch(
+    stats: CorpusAttentionStatistics,
+    inputs: AttentionInputs,
+    times: Tensor | None,
+) -> None:
+    """Add one captured batch (rows of single sequences, right-padded with [PAD]) to
+    `stats`. Public so that other analyses can feed batches they captured themselves."""
+    options = stats.options
+    tokens = inputs.tokens.cpu()
+    data = ~torch.isin(tokens, torch.tensor(EXCLUDED_TOKEN_IDS))
+    runs = _special_runs(data)
+    for layer, sums in stats.layers.items():
+        captured = inputs.layers[layer]
+        span = inputs.spans[layer]
+        distance = attention_statistics(
+            captured.q,
+            captured.k,
+            distance_edges=stats.distance_edges,
+            beyond_distances=options.beyond_distances,
+            window=span,
+            doc_ids=runs.to(captured.q.device),
+            query_mask=data.to(captured.q.device),
+            scale=captured.scale,
+            impl=options.impl,
+            chunk_queries=options.chunk_queries,
+        )
+        sums.distance = distance if sums.distance is None else sums.distance.merge(distance)
+        sink, key_counts, time_part = _sink_and_time_pass(
+            captured,
+            span,
+            data,
+            times,
+            stats.time_edges,
+            options.beyond_seconds,
+            options.chunk_queries,
+        )
+        sums.sink_mass_sum += sink
+        uniform = _uniform_bin_mass(key_counts.cpu(), stats.distance_edges)
+        sums.uniform_distance_mass_sum += _numpy((uniform * data[..., None]).sum((0, 1)))
+        sums.time = _merge_time(sums.time, time_part)
+    stats.queries += int(data.sum())
+
+
+def corpus_attention_statistics(
+    model: GPT,
+    corpus,
+    options: AttentionStatsOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> CorpusAttentionStatistics:
+    """Stream the attention statistics of `model` over a split of `corpus` (see module doc).
+
+    `corpus` is a loaded `seqlm.corpus.Corpus` whose vocabulary the model was trained on.
+    """
+    options = options or AttentionStatsOptions()
+    check_model_fits_corpus(model, corpus)
+    n_layer, context = model.config.n_layer, model.config.block_size
+    layers = tuple(range(n_layer)) if options.layers is None else tuple(sorted(set(options.layers)))
+    if not layers or any(not 0 <= layer < n_layer for layer in layers):
+        raise ConfigError(f"layers {list(layers)} must be in 0..{n_layer - 1}")
+    seq_ids = select_sequences(corpus, options.split, options.max_sequences)
+    windows = _windows(corpus, seq_ids, context)
+    distance_edges = options.distance_edges or distance_bin_edges(context)
+    use_times = options.use_times and corpus.times is not None
+    time_edges = None
+    if use_times:
+        time_edges = options.time_edges or _auto_time_edges(corpus, windows)
+    n_bins = len(distance_edges)
+    stats = CorpusAttentionStatistics(
+        options=options,
+        context=context,
+        n_heads=model.config.n_head,
+        distance_edges=tuple(distance_edges),
+        time_edges=None if time_edges is None else tuple(float(e) for e in time_edges),
+        layers={
+            layer: LayerSums(None, np.zeros(model.config.n_head), np.zeros(n_bins), None)
+            for layer in layers
+        },
+        sequences=len(seq_ids),
+        windows=len(windows),
+        seq_ids=seq_ids,
+    )
+    tracker = ensure_progress(progress)
+    tracker.start(f"attention statistics ({options.split})", total=len(windows))
+    for batch in _batches(windows, options.batch_tokens):
+        width = batch[0][2] - batch[0][1]
+        tokens = np.full((len(batch), width), PAD_ID, dtype=np.int64)
+        times = np.zeros((len(batch), width), dtype=np.float64) if use_times else None
+        for row, (seq_id, start, stop) in enumerate(batch):
+            tokens[row, : stop - start] = corpus.sequence(seq_id)[start:stop]
+            if times is not None:
+                times[row, : stop - start] = corpus.sequence_times(seq_id)[start:stop]
+        inputs = capture_attention_inputs(model, tokens, layers=layers)
+        accumulate_batch(stats, inputs, None if times is None else torch.from_numpy(times))
+        tracker.advance(len(batch))
+    tracker.finish()
+    return stats

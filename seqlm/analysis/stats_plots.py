@@ -1,0 +1,337 @@
+"""Figures of the corpus attention statistics (PNG at 300 dpi and SVG).
+
+- `mean_distance`: mean attention distance of every head against its layer, with the
+  uniform-attention baseline (what a head spreading its mass evenly would give);
+- `entropy`: entropy per head (nats) and normalised by log of the visible keys;
+- `mass_by_distance`: per layer, attention mass per token of distance for each head
+  against distance, with the uniform baseline dashed (mass / bin width, so wide bins
+  far out compare with the unit bins near 0);
+- `mass_by_time` and `mean_elapsed` (corpora with times): the same by elapsed seconds,
+  mass per log-spaced bin.
+
+They read the tables of `stats_tables`, so plots can be redrawn from saved parquet files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from seqlm.analysis.figures import pyplot, save_figure
+from seqlm.analysis.stats_tables import mass_density
+
+DPI = 300  # the default; every plot function takes `dpi=`
+RATIO_TICKS = (
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    0.7,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+)
+
+
+def _head_colours(n_heads: int):
+    plt = pyplot()
+    cmap = plt.get_cmap("tab10" if n_heads <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n_heads)]
+
+
+def _per_layer_pairs(n_layers: int, width: float = 4.2):
+    """Two stacked axes per layer (values on top, ratio to uniform below), 4 layers a row."""
+    plt = pyplot()
+    columns = min(n_layers, 4)
+    rows = math.ceil(n_layers / columns)
+    figure, axes = plt.subplots(
+        2 * rows,
+        columns,
+        figsize=(width * columns, 5.4 * rows + 0.6),
+        squeeze=False,
+        constrained_layout=True,
+        gridspec_kw={"height_ratios": [3, 2] * rows},
+    )
+    pairs = [
+        (axes[2 * (i // columns)][i % columns], axes[2 * (i // columns) + 1][i % columns])
+        for i in range(n_layers)
+    ]
+    for i in range(n_layers, rows * columns):
+        axes[2 * (i // columns)][i % columns].axis("off")
+        axes[2 * (i // columns) + 1][i % columns].axis("off")
+    return plt, figure, pairs
+
+
+def _curves_by_layer(
+    table: pl.DataFrame,
+    value: str,
+    uniform: str,
+    x_of,
+    *,
+    xscale: tuple,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    out_stem: Path,
+    dpi: int,
+) -> list[Path]:
+    """Per layer: `value` per head against x with the uniform baseline dashed (log y),
+    and below it value / uniform (1 = no preference for that distance)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    layers = sorted(table["layer"].unique().to_list())
+    n_heads = int(table["head"].max()) + 1
+    colours = _head_colours(n_heads)
+    plt, figure, pairs = _per_layer_pairs(len(layers))
+    try:
+        for (top, ratio), layer in zip(pairs, layers, strict=True):
+            rows = table.filter(pl.col("layer") == layer)
+            base = rows.filter(pl.col("head") == 0)
+            for head in range(n_heads):
+                part = rows.filter(pl.col("head") == head)
+                x, y = x_of(part), part[value].to_numpy()
+                style = {"marker": "o", "markersize": 2.5, "linewidth": 1.2, "color": colours[head]}
+                top.plot(x, y, label=f"head {head}", **style)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio.plot(x, y / part[uniform].to_numpy(), **style)
+            top.plot(x_of(base), base[uniform], "k--", linewidth=1.2, label="uniform attention")
+            ratio.axhline(1.0, color="k", linestyle="--", linewidth=1.2)
+            positive = rows[value].filter(rows[value] > 0)
+            if len(positive):
+                # keep four decades below the top: the far tail is a handful of long
+                # sequences and would squash the informative part into one line
+                highest = float(positive.max())
+                top.set_ylim(max(float(positive.min()), highest * 1e-4) / 1.5, highest * 1.5)
+            for axes in (top, ratio):
+                axes.set_xscale(*xscale[:1], **xscale[1])
+                axes.set_yscale("log")
+                axes.grid(alpha=0.3, which="both")
+            if xscale[0] == "symlog":
+                for axes in (top, ratio):
+                    axes.set_xlim(left=-0.5)
+            # plain ratios (0.5, 1, 2 ...) read better than powers of ten, and a fixed
+            # handful of ticks keeps drawing fast
+            ratio.yaxis.set_major_locator(FixedLocator(RATIO_TICKS))
+            ratio.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
+            ratio.yaxis.set_minor_locator(NullLocator())
+            top.set_title(f"layer {layer}")
+            top.set_ylabel(ylabel)
+            ratio.set_ylabel("ratio to uniform (1 = none)")
+            ratio.set_xlabel(xlabel)
+        figure.suptitle(title)
+        _legend(figure, pairs[0][0])
+        return save_figure(figure, out_stem, dpi)
+    finally:
+        plt.close(figure)
+
+
+def _scatter_by_layer(
+    axes, heads: pl.DataFrame, column: str, baseline: str | None, label: str
+) -> None:
+    n_heads = int(heads["head"].max()) + 1
+    colours = _head_colours(n_heads)
+    spread = 0.5 / max(n_heads, 1)
+    for head in range(n_heads):
+        rows = heads.filter(pl.col("head") == head).sort("layer")
+        x = rows["layer"].to_numpy() + (head - (n_heads - 1) / 2) * spread
+        axes.scatter(
+            x, rows[column].to_numpy(), color=colours[head], s=28, label=f"head {head}", zorder=3
+        )
+    if baseline is not None:
+        per_layer = heads.group_by("layer").agg(pl.col(baseline).first()).sort("layer")
+        layers = per_layer["layer"].to_numpy()
+        axes.hlines(
+            per_layer[baseline].to_numpy(),
+            layers - 0.35,
+            layers + 0.35,
+            colors="k",
+            linestyles="--",
+            linewidth=1.2,
+            label="uniform attention (this layer)",
+            zorder=2,
+        )
+    axes.set_xticks(sorted(heads["layer"].unique().to_list()))
+    axes.set_xlabel("layer")
+    axes.set_ylabel(label)
+    axes.grid(alpha=0.3)
+
+
+def _legend(figure, axes) -> None:
+    handles, labels = axes.get_legend_handles_labels()
+    figure.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(len(labels), 6),
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def _plot_means(
+    heads: pl.DataFrame,
+    value: str,
+    baseline: str,
+    ylabel: str,
+    subtitle: str,
+    out_stem: Path,
+    *,
+    log: bool,
+    title: str,
+    dpi: int,
+) -> list[Path]:
+    """One panel: `value` per head against layer, the uniform `baseline` per layer."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    try:
+        _scatter_by_layer(axes, heads, value, baseline, ylabel)
+        highest = float(max(heads[value].max(), heads[baseline].max()) or 1.0)
+        if log and (heads[value] > 0).all():
+            axes.set_yscale("log")
+        else:
+            # room above the top point, so no marker sits on the frame
+            axes.set_ylim(0, 1.12 * highest)
+        axes.set_title(f"{title}\n{subtitle}".strip(), fontsize=10)
+        _legend(figure, axes)
+        return save_figure(figure, out_stem, dpi)
+    finally:
+        plt.close(figure)
+
+
+def plot_mean_distance(
+    heads: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+) -> list[Path]:
+    """Mean attention distance (tokens) per head vs layer, with the uniform baseline."""
+    return _plot_means(
+        heads,
+        "mean_distance",
+        "uniform_mean_distance",
+        "mean attention distance (tokens)",
+        "mean distance of data keys attended (BOS/EOS/PAD excluded)",
+        out_stem,
+        log=False,
+        title=title,
+        dpi=dpi,
+    )
+
+
+def plot_entropy(
+    heads: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+) -> list[Path]:
+    """Entropy (nats) and normalised entropy (1 = uniform) per head vs layer."""
+    plt = pyplot()
+    figure, (raw, normalised) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    try:
+        _scatter_by_layer(raw, heads, "entropy", None, "entropy (nats)")
+        _scatter_by_layer(
+            normalised, heads, "normalized_entropy", None, "entropy / log(visible keys)"
+        )
+        normalised.axhline(1.0, color="k", linestyle="--", linewidth=1, label="uniform attention")
+        normalised.set_ylim(0, 1.05)
+        raw.set_ylim(0, 1.12 * float(heads["entropy"].max() or 1.0))
+        figure.suptitle(f"{title} attention entropy per head".strip())
+        _legend(figure, normalised)
+        return save_figure(figure, out_stem, dpi)
+    finally:
+        plt.close(figure)
+
+
+def plot_mass_by_distance(
+    distance: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+) -> list[Path]:
+    """Per layer: mass per token of distance vs distance, a line per head, uniform dashed,
+    and the ratio to uniform below."""
+    table = mass_density(distance, "bin_start", "bin_stop").sort("layer", "head", "bin_start")
+    return _curves_by_layer(
+        table,
+        "density",
+        "uniform_density",
+        # a bin's representative distance: the distance itself for unit bins, else the middle
+        lambda part: ((part["bin_start"] + part["bin_stop"] - 1) / 2).to_numpy(),
+        xscale=("symlog", {"linthresh": 16, "linscale": 1.0}),
+        xlabel="token distance (linear to 16, log beyond)",
+        ylabel="attention mass per token of distance",
+        title=f"{title} attention mass by token distance (BOS/EOS/PAD excluded)".strip(),
+        out_stem=out_stem,
+        dpi=dpi,
+    )
+
+
+def _time_x(table: pl.DataFrame) -> np.ndarray:
+    """Where to draw each time bin on a log axis: the geometric middle; [0, e1) at e1 / 2
+    and the open last bin at 1.5 x its start."""
+    start = table["bin_start_s"].to_numpy()
+    stop = table["bin_stop_s"].to_numpy()
+    x = np.sqrt(np.where(start > 0, start, 1.0) * np.where(np.isfinite(stop), stop, 1.0))
+    x = np.where(start == 0, stop / 2, x)
+    return np.where(np.isfinite(stop), x, start * 1.5)
+
+
+def plot_mass_by_time(
+    times: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+) -> list[Path]:
+    """Per layer: mass per elapsed-time bin vs seconds (log), a line per head, uniform
+    dashed, and the ratio to uniform below."""
+    return _curves_by_layer(
+        times.sort("layer", "head", "bin_start_s"),
+        "mass",
+        "uniform_mass",
+        _time_x,
+        xscale=("log", {}),
+        xlabel="elapsed time between query and key (s, log)",
+        ylabel="attention mass per time bin",
+        title=f"{title} attention mass by elapsed time (log-spaced bins)".strip(),
+        out_stem=out_stem,
+        dpi=dpi,
+    )
+
+
+def plot_mean_elapsed(
+    heads: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+) -> list[Path]:
+    """Mean elapsed seconds between query and attended keys, per head vs layer (log)."""
+    return _plot_means(
+        heads,
+        "mean_elapsed_s",
+        "uniform_mean_elapsed_s",
+        "mean elapsed time (s)",
+        "mean elapsed time to attended data keys (BOS/EOS/PAD excluded)",
+        out_stem,
+        log=True,
+        title=title,
+        dpi=dpi,
+    )
+
+
+def write_stats_plots(
+    heads: pl.DataFrame,
+    distance: pl.DataFrame,
+    times: pl.DataFrame | None,
+    out: str | Path,
+    *,
+    title: str = "",
+    dpi: int = DPI,
+) -> dict[str, list[Path]]:
+    """Every figure into `out` (PNG at `dpi`, and SVG); returns {figure name: [png, svg]}."""
+    out = Path(out)
+    common = {"title": title, "dpi": dpi}
+    written = {
+        "mean_distance": plot_mean_distance(heads, out / "mean_distance", **common),
+        "entropy": plot_entropy(heads, out / "entropy", **common),
+        "mass_by_distance": plot_mass_by_distance(distance, out / "mass_by_distance", **common),
+    }
+    if times is not None and "mean_elapsed_s" in heads.columns:
+        written["mass_by_time"] = plot_mass_by_time(times, out / "mass_by_time", **common)
+        written["mean_elapsed"] = plot_mean_elapsed(heads, out / "mean_elapsed", **common)
+    return written
