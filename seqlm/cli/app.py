@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.train",
     "seqlm.cli.evaluate",
     "seqlm.cli.attention",
+    "seqlm.cli.quickstart",
+    "seqlm.cli.export",
 )
 
 for _module in COMMAND_MODULES:

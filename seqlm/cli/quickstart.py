@@ -1,0 +1,50 @@
+"""`seqlm quickstart`: the whole pipeline on the bundled finch data, with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from seqlm.cli.progress_bar import RichProgress
+
+
+def quickstart_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")] = Path(
+        "seqlm-quickstart"
+    ),
+    fast: Annotated[
+        bool,
+        typer.Option(
+            "--fast", help="Sub-minute smoke version: a tiny model, numbers mean nothing."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the report folder if it exists.")
+    ] = False,
+) -> None:
+    """Ingest the bundled finch song, train a small model, evaluate, compare, report."""
+    from seqlm.quickstart import NEXT_COMMANDS, quickstart
+
+    progress = RichProgress()
+    try:
+        result = quickstart(out, fast=fast, progress=progress, overwrite=overwrite)
+    finally:
+        progress.finish()
+    console = Console()
+    verdict = "beats" if result.model_beats_ngram else "does not beat"
+    console.print(f"[bold green]report written[/]: {result.report.resolve()}")
+    console.print(
+        f"  held-out pre-lesion perplexity: model {result.model_perplexity:.3f} {verdict} "
+        f"the best n-gram ({result.ngram_order}-gram) {result.ngram_perplexity:.3f}"
+    )
+    console.print(f"  corpus {result.corpus}, run {result.run}, figures in {result.out}")
+    console.print("The same on your own data:")
+    for command in NEXT_COMMANDS:
+        console.print(f"  {command}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quickstart")(quickstart_command)

@@ -1,0 +1,190 @@
+"""A self-contained, offline HTML report: tables as HTML, figures inlined as base64 PNG.
+
+One file that opens in any browser without a network or the files beside it, so it can
+be mailed or attached to a lab notebook. No scripts and no external stylesheets.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from seqlm.errors import CorpusError
+
+# Figure captions: what each picture shows and how to read it.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "perplexity_by_group": "Held-out pre-lesion perplexity per bird: the model beside the "
+    "baselines (lower is better).",
+    "reliability": "Reliability: predicted probability of the top token against how often it "
+    "was right. On the diagonal = calibrated.",
+    "lesion": "Lesion comparison: perplexity of held-out pre-lesion song and of post-lesion "
+    "song under models trained on pre-lesion song only. Higher after = less predictable syntax.",
+    "attention_mean_distance": "Mean attention distance (tokens back) per head and layer.",
+    "attention_entropy": "Attention entropy per head: low = focused on few tokens.",
+    "attention_mass_by_distance": "Share of attention mass by distance, against a uniform "
+    "reader: long-range heads put mass far back.",
+    "attention_mass_by_time": "Share of attention mass by elapsed time between events.",
+    "attention_mean_elapsed": "Mean elapsed time attended back, per head.",
+}
+
+STYLE = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
+       max-width: 1100px; color: #1b1b1b; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; }
+h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
+th, td { border: 1px solid #d0d0d0; padding: .25rem .6rem; text-align: right; }
+th { background: #f0f0f0; }
+td:first-child, th:first-child { text-align: left; }
+tr.best td { font-weight: 600; background: #eef7ee; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; border: 1px solid #e4e4e4; }
+figcaption { font-size: .9rem; color: #444; }
+code, pre { background: #f6f6f6; padding: .1rem .3rem; }
+pre { padding: .6rem; overflow-x: auto; }
+.headline { font-size: 1.1rem; padding: .6rem .8rem; background: #f4f8ff;
+            border-left: 4px solid #3b6fd8; }
+"""
+
+
+@dataclass
+class QuickstartReport:
+    """What the quickstart's page shows. `figures` maps a name to a PNG file."""
+
+    title: str
+    summary: pl.DataFrame
+    lesion_rows: pl.DataFrame
+    attention_heads: pl.DataFrame | None
+    figures: Mapping[str, Path]
+    facts: Mapping[str, str] = field(default_factory=dict)
+    next_commands: Sequence[str] = ()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def html_table(
+    frame: pl.DataFrame,
+    columns: Sequence[str] | None = None,
+    highlight: int | None = None,
+    max_rows: int = 200,
+) -> str:
+    """`frame` as an HTML table; row `highlight` (0-based) is drawn in bold."""
+    columns = list(columns or frame.columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for i, row in enumerate(frame.select(columns).head(max_rows).iter_rows()):
+        cells = "".join(f"<td>{_cell(v)}</td>" for v in row)
+        attr = ' class="best"' if i == highlight else ""
+        body.append(f"<tr{attr}>{cells}</tr>")
+    more = ""
+    if frame.height > max_rows:
+        more = f"<p>({frame.height - max_rows} more rows in the folder's files)</p>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+
+
+def inline_png(path: str | Path) -> str:
+    """A PNG file as a `data:` URI."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot read the figure: {err}") from None
+    if not data.startswith(b"\x89PNG"):
+        raise CorpusError(f"{path}: not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _figure(name: str, path: Path) -> str:
+    caption = FIGURE_CAPTIONS.get(name, name.replace("_", " "))
+    return (
+        f'<figure><img alt="{html.escape(name)}" src="{inline_png(path)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _headline(summary: pl.DataFrame) -> str:
+    model = summary.filter(pl.col("model") == "model")
+    grams = summary.filter(pl.col("model").str.contains("gram") & (pl.col("model") != "unigram"))
+    if model.height == 0 or grams.height == 0:
+        return ""
+    best = grams.sort("perplexity").row(0, named=True)
+    ppl = float(model["perplexity"][0])
+    verdict = "beats" if ppl < best["perplexity"] else "does not beat"
+    return (
+        f'<p class="headline">Held-out pre-lesion perplexity: model <b>{ppl:.3f}</b> '
+        f"{verdict} the best n-gram ({html.escape(str(best['model']))}, "
+        f"<b>{best['perplexity']:.3f}</b>).</p>"
+    )
+
+
+def _lesion_wide(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per (group, model): perplexity before, after, and their ratio."""
+    wide = rows.pivot(on="condition", index=["group", "model"], values="perplexity")
+    if "pre" in wide.columns and "post" in wide.columns:
+        wide = wide.with_columns((pl.col("post") / pl.col("pre")).alias("post / pre"))
+    return wide.rename({"pre": "perplexity pre", "post": "perplexity post"}, strict=False)
+
+
+def render_html_report(report: QuickstartReport) -> str:
+    """The page as a string."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(report.title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(report.title)}</h1>",
+        _headline(report.summary),
+    ]
+    if report.facts:
+        facts = pl.DataFrame(
+            {"": list(report.facts.keys()), "value": [str(v) for v in report.facts.values()]}
+        )
+        parts.append(html_table(facts))
+    parts.append("<h2>Next-event prediction on held-out pre-lesion song</h2>")
+    summary = report.summary.sort("perplexity")
+    best = summary["model"].to_list().index("model") if "model" in summary["model"] else None
+    parts.append(html_table(summary, highlight=best))
+    for name in ("perplexity_by_group", "reliability"):
+        if name in report.figures:
+            parts.append(_figure(name, report.figures[name]))
+    parts.append("<h2>Lesion comparison: before and after mMAN lesions</h2>")
+    parts.append(html_table(_lesion_wide(report.lesion_rows)))
+    if "lesion" in report.figures:
+        parts.append(_figure("lesion", report.figures["lesion"]))
+    parts.append("<h2>Attention statistics</h2>")
+    if report.attention_heads is not None:
+        parts.append(html_table(report.attention_heads))
+    for name, path in report.figures.items():
+        if name.startswith("attention_"):
+            parts.append(_figure(name, path))
+    if report.next_commands:
+        parts.append("<h2>The same on your own data</h2>")
+        commands = "\n".join(html.escape(c) for c in report.next_commands)
+        parts.append(f"<pre>{commands}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def write_html_report(report: QuickstartReport, path: str | Path) -> Path:
+    """Write the page; returns its path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_html_report(report), encoding="utf-8")
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot write the report: {err}") from None
+    return path

@@ -1,0 +1,147 @@
+"""`seqlm quickstart`: the smoke version end to end through the CLI (about a minute on a
+loaded two-core machine), the report's self-containment, a headless Chromium screenshot
+of it, and (slow) the full version's promise that the model beats the best n-gram."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from seqlm.cli.app import main
+from seqlm.errors import ConfigError, CorpusError
+from seqlm.quickstart import NEXT_COMMANDS, RESULT_FILE, quickstart, quickstart_settings
+from seqlm.reporting.html_report import (
+    QuickstartReport,
+    html_table,
+    inline_png,
+    render_html_report,
+)
+
+
+def run_cli(args: list[str]) -> None:
+    try:
+        main(args)
+    except SystemExit as exit_:
+        assert not exit_.code, exit_.code
+
+
+@pytest.fixture(scope="module")
+def fast_report(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("quickstart") / "report"
+    run_cli(["quickstart", "--fast", "--out", str(out)])
+    return out
+
+
+def test_fast_quickstart_writes_the_report_folder(fast_report, capsys):
+    for name in ("report.html", RESULT_FILE, "corpus/manifest.json", "pre", "run/config.json"):
+        assert (fast_report / name).exists(), name
+    result = json.loads((fast_report / RESULT_FILE).read_text())
+    assert result["fast"] is True
+    # Every figure the report names exists as a PNG beside it.
+    assert {"lesion", "perplexity_by_group", "attention_mass_by_distance"} <= set(result["figures"])
+    for relative in result["figures"].values():
+        assert (fast_report / relative).read_bytes().startswith(b"\x89PNG")
+    # Perplexities are real numbers: the n-gram on finch song is far below uniform (27).
+    assert 1.0 < result["ngram_perplexity"] < 3.0
+    assert result["model_perplexity"] > 1.0
+    assert result["ngram_order"] >= 2
+
+
+def test_report_is_self_contained(fast_report):
+    page = (fast_report / "report.html").read_text(encoding="utf-8")
+    # No file or network references: every image is inline.
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)
+    assert "<script" not in page
+    result = json.loads((fast_report / RESULT_FILE).read_text())
+    assert page.count("data:image/png;base64,") == len(result["figures"])
+    assert "Lesion comparison" in page and "Attention statistics" in page
+    for command in NEXT_COMMANDS:
+        assert command in page
+
+
+def test_quickstart_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        quickstart(tmp_path, fast=True)
+    assert (tmp_path / "keep.txt").exists()
+
+
+def test_fast_settings_are_smaller_than_the_full_ones():
+    fast, full = quickstart_settings(fast=True), quickstart_settings(fast=False)
+    assert fast.train.max_steps < full.train.max_steps
+    assert fast.model["n_embd"] < full.model["n_embd"]
+    # The full model reads a whole bout (at most ~210 syllables) in one window.
+    assert full.model["block_size"] >= 256
+
+
+def test_html_table_escapes_and_highlights():
+    frame = pl.DataFrame({"model": ["<b>x</b>", "y"], "perplexity": [1.23456, float("nan")]})
+    table = html_table(frame, highlight=1)
+    assert "&lt;b&gt;x&lt;/b&gt;" in table
+    assert "1.235" in table and "n/a" in table
+    assert table.count('class="best"') == 1
+
+
+def test_inline_png_rejects_other_files(tmp_path):
+    bad = tmp_path / "fig.png"
+    bad.write_text("not a png")
+    with pytest.raises(CorpusError, match="not a PNG"):
+        inline_png(bad)
+    with pytest.raises(CorpusError, match="cannot read"):
+        inline_png(tmp_path / "missing.png")
+
+
+def test_headline_says_whether_the_model_beats_the_ngram():
+    summary = pl.DataFrame(
+        {"model": ["model", "unigram", "best n-gram"], "perplexity": [1.3, 9.0, 1.5]}
+    )
+    lesion = pl.DataFrame(
+        {"group": ["all"] * 2, "model": ["model"] * 2, "condition": ["pre", "post"],
+         "perplexity": [1.3, 2.6]}
+    )  # fmt: skip
+    report = QuickstartReport("t", summary, lesion, None, {})
+    page = render_html_report(report)
+    assert "<b>1.300</b> beats the best n-gram" in page
+    assert "2" in page  # post/pre ratio column
+    worse = summary.with_columns(pl.Series("perplexity", [1.6, 9.0, 1.5]))
+    assert "does not beat" in render_html_report(QuickstartReport("t", worse, lesion, None, {}))
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def test_report_renders_in_headless_chromium(fast_report, tmp_path):
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    png = tmp_path / "report.png"
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+        "--window-size=1280,2000", (fast_report / "report.html").resolve().as_uri(),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG")
+    # A rendered page of tables and figures, not a blank one: a blank 1280x2000
+    # screenshot compresses to a few kilobytes.
+    assert len(data) > 50_000, len(data)
+
+
+@pytest.mark.slow
+def test_full_quickstart_beats_the_best_ngram(tmp_path):
+    result = quickstart(tmp_path / "report")
+    assert result.model_beats_ngram, (result.model_perplexity, result.ngram_perplexity)
+    assert sum(result.seconds.values()) < 600, result.seconds
