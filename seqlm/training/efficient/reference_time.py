@@ -189,10 +189,23 @@ class CostModel:
         if self.unit == "reference_s":
             assert self.table is not None
             return self.table.seconds(kind, depth, tokens)
-        shallow = dataclasses.replace(self.config, n_layer=depth, layer_spans=None)
-        per_token = float(flops_per_token(shallow, self.config.block_size))
+        per_token = self._flops_per_token(depth)
         # A forward pass is a third of forward + backward (6N: 2N forward, 4N backward).
         return per_token * tokens * (1.0 if kind == "train" else 1.0 / 3.0)
+
+    def _flops_per_token(self, depth: int) -> float:
+        # FLOPs are linear in depth (6N + 12 L C T, N linear in L): extrapolate from
+        # one and two layers, which also gives depth 0 (embeddings and head only).
+        one, two = (
+            float(
+                flops_per_token(
+                    dataclasses.replace(self.config, n_layer=n, layer_spans=None),
+                    self.config.block_size,
+                )
+            )
+            for n in (1, 2)
+        )
+        return one + (depth - 1) * (two - one)
 
 
 @dataclass
