@@ -15,9 +15,11 @@ regulariser; kept blocks are not rescaled (the paper evaluates the full model).
 
 Which blocks run is drawn per micro-batch from a generator seeded by (seed, step,
 micro-batch), not by rank, so all DDP processes skip the same blocks and a resumed run
-draws the same ones. Under DDP every parameter must receive a gradient, so skipped
-blocks join the loss with weight 0 there (their Adam moments then decay on such steps,
-which a single process does not do; see `zero_touch`).
+draws the same ones. Skipped blocks join the loss with weight 0 (`zero_touch`): every
+parameter then gets a gradient, which DDP's reducer waits for, and every parameter has
+optimizer state at every checkpoint (a strict resume needs it). One process and N
+processes therefore do the same thing: on a step that skips a block, AdamW still moves
+that block by its running moments and weight decay, as with zero gradients under DDP.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ def block_generator(seed: int, step: int, micro: int) -> torch.Generator:
 
 
 def zero_touch(trainer: Trainer, loss: torch.Tensor, skipped: Sequence[int]) -> torch.Tensor:
-    """Under DDP, add 0 x (sum of the skipped blocks' parameters) so that every
-    parameter gets a (zero) gradient and the reducer does not wait for missing ones."""
-    if not trainer.ctx.is_distributed or not skipped:
+    """Add 0 x (sum of the skipped blocks' parameters): every parameter gets a (zero)
+    gradient, so DDP does not wait for missing ones and the optimizer keeps state for
+    all of them."""
+    if not skipped:
         return loss
     blocks = trainer.module.blocks
     touch = sum(p.sum() for i in skipped for p in blocks[i].parameters())
