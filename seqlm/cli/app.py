@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.attention",
     "seqlm.cli.quickstart",
     "seqlm.cli.export",
+    "seqlm.cli.efficiency",
 )
 
 for _module in COMMAND_MODULES:
