@@ -33,6 +33,10 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "attention_mean_elapsed": "Mean elapsed time attended back, per head.",
 }
 
+SUMMARY_COLUMNS = (
+    "model", "tokens", "cross_entropy_nats", "perplexity", "top1", "top5", "mean_confidence", "ece",
+)  # fmt: skip
+
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto;
        max-width: 1100px; color: #1b1b1b; line-height: 1.45; padding: 0 1rem; }
@@ -44,7 +48,9 @@ th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }
 tr.best td { font-weight: 600; background: #eef7ee; }
 figure { margin: 1rem 0; }
-figure img { max-width: 100%; border: 1px solid #e4e4e4; }
+figure img { max-width: min(100%, 860px); border: 1px solid #e4e4e4; }
+table.facts td { text-align: left; }
+.scroll { overflow-x: auto; max-width: 100%; }
 figcaption { font-size: .9rem; color: #444; }
 code, pre { background: #f6f6f6; padding: .1rem .3rem; }
 pre { padding: .6rem; overflow-x: auto; }
@@ -83,6 +89,7 @@ def html_table(
     columns: Sequence[str] | None = None,
     highlight: int | None = None,
     max_rows: int = 200,
+    css_class: str = "",
 ) -> str:
     """`frame` as an HTML table; row `highlight` (0-based) is drawn in bold."""
     columns = list(columns or frame.columns)
@@ -95,7 +102,9 @@ def html_table(
     more = ""
     if frame.height > max_rows:
         more = f"<p>({frame.height - max_rows} more rows in the folder's files)</p>"
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    attr = f' class="{html.escape(css_class)}"' if css_class else ""
+    table = f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'>{table}</div>{more}"
 
 
 def inline_png(path: str | Path) -> str:
@@ -153,11 +162,13 @@ def render_html_report(report: QuickstartReport) -> str:
         facts = pl.DataFrame(
             {"": list(report.facts.keys()), "value": [str(v) for v in report.facts.values()]}
         )
-        parts.append(html_table(facts))
+        parts.append(html_table(facts, css_class="facts"))
     parts.append("<h2>Next-event prediction on held-out pre-lesion song</h2>")
     summary = report.summary.sort("perplexity")
     best = summary["model"].to_list().index("model") if "model" in summary["model"] else None
-    parts.append(html_table(summary, highlight=best))
+    # The headline columns; the rest are in eval/eval.json.
+    shown = [c for c in SUMMARY_COLUMNS if c in summary.columns]
+    parts.append(html_table(summary, columns=shown, highlight=best))
     for name in ("perplexity_by_group", "reliability"):
         if name in report.figures:
             parts.append(_figure(name, report.figures[name]))
