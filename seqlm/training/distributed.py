@@ -182,6 +182,9 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
 def load_full_optimizer_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
+    # Not strict: a parameter that never received a gradient (an unused or not yet
+    # active block) has no optimizer state in the original run either. The weights are
+    # loaded strictly, which is what catches a checkpoint of another model.
     set_optimizer_state_dict(
-        model, optimizer, state, options=StateDictOptions(full_state_dict=True)
+        model, optimizer, state, options=StateDictOptions(full_state_dict=True, strict=False)
     )

@@ -270,3 +270,23 @@ def test_unknown_device_or_bad_parallel_choice_is_a_config_error(song_corpus, ti
         Trainer(tiny_gpt_factory(song_corpus.vocab_size, CONTEXT), config(device="nonsense"), train)
     with pytest.raises(ConfigError, match="must be one of"):
         config(parallel="pipeline")
+
+
+def test_resume_when_some_parameters_never_had_a_gradient(song_corpus, tmp_path):
+    class WithSpare(TinyLSTM):
+        def __init__(self, vocab_size):
+            super().__init__(vocab_size)
+            self.spare = nn.Linear(4, 4)  # not used by forward: no optimizer state
+
+    run = RunFolder(tmp_path)
+    train, _ = loaders(song_corpus)
+    torch.manual_seed(0)
+    trainer = Trainer(WithSpare(song_corpus.vocab_size), config(max_steps=3), train, run=run)
+    trainer.fit()
+    train, _ = loaders(song_corpus)
+    torch.manual_seed(1)
+    again = Trainer(WithSpare(song_corpus.vocab_size), config(max_steps=3), train, run=run)
+    again.resume(run.latest_checkpoint())
+    assert again.counters.step == 3
+    for name, tensor in trainer.module.state_dict().items():
+        assert torch.equal(again.module.state_dict()[name], tensor), name
