@@ -42,6 +42,7 @@ from seqlm.analysis.attention_capture import (
     default_chunk_queries,
     sequence_windows,
 )
+from seqlm.analysis.stats_bins import distance_bin_edges, time_bin_edges
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.kernels.attention_stats import AttentionStatistics, attention_statistics
 from seqlm.model import GPT, CapturedAttention
@@ -57,74 +58,6 @@ EXCLUSION_NOTE = (
     "Sequences longer than the context are cut into consecutive windows analysed from "
     "position 0; sequences never attend to each other."
 )
-
-
-def distance_bin_edges(context: int) -> tuple[int, ...]:
-    """Bin edges for token distances 0..context-1: one bin per distance up to 16, then
-    half-octave edges (16, 23, 32, 45, 64, ...) below `context`.
-
-    Unit bins near zero let a planted dependency at distance d show as a peak at d; the
-    coarser bins further out keep the table short for long contexts.
-    """
-    if context < 1:
-        raise ConfigError(f"context must be at least 1, got {context}")
-    edges = list(range(min(context, 17)))
-    exponent = 8  # 2 ** (8 / 2) = 16
-    while True:
-        exponent += 1
-        edge = round(2 ** (exponent / 2))
-        if edge >= context:
-            break
-        edges.append(edge)
-    return tuple(edges)
-
-
-# Above 10 s the ladder follows clock and calendar units (so labels read "6 h", "2 d",
-# "30 d"), still about three steps per decade: 10 s ... 1 min ... 1 h ... 1 d ... 1 y.
-_CLOCK_EDGES: tuple[float, ...] = tuple(
-    float(v)
-    for v in (
-        *(10, 20, 30),
-        *(m * 60 for m in (1, 2, 5, 10, 20, 30)),
-        *(h * 3600 for h in (1, 2, 6, 12)),
-        *(d * 86400 for d in (1, 2, 4, 7, 14, 30, 60, 180)),
-        *(y * 365 * 86400 for y in (1, 2, 5, 10, 20, 50, 100)),
-    )
-)
-
-
-def time_bin_edges(shortest: float, longest: float) -> tuple[float, ...]:
-    """0, then log-spaced edges from the largest ladder value <= `shortest` to the largest
-    <= `longest` (seconds): 1-2-5 per decade below 10 s (sub-second for song), clock and
-    calendar units above (minutes, hours, days for clinical events). The last bin is
-    open: [last edge, inf)."""
-    if not (math.isfinite(shortest) and math.isfinite(longest)) or shortest <= 0:
-        raise ConfigError(f"time bins need 0 < shortest <= longest, got {shortest}, {longest}")
-    longest = max(longest, shortest)
-    low = min(math.floor(math.log10(shortest)) - 1, 0)
-    # parsed from decimal text, so 5e-3 is exactly the float a person would type
-    ladder = [float(f"{step}e{decade}") for decade in range(low, 1) for step in (1, 2, 5)]
-    ladder += list(_CLOCK_EDGES)
-    ladder += [_CLOCK_EDGES[-1] * 2**k for k in range(1, 64) if _CLOCK_EDGES[-1] * 2**k <= longest]
-    tolerance = 1 + 1e-9
-    first = max((edge for edge in ladder if edge <= shortest * tolerance), default=ladder[0])
-    return (0.0, *(edge for edge in ladder if first <= edge <= longest * tolerance))
-
-
-def format_seconds(seconds: float) -> str:
-    """A short human label: 50 ms, 2 s, 5 min, 3 h, 2 d, 1 y."""
-    if not math.isfinite(seconds):
-        return "inf"
-    if seconds == 0:
-        return "0"
-    for unit, size in (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    if seconds >= 1:
-        return f"{seconds:.3g} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} us"
 
 
 @dataclass
@@ -219,7 +152,8 @@ def select_sequences(corpus, split: str, max_sequences: int | None) -> list[int]
     return [int(i) for i in ids]
 
 
-def _windows(corpus, seq_ids: list[int], context: int) -> list[tuple[int, int, int]]:
+def corpus_windows(corpus, seq_ids: list[int], context: int) -> list[tuple[int, int, int]]:
+    """(seq_id, start, stop) of every window the statistics look at."""
     lengths = corpus.index["length"].to_numpy()
     return [
         (seq_id, start, stop)
@@ -244,8 +178,9 @@ def _batches(
     return batches
 
 
-def _auto_time_edges(corpus, windows: list[tuple[int, int, int]]) -> tuple[float, ...]:
-    """Log-spaced edges from the data: 1st percentile of positive gaps to longest window."""
+def data_time_edges(corpus, windows: list[tuple[int, int, int]]) -> tuple[float, ...]:
+    """Log-spaced edges from the data (`time_bin_edges` of the 1st percentile of the
+    positive gaps between tokens and the longest window's duration)."""
     gaps, longest = [], 0.0
     for seq_id, start, stop in windows:
         times = np.asarray(corpus.sequence_times(seq_id)[start:stop], dtype=np.float64)
@@ -277,68 +212,170 @@ def _uniform_bin_mass(counts: Tensor, edges: Sequence[int]) -> Tensor:
     return inside / n.clamp(min=1)
 
 
-def _sink_and_time_pass(
-    captured: CapturedAttention,
+@dataclass
+class _ChunkGeometry:
+    """What a chunk of queries shares across the layers with one span: the visible data
+    keys and, with times, the elapsed seconds and their bins."""
+
+    first: int
+    visible: Tensor  # (1 | B, 1, C, K) bool, the layer mask
+    data_key: Tensor  # (B, 1, 1, K) bool
+    elapsed: Tensor | None  # (B, C, K) float32 seconds
+    bins: Tensor | None  # (B, C, K) time-bin index
+
+
+def _chunk_geometry(
+    mask: Tensor,
     span: int | None,
+    start: int,
+    stop: int,
+    data: Tensor,
+    times: Tensor | None,
+    edges: Tensor | None,
+    counts_out: Tensor,
+    time_sums: ElapsedTimeSums | None,
+) -> _ChunkGeometry:
+    """The chunk's geometry for one span; writes the data-key counts into `counts_out` and
+    adds the uniform-attention elapsed-time baselines of the counted queries to `time_sums`."""
+    first = 0 if span is None else max(0, start - span + 1)
+    visible = mask[..., start:stop, first:stop]
+    data_key = data[:, None, None, first:stop]
+    data_visible = (visible & data_key)[:, 0]  # (B, C, K)
+    counts = data_visible.sum(-1)
+    counts_out[:, start:stop] = counts
+    if times is None:
+        return _ChunkGeometry(first, visible, data_key, None, None)
+    counted = data[:, start:stop]
+    elapsed = (times[:, start:stop, None] - times[:, None, first:stop]).clamp(min=0)
+    bins = (torch.bucketize(elapsed, edges, right=True) - 1).clamp(min=0)
+    uniform = data_visible.double() / counts.clamp(min=1)[..., None]
+    uniform_mass = uniform.new_zeros((*uniform.shape[:-1], len(edges)))
+    uniform_mass.scatter_add_(-1, bins, uniform)
+    time_sums.uniform_mass_sum += _numpy((uniform_mass * counted[..., None]).sum((0, 1)))
+    time_sums.uniform_elapsed_sum += float(((uniform * elapsed).sum(-1) * counted).sum())
+    return _ChunkGeometry(first, visible, data_key, elapsed.float(), bins)
+
+
+def _layer_chunk(
+    captured: CapturedAttention,
+    geometry: _ChunkGeometry,
+    start: int,
+    stop: int,
+    counted: Tensor,
+    beyond_seconds: tuple[float, ...],
+    n_bins: int,
+    time_sums: ElapsedTimeSums | None,
+) -> Tensor:
+    """One layer on one chunk: returns the sink mass sum per head, adds to `time_sums`.
+
+    One log-sum-exp over the visible keys gives the sink mass from the few excluded key
+    columns; with times, a second one over the data keys gives the renormalised weights.
+    """
+    first = geometry.first
+    q, k = captured.q[:, :, start:stop].float(), captured.k[:, :, first:stop].float()
+    weight = counted[:, None].double()
+    scores = (q @ k.transpose(-1, -2)) * captured.scale
+    scores.masked_fill_(~geometry.visible, -math.inf)
+    # uncounted queries (padding) may see no key at all: a 0 there keeps NaNs out
+    log_all = torch.logsumexp(scores, -1).masked_fill_(~counted[:, None], 0.0)
+    excluded = ~geometry.data_key[:, 0, 0]  # (B, K)
+    columns = torch.nonzero(excluded.any(0)).flatten()
+    sink = torch.zeros(scores.shape[1], dtype=torch.float64, device=scores.device)
+    if columns.numel():
+        on_excluded = torch.exp(scores[..., columns] - log_all[..., None])
+        part = (on_excluded * excluded[:, columns][:, None, None, :]).sum(-1)
+        sink = (part.double() * weight).sum((0, 2))
+    if time_sums is None:
+        return sink
+    scores.masked_fill_(~geometry.data_key, -math.inf)
+    log_data = torch.logsumexp(scores, -1).masked_fill_(~counted[:, None], 0.0)
+    probs = torch.exp(scores - log_data[..., None])  # (B, H, C, K), 0 off the data keys
+    elapsed = geometry.elapsed[:, None]
+    mass = probs.new_zeros((*probs.shape[:-1], n_bins))
+    mass.scatter_add_(-1, geometry.bins[:, None].expand_as(probs), probs)
+    time_sums.mass_sum += _numpy((mass.double() * weight[..., None]).sum((0, 2)))
+    mean_elapsed = (probs * elapsed).sum(-1).double()
+    time_sums.elapsed_sum += _numpy((mean_elapsed * weight).sum((0, 2)))
+    for index, limit in enumerate(beyond_seconds):
+        beyond = (probs * (elapsed > limit)).sum(-1).double()
+        time_sums.beyond_sum[:, index] += _numpy((beyond * weight).sum((0, 2)))
+    return sink
+
+
+def _sink_and_time_pass(
+    inputs: AttentionInputs,
+    layers: Sequence[int],
     data: Tensor,
     times: Tensor | None,
     time_edges: tuple[float, ...] | None,
     beyond_seconds: tuple[float, ...],
     chunk_queries: int | None,
-) -> tuple[np.ndarray, Tensor, ElapsedTimeSums | None]:
-    """Per chunk of queries: sink mass, data-key counts, and (with times) the elapsed-time
-    sums. Returns (sink_mass_sum (H,), data keys per query (B, T), time sums)."""
-    q, k, mask = captured.q.float(), captured.k.float(), captured.mask
-    device = q.device
+) -> tuple[dict[int, np.ndarray], dict[int, Tensor], dict[int, ElapsedTimeSums | None]]:
+    """Sink mass, data-key counts and (with times) elapsed-time sums of every layer.
+
+    Chunks of queries outside, layers inside: the elapsed times, their bins and the
+    uniform baselines of a chunk are computed once per distinct span, not per layer.
+    Returns ({layer: sink sum (H,)}, {layer: data keys per query (B, T)}, {layer: sums}).
+    """
+    reference = inputs.layers[layers[0]]
+    device = reference.q.device
+    rows, heads, length, _ = reference.q.shape
     data = data.to(device)
-    rows, heads, length, _ = q.shape
     step = chunk_queries or default_chunk_queries(rows, heads, length)
-    sink = torch.zeros(heads, dtype=torch.float64, device=device)
-    key_counts = torch.zeros(rows, length, dtype=torch.long, device=device)
-    time_sums = None
+    spans = {layer: inputs.spans[layer] for layer in layers}
+    edges = None
     if times is not None:
         times = times.to(device)
-        n_bins = len(time_edges)
-        edge_tensor = torch.tensor(time_edges, dtype=torch.float64, device=device)
-        time_sums = ElapsedTimeSums(
-            mass_sum=np.zeros((heads, n_bins)),
-            elapsed_sum=np.zeros(heads),
-            beyond_sum=np.zeros((heads, len(beyond_seconds))),
-            uniform_mass_sum=np.zeros(n_bins),
-        )
+        edges = torch.tensor(time_edges, dtype=torch.float64, device=device)
+    counts = {
+        span: torch.zeros(rows, length, dtype=torch.long, device=device) for span in spans.values()
+    }
+    uniform_sums = {
+        span: _empty_time_sums(heads, time_edges, beyond_seconds) if times is not None else None
+        for span in spans.values()
+    }
+    layer_sums = {
+        layer: _empty_time_sums(heads, time_edges, beyond_seconds) if times is not None else None
+        for layer in layers
+    }
+    sinks = {layer: torch.zeros(heads, dtype=torch.float64, device=device) for layer in layers}
+    n_bins = 0 if time_edges is None else len(time_edges)
     for start in range(0, length, step):
         stop = min(start + step, length)
-        first = 0 if span is None else max(0, start - span + 1)
-        scores = (q[:, :, start:stop] @ k[:, :, first:stop].transpose(-1, -2)) * captured.scale
-        visible = mask[..., start:stop, first:stop]
-        data_key = data[:, None, None, first:stop]
-        data_visible = visible & data_key
-        log_all = torch.logsumexp(scores.masked_fill(~visible, -math.inf), -1)
-        log_sink = torch.logsumexp(scores.masked_fill(~(visible & ~data_key), -math.inf), -1)
-        counted = data[:, start:stop]  # (B, C)
-        weight = counted[:, None].double()
-        sink += (torch.exp(log_sink - log_all).double() * weight).sum((0, 2))
-        counts = data_visible[:, 0].sum(-1)  # (B, C)
-        key_counts[:, start:stop] = counts
-        if times is None:
-            continue
-        masked_data = scores.masked_fill(~data_visible, -math.inf)
-        probs = torch.softmax(masked_data, -1).nan_to_num(0.0).double()  # rows of 0 keys: 0
-        elapsed = (times[:, start:stop, None] - times[:, None, first:stop]).clamp(min=0)
-        bins = (torch.bucketize(elapsed, edge_tensor, right=True) - 1).clamp(min=0)
-        mass = probs.new_zeros((*probs.shape[:-1], len(time_edges)))
-        mass.scatter_add_(-1, bins[:, None].expand_as(probs), probs)
-        time_sums.mass_sum += _numpy((mass * weight[..., None]).sum((0, 2)))
-        time_sums.elapsed_sum += _numpy(((probs * elapsed[:, None]).sum(-1) * weight).sum((0, 2)))
-        for index, limit in enumerate(beyond_seconds):
-            beyond = (probs * (elapsed[:, None] > limit)).sum(-1)
-            time_sums.beyond_sum[:, index] += _numpy((beyond * weight).sum((0, 2)))
-        uniform = data_visible[:, 0].double() / counts.clamp(min=1)[..., None]  # (B, C, K)
-        uniform_mass = uniform.new_zeros((*uniform.shape[:-1], len(time_edges)))
-        uniform_mass.scatter_add_(-1, bins, uniform)
-        time_sums.uniform_mass_sum += _numpy((uniform_mass * counted[..., None]).sum((0, 1)))
-        time_sums.uniform_elapsed_sum += float(((uniform * elapsed).sum(-1) * counted).sum())
-    return _numpy(sink), key_counts, time_sums
+        counted = data[:, start:stop]
+        geometry: dict[int | None, _ChunkGeometry] = {}
+        for layer in layers:
+            span = spans[layer]
+            if span not in geometry:
+                geometry[span] = _chunk_geometry(
+                    inputs.layers[layer].mask, span, start, stop, data, times, edges,
+                    counts[span], uniform_sums[span],
+                )  # fmt: skip
+            sinks[layer] += _layer_chunk(
+                inputs.layers[layer], geometry[span], start, stop, counted, beyond_seconds,
+                n_bins, layer_sums[layer],
+            )  # fmt: skip
+    for layer, sums in layer_sums.items():
+        if sums is not None:
+            uniform = uniform_sums[spans[layer]]
+            sums.uniform_mass_sum += uniform.uniform_mass_sum
+            sums.uniform_elapsed_sum += uniform.uniform_elapsed_sum
+    return (
+        {layer: _numpy(sink) for layer, sink in sinks.items()},
+        {layer: counts[spans[layer]] for layer in layers},
+        layer_sums,
+    )
+
+
+def _empty_time_sums(
+    heads: int, time_edges: tuple[float, ...], beyond_seconds: tuple[float, ...]
+) -> ElapsedTimeSums:
+    return ElapsedTimeSums(
+        mass_sum=np.zeros((heads, len(time_edges))),
+        elapsed_sum=np.zeros(heads),
+        beyond_sum=np.zeros((heads, len(beyond_seconds))),
+        uniform_mass_sum=np.zeros(len(time_edges)),
+    )
 
 
 def _numpy(tensor: Tensor) -> np.ndarray:
@@ -367,35 +404,33 @@ def accumulate_batch(
     tokens = inputs.tokens.cpu()
     data = ~torch.isin(tokens, torch.tensor(EXCLUDED_TOKEN_IDS))
     runs = _special_runs(data)
-    for layer, sums in stats.layers.items():
+    layers = list(stats.layers)
+    for layer in layers:
         captured = inputs.layers[layer]
-        span = inputs.spans[layer]
         distance = attention_statistics(
             captured.q,
             captured.k,
             distance_edges=stats.distance_edges,
             beyond_distances=options.beyond_distances,
-            window=span,
+            window=inputs.spans[layer],
             doc_ids=runs.to(captured.q.device),
             query_mask=data.to(captured.q.device),
             scale=captured.scale,
             impl=options.impl,
             chunk_queries=options.chunk_queries,
         )
+        sums = stats.layers[layer]
         sums.distance = distance if sums.distance is None else sums.distance.merge(distance)
-        sink, key_counts, time_part = _sink_and_time_pass(
-            captured,
-            span,
-            data,
-            times,
-            stats.time_edges,
-            options.beyond_seconds,
-            options.chunk_queries,
-        )
-        sums.sink_mass_sum += sink
-        uniform = _uniform_bin_mass(key_counts.cpu(), stats.distance_edges)
+    sinks, key_counts, time_parts = _sink_and_time_pass(
+        inputs, layers, data, times, stats.time_edges, options.beyond_seconds,
+        options.chunk_queries,
+    )  # fmt: skip
+    for layer in layers:
+        sums = stats.layers[layer]
+        sums.sink_mass_sum += sinks[layer]
+        uniform = _uniform_bin_mass(key_counts[layer].cpu(), stats.distance_edges)
         sums.uniform_distance_mass_sum += _numpy((uniform * data[..., None]).sum((0, 1)))
-        sums.time = _merge_time(sums.time, time_part)
+        sums.time = _merge_time(sums.time, time_parts[layer])
     stats.queries += int(data.sum())
 
 
@@ -417,12 +452,12 @@ def corpus_attention_statistics(
     if not layers or any(not 0 <= layer < n_layer for layer in layers):
         raise ConfigError(f"layers {list(layers)} must be in 0..{n_layer - 1}")
     seq_ids = select_sequences(corpus, options.split, options.max_sequences)
-    windows = _windows(corpus, seq_ids, context)
+    windows = corpus_windows(corpus, seq_ids, context)
     distance_edges = options.distance_edges or distance_bin_edges(context)
     use_times = options.use_times and corpus.times is not None
     time_edges = None
     if use_times:
-        time_edges = options.time_edges or _auto_time_edges(corpus, windows)
+        time_edges = options.time_edges or data_time_edges(corpus, windows)
     n_bins = len(distance_edges)
     stats = CorpusAttentionStatistics(
         options=options,

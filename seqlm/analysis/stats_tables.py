@@ -22,11 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from seqlm.analysis.corpus_stats import (
-    EXCLUSION_NOTE,
-    CorpusAttentionStatistics,
-    format_seconds,
-)
+from seqlm.analysis.corpus_stats import EXCLUSION_NOTE, CorpusAttentionStatistics
+from seqlm.analysis.stats_bins import format_seconds
 from seqlm.errors import CorpusError
 
 TABLE_NAMES = ("attention_by_distance", "attention_by_time", "attention_heads")

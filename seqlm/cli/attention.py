@@ -210,12 +210,11 @@ def stats_command(
 
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
+    chosen_layers = parse_indices(layers, model.config.n_layer, "layers")
     options = AttentionStatsOptions(
         split=split,
         max_sequences=max_sequences,
-        layers=None
-        if layers is None
-        else tuple(parse_indices(layers, model.config.n_layer, "layers") or ()),
+        layers=None if chosen_layers is None else tuple(chosen_layers),
         beyond_distances=parse_numbers(beyond, int, "beyond") or (),
         use_times=times,
         beyond_seconds=parse_numbers(beyond_seconds, float, "beyond-seconds") or (),

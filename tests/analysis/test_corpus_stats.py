@@ -21,11 +21,9 @@ from seqlm.analysis.corpus_stats import (
     EXCLUDED_TOKEN_IDS,
     AttentionStatsOptions,
     corpus_attention_statistics,
-    distance_bin_edges,
-    format_seconds,
     select_sequences,
-    time_bin_edges,
 )
+from seqlm.analysis.stats_bins import distance_bin_edges, format_seconds, time_bin_edges
 from seqlm.analysis.stats_tables import distance_table, head_table, time_table
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model import GPT, GPTConfig

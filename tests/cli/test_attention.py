@@ -46,7 +46,8 @@ def test_stats_writes_tables_and_figures(finch_run, tmp_path: Path, capsys) -> N
     run_dir, corpus_dir, corpus = finch_run
     out = tmp_path / "stats"
     argv = ["attention", "stats", str(run_dir), "--corpus", str(corpus_dir), "--out", str(out)]
-    assert run([*argv, "--max-sequences", "15", "--beyond", "4,16", "--dpi", "60"]) == 0
+    options = ["--max-sequences", "15", "--beyond", "4,16", "--layers", "all", "--dpi", "60"]
+    assert run([*argv, *options]) == 0
     assert "15 sequences" in capsys.readouterr().out
     heads = pl.read_parquet(out / "attention_heads.parquet")
     assert heads.height == 2 * 2 and "mass_beyond_16" in heads.columns

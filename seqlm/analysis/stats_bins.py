@@ -1,0 +1,76 @@
+"""Bins for the attention statistics: token-distance edges, log-spaced elapsed-time edges
+(sub-second for song, clock and calendar units for clinical events) and their labels."""
+
+from __future__ import annotations
+
+import math
+
+from seqlm.errors import ConfigError
+
+
+def distance_bin_edges(context: int) -> tuple[int, ...]:
+    """Bin edges for token distances 0..context-1: one bin per distance up to 16, then
+    half-octave edges (16, 23, 32, 45, 64, ...) below `context`.
+
+    Unit bins near zero let a planted dependency at distance d show as a peak at d; the
+    coarser bins further out keep the table short for long contexts.
+    """
+    if context < 1:
+        raise ConfigError(f"context must be at least 1, got {context}")
+    edges = list(range(min(context, 17)))
+    exponent = 8  # 2 ** (8 / 2) = 16
+    while True:
+        exponent += 1
+        edge = round(2 ** (exponent / 2))
+        if edge >= context:
+            break
+        edges.append(edge)
+    return tuple(edges)
+
+
+# Above 10 s the ladder follows clock and calendar units (so labels read "6 h", "2 d",
+# "30 d"), still about three steps per decade: 10 s ... 1 min ... 1 h ... 1 d ... 1 y.
+_CLOCK_EDGES: tuple[float, ...] = tuple(
+    float(v)
+    for v in (
+        *(10, 20, 30),
+        *(m * 60 for m in (1, 2, 5, 10, 20, 30)),
+        *(h * 3600 for h in (1, 2, 6, 12)),
+        *(d * 86400 for d in (1, 2, 4, 7, 14, 30, 60, 180)),
+        *(y * 365 * 86400 for y in (1, 2, 5, 10, 20, 50, 100)),
+    )
+)
+
+
+def time_bin_edges(shortest: float, longest: float) -> tuple[float, ...]:
+    """0, then log-spaced edges from the largest ladder value <= `shortest` to the largest
+    <= `longest` (seconds): 1-2-5 per decade below 10 s (sub-second for song), clock and
+    calendar units above (minutes, hours, days for clinical events). The last bin is
+    open: [last edge, inf)."""
+    if not (math.isfinite(shortest) and math.isfinite(longest)) or shortest <= 0:
+        raise ConfigError(f"time bins need 0 < shortest <= longest, got {shortest}, {longest}")
+    longest = max(longest, shortest)
+    low = min(math.floor(math.log10(shortest)) - 1, 0)
+    # parsed from decimal text, so 5e-3 is exactly the float a person would type
+    ladder = [float(f"{step}e{decade}") for decade in range(low, 1) for step in (1, 2, 5)]
+    ladder += list(_CLOCK_EDGES)
+    ladder += [_CLOCK_EDGES[-1] * 2**k for k in range(1, 64) if _CLOCK_EDGES[-1] * 2**k <= longest]
+    tolerance = 1 + 1e-9
+    first = max((edge for edge in ladder if edge <= shortest * tolerance), default=ladder[0])
+    return (0.0, *(edge for edge in ladder if first <= edge <= longest * tolerance))
+
+
+def format_seconds(seconds: float) -> str:
+    """A short human label: 50 ms, 2 s, 5 min, 3 h, 2 d, 1 y."""
+    if not math.isfinite(seconds):
+        return "inf"
+    if seconds == 0:
+        return "0"
+    for unit, size in (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
