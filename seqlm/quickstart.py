@@ -55,6 +55,9 @@ QUICKSTART_TRAIN: dict[str, Any] = {
     "eval_batches": 8,
     "checkpoint_every": 250,
     "log_every": 20,
+    # One thread: on a machine whose cores are busy, torch's one-thread-per-core default
+    # makes a model this small several times slower (see docs/architecture.md, CPU note).
+    "cpu_threads": 1,
 }
 # The smoke version: a tiny model for a few steps; it proves the plumbing, not the model.
 FAST_MODEL: dict[str, Any] = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64}
@@ -66,6 +69,7 @@ FAST_TRAIN: dict[str, Any] = {
     "eval_batches": 2,
     "checkpoint_every": 10,
     "log_every": 5,
+    "cpu_threads": 1,
 }
 FAST_ATTENTION_SEQUENCES = 16
 ATTENTION_SEQUENCES = 100
