@@ -145,10 +145,11 @@ class SelectiveBackprop(TrainCallback):
         kept_rows = [i for i, k in zip(candidates, keep, strict=True) if k]
         self.rows_seen += len(candidates)
         self.rows_kept += len(kept_rows)
+        weight = 1.0
         if not kept_rows:
-            # Nothing to learn from here; a zero loss that still touches every parameter
-            # (DDP waits for every gradient).
-            return sum(p.sum() for p in trainer.model.parameters()) * 0.0
+            # Nothing to learn from here, but under DDP every process must run the
+            # wrapped forward and backward each step: one row with weight 0.
+            kept_rows, weight = [candidates[0] if candidates else 0], 0.0
         rows = torch.tensor(kept_rows, device=batch.idx.device)
 
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -164,7 +165,7 @@ class SelectiveBackprop(TrainCallback):
             position_ids=pick(batch.position_ids),
             **trainer._loss_only,
         )
-        return output.loss
+        return output.loss * weight if weight != 1.0 else output.loss
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if metrics and self.rows_seen:
