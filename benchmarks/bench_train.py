@@ -129,7 +129,9 @@ def run_json(command: list[str], threads: int | None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(kind: str, corpus: Path, vocab: int, dtype: str, context: int, args) -> dict:
+def measure(
+    kind: str, corpus: Path, vocab: int, dtype: str, context: int, device: str, args
+) -> dict:
     if kind == "reference":
         command = [
             sys.executable,
@@ -153,7 +155,7 @@ def measure(kind: str, corpus: Path, vocab: int, dtype: str, context: int, args)
             "--steps",
             str(args.steps),
             "--device",
-            args.device,
+            device,
         ]
     else:
         command = [
@@ -167,7 +169,7 @@ def measure(kind: str, corpus: Path, vocab: int, dtype: str, context: int, args)
             "--steps",
             str(args.steps),
             "--device",
-            args.device,
+            device,
         ] + (["--compile"] if kind == "seqlm_compiled" else [])
     return run_json(command, args.threads)
 
@@ -178,7 +180,9 @@ def main() -> None:
     parser.add_argument("--contexts", default="64,256")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device", help="cpu or cuda (default: cpu, then cuda when a GPU is available)"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -193,7 +197,8 @@ def main() -> None:
     contexts = [int(c) for c in args.contexts.split(",")]
 
     if args.worker:
-        result = seqlm_worker(args.corpus, contexts[0], args.steps, args.compile, args.device)
+        device = args.device or "cpu"
+        result = seqlm_worker(args.corpus, contexts[0], args.steps, args.compile, device)
         print(json.dumps(result))
         return
 
@@ -203,15 +208,28 @@ def main() -> None:
         vocab = int(manifest["vocabulary"]["size"])
         dtype = manifest["token_dtype"]
         kinds = ["reference", "seqlm"] + ([] if args.no_compile else ["seqlm_compiled"])
+        if args.device:
+            devices = [args.device]
+        else:
+            import torch
+
+            devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows = []
-        for context in contexts:
+        for device, context in [(d, c) for d in devices for c in contexts]:
             runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-            for _ in range(args.repeats):
+            for repeat in range(args.repeats):
                 for kind in kinds:
-                    runs[kind].append(measure(kind, corpus, vocab, dtype, context, args))
+                    result = measure(kind, corpus, vocab, dtype, context, device, args)
+                    runs[kind].append(result)
+                    print(
+                        f"  {device} ctx {context} {kind} run {repeat + 1}: "
+                        f"{result['tokens_per_s']:.0f} tokens/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             medians = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs.items()}
             row = {
-                "device": args.device,
+                "device": device,
                 "context": context,
                 "batch": SHAPE["batch"],
                 "steps": args.steps,
