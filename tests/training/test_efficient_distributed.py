@@ -51,7 +51,11 @@ def _train(worker: Path, corpus, out: Path, method: str, processes: int) -> None
 
 @pytest.mark.parametrize(
     "method",
-    ["pld", pytest.param("stacking", marks=pytest.mark.slow), "selective_backprop"],
+    [
+        "pld",
+        pytest.param("stacking", marks=pytest.mark.slow),
+        pytest.param("selective_backprop", marks=pytest.mark.slow),
+    ],
 )
 def test_method_under_two_process_ddp(song_corpus, tmp_path, method):
     worker = tmp_path / "worker.py"
