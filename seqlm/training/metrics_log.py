@@ -63,10 +63,15 @@ class MetricsLog:
             self._writer = SummaryWriter(log_dir=str(tensorboard_dir))
 
     def truncate_after(self, step: int) -> None:
-        """Keep only records up to `step` (rewritten atomically)."""
+        """Keep only records up to `step`, and no `final` record (the resumed run writes
+        its own); rewritten atomically."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
+        kept = [
+            r
+            for r in read_metrics(self.path)
+            if int(r.get("step", 0)) <= step and r.get("kind") != "final"
+        ]
         temporary = self.path.with_name(self.path.name + ".tmp")
         with temporary.open("w", encoding="utf-8") as handle:
             for record in kept:

@@ -15,9 +15,12 @@ def test_records_round_trip_and_truncate(tmp_path):
     for step in (10, 20, 30):
         log.write({"kind": "train", "step": step, "loss": 1.0 / step})
     log.write({"kind": "eval", "step": 30, "loss": math.nan})
+    log.write({"kind": "final", "step": 30})
     records = read_metrics(log.path)
-    assert [r["step"] for r in records] == [10, 20, 30, 30]
-    assert records[0]["loss"] == 0.1 and records[-1]["loss"] is None
+    assert [r["step"] for r in records] == [10, 20, 30, 30, 30]
+    assert records[0]["loss"] == 0.1 and records[3]["loss"] is None
+    log.truncate_after(30)  # resuming a finished run: its final record goes
+    assert [r["kind"] for r in read_metrics(log.path)] == ["train"] * 3 + ["eval"]
     log.truncate_after(20)
     assert [r["step"] for r in read_metrics(log.path)] == [10, 20]
 

@@ -8,6 +8,7 @@ import pytest
 
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.training.config import resolve_settings
+from seqlm.training.metrics_log import read_metrics
 from seqlm.training.runs import load_trained_model, plot_loss_curves, summarize_run
 from seqlm.training.session import train_on_corpus
 
@@ -80,6 +81,8 @@ def test_resume_of_a_finished_run_changes_nothing(song_corpus, finished_run):
     result = train_on_corpus(song_corpus.path, out, resume=True)
     assert result.step == 12
     assert (out / "model.safetensors").read_bytes() == before
+    kinds = [r["kind"] for r in read_metrics(out / "metrics.jsonl")]
+    assert kinds.count("final") == 1 and kinds[-1] == "final"
 
 
 def test_run_folder_rules(song_corpus, finished_run, tmp_path):
