@@ -47,7 +47,7 @@ RESULT_FILE = "quickstart.json"
 QUICKSTART_MODEL: dict[str, Any] = {"n_layer": 3, "n_head": 4, "n_embd": 96, "block_size": 256}
 QUICKSTART_TRAIN: dict[str, Any] = {
     "max_steps": 1500,
-    "max_minutes": 6.0,
+    "max_minutes": 8.0,
     "batch_size": 16,
     "lr": 4e-3,
     "warmup_steps": 50,
@@ -282,7 +282,7 @@ def _facts(corpus: Any, pre: Any, out: Path, settings: Any, seconds: dict, fast:
         "Training budget": _budget_text(settings.train),
         "Mode": "--fast smoke run (tiny model; numbers mean nothing)" if fast else "full",
         "Output folder": str(out.resolve()),
-        "Seconds per step of the pipeline": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "Seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
     }
 
 
