@@ -50,6 +50,10 @@ from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies import BOS_ID, EOS_ID, PAD_ID
 
 EXCLUDED_TOKEN_IDS: tuple[int, ...] = (PAD_ID, BOS_ID, EOS_ID)
+# Scores per query chunk by default: 1M (4 MB in fp32). The chunked kernel keeps several
+# chunk-sized temporaries; at 4M its peak at T = 2,048 was ~200 MB above this setting's
+# for ~10% less time (benchmarks/bench_attention.py).
+STATS_CHUNK_SCORES = 1 << 20
 EXCLUSION_NOTE = (
     "Queries and keys at [PAD], [BOS] and [EOS] are excluded: those queries are not "
     "counted, and each data query's attention is renormalised over the data keys it may "
@@ -68,7 +72,8 @@ class AttentionStatsOptions:
     over the split (so every bird or cohort is represented, and the choice is fixed).
     `distance_edges` None = `distance_bin_edges(context)`; `time_edges` None = from the
     corpus's times (`time_bin_edges` of the shortest positive gap's 1st percentile and
-    the longest window). `batch_tokens` bounds padded tokens per forward.
+    the longest window). `batch_tokens` bounds padded tokens per forward;
+    `chunk_queries` None = about `STATS_CHUNK_SCORES` scores per chunk.
     """
 
     split: str = "held_out"
@@ -405,6 +410,8 @@ def accumulate_batch(
     data = ~torch.isin(tokens, torch.tensor(EXCLUDED_TOKEN_IDS))
     runs = _special_runs(data)
     layers = list(stats.layers)
+    rows, length = tokens.shape
+    chunk = options.chunk_queries or max(1, STATS_CHUNK_SCORES // (rows * inputs.n_heads * length))
     for layer in layers:
         captured = inputs.layers[layer]
         distance = attention_statistics(
@@ -417,13 +424,12 @@ def accumulate_batch(
             query_mask=data.to(captured.q.device),
             scale=captured.scale,
             impl=options.impl,
-            chunk_queries=options.chunk_queries,
+            chunk_queries=chunk,
         )
         sums = stats.layers[layer]
         sums.distance = distance if sums.distance is None else sums.distance.merge(distance)
     sinks, key_counts, time_parts = _sink_and_time_pass(
-        inputs, layers, data, times, stats.time_edges, options.beyond_seconds,
-        options.chunk_queries,
+        inputs, layers, data, times, stats.time_edges, options.beyond_seconds, chunk
     )  # fmt: skip
     for layer in layers:
         sums = stats.layers[layer]
