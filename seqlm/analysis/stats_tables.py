@@ -117,7 +117,8 @@ def time_table(stats: CorpusAttentionStatistics) -> pl.DataFrame | None:
 
 
 def _seconds_column(seconds: float) -> str:
-    return f"mass_beyond_{seconds:g}s"
+    """`mass_beyond_30d`, `mass_beyond_300ms`: the readable label without spaces."""
+    return "mass_beyond_" + format_seconds(seconds).replace(" ", "")
 
 
 def head_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:

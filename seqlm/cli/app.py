@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.train",
     "seqlm.cli.evaluate",
     "seqlm.cli.attention",
+    "seqlm.cli.attention_experiments",
     "seqlm.cli.quickstart",
     "seqlm.cli.export",
     "seqlm.cli.efficiency",

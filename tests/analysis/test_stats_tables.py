@@ -57,7 +57,7 @@ def test_tables_are_long_form_with_stated_bins(small_stats) -> None:
     assert times["bin"][0].startswith("0 – ")
     heads = head_table(small_stats)
     assert heads.height == 6
-    for column in ("mass_beyond_1", "mass_beyond_4", "mass_beyond_0.3s", "sink_mass"):
+    for column in ("mass_beyond_1", "mass_beyond_4", "mass_beyond_300ms", "sink_mass"):
         assert column in heads.columns
     # beyond distance 1 is everything outside bins [0, 1) and [1, 2)
     first_bins = (

@@ -1,0 +1,381 @@
+"""`seqlm attention span`, `seqlm attention heads` and `seqlm probe`: thin over
+`seqlm.analysis.span`, `.heads` and `.probes`.
+
+`span` and `heads` join the `attention` group of `seqlm.cli.attention` when that module
+exists, else they make the group themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seqlm.cli.progress_bar import RichProgress
+from seqlm.errors import ConfigError
+
+RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
+CorpusOption = Annotated[
+    Path, typer.Option("--corpus", "-C", help="The corpus folder the run was trained on.")
+]
+SplitOption = Annotated[
+    str, typer.Option("--split", help="Split to analyse (train, tuning, held_out, or all).")
+]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Folder for tables and figures.")
+]
+WeightsOption = Annotated[
+    str, typer.Option("--weights", help="auto (best if kept, else latest), latest or best.")
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for sampling and bootstrap.")]
+
+
+def _parse_ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{name} is empty")
+    return values
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load(run: Path, corpus_path: Path, weights: str, device: str) -> tuple[Any, Any]:
+    from seqlm.analysis.attention_capture import check_model_fits_corpus, load_analysis_model
+    from seqlm.corpus import load_corpus
+
+    model = load_analysis_model(run, which=weights, device=_device(device))
+    corpus = load_corpus(corpus_path)
+    check_model_fits_corpus(model, corpus)
+    return model, corpus
+
+
+def select_index(
+    index: pl.DataFrame,
+    split: str,
+    *,
+    per_group: int | None = None,
+    group_column: str | None = None,
+    max_tokens: int | None = None,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Index rows of `split` ("all" = every split): at most `per_group` sequences of each
+    value of `group_column`, or sequences up to `max_tokens` tokens, drawn at random
+    (seeded), returned in seq_id order."""
+    rows = index if split == "all" else index.filter(pl.col("split") == split)
+    if rows.height == 0:
+        splits = sorted(str(s) for s in index["split"].unique().to_list())
+        raise ConfigError(f"no sequences in split {split!r}; the corpus has {splits} (or all)")
+    if group_column is not None and group_column not in rows.columns:
+        raise ConfigError(f"no index column {group_column!r}; columns: {rows.columns}")
+    rows = rows.sample(fraction=1.0, shuffle=True, seed=seed)
+    if per_group is not None and group_column is not None:
+        rows = rows.filter(pl.int_range(pl.len()).over(group_column) < per_group)
+    elif per_group is not None:
+        rows = rows.head(per_group)
+    if max_tokens is not None:
+        rows = rows.filter((pl.col("length").cum_sum() - pl.col("length")) < max_tokens)
+    return rows.sort("seq_id")
+
+
+def _sequences(corpus: Any, rows: pl.DataFrame) -> list[np.ndarray]:
+    return [np.asarray(corpus.sequence(i), dtype=np.int64) for i in rows["seq_id"].to_list()]
+
+
+def _out_folder(out: Path | None, run: Path, name: str) -> Path:
+    folder = out if out is not None else run / "analysis" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    return table
+
+
+def span_command(
+    run: RunArgument,
+    corpus: CorpusOption,
+    windows: Annotated[
+        str, typer.Option("--windows", "-w", help="Window sizes w, e.g. 1,2,4,8,16,32.")
+    ] = "1,2,4,8,16,32,64",
+    modes: Annotated[str, typer.Option("--modes", help="span, truncation or both.")] = (
+        "span,truncation"
+    ),
+    split: SplitOption = "held_out",
+    by: Annotated[
+        str, typer.Option("--by", help="Index column for per-group results (e.g. group).")
+    ] = "group",
+    max_sequences: Annotated[
+        int | None, typer.Option("--max-sequences", help="At most this many per group.")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples.")] = 1000,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Perplexity gain counted as no loss.")
+    ] = 0.01,
+    seed: SeedOption = 0,
+    out: OutOption = None,
+    weights: WeightsOption = "auto",
+    device: DeviceOption = "auto",
+) -> None:
+    """Loss vs window w (span masks and truncation), effective context length per group."""
+    from seqlm.analysis.span import (
+        ALL_GROUPS,
+        SPAN,
+        TRUNCATION,
+        SpanSweepConfig,
+        plot_effective_context,
+        plot_loss_vs_window,
+        span_sweep,
+    )
+
+    config = SpanSweepConfig(
+        windows=_parse_ints(windows, "--windows"),
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        bootstrap=bootstrap,
+        seed=seed,
+        threshold=threshold,
+    )
+    model, loaded = _load(run, corpus, weights, device)
+    if by not in loaded.index.columns:
+        raise ConfigError(f"--by {by!r}: no such index column; columns: {loaded.index.columns}")
+    rows = select_index(loaded.index, split, per_group=max_sequences, group_column=by, seed=seed)
+    groups = rows[by].cast(pl.String).fill_null("(none)").to_list()
+    progress = RichProgress()
+    try:
+        sweep = span_sweep(model, _sequences(loaded, rows), groups, config, progress)
+    finally:
+        progress.finish()
+    folder = _out_folder(out, run, "span")
+    sweep.table.write_csv(folder / "span_table.csv")
+    figures = [plot_loss_vs_window(sweep, folder / "loss_vs_window.png")]
+    if TRUNCATION in config.modes:
+        figures.append(plot_effective_context(sweep, folder / "effective_context.png"))
+    summary = {
+        "run": str(run),
+        "corpus": str(corpus),
+        "split": split,
+        "by": by,
+        "windows": sorted(set(config.windows)),
+        "modes": list(config.modes),
+        "definition": sweep.definition(),
+        "effective_context_length": sweep.effective,
+        "n_layer": sweep.n_layer,
+        "block_size": sweep.block_size,
+    }
+    (folder / "span.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+    console = Console()
+    overall = sweep.table.filter(pl.col("group") == ALL_GROUPS)
+    full = float(overall["full_loss"][0])
+    title = (
+        f"Loss by window ({split}: {int(overall['tokens'][0]):,} tokens, "
+        f"{int(overall['sequences'][0]):,} sequences; full context {full:.4f})"
+    )
+    columns = ["w"]
+    if SPAN in config.modes:
+        columns += ["span loss", "span ppl gain"]
+    if TRUNCATION in config.modes:
+        columns += ["trunc loss", "trunc ppl gain", "gain p5", "gain p95"]
+    table = _table(title, *columns)
+    for w in sorted(set(config.windows)):
+        cells = [str(w)]
+        for mode in (SPAN, TRUNCATION):  # the header's order, whatever --modes says
+            if mode not in config.modes:
+                continue
+            at = (pl.col("mode") == mode) & (pl.col("window") == w)
+            row = overall.filter(at).row(0, named=True)
+            cells += [f"{row['loss']:.4f}", f"{row['perplexity_gain']:+.2%}"]
+            if mode == TRUNCATION:
+                cells += [f"{row['gain_low']:+.2%}", f"{row['gain_high']:+.2%}"]
+        table.add_row(*cells)
+    console.print(table)
+    if TRUNCATION in config.modes:
+        per_group = _table(f"Effective context length by {by}", by, "tokens", "full loss", "w")
+        for (group,), part in sweep.table.filter(pl.col("mode") == TRUNCATION).group_by(
+            "group", maintain_order=True
+        ):
+            effective = sweep.effective.get(str(group))
+            shown = str(effective) if effective is not None else f"> {max(config.windows)}"
+            per_group.add_row(
+                str(group), f"{int(part['tokens'][0]):,}", f"{part['full_loss'][0]:.4f}", shown
+            )
+        console.print(per_group)
+        console.print(sweep.definition())
+    console.print(f"written: {folder / 'span_table.csv'}, {folder / 'span.json'}")
+    for figure in figures:
+        console.print(f"figure: {figure}")
+
+
+def heads_command(
+    run: RunArgument,
+    corpus: CorpusOption,
+    split: SplitOption = "held_out",
+    max_sequences: Annotated[
+        int | None, typer.Option("--max-sequences", help="At most this many sequences.")
+    ] = None,
+    ablation: Annotated[
+        bool, typer.Option("--ablation/--no-ablation", help="Also remove heads one by one.")
+    ] = True,
+    prune_points: Annotated[
+        int | None, typer.Option("--prune-points", help="Points on the prune curve.")
+    ] = None,
+    seed: SeedOption = 0,
+    out: OutOption = None,
+    weights: WeightsOption = "auto",
+    device: DeviceOption = "auto",
+) -> None:
+    """Head importance (gate gradients), single-head ablation, prune-by-importance curve."""
+    from seqlm.analysis.heads import HeadAnalysisConfig, analyse_heads, plot_heads
+
+    config = HeadAnalysisConfig(ablation=ablation, prune_points=prune_points)
+    model, loaded = _load(run, corpus, weights, device)
+    rows = select_index(loaded.index, split, per_group=max_sequences, seed=seed)
+    progress = RichProgress()
+    try:
+        analysis = analyse_heads(model, _sequences(loaded, rows), config, progress)
+    finally:
+        progress.finish()
+    folder = _out_folder(out, run, "heads")
+    table = analysis.table()
+    table.write_csv(folder / "heads.csv")
+    analysis.prune_curve.write_csv(folder / "prune_curve.csv")
+    figure = plot_heads(analysis, folder / "heads.png")
+
+    console = Console()
+    columns = ["layer", "head", "importance", "raw", "rank"]
+    columns += ["loss if removed", "change"] if ablation else []
+    shown = _table(
+        f"Heads ({split}: {analysis.tokens:,} tokens; intact loss {analysis.base_loss:.4f})",
+        *columns,
+    )
+    for row in table.iter_rows(named=True):
+        cells = [
+            str(row["layer"]),
+            str(row["head"]),
+            f"{row['importance']:.3f}",
+            f"{row['importance_raw']:.4g}",
+            str(row["importance_rank"]),
+        ]
+        if ablation:
+            cells += [f"{row['ablation_loss']:.4f}", f"{row['loss_change']:+.4f}"]
+        shown.add_row(*cells)
+    console.print(shown)
+    curve = _table("Pruning, least important first", "heads removed", "share", "loss", "change")
+    for row in analysis.prune_curve.iter_rows(named=True):
+        curve.add_row(
+            str(row["heads_pruned"]),
+            f"{row['fraction_pruned']:.0%}",
+            f"{row['loss']:.4f}",
+            f"{row['loss_change']:+.4f}",
+        )
+    console.print(curve)
+    console.print(f"written: {folder / 'heads.csv'}, {folder / 'prune_curve.csv'}")
+    console.print(f"figure: {figure}")
+
+
+def probe_command(
+    run: RunArgument,
+    corpus: CorpusOption,
+    label: Annotated[
+        str,
+        typer.Option("--label", "-l", help="Index column (group, condition, ...) or token_kind."),
+    ],
+    split: SplitOption = "held_out",
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Probe about this many tokens (whole sequences).")
+    ] = 20000,
+    folds: Annotated[int, typer.Option("--folds", help="Folds, grouped by entity.")] = 5,
+    seed: SeedOption = 0,
+    out: OutOption = None,
+    weights: WeightsOption = "auto",
+    device: DeviceOption = "auto",
+) -> None:
+    """Linear probes per layer for a label: grouped folds, control task, selectivity."""
+    from seqlm.analysis.probes import (
+        ProbeConfig,
+        layer_states,
+        plot_probes,
+        run_probes,
+        special_ids,
+        token_labels,
+    )
+
+    config = ProbeConfig(folds=folds, seed=seed)
+    model, loaded = _load(run, corpus, weights, device)
+    rows = select_index(loaded.index, split, max_tokens=max_tokens, seed=seed)
+    tokens = loaded.vocabulary.tokens
+    progress = RichProgress()
+    try:
+        states = layer_states(
+            model, _sequences(loaded, rows), skip_ids=special_ids(tokens), progress=progress
+        )
+        labels = token_labels(states, rows, label, tokens)
+        entities = np.asarray(rows["entity"].to_list(), dtype=object)[states.sequence]
+        result = run_probes(states, labels, entities, label=label, config=config, progress=progress)
+    finally:
+        progress.finish()
+    folder = _out_folder(out, run, f"probe_{label}")
+    result.table.write_csv(folder / "probe.csv")
+    figure = plot_probes(result, folder / "probe.png")
+
+    console = Console()
+    shown = _table(
+        f"Probes for {label!r} ({split}: {result.tokens:,} tokens, {result.entities:,} "
+        f"entities, {result.folds} grouped folds; classes {', '.join(result.classes[:8])}"
+        f"{' ...' if len(result.classes) > 8 else ''})",
+        "layer",
+        "accuracy",
+        "control",
+        "selectivity",
+        "majority",
+    )
+    for row in result.table.iter_rows(named=True):
+        shown.add_row(
+            "emb" if row["layer"] == 0 else str(row["layer"]),
+            f"{row['accuracy']:.3f} ± {row['accuracy_sd']:.3f}",
+            f"{row['control_accuracy']:.3f} ± {row['control_sd']:.3f}",
+            f"{row['selectivity']:+.3f}",
+            f"{row['majority']:.3f}",
+        )
+    console.print(shown)
+    console.print(f"written: {folder / 'probe.csv'}")
+    console.print(f"figure: {figure}")
+
+
+def _attention_group(app: typer.Typer) -> typer.Typer:
+    """attn1's `attention` group when its module exists, else one made here."""
+    try:
+        module = importlib.import_module("seqlm.cli.attention")
+    except ModuleNotFoundError:
+        module = None
+    group = getattr(module, "attention_app", None)
+    if group is None:
+        group = typer.Typer(help="Attention analysis of a trained run.", no_args_is_help=True)
+        app.add_typer(group, name="attention")
+    return group
+
+
+def register(app: typer.Typer) -> None:
+    group = _attention_group(app)
+    group.command("span")(span_command)
+    group.command("heads")(heads_command)
+    app.command("probe")(probe_command)
