@@ -83,7 +83,11 @@ class DataPosition:
 class Batch:
     """One micro-batch on the CPU. `doc_ids`/`position_ids` are None when every row is
     one segment starting at position 0 (padded mode, or packed rows of long sequences),
-    where the model's defaults mean the same."""
+    where the model's defaults mean the same.
+
+    `n_targets` counts targets that are not -100; `n_tokens` counts tokens read, one
+    less than each row's filled length (a full packed row counts `context`), so it does
+    not depend on padding or on how rows are split between processes."""
 
     idx: torch.Tensor
     targets: torch.Tensor
@@ -338,21 +342,16 @@ class BatchLoader:
             micro.append(
                 self._materialize(seg_start[mine], seg_len[mine], seg_row[mine] - first, b)
             )
-        fill = np.bincount(seg_row, weights=seg_len, minlength=rows).astype(np.int64)
         return StepBatches(
             micro=micro,
             global_targets=int((seg_len - 1).sum()),
-            global_tokens=int(self._input_tokens(fill).sum()),
+            global_tokens=int(seg_len.sum()) - rows,
         )
 
     def _row_width(self, fill: np.ndarray) -> int:
         if self.config.packing == "packed" or self.config.pad_to_context:
             return self.config.context + 1
         return int(fill.max())
-
-    def _input_tokens(self, fill: np.ndarray) -> np.ndarray:
-        """Non-padding input tokens per row (the last column of a row is only a target)."""
-        return np.minimum(fill, self._row_width(fill) - 1)
 
     def _materialize(
         self, seg_start: np.ndarray, seg_len: np.ndarray, seg_row: np.ndarray, n_rows: int
@@ -390,7 +389,7 @@ class BatchLoader:
             doc_ids=torch.from_numpy(np.ascontiguousarray(doc[:, :-1])) if packed else None,
             position_ids=torch.from_numpy(np.ascontiguousarray(pos[:, :-1])) if packed else None,
             n_targets=int((seg_len - 1).sum()),
-            n_tokens=int(np.minimum(fill, width - 1).sum()),
+            n_tokens=int(fill.sum()) - n_rows,
         )
 
     def steps(self, count: int) -> Iterator[StepBatches]:

@@ -95,7 +95,7 @@ def test_a_hand_packed_row():
     assert batch.doc_ids.tolist() == [[0, 0, 0, 0, 1, 1, 1]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2]]
     assert batch.n_targets == 5
-    assert batch.n_tokens == 7
+    assert batch.n_tokens == 6  # one less than the row's 7 filled columns
 
 
 def test_every_short_sequence_appears_once_per_epoch():
@@ -190,6 +190,7 @@ def test_ranks_and_micro_batches_partition_the_global_batch(packing):
         assert all(s.global_targets == full.global_targets for s in steps)
         assert all(s.global_tokens == full.global_tokens for s in steps)
         assert sum(m.n_targets for s in steps for m in s.micro) == full.global_targets
+        assert sum(m.n_tokens for s in steps for m in s.micro) == full.global_tokens
 
 
 def test_padded_rows_are_one_sequence_each_padded_to_the_longest():
