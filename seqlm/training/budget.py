@@ -18,8 +18,9 @@ from seqlm.errors import ConfigError, CorpusError
 class Counters:
     """How much training has been done, over all processes, since the run started.
 
-    `tokens` counts non-padding input tokens, `targets` the tokens the loss was taken
-    on; `elapsed_s` is training wall-clock time, carried across resumes.
+    `tokens` counts tokens read (one less than each row's filled length: a full packed
+    row counts `context`), `targets` the tokens the loss was taken on; `elapsed_s` is
+    training wall-clock time, carried across resumes.
     """
 
     step: int = 0
