@@ -423,6 +423,16 @@ def _pyplot():
     return plt
 
 
+FIGURE_DPI = 300  # print resolution, like the maps and the statistics figures
+
+
+def _save(figure, out: Path, dpi: int) -> None:
+    """The PNG at `out` and a vector copy beside it for papers."""
+    figure.savefig(out, dpi=dpi, bbox_inches="tight")
+    if out.suffix.lower() == ".png":
+        figure.savefig(out.with_suffix(".svg"), bbox_inches="tight")
+
+
 def _window_axis(axes, windows: Sequence[int]) -> None:
     axes.set_xscale("log", base=2)
     axes.set_xticks(list(windows))
@@ -430,9 +440,11 @@ def _window_axis(axes, windows: Sequence[int]) -> None:
     axes.minorticks_off()
 
 
-def plot_loss_vs_window(sweep: SpanSweep, out: str | Path, group: str = ALL_GROUPS) -> Path:
+def plot_loss_vs_window(
+    sweep: SpanSweep, out: str | Path, group: str = ALL_GROUPS, *, dpi: int = FIGURE_DPI
+) -> Path:
     """Loss against window w for span masks and truncation, with the full-context line
-    and the effective context length marked."""
+    and the effective context length marked (PNG at `dpi`, and an SVG beside it)."""
     plt = _pyplot()
     part = sweep.table.filter(pl.col("group") == group)
     if part.height == 0:
@@ -483,7 +495,7 @@ def plot_loss_vs_window(sweep: SpanSweep, out: str | Path, group: str = ALL_GROU
         axes.grid(alpha=0.3)
         axes.legend(fontsize=9)
         figure.tight_layout()
-        figure.savefig(out)
+        _save(figure, out, dpi)
     finally:
         plt.close(figure)
     return out
@@ -493,9 +505,10 @@ def plot_loss_vs_window(sweep: SpanSweep, out: str | Path, group: str = ALL_GROU
 _GAIN_TICKS = [-100, -10, -1, 0, 1, 10, 100, 1000, 10000]
 
 
-def plot_effective_context(sweep: SpanSweep, out: str | Path) -> Path:
+def plot_effective_context(sweep: SpanSweep, out: str | Path, *, dpi: int = FIGURE_DPI) -> Path:
     """One panel per group: perplexity gain of truncation to w over full context (%),
-    its bootstrap band, the threshold, and the effective context length."""
+    its bootstrap band, the threshold, and the effective context length (PNG at `dpi`,
+    and an SVG beside it)."""
     plt = _pyplot()
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
@@ -549,12 +562,13 @@ def plot_effective_context(sweep: SpanSweep, out: str | Path) -> Path:
         for axes in grid[-1, :]:
             axes.set_xlabel("truncation w (tokens)", fontsize=9)
         figure.suptitle(
-            f"Cost of truncating the context (red: {threshold:g}% threshold, green: effective "
-            f"context length)",
+            f"Cost of truncating the context (band: bootstrap {sweep.config.percentile:g}th to "
+            f"{100 - sweep.config.percentile:g}th percentile; red: {threshold:g}% threshold; "
+            "green: effective context length)",
             fontsize=10,
         )
         figure.tight_layout()
-        figure.savefig(out)
+        _save(figure, out, dpi)
     finally:
         plt.close(figure)
     return out

@@ -14,6 +14,7 @@ They read the tables of `stats_tables`, so plots can be redrawn from saved parqu
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -42,6 +43,30 @@ RATIO_TICKS = (
     50.0,
     100.0,
 )
+
+
+# Coarser tick sets for taller ranges; `ratio_ticks` takes the finest that stays legible.
+RATIO_TICK_SETS = (
+    RATIO_TICKS,
+    (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0),
+    (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+    (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
+)
+MAX_RATIO_TICKS = 7
+MIN_TICK_GAP = 0.09  # of the axis height in log units; closer labels overlap at 10 pt
+
+
+def ratio_ticks(low: float, high: float) -> tuple[float, ...]:
+    """The ticks of the finest set whose labels fit a ratio axis spanning [low, high];
+    empty when none of the plain ratios lies inside (then matplotlib's own locator)."""
+    low, high = max(low, 1e-12), max(high, 1e-12)
+    span = max(math.log10(high / low), 1e-9) if high > low else 1.0
+    for ticks in RATIO_TICK_SETS:
+        inside = [t for t in ticks if low <= t <= high]
+        gaps = [math.log10(b / a) / span for a, b in itertools.pairwise(inside)]
+        if len(inside) <= MAX_RATIO_TICKS and min(gaps, default=1.0) >= MIN_TICK_GAP:
+            return tuple(inside)
+    return tuple(t for t in RATIO_TICK_SETS[-1] if low <= t <= high)
 
 
 def _head_colours(n_heads: int):
@@ -118,13 +143,21 @@ def _curves_by_layer(
                 axes.set_yscale("log")
                 axes.grid(alpha=0.3, which="both")
             if xscale[0] == "symlog":
+                # plain distances (0, 4, 8, 16, 32 ...) instead of 10^k on the token axis
+                farthest = float(np.nanmax(x_of(rows))) if rows.height else 16.0
+                distance_ticks = [0, 4, 8] + [2**k for k in range(4, 20) if 2**k <= farthest * 1.2]
                 for axes in (top, ratio):
                     axes.set_xlim(left=-0.5)
+                    axes.xaxis.set_major_locator(FixedLocator(distance_ticks))
+                    axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
+                    axes.xaxis.set_minor_locator(NullLocator())
             # plain ratios (0.5, 1, 2 ...) read better than powers of ten, and a fixed
             # handful of ticks keeps drawing fast
-            ratio.yaxis.set_major_locator(FixedLocator(RATIO_TICKS))
-            ratio.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
-            ratio.yaxis.set_minor_locator(NullLocator())
+            ticks = ratio_ticks(*ratio.get_ylim())
+            if ticks:
+                ratio.yaxis.set_major_locator(FixedLocator(ticks))
+                ratio.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
+                ratio.yaxis.set_minor_locator(NullLocator())
             top.set_title(f"layer {layer}")
             top.set_ylabel(ylabel)
             ratio.set_ylabel("ratio to uniform (1 = none)")

@@ -228,7 +228,7 @@ def stats_command(
     written = write_statistics(stats, out)
     files = list(written.values())
     if plots:
-        title = f"{run.name} on {split}"
+        title = f"run {run.name!r}, {split.replace('_', '-')} split:"
         figures = write_stats_plots(
             head_table(stats), distance_table(stats), time_table(stats), out, title=title, dpi=dpi
         )

@@ -135,6 +135,7 @@ def span_command(
     out: OutOption = None,
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of the PNG figures.")] = 300,
 ) -> None:
     """Loss vs window w (span masks and truncation), effective context length per group."""
     from seqlm.analysis.span import (
@@ -166,9 +167,9 @@ def span_command(
         progress.finish()
     folder = _out_folder(out, run, "span")
     sweep.table.write_csv(folder / "span_table.csv")
-    figures = [plot_loss_vs_window(sweep, folder / "loss_vs_window.png")]
+    figures = [plot_loss_vs_window(sweep, folder / "loss_vs_window.png", dpi=dpi)]
     if TRUNCATION in config.modes:
-        figures.append(plot_effective_context(sweep, folder / "effective_context.png"))
+        figures.append(plot_effective_context(sweep, folder / "effective_context.png", dpi=dpi))
     summary = {
         "run": str(run),
         "corpus": str(corpus),

@@ -267,7 +267,10 @@ def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None
     groups = wide["group"].to_list()
     bars_per_group = 2 * len(result.models)
     width = 0.84 / bars_per_group
-    figure = Figure(figsize=(min(16.0, 1.5 + 0.32 * len(groups) * bars_per_group), 5.0))
+    # At most ~11 inches wide, so the page and a paper column show it without shrinking the
+    # text; the values are in the table, so bars are labelled only while they stay legible.
+    figure = Figure(figsize=(min(11.0, 2.5 + 0.2 * len(groups) * bars_per_group), 5.5))
+    label_bars = len(groups) * bars_per_group <= 30
     figure.set_layout_engine("constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots()
@@ -287,8 +290,9 @@ def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None
                 edgecolor=colour,
                 label=f"{model}, {condition}-lesion",
             )
-            labels = [f"{h:.2f}" if np.isfinite(h) else "" for h in heights]
-            axes.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
+            if label_bars:
+                labels = [f"{h:.2f}" if np.isfinite(h) else "" for h in heights]
+                axes.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
             slot += 1
     axes.set_xticks(x, groups)
     axes.margins(y=0.18)
@@ -297,7 +301,7 @@ def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None
         ylabel="perplexity (lower is better)",
         title=title or "Held-out pre-lesion vs post-lesion song",
     )
-    return save_bar_figure(figure, axes, path)
+    return save_bar_figure(figure, axes, path, legend_columns=len(result.models))
 
 
 def lesion_json(result: LesionResult) -> dict[str, Any]:

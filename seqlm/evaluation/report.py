@@ -405,10 +405,16 @@ def perplexity_by_group_plot(
     return save_bar_figure(figure, axes, path)
 
 
-def save_bar_figure(figure: Any, axes: Any, path: str | Path) -> Path:
-    """Light horizontal grid, the legend outside on the right, saved at 150 dpi."""
+def save_bar_figure(figure: Any, axes: Any, path: str | Path, *, legend_columns: int = 0) -> Path:
+    """Light horizontal grid, saved at 150 dpi; the legend outside on the right, or below
+    the axes in `legend_columns` columns (wide figures keep their width for the bars)."""
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if legend_columns:
+        axes.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=legend_columns, frameon=False
+        )
+    else:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=150)

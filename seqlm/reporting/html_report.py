@@ -150,6 +150,26 @@ def _lesion_wide(rows: pl.DataFrame) -> pl.DataFrame:
     return wide.rename({"pre": "perplexity pre", "post": "perplexity post"}, strict=False)
 
 
+# The per-head columns a reader compares, with readable headers; all columns are in the
+# attention folder's CSV and parquet files.
+ATTENTION_COLUMNS: dict[str, str] = {
+    "layer": "layer",
+    "head": "head",
+    "mean_distance": "mean distance",
+    "uniform_mean_distance": "uniform baseline",
+    "normalized_entropy": "entropy / log(keys)",
+}
+
+
+def attention_head_summary(heads: pl.DataFrame) -> pl.DataFrame:
+    """The per-head statistics narrowed to what fits the page: distances, normalised
+    entropy and the mass beyond each k, as 'mass > k'."""
+    beyond = [c for c in heads.columns if c.startswith("mass_beyond_")]
+    names = {c: n for c, n in ATTENTION_COLUMNS.items() if c in heads.columns}
+    names |= {c: f"mass > {c.removeprefix('mass_beyond_')}" for c in beyond}
+    return heads.select(list(names)).rename(names)
+
+
 def render_html_report(report: QuickstartReport) -> str:
     """The page as a string."""
     parts = [
@@ -178,7 +198,7 @@ def render_html_report(report: QuickstartReport) -> str:
         parts.append(_figure("lesion", report.figures["lesion"]))
     parts.append("<h2>Attention statistics</h2>")
     if report.attention_heads is not None:
-        parts.append(html_table(report.attention_heads))
+        parts.append(html_table(attention_head_summary(report.attention_heads)))
     for name, path in report.figures.items():
         if name.startswith("attention_"):
             parts.append(_figure(name, path))

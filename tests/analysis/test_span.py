@@ -189,10 +189,11 @@ def test_planted_dependency_loss_drops_when_the_window_reaches_it(planted_model,
     assert sweep.table.height == 3 * 2 * len(windows)
     assert (sweep.table["gain_low"] <= sweep.table["perplexity_gain"] + 1e-12).all()
     for path in (
-        plot_loss_vs_window(sweep, tmp_path / "loss.png"),
-        plot_effective_context(sweep, tmp_path / "effective.png"),
+        plot_loss_vs_window(sweep, tmp_path / "loss.png", dpi=72),
+        plot_effective_context(sweep, tmp_path / "effective.png", dpi=72),
     ):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.with_suffix(".svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
     assert "5th-percentile" in sweep.definition()
 
 
