@@ -15,9 +15,10 @@ the same per-head statistics two ways, one sequence per forward:
 
 Peak memory is the child's peak resident set (VmHWM); `base_mb` is its peak after
 imports, model and corpus loading, so `peak_mb - base_mb` is what the statistics added.
-Output: one JSON line per (mode, context), then a table.
+Each (mode, context) runs `--repeats` times (fresh child each time); the figures are the
+medians. Output: one JSON line per (mode, context), then a table.
 
-    python benchmarks/bench_attention.py                     # 512 and 2048, 8 sequences
+    python benchmarks/bench_attention.py                     # 512 and 2048, 8 sequences, median of 3
     python benchmarks/bench_attention.py --contexts 256 --sequences 4   # quick look
 """
 
@@ -171,6 +172,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row; medians kept")
     parser.add_argument("--child", choices=["streaming", "materialised"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--context", type=int, help=argparse.SUPPRESS)
@@ -190,14 +192,24 @@ def main() -> None:
                     "--heads", str(args.heads), "--width", str(args.width),
                     "--threads", str(args.threads),
                 ]  # fmt: skip
-                result = subprocess.run(command, capture_output=True, text=True, check=True)
+                runs = []
+                for _ in range(args.repeats):
+                    result = subprocess.run(command, capture_output=True, text=True, check=True)
+                    runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+                medians = {
+                    key: float(np.median([run[key] for run in runs]))
+                    for key in ("seconds", "base_mb", "peak_mb")
+                }
                 record = {
                     "mode": mode,
                     "context": context,
                     "sequences": args.sequences,
                     "layers": args.layers,
                     "heads": args.heads,
-                    **json.loads(result.stdout.strip().splitlines()[-1]),
+                    "repeats": args.repeats,
+                    **runs[-1],
+                    **medians,
+                    "seconds_all": [round(run["seconds"], 3) for run in runs],
                 }
                 print(json.dumps(record), flush=True)
                 rows.append(record)
