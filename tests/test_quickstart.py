@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import seqlm.quickstart as quickstart_module
 from seqlm.cli.app import main
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.quickstart import NEXT_COMMANDS, RESULT_FILE, quickstart, quickstart_settings
@@ -78,6 +79,22 @@ def test_fast_settings_are_smaller_than_the_full_ones():
     assert fast.model["n_embd"] < full.model["n_embd"]
     # The full model reads a whole bout (at most ~210 syllables) in one window.
     assert full.model["block_size"] >= 256
+
+
+@pytest.mark.parametrize(
+    "cores, load, expected", [(2, 0.2, 2), (2, 1.5, 1), (16, 0.0, 2), (1, 0.0, 1), (2, None, 1)]
+)
+def test_training_threads_follow_the_machine_load(monkeypatch, cores, load, expected):
+    def loadavg():
+        if load is None:
+            raise OSError("no load average here")
+        return (load, load, load)
+
+    monkeypatch.setattr(quickstart_module.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(quickstart_module.os, "getloadavg", loadavg)
+    assert quickstart_module.quickstart_threads() == expected
+    assert quickstart_settings(fast=False).train.cpu_threads == expected
+    assert quickstart_settings(fast=True).train.cpu_threads == 1  # the smoke run stays at one
 
 
 def test_html_table_escapes_and_highlights():
