@@ -219,7 +219,7 @@ def quickstart(
     write_statistics(stats, out / ATTENTION_DIR)
     heads, distance, times = head_table(stats), distance_table(stats), time_table(stats)
     stats_figures = write_stats_plots(
-        heads, distance, times, out / ATTENTION_DIR, title="Attention over held-out bouts"
+        heads, distance, times, out / ATTENTION_DIR, title="Held-out bouts:"
     )
     bar.finish()
     lap("attention")
@@ -313,9 +313,8 @@ def _budget_text(train: Any) -> str:
     limits = [f"{train.max_steps} steps"] if train.max_steps else []
     limits += [f"{train.max_minutes:g} minutes"] if train.max_minutes else []
     threads = f", {train.cpu_threads} CPU thread{'s' if train.cpu_threads != 1 else ''}"
-    return (
-        f"{' or '.join(limits)} (whichever comes first), batch {train.batch_size}"
-        + (threads if train.cpu_threads else "")
+    return f"{' or '.join(limits)} (whichever comes first), batch {train.batch_size}" + (
+        threads if train.cpu_threads else ""
     )
 
 

@@ -56,8 +56,12 @@ def test_fast_quickstart_writes_the_report_folder(fast_report, capsys):
 
 def test_report_is_self_contained(fast_report):
     page = (fast_report / "report.html").read_text(encoding="utf-8")
-    # No file or network references: every image is inline.
-    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)
+    # Every image is inline; links only lead to the full-size PNGs beside the page.
+    assert not re.search(r"""src\s*=\s*["'](?!data:)""", page)
+    links = re.findall(r"""href\s*=\s*["']([^"']+)""", page)
+    assert links, "figures link to their full-size files"
+    for link in links:
+        assert "://" not in link and (fast_report / link).is_file(), link
     assert "<script" not in page
     result = json.loads((fast_report / RESULT_FILE).read_text())
     assert page.count("data:image/png;base64,") == len(result["figures"])
@@ -126,6 +130,15 @@ def test_headline_says_whether_the_model_beats_the_ngram():
     page = render_html_report(report)
     assert "<b>1.300</b> beats the best n-gram" in page
     assert "2" in page  # post/pre ratio column
+    assert "per-bird" not in page  # no per-bird n-gram rows, no sentence about them
+    per_bird = pl.DataFrame(
+        {"group": ["all"], "model": ["per-bird n-gram"], "condition": ["pre"],
+         "perplexity": [1.25]}
+    )  # fmt: skip
+    page = render_html_report(
+        QuickstartReport("t", summary, pl.concat([lesion, per_bird]), None, {})
+    )
+    assert "reach <b>1.250</b> on the same bouts; the model is above them" in page
     worse = summary.with_columns(pl.Series("perplexity", [1.6, 9.0, 1.5]))
     assert "does not beat" in render_html_report(QuickstartReport("t", worse, lesion, None, {}))
 

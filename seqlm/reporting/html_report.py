@@ -49,6 +49,7 @@ td:first-child, th:first-child { text-align: left; }
 tr.best td { font-weight: 600; background: #eef7ee; }
 figure { margin: 1rem 0; }
 figure img { max-width: min(100%, 860px); border: 1px solid #e4e4e4; }
+figure.wide img { max-width: 100%; }
 table.facts td { text-align: left; }
 .scroll { overflow-x: auto; max-width: 100%; }
 figcaption { font-size: .9rem; color: #444; }
@@ -119,12 +120,26 @@ def inline_png(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _figure(name: str, path: Path) -> str:
+WIDE_FIGURES = frozenset({"lesion", "attention_mass_by_distance", "attention_mass_by_time"})
+
+
+def _figure(name: str, path: Path, folder: Path | None = None) -> str:
+    """The figure inlined (the page stays self-contained), linked to its PNG file when
+    the file sits under the report's folder, for a full-resolution look."""
     caption = FIGURE_CAPTIONS.get(name, name.replace("_", " "))
-    return (
-        f'<figure><img alt="{html.escape(name)}" src="{inline_png(path)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
+    image = f'<img alt="{html.escape(name)}" src="{inline_png(path)}">'
+    link = ""
+    if folder is not None:
+        try:
+            relative = Path(path).resolve().relative_to(folder.resolve()).as_posix()
+        except ValueError:
+            relative = ""
+        if relative:
+            image = f'<a href="{html.escape(relative)}">{image}</a>'
+            link = f' (<a href="{html.escape(relative)}">full size</a>)'
+    # multi-panel figures get the page's full width; their text is small otherwise
+    wide = ' class="wide"' if name in WIDE_FIGURES else ""
+    return f"<figure{wide}>{image}<figcaption>{html.escape(caption)}{link}</figcaption></figure>"
 
 
 def _headline(summary: pl.DataFrame) -> str:
@@ -135,9 +150,10 @@ def _headline(summary: pl.DataFrame) -> str:
     best = grams.sort("perplexity").row(0, named=True)
     ppl = float(model["perplexity"][0])
     verdict = "beats" if ppl < best["perplexity"] else "does not beat"
+    name = str(best["model"]).removeprefix("best n-gram").strip(" ()") or str(best["model"])
     return (
         f'<p class="headline">Held-out pre-lesion perplexity: model <b>{ppl:.3f}</b> '
-        f"{verdict} the best n-gram ({html.escape(str(best['model']))}, "
+        f"{verdict} the best n-gram ({html.escape(name)}, "
         f"<b>{best['perplexity']:.3f}</b>).</p>"
     )
 
@@ -170,13 +186,36 @@ def attention_head_summary(heads: pl.DataFrame) -> pl.DataFrame:
     return heads.select(list(names)).rename(names)
 
 
-def render_html_report(report: QuickstartReport) -> str:
-    """The page as a string."""
+def _per_bird_line(summary: pl.DataFrame, lesion_rows: pl.DataFrame) -> str:
+    """The per-bird n-grams beside the headline: they are told the bird, the model is not,
+    so a reader should see where the model stands against them too."""
+    needed = {"group", "model", "condition", "perplexity"}
+    model = summary.filter(pl.col("model") == "model")
+    if model.height == 0 or not needed <= set(lesion_rows.columns):
+        return ""
+    row = lesion_rows.filter(
+        (pl.col("group") == "all")
+        & (pl.col("model") == "per-bird n-gram")
+        & (pl.col("condition") == "pre")
+    )
+    if row.height == 0:
+        return ""
+    per_bird, ppl = float(row["perplexity"][0]), float(model["perplexity"][0])
+    relation = "above" if ppl > per_bird else "below"
+    return (
+        f"<p>The per-bird n-grams, which are told the bird (the model is not), reach "
+        f"<b>{per_bird:.3f}</b> on the same bouts; the model is {relation} them.</p>"
+    )
+
+
+def render_html_report(report: QuickstartReport, folder: Path | None = None) -> str:
+    """The page as a string; `folder` is where it will be written, for links to figures."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(report.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(report.title)}</h1>",
         _headline(report.summary),
+        _per_bird_line(report.summary, report.lesion_rows),
     ]
     if report.facts:
         facts = pl.DataFrame(
@@ -191,17 +230,17 @@ def render_html_report(report: QuickstartReport) -> str:
     parts.append(html_table(summary, columns=shown, highlight=best))
     for name in ("perplexity_by_group", "reliability"):
         if name in report.figures:
-            parts.append(_figure(name, report.figures[name]))
+            parts.append(_figure(name, report.figures[name], folder))
     parts.append("<h2>Lesion comparison: before and after mMAN lesions</h2>")
     parts.append(html_table(_lesion_wide(report.lesion_rows)))
     if "lesion" in report.figures:
-        parts.append(_figure("lesion", report.figures["lesion"]))
+        parts.append(_figure("lesion", report.figures["lesion"], folder))
     parts.append("<h2>Attention statistics</h2>")
     if report.attention_heads is not None:
         parts.append(html_table(attention_head_summary(report.attention_heads)))
     for name, path in report.figures.items():
         if name.startswith("attention_"):
-            parts.append(_figure(name, path))
+            parts.append(_figure(name, path, folder))
     if report.next_commands:
         parts.append("<h2>The same on your own data</h2>")
         commands = "\n".join(html.escape(c) for c in report.next_commands)
@@ -215,7 +254,7 @@ def write_html_report(report: QuickstartReport, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_html_report(report), encoding="utf-8")
+        path.write_text(render_html_report(report, path.parent), encoding="utf-8")
     except OSError as err:
         raise CorpusError(f"{path}: cannot write the report: {err}") from None
     return path
