@@ -81,20 +81,30 @@ def _norm(style: MapStyle, largest: float):
     return Normalize(vmin=0.0, vmax=largest), f"attention weight (linear scale, 0 to {largest:.2g})"
 
 
-def colour_scale_top(data: np.ma.MaskedArray) -> float:
-    """The top of the colour scale: the largest weight of queries that see more than one
-    key. A query that sees only itself (the first token) always has weight 1; letting it
-    set the scale would squash every informative cell into the darkest colours."""
+# Cells above this percentile of the informative weights share the top colour (the
+# colour bar's arrow says so). The first few queries see only a handful of keys and put
+# weights near 1 on them; with the largest weight as the top, a 100-token map was a
+# dark field with a yellow corner.
+TOP_PERCENTILE = 99.0
+
+
+def colour_scale_top(data: np.ma.MaskedArray, percentile: float = TOP_PERCENTILE) -> float:
+    """The top of the colour scale: the `percentile` of the weights of queries that see
+    more than one key (100 = their largest). A query that sees only itself (the first
+    token) always has weight 1 and never sets the scale."""
     if not data.count():
         return 1.0
     informative = data[(~np.ma.getmaskarray(data)).sum(-1) > 1]
-    top = float(informative.max()) if np.ma.count(informative) else float(data.max())
-    return top if top > 0 else 1.0
+    values = np.ma.compressed(informative) if np.ma.count(informative) else np.ma.compressed(data)
+    top = float(np.percentile(values, percentile))
+    return top if top > 0 else float(values.max()) if values.max() > 0 else 1.0
 
 
 def _colorbar(figure, image, axes, text: str, clipped: bool, **options) -> None:
     colorbar = figure.colorbar(image, ax=axes, extend="max" if clipped else "neither", **options)
-    colorbar.set_label(text + ("; above: top colour" if clipped else ""))
+    # two lines: the scale's words on one line would outgrow a small figure's height
+    label = text + ("; above: top colour" if clipped else "")
+    colorbar.set_label(label.replace(" (", "\n(", 1))
 
 
 def _masked(weights: np.ndarray, visible: np.ndarray | None) -> np.ma.MaskedArray:
@@ -193,7 +203,7 @@ def plot_attention_grid(
     figure, axes = plt.subplots(
         len(layers),
         len(heads),
-        figsize=(panel * len(heads) + 1.2, panel * len(layers) + 0.6),
+        figsize=(max(panel * len(heads) + 1.6, 6.0), panel * len(layers) + 0.9),
         squeeze=False,
         constrained_layout=True,
     )
@@ -218,7 +228,7 @@ def plot_attention_grid(
                 if r == len(layers) - 1:
                     ax.set_xlabel("key position", fontsize=8)
         _colorbar(figure, image, axes, scale_text, clipped, shrink=0.8)
-        figure.suptitle(f"{title} (grey: not visible)" if title else "grey: not visible")
+        figure.suptitle(f"{title}\n(grey: not visible)" if title else "grey: not visible")
         return save_figure(figure, Path(out_stem), style.dpi)
     finally:
         plt.close(figure)

@@ -41,7 +41,17 @@ def test_labels_are_all_shown_or_thinned_with_positions() -> None:
 def test_colour_scale_ignores_queries_that_see_one_key() -> None:
     weights = np.array([[1.0, 0, 0], [0.3, 0.7, 0], [0.2, 0.2, 0.6]])
     masked = np.ma.masked_array(weights, mask=~np.tril(np.ones((3, 3), dtype=bool)))
-    assert colour_scale_top(masked) == pytest.approx(0.7)
+    assert colour_scale_top(masked, percentile=100) == pytest.approx(0.7)
+
+
+def test_colour_scale_top_is_a_percentile_of_the_informative_weights() -> None:
+    rng = np.random.default_rng(0)
+    weights = np.tril(rng.random((200, 200)))
+    weights[1, 0] = 50.0  # one outlier must not set the scale
+    masked = np.ma.masked_array(weights, mask=~np.tril(np.ones((200, 200), dtype=bool)))
+    informative = np.ma.compressed(masked[1:])
+    assert colour_scale_top(masked) == pytest.approx(np.percentile(informative, 99))
+    assert colour_scale_top(masked) < 1.0
 
 
 def test_a_map_is_written_as_png_at_300_dpi_and_svg(tmp_path: Path) -> None:
