@@ -58,7 +58,7 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise ConfigError(
-                    "train.tensorboard needs the `tensorboard` package (pip install tensorboard)"
+                    "train.tensorboard needs the `tensorboard` package (pip install 'seqlm[tensorboard]')"
                 ) from None
             self._writer = SummaryWriter(log_dir=str(tensorboard_dir))
 
