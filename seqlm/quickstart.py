@@ -110,19 +110,49 @@ class QuickstartResult:
         return self.model_perplexity < self.ngram_perplexity
 
 
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many cores other work keeps busy right now, from two reads of /proc/stat
+    `seconds` apart (Linux); None where that file does not exist. Unlike the load
+    average this does not lag: a `pip install` that just finished does not count."""
+
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = read()
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second = read()
+    if second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total
+
+
 def quickstart_threads() -> int:
     """CPU threads for training: two when the machine is otherwise idle, else one.
 
     A model this small gains ~1.3x from a second thread on an idle two-core machine, but
     on one whose cores are busy torch's threads wait on each other at every op and a run
     can be several times slower (docs/architecture.md, CPU note), so one is the safe
-    choice whenever the one-minute load average shows other work."""
+    choice whenever other work holds half a core or more. Busy-ness is measured now
+    (/proc/stat); elsewhere the one-minute load average stands in."""
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform: assume busy
+    if cores < 2:
         return 1
-    return min(2, cores) if load < 0.5 * cores else 1
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # no load average on this platform either: assume busy
+            return 1
+    return 2 if busy < 0.5 else 1
 
 
 def quickstart_settings(fast: bool = False) -> Any:

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -86,9 +87,18 @@ def test_fast_settings_are_smaller_than_the_full_ones():
 
 
 @pytest.mark.parametrize(
-    "cores, load, expected", [(2, 0.2, 2), (2, 1.5, 1), (16, 0.0, 2), (1, 0.0, 1), (2, None, 1)]
+    "cores, busy, load, expected",
+    [
+        (2, 0.1, 1.8, 2),  # idle now, though the load average still remembers an install
+        (2, 1.2, 0.0, 1),  # busy now
+        (16, 0.0, 0.0, 2),
+        (1, 0.0, 0.0, 1),
+        (2, None, 0.2, 2),  # no /proc/stat: the load average decides
+        (2, None, 1.5, 1),
+        (2, None, None, 1),  # neither: assume busy
+    ],
 )
-def test_training_threads_follow_the_machine_load(monkeypatch, cores, load, expected):
+def test_training_threads_follow_what_keeps_the_cpu_busy(monkeypatch, cores, busy, load, expected):
     def loadavg():
         if load is None:
             raise OSError("no load average here")
@@ -96,9 +106,31 @@ def test_training_threads_follow_the_machine_load(monkeypatch, cores, load, expe
 
     monkeypatch.setattr(quickstart_module.os, "cpu_count", lambda: cores)
     monkeypatch.setattr(quickstart_module.os, "getloadavg", loadavg)
+    monkeypatch.setattr(quickstart_module, "busy_cores", lambda seconds=0.5: busy)
     assert quickstart_module.quickstart_threads() == expected
     assert quickstart_settings(fast=False).train.cpu_threads == expected
     assert quickstart_settings(fast=True).train.cpu_threads == 1  # the smoke run stays at one
+
+
+def test_busy_cores_sees_a_spinning_thread():
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc/stat on this platform")
+    idle = quickstart_module.busy_cores(0.2)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        busy = quickstart_module.busy_cores(0.5)
+    finally:
+        stop.set()
+        worker.join()
+    assert idle is not None and busy is not None
+    assert busy > 0.5, (idle, busy)  # one thread spinning holds about one core
 
 
 def test_html_table_escapes_and_highlights():
