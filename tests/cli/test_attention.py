@@ -9,19 +9,11 @@ import polars as pl
 import pytest
 import torch
 from analysis_helpers import random_gpt, save_run
+from cli_helpers import run
 
 from seqlm.analysis.corpus_stats import select_sequences
-from seqlm.cli.app import main
 from seqlm.cli.attention import parse_indices, parse_numbers
 from seqlm.errors import ConfigError
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

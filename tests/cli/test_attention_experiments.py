@@ -9,22 +9,14 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from cli_helpers import run
 from corpus_helpers import ingested
 from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
-from seqlm.cli.app import main
 from seqlm.corpus import SplitConfig, build_corpus
 from seqlm.model import GPT, GPTConfig
 from seqlm.training.checkpoint import WEIGHTS_FILE, RunFolder, save_weights
 from seqlm.vocabularies import TokenScheme
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

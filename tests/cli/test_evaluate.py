@@ -8,19 +8,11 @@ import json
 import polars as pl
 import pytest
 import torch
+from cli_helpers import run
 from eval_fixtures import single_torch_thread  # noqa: F401 (autouse fixture)
 
-from seqlm.cli.app import main
 from seqlm.corpus import load_corpus
 from seqlm.datasets import finch_lesions_path
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

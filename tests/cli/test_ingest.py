@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from seqlm.cli.app import main
+from cli_helpers import BIRDSONG_FIXTURES, run
+
 from seqlm.corpus import load_corpus
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "birdsong"
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def test_adapters_lists_every_registered_adapter(capsys):
@@ -27,7 +17,7 @@ def test_adapters_lists_every_registered_adapter(capsys):
 
 
 def test_ingest_then_info_on_a_real_audacity_file(tmp_path, capsys):
-    source = FIXTURES / "405_marron1_June_14_2016_69640887.audacity.txt"
+    source = BIRDSONG_FIXTURES / "405_marron1_June_14_2016_69640887.audacity.txt"
     out = tmp_path / "canary"
     assert run(["ingest", "audacity", str(source), "--out", str(out)]) == 0
     corpus = load_corpus(out)
@@ -42,7 +32,7 @@ def test_ingest_then_info_on_a_real_audacity_file(tmp_path, capsys):
 
 
 def test_ingest_options_reach_the_adapter_and_the_scheme(tmp_path):
-    source = FIXTURES / "405_marron1_June_14_2016_69640887.audacity.txt"
+    source = BIRDSONG_FIXTURES / "405_marron1_June_14_2016_69640887.audacity.txt"
     out = tmp_path / "canary"
     code = run(
         [
@@ -75,7 +65,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_unknown_adapter_and_unknown_option_exit_2(tmp_path, capsys):
-    source = FIXTURES / "bird1.csv"
+    source = BIRDSONG_FIXTURES / "bird1.csv"
     assert run(["ingest", "no-such", str(source), "--out", str(tmp_path / "a")]) == 2
     assert "no adapter named" in capsys.readouterr().err
     code = run(
@@ -94,7 +84,7 @@ def test_unknown_adapter_and_unknown_option_exit_2(tmp_path, capsys):
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):
-    source = FIXTURES / "bird1.csv"
+    source = BIRDSONG_FIXTURES / "bird1.csv"
     out = tmp_path / "c"
     assert run(["ingest", "crowsetta-generic-seq", str(source), "--out", str(out)]) == 0
     assert run(["ingest", "crowsetta-generic-seq", str(source), "--out", str(out)]) == 2

@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from cli_helpers import ingest_bird1, run
+from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
-from seqlm.cli.app import main
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "birdsong"
 TINY = [
     "--preset", "tiny",
     "--set", "model.context=16",
@@ -25,30 +23,9 @@ TINY = [
 ]  # fmt: skip
 
 
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def finch_corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli_train") / "bird1"
-    assert (
-        run(["ingest", "crowsetta-generic-seq", str(FIXTURES / "bird1.csv"), "--out", str(out)])
-        == 0
-    )
-    return out
+    return ingest_bird1(tmp_path_factory.mktemp("cli_train") / "bird1")
 
 
 def test_train_then_show(finch_corpus, tmp_path, capsys):
