@@ -35,10 +35,11 @@ def eval_command(
     baselines: Annotated[
         str,
         typer.Option(
-            help="Baselines beside uniform and unigram: ngram, lstm (comma-separated); "
-            "`none` for the model alone."
+            help="Baselines beside uniform and unigram: ngram, group-ngram (one n-gram per "
+            "index group, where there are several), lstm (comma-separated); `none` for the "
+            "model alone."
         ),
-    ] = "ngram",
+    ] = "ngram,group-ngram",
     checkpoint: Annotated[
         str, typer.Option(help="best (lowest tuning loss), latest, or a step_N folder.")
     ] = "best",
@@ -61,6 +62,7 @@ def eval_command(
 ) -> None:
     """Score a run's model beside uniform, unigram, best n-gram (and LSTM) baselines."""
     from seqlm.corpus import load_corpus
+    from seqlm.evaluation.paired import comparison_table
     from seqlm.evaluation.report import (
         EvalOptions,
         default_output_folder,
@@ -92,6 +94,10 @@ def eval_command(
     console = Console()
     title = f"{run} on {opened.path.name} [{split}]"
     console.print(summary_table(evaluation.summary, title=title))
+    if evaluation.comparisons:
+        console.print(comparison_table(evaluation.comparisons, title="model against each baseline"))
+        for comparison in evaluation.comparisons:
+            console.print("  " + comparison.sentence(), markup=False, highlight=False)
     scoring = evaluation.info["scoring"]["model"]
     console.print(
         f"model context {scoring['context']}, stride {scoring['stride']} "

@@ -16,12 +16,11 @@ writes `lesion.json` and `lesion.png`. `lesion_comparison` takes runs trained el
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,12 @@ import polars as pl
 from rich.table import Table
 
 from seqlm.errors import ConfigError, CorpusError
-from seqlm.evaluation.baselines import BaselineOptions, fit_baselines
+from seqlm.evaluation.group_ngram import best_ngram_on, per_group_ngram_scores
 from seqlm.evaluation.metrics import summarize, token_table
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
-from seqlm.evaluation.report import json_ready, save_bar_figure
+from seqlm.evaluation.plots import save_bar_figure
+from seqlm.evaluation.report import json_ready
 from seqlm.evaluation.scores import TokenScores
 from seqlm.progress import Progress
 
@@ -86,21 +86,14 @@ def _rows(corpus: Any, options: LesionOptions, condition: str, groups: Sequence[
 
 
 def _best_ngram(corpus: Any, pre: pl.DataFrame, options: LesionOptions, name: str):
-    train = _sequences(corpus, pre.filter(pl.col("split") == options.train_split))
-    tuning = _sequences(corpus, pre.filter(pl.col("split") == options.tuning_split))
-    if not any(len(s) > 1 for s in train):
-        raise CorpusError(f"{corpus.path}: no pre-lesion train sequences for {name}")
-    if not any(len(s) > 1 for s in tuning):
-        raise CorpusError(f"{corpus.path}: no pre-lesion tuning sequences to choose the order")
-    baseline_options = BaselineOptions(
-        ngram_orders=(),
+    return best_ngram_on(
+        corpus,
+        pre,
+        train_split=options.train_split,
+        tuning_split=options.tuning_split,
         max_order=options.ngram_max_order,
-        include_uniform=False,
-        include_unigram=False,
+        name=f"pre-lesion {name}",
     )
-    fitted = fit_baselines(train, corpus.vocab_size, tuning, baseline_options)
-    assert fitted.selection is not None
-    return fitted.scorers[-1], fitted.selection.best_order
 
 
 def _evaluation_rows(corpus: Any, options: LesionOptions, groups: Sequence[str]) -> pl.DataFrame:
@@ -192,20 +185,18 @@ def _per_group_ngram(
     info: dict[str, Any],
 ) -> TokenScores:
     """Each group's sequences scored by an n-gram fitted on that group's pre-lesion train."""
-    groups = index[options.group].cast(pl.String).to_numpy()
-    parts: list[TokenScores] = []
-    orders = {}
-    for group in dict.fromkeys(groups.tolist()):
-        members = np.flatnonzero(groups == group)
-        ngram, orders[group] = _best_ngram(
-            corpus, _rows(corpus, options, options.pre, [group]), options, group
-        )
-        scored = ngram.score([sequences[i] for i in members])
-        parts.append(dataclasses.replace(scored, sequence=members[scored.sequence]))
-    info["per_group_ngram_orders"] = orders
-    merged = TokenScores.concat(parts)
-    order = np.lexsort((merged.position, merged.sequence))  # back to sequence order
-    return TokenScores(**{f.name: getattr(merged, f.name)[order] for f in fields(TokenScores)})
+    pre = _rows(corpus, options, options.pre, index[options.group].cast(pl.String).unique())
+    scores, info["per_group_ngram_orders"] = per_group_ngram_scores(
+        corpus,
+        index,
+        sequences,
+        pre,
+        group=options.group,
+        train_split=options.train_split,
+        tuning_split=options.tuning_split,
+        max_order=options.ngram_max_order,
+    )
+    return scores
 
 
 # ----- presenting -------------------------------------------------------------------------

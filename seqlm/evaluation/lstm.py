@@ -143,11 +143,15 @@ class LSTMLanguageModel(nn.Module):
 
 
 def lstm_config_like(model_config: Mapping[str, Any], **overrides: Any) -> LSTMConfig:
-    """An LSTM as wide as a GPT run's model, with its vocabulary and context, 2 layers."""
+    """An LSTM as wide as a GPT run's model, with its vocabulary, context and dropout,
+    2 layers. The same regularisation matters: on small corpora an unregularised LSTM
+    and a regularised GPT (or the reverse) compare the regularisers, not the models.
+    Weight decay, schedule and early stopping come with the GPT's training settings."""
     values = {
         "vocab_size": int(model_config["vocab_size"]),
         "n_embd": int(model_config["n_embd"]),
         "block_size": int(model_config["block_size"]),
+        "dropout": float(model_config.get("dropout", 0.0)),
         "n_layer": 2,
     }
     values.update(overrides)

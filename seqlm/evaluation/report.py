@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,24 @@ from seqlm.evaluation.calibration import (
     calibration_of,
     reliability_diagram,
 )
+from seqlm.evaluation.group_ngram import group_ngram_baseline
 from seqlm.evaluation.metrics import breakdowns, summarize, token_kinds, token_table
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
+from seqlm.evaluation.paired import (
+    ComparisonOptions,
+    PairedComparison,
+    compare_with_baselines,
+    resampling_units,
+)
+from seqlm.evaluation.plots import perplexity_by_group_plot
 from seqlm.evaluation.scores import Scorer, TokenScores
 from seqlm.progress import Progress
+from seqlm.vocabularies.scheme import EOS_ID
 
-BASELINE_NAMES = ("uniform", "unigram", "ngram", "lstm")
-DEFAULT_BASELINES = ("uniform", "unigram", "ngram")
+BASELINE_NAMES = ("uniform", "unigram", "ngram", "group-ngram", "lstm")
+# group-ngram is left out where the index names fewer than two groups
+DEFAULT_BASELINES = ("uniform", "unigram", "ngram", "group-ngram")
 MODEL_NAME = "model"
 LSTM_NAME = "LSTM"
 # Table rows: (label, summary column, True when higher is better).
@@ -48,31 +58,46 @@ TABLE_ROWS: tuple[tuple[str, str, bool], ...] = (
     ("cross-entropy", "cross_entropy_nats", False),
     ("perplexity", "perplexity", False),
     ("top-1", "top1", True),
+    ("top-1 w/o EOS", "top1_no_eos", True),
     ("top-5", "top5", True),
     ("top-10", "top10", True),
     ("ECE", "ece", False),
 )
 
 
+def _help(default: Any, text: str) -> Any:
+    """A dataclass field with its one-line meaning (the settings convention)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class EvalOptions:
-    """What to evaluate. `baselines` from uniform, unigram, ngram, lstm. The LSTM is read
-    from `lstm_run` when given, else reused from or trained into `lstm_folder` (default
-    RUN/eval/<corpus>-lstm) with the run's training settings updated by `lstm_train`."""
+    """What to evaluate. The LSTM is read from `lstm_run` when given, else reused from or
+    trained into `lstm_folder` (default RUN/eval/<corpus>-lstm) with the run's training
+    settings updated by `lstm_train`."""
 
-    split: str | Sequence[str] = "held_out"
-    baselines: Sequence[str] = DEFAULT_BASELINES
-    checkpoint: str = "best"
-    context: int | None = None
-    stride: int | None = None
-    device: str = "auto"
-    ngram_max_order: int = DEFAULT_MAX_ORDER
-    calibration_bins: int = DEFAULT_BINS
-    lstm_run: Path | None = None
-    lstm_folder: Path | None = None
-    lstm_train: Mapping[str, Any] = field(default_factory=dict)
-    train_split: str = "train"
-    tuning_split: str = "tuning"
+    split: str | Sequence[str] = _help("held_out", "Split(s) whose sequences are scored.")
+    baselines: Sequence[str] = _help(
+        DEFAULT_BASELINES, "Baselines from uniform, unigram, ngram, group-ngram, lstm."
+    )
+    checkpoint: str = _help("best", "Weights to score: best, latest or step_N.")
+    context: int | None = _help(None, "Scoring context (None = the model's).")
+    stride: int | None = _help(None, "Sliding-window stride (None = context / 2).")
+    device: str = _help("auto", "auto, cpu or cuda.")
+    ngram_max_order: int = _help(DEFAULT_MAX_ORDER, "Highest n-gram order considered.")
+    calibration_bins: int = _help(DEFAULT_BINS, "Bins of the reliability diagram.")
+    lstm_run: Path | None = _help(None, "A trained LSTM run to use instead of training one.")
+    lstm_folder: Path | None = _help(None, "Where the LSTM baseline is kept or trained.")
+    lstm_train: Mapping[str, Any] = _help({}, "TrainConfig overrides for the LSTM baseline.")
+    train_split: str = _help("train", "Split the baselines are fitted on.")
+    tuning_split: str = _help("tuning", "Split the n-gram order is chosen on.")
+    group_column: str = _help("group", "Index column of the groups of group-ngram.")
+    comparison: ComparisonOptions = field(
+        default_factory=ComparisonOptions,
+        metadata={"help": "Bootstrap settings of the paired comparisons."},
+    )
 
     def __post_init__(self) -> None:
         self.baselines = tuple(self.baselines)
@@ -95,6 +120,7 @@ class ModelEvaluation:
     breakdowns: dict[str, pl.DataFrame]
     calibrations: dict[str, Calibration]
     info: dict[str, Any]
+    comparisons: list[PairedComparison] = field(default_factory=list)
 
     @property
     def models(self) -> list[str]:
@@ -130,16 +156,30 @@ def compare_scores(
     kinds: Sequence[str] | None,
     calibration_bins: int = DEFAULT_BINS,
     info: dict[str, Any] | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    comparison: ComparisonOptions | None = None,
+    model: str = MODEL_NAME,
 ) -> ModelEvaluation:
-    """Summaries, breakdowns and calibration of scorers that scored the same tokens."""
+    """Summaries, breakdowns, calibration and paired comparisons (of `model` against
+    every other scorer, when present) of scorers that scored the same tokens. `mask`
+    (one bool per target) keeps targets for every metric of every scorer alike."""
     check_same_targets(scores)
+    if mask is not None:
+        keep = np.asarray(mask, dtype=bool)
+        scores = {
+            name: TokenScores(**{f.name: getattr(s, f.name)[keep] for f in fields(TokenScores)})
+            for name, s in scores.items()
+        }
     tables = [token_table(s, index, kinds, model=name) for name, s in scores.items()]
     table = pl.concat(tables, how="vertical")
     calibrations = {name: calibration_of(s, calibration_bins) for name, s in scores.items()}
     order = pl.DataFrame({"model": list(scores), "_order": range(len(scores))})
+    no_eos = summarize(table.filter(pl.col("token") != EOS_ID), ["model"], top_k=(1,))
     summary = (
         summarize(table, ["model"])
         .join(order, on="model")
+        .join(no_eos.select("model", pl.col("top1").alias("top1_no_eos")), on="model", how="left")
         .sort("_order")
         .drop("_order")
         .with_columns(
@@ -147,6 +187,12 @@ def compare_scores(
             pl.Series("max_calibration_gap", [calibrations[name].max_gap for name in scores]),
         )
     )
+    comparisons = []
+    if model in scores and len(scores) > 1 and len(scores[model]):
+        units, unit = resampling_units(index)
+        comparisons = compare_with_baselines(
+            scores, model, units, unit=unit, options=comparison or ComparisonOptions()
+        )
     return ModelEvaluation(
         index=index,
         scores=scores,
@@ -155,6 +201,7 @@ def compare_scores(
         breakdowns=breakdowns(table),
         calibrations=calibrations,
         info=info or {},
+        comparisons=comparisons,
     )
 
 
@@ -203,9 +250,26 @@ def evaluate_run(
     baseline_scorers, baseline_info = _baselines(corpus, run, loaded.config, options, progress)
     scorers += baseline_scorers
     info["baselines"] = baseline_info
-    scores = {s.name: s.score(sequences, progress) for s in scorers}
+    # Conditioning tokens are context only: no model is scored on them.
+    context_only = getattr(corpus.vocabulary, "condition_ids", ())
+    scores = {s.name: s.score(sequences, progress).without_tokens(context_only) for s in scorers}
+    group_scores = {}
+    if "group-ngram" in options.baselines:
+        group_scores = group_ngram_baseline(
+            corpus,
+            index,
+            sequences,
+            info.setdefault("baselines", {}),
+            group=options.group_column,
+            train_split=options.train_split,
+            tuning_split=options.tuning_split,
+            max_order=options.ngram_max_order,
+        )
+    scores.update({k: v.without_tokens(context_only) for k, v in group_scores.items()})
     kinds = token_kinds(corpus.vocabulary.tokens)
-    return compare_scores(index, scores, kinds, options.calibration_bins, info)
+    return compare_scores(
+        index, scores, kinds, options.calibration_bins, info, comparison=options.comparison
+    )
 
 
 def _baselines(
@@ -360,65 +424,9 @@ def eval_json(evaluation: ModelEvaluation) -> dict[str, Any]:
                 name: {"ece": c.ece, "max_gap": c.max_gap, "bins": c.bins.to_dicts()}
                 for name, c in evaluation.calibrations.items()
             },
+            "comparisons": [c.to_dict() for c in evaluation.comparisons],
         }
     )
-
-
-def perplexity_by_group_plot(
-    frame: pl.DataFrame,
-    path: str | Path,
-    group: str = "group",
-    models: Sequence[str] | None = None,
-    title: str | None = None,
-) -> Path:
-    """Grouped bars: one cluster per group, one bar per model in `models` order (a log
-    axis with plain-number ticks when the perplexities span more than 20x, as uniform
-    beside a trained model does), each bar labelled with its value."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    groups = [str(g) for g in frame[group].unique(maintain_order=True).to_list()]
-    models = list(models) if models is not None else frame["model"].unique().to_list()
-    width = 0.8 / max(len(models), 1)
-    size = min(16.0, max(7.0, 0.22 * len(groups) * len(models) + 2.5))
-    figure = Figure(figsize=(size, 5.0), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    for number, model in enumerate(models):
-        rows = frame.filter(pl.col("model") == model)
-        lookup = dict(zip(rows[group].cast(pl.String), rows["perplexity"], strict=True))
-        heights = [lookup.get(g, float("nan")) for g in groups]
-        offsets = np.arange(len(groups)) + (number - (len(models) - 1) / 2) * width
-        bars = axes.bar(offsets, heights, width=width, label=str(model))
-        if len(groups) * len(models) <= 40:
-            labels = [f"{h:.3g}" if math.isfinite(h) else "" for h in heights]
-            axes.bar_label(bars, labels=labels, fontsize=7, rotation=90, padding=2)
-    values = frame.filter(pl.col("model").is_in(models))["perplexity"].drop_nans().drop_nulls()
-    if values.len() and values.max() / max(values.min(), 1e-12) > 20:
-        axes.set_yscale("log")
-        axes.yaxis.set_major_formatter(ScalarFormatter())
-        axes.yaxis.set_minor_formatter(NullFormatter())
-    axes.margins(y=0.15)
-    axes.set_xticks(np.arange(len(groups)), groups, rotation=30 if len(groups) > 8 else 0)
-    axes.set(xlabel=group, ylabel="perplexity (lower is better)", title=title or "")
-    return save_bar_figure(figure, axes, path)
-
-
-def save_bar_figure(figure: Any, axes: Any, path: str | Path, *, legend_columns: int = 0) -> Path:
-    """Light horizontal grid, saved at 150 dpi; the legend outside on the right, or below
-    the axes in `legend_columns` columns (wide figures keep their width for the bars)."""
-    axes.grid(axis="y", alpha=0.3)
-    if legend_columns:
-        axes.legend(
-            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=legend_columns, frameon=False
-        )
-    else:
-        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=150)
-    return out
 
 
 def write_report(evaluation: ModelEvaluation, folder: str | Path) -> dict[str, Path]:

@@ -4,6 +4,9 @@ trainer's CLI trained for a few steps on real finch song (the bundled lesion dat
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -45,6 +48,34 @@ def test_eval_prints_one_table_and_writes_eval_json(trained, tmp_path, capsys) -
     assert payload["split"] == "held_out"
     assert (tmp_path / "ev" / "reliability.png").is_file()
     assert (run_folder / "eval" / "finch-lstm" / "model.safetensors").is_file()
+
+
+def test_eval_says_in_words_how_the_model_compares(trained, tmp_path) -> None:
+    """As a user runs it: a subprocess, its exit code, and the verdicts in words."""
+    corpus, run_folder = trained
+    done = subprocess.run(
+        [sys.executable, "-m", "seqlm", "eval", str(run_folder), "--corpus", str(corpus)]
+        + ["--out", str(tmp_path / "ev"), "--device", "cpu"],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "model against each baseline" in out and "top-1 w/o EOS" in out
+    # 4 training steps: worse than the n-gram; uniform guessing it may or may not beat
+    assert "model is worse than best n-gram" in out
+    assert any(
+        f"model is better than {b}" in out
+        or f"and {b} are not distinguishable" in out
+        or f"model is worse than {b}" in out
+        for b in ("uniform", "unigram")
+    )
+    assert "95% CI over" in out
+    payload = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    verdicts = {c["baseline"]: c["verdict"] for c in payload["comparisons"]}
+    assert set(verdicts.values()) <= {"better", "worse", "not distinguishable"}
+    assert verdicts[next(b for b in verdicts if b.startswith("best n-gram"))] == "worse"
 
 
 def test_generate_samples_and_exports(trained, tmp_path, capsys) -> None:

@@ -59,7 +59,13 @@ def test_forward_has_the_gpt_signature_and_loss() -> None:
     with pytest.raises(ConfigError, match="unknown"):
         LSTMConfig.from_dict({"vocab_size": 10, "heads": 2})
     like = lstm_config_like({"vocab_size": 30, "n_embd": 64, "block_size": 128, "n_layer": 6})
-    assert (like.n_embd, like.block_size, like.n_layer) == (64, 128, 2)
+    assert (like.n_embd, like.block_size, like.n_layer, like.dropout) == (64, 128, 2, 0.0)
+    # the GPT's regularisation carries over: an unregularised LSTM beside a regularised
+    # GPT would compare regularisers, not models
+    regularised = lstm_config_like(
+        {"vocab_size": 30, "n_embd": 64, "block_size": 8, "dropout": 0.2}
+    )
+    assert regularised.dropout == 0.2
 
 
 def test_the_trainer_teaches_it_a_deterministic_pattern() -> None:
@@ -78,12 +84,16 @@ def test_the_trainer_teaches_it_a_deterministic_pattern() -> None:
 
 def test_train_lstm_writes_a_run_that_is_reused(tmp_path) -> None:
     corpus = small_finch_corpus(tmp_path / "corpus")
-    train = {**TrainConfig(max_steps=6, batch_size=4, eval_every=3, eval_batches=2).to_dict()}
-    gpt_model = {"vocab_size": corpus.vocab_size, "n_embd": 16, "block_size": 32}
+    train = TrainConfig(
+        max_steps=6, batch_size=4, eval_every=3, eval_batches=2, weight_decay=0.3
+    ).to_dict()
+    gpt_model = {"vocab_size": corpus.vocab_size, "n_embd": 16, "block_size": 32, "dropout": 0.1}
     folder, trained = lstm_baseline_run(corpus, tmp_path / "lstm", gpt_model, train)
     assert trained and run_finished(folder)
     loaded = load_run_model(folder)
     assert loaded.model_type == "lstm" and loaded.config["train"]["max_steps"] == 6
+    assert loaded.config["model"]["dropout"] == 0.1  # the GPT's dropout and weight decay
+    assert loaded.config["train"]["weight_decay"] == 0.3
     scores = ModelScorer(loaded.model, device="cpu").score([np.asarray(corpus.sequence(0))])
     assert np.isfinite(scores.log_prob).all()
     again, trained_again = lstm_baseline_run(corpus, folder, gpt_model, train)

@@ -45,7 +45,8 @@ def run(finch, tmp_path_factory):
 def test_the_model_and_baselines_are_scored_on_the_same_tokens(finch, run) -> None:
     evaluation = evaluate_run(run, finch, EvalOptions(device="cpu"))
     best_name = f"best n-gram ({evaluation.info['baselines']['ngram']['best_order']}-gram KN)"
-    assert evaluation.models == ["model", "uniform", "unigram", best_name]
+    assert evaluation.models == ["model", "uniform", "unigram", best_name, "per-group n-gram"]
+    assert set(evaluation.info["baselines"]["group_ngram"]["orders"]) == {"bird2", "bird3"}
     held_out = finch.split("held_out")
     assert evaluation.index["seq_id"].to_list() == held_out["seq_id"].to_list()
     n_targets = int((held_out["length"] - 1).sum())
@@ -120,3 +121,52 @@ def test_options_and_mismatches_are_reported() -> None:
         check_same_targets({"a": a, "b": b})
     evaluation = compare_scores(pl.DataFrame({"seq_id": [0]}), {"a": a, "c": a}, kinds=None)
     assert evaluation.summary["model"].to_list() == ["a", "c"]
+
+
+def test_paired_comparisons_against_every_baseline(finch, run, tmp_path) -> None:
+    evaluation = evaluate_run(run, finch, EvalOptions(device="cpu"))
+    baselines = [c.baseline for c in evaluation.comparisons]
+    assert baselines == evaluation.models[1:]
+    by_name = {c.baseline: c for c in evaluation.comparisons}
+    summary = {row["model"]: row for row in evaluation.summary.iter_rows(named=True)}
+    uniform = by_name["uniform"].metrics["cross_entropy"]
+    expected = summary["model"]["cross_entropy_nats"] - summary["uniform"]["cross_entropy_nats"]
+    assert uniform.difference == pytest.approx(expected)
+    assert uniform.low <= uniform.difference <= uniform.high
+    # a random tiny GPT: the n-gram fitted on real song beats it beyond doubt
+    best = by_name["per-group n-gram"]
+    assert best.verdict == "worse" and "worse than per-group n-gram" in best.sentence()
+    assert best.unit == "sequence" and best.units == evaluation.index.height
+    # top-1 without EOS: the same mean as the token table gives for non-EOS targets
+    table = evaluation.table.filter((pl.col("model") == "model") & (pl.col("token") != 2))
+    assert summary["model"]["top1_no_eos"] == pytest.approx(table["top1"].mean())
+    assert by_name["uniform"].metrics["top1_no_eos"].model == pytest.approx(table["top1"].mean())
+    payload = json.loads(write_report(evaluation, tmp_path / "out")["json"].read_text())
+    assert [c["baseline"] for c in payload["comparisons"]] == baselines
+    assert payload["comparisons"][0]["metrics"]["top1"]["ci_low"] is not None
+
+
+def test_a_mask_drops_targets_from_every_scorer_alike() -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    sequence = np.repeat(np.arange(6), 10)
+    base = TokenScores(
+        sequence,
+        np.tile(np.arange(1, 11), 6),
+        np.tile([9, 5, 6, 7, 5, 6, 7, 5, 6, 2], 6),  # id 9 first: a conditioning token
+        np.zeros(n, dtype=np.int64),
+        -rng.uniform(0.1, 2.0, n),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        np.full(n, 0.5),
+    )
+    model = dataclasses.replace(base, log_prob=np.where(base.token == 9, -40.0, base.log_prob))
+    index = pl.DataFrame({"seq_id": range(6), "entity": [f"e{i}" for i in range(6)]})
+    evaluation = compare_scores(
+        index, {"model": model, "ngram": base}, kinds=None, mask=base.token != 9
+    )
+    assert evaluation.summary["tokens"].to_list() == [54, 54]
+    assert evaluation.summary["cross_entropy_nats"][0] == pytest.approx(
+        evaluation.summary["cross_entropy_nats"][1]
+    )
+    assert evaluation.comparisons[0].verdict == "not distinguishable"
