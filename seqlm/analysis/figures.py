@@ -28,3 +28,23 @@ def save_figure(figure, out_stem: str | Path, dpi: int) -> list[Path]:
         figure.savefig(path, dpi=dpi, bbox_inches="tight")
         paths.append(path)
     return paths
+
+
+def add_caution(figure, text: str) -> None:
+    """Write `text` (a trust warning, `TrustReport.caption()`) in red above the figure.
+
+    Call it once the layout is final; the line sits above the top edge, so save with
+    `bbox_inches="tight"` to keep it. Nothing is drawn for an empty text."""
+    if not text:
+        return
+    figure.text(
+        0.5,
+        1.005,
+        text,
+        ha="center",
+        va="bottom",
+        color="firebrick",
+        fontsize=10,
+        fontweight="bold",
+        wrap=True,
+    )

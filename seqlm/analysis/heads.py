@@ -26,6 +26,7 @@ import polars as pl
 import torch
 from torch import Tensor, nn
 
+from seqlm.analysis.figures import add_caution
 from seqlm.analysis.span import WindowBatch, batch_log_probs, context_batches
 from seqlm.errors import ConfigError
 from seqlm.evaluation.scores import prediction_targets
@@ -249,8 +250,9 @@ def _heatmap(
     figure.colorbar(image, ax=axes, shrink=0.85)
 
 
-def plot_heads(analysis: HeadAnalysis, out: str | Path) -> Path:
-    """Importance and ablation heatmaps (layer x head) beside the prune curve."""
+def plot_heads(analysis: HeadAnalysis, out: str | Path, *, caution: str = "") -> Path:
+    """Importance and ablation heatmaps (layer x head) beside the prune curve; `caution`
+    (a trust warning) is written in red above them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,7 +295,8 @@ def plot_heads(analysis: HeadAnalysis, out: str | Path) -> Path:
             fontsize=11,
         )
         figure.tight_layout()
-        figure.savefig(out)
+        add_caution(figure, caution)
+        figure.savefig(out, bbox_inches="tight" if caution else None)
     finally:
         plt.close(figure)
     return out

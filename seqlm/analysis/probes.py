@@ -27,6 +27,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from seqlm.analysis.figures import add_caution
 from seqlm.analysis.span import context_batches
 from seqlm.errors import ConfigError
 from seqlm.evaluation.metrics import token_kinds
@@ -267,9 +268,10 @@ def special_ids(tokens: Sequence[str]) -> list[int]:
     return [i for i, token in enumerate(tokens) if token in SPECIAL_TOKENS]
 
 
-def plot_probes(result: ProbeResult, out: str | Path) -> Path:
+def plot_probes(result: ProbeResult, out: str | Path, *, caution: str = "") -> Path:
     """Probe and control accuracy per layer (fold standard deviation as error bars), the
-    majority-class line, and the selectivity of each layer."""
+    majority-class line, and the selectivity of each layer; `caution` (a trust warning)
+    is written in red above it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,7 +323,8 @@ def plot_probes(result: ProbeResult, out: str | Path) -> Path:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="lower right")
         figure.tight_layout()
-        figure.savefig(out)
+        add_caution(figure, caution)
+        figure.savefig(out, bbox_inches="tight" if caution else None)
     finally:
         plt.close(figure)
     return out

@@ -38,6 +38,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import Tensor, nn
 
+from seqlm.analysis.figures import add_caution
 from seqlm.errors import ConfigError
 from seqlm.evaluation.scores import PredictionTargets, prediction_targets
 from seqlm.progress import Progress, ensure_progress
@@ -441,10 +442,16 @@ def _window_axis(axes, windows: Sequence[int]) -> None:
 
 
 def plot_loss_vs_window(
-    sweep: SpanSweep, out: str | Path, group: str = ALL_GROUPS, *, dpi: int = FIGURE_DPI
+    sweep: SpanSweep,
+    out: str | Path,
+    group: str = ALL_GROUPS,
+    *,
+    dpi: int = FIGURE_DPI,
+    caution: str = "",
 ) -> Path:
     """Loss against window w for span masks and truncation, with the full-context line
-    and the effective context length marked (PNG at `dpi`, and an SVG beside it)."""
+    and the effective context length marked (PNG at `dpi`, and an SVG beside it);
+    `caution` (a trust warning) is written in red above it."""
     plt = _pyplot()
     part = sweep.table.filter(pl.col("group") == group)
     if part.height == 0:
@@ -495,6 +502,7 @@ def plot_loss_vs_window(
         axes.grid(alpha=0.3)
         axes.legend(fontsize=9)
         figure.tight_layout()
+        add_caution(figure, caution)
         _save(figure, out, dpi)
     finally:
         plt.close(figure)
@@ -505,10 +513,12 @@ def plot_loss_vs_window(
 _GAIN_TICKS = [-100, -10, -1, 0, 1, 10, 100, 1000, 10000]
 
 
-def plot_effective_context(sweep: SpanSweep, out: str | Path, *, dpi: int = FIGURE_DPI) -> Path:
+def plot_effective_context(
+    sweep: SpanSweep, out: str | Path, *, dpi: int = FIGURE_DPI, caution: str = ""
+) -> Path:
     """One panel per group: perplexity gain of truncation to w over full context (%),
     its bootstrap band, the threshold, and the effective context length (PNG at `dpi`,
-    and an SVG beside it)."""
+    and an SVG beside it); `caution` (a trust warning) is written in red above it."""
     plt = _pyplot()
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
@@ -568,6 +578,7 @@ def plot_effective_context(sweep: SpanSweep, out: str | Path, *, dpi: int = FIGU
             fontsize=10,
         )
         figure.tight_layout()
+        add_caution(figure, caution)
         _save(figure, out, dpi)
     finally:
         plt.close(figure)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from seqlm.cli.progress_bar import RichProgress
+from seqlm.cli.trust_gate import CheckOption, interpretation_caution, with_caution
 from seqlm.errors import ConfigError
 
 attention_app = typer.Typer(
@@ -101,6 +102,7 @@ def maps_command(
     dpi: DpiOption = 300,
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
+    check: CheckOption = True,
 ) -> None:
     """Heatmaps per layer and head (PNG + SVG), a grid, rollout, viewer.html, bertviz JSON."""
     from seqlm.analysis.attention_capture import (
@@ -117,6 +119,8 @@ def maps_command(
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
     check_model_fits_corpus(model, data)
+    console = Console()
+    caution = interpretation_caution(run, data, console, check=check, device=_device(device))
     context = model.config.block_size
     if length is not None and not 1 <= length <= context:
         raise ConfigError(f"--length must be in 1..{context} (the model's context)")
@@ -125,7 +129,7 @@ def maps_command(
     chosen_heads = parse_indices(heads, model.config.n_head, "heads")
     # every layer is captured (cheap: q, k, v per layer) so that rollout can use them all
     inputs = capture_attention_inputs(model, window.ids)
-    title = f"seq {seq} tokens {window.start}-{window.stop - 1}"
+    title = with_caution(caution, f"seq {seq} tokens {window.start}-{window.stop - 1}")
     style = MapStyle(color_scale="log" if log_color else "linear", dpi=dpi)
     progress = RichProgress()
     try:
@@ -150,7 +154,7 @@ def maps_command(
                 out / "viewer.html",
                 layers=chosen_layers,
                 heads=chosen_heads,
-                title=f"seqlm attention: {run.name}, {title}",
+                title=f"seqlm attention: {run.name}, {title}".replace("\n", " | "),
             )
         )
     if bertviz:
@@ -163,7 +167,6 @@ def maps_command(
                 heads=chosen_heads,
             )
         )
-    console = Console()
     console.print(f"{len(files)} files written to {out}  ({window.stop - window.start} tokens)")
 
 
@@ -195,6 +198,7 @@ def stats_command(
     dpi: DpiOption = 300,
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
+    check: CheckOption = True,
 ) -> None:
     """Streaming per-head statistics over a split: tables (parquet + CSV) and figures."""
     from seqlm.analysis.attention_capture import load_analysis_model
@@ -210,6 +214,8 @@ def stats_command(
 
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
+    console = Console()
+    caution = interpretation_caution(run, data, console, check=check, device=_device(device))
     chosen_layers = parse_indices(layers, model.config.n_layer, "layers")
     options = AttentionStatsOptions(
         split=split,
@@ -228,12 +234,11 @@ def stats_command(
     written = write_statistics(stats, out)
     files = list(written.values())
     if plots:
-        title = f"run {run.name!r}, {split.replace('_', '-')} split:"
+        title = with_caution(caution, f"run {run.name!r}, {split.replace('_', '-')} split:")
         figures = write_stats_plots(
             head_table(stats), distance_table(stats), time_table(stats), out, title=title, dpi=dpi
         )
         files += [path for paths in figures.values() for path in paths]
-    console = Console()
     console.print(
         f"{stats.sequences:,} sequences ({stats.windows:,} windows), {stats.queries:,} data "
         f"queries, {len(stats.layers)} layers x {stats.n_heads} heads"

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqlm.cli.progress_bar import RichProgress
+from seqlm.cli.trust_gate import CheckOption, interpretation_caution
 from seqlm.errors import ConfigError
 
 RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
@@ -136,6 +137,7 @@ def span_command(
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
     dpi: Annotated[int, typer.Option("--dpi", help="Resolution of the PNG figures.")] = 300,
+    check: CheckOption = True,
 ) -> None:
     """Loss vs window w (span masks and truncation), effective context length per group."""
     from seqlm.analysis.span import (
@@ -156,6 +158,8 @@ def span_command(
         threshold=threshold,
     )
     model, loaded = _load(run, corpus, weights, device)
+    console = Console()
+    caution = interpretation_caution(run, loaded, console, check=check, device=_device(device))
     if by not in loaded.index.columns:
         raise ConfigError(f"--by {by!r}: no such index column; columns: {loaded.index.columns}")
     rows = select_index(loaded.index, split, per_group=max_sequences, group_column=by, seed=seed)
@@ -167,9 +171,13 @@ def span_command(
         progress.finish()
     folder = _out_folder(out, run, "span")
     sweep.table.write_csv(folder / "span_table.csv")
-    figures = [plot_loss_vs_window(sweep, folder / "loss_vs_window.png", dpi=dpi)]
+    figures = [plot_loss_vs_window(sweep, folder / "loss_vs_window.png", dpi=dpi, caution=caution)]
     if TRUNCATION in config.modes:
-        figures.append(plot_effective_context(sweep, folder / "effective_context.png", dpi=dpi))
+        figures.append(
+            plot_effective_context(
+                sweep, folder / "effective_context.png", dpi=dpi, caution=caution
+            )
+        )
     summary = {
         "run": str(run),
         "corpus": str(corpus),
@@ -181,10 +189,10 @@ def span_command(
         "effective_context_length": sweep.effective,
         "n_layer": sweep.n_layer,
         "block_size": sweep.block_size,
+        "interpretation_warning": caution or None,
     }
     (folder / "span.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
-    console = Console()
     overall = sweep.table.filter(pl.col("group") == ALL_GROUPS)
     full = float(overall["full_loss"][0])
     title = (
@@ -243,12 +251,15 @@ def heads_command(
     out: OutOption = None,
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
+    check: CheckOption = True,
 ) -> None:
     """Head importance (gate gradients), single-head ablation, prune-by-importance curve."""
     from seqlm.analysis.heads import HeadAnalysisConfig, analyse_heads, plot_heads
 
     config = HeadAnalysisConfig(ablation=ablation, prune_points=prune_points)
     model, loaded = _load(run, corpus, weights, device)
+    console = Console()
+    caution = interpretation_caution(run, loaded, console, check=check, device=_device(device))
     rows = select_index(loaded.index, split, per_group=max_sequences, seed=seed)
     progress = RichProgress()
     try:
@@ -259,9 +270,8 @@ def heads_command(
     table = analysis.table()
     table.write_csv(folder / "heads.csv")
     analysis.prune_curve.write_csv(folder / "prune_curve.csv")
-    figure = plot_heads(analysis, folder / "heads.png")
+    figure = plot_heads(analysis, folder / "heads.png", caution=caution)
 
-    console = Console()
     columns = ["layer", "head", "importance", "raw", "rank"]
     columns += ["loss if removed", "change"] if ablation else []
     shown = _table(
@@ -309,6 +319,7 @@ def probe_command(
     out: OutOption = None,
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
+    check: CheckOption = True,
 ) -> None:
     """Linear probes per layer for a label: grouped folds, control task, selectivity."""
     from seqlm.analysis.probes import (
@@ -322,6 +333,8 @@ def probe_command(
 
     config = ProbeConfig(folds=folds, seed=seed)
     model, loaded = _load(run, corpus, weights, device)
+    console = Console()
+    caution = interpretation_caution(run, loaded, console, check=check, device=_device(device))
     rows = select_index(loaded.index, split, max_tokens=max_tokens, seed=seed)
     tokens = loaded.vocabulary.tokens
     progress = RichProgress()
@@ -336,9 +349,8 @@ def probe_command(
         progress.finish()
     folder = _out_folder(out, run, f"probe_{label}")
     result.table.write_csv(folder / "probe.csv")
-    figure = plot_probes(result, folder / "probe.png")
+    figure = plot_probes(result, folder / "probe.png", caution=caution)
 
-    console = Console()
     shown = _table(
         f"Probes for {label!r} ({split}: {result.tokens:,} tokens, {result.entities:,} "
         f"entities, {result.folds} grouped folds; classes {', '.join(result.classes[:8])}"

@@ -4,6 +4,9 @@ a run folder written the way the trainer writes it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -101,6 +104,32 @@ def test_probe_reports_accuracy_control_and_selectivity(corpus_and_run, tmp_path
     assert table["layer"].to_list() == [0, 1, 2]
     assert ((table["accuracy"] >= 0) & (table["accuracy"] <= 1)).all()
     assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_gate_warns_first_and_on_the_figures(corpus_and_run, tmp_path, capsys):
+    """An untrained model: the warning comes before any result, as a user sees it."""
+    corpus, run_dir = corpus_and_run
+    out = tmp_path / "span"
+    argv = ["attention", "span", str(run_dir), "-C", str(corpus), "-w", "1,4"]
+    argv += ["--bootstrap", "20", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "seqlm", *argv, "--out", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout
+    assert "WARNING: do not interpret this model" in printed
+    assert printed.index("WARNING") < printed.index("Loss by window")
+    assert "does not beat the best baseline on held_out data" in printed
+    caption = json.loads((out / "span.json").read_text())["interpretation_warning"]
+    assert caption.startswith("CAUTION, do not interpret: not better than")
+    assert run([*argv, "--out", str(tmp_path / "quiet"), "--no-check"]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    assert (
+        json.loads((tmp_path / "quiet" / "span.json").read_text())["interpretation_warning"] is None
+    )
 
 
 def test_bad_input_is_a_one_line_error(corpus_and_run, tmp_path, capsys):
