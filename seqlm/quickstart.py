@@ -106,6 +106,12 @@ class QuickstartResult:
     ngram_order: int | None
     seconds: dict[str, float] = field(default_factory=dict)
     fast: bool = False
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    caution: list[str] = field(default_factory=list)
+
+    def headline_comparisons(self) -> list[dict[str, Any]]:
+        """The model against the pooled best n-gram and the per-group n-grams."""
+        return [c for c in self.comparisons if "n-gram" in c["baseline"]]
 
     @property
     def model_beats_ngram(self) -> bool:
@@ -241,6 +247,7 @@ def quickstart(
     lesion_files = write_lesion_report(lesion, out / LESION_DIR)
     lap("lesion")
 
+    caution = _interpretation_check(out / RUN_DIR, evaluation)
     bar.start("attention statistics", total=None)
     model = load_trained_model(out / RUN_DIR, which="best")
     stats_options = AttentionStatsOptions(
@@ -250,9 +257,8 @@ def quickstart(
     stats = corpus_attention_statistics(model, load_corpus(pre.path), stats_options)
     write_statistics(stats, out / ATTENTION_DIR)
     heads, distance, times = head_table(stats), distance_table(stats), time_table(stats)
-    stats_figures = write_stats_plots(
-        heads, distance, times, out / ATTENTION_DIR, title="Held-out bouts:"
-    )
+    title = f"{caution.caption()}\nHeld-out bouts:" if caution.reasons else "Held-out bouts:"
+    stats_figures = write_stats_plots(heads, distance, times, out / ATTENTION_DIR, title=title)
     bar.finish()
     lap("attention")
 
@@ -275,6 +281,8 @@ def quickstart(
             figures=figures,
             facts=_facts(corpus, pre, out, settings, seconds, fast),
             next_commands=list(NEXT_COMMANDS),
+            comparisons=[c.to_dict() for c in evaluation.comparisons],
+            caution=caution.lines(),
         ),
         out / REPORT_FILE,
     )
@@ -291,9 +299,25 @@ def quickstart(
         ngram_order=_ngram_order(evaluation.info, ngram_name),
         seconds=seconds,
         fast=fast,
+        comparisons=[c.to_dict() for c in evaluation.comparisons],
+        caution=caution.lines(),
     )
     _write_result(result)
     return result
+
+
+def _interpretation_check(run: Path, evaluation: Any) -> Any:
+    """The interpretation gate on the evaluation just made (no second scoring pass)."""
+    from seqlm.analysis.trust import assess
+    from seqlm.evaluation.paired import best_baseline
+    from seqlm.training.runs import summarize_run
+
+    best = best_baseline(evaluation.comparisons)
+    return assess(
+        summarize_run(run).eval_curve,
+        best.to_dict() if best is not None else None,
+        "comparison from the quickstart's evaluation (eval/eval.json)",
+    )
 
 
 def _perplexity(summary: pl.DataFrame, model: str) -> float:
@@ -304,8 +328,13 @@ def _perplexity(summary: pl.DataFrame, model: str) -> float:
 
 
 def _best_ngram(summary: pl.DataFrame) -> tuple[str, float]:
-    """The n-gram baseline row (its order was chosen on the tuning split)."""
-    rows = summary.filter(pl.col("model").str.contains("gram") & (pl.col("model") != "unigram"))
+    """The pooled n-gram baseline row (its order was chosen on the tuning split); the
+    per-group n-grams are reported beside it, from the comparisons."""
+    from seqlm.evaluation.group_ngram import GROUP_NGRAM_NAME
+
+    rows = summary.filter(
+        pl.col("model").str.contains("gram") & ~pl.col("model").is_in(["unigram", GROUP_NGRAM_NAME])
+    )
     if rows.height == 0:
         raise ConfigError("the evaluation has no n-gram baseline")
     best = rows.sort("perplexity").row(0, named=True)
@@ -359,6 +388,8 @@ def _write_result(result: QuickstartResult) -> None:
         "model_beats_ngram": result.model_beats_ngram,
         "seconds": result.seconds,
         "fast": result.fast,
+        "comparisons": result.comparisons,
+        "interpretation_warning": result.caution,
         "figures": {k: str(Path(v).relative_to(result.out)) for k, v in result.figures.items()},
     }
     path = result.out / RESULT_FILE

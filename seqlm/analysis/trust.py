@@ -140,11 +140,11 @@ def comparison_reason(comparison: dict[str, Any] | None, split: str) -> TrustRea
     if comparison is None or comparison.get("verdict") == BETTER:
         return None
     ce = comparison["metrics"]["cross_entropy"]
-    baseline = comparison["baseline"]
+    baseline, words = comparison["baseline"], split.replace("_", "-")
     relation = "worse than" if comparison["verdict"] == "worse" else "not distinguishable from"
     return TrustReason(
-        f"not better than {baseline} on {split} data",
-        f"it does not beat the best baseline on {split} data: it is {relation} {baseline} "
+        f"not better than {baseline} on {words} data",
+        f"it does not beat the best baseline on {words} data: it is {relation} {baseline} "
         f"(cross-entropy {ce['model']:.4f} vs {ce['baseline']:.4f} nats, difference "
         f"{ce['difference']:+.4f}, {100 * comparison['confidence']:g}% CI "
         f"[{ce['ci_low']:+.4f}, {ce['ci_high']:+.4f}] over {comparison['units']:,} "
@@ -226,6 +226,23 @@ def computed_comparison(run: Path, corpus: Any, options: TrustOptions) -> tuple[
     )
 
 
+def assess(
+    eval_curve: list[tuple[int, float]],
+    comparison: dict[str, Any] | None,
+    source: str,
+    options: TrustOptions | None = None,
+) -> TrustReport:
+    """The report from a run's tuning curve and its comparison with the strongest
+    baseline (`PairedComparison.to_dict()`, e.g. `best_baseline(evaluation.comparisons)`),
+    for callers that have evaluated the run already (the quickstart)."""
+    options = options or TrustOptions()
+    reasons = training_reasons(eval_curve, options.rising_share)
+    reason = comparison_reason(comparison, options.split)
+    if reason is not None:
+        reasons.insert(0, reason)
+    return TrustReport(reasons=tuple(reasons), comparison=comparison, source=source)
+
+
 def interpretation_check(
     run: str | Path, corpus: Any, options: TrustOptions | None = None
 ) -> TrustReport:
@@ -234,30 +251,20 @@ def interpretation_check(
 
     options = options or TrustOptions()
     run = Path(run)
-    reasons = training_reasons(summarize_run(run).eval_curve, options.rising_share)
-    comparison, source = None, ""
+    curve = summarize_run(run).eval_curve
     if corpus.split(options.split).height == 0:
-        reasons.insert(
-            0,
-            TrustReason(
-                f"no {options.split} data to check it on",
-                f"the corpus has no {options.split} sequences to compare it with baselines on",
-            ),
+        report = assess(curve, None, "no comparison was possible", options)
+        missing = TrustReason(
+            f"no {options.split} data to check it on",
+            f"the corpus has no {options.split} sequences to compare it with baselines on",
         )
-        source = "no comparison was possible"
-    else:
+        return TrustReport((missing, *report.reasons), None, report.source)
+    try:
         saved = saved_comparison(run, corpus, options)
-        try:
-            if saved is not None:
-                comparison, source = saved[0], f"comparison read from {saved[1]}"
-            else:
-                comparison, source = computed_comparison(run, corpus, options)
-        except SeqlmError as error:  # e.g. no tuning split: say why, do not hide it
-            reasons.insert(
-                0, TrustReason("not compared with baselines", f"it could not be compared: {error}")
-            )
-            source = "no comparison was possible"
-        reason = comparison_reason(comparison, options.split)
-        if reason is not None:
-            reasons.insert(0, reason)
-    return TrustReport(reasons=tuple(reasons), comparison=comparison, source=source)
+        if saved is not None:
+            return assess(curve, saved[0], f"comparison read from {saved[1]}", options)
+        return assess(curve, *computed_comparison(run, corpus, options), options)
+    except SeqlmError as error:  # e.g. no tuning split: say why, do not hide it
+        report = assess(curve, None, "no comparison was possible", options)
+        failed = TrustReason("not compared with baselines", f"it could not be compared: {error}")
+        return TrustReport((failed, *report.reasons), None, report.source)

@@ -241,6 +241,7 @@ def lesion_command(
         ALL_GROUPS,
         LesionOptions,
         lesion_comparison,
+        lesion_comparison_lines,
         lesion_table,
         run_lesion_experiment,
         write_lesion_report,
@@ -271,6 +272,8 @@ def lesion_command(
         progress.finish()
     console = Console()
     console.print(lesion_table(result, title=f"lesion comparison ({result.info['setting']})"))
+    for line in lesion_comparison_lines(result):
+        console.print("  " + line, markup=False, highlight=False)
     for name, path in written.items():
         console.print(f"  {name}: {path}")
 

@@ -40,6 +40,10 @@ def quickstart_command(
         f"  held-out pre-lesion perplexity: model {result.model_perplexity:.3f} {verdict} "
         f"the best n-gram ({result.ngram_order}-gram) {result.ngram_perplexity:.3f}"
     )
+    for comparison in result.headline_comparisons():
+        console.print("  " + comparison["sentence"], markup=False, highlight=False)
+    if result.caution:
+        console.print("\n".join(result.caution), style="bold red", markup=False, highlight=False)
     console.print(f"  corpus {result.corpus}, run {result.run}, figures in {result.out}")
     console.print("The same on your own data:")
     for command in NEXT_COMMANDS:

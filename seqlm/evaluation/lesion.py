@@ -33,6 +33,7 @@ from seqlm.evaluation.group_ngram import best_ngram_on, per_group_ngram_scores
 from seqlm.evaluation.metrics import summarize, token_table
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
+from seqlm.evaluation.paired import compare_with_baselines, resampling_units
 from seqlm.evaluation.plots import save_bar_figure
 from seqlm.evaluation.report import json_ready
 from seqlm.evaluation.scores import TokenScores
@@ -169,6 +170,7 @@ def lesion_comparison(
             scores[PER_GROUP_NGRAM] = _per_group_ngram(corpus, index, sequences, options, info)
         frames.append(_token_tables(index, scores, options))
         info["scoring"] = scorer.describe()
+        info.setdefault("comparisons", []).extend(_paired(index, scores, options, str(key)))
     table = pl.concat(frames, how="vertical")
     models = table["model"].unique(maintain_order=True).to_list()
     rows = _summaries(table)
@@ -197,6 +199,23 @@ def _per_group_ngram(
         max_order=options.ngram_max_order,
     )
     return scores
+
+
+def _paired(
+    index: pl.DataFrame, scores: Mapping[str, TokenScores], options: LesionOptions, key: str
+) -> list[dict[str, Any]]:
+    """The model against each n-gram on held-out pre and on post sequences, with paired
+    bootstrap intervals (resampled by entity where entities own several sequences)."""
+    units, unit = resampling_units(index)
+    condition = index[options.condition].cast(pl.String).to_numpy()
+    found = []
+    for name in (options.pre, options.post):
+        mask = condition[scores[MODEL].sequence] == name
+        if not mask.any():
+            continue
+        comparisons = compare_with_baselines(scores, MODEL, units, unit=unit, mask=mask)
+        found += [{"run": key, "condition": name, **c.to_dict()} for c in comparisons]
+    return found
 
 
 # ----- presenting -------------------------------------------------------------------------
@@ -293,6 +312,14 @@ def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None
         title=title or "Held-out pre-lesion vs post-lesion song",
     )
     return save_bar_figure(figure, axes, path, legend_columns=len(result.models))
+
+
+def lesion_comparison_lines(result: LesionResult) -> list[str]:
+    """One sentence per (run, condition, baseline): the paired comparison in words."""
+    return [
+        f"[{c['run']}, {c['condition']}] {c['sentence']}"
+        for c in result.info.get("comparisons", [])
+    ]
 
 
 def lesion_json(result: LesionResult) -> dict[str, Any]:

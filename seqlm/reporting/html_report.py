@@ -34,7 +34,8 @@ FIGURE_CAPTIONS: dict[str, str] = {
 }
 
 SUMMARY_COLUMNS = (
-    "model", "tokens", "cross_entropy_nats", "perplexity", "top1", "top5", "mean_confidence", "ece",
+    "model", "tokens", "cross_entropy_nats", "perplexity", "top1", "top1_no_eos", "top5",
+    "mean_confidence", "ece",
 )  # fmt: skip
 
 STYLE = """
@@ -57,6 +58,8 @@ code, pre { background: #f6f6f6; padding: .1rem .3rem; }
 pre { padding: .6rem; overflow-x: auto; }
 .headline { font-size: 1.1rem; padding: .6rem .8rem; background: #f4f8ff;
             border-left: 4px solid #3b6fd8; }
+.caution { padding: .6rem .8rem; background: #fff1f0; border-left: 4px solid #c0392b;
+           color: #7b1d14; white-space: pre-wrap; font-weight: 600; }
 """
 
 
@@ -71,6 +74,10 @@ class QuickstartReport:
     figures: Mapping[str, Path]
     facts: Mapping[str, str] = field(default_factory=dict)
     next_commands: Sequence[str] = ()
+    # `PairedComparison.to_dict()` of the model against each baseline, and the
+    # interpretation gate's warning lines (empty when the model may be interpreted)
+    comparisons: Sequence[Mapping] = ()
+    caution: Sequence[str] = ()
 
 
 def _cell(value: object) -> str:
@@ -158,6 +165,52 @@ def _headline(summary: pl.DataFrame) -> str:
     )
 
 
+def _interval(metric: Mapping, scale: float = 1.0) -> str:
+    values = [scale * metric[k] for k in ("difference", "ci_low", "ci_high")]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return "n/a"
+    digits = 4 if scale == 1.0 else 2
+    return f"{values[0]:+.{digits}f} [{values[1]:+.{digits}f}, {values[2]:+.{digits}f}]"
+
+
+def comparisons_table(comparisons: Sequence[Mapping]) -> str:
+    """The model against each baseline: differences with their intervals, the verdict."""
+    if not comparisons:
+        return ""
+    frame = pl.DataFrame(
+        {
+            "model vs": [c["baseline"] for c in comparisons],
+            "Δ cross-entropy (nats)": [
+                _interval(c["metrics"]["cross_entropy"]) for c in comparisons
+            ],
+            "Δ top-1 (points)": [_interval(c["metrics"]["top1"], 100) for c in comparisons],
+            "Δ top-1 without EOS (points)": [
+                _interval(c["metrics"]["top1_no_eos"], 100) for c in comparisons
+            ],
+            "model is": [c["verdict"] for c in comparisons],
+        }
+    )
+    first = comparisons[0]
+    note = (
+        f"<p>Model minus baseline on the same held-out tokens, with "
+        f"{100 * first['confidence']:g}% paired bootstrap intervals over "
+        f"{first['units']:,} {html.escape(first['resampled_by'])}s: negative cross-entropy "
+        "and positive top-1 favour the model; the verdict follows the cross-entropy "
+        "interval.</p>"
+    )
+    return html_table(frame) + note
+
+
+def _comparison_line(comparisons: Sequence[Mapping]) -> str:
+    """The headline's comparisons with the n-grams, in words."""
+    sentences = [c["sentence"] for c in comparisons if "n-gram" in c["baseline"]]
+    return "".join(f"<p>{html.escape(s)}</p>" for s in sentences)
+
+
+def _caution(lines: Sequence[str]) -> str:
+    return f'<p class="caution">{html.escape(chr(10).join(lines))}</p>' if lines else ""
+
+
 def _lesion_wide(rows: pl.DataFrame) -> pl.DataFrame:
     """One row per (group, model): perplexity before, after, and their ratio."""
     wide = rows.pivot(on="condition", index=["group", "model"], values="perplexity")
@@ -215,7 +268,9 @@ def render_html_report(report: QuickstartReport, folder: Path | None = None) -> 
         f"<title>{html.escape(report.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(report.title)}</h1>",
         _headline(report.summary),
+        _comparison_line(report.comparisons),
         _per_bird_line(report.summary, report.lesion_rows),
+        _caution(report.caution),
     ]
     if report.facts:
         facts = pl.DataFrame(
@@ -228,6 +283,7 @@ def render_html_report(report: QuickstartReport, folder: Path | None = None) -> 
     # The headline columns; the rest are in eval/eval.json.
     shown = [c for c in SUMMARY_COLUMNS if c in summary.columns]
     parts.append(html_table(summary, columns=shown, highlight=best))
+    parts.append(comparisons_table(report.comparisons))
     for name in ("perplexity_by_group", "reliability"):
         if name in report.figures:
             parts.append(_figure(name, report.figures[name], folder))
@@ -236,6 +292,7 @@ def render_html_report(report: QuickstartReport, folder: Path | None = None) -> 
     if "lesion" in report.figures:
         parts.append(_figure("lesion", report.figures["lesion"], folder))
     parts.append("<h2>Attention statistics</h2>")
+    parts.append(_caution(report.caution))
     if report.attention_heads is not None:
         parts.append(html_table(attention_head_summary(report.attention_heads)))
     for name, path in report.figures.items():

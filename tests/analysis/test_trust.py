@@ -59,7 +59,7 @@ def _comparison(verdict: str, low: float, high: float) -> dict:
 def test_only_a_model_better_than_the_best_baseline_passes():
     assert comparison_reason(_comparison("better", -0.02, -0.005), "held_out") is None
     undecided = comparison_reason(_comparison("not distinguishable", -0.01, 0.004), "held_out")
-    assert undecided.short == "not better than best n-gram (8-gram KN) on held_out data"
+    assert undecided.short == "not better than best n-gram (8-gram KN) on held-out data"
     assert "not distinguishable from best n-gram" in undecided.detail
     assert "[-0.0100, +0.0040] over 212 sequences" in undecided.detail
     worse = comparison_reason(_comparison("worse", 0.01, 0.03), "held_out")

@@ -122,7 +122,7 @@ def test_the_gate_warns_first_and_on_the_figures(corpus_and_run, tmp_path, capsy
     printed = done.stdout
     assert "WARNING: do not interpret this model" in printed
     assert printed.index("WARNING") < printed.index("Loss by window")
-    assert "does not beat the best baseline on held_out data" in printed
+    assert "does not beat the best baseline on held-out data" in printed
     caption = json.loads((out / "span.json").read_text())["interpretation_warning"]
     assert caption.startswith("CAUTION, do not interpret: not better than")
     assert run([*argv, "--out", str(tmp_path / "quiet"), "--no-check"]) == 0

@@ -24,6 +24,7 @@ from seqlm.evaluation.lesion import (
     PER_GROUP_NGRAM,
     LesionOptions,
     lesion_comparison,
+    lesion_comparison_lines,
     lesion_table,
     lesion_wide,
     run_lesion_experiment,
@@ -97,6 +98,17 @@ def test_per_bird_perplexities_side_by_side(finch, tmp_path) -> None:
     assert written["plot"].read_bytes()[:4] == b"\x89PNG"
     payload = json.loads(written["json"].read_text())
     assert payload["setting"] == "one model for all groups" and len(payload["rows"]) == 18
+    # the model against each n-gram, with intervals, on held-out pre and on post song
+    comparisons = {(c["condition"], c["baseline"]): c for c in payload["comparisons"]}
+    assert set(comparisons) == {(c, m) for c in ("pre", "post") for m in (NGRAM, PER_GROUP_NGRAM)}
+    pooled = rows.filter((pl.col("group") == ALL_GROUPS) & (pl.col("condition") == "pre"))
+    ce = dict(zip(pooled["model"], pooled["cross_entropy_nats"], strict=True))
+    pre_ngram = comparisons[("pre", NGRAM)]["metrics"]["cross_entropy"]
+    assert pre_ngram["difference"] == pytest.approx(ce[MODEL] - ce[NGRAM])
+    assert pre_ngram["ci_low"] <= pre_ngram["difference"] <= pre_ngram["ci_high"]
+    assert comparisons[("pre", NGRAM)]["verdict"] == "worse"  # a random tiny model
+    lines = lesion_comparison_lines(result)
+    assert any(line.startswith("[all, pre] model is worse than n-gram") for line in lines)
 
 
 def test_one_command_trains_on_pre_lesion_song_per_bird(finch, tmp_path) -> None:
