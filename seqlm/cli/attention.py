@@ -129,7 +129,8 @@ def maps_command(
     chosen_heads = parse_indices(heads, model.config.n_head, "heads")
     # every layer is captured (cheap: q, k, v per layer) so that rollout can use them all
     inputs = capture_attention_inputs(model, window.ids)
-    title = with_caution(caution, f"seq {seq} tokens {window.start}-{window.stop - 1}")
+    where = f"seq {seq} tokens {window.start}-{window.stop - 1}"
+    title = with_caution(caution, where)
     style = MapStyle(color_scale="log" if log_color else "linear", dpi=dpi)
     progress = RichProgress()
     try:
@@ -154,7 +155,9 @@ def maps_command(
                 out / "viewer.html",
                 layers=chosen_layers,
                 heads=chosen_heads,
-                title=f"seqlm attention: {run.name}, {title}".replace("\n", " | "),
+                title=with_caution(caution, f"seqlm attention: {run.name}, {where}").replace(
+                    "\n", " | "
+                ),
             )
         )
     if bertviz:

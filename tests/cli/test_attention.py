@@ -40,7 +40,10 @@ def test_stats_writes_tables_and_figures(finch_run, tmp_path: Path, capsys) -> N
     argv = ["attention", "stats", str(run_dir), "--corpus", str(corpus_dir), "--out", str(out)]
     options = ["--max-sequences", "15", "--beyond", "4,16", "--layers", "all", "--dpi", "60"]
     assert run([*argv, *options]) == 0
-    assert "15 sequences" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "15 sequences" in printed
+    # a random model: the gate's warning comes first
+    assert printed.index("WARNING: do not interpret") < printed.index("15 sequences")
     heads = pl.read_parquet(out / "attention_heads.parquet")
     assert heads.height == 2 * 2 and "mass_beyond_16" in heads.columns
     summary = json.loads((out / "attention_stats.json").read_text())
@@ -85,6 +88,8 @@ def test_maps_writes_figures_viewer_and_bertviz(finch_run, tmp_path: Path) -> No
     bertviz = json.loads((out / "attention_bertviz.json").read_text())
     assert bertviz["tokens"][0] == "[BOS]" and len(bertviz["tokens"]) == 20
     assert bertviz["layers"] == [1] and bertviz["heads"] == [0]
+    # the random model's viewer says, in its title, not to read it
+    assert "<h1>CAUTION, do not interpret: not better than" in (out / "viewer.html").read_text()
 
 
 def test_errors_are_one_line_messages(finch_run, tmp_path: Path, capsys) -> None:
