@@ -20,7 +20,9 @@ from typing import Any
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import load_toml, options_from_mapping, parse_option_strings
 from seqlm.corpus import Corpus, SplitConfig, build_corpus
+from seqlm.corpus.store import CORPUS_FILES
 from seqlm.errors import ConfigError, InputError
+from seqlm.outputs import check_output, output_lock
 from seqlm.progress import Progress
 from seqlm.vocabularies import TokenScheme
 
@@ -87,12 +89,14 @@ def ingest(
         if not path.exists():
             raise InputError("input not found", file=path)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
     options = options_from_mapping(spec.options, sections["adapter"], prefix="")
     scheme = options_from_mapping(
         TokenScheme, {**spec.scheme_defaults, **sections["scheme"]}, prefix="scheme."
     )
     splits = options_from_mapping(SplitConfig, sections["splits"], prefix="splits.")
-    ingested = spec.read(paths, options)
-    return build_corpus(ingested, out, scheme, splits, overwrite=overwrite, progress=progress)
+    # The lock is held from the first check to the rename, so a second ingest into the
+    # same folder fails at once instead of racing this one.
+    with output_lock(out, "seqlm ingest"):
+        check_output(out, paths, overwrite=overwrite, own_names=CORPUS_FILES)
+        ingested = spec.read(paths, options)
+        return build_corpus(ingested, out, scheme, splits, overwrite=overwrite, progress=progress)

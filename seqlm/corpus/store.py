@@ -23,6 +23,16 @@ INDEX_FILE = "index.parquet"
 TOKENS_FILE = "tokens.bin"
 TIMES_FILE = "times.bin"
 REJECTS_FILE = "rejects.parquet"
+# Every name a corpus writer puts in the folder: `--overwrite` refuses a folder with more.
+CORPUS_FILES = (
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    "scheme.json",
+    INDEX_FILE,
+    TOKENS_FILE,
+    TIMES_FILE,
+    REJECTS_FILE,
+)
 INDEX_COLUMNS = (
     "seq_id",
     "entity",

@@ -20,9 +20,7 @@ or failed build leaves no half corpus.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +33,7 @@ import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
+    CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
     REJECTS_FILE,
@@ -44,6 +43,13 @@ from seqlm.corpus.store import (
     load_corpus,
 )
 from seqlm.errors import ConfigError, CorpusError, InputError
+from seqlm.outputs import (
+    check_output,
+    clean_stale_staging,
+    move_into_place,
+    new_staging,
+    output_lock,
+)
 from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.event_tokens import sorted_events
 from seqlm.vocabularies.fitting import VocabularyFitter
@@ -68,7 +74,21 @@ def build_corpus(
     """Split, fit the vocabulary on train, tokenize and write the corpus folder `out`."""
     out = Path(out)
     progress = ensure_progress(progress)
-    _check_destination(out, overwrite)
+    with output_lock(out, "seqlm ingest"):
+        check_output(out, overwrite=overwrite, own_names=CORPUS_FILES)
+        clean_stale_staging(out.parent)
+        return _build_locked(ingested, out, scheme, splits, overwrite, rows_per_bucket, progress)
+
+
+def _build_locked(
+    ingested: Ingested,
+    out: Path,
+    scheme: TokenScheme,
+    splits: SplitConfig,
+    overwrite: bool,
+    rows_per_bucket: int,
+    progress: Progress,
+) -> Corpus:
     if rows_per_bucket < 1:
         raise ConfigError("rows_per_bucket must be at least 1")
     events = ingested.events.frame
@@ -95,8 +115,7 @@ def build_corpus(
     )
     buckets = bucket_bounds(entities["n_events"], rows_per_bucket)
 
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir(parents=True)
+    staging = new_staging(out)
     try:
         work = staging / "_work"
         work.mkdir()
@@ -114,7 +133,7 @@ def build_corpus(
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
-        _move_into_place(staging, out)
+        move_into_place(staging, out, overwrite=overwrite, own_names=CORPUS_FILES)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -291,21 +310,3 @@ def _manifest(
 
 def _work_file(work: Path, bucket: int) -> Path:
     return work / f"bucket-{bucket:06d}.parquet"
-
-
-def _check_destination(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished folder to `out`, replacing an old one only at the last step."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-        os.rename(out, old)
-        os.rename(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, out)

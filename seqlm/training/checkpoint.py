@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.outputs import apply_umask
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -79,6 +80,7 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(_unshared(tensors), str(path))
+    apply_umask(path)  # safetensors creates 0600 files; others may need to read the run
     _fsync_file(path)
 
 
