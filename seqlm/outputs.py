@@ -46,6 +46,7 @@ _STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<what>partial|old)-(?P<pid>\d+)-[0-9
 # Locks this process holds: nested calls for the same output (ingest -> build_corpus)
 # share the outer lock instead of failing against themselves.
 _HELD: dict[str, list[Any]] = {}
+_CLAIMED: list[contextlib.AbstractContextManager] = []
 
 
 class OutputError(ConfigError):
@@ -146,7 +147,7 @@ def check_replaceable(out: Path, own_names: Iterable[str] | None = None) -> None
     if own_names is None:
         return
     allowed = {*own_names, MARKER_FILE}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in allowed)
+    foreign = sorted(p.name for p in out.iterdir() if not _own_entry(p.name, allowed))
     if foreign:
         shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise OutputError(
@@ -267,6 +268,22 @@ def _describe(holder: dict[str, Any]) -> str | None:
     return f"{command}pid {holder['pid']} on {holder.get('host', '?')}"
 
 
+def claim_output(out: str | Path, command: str, *, is_file: bool = False) -> Path:
+    """For a CLI command that writes into `out` in place: check it is a folder (or a
+    file's path) and hold its lock until `release_claims()` or the process ends."""
+    out = output_file(out) if is_file else output_folder(out)
+    lock = output_lock(out, command)
+    lock.__enter__()
+    _CLAIMED.append(lock)
+    return out
+
+
+def release_claims() -> None:
+    """Release every lock `claim_output` took (the CLI calls this when a command ends)."""
+    while _CLAIMED:
+        _CLAIMED.pop().__exit__(None, None, None)
+
+
 # -- staging folders -----------------------------------------------------------------------
 
 
@@ -340,6 +357,11 @@ def remove_output(out: Path, own_names: Iterable[str] | None = None) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _own_entry(name: str, allowed: set[str]) -> bool:
+    """A name the writer creates, or a lock / staging leftover of a seqlm writer."""
+    return name in allowed or name.endswith(LOCK_SUFFIX) or _STAGING.match(name) is not None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ import warnings
 import typer
 
 from seqlm.errors import SeqlmError
-from seqlm.outputs import OutputNotice
+from seqlm.outputs import OutputNotice, release_claims
 
 app = typer.Typer(
     name="seqlm",
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         if message:
             typer.secho(message, fg=typer.colors.RED, err=True)
         sys.exit(code)
+    finally:
+        release_claims()
     # typer returns the code of a `typer.Exit` (e.g. torchrun's) instead of exiting.
     if isinstance(code, int) and code:
         sys.exit(code)

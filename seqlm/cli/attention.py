@@ -16,6 +16,7 @@ from rich.console import Console
 
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.errors import ConfigError
+from seqlm.outputs import claim_output
 
 attention_app = typer.Typer(
     help="Attention analysis of a trained run: maps, corpus statistics.", no_args_is_help=True
@@ -114,6 +115,7 @@ def maps_command(
     from seqlm.analysis.viewer import write_viewer
     from seqlm.corpus import load_corpus
 
+    claim_output(out, "seqlm attention maps")
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
     check_model_fits_corpus(model, data)
@@ -208,6 +210,7 @@ def stats_command(
     )
     from seqlm.corpus import load_corpus
 
+    claim_output(out, "seqlm attention stats")
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
     chosen_layers = parse_indices(layers, model.config.n_layer, "layers")
