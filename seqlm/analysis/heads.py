@@ -251,9 +251,9 @@ def _heatmap(
 
 def plot_heads(analysis: HeadAnalysis, out: str | Path) -> Path:
     """Importance and ablation heatmaps (layer x head) beside the prune curve."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     out = Path(out)

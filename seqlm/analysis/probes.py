@@ -270,9 +270,9 @@ def special_ids(tokens: Sequence[str]) -> list[int]:
 def plot_probes(result: ProbeResult, out: str | Path) -> Path:
     """Probe and control accuracy per layer (fold standard deviation as error bars), the
     majority-class line, and the selectivity of each layer."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     out = Path(out)

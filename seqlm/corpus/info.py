@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from seqlm.corpus.store import REJECTS_FILE, Corpus, load_corpus
+from seqlm.corpus.store import REJECTS_FILE, Corpus, load_corpus, read_parquet_file
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 # Tokens counted per chunk of tokens.bin, so counting never loads the whole file.
@@ -119,7 +119,7 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
     rejects_path = corpus.path / REJECTS_FILE
     rejects_by_reason: dict[str, int] = {}
     if rejects_path.is_file():
-        rejects = pl.read_parquet(rejects_path, columns=["reason"])
+        rejects = read_parquet_file(rejects_path, columns=["reason"])
         reasons = rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
         rejects_by_reason = dict(zip(reasons["reason"], reasons["len"], strict=True))
 

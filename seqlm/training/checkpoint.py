@@ -23,6 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError  # its error class only: nothing is unpickled here
 from typing import Any
 
 import torch
@@ -251,8 +252,10 @@ class RunFolder:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise CorpusError(f"{path}: optimizer state not found") from None
-        except (RuntimeError, OSError, ValueError) as err:
-            raise CorpusError(f"{path}: unreadable optimizer state: {err}") from None
+        except (RuntimeError, OSError, ValueError, EOFError, UnpicklingError) as err:
+            # torch's messages run to several sentences; the first says what is wrong.
+            reason = " ".join(str(err).split()).split(". ")[0][:160]
+            raise CorpusError(f"{path}: unreadable optimizer state ({reason})") from None
 
     def load_checkpoint_weights(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         return load_weights(checkpoint.path / WEIGHTS_FILE)
