@@ -122,12 +122,15 @@ def _build_locked(
         vocab = _fit_vocabulary(events, entities, buckets, scheme, work, progress)
         vocab.save(staging)
         has_times = entities["first_time"].null_count() < entities.height
-        lengths = _write_tokens(vocab, entities, buckets, work, staging, has_times, progress)
+        lengths, reserved = _write_tokens(
+            vocab, entities, buckets, work, staging, has_times, progress
+        )
         shutil.rmtree(work)
         index = _index_frame(entities, lengths, attributes)
         index.write_parquet(staging / INDEX_FILE)
         ingested.rejects.to_frame().write_parquet(staging / REJECTS_FILE)
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
+        manifest["counts"]["reserved_labels"] = reserved
         manifest["times"] = has_times
         manifest["attributes"] = list(attributes)
         (staging / MANIFEST_FILE).write_text(
@@ -228,9 +231,11 @@ def _write_tokens(
     folder: Path,
     has_times: bool,
     progress: Progress,
-) -> np.ndarray:
-    """Append every bucket's ids (and times) to the token files; returns the lengths."""
+) -> tuple[np.ndarray, int]:
+    """Append every bucket's ids (and times) to the token files; returns the lengths and
+    the number of events whose label spelled a scheme token (they became unknowns)."""
     lengths = []
+    reserved = 0
     dtype = vocab.token_dtype
     progress.start("writing tokens", total=len(buckets))
     with open(folder / TOKENS_FILE, "wb") as token_file:
@@ -244,12 +249,13 @@ def _write_tokens(
                 if times_file is not None:
                     times_file.write(encoded.times.astype(np.float32).tobytes())
                 lengths.append(encoded.lengths)
+                reserved += encoded.reserved_labels
                 progress.advance()
         finally:
             if times_file is not None:
                 times_file.close()
     progress.finish()
-    return np.concatenate(lengths)
+    return np.concatenate(lengths), reserved
 
 
 def _index_frame(
