@@ -17,10 +17,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+from pyarrow.lib import ArrowException
+
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import load_toml, options_from_mapping, parse_option_strings
 from seqlm.corpus import Corpus, SplitConfig, build_corpus
+from seqlm.corpus.store import CORPUS_FILES
 from seqlm.errors import ConfigError, InputError
+from seqlm.outputs import check_output, output_lock
 from seqlm.progress import Progress
 from seqlm.vocabularies import TokenScheme
 
@@ -87,12 +92,42 @@ def ingest(
         if not path.exists():
             raise InputError("input not found", file=path)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
     options = options_from_mapping(spec.options, sections["adapter"], prefix="")
     scheme = options_from_mapping(
         TokenScheme, {**spec.scheme_defaults, **sections["scheme"]}, prefix="scheme."
     )
     splits = options_from_mapping(SplitConfig, sections["splits"], prefix="splits.")
-    ingested = spec.read(paths, options)
-    return build_corpus(ingested, out, scheme, splits, overwrite=overwrite, progress=progress)
+    # The lock is held from the first check to the rename, so a second ingest into the
+    # same folder fails at once instead of racing this one.
+    with output_lock(out, "seqlm ingest"):
+        check_output(out, paths, overwrite=overwrite, own_names=CORPUS_FILES)
+        try:
+            ingested = spec.read(paths, options)
+            return build_corpus(
+                ingested, out, scheme, splits, overwrite=overwrite, progress=progress
+            )
+        except (pl.exceptions.PolarsError, ArrowException) as err:
+            # Scans are lazy: a damaged page surfaces while the corpus is built, where
+            # the file is unknown. Find it by reading the inputs one by one.
+            raise unreadable_input_error(paths, err) from None
+
+
+def unreadable_input_error(paths: Sequence[Path], err: Exception) -> InputError:
+    """An `InputError` naming the first input file polars cannot read (else all)."""
+    reason = " ".join(str(err).split())[:200]
+    for file in _data_files(paths):
+        try:
+            if file.suffix in (".parquet", ".pq"):
+                pl.read_parquet(file)
+        except (pl.exceptions.PolarsError, ArrowException, OSError) as bad:
+            detail = " ".join(str(bad).split())[:200]
+            return InputError(f"not readable as parquet ({detail})", file=file)
+    shown = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+    return InputError(f"cannot read the input ({reason})", file=shown)
+
+
+def _data_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(path.rglob("*.parquet")) if path.is_dir() else [path])
+    return files

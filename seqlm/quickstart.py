@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +186,27 @@ def _finch_inputs() -> list[Path]:
     return inputs
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
-        shutil.rmtree(out)
+# Every top-level name a quickstart writes: --overwrite refuses a folder with others.
+QUICKSTART_NAMES = (
+    CORPUS_DIR,
+    PRE_DIR,
+    RUN_DIR,
+    EVAL_DIR,
+    LESION_DIR,
+    ATTENTION_DIR,
+    REPORT_FILE,
+    RESULT_FILE,
+)
+
+
+def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    from seqlm.outputs import check_output, remove_output, write_marker
+
+    check_output(out, inputs, overwrite=overwrite, own_names=QUICKSTART_NAMES)
+    if out.is_dir() and any(out.iterdir()):
+        remove_output(out, QUICKSTART_NAMES)
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "quickstart")
 
 
 def quickstart(
@@ -203,6 +217,18 @@ def quickstart(
     overwrite: bool = False,
 ) -> QuickstartResult:
     """Run the whole pipeline on the bundled finch data and write OUT/report.html."""
+    from seqlm.outputs import output_lock
+
+    out = Path(out)
+    inputs = _finch_inputs()
+    with output_lock(out, "seqlm quickstart"):
+        _prepare_out(out, overwrite, inputs)
+        return _run_quickstart(out, inputs, fast, progress)
+
+
+def _run_quickstart(
+    out: Path, inputs: list[Path], fast: bool, progress: Progress | None
+) -> QuickstartResult:
     from seqlm.analysis.corpus_stats import AttentionStatsOptions, corpus_attention_statistics
     from seqlm.analysis.stats_plots import write_stats_plots
     from seqlm.analysis.stats_tables import distance_table, head_table, time_table, write_statistics
@@ -220,8 +246,6 @@ def quickstart(
     from seqlm.training.runs import load_trained_model
     from seqlm.training.session import train_on_corpus
 
-    out = Path(out)
-    _prepare_out(out, overwrite)
     bar = ensure_progress(progress)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -232,7 +256,7 @@ def quickstart(
         seconds[name] = round(now - clock, 2)
         clock = now
 
-    corpus = ingest("birdsong-strings", _finch_inputs(), out / CORPUS_DIR, progress=progress)
+    corpus = ingest("birdsong-strings", inputs, out / CORPUS_DIR, progress=progress)
     lap("ingest")
     pre = subset_corpus(corpus, out / PRE_DIR, {"condition": "pre"})
     settings = quickstart_settings(fast)

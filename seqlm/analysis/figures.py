@@ -10,9 +10,9 @@ FIGURE_FORMATS = ("png", "svg")
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed, nothing pops up)."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     return plt

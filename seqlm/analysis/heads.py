@@ -253,9 +253,9 @@ def _heatmap(
 def plot_heads(analysis: HeadAnalysis, out: str | Path, *, caution: str = "") -> Path:
     """Importance and ablation heatmaps (layer x head) beside the prune curve; `caution`
     (a trust warning) is written in red above them."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     out = Path(out)

@@ -272,9 +272,9 @@ def plot_probes(result: ProbeResult, out: str | Path, *, caution: str = "") -> P
     """Probe and control accuracy per layer (fold standard deviation as error bars), the
     majority-class line, and the selectivity of each layer; `caution` (a trust warning)
     is written in red above it."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     out = Path(out)

@@ -416,9 +416,9 @@ def _sweep_table(
 
 
 def _pyplot():
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     return plt

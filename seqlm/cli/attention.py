@@ -17,6 +17,7 @@ from rich.console import Console
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.cli.trust_gate import CheckOption, interpretation_caution, with_caution
 from seqlm.errors import ConfigError
+from seqlm.outputs import claim_output
 
 attention_app = typer.Typer(
     help="Attention analysis of a trained run: maps, corpus statistics.", no_args_is_help=True
@@ -116,6 +117,7 @@ def maps_command(
     from seqlm.analysis.viewer import write_viewer
     from seqlm.corpus import load_corpus
 
+    claim_output(out, "seqlm attention maps")
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
     check_model_fits_corpus(model, data)
@@ -215,6 +217,7 @@ def stats_command(
     )
     from seqlm.corpus import load_corpus
 
+    claim_output(out, "seqlm attention stats")
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
     console = Console()

@@ -21,6 +21,7 @@ from rich.table import Table
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.cli.trust_gate import CheckOption, interpretation_caution
 from seqlm.errors import ConfigError
+from seqlm.outputs import claim_output
 
 RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
 CorpusOption = Annotated[
@@ -101,8 +102,7 @@ def _sequences(corpus: Any, rows: pl.DataFrame) -> list[np.ndarray]:
 
 def _out_folder(out: Path | None, run: Path, name: str) -> Path:
     folder = out if out is not None else run / "analysis" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return claim_output(folder, f"seqlm attention {name}")
 
 
 def _table(title: str, *columns: str) -> Table:

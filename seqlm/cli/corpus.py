@@ -50,13 +50,22 @@ def info_command(
 
     console = Console()
     console.print(f"[bold]{info.path}[/]  adapter {info.adapter}, seqlm {info.seqlm_version}")
-    balance = "ok" if info.rows_read == info.events + info.rejects else "MISMATCH"
+
+    def number(value: int | None) -> str:
+        return "?" if value is None else f"{value:,}"
+
     console.print(
-        f"rows read {info.rows_read:,} = events {info.events:,} + rejects {info.rejects:,} "
-        f"({balance});  {info.sequences:,} sequences, {info.tokens:,} tokens;  "
+        f"rows read {number(info.rows_read)} = events {number(info.events)} + rejects "
+        f"{number(info.rejects)} ({info.rows_balance});  {info.sequences:,} sequences, "
+        f"{info.tokens:,} tokens;  "
         f"vocabulary {info.vocab_size:,} ({info.token_dtype}), "
         f"{info.merged_tokens:,} rare tokens merged into unknowns"
     )
+    if info.reserved_labels:
+        console.print(
+            f"{info.reserved_labels:,} events had a label that spells a scheme token "
+            "([PAD], VALUE//Q3, ...) or is empty: written as their kind's unknown"
+        )
 
     splits = _table("Splits", "split", "sequences", "tokens")
     for row in info.splits:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.errors import ConfigError
+from seqlm.outputs import claim_output
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -108,9 +109,9 @@ def efficiency_command(
     from seqlm.training.efficient.reference_time import CalibrationTable, calibrate
 
     options = efficiency_options(methods, seeds, budget, unit, set_ or [])
+    claim_output(out, "seqlm efficiency")
     table = None
     if options.unit == "reference_s":
-        out.mkdir(parents=True, exist_ok=True)
         path = calibration or out / CALIBRATION_FILE
         if path.exists():
             table = CalibrationTable.load(path)
@@ -150,6 +151,7 @@ def calibrate_command(
     from seqlm.training.efficient.reference_time import calibrate
 
     options = efficiency_options("baseline", 1, "1", "flops", set_ or [])
+    claim_output(out, "seqlm calibrate", is_file=True)
     config = _model_config(corpus, options)
     table = calibrate(config, options.batch_size, repeats=repeats, progress=RichProgress())
     table.save(out)

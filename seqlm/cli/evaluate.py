@@ -12,6 +12,7 @@ from rich.console import Console
 
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.errors import ConfigError
+from seqlm.outputs import claim_output
 
 
 def _lstm_overrides(sets: list[str]) -> dict[str, Any]:
@@ -84,12 +85,12 @@ def eval_command(
         lstm_run=lstm_run,
         lstm_train=_lstm_overrides(lstm_set or []),
     )
+    folder = claim_output(out or default_output_folder(run, opened, options.split), "seqlm eval")
     progress = RichProgress()
     try:
         evaluation = evaluate_run(run, opened, options, progress)
     finally:
         progress.finish()
-    folder = out or default_output_folder(run, opened, options.split)
     written = write_report(evaluation, folder)
     console = Console()
     title = f"{run} on {opened.path.name} [{split}]"
@@ -178,6 +179,8 @@ def generate_command(
         seed=seed,
     )
     seconds = time_token_seconds(vocab) if horizon else None
+    if out is not None:
+        claim_output(out, "seqlm generate")
     progress = RichProgress()
     try:
         generations = [
@@ -195,7 +198,6 @@ def generate_command(
     console.print(f"{len(lines)} samples, {total:,} tokens in {elapsed:.1f} s")
     if out is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
     records = generation_records(generations, vocab)
     with (out / "generations.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
@@ -251,6 +253,7 @@ def lesion_command(
     options = LesionOptions(
         condition=condition, pre=pre, post=post, group=group, checkpoint=checkpoint
     )
+    claim_output(out, "seqlm lesion")
     progress = RichProgress()
     try:
         if run:

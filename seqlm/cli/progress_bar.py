@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -14,15 +16,23 @@ from rich.progress import (
 
 
 class RichProgress:
-    """Draws to stderr; extra fields given to `update` show after the bar."""
+    """Draws to stderr; extra fields given to `update` show after the bar.
+
+    Only on a terminal (or with SEQLM_PROGRESS=1): in a log or a pipe, finished bars
+    would be printed line by line, and a failure's one-line message would come after
+    them instead of being all that stderr holds.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console(stderr=True)
         self._progress: Progress | None = None
         self._task = None
+        self._draw = self._console.is_terminal or os.environ.get("SEQLM_PROGRESS") == "1"
 
     def start(self, description: str, total: float | None = None) -> None:
         self.finish()
+        if not self._draw:
+            return
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

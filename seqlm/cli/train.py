@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from seqlm.cli.progress_bar import RichProgress
+from seqlm.outputs import claim_output
 
 
 def _torchrun(nproc: int, args: list[str]) -> int:
@@ -101,6 +102,7 @@ def runs_show_command(
     from seqlm.training.runs import plot_loss_curves, summarize_run
 
     summary = summarize_run(run)
+    png_path = claim_output(plot or summary.path / "loss.png", "seqlm runs show", is_file=True)
     console = Console()
     config = summary.config
     console.print(f"[bold]{summary.path}[/]  preset {config.get('preset')}")
@@ -122,7 +124,7 @@ def runs_show_command(
         console.print(
             f"  best tuning loss {summary.best.get('loss')} at step {summary.best['step']}"
         )
-    png = plot_loss_curves(summary, plot or summary.path / "loss.png")
+    png = plot_loss_curves(summary, png_path)
     console.print(f"  loss curves: {png}")
 
 

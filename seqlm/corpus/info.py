@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from seqlm.corpus.store import REJECTS_FILE, Corpus, load_corpus
+from seqlm.corpus.store import REJECTS_FILE, Corpus, load_corpus, read_parquet_file
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 # Tokens counted per chunk of tokens.bin, so counting never loads the whole file.
@@ -61,9 +62,10 @@ class CorpusInfo:
     vocab_size: int
     token_dtype: str
     merged_tokens: int
-    rows_read: int
-    events: int
-    rejects: int
+    # None when the manifest does not record them (then nothing can be said to balance).
+    rows_read: int | None
+    events: int | None
+    rejects: int | None
     sequences: int
     tokens: int
     splits: tuple[SplitCounts, ...]
@@ -75,6 +77,16 @@ class CorpusInfo:
     unknown_share: float
     time_token_share: float
     binned_codes: tuple[CodeBins, ...]
+    # Events whose label spelled a scheme token ([PAD], VALUE//Q3, ...) or was empty and
+    # so became an unknown; None for corpora written before it was counted.
+    reserved_labels: int | None = None
+
+    @property
+    def rows_balance(self) -> str:
+        """`ok`, `MISMATCH`, or `not recorded` when the manifest has no counts."""
+        if self.rows_read is None or self.events is None or self.rejects is None:
+            return "not recorded"
+        return "ok" if self.rows_read == self.events + self.rejects else "MISMATCH"
 
 
 def token_counts(corpus: Corpus) -> np.ndarray:
@@ -119,7 +131,7 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
     rejects_path = corpus.path / REJECTS_FILE
     rejects_by_reason: dict[str, int] = {}
     if rejects_path.is_file():
-        rejects = pl.read_parquet(rejects_path, columns=["reason"])
+        rejects = read_parquet_file(rejects_path, columns=["reason"])
         reasons = rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
         rejects_by_reason = dict(zip(reasons["reason"], reasons["len"], strict=True))
 
@@ -132,9 +144,9 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
         vocab_size=corpus.vocab_size,
         token_dtype=str(manifest.get("token_dtype", "")),
         merged_tokens=vocab.merged_tokens,
-        rows_read=int(manifest_counts.get("rows_read", 0)),
-        events=int(manifest_counts.get("events", 0)),
-        rejects=int(manifest_counts.get("rejects", 0)),
+        rows_read=_count(manifest_counts, "rows_read"),
+        events=_count(manifest_counts, "events"),
+        rejects=_count(manifest_counts, "rejects"),
         sequences=index.height,
         tokens=total,
         splits=tuple(SplitCounts(s, int(n), int(t)) for s, n, t in per_split.iter_rows()),
@@ -146,4 +158,10 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
         unknown_share=float(counts[roles == "unknown"].sum() / total),
         time_token_share=float(counts[roles == "time"].sum() / total),
         binned_codes=tuple(CodeBins(c, n, vocab.value_bins[c].edges) for c, n in frequent),
+        reserved_labels=_count(manifest_counts, "reserved_labels"),
     )
+
+
+def _count(counts: Any, key: str) -> int | None:
+    value = counts.get(key) if isinstance(counts, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -23,6 +23,16 @@ INDEX_FILE = "index.parquet"
 TOKENS_FILE = "tokens.bin"
 TIMES_FILE = "times.bin"
 REJECTS_FILE = "rejects.parquet"
+# Every name a corpus writer puts in the folder: `--overwrite` refuses a folder with more.
+CORPUS_FILES = (
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    "scheme.json",
+    INDEX_FILE,
+    TOKENS_FILE,
+    TIMES_FILE,
+    REJECTS_FILE,
+)
 INDEX_COLUMNS = (
     "seq_id",
     "entity",
@@ -81,6 +91,15 @@ class Corpus:
         return self.index.filter(pl.col("split") == name)
 
 
+def read_parquet_file(file: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """Read one of the corpus's parquet files; damage is a `CorpusError` naming it."""
+    try:
+        return pl.read_parquet(file, columns=columns)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise CorpusError(f"{file}: not a readable parquet file ({reason})") from None
+
+
 def load_corpus(path: str | Path) -> Corpus:
     """Open a corpus folder written by `build_corpus`, checking that its files agree."""
     path = Path(path)
@@ -101,7 +120,7 @@ def load_corpus(path: str | Path) -> Corpus:
     vocabulary = Vocabulary.load(path)
     if np.dtype(dtype) != vocabulary.token_dtype:
         raise CorpusError(f"{path}: token_dtype {dtype.__name__} does not fit the vocabulary")
-    index = pl.read_parquet(path / INDEX_FILE)
+    index = read_parquet_file(path / INDEX_FILE)
     missing = [c for c in INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise CorpusError(f"{path / INDEX_FILE}: missing columns {missing}")

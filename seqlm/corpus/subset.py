@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ import polars as pl
 
 from seqlm.corpora_adapters.base import SPLITS
 from seqlm.corpus.store import (
+    CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
     TIMES_FILE,
@@ -29,8 +29,14 @@ from seqlm.corpus.store import (
     Corpus,
     load_corpus,
 )
-from seqlm.corpus.writer import _move_into_place  # the writer's atomic swap, shared
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.outputs import (
+    check_output,
+    clean_stale_staging,
+    move_into_place,
+    new_staging,
+    output_lock,
+)
 from seqlm.vocabularies.vocabulary import TOKENIZER_FILE
 
 # Files of the vocabulary, copied unchanged (the tokenizer's hash names the vocabulary).
@@ -88,10 +94,15 @@ def subset_corpus(
     """
     source = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
     out = Path(out)
-    if out.resolve() == Path(source.path).resolve():
-        raise ConfigError(f"{out}: a subset cannot replace the corpus it is taken from")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
+    with output_lock(out, "seqlm subset"):
+        check_output(out, [source.path], overwrite=overwrite, own_names=CORPUS_FILES)
+        clean_stale_staging(out.parent)
+        return _write_subset(source, out, where, overwrite)
+
+
+def _write_subset(
+    source: Corpus, out: Path, where: Mapping[str, WhereValue], overwrite: bool
+) -> Corpus:
     rows = select_rows(source.index, where)
     if rows.height == 0:
         raise CorpusError(f"{source.path}: no sequence matches {dict(where)}")
@@ -101,9 +112,7 @@ def subset_corpus(
         pl.Series("seq_id", np.arange(rows.height, dtype=np.int64)),
         pl.Series("offset", np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    staging = new_staging(out)
     try:
         np.asarray(source.tokens[gather]).tofile(staging / TOKENS_FILE)
         if source.times is not None:
@@ -116,7 +125,7 @@ def subset_corpus(
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
-        _move_into_place(staging, out)
+        move_into_place(staging, out, overwrite=overwrite, own_names=CORPUS_FILES)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -20,9 +20,7 @@ or failed build leaves no half corpus.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +33,7 @@ import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
+    CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
     REJECTS_FILE,
@@ -44,6 +43,13 @@ from seqlm.corpus.store import (
     load_corpus,
 )
 from seqlm.errors import ConfigError, CorpusError, InputError
+from seqlm.outputs import (
+    check_output,
+    clean_stale_staging,
+    move_into_place,
+    new_staging,
+    output_lock,
+)
 from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.event_tokens import sorted_events
 from seqlm.vocabularies.fitting import VocabularyFitter
@@ -68,7 +74,21 @@ def build_corpus(
     """Split, fit the vocabulary on train, tokenize and write the corpus folder `out`."""
     out = Path(out)
     progress = ensure_progress(progress)
-    _check_destination(out, overwrite)
+    with output_lock(out, "seqlm ingest"):
+        check_output(out, overwrite=overwrite, own_names=CORPUS_FILES)
+        clean_stale_staging(out.parent)
+        return _build_locked(ingested, out, scheme, splits, overwrite, rows_per_bucket, progress)
+
+
+def _build_locked(
+    ingested: Ingested,
+    out: Path,
+    scheme: TokenScheme,
+    splits: SplitConfig,
+    overwrite: bool,
+    rows_per_bucket: int,
+    progress: Progress,
+) -> Corpus:
     if rows_per_bucket < 1:
         raise ConfigError("rows_per_bucket must be at least 1")
     events = ingested.events.frame
@@ -95,26 +115,28 @@ def build_corpus(
     )
     buckets = bucket_bounds(entities["n_events"], rows_per_bucket)
 
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir(parents=True)
+    staging = new_staging(out)
     try:
         work = staging / "_work"
         work.mkdir()
         vocab = _fit_vocabulary(events, entities, buckets, scheme, work, progress)
         vocab.save(staging)
         has_times = entities["first_time"].null_count() < entities.height
-        lengths = _write_tokens(vocab, entities, buckets, work, staging, has_times, progress)
+        lengths, reserved = _write_tokens(
+            vocab, entities, buckets, work, staging, has_times, progress
+        )
         shutil.rmtree(work)
         index = _index_frame(entities, lengths, attributes)
         index.write_parquet(staging / INDEX_FILE)
         ingested.rejects.to_frame().write_parquet(staging / REJECTS_FILE)
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
+        manifest["counts"]["reserved_labels"] = reserved
         manifest["times"] = has_times
         manifest["attributes"] = list(attributes)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
-        _move_into_place(staging, out)
+        move_into_place(staging, out, overwrite=overwrite, own_names=CORPUS_FILES)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -209,9 +231,11 @@ def _write_tokens(
     folder: Path,
     has_times: bool,
     progress: Progress,
-) -> np.ndarray:
-    """Append every bucket's ids (and times) to the token files; returns the lengths."""
+) -> tuple[np.ndarray, int]:
+    """Append every bucket's ids (and times) to the token files; returns the lengths and
+    the number of events whose label spelled a scheme token (they became unknowns)."""
     lengths = []
+    reserved = 0
     dtype = vocab.token_dtype
     progress.start("writing tokens", total=len(buckets))
     with open(folder / TOKENS_FILE, "wb") as token_file:
@@ -225,12 +249,13 @@ def _write_tokens(
                 if times_file is not None:
                     times_file.write(encoded.times.astype(np.float32).tobytes())
                 lengths.append(encoded.lengths)
+                reserved += encoded.reserved_labels
                 progress.advance()
         finally:
             if times_file is not None:
                 times_file.close()
     progress.finish()
-    return np.concatenate(lengths)
+    return np.concatenate(lengths), reserved
 
 
 def _index_frame(
@@ -291,21 +316,3 @@ def _manifest(
 
 def _work_file(work: Path, bucket: int) -> Path:
     return work / f"bucket-{bucket:06d}.parquet"
-
-
-def _check_destination(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished folder to `out`, replacing an old one only at the last step."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-        os.rename(out, old)
-        os.rename(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, out)

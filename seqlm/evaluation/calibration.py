@@ -87,6 +87,9 @@ def reliability_diagram(
     """Write a reliability diagram PNG: accuracy against confidence per bin (one line per
     model), the diagonal of perfect calibration, and below it the share of tokens per
     bin. Returns the path written."""
+    from seqlm.plotting import plain_matplotlib
+
+    plain_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -269,6 +269,9 @@ def lesion_table(result: LesionResult, title: str | None = None) -> Table:
 
 def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None) -> Path:
     """Grouped bars per group: each model's pre (light) and post (dark) perplexity."""
+    from seqlm.plotting import plain_matplotlib
+
+    plain_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import to_rgba
     from matplotlib.figure import Figure

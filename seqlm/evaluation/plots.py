@@ -21,6 +21,9 @@ def perplexity_by_group_plot(
     """Grouped bars: one cluster per group, one bar per model in `models` order (a log
     axis with plain-number ticks when the perplexities span more than 20x, as uniform
     beside a trained model does), each bar labelled with its value."""
+    from seqlm.plotting import plain_matplotlib
+
+    plain_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter, ScalarFormatter

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.outputs import apply_umask, check_output, output_lock
 
 FORMATS = ("hf",)
 SPECIAL_TOKENS = {
@@ -169,13 +170,15 @@ def export_hf(run: str | Path, out: str | Path, *, which: str = "best") -> Path:
     if which == "best" and not (run / "best").exists():
         which = "latest"  # a run without tuning evaluations has no best checkpoint
     model = load_trained_model(run, which=which)  # type: ignore[arg-type]
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: output folder exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-    vocab = _tokenizer_files(run, out, model_config)
-    hf_config = gpt2_config(model_config, vocab)
-    hf_config["seqlm"] = {"run": str(run.resolve()), "checkpoint": which}
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    weights = gpt2_state_dict(model.state_dict(), model_config)
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with output_lock(out, "seqlm export"):
+        check_output(out, [run])
+        out.mkdir(parents=True, exist_ok=True)
+        vocab = _tokenizer_files(run, out, model_config)
+        hf_config = gpt2_config(model_config, vocab)
+        # Where the run lived on this machine is not part of the model: not recorded.
+        hf_config["seqlm"] = {"checkpoint": which}
+        (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        weights = gpt2_state_dict(model.state_dict(), model_config)
+        save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+        apply_umask(out / "model.safetensors")
     return out

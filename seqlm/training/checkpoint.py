@@ -23,6 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError  # its error class only: nothing is unpickled here
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.outputs import apply_umask
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -79,6 +81,7 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(_unshared(tensors), str(path))
+    apply_umask(path)  # safetensors creates 0600 files; others may need to read the run
     _fsync_file(path)
 
 
@@ -249,8 +252,10 @@ class RunFolder:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise CorpusError(f"{path}: optimizer state not found") from None
-        except (RuntimeError, OSError, ValueError) as err:
-            raise CorpusError(f"{path}: unreadable optimizer state: {err}") from None
+        except (RuntimeError, OSError, ValueError, EOFError, UnpicklingError) as err:
+            # torch's messages run to several sentences; the first says what is wrong.
+            reason = " ".join(str(err).split()).split(". ")[0][:160]
+            raise CorpusError(f"{path}: unreadable optimizer state ({reason})") from None
 
     def load_checkpoint_weights(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         return load_weights(checkpoint.path / WEIGHTS_FILE)

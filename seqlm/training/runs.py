@@ -65,9 +65,9 @@ def summarize_run(path: str | Path) -> RunSummary:
 
 def plot_loss_curves(summary: RunSummary, out: str | Path) -> Path:
     """A PNG of training and tuning loss against step."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     out = Path(out)

@@ -7,6 +7,8 @@ config.json, so it continues exactly the run that was started.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,25 @@ def train_on_corpus(
     callbacks: Sequence[TrainCallback] = (),
 ) -> TrainResult:
     """Train a GPT on a corpus folder, writing (or continuing) the run folder `out`."""
+    from seqlm.outputs import check_run_output, output_lock
+
+    # Under torchrun only rank 0 writes, so only it holds the run folder's lock.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    lock = output_lock(out, "seqlm train") if is_main else contextlib.nullcontext()
+    with lock:
+        if is_main:
+            check_run_output(out, [corpus_path])
+        return _train_locked(corpus_path, out, settings, resume, progress, callbacks)
+
+
+def _train_locked(
+    corpus_path: str | Path,
+    out: str | Path,
+    settings: RunSettings | None,
+    resume: bool,
+    progress: Progress | None,
+    callbacks: Sequence[TrainCallback],
+) -> TrainResult:
     from seqlm.corpus import load_corpus
 
     run = RunFolder(out)

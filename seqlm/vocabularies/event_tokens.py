@@ -99,6 +99,7 @@ def event_token_frame(
         .then(pl.col("unknown"))
         .otherwise(pl.col("data_token"))
         .alias("data_token"),
+        invalid.alias("reserved_label"),  # counted in the manifest: not silently merged
         pl.col("time_s").diff().over("entity").alias("gap"),
     ).drop("kind")
 
@@ -112,6 +113,8 @@ class EncodedSequences:
     lengths: np.ndarray
     ids: np.ndarray
     times: np.ndarray
+    # Events whose label was empty or spelled a scheme token and became an unknown.
+    reserved_labels: int = 0
 
     def entity_per_token(self) -> pl.Series:
         return self.entities.gather(np.repeat(np.arange(len(self.lengths)), self.lengths))
@@ -171,4 +174,5 @@ def assemble_sequences(
         lengths=lengths.astype(np.int64),
         ids=ids,
         times=times,
+        reserved_labels=int(events["reserved_label"].sum()) if "reserved_label" in events else 0,
     )

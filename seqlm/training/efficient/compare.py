@@ -354,9 +354,9 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 def plot_comparison(comparison: Comparison, png: str | Path) -> Path:
     """Held-out loss against budget used, one colour per method, one line per seed."""
-    import matplotlib
+    from seqlm.plotting import plain_matplotlib
 
-    matplotlib.use("Agg")
+    plain_matplotlib()
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
