@@ -45,7 +45,7 @@ from seqlm.corpus.store import (
 )
 from seqlm.errors import ConfigError, CorpusError, InputError
 from seqlm.progress import Progress, ensure_progress
-from seqlm.vocabularies.event_tokens import sorted_events
+from seqlm.vocabularies.event_tokens import EncodedSequences, sorted_events
 from seqlm.vocabularies.fitting import VocabularyFitter
 from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.vocabulary import Vocabulary
@@ -223,7 +223,7 @@ def _write_tokens(
                     raise CorpusError("internal: token rows out of entity order")
                 token_file.write(encoded.ids.astype(dtype).tobytes())
                 if times_file is not None:
-                    times_file.write(encoded.times.astype(np.float32).tobytes())
+                    times_file.write(_finite_times(encoded).tobytes())
                 lengths.append(encoded.lengths)
                 progress.advance()
         finally:
@@ -231,6 +231,20 @@ def _write_tokens(
                 times_file.close()
     progress.finish()
     return np.concatenate(lengths)
+
+
+def _finite_times(encoded: EncodedSequences) -> np.ndarray:
+    """float32 times, refusing any that are not finite (adapters reject implausible
+    times, so this is the last guard: `times.bin` never holds inf or NaN)."""
+    times = encoded.times.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise CorpusError(
+            f"a time of {encoded.times[bad[0]]!r} s does not fit times.bin "
+            "(float32); reject such rows in the adapter (earliest_time / latest_time / "
+            "max_abs_seconds)"
+        )
+    return times
 
 
 def _index_frame(
