@@ -15,6 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
+# Characters of rich's progress bars (finished ━, pending ╺ ╸ and spaces with a count).
+PROGRESS_MARKS = ("━", "╺", "╸", "-:--:--")
+
 MEDS_SCHEMA = {
     "subject_id": pl.Int64,
     "time": pl.Datetime("us"),
@@ -37,8 +40,15 @@ def seqlm(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProces
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, one line on stderr, no traceback, and each needle in that line."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    """Exit 2, one line on stderr, no traceback, and each needle in that line.
+
+    Progress-bar lines (rich draws them on stderr) are not messages and are skipped.
+    """
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not any(mark in line for mark in PROGRESS_MARKS)
+    ]
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(lines) == 1, result.stderr[-2000:]
