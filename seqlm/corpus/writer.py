@@ -33,6 +33,7 @@ import polars as pl
 
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
+from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
     INDEX_FILE,
@@ -281,7 +282,10 @@ def _manifest(
         "format": CORPUS_FORMAT,
         "seqlm_version": seqlm.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": {"adapter": ingested.adapter, "settings": ingested.settings},
+        "source": {
+            "adapter": ingested.adapter,
+            "settings": public_settings(ingested.settings, vocab),
+        },
         "scheme": scheme.to_dict(),
         "splits": splits.to_dict(),
         "vocabulary": {
