@@ -24,6 +24,8 @@ Choices (documented in `seqlm adapters meds`):
 - unsorted events within a subject are sorted (the EventTable sorts by time anyway, with
   the file order as tie-break); `unsorted = "error"` makes them an InputError instead.
 - `text_value` goes to `text`; the vocabulary ignores it unless its scheme says so.
+- a row timed before `earliest_time` (1800-01-01) or after `latest_time` (2400-01-01)
+  is rejected as `time outside plausible range` (a year-9999 date is a data error).
 - codes used in the data but missing from `metadata/codes.parquet` are counted and
   warned about (`MedsMetadataWarning`), never an error.
 
@@ -62,6 +64,15 @@ from seqlm.corpora_adapters.meds_layout import (
     locate_dataset,
     metadata_splits,
     scan_rows,
+)
+from seqlm.corpora_adapters.time_range import (
+    DEFAULT_EARLIEST,
+    DEFAULT_LATEST,
+    EARLIEST_HELP,
+    LATEST_HELP,
+    TIME_RANGE_REASON,
+    check_bounds,
+    datetime_outside,
 )
 from seqlm.errors import InputError
 from seqlm.vocabularies.scheme import CLINICAL_TIME_GAPS
@@ -108,9 +119,12 @@ class MedsOptions:
     non_finite: Literal["null_value", "reject"] = "null_value"
     unsorted: Literal["sort", "error"] = "sort"
     cohort: CohortOptions | None = None
+    earliest_time: str = field(default=DEFAULT_EARLIEST, metadata={"help": EARLIEST_HELP})
+    latest_time: str = field(default=DEFAULT_LATEST, metadata={"help": LATEST_HELP})
 
     def __post_init__(self) -> None:
         check_rewrites(self.rewrite, self.truncate_icd)
+        check_bounds(self.earliest_time, self.latest_time)
 
 
 def _subject_table(
@@ -139,6 +153,12 @@ def _subject_table(
     return table
 
 
+def _implausible(options: MedsOptions) -> pl.Expr:
+    """Rows timed outside [earliest_time, latest_time] (static rows never are)."""
+    time = pl.col("time")
+    return datetime_outside(time, options.earliest_time, options.latest_time).fill_null(False)
+
+
 def _reject_reason(options: MedsOptions) -> pl.Expr:
     """Why a row is not used, or null; the first applicable reason wins."""
     code, time = pl.col("code"), pl.col("time")
@@ -149,6 +169,8 @@ def _reject_reason(options: MedsOptions) -> pl.Expr:
         .then(pl.lit("null subject_id"))
         .when(code.is_null() | (code == ""))
         .then(pl.lit("null code"))
+        .when(_implausible(options))
+        .then(pl.lit(TIME_RANGE_REASON))
     )
     if options.non_finite == "reject":
         reason = reason.when(non_finite).then(pl.lit("non-finite numeric_value"))
@@ -243,7 +265,10 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
     if options.unsorted == "error":
         check_sorted(rows, dataset)
 
-    valid = rows.filter(pl.col("entity").is_not_null() & pl.col("code").is_not_null())
+    # Implausible times are left out of births and cohort windows as well.
+    valid = rows.filter(
+        pl.col("entity").is_not_null() & pl.col("code").is_not_null() & ~_implausible(options)
+    )
     subjects = _subject_table(valid, options, splits)
     # The per-subject tables are small: build the join on them and stream the rows past
     # (left to itself polars may build on the rows, holding them all in memory).

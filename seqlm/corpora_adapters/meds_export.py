@@ -76,14 +76,16 @@ def float32_inside(value: float, low: float, high: float) -> float:
 
 def time_token_microseconds(vocab: Vocabulary) -> dict[str, int]:
     """What each time-gap token adds to the clock: its interval's centre, or exactly the
-    edge for the last (open) token, which the vocabulary repeats for long gaps."""
+    lower edge for the last edge's token (which the vocabulary repeats for long gaps)
+    and for the open-ended long-gap token."""
     gaps = vocab.scheme.time_gap_tokens()
     if gaps is None:
         return {}
     added = {}
+    open_ended = {gaps.tokens[len(gaps.edges) - 1], gaps.long_token}
     for token in gaps.tokens:
         low, high = gaps.interval(token)
-        seconds = low if token == gaps.tokens[-1] else (low + high) / 2
+        seconds = low if token in open_ended else (low + high) / 2
         added[token] = round(seconds * 1e6)
     return added
 

@@ -48,6 +48,11 @@ from seqlm.corpora_adapters.tabular_mapping import (
     SECONDS_PER_UNIT,
     TabularOptions,
 )
+from seqlm.corpora_adapters.time_range import (
+    TIME_RANGE_REASON,
+    datetime_outside,
+    seconds_outside,
+)
 from seqlm.errors import InputError
 from seqlm.progress import Progress, ensure_progress
 
@@ -187,10 +192,13 @@ def parse_rows(
         if o.time_unit == "datetime":
             time, unparsed_reason = _as_datetime(o.time, schema[o.time], o, file)
             checks.append((~time_missing & time.is_null(), o.time, unparsed_reason))
+            outside = datetime_outside(time, o.earliest_time, o.latest_time)
+            checks.append((outside, o.time, TIME_RANGE_REASON))
         else:
             time = _as_seconds(o.time, schema[o.time], o, file)
             checks.append((~time_missing & time.is_null(), o.time, "time is not a number"))
             checks.append((~time.is_finite(), o.time, "time is not a finite number"))
+            checks.append((seconds_outside(time, o.max_abs_seconds), o.time, TIME_RANGE_REASON))
 
     if o.value is None:
         value = pl.lit(None, dtype=pl.Float64)

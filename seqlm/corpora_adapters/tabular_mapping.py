@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Literal
 
 from seqlm.corpora_adapters.base import EVENT_COLUMNS
+from seqlm.corpora_adapters.time_range import (
+    DEFAULT_EARLIEST,
+    DEFAULT_LATEST,
+    DEFAULT_MAX_ABS_SECONDS,
+    EARLIEST_HELP,
+    LATEST_HELP,
+    MAX_SECONDS_HELP,
+    check_bounds,
+)
 from seqlm.errors import ConfigError, InputError
 
 TimeUnit = Literal["s", "ms", "us", "min", "h", "d", "datetime"]
@@ -80,6 +89,11 @@ class TabularOptions:
     separator: str | None = None
     # Cell contents read as missing, in every mapped string column (e.g. "NA", ".").
     null_values: list[str] = field(default_factory=list)
+    earliest_time: str = field(default=DEFAULT_EARLIEST, metadata={"help": EARLIEST_HELP})
+    latest_time: str = field(default=DEFAULT_LATEST, metadata={"help": LATEST_HELP})
+    max_abs_seconds: float = field(
+        default=DEFAULT_MAX_ABS_SECONDS, metadata={"help": MAX_SECONDS_HELP}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.code, list) and not self.code:
@@ -92,6 +106,9 @@ class TabularOptions:
             raise ConfigError(
                 f"option 'separator' must be a single one-byte character, got {self.separator!r}"
             )
+        check_bounds(self.earliest_time, self.latest_time)
+        if not self.max_abs_seconds > 0:
+            raise ConfigError("option 'max_abs_seconds' must be positive")
         if not self.kind_value:
             raise ConfigError("option 'kind_value' must not be empty")
         clashes = sorted(set(self.attributes) & set(EVENT_COLUMNS))

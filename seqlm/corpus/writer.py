@@ -31,6 +31,7 @@ import polars as pl
 
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
+from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
     CORPUS_FILES,
@@ -51,7 +52,7 @@ from seqlm.outputs import (
     output_lock,
 )
 from seqlm.progress import Progress, ensure_progress
-from seqlm.vocabularies.event_tokens import sorted_events
+from seqlm.vocabularies.event_tokens import EncodedSequences, sorted_events
 from seqlm.vocabularies.fitting import VocabularyFitter
 from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.vocabulary import Vocabulary
@@ -247,7 +248,7 @@ def _write_tokens(
                     raise CorpusError("internal: token rows out of entity order")
                 token_file.write(encoded.ids.astype(dtype).tobytes())
                 if times_file is not None:
-                    times_file.write(encoded.times.astype(np.float32).tobytes())
+                    times_file.write(_finite_times(encoded).tobytes())
                 lengths.append(encoded.lengths)
                 reserved += encoded.reserved_labels
                 progress.advance()
@@ -256,6 +257,20 @@ def _write_tokens(
                 times_file.close()
     progress.finish()
     return np.concatenate(lengths), reserved
+
+
+def _finite_times(encoded: EncodedSequences) -> np.ndarray:
+    """float32 times, refusing any that are not finite (adapters reject implausible
+    times, so this is the last guard: `times.bin` never holds inf or NaN)."""
+    times = encoded.times.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise CorpusError(
+            f"a time of {encoded.times[bad[0]]!r} s does not fit times.bin "
+            "(float32); reject such rows in the adapter (earliest_time / latest_time / "
+            "max_abs_seconds)"
+        )
+    return times
 
 
 def _index_frame(
@@ -292,7 +307,10 @@ def _manifest(
         "format": CORPUS_FORMAT,
         "seqlm_version": seqlm.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": {"adapter": ingested.adapter, "settings": ingested.settings},
+        "source": {
+            "adapter": ingested.adapter,
+            "settings": public_settings(ingested.settings, vocab),
+        },
         "scheme": scheme.to_dict(),
         "splits": splits.to_dict(),
         "vocabulary": {

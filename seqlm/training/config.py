@@ -80,6 +80,13 @@ class TrainConfig:
     tensorboard: bool = False
     train_split: str = "train"
     eval_split: str = "tuning"
+    nonfinite_skips: int = field(
+        default=0,
+        metadata={
+            "help": "steps with a non-finite loss or gradient skipped (no update) before "
+            "training stops as diverged (exit 2)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
@@ -88,7 +95,13 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "eval_batches", "early_stopping", "weight_decay")
+        non_negative = (
+            "warmup_steps",
+            "eval_batches",
+            "early_stopping",
+            "weight_decay",
+            "nonfinite_skips",
+        )
         for name in non_negative + ("grad_clip", "early_stopping_min_delta"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")

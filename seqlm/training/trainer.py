@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,12 @@ from seqlm.training.distributed import (
     load_full_optimizer_state,
     resolve_device,
     wrap_model,
+)
+from seqlm.training.divergence import (
+    NonFiniteGuard,
+    TrainingDiverged,
+    diverged,
+    weights_are_finite,
 )
 from seqlm.training.flops import device_peak_flops, flops_per_token
 from seqlm.training.metrics_log import MetricsLog
@@ -134,6 +141,7 @@ class Trainer:
         self._last_saved_step = -1
         self._last_eval_step = -1
         self._last_train_loss: float | None = None
+        self.nonfinite = NonFiniteGuard(config.nonfinite_skips)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -145,6 +153,31 @@ class Trainer:
         self._clock_start = time.perf_counter()
         self._elapsed_before = self.counters.elapsed_s
         self._log_mark = (self.counters.tokens, self.counters.elapsed_s)
+        try:
+            self._loop()
+        except TrainingDiverged:
+            # Nothing is saved after a divergence: the checkpoints on disk are finite.
+            self.stop_reason = "diverged"
+            self._write_final()
+            self.progress.finish()
+            self.metrics.close()
+            raise
+        self._write_final()
+        self.callbacks.on_train_end(self)
+        self.progress.finish()
+        self.metrics.close()
+        return TrainResult(
+            step=self.counters.step,
+            tokens=self.counters.tokens,
+            elapsed_s=self.counters.elapsed_s,
+            stop_reason=self.stop_reason or "budget",
+            train_loss=self._last_train_loss,
+            eval_loss=self.last_eval_loss,
+            best_eval_loss=self.early_stopping.best_loss,
+            best_step=self.early_stopping.best_step,
+        )
+
+    def _loop(self) -> None:
         while self.stop_reason is None:
             if self.budget.exhausted(self.counters):
                 self.stop_reason = "budget"
@@ -161,6 +194,8 @@ class Trainer:
             self.evaluate_and_track()
         if self._last_saved_step != self.counters.step:
             self.save_checkpoint()
+
+    def _write_final(self) -> None:
         self.metrics.write(
             {
                 "kind": "final",
@@ -173,19 +208,6 @@ class Trainer:
                 "best_eval_loss": self.early_stopping.best_loss,
                 "best_step": self.early_stopping.best_step,
             }
-        )
-        self.callbacks.on_train_end(self)
-        self.progress.finish()
-        self.metrics.close()
-        return TrainResult(
-            step=self.counters.step,
-            tokens=self.counters.tokens,
-            elapsed_s=self.counters.elapsed_s,
-            stop_reason=self.stop_reason or "budget",
-            train_loss=self._last_train_loss,
-            eval_loss=self.last_eval_loss,
-            best_eval_loss=self.early_stopping.best_loss,
-            best_step=self.early_stopping.best_step,
         )
 
     def train_step(self) -> None:
@@ -208,17 +230,35 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.config.grad_clip
             )
-        self.optimizer.step()
+        finite = self._step_is_finite(step_loss, grad_norm)
+        if finite:
+            self.optimizer.step()
+        else:  # no update; raises once the skip budget is spent
+            self.nonfinite.record_skip(
+                counters.step + 1, float(step_loss.item()), self.last_checkpoint_note()
+            )
         self.optimizer.zero_grad(set_to_none=True)
 
         counters.advance(batches.global_tokens, batches.global_targets)
         counters.elapsed_s = self._elapsed()
-        self._loss_since_log += step_loss
-        self._steps_since_log += 1
+        if finite:
+            self._loss_since_log += step_loss
+            self._steps_since_log += 1
         metrics: dict[str, float] = {}
         if counters.step % self.config.log_every == 0:
             metrics = self._log_training(lr, grad_norm)
         self.callbacks.on_step_end(self, metrics)
+
+    def _step_is_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
+        """Whether every process's loss and gradient norm are finite (all agree)."""
+        bad = 0.0 if self.nonfinite.step_is_finite(loss, grad_norm) else 1.0
+        return self.ctx.sum([bad])[0] == 0
+
+    def last_checkpoint_note(self) -> str:
+        """Where the last (finite) checkpoint is, for a divergence message."""
+        if self.run is None or self._last_saved_step < 0:
+            return "no checkpoint was written"
+        return f"the last checkpoint (finite) is step {self._last_saved_step} in {self.run.path}"
 
     def _accumulate_gradients(self, batches: StepBatches) -> torch.Tensor:
         """Forward and backward over this process's micro-batches; returns this
@@ -268,7 +308,7 @@ class Trainer:
     def _log_training(self, lr: float, grad_norm: torch.Tensor | None) -> dict[str, float]:
         counters = self.counters
         loss_sum = self.ctx.sum([float(self._loss_since_log.item())])[0]
-        loss = loss_sum / self._steps_since_log
+        loss = loss_sum / max(self._steps_since_log, 1)  # skipped steps are not averaged
         self._loss_since_log.zero_()
         self._steps_since_log = 0
         tokens_before, elapsed_before = self._log_mark
@@ -333,6 +373,8 @@ class Trainer:
         """Evaluate, log, keep best/ up to date, and decide on early stopping."""
         loss = self.evaluate()
         step = self.counters.step
+        if not math.isfinite(loss):  # never a best/ (or any checkpoint) at NaN
+            raise diverged("the tuning loss is", step, loss, self.last_checkpoint_note())
         self.last_eval_loss = loss
         self._last_eval_step = step
         record = {"kind": "eval", "step": step, "tokens": self.counters.tokens, "loss": loss}
@@ -368,12 +410,16 @@ class Trainer:
             "stop_reason": self.stop_reason,
             "world_size": self.ctx.world_size,
             "callbacks": self.callbacks.state_dict(),
+            "nonfinite_skipped": self.nonfinite.skipped,
         }
 
     def save_checkpoint(self) -> None:
         """Every process takes part (FSDP2 gathers the shards); rank 0 writes."""
         if self.run is None:
             return
+        if not weights_are_finite(self.module.parameters()):
+            step = self.counters.step
+            raise diverged("the weights are", step, None, self.last_checkpoint_note())
         model_state = full_model_state(self.model)
         optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if self.ctx.is_main:
@@ -417,5 +463,6 @@ class Trainer:
         self._last_eval_step = int(state.get("last_eval_step", -1))
         self.stop_reason = state.get("stop_reason")
         self.callbacks.load_state_dict(state.get("callbacks", {}))
+        self.nonfinite.skipped = int(state.get("nonfinite_skipped", 0))
         self._last_saved_step = self.counters.step
         self.metrics.truncate_after(self.counters.step)

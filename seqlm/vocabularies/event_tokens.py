@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.corpora_adapters.base import SORT_KEY, time_in_seconds
+from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure
 from seqlm.vocabularies.scheme import (
     BOS_ID,
     EOS_ID,
@@ -28,7 +29,6 @@ from seqlm.vocabularies.scheme import (
     UNK,
     VALUE_TOKEN_PREFIX,
     TokenScheme,
-    escaped,
 )
 from seqlm.vocabularies.time_gaps import TimeGapTokens
 from seqlm.vocabularies.value_bins import CodeValueBins, with_bin_numbers
@@ -71,12 +71,14 @@ def event_token_frame(
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
 
-    base = escaped(pl.col("code"))
+    base = escaped_chars(pl.col("code"))
     if scheme.use_text:
         has_text = pl.col("text").is_not_null() & (pl.col("text").str.len_chars() > 0)
-        base = (
-            pl.when(has_text).then(base + PART_SEPARATOR + escaped(pl.col("text"))).otherwise(base)
-        )
+        text = escaped_chars(pl.col("text"))
+        base = pl.when(has_text).then(base + PART_SEPARATOR + text).otherwise(base)
+    # After joining: a `[` opening a segment or a final `//Q3` is escaped in the whole
+    # base, so neither a code nor a text can pass for a scheme token or a value bin.
+    base = escaped_structure(base)
     if scheme.value_mode == "fused":
         data_token = (
             pl.when(pl.col("bin").is_not_null())
@@ -155,8 +157,8 @@ def assemble_sequences(
     # Repeated longest-gap tokens: a run of `repeats[i]` slots from `position[i]`.
     run_start = np.repeat(position, repeats)
     run_offset = np.arange(int(repeats.sum())) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-    if len(time_ids):
-        ids[run_start + run_offset] = time_ids[-1]
+    if gaps is not None:
+        ids[run_start + run_offset] = time_ids[len(gaps.edges) - 1]
     position = position + repeats
     has_remainder = remainder >= 0
     ids[position[has_remainder]] = time_ids[remainder[has_remainder]]

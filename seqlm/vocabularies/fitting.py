@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from seqlm.errors import InputError
 from seqlm.vocabularies.event_tokens import event_token_frame, reserved
 from seqlm.vocabularies.scheme import SPECIAL_TOKENS, UNK, TokenScheme, value_token
 from seqlm.vocabularies.time_gaps import TimeGapTokens
@@ -66,12 +67,14 @@ class TokenCounter:
             pl.len().cast(pl.Int64).alias("count"),
             pl.col("entity").n_unique().cast(pl.Int64).alias("entities"),
         ]
+        sources = pl.struct("code", "text").n_unique().alias("sources")
         tokens = event_tokens.group_by("data_token").agg(
-            pl.col("code").first(), pl.col("text").first(), pl.col("bin").first(), *support
+            pl.col("code").first(), pl.col("text").first(), pl.col("bin").first(), *support, sources
         )
+        _check_one_source(tokens, event_tokens)
         kinds = event_tokens.group_by("unknown").agg(*support)
-        self._tokens = (
-            pl.concat([self._tokens, tokens])
+        merged = (
+            pl.concat([self._tokens, tokens.drop("sources")])
             .group_by("data_token")
             .agg(
                 pl.col("code").first(),
@@ -79,8 +82,11 @@ class TokenCounter:
                 pl.col("bin").first(),
                 pl.col("count").sum(),
                 pl.col("entities").sum(),
+                sources,
             )
         )
+        _check_one_source(merged, pl.concat([self._tokens, tokens.drop("sources")]))
+        self._tokens = merged.drop("sources")
         self._kinds = (
             pl.concat([self._kinds, kinds])
             .group_by("unknown")
@@ -129,6 +135,64 @@ class TokenCounter:
             value_bins=value_bins,
             merged_tokens=merged,
         )
+
+
+def _check_one_source(tokens: pl.DataFrame, rows: pl.DataFrame) -> None:
+    """Raise if two source (code, text) pairs gave one data token (`rows` holds them).
+
+    Escaping is reversible, so this cannot happen through it; a code with `//` beside a
+    text joined with `//` (`use_text`) still can, and must not be silently merged.
+    """
+    clashing = tokens.filter((pl.col("sources") > 1) & ~reserved(pl.col("data_token")))
+    if not clashing.height:
+        return
+    token = clashing["data_token"][0]
+    pairs = rows.filter(pl.col("data_token") == token).select("code", "text").unique()
+    first, second = pairs.sort("code", "text", nulls_last=False).head(2).iter_rows()
+
+    def name(code: str, text: str | None) -> str:
+        return repr(code) if text is None else f"{code!r} with text {text!r}"
+
+    raise InputError(
+        f"source codes {name(*first)} and {name(*second)} would both become token "
+        f"{token!r}; rename one (e.g. an [[adapter.rewrite]] rule) or turn scheme.use_text off",
+        column="code",
+    )
+
+
+def check_known_sources(event_tokens: pl.DataFrame, data_tokens: Mapping[str, DataToken]) -> None:
+    """Raise if an event's data token is in the vocabulary for another (code, text).
+
+    Only `use_text` can make such a token (see `_check_one_source`); this catches a
+    tuning or held-out event that clashes with a train token.
+    """
+    known = pl.DataFrame(
+        {
+            "data_token": list(data_tokens),
+            "known_code": [t.code for t in data_tokens.values()],
+            "known_text": [t.text for t in data_tokens.values()],
+        },
+        schema={"data_token": pl.String, "known_code": pl.String, "known_text": pl.String},
+    )
+    joined = event_tokens.select("data_token", "code", "text").join(known, on="data_token")
+    same = (pl.col("code") == pl.col("known_code")) & pl.col("text").eq_missing(
+        pl.col("known_text")
+    )
+    clash = joined.filter(~same)
+    if clash.height:
+        row = clash.row(0, named=True)
+        tokens = pl.DataFrame(
+            {"data_token": [row["data_token"]] * 2, "sources": [2, 2]},
+        )
+        rows = pl.DataFrame(
+            {
+                "data_token": [row["data_token"]] * 2,
+                "code": [row["code"], row["known_code"]],
+                "text": [row["text"], row["known_text"]],
+            },
+            schema={"data_token": pl.String, "code": pl.String, "text": pl.String},
+        )
+        _check_one_source(tokens, rows)
 
 
 class VocabularyFitter:

@@ -5,19 +5,23 @@ A `TokenScheme` is plain configuration (filled from a TOML `[scheme]` table or
 and saves it as `scheme.json`, so a corpus always says how its tokens were made.
 
 Token strings never hold whitespace, because the saved HF tokenizer splits on it: a
-space (or any other whitespace character) in a code, text or kind is written as `▁`.
+space in a code, text or kind is written as `▁`, other whitespace and control characters
+as reversible backslash escapes (`seqlm.vocabularies.escaping`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import polars as pl
-
 from seqlm.errors import ConfigError
+from seqlm.vocabularies.escaping import (  # noqa: F401  (re-exported)
+    SPACE_MARK,
+    escape_part,
+    escaped,
+    unescape_part,
+)
 
 if TYPE_CHECKING:
     from seqlm.vocabularies.time_gaps import TimeGapTokens
@@ -28,8 +32,6 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID, SEP_ID = range(5)
 
 # Separator between the parts of a token (`LAB//51003//ng/mL//Q7`), as in MEDS codes.
 PART_SEPARATOR = "//"
-# What a space becomes inside a token (SentencePiece's word-boundary mark).
-SPACE_MARK = "▁"
 VALUE_TOKEN_PREFIX = "VALUE//Q"
 TIME_TOKEN_PREFIX = "[TIME//"
 
@@ -57,8 +59,6 @@ CLINICAL_TIME_GAPS: tuple[str, ...] = (
     "6mo",
 )
 
-_WHITESPACE = re.compile(r"\s")
-
 
 @dataclass
 class TokenScheme:
@@ -78,6 +78,8 @@ class TokenScheme:
     - `use_text`: whether an event's `text` joins its token (`CODE//text`).
     - `time_tokens`, `time_gap_edges`: insert `[TIME//<label>]` tokens for gaps
       between timed events; edges are durations such as `80ms`, `5m`, `2h`, `30d`.
+      `time_gap_max_repeats`: a gap longer than this many last edges is one
+      `[TIME//long]` token instead of that many copies of the last edge's token.
     - `min_count`, `min_entities`: a token seen fewer times, or in fewer distinct
       entities, in the train split becomes its kind's unknown (`KIND//[UNK]`). This is
       the privacy threshold (clinical sources use 5 entities).
@@ -90,6 +92,13 @@ class TokenScheme:
     use_text: bool = False
     time_tokens: bool = False
     time_gap_edges: tuple[str, ...] = CLINICAL_TIME_GAPS
+    time_gap_max_repeats: int = dataclasses.field(
+        default=10,
+        metadata={
+            "help": "most copies of the last time-gap token per gap; a longer gap is one "
+            "[TIME//long] token"
+        },
+    )
     min_count: int = 1
     min_entities: int = 1
 
@@ -115,7 +124,7 @@ class TokenScheme:
             return None
         from seqlm.vocabularies.time_gaps import TimeGapTokens
 
-        return TimeGapTokens.from_labels(self.time_gap_edges)
+        return TimeGapTokens.from_labels(self.time_gap_edges, self.time_gap_max_repeats)
 
     @property
     def uses_values(self) -> bool:
@@ -124,21 +133,6 @@ class TokenScheme:
     def to_dict(self) -> dict[str, object]:
         """Plain values for JSON (tuples become lists there)."""
         return dataclasses.asdict(self)
-
-
-def escape_part(text: str) -> str:
-    """A token part with every whitespace character written as `▁`."""
-    return _WHITESPACE.sub(SPACE_MARK, text)
-
-
-def unescape_part(text: str) -> str:
-    """The inverse of `escape_part` for text whose whitespace was plain spaces."""
-    return text.replace(SPACE_MARK, " ")
-
-
-def escaped(expr: pl.Expr) -> pl.Expr:
-    """`escape_part` as a polars expression."""
-    return expr.str.replace_all(r"\s", SPACE_MARK)
 
 
 def kind_unknown(kind: str) -> str:

@@ -9,7 +9,10 @@ event (static rows have no time and get no gap):
 - gaps of at least the last edge `L` are written as `floor(g / L)` copies of the last
   token followed by the token of the remainder `g - floor(g / L) * L` (none when the
   remainder is below the first edge), so the tokens always add up to the gap to
-  within one bin.
+  within one bin;
+- but a gap of more than `max_repeats` last edges is one `[TIME//long]` token (as
+  ETHOS and MEDS_EIC_AR cap theirs): a year-9999 date or a 1e13 s timestamp costs one
+  token, not hundreds of thousands, and no count can overflow.
 
 Clinical sequences use minutes to months; birdsong uses the same mechanism with
 sub-second edges for the silences between syllables.
@@ -53,21 +56,33 @@ def parse_duration(label: str) -> float:
     return float(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
+# Repeats of the last edge's token allowed per gap before the gap is one long-gap token
+# (10 x 6 months = 5 years for the clinical edges).
+DEFAULT_MAX_REPEATS = 10
+LONG_GAP_LABEL = "long"  # never a duration label, so it cannot clash with an edge
+
+
 def time_token(label: str) -> str:
     return f"{TIME_TOKEN_PREFIX}{label}]"
 
 
 @dataclass(frozen=True)
 class TimeGapTokens:
-    """Gap edges in seconds (strictly increasing, positive) and their labels."""
+    """Gap edges in seconds (strictly increasing, positive), their labels, and how many
+    last-edge tokens one gap may take before it is one long-gap token."""
 
     edges: tuple[float, ...]
     labels: tuple[str, ...]
+    max_repeats: int = DEFAULT_MAX_REPEATS
 
     @classmethod
-    def from_labels(cls, labels: tuple[str, ...] | list[str]) -> TimeGapTokens:
+    def from_labels(
+        cls, labels: tuple[str, ...] | list[str], max_repeats: int = DEFAULT_MAX_REPEATS
+    ) -> TimeGapTokens:
         if not labels:
             raise ConfigError("time-gap tokens need at least one edge")
+        if max_repeats < 1:
+            raise ConfigError(f"time-gap max repeats must be at least 1, got {max_repeats}")
         clean = tuple(str(label).strip() for label in labels)
         edges = tuple(parse_duration(label) for label in clean)
         for label, edge in zip(clean, edges, strict=True):
@@ -79,11 +94,21 @@ class TimeGapTokens:
                     f"time-gap edges must increase: {clean[i - 1]!r} is not shorter "
                     f"than {clean[i]!r}"
                 )
-        return cls(edges=edges, labels=clean)
+        return cls(edges=edges, labels=clean, max_repeats=max_repeats)
 
     @property
     def tokens(self) -> list[str]:
-        return [time_token(label) for label in self.labels]
+        """One token per edge, shortest first, then the long-gap token."""
+        return [time_token(label) for label in self.labels] + [self.long_token]
+
+    @property
+    def long_token(self) -> str:
+        return time_token(LONG_GAP_LABEL)
+
+    @property
+    def long_gap_seconds(self) -> float:
+        """Gaps above this many seconds are one long-gap token."""
+        return (self.max_repeats + 1) * self.edges[-1]
 
     def interval(self, token: str) -> tuple[float, float]:
         """The gaps in seconds `[low, high)` that one occurrence of `token` stands for.
@@ -94,6 +119,8 @@ class TimeGapTokens:
         """
         if token not in self.tokens:
             raise ConfigError(f"{token!r} is not one of this scheme's time tokens")
+        if token == self.long_token:  # open-ended: its centre is its lower edge
+            return (self.long_gap_seconds, float("inf"))
         i = self.tokens.index(token)
         high = self.edges[i + 1] if i + 1 < len(self.edges) else 2 * self.edges[-1]
         return (self.edges[i], high)
@@ -102,20 +129,25 @@ class TimeGapTokens:
         """The tokens for one gap (the rule in the module docstring)."""
         gap = np.array([np.nan if gap_seconds is None else gap_seconds], dtype=np.float64)
         repeats, remainder = self.split_gaps(gap)
-        tokens = [self.tokens[-1]] * int(repeats[0])
+        tokens = [self.tokens[len(self.edges) - 1]] * int(repeats[0])
         if remainder[0] >= 0:
             tokens.append(self.tokens[remainder[0]])
         return tokens
 
     def split_gaps(self, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised rule: per gap (seconds, NaN for none) the number of repeated last
-        tokens (int64) and the index of the remainder's token (int64, -1 for none)."""
+        tokens (int64) and the index into `tokens` of the remainder's token (int64, -1 for
+        none; the long-gap token's index for a gap beyond `max_repeats` last edges)."""
         gaps = np.asarray(gaps, dtype=np.float64)
         last = self.edges[-1]
         with np.errstate(invalid="ignore"):
-            valid = np.isfinite(gaps) & (gaps >= self.edges[0])
+            valid = ~np.isnan(gaps) & (gaps >= self.edges[0])
         safe = np.where(valid, gaps, 0.0)
-        repeats = np.floor(safe / last).astype(np.int64)
-        remainder = safe - repeats * last
+        # Floats until capped: an infinite or huge gap never reaches an int64 cast.
+        whole = np.floor(safe / last)
+        long = whole > self.max_repeats
+        repeats = np.where(long, 0.0, whole).astype(np.int64)
+        remainder = np.where(long, 0.0, safe - repeats * last)
         index = np.searchsorted(np.asarray(self.edges), remainder, side="right") - 1
+        index = np.where(long, len(self.edges), index)
         return repeats, np.where(valid, index, -1).astype(np.int64)

@@ -33,7 +33,12 @@ from seqlm.vocabularies.event_tokens import (
     event_token_frame,
     sorted_events,
 )
-from seqlm.vocabularies.fitting import DataToken, FittedTokens, VocabularyFitter
+from seqlm.vocabularies.fitting import (
+    DataToken,
+    FittedTokens,
+    VocabularyFitter,
+    check_known_sources,
+)
 from seqlm.vocabularies.scheme import (
     PART_SEPARATOR,
     SPECIAL_TOKENS,
@@ -237,6 +242,8 @@ class Vocabulary:
         """
         frame = event_token_frame(events.lazy(), self.scheme, self.value_bins, self._edge_table)
         frame = frame.collect()
+        if self.scheme.use_text:
+            check_known_sources(frame, self.data_tokens)
 
         def lookup(column: str) -> pl.Expr:
             return pl.col(column).replace_strict(
@@ -247,8 +254,9 @@ class Vocabulary:
             pl.coalesce(lookup("data_token"), lookup("unknown"), pl.lit(UNK_ID, pl.Int64))
         ).to_series()
         gaps = self.scheme.time_gap_tokens()
+        # A corpus written before the long-gap token existed has no id for it.
         time_ids = np.array(
-            [self.token_to_id[t] for t in (gaps.tokens if gaps is not None else [])],
+            [self.token_to_id.get(t, UNK_ID) for t in (gaps.tokens if gaps is not None else [])],
             dtype=np.int64,
         )
         value_ids = None

@@ -117,7 +117,7 @@ def test_time_tokens_add_interval_centres_and_exact_repeats(synthetic: Path, tmp
     added = time_token_microseconds(corpus.vocabulary)
     hour, day = 3_600_000_000, 86_400_000_000
     assert added == {"[TIME//1h]": 12 * hour + hour // 2, "[TIME//1d]": 15 * day + day // 2,
-                     "[TIME//30d]": 30 * day}  # fmt: skip
+                     "[TIME//30d]": 30 * day, "[TIME//long]": 11 * 30 * day}  # fmt: skip
     tokens = ["[BOS]", "GENDER//F", "DIAGNOSIS//X", "[TIME//30d]", "[TIME//30d]", "[TIME//1h]",
               "DIAGNOSIS//X", "[EOS]", "DIAGNOSIS//X"]  # fmt: skip
     rows = tokens_to_meds(tokens, corpus.vocabulary, subject_id=5, start=datetime(2100, 1, 1))

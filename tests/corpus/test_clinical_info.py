@@ -53,19 +53,19 @@ def small_corpus(tmp_path: Path):
 def test_small_corpus_figures_are_exact(small_corpus):
     info = clinical_info(small_corpus)
     # Per subject: BOS, GENDER, AGE, 12 labs, 11 one-hour gaps, EOS = 27; subject 1 also
-    # has a 13 h gap (13 repeats of the last time token) and LAB//[UNK] (LAB//RARE is in
-    # fewer than 5 subjects): 41.
-    total = 6 * 27 + 14
+    # has a 13 h gap (more than 10 last edges: one [TIME//long] token) and LAB//[UNK]
+    # (LAB//RARE is in fewer than 5 subjects): 29.
+    total = 6 * 27 + 2
     (train,) = [s for s in info.tokens_per_subject if s.split == "train"]
     assert train.subjects == 6 and train.mean == pytest.approx(total / 6)
     assert train.median == 27
-    assert info.time_token_share == pytest.approx((6 * 11 + 13) / total)
+    assert info.time_token_share == pytest.approx((6 * 11 + 1) / total)
     assert info.unknown_share == pytest.approx(1 / total)
     assert info.static_prefix_share == pytest.approx(12 / total)
     kinds = {k.kind: k for k in info.kinds}
     assert kinds["LAB"].tokens == 6 * 12 + 1
     assert kinds["LAB"].unknown_share == pytest.approx(1 / 73)
-    assert kinds[TIME_KIND].tokens == 79
+    assert kinds[TIME_KIND].tokens == 67
     assert info.min_entities == 5 and info.merged_tokens >= 1
     (lab,) = info.lab_bins
     assert lab.code == "LAB//X" and lab.tokens == 72 and len(lab.edges) == 9

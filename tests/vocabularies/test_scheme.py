@@ -51,8 +51,8 @@ def test_time_tokens_off_means_no_gap_tokens():
     assert TokenScheme().time_gap_tokens() is None
 
 
-def test_escape_writes_whitespace_as_mark():
-    assert escape_part("Blood pressure\tsys") == "Blood▁pressure▁sys"
+def test_escape_writes_spaces_as_mark_and_other_whitespace_reversibly():
+    assert escape_part("Blood pressure\tsys") == "Blood▁pressure\\x09sys"
     assert unescape_part("Blood▁pressure") == "Blood pressure"
     assert kind_unknown("LAB") == "LAB//[UNK]"
 

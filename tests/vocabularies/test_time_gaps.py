@@ -81,7 +81,7 @@ def test_gap_tokens_rule(gap, tokens):
 
 
 def test_intervals_and_token_names():
-    assert GAPS.tokens == ["[TIME//5m]", "[TIME//1h]", "[TIME//1d]"]
+    assert GAPS.tokens == ["[TIME//5m]", "[TIME//1h]", "[TIME//1d]", "[TIME//long]"]
     assert GAPS.interval("[TIME//5m]") == (300.0, 3600.0)
     assert GAPS.interval("[TIME//1d]") == (86400.0, 2 * 86400.0)
     with pytest.raises(ConfigError):
@@ -117,8 +117,11 @@ def _reference_tokens(edges: tuple[float, ...], gap: float) -> int:
 def test_split_gaps_matches_scalar_rule(gaps):
     repeats, remainder = GAPS.split_gaps(np.array(gaps, dtype=np.float64))
     for gap, r, idx in zip(gaps, repeats, remainder, strict=True):
-        if not math.isfinite(gap) or gap < GAPS.edges[0]:
+        if math.isnan(gap) or gap < GAPS.edges[0]:
             assert (r, idx) == (0, -1)
+            continue
+        if math.isinf(gap) or gap // GAPS.edges[-1] > GAPS.max_repeats:  # one long token
+            assert (r, idx) == (0, len(GAPS.edges))
             continue
         assert r == int(gap // GAPS.edges[-1])
         rest = gap - r * GAPS.edges[-1]
@@ -127,3 +130,27 @@ def test_split_gaps_matches_scalar_rule(gaps):
         # the tokens never overshoot the gap, and miss it by less than one bin
         covered = r * GAPS.edges[-1] + (GAPS.edges[idx] if idx >= 0 else 0.0)
         assert covered <= gap + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("gap", "tokens"),
+    [
+        (10 * 86400.0, ["[TIME//1d]"] * 10),  # at the cap: still repeats
+        (10.5 * 86400.0, ["[TIME//1d]"] * 10 + ["[TIME//12h]"]),
+        (11 * 86400.0, ["[TIME//long]"]),  # beyond it: one token
+        (1e13, ["[TIME//long]"]),  # a 1e13 s timestamp
+        (math.inf, ["[TIME//long]"]),
+        (1e300, ["[TIME//long]"]),  # would overflow int64 as a repeat count
+    ],
+)
+def test_long_gaps_are_one_capped_token(gap, tokens):
+    gaps = TimeGapTokens.from_labels(["5m", "12h", "1d"], max_repeats=10)
+    assert gaps.gap_tokens(gap) == tokens
+    assert gaps.interval("[TIME//long]") == (11 * 86400.0, math.inf)
+
+
+def test_long_gap_cap_settings_are_checked():
+    with pytest.raises(ConfigError, match="at least 1"):
+        TimeGapTokens.from_labels(["5m"], max_repeats=0)
+    with pytest.raises(ConfigError, match="duration"):  # the long label is no edge
+        TimeGapTokens.from_labels(["5m", "long"])

@@ -166,18 +166,21 @@ def test_unseen_codes_and_kinds_fall_back():
     assert sequences(vocab, later)["q"] == ["[BOS]", "LAB//[UNK]", "[UNK]", "[UNK]", "[EOS]"]
 
 
-def test_codes_that_spell_scheme_tokens_become_unknowns():
+def test_codes_that_spell_scheme_tokens_stay_their_own_tokens():
+    # Changed from "become unknowns": an escaped `[` keeps such a code distinct from the
+    # scheme's token and from every other code; an empty code is still an unknown.
     rows = [event(f"p{i}", code, float(i)) for i in range(3) for code in ("[PAD]", "ok", "")]
     vocab = Vocabulary.fit(table(rows), TokenScheme())
     assert vocab.tokens.count("[PAD]") == 1
     assert vocab.token_to_id["[PAD]"] == 0
     assert sequences(vocab, table(rows))["p0"] == [
         "[BOS]",
-        "LAB//[UNK]",
+        "\\x5bPAD]",
         "ok",
         "LAB//[UNK]",
         "[EOS]",
     ]
+    assert vocab.token_info("\\x5bPAD]").code == "[PAD]"
 
 
 def test_fit_refuses_rows_of_other_splits():

@@ -1,0 +1,88 @@
+"""Reversible escaping of codes, texts and kinds into token strings.
+
+Token strings may hold no whitespace (the saved HF tokenizer splits on it) and no
+control character, and two different source codes must never give one token. So a
+token part is written with:
+
+- a space as `▁` (SentencePiece's word mark: MEDS codes such as `LAB//x//mg/dL per
+  day` stay readable);
+- `\\` as `\\\\`, a literal `▁` as `\\u2581`, and every other whitespace or control
+  character (tab, newline, `\\x1c`-`\\x1f`, no-break space ...) as `\\xHH` / `\\uHHHH`;
+- structural look-alikes escaped where they would be read as structure: a `[` opening
+  the token or a `//` segment (so no code spells `[PAD]`, `[TIME//5m]` or `X//[UNK]`)
+  becomes `\\x5b`, and a final segment `//Q<digits>` (which a fused value bin appends)
+  has its `Q` written as `\\x51`, so the code `A//Q3` and the code `A` with bin 3 differ.
+
+Every escape starts with a backslash and every source backslash is doubled, so
+`unescape_part(escape_part(s)) == s` for every string `s`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import polars as pl
+
+SPACE_MARK = "▁"
+ESCAPE = "\\"
+
+
+def _needs_hex(char: str) -> bool:
+    # Python's isspace (which counts \x1c-\x1f) and Unicode's White_Space (what the HF
+    # WhitespaceSplit and Rust's regex use) differ; escaping both and every control
+    # character leaves nothing either side would split on or choke on.
+    return char != " " and (char.isspace() or unicodedata.category(char) == "Cc")
+
+
+def _hex_escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# Every character escaped by value (all in the Basic Multilingual Plane).
+_HEX_CHARS: tuple[str, ...] = tuple(chr(c) for c in range(0x10000) if _needs_hex(chr(c)))
+_PATTERNS: list[str] = [ESCAPE, SPACE_MARK, " ", *_HEX_CHARS]
+_REPLACEMENTS: list[str] = [ESCAPE + ESCAPE, "\\u2581", SPACE_MARK] + [
+    _hex_escape(c) for c in _HEX_CHARS
+]
+# `[` at the start of the token or of a `//` segment; a last segment `//Q<digits>`.
+_OPEN_BRACKET = r"(^|//)\["
+_BIN_LOOKALIKE = r"//Q([0-9]+)$"
+_UNESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})|▁")
+
+
+def escaped_chars(expr: pl.Expr) -> pl.Expr:
+    """Character escapes only (the first two rules), as a polars expression."""
+    return expr.str.replace_many(_PATTERNS, _REPLACEMENTS)
+
+
+def escaped_structure(expr: pl.Expr) -> pl.Expr:
+    """Structural escapes of an already character-escaped token base."""
+    return expr.str.replace_all(_OPEN_BRACKET, "${1}\\x5b").str.replace_all(
+        _BIN_LOOKALIKE, "//\\x51${1}"
+    )
+
+
+def escaped(expr: pl.Expr) -> pl.Expr:
+    """A whole token part (a code, or a kind) escaped, as a polars expression."""
+    return escaped_structure(escaped_chars(expr))
+
+
+def escape_part(text: str) -> str:
+    """`escaped` for one Python string (the same polars code, so the two never differ)."""
+    return pl.select(escaped(pl.lit(text, dtype=pl.String))).item()
+
+
+def unescape_part(text: str) -> str:
+    """The source string of an escaped part: the exact inverse of `escape_part`."""
+
+    def replace(match: re.Match[str]) -> str:
+        escape = match.group(1)
+        if escape is None:
+            return " "
+        if escape == ESCAPE:
+            return ESCAPE
+        return chr(int(escape[1:], 16))
+
+    return _UNESCAPE.sub(replace, text)

@@ -1,0 +1,72 @@
+"""What the data/artefact CLI tests share: run `seqlm` as a user does (a subprocess),
+check one-line errors, and write small MEDS / CSV inputs.
+
+`from data_cli import seqlm, assert_one_line_error, write_meds_rows`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+# Characters of rich's progress bars (finished ━, pending ╺ ╸ and spaces with a count).
+PROGRESS_MARKS = ("━", "╺", "╸", "-:--:--")
+
+MEDS_SCHEMA = {
+    "subject_id": pl.Int64,
+    "time": pl.Datetime("us"),
+    "code": pl.String,
+    "numeric_value": pl.Float32,
+    "text_value": pl.String,
+}
+
+
+def seqlm(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m seqlm ARGS` in a fresh process, one thread, output captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "seqlm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, one line on stderr, no traceback, and each needle in that line.
+
+    Progress-bar lines (rich draws them on stderr) are not messages and are skipped.
+    """
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not any(mark in line for mark in PROGRESS_MARKS)
+    ]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1, result.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def write_meds_rows(root: Path, rows: Sequence[tuple], split: str = "train") -> Path:
+    """A MEDS dataset with one shard `data/<split>/0.parquet` of (subject_id, time, code,
+    numeric_value, text_value) rows; no codes.parquet (so no metadata warning)."""
+    shard = root / "data" / split / "0.parquet"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(list(rows), schema=MEDS_SCHEMA, orient="row").write_parquet(shard)
+    (root / "metadata").mkdir(exist_ok=True)
+    (root / "metadata" / "dataset.json").write_text(json.dumps({"dataset_name": "t"}))
+    return root
+
+
+def read_manifest(corpus: Path) -> dict:
+    return json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))
