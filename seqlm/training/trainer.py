@@ -41,7 +41,7 @@ from seqlm.training.distributed import (
     resolve_device,
     wrap_model,
 )
-from seqlm.training.divergence import (
+from seqlm.training.nonfinite import (
     NonFiniteGuard,
     TrainingDiverged,
     diverged,

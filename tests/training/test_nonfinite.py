@@ -9,7 +9,7 @@ from torch import nn
 
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.checkpoint import RunFolder
-from seqlm.training.divergence import TrainingDiverged
+from seqlm.training.nonfinite import TrainingDiverged
 from seqlm.training.trainer import Trainer
 
 from .test_trainer import CONTEXT, config, loaders, parameters
