@@ -203,7 +203,9 @@ def evaluate_run(
     baseline_scorers, baseline_info = _baselines(corpus, run, loaded.config, options, progress)
     scorers += baseline_scorers
     info["baselines"] = baseline_info
-    scores = {s.name: s.score(sequences, progress) for s in scorers}
+    # Conditioning tokens are context only: no model is scored on them.
+    context_only = corpus.vocabulary.condition_ids
+    scores = {s.name: s.score(sequences, progress).without_tokens(context_only) for s in scorers}
     kinds = token_kinds(corpus.vocabulary.tokens)
     return compare_scores(index, scores, kinds, options.calibration_bins, info)
 

@@ -144,6 +144,15 @@ class TokenScores:
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame({f.name: getattr(self, f.name) for f in fields(self)})
 
+    def without_tokens(self, ids: np.ndarray | Sequence[int]) -> TokenScores:
+        """These scores less the targets whose true id is in `ids`: conditioning tokens
+        (`Vocabulary.condition_ids`) are context only and never counted in a metric."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return self
+        keep = ~np.isin(self.token, ids)
+        return TokenScores(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
     @classmethod
     def concat(cls, parts: Sequence[TokenScores]) -> TokenScores:
         """Join batches scored in order (e.g. a model scored batch by batch)."""

@@ -32,6 +32,9 @@ PART_SEPARATOR = "//"
 SPACE_MARK = "▁"
 VALUE_TOKEN_PREFIX = "VALUE//Q"
 TIME_TOKEN_PREFIX = "[TIME//"
+# Conditioning tokens (`[COND//bird=bird3]`): a sequence's attributes as a prefix; context
+# only, never a target (seqlm.corpus.conditioning).
+CONDITION_TOKEN_PREFIX = "[COND//"
 
 # ETHOS-like gaps between clinical events, from 5 minutes to 6 months ("mo" = 30 days).
 CLINICAL_TIME_GAPS: tuple[str, ...] = (
