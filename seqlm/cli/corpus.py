@@ -1,4 +1,4 @@
-"""`seqlm corpus info`: what is in a corpus folder."""
+"""`seqlm corpus info` (what is in a corpus folder) and `seqlm corpus condition`."""
 
 from __future__ import annotations
 
@@ -143,6 +143,32 @@ def _print_clinical(console: Console, clinical) -> None:  # noqa: ANN001 (Clinic
     for row in clinical.lab_bins:
         labs.add_row(row.code, f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges))
     console.print(labs)
+
+
+@corpus_app.command("condition")
+def condition_command(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder to condition.")],
+    on: Annotated[
+        list[str], typer.Option("--on", help="Index column to prefix as a token (repeatable).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New corpus folder.")],
+    min_sequences: Annotated[
+        int, typer.Option(help="Train sequences a value needs for a token of its own.")
+    ] = 5,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Write the corpus with conditioning tokens ([COND//group=bird3]) after [BOS]:
+    context only, never a target, never scored, never generated."""
+    from seqlm.corpus.conditioning import condition_corpus
+
+    written = condition_corpus(corpus, out, on, min_sequences=min_sequences, overwrite=overwrite)
+    vocab = written.vocabulary
+    console = Console()
+    console.print(f"[bold green]conditioned corpus written[/] to {written.path}")
+    console.print(
+        f"  {len(vocab.condition_ids)} conditioning tokens on {', '.join(on)}; "
+        f"vocabulary {written.vocab_size:,}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -184,7 +184,14 @@ def generate_command(
     progress = RichProgress()
     try:
         generations = [
-            generate(loaded.model, p, options, time_seconds=seconds, progress=progress)
+            generate(
+                loaded.model,
+                p,
+                options,
+                time_seconds=seconds,
+                progress=progress,
+                never_ids=vocab.condition_ids,
+            )
             for p in prompts
         ]
     finally:
@@ -236,6 +243,13 @@ def lesion_command(
     post: Annotated[str, typer.Option(help="Value of the post-lesion condition.")] = "post",
     group: Annotated[str, typer.Option(help="Index column naming the bird.")] = "group",
     checkpoint: Annotated[str, typer.Option(help="best, latest or step_N.")] = "best",
+    budget: Annotated[
+        str | None, typer.Option(help="Training budget per model: 10m, 2Mtok or 1e15flops.")
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="With --per-bird: fine-tune each bird from this (pooled) run."),
+    ] = None,
 ) -> None:
     """Per-bird perplexity on held-out pre-lesion vs post-lesion song, model beside n-grams."""
     from seqlm.corpus import load_corpus
@@ -261,7 +275,7 @@ def lesion_command(
             result = lesion_comparison(load_corpus(corpus), runs, options, progress)
             written = write_lesion_report(result, out)
         else:
-            settings = resolve_settings(config, set_ or [], preset)
+            settings = resolve_settings(config, set_ or [], preset, budget=budget, recipe=True)
             result = run_lesion_experiment(
                 corpus,
                 out,
@@ -269,6 +283,7 @@ def lesion_command(
                 per_group=per_bird,
                 options=options,
                 progress=progress,
+                init=init,
             )
             written = {"json": out / "lesion.json", "plot": out / "lesion.png"}
     finally:

@@ -54,6 +54,19 @@ def train_command(
     nproc: Annotated[
         int, typer.Option("--nproc", help="Processes (DDP) on this machine, via torchrun.")
     ] = 1,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            "-b",
+            help="Training budget the recipe plans for: minutes (10m, 90s, 1h), tokens "
+            "(2Mtok) or FLOPs (1e15flops). Default 10m when no preset is given.",
+        ),
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Start from this run's weights (fine-tune a pooled model)."),
+    ] = None,
 ) -> None:
     """Train a GPT on a corpus and write a run folder (weights, metrics, checkpoints)."""
     from seqlm.training.config import resolve_settings
@@ -67,19 +80,26 @@ def train_command(
         for item in sets:
             args += ["--set", item]
         args += ["--resume"] if resume else []
+        args += ["--budget", budget] if budget else []
+        args += ["--init", str(init)] if init else []
         raise typer.Exit(_torchrun(nproc, args))
-    given = preset is not None or config is not None or bool(sets)
-    settings = resolve_settings(config, sets, preset) if given or not resume else None
+    given = preset is not None or config is not None or bool(sets) or budget is not None
+    settings = (
+        resolve_settings(config, sets, preset, budget=budget, recipe=True)
+        if given or not resume
+        else None
+    )
     is_main = int(os.environ.get("RANK", "0")) == 0
     progress = RichProgress() if is_main else None
     try:
-        result = train_on_corpus(corpus, out, settings, resume=resume, progress=progress)
+        result = train_on_corpus(corpus, out, settings, resume=resume, progress=progress, init=init)
     finally:
         if progress is not None:
             progress.finish()
     if not is_main:
         return
     console = Console()
+    _print_choices(console, out)
     console.print(f"[bold green]run written[/] to {out}  (stopped: {result.stop_reason})")
     console.print(f"  steps {result.step:,}   tokens {result.tokens:,}   {result.elapsed_s:.1f} s")
     if result.train_loss is not None:
@@ -89,6 +109,24 @@ def train_command(
     if result.best_eval_loss is not None:
         console.print(f"  best tuning  {result.best_eval_loss:.4f} at step {result.best_step}")
     console.print(f"next: seqlm runs show {out}")
+
+
+def _print_choices(console: Console, out: Path) -> None:
+    """What the recipe chose and what --init did, from the run's config.json."""
+    from seqlm.training.checkpoint import RunFolder
+    from seqlm.training.transfer import InitReport
+
+    config = RunFolder(out).read_config()
+    recipe = config.get("recipe")
+    if recipe and recipe.get("applied"):
+        model = config["model"]
+        console.print(
+            f"recipe ({recipe['budget']}): {model['n_layer']} layers x {model['n_embd']}, "
+            f"{model['n_head']} heads, context {model['block_size']}, dropout "
+            f"{model['dropout']}; why: {out}/recipe.json"
+        )
+    if config.get("init"):
+        console.print(InitReport(**config["init"]).describe())
 
 
 def runs_show_command(

@@ -244,6 +244,7 @@ class BatchLoader:
         world_size: int = 1,
         accum_steps: int = 1,
         source: str = "corpus",
+        context_only_ids: np.ndarray | None = None,
     ) -> None:
         offsets = np.asarray(offsets, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -265,6 +266,9 @@ class BatchLoader:
         self.world_size = world_size
         self.accum_steps = accum_steps
         self.source = source
+        # Conditioning tokens: read as context, never a target (seqlm.corpus.conditioning).
+        ids = np.asarray(context_only_ids if context_only_ids is not None else [], np.int64)
+        self.context_only_ids = ids
         self._position = DataPosition()
         self._plans: dict[int, EpochPlan] = {}
 
@@ -282,6 +286,7 @@ class BatchLoader:
             rows["length"].to_numpy(),
             config,
             source=f"{corpus.path} [{split}]",
+            context_only_ids=corpus.vocabulary.condition_ids,
             **kwargs,
         )
 
@@ -344,9 +349,17 @@ class BatchLoader:
             )
         return StepBatches(
             micro=micro,
-            global_targets=int((seg_len - 1).sum()),
+            global_targets=int((seg_len - 1).sum())
+            - self._context_only_targets(seg_start, seg_len),
             global_tokens=int(seg_len.sum()) - rows,
         )
+
+    def _context_only_targets(self, seg_start: np.ndarray, seg_len: np.ndarray) -> int:
+        """Targets (every token of a segment but its first) that are context-only ids."""
+        if self.context_only_ids.size == 0 or seg_len.size == 0:
+            return 0
+        targets = self.tokens[_ranges(seg_start + 1, seg_len - 1)]
+        return int(np.isin(targets, self.context_only_ids).sum())
 
     def _row_width(self, fill: np.ndarray) -> int:
         if self.config.packing == "packed" or self.config.pad_to_context:
@@ -380,6 +393,8 @@ class BatchLoader:
 
         same_segment = (doc[:, 1:] == doc[:, :-1]) & is_token[:, 1:]
         targets = np.where(same_segment, window[:, 1:], IGNORE_INDEX)
+        if self.context_only_ids.size:
+            targets[np.isin(targets, self.context_only_ids)] = IGNORE_INDEX
         # With one segment per row, positions are 0..T-1 and padding only follows the
         # segment, so the model's plain causal attention (its fast path) is the same.
         packed = self.config.packing == "packed" and int(segments_in_row.max()) > 1
@@ -388,7 +403,7 @@ class BatchLoader:
             targets=torch.from_numpy(targets),
             doc_ids=torch.from_numpy(np.ascontiguousarray(doc[:, :-1])) if packed else None,
             position_ids=torch.from_numpy(np.ascontiguousarray(pos[:, :-1])) if packed else None,
-            n_targets=int((seg_len - 1).sum()),
+            n_targets=int((seg_len - 1).sum()) - self._context_only_targets(seg_start, seg_len),
             n_tokens=int(fill.sum()) - n_rows,
         )
 

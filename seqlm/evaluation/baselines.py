@@ -217,5 +217,9 @@ def evaluate_baselines(
     _, tuning = split_sequences(corpus, tuning_split)
     fitted = fit_baselines(train, corpus.vocab_size, tuning, options, progress)
     index, sequences = split_sequences(corpus, eval_splits)
-    scores = {scorer.name: scorer.score(sequences, progress) for scorer in fitted.scorers}
+    context_only = getattr(getattr(corpus, "vocabulary", None), "condition_ids", [])
+    scores = {
+        scorer.name: scorer.score(sequences, progress).without_tokens(context_only)
+        for scorer in fitted.scorers
+    }
     return BaselineEvaluation(index=index, scores=scores, selection=fitted.selection)

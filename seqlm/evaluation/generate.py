@@ -221,11 +221,13 @@ def generate(
     *,
     time_seconds: np.ndarray | None = None,
     progress: Progress | None = None,
+    never_ids: Sequence[int] | np.ndarray = (),
 ) -> Generation:
     """Sample `options.n_samples` continuations of `prompt` (ids, `[BOS]` first).
 
     `time_seconds[id]` is the time each token adds (0 for all but time tokens; see
-    `time_token_seconds`), needed for `time_horizon_s`. The model is put in eval mode
+    `time_token_seconds`), needed for `time_horizon_s`. `never_ids` are never sampled
+    (conditioning tokens: `Vocabulary.condition_ids`). The model is put in eval mode
     for the call and restored after.
     """
     options = options or GenerationOptions()
@@ -248,8 +250,9 @@ def generate(
     try:
         decoder = _Decoder(model, options.use_cache, options.window_shift)
         prompt_ids = torch.as_tensor(ids, device=device)[None]
+        never = torch.as_tensor(np.asarray(never_ids, dtype=np.int64), device=device)
         samples, reasons, elapsed = _sample_loop(
-            decoder, prompt_ids, options, step_seconds, generator, ensure_progress(progress)
+            decoder, prompt_ids, options, step_seconds, generator, ensure_progress(progress), never
         )
     finally:
         model.train(was_training)
@@ -270,6 +273,7 @@ def _sample_loop(
     step_seconds: Tensor | None,
     generator: torch.Generator,
     progress: Progress,
+    never: Tensor | None = None,
 ) -> tuple[list[np.ndarray], list[str], np.ndarray]:
     n = options.n_samples
     device = prompt.device
@@ -282,6 +286,8 @@ def _sample_loop(
     progress.start("generating (tokens)", total=options.max_new_tokens)
     logits = decoder.first(prompt, n)
     for step in range(options.max_new_tokens):
+        if never is not None and never.numel():
+            logits = logits.index_fill(-1, never, float("-inf"))
         chosen = choose_next(logits, options.sampling, generator)
         stopped = torch.zeros_like(chosen, dtype=torch.bool)
         kept = torch.ones_like(stopped)

@@ -168,6 +168,9 @@ def lesion_comparison(
         info["ngram_orders"][key] = order
         if key == ALL_GROUPS and len(groups) > 1:
             scores[PER_GROUP_NGRAM] = _per_group_ngram(corpus, index, sequences, options, info)
+        # Conditioning tokens are context only: no model is scored on them.
+        context_only = corpus.vocabulary.condition_ids
+        scores = {name: s.without_tokens(context_only) for name, s in scores.items()}
         frames.append(_token_tables(index, scores, options))
         info["scoring"] = scorer.describe()
         info.setdefault("comparisons", []).extend(_paired(index, scores, options, str(key)))
@@ -358,8 +361,12 @@ def run_lesion_experiment(
     per_group: bool = False,
     options: LesionOptions | None = None,
     progress: Progress | None = None,
+    init: str | Path | None = None,
 ) -> LesionResult:
     """Subset to pre-lesion sequences, train (one model, or one per group), compare.
+
+    `init`: a run (the model pooled over all groups) whose weights start each run, so
+    per-group models are fine-tuned from the pool instead of trained from scratch.
 
     Writes OUT/pre (or OUT/pre-<group>) corpora, OUT/run (or OUT/run-<group>) runs, and
     OUT/lesion.json + OUT/lesion.png. A run that already finished is reused, so the
@@ -389,7 +396,7 @@ def run_lesion_experiment(
             pre = subset_corpus(corpus, out / f"pre{suffix}", where, overwrite=True)
             if run.exists():
                 shutil.rmtree(run)  # an unfinished run of an earlier call: start again
-            train_on_corpus(pre.path, run, settings, progress=progress)
+            train_on_corpus(pre.path, run, settings, progress=progress, init=init)
         runs[key] = run
     result = lesion_comparison(corpus, runs, options, progress)
     write_lesion_report(result, out)

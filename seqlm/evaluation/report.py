@@ -251,7 +251,7 @@ def evaluate_run(
     scorers += baseline_scorers
     info["baselines"] = baseline_info
     # Conditioning tokens are context only: no model is scored on them.
-    context_only = getattr(corpus.vocabulary, "condition_ids", ())
+    context_only = corpus.vocabulary.condition_ids
     scores = {s.name: s.score(sequences, progress).without_tokens(context_only) for s in scorers}
     group_scores = {}
     if "group-ngram" in options.baselines:

@@ -153,6 +153,13 @@ class RunFolder:
             shutil.copyfile(tokenizer, temporary)
             os.replace(temporary, self.path / TOKENIZER_FILE)
 
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        """Write RUN/name (recipe.json, warnings.json) atomically."""
+        temporary = self.path / (_TEMP_PREFIX + name)
+        _write_json(temporary, data)
+        os.replace(temporary, self.path / name)
+        return self.path / name
+
     def read_config(self) -> dict[str, Any]:
         try:
             return json.loads(self.config_path.read_text(encoding="utf-8"))

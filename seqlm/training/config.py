@@ -144,9 +144,23 @@ class RunSettings:
     """A run's settings before the corpus is known: preset, model overrides (GPTConfig
     field names), and the training config."""
 
-    preset: str = DEFAULT_PRESET
-    model: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = field(default=DEFAULT_PRESET, metadata={"help": "model size preset"})
+    model: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "GPTConfig fields set by the user"}
+    )
+    train: TrainConfig = field(
+        default_factory=TrainConfig, metadata={"help": "training settings, defaults filled"}
+    )
+    train_explicit: tuple[str, ...] = field(
+        default=(), metadata={"help": "TrainConfig fields the user set (the recipe keeps them)"}
+    )
+    use_recipe: bool = field(
+        default=False,
+        metadata={"help": "no preset given: choose the shape from the corpus and budget"},
+    )
+    budget: str | None = field(
+        default=None, metadata={"help": "--budget: minutes (10m), tokens (2Mtok) or FLOPs"}
+    )
 
 
 def _apply_aliases(table: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> dict:
@@ -173,10 +187,15 @@ def resolve_settings(
     config_file: str | Path | None = None,
     sets: Sequence[str] = (),
     preset: str | None = None,
+    *,
+    budget: str | None = None,
+    recipe: bool = False,
 ) -> RunSettings:
     """Merge a TOML file's `[model]`/`[train]` tables and `--set` strings into settings.
 
     `preset` (the `--preset` option) wins over `model.preset` in the file or the sets.
+    With `recipe` and no preset anywhere, the run's shape and unset training values
+    come from `seqlm.training.recipe` at training time (it needs the corpus).
     """
     raw: dict[str, Any] = load_toml(config_file) if config_file is not None else {}
     raw = _merge(raw, parse_option_strings(sets))
@@ -190,9 +209,10 @@ def resolve_settings(
         if not isinstance(raw.get(table, {}), Mapping):
             raise ConfigError(f"{table!r} must be a table of settings")
     model = _apply_aliases(raw.get("model", {}), MODEL_ALIASES, "model")
-    chosen_preset = str(model.pop("preset", DEFAULT_PRESET))
+    given_preset = model.pop("preset", None)
     if preset is not None:
-        chosen_preset = preset
+        given_preset = preset
+    chosen_preset = str(given_preset) if given_preset is not None else DEFAULT_PRESET
     if "vocab_size" in model:
         raise ConfigError("model.vocab_size comes from the corpus's vocabulary; do not set it")
     train_table = _apply_aliases(raw.get("train", {}), TRAIN_ALIASES, "train")
@@ -200,4 +220,7 @@ def resolve_settings(
         preset=chosen_preset,
         model=model,
         train=options_from_mapping(TrainConfig, train_table, prefix="train."),
+        train_explicit=tuple(sorted(train_table)),
+        use_recipe=given_preset is None and recipe,
+        budget=budget,
     )

@@ -24,7 +24,11 @@ from seqlm.training.callbacks import TrainCallback
 from seqlm.training.checkpoint import TOKENIZER_FILE, RunFolder
 from seqlm.training.config import DEFAULT_CONTEXT, RunSettings, TrainConfig
 from seqlm.training.distributed import DistContext, init_distributed, shutdown
+from seqlm.training.divergence import DivergenceWatch
+from seqlm.training.recipe import apply_recipe
 from seqlm.training.trainer import Trainer, TrainResult
+
+RECIPE_FILE = "recipe.json"
 
 
 def build_gpt_config(settings: RunSettings, vocab_size: int) -> Any:
@@ -97,7 +101,11 @@ def make_loaders(
 
 
 def _resolved_run_config(
-    run: RunFolder, corpus: Any, settings: RunSettings | None, resume: bool
+    run: RunFolder,
+    corpus: Any,
+    settings: RunSettings | None,
+    resume: bool,
+    init: Path | None = None,
 ) -> tuple[dict[str, Any], TrainConfig]:
     if resume:
         if settings is not None:
@@ -120,15 +128,29 @@ def _resolved_run_config(
             raise CorpusError(f"{run.config_path}: no [train] settings") from None
         return config, train
     settings = settings or RunSettings()
-    gpt_config = build_gpt_config(settings, corpus.vocab_size)
+    device = "cuda" if settings.train.device.startswith("cuda") else "cpu"
+    if settings.train.device == "auto" and torch.cuda.is_available():
+        device = "cuda"
+    user_model = dict(settings.model)
+    settings, recipe = apply_recipe(settings, corpus, device, fine_tune=init is not None)
+    if init is not None:
+        from seqlm.training.transfer import init_model_config
+
+        if "dropout" in settings.model:
+            user_model.setdefault("dropout", settings.model["dropout"])
+        model_table = init_model_config(init, user_model, corpus.vocab_size)
+    else:
+        model_table = build_gpt_config(settings, corpus.vocab_size).to_dict()
     config = {
         "seqlm_version": seqlm.__version__,
         "model_type": "gpt",
-        "preset": settings.preset,
-        "model": gpt_config.to_dict(),
+        "preset": "recipe" if recipe and recipe["applied"] else settings.preset,
+        "model": model_table,
         "train": settings.train.to_dict(),
         "corpus": corpus_identity(corpus),
     }
+    if recipe is not None:
+        config["recipe"] = recipe
     return config, settings.train
 
 
@@ -140,8 +162,11 @@ def train_on_corpus(
     resume: bool = False,
     progress: Progress | None = None,
     callbacks: Sequence[TrainCallback] = (),
+    init: str | Path | None = None,
 ) -> TrainResult:
-    """Train a GPT on a corpus folder, writing (or continuing) the run folder `out`."""
+    """Train a GPT on a corpus folder, writing (or continuing) the run folder `out`.
+
+    `init`: a run folder whose weights start this run (`seqlm.training.transfer`)."""
     from seqlm.outputs import check_run_output, output_lock
 
     # Under torchrun only rank 0 writes, so only it holds the run folder's lock.
@@ -149,8 +174,9 @@ def train_on_corpus(
     lock = output_lock(out, "seqlm train") if is_main else contextlib.nullcontext()
     with lock:
         if is_main:
-            check_run_output(out, [corpus_path])
-        return _train_locked(corpus_path, out, settings, resume, progress, callbacks)
+            # The init run is an input too: --overwrite never replaces it.
+            check_run_output(out, [corpus_path, *([init] if init is not None else [])])
+        return _train_locked(corpus_path, out, settings, resume, progress, callbacks, init)
 
 
 def _train_locked(
@@ -160,12 +186,14 @@ def _train_locked(
     resume: bool,
     progress: Progress | None,
     callbacks: Sequence[TrainCallback],
+    init: str | Path | None,
 ) -> TrainResult:
     from seqlm.corpus import load_corpus
 
     run = RunFolder(out)
     corpus = load_corpus(Path(corpus_path))
-    config, train = _resolved_run_config(run, corpus, settings, resume)
+    init = Path(init) if init is not None and not resume else None
+    config, train = _resolved_run_config(run, corpus, settings, resume, init)
     if not resume:
         run.check_fresh()
     if train.cpu_threads > 0:
@@ -177,11 +205,20 @@ def _train_locked(
             run.clean_temporaries()
             if not resume:
                 run.write_config(config, tokenizer=Path(corpus.path) / TOKENIZER_FILE)
+                if "recipe" in config:
+                    run.write_json(RECIPE_FILE, config["recipe"])
                 run.metrics_path.unlink(missing_ok=True)
         ctx.barrier()
         # Same seed on every process: identical initial weights without a broadcast.
         torch.manual_seed(train.seed)
         model = gpt_from_dict(config["model"])
+        if init is not None:
+            from seqlm.training.transfer import load_init_weights
+
+            report = load_init_weights(model, init, list(corpus.vocabulary.tokens))
+            config["init"] = report.to_dict()
+            if ctx.is_main:
+                run.write_config(config)
         train_data, eval_data = make_loaders(corpus, train, config["model"]["block_size"], ctx)
         trainer = Trainer(
             model,
@@ -190,7 +227,7 @@ def _train_locked(
             eval_data,
             run=run,
             ctx=ctx,
-            callbacks=callbacks,
+            callbacks=[*callbacks, DivergenceWatch()],
             progress=progress,
         )
         checkpoint = run.latest_checkpoint() if resume else None

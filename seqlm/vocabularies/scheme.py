@@ -34,6 +34,9 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID, SEP_ID = range(5)
 PART_SEPARATOR = "//"
 VALUE_TOKEN_PREFIX = "VALUE//Q"
 TIME_TOKEN_PREFIX = "[TIME//"
+# Conditioning tokens (`[COND//bird=bird3]`): a sequence's attributes as a prefix; context
+# only, never a target (seqlm.corpus.conditioning).
+CONDITION_TOKEN_PREFIX = "[COND//"
 
 # ETHOS-like gaps between clinical events, from 5 minutes to 6 months ("mo" = 30 days).
 CLINICAL_TIME_GAPS: tuple[str, ...] = (

@@ -40,6 +40,7 @@ from seqlm.vocabularies.fitting import (
     check_known_sources,
 )
 from seqlm.vocabularies.scheme import (
+    CONDITION_TOKEN_PREFIX,
     PART_SEPARATOR,
     SPECIAL_TOKENS,
     TIME_TOKEN_PREFIX,
@@ -56,7 +57,7 @@ TOKENIZER_FILE = "tokenizer.json"
 SCHEME_FILE = "scheme.json"
 SCHEME_FORMAT = "seqlm-vocabulary/1"
 
-TokenRole = Literal["special", "unknown", "time", "value", "event"]
+TokenRole = Literal["special", "unknown", "time", "value", "event", "condition"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,14 @@ class Vocabulary:
     def roles(self) -> tuple[TokenRole, ...]:
         """The role of each id, in id order."""
         return tuple(_role(token, token in self.data_tokens) for token in self.tokens)
+
+    @cached_property
+    def condition_ids(self) -> np.ndarray:
+        """Ids of the conditioning tokens: context only, never a target, never scored
+        and never generated. Every trainer, scorer and sampler masks these ids."""
+        return np.array(
+            [i for i, role in enumerate(self.roles) if role == "condition"], dtype=np.int64
+        )
 
     def token_info(self, token: str | int) -> TokenInfo:
         """What a token (string or id) stands for: its code, value bin or time gap."""
@@ -356,6 +365,8 @@ def _role(token: str, is_data: bool) -> TokenRole:
         return "special"
     if token.startswith(TIME_TOKEN_PREFIX):
         return "time"
+    if token.startswith(CONDITION_TOKEN_PREFIX):
+        return "condition"
     if token.startswith(VALUE_TOKEN_PREFIX):
         return "value"
     return "event"

@@ -1,0 +1,161 @@
+"""The training recipe against the n-gram and the LSTM, on generated and real corpora.
+
+For each corpus: train the recipe's GPT (`seqlm train CORPUS --budget B`, no shape
+given), train the LSTM baseline with the same settings and budget, fit the n-grams, and
+score the held-out split. Printed per corpus: perplexity of each model, the model's
+cross-entropy difference to each baseline with a 95% bootstrap interval resampled by
+sequence (paired: the same resampled sequences for both), and for planted long-range
+corpora the cross-entropy on the planted targets (the symbol after each `Q`).
+
+    python benchmarks/bench_recipe.py --corpus planted-long --corpus planted-local \\
+        --seeds 0 1 --budget 1Mtok --out /tmp/bench_recipe [--json]
+    python benchmarks/bench_recipe.py --corpus ../shared/data/...corpus-folder --budget 3Mtok
+
+Budgets in tokens make the figures independent of machine load; one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from seqlm.datasets.planted import (
+    QUERY,
+    decisive_mask,
+    local_sequences,
+    long_range_sequences,
+    write_strings,
+)
+
+BOOTSTRAP = 1000
+
+
+def _generated(kind: str, seed: int, work: Path, count: int) -> Path:
+    from seqlm.ingest import ingest
+
+    folder = work / f"{kind}-{seed}"
+    corpus = folder / "corpus"
+    if (corpus / "manifest.json").is_file():
+        return corpus
+    make = long_range_sequences if kind == "planted-long" else local_sequences
+    raw = write_strings(folder / "raw", "synth", make(count, seed=seed))
+    ingest("birdsong-strings", [raw], corpus)
+    return corpus
+
+
+def paired_ci(model: np.ndarray, other: np.ndarray, sequence: np.ndarray, seed: int = 0):
+    """Mean per-token CE difference (model - other) and its 95% bootstrap interval,
+    resampling whole sequences."""
+    ids, owner = np.unique(sequence, return_inverse=True)
+    diff_sum = np.bincount(owner, weights=model - other, minlength=ids.size)
+    count = np.bincount(owner, minlength=ids.size).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, ids.size, size=(BOOTSTRAP, ids.size))
+    means = diff_sum[draws].sum(axis=1) / count[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff_sum.sum() / count.sum()), float(low), float(high)
+
+
+def run_one(corpus_path: Path, out: Path, budget: str) -> dict:
+    import torch
+
+    from seqlm.corpus import load_corpus
+    from seqlm.evaluation.report import EvalOptions, evaluate_run
+    from seqlm.training.config import resolve_settings
+    from seqlm.training.session import train_on_corpus
+
+    torch.set_num_threads(1)
+    run = out / "run"
+    began = time.perf_counter()
+    if not (run / "best").is_dir():
+        settings = resolve_settings(None, ["train.cpu_threads=1"], None, budget=budget, recipe=True)
+        train_on_corpus(corpus_path, run, settings)
+    train_s = time.perf_counter() - began
+    corpus = load_corpus(corpus_path)
+    evaluation = evaluate_run(
+        run, corpus, EvalOptions(split="held_out", baselines=("ngram", "lstm"), device="cpu")
+    )
+    scores = evaluation.scores
+    model = scores["model"]
+    ngram_name = next(n for n in scores if n.startswith("best n-gram"))
+    lstm_name = next(n for n in scores if "lstm" in n.lower())
+    config = json.loads((run / "config.json").read_text())
+    row: dict = {
+        "corpus": str(corpus_path),
+        "budget": budget,
+        "shape": {k: config["model"][k] for k in ("n_layer", "n_embd", "n_head", "block_size")},
+        "dropout": config["model"]["dropout"],
+        "train_s": round(train_s, 1),
+        "targets": len(model),
+    }
+    query = corpus.vocabulary.token_to_id.get(QUERY)
+    planted = decisive_mask(model.previous, query) if query is not None else None
+    for label, name in (("model", "model"), ("ngram", ngram_name), ("lstm", lstm_name)):
+        s = scores[name]
+        row[f"{label}_ppl"] = float(np.exp(-s.log_prob.mean()))
+        if planted is not None and planted.any():
+            row[f"{label}_planted_ce"] = float(-s.log_prob[planted].mean())
+    for label, name in (("ngram", ngram_name), ("lstm", lstm_name)):
+        mean, low, high = paired_ci(-model.log_prob, -scores[name].log_prob, model.sequence)
+        row[f"vs_{label}"] = {"ce_diff": mean, "ci95": [low, high]}
+    row["ngram_name"] = ngram_name
+    return row
+
+
+def _print(rows: list[dict]) -> None:
+    header = "corpus | shape (L x d, ctx, drop) | GPT ppl | n-gram ppl | LSTM ppl | "
+    header += "CE GPT-ngram [95% CI] | CE GPT-LSTM [95% CI] | planted CE GPT/ngram/LSTM"
+    print(header)
+    for r in rows:
+        s = r["shape"]
+        planted = (
+            f"{r['model_planted_ce']:.3f}/{r['ngram_planted_ce']:.3f}/{r['lstm_planted_ce']:.3f}"
+            if "model_planted_ce" in r
+            else "-"
+        )
+        cells = [
+            Path(r["corpus"]).parent.name or r["corpus"],
+            f"{s['n_layer']}x{s['n_embd']}, {s['block_size']}, {r['dropout']}",
+            f"{r['model_ppl']:.4f}",
+            f"{r['ngram_ppl']:.4f}",
+            f"{r['lstm_ppl']:.4f}",
+            "{:+.4f} [{:+.4f}, {:+.4f}]".format(r["vs_ngram"]["ce_diff"], *r["vs_ngram"]["ci95"]),
+            "{:+.4f} [{:+.4f}, {:+.4f}]".format(r["vs_lstm"]["ce_diff"], *r["vs_lstm"]["ci95"]),
+            planted,
+        ]
+        print(" | ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", action="append", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--budget", default="1Mtok")
+    parser.add_argument("--sequences", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=Path("bench_recipe_out"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rows = []
+    for spec in args.corpus:
+        generated = spec in ("planted-long", "planted-local")
+        for seed in args.seeds if generated else [None]:
+            if generated:
+                corpus = _generated(spec, seed, args.out, args.sequences)
+                out = corpus.parent / f"budget-{args.budget}"
+            else:
+                corpus = Path(spec)
+                out = args.out / f"{corpus.name}-budget-{args.budget}"
+            rows.append(run_one(corpus, out, args.budget))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        _print(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

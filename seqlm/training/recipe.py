@@ -1,0 +1,369 @@
+"""The training recipe: model shape and training settings chosen from the corpus and a budget.
+
+`seqlm train CORPUS` without a preset or model shape calls `choose_recipe`: it reads the
+train split's size, the vocabulary and the sequence lengths, and the budget (minutes,
+tokens or FLOPs), and returns the GPT shape and `TrainConfig` values with one reason per
+choice. Explicit settings (`--preset`, `--set model.X=`, `--set train.X=`, a config
+file) always win; `apply_recipe` fills in only what the user left unset and the run
+writes `recipe.json` saying what was chosen, why, and what the user set.
+
+The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
+
+- *context*: the 95th percentile of the train sequence lengths, rounded up to a power of
+  two, within 32..512 (longer sequences are windowed; a CPU pays quadratically for more);
+- *size*: non-embedding parameters about twice the training tokens and at most a tenth
+  of the tokens the budget will read, so a 6k-token corpus gets a ~20k-parameter model and
+  a 1.5M-token one ~1-3M; width and depth from a fixed ladder of shapes (heads of 32);
+- *regularisation*: dropout from how many epochs the budget reads (none under one epoch,
+  0.1 from about two, 0.2 from about 30), weight decay 0.1;
+- *batch*: about 1,024 tokens a step (small steps learn faster per token on a
+  compute-bound CPU), learning rate 3e-3 at width 128 and below, falling as 1/sqrt(width);
+- *evaluation*: about 30 evaluations over the budget, each on up to a quarter of the
+  tokens trained between two of them; early stopping after 6 evaluations without
+  improvement, and scoring uses best/ (the lowest tuning loss), so an overfitting run
+  is restored to its best point.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seqlm.errors import ConfigError
+from seqlm.training.config import RunSettings, TrainConfig
+
+# Sustained training FLOP/s assumed when the budget is in minutes, to turn time into
+# tokens for the size rule. Measured on the project's 2-core CPU with one thread
+# (quickstart-sized models, docs/training.md); a GPU reads many more tokens, so its
+# budget in minutes buys a larger model. Only the shape depends on it: training still
+# stops at the wall-clock limit.
+ASSUMED_FLOPS_PER_S = {"cpu": 1.2e10, "cuda": 1.0e14}
+# (n_layer, n_embd) from small to large: non-embedding parameters 12 L d^2.
+SHAPE_LADDER: tuple[tuple[int, int], ...] = (
+    (1, 16),
+    (1, 32),
+    (2, 32),
+    (2, 48),
+    (2, 64),
+    (3, 64),
+    (3, 80),
+    (3, 96),
+    (4, 96),
+    (4, 128),
+    (4, 160),
+    (4, 192),
+    (6, 192),
+    (6, 256),
+    (8, 256),
+    (8, 384),
+    (12, 512),
+)
+HEAD_DIM = 32
+PARAMS_PER_TRAIN_TOKEN = 2.5
+BUDGET_TOKENS_PER_PARAM = 10.0
+STEP_TOKENS = 1024
+TARGET_EVALUATIONS = 30
+PATIENCE = 6
+DEFAULT_BUDGET = "10m"
+FINE_TUNE_LR_DIVISOR = 3.0
+
+_BUDGET = re.compile(
+    r"^\s*(?P<number>[0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
+)
+_TIME_UNITS = {"s": 1 / 60, "sec": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
+_TOKEN_UNITS = {"tok": 1, "tokens": 1, "ktok": 10**3, "mtok": 10**6, "gtok": 10**9}
+_FLOP_UNITS = {"flop": 1, "flops": 1}
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """A `--budget` value: exactly one of minutes, tokens or FLOPs."""
+
+    minutes: float | None = field(default=None, metadata={"help": "wall-clock minutes"})
+    tokens: int | None = field(default=None, metadata={"help": "training tokens to read"})
+    flops: float | None = field(default=None, metadata={"help": "training FLOPs to spend"})
+
+    def describe(self) -> str:
+        if self.minutes is not None:
+            return f"{self.minutes:g} minutes"
+        if self.tokens is not None:
+            return f"{self.tokens:,} tokens"
+        return f"{self.flops:.3g} FLOPs"
+
+
+def parse_budget(text: str) -> BudgetSpec:
+    """`10m`, `90s`, `1.5h` (time), `2Mtok`, `500000tokens` (tokens), `1e15flops`."""
+    match = _BUDGET.match(str(text))
+    unit = match.group("unit").lower() if match else ""
+    if match is None or not (unit in _TIME_UNITS or unit in _TOKEN_UNITS or unit in _FLOP_UNITS):
+        raise ConfigError(
+            f"--budget {text!r} not understood; use minutes (10m, 90s, 1h), tokens "
+            "(2Mtok, 500000tokens) or FLOPs (1e15flops)"
+        )
+    number = float(match.group("number"))
+    if number <= 0:
+        raise ConfigError(f"--budget must be positive, got {text!r}")
+    if unit in _TIME_UNITS:
+        return BudgetSpec(minutes=number * _TIME_UNITS[unit])
+    if unit in _TOKEN_UNITS:
+        return BudgetSpec(tokens=int(number * _TOKEN_UNITS[unit]))
+    return BudgetSpec(flops=number)
+
+
+@dataclass(frozen=True)
+class CorpusFacts:
+    """What the recipe reads from a corpus."""
+
+    train_tokens: int = field(metadata={"help": "tokens in the train split"})
+    train_sequences: int = field(metadata={"help": "sequences in the train split"})
+    tuning_tokens: int = field(metadata={"help": "tokens in the tuning split"})
+    vocab_size: int = field(metadata={"help": "vocabulary size"})
+    length_p50: int = field(metadata={"help": "median train sequence length"})
+    length_p95: int = field(metadata={"help": "95th percentile train sequence length"})
+    length_max: int = field(metadata={"help": "longest train sequence"})
+
+    @classmethod
+    def of(cls, corpus: Any, train_split: str = "train", tuning_split: str = "tuning"):
+        lengths = corpus.split(train_split)["length"].to_numpy().astype(np.int64)
+        if lengths.size == 0:
+            raise ConfigError(f"{corpus.path}: the {train_split} split is empty")
+        tuning = corpus.split(tuning_split)["length"].to_numpy().astype(np.int64)
+        return cls(
+            train_tokens=int(lengths.sum()),
+            train_sequences=int(lengths.size),
+            tuning_tokens=int(tuning.sum()),
+            vocab_size=int(corpus.vocab_size),
+            length_p50=int(np.percentile(lengths, 50)),
+            length_p95=int(np.percentile(lengths, 95)),
+            length_max=int(lengths.max()),
+        )
+
+
+@dataclass
+class Recipe:
+    """Chosen model and train settings, with one reason per choice."""
+
+    model: dict[str, Any] = field(metadata={"help": "GPTConfig fields chosen"})
+    train: dict[str, Any] = field(metadata={"help": "TrainConfig fields chosen"})
+    reasons: dict[str, str] = field(metadata={"help": "why each value was chosen"})
+    facts: CorpusFacts = field(metadata={"help": "the corpus figures the rule read"})
+    budget: BudgetSpec = field(metadata={"help": "the budget the rule planned for"})
+    expected_tokens: int = field(metadata={"help": "training tokens the budget should read"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": "seqlm.training.recipe (docs/training.md)",
+            "budget": self.budget.describe(),
+            "expected_tokens": self.expected_tokens,
+            "corpus": dict(self.facts.__dict__),
+            "model": dict(self.model),
+            "train": dict(self.train),
+            "reasons": dict(self.reasons),
+        }
+
+
+def heads_for(width: int) -> int:
+    """About one head per 32 channels, at least two, dividing the width."""
+    heads = max(2, width // HEAD_DIM)
+    while width % heads:
+        heads -= 1
+    return heads
+
+
+def _context(facts: CorpusFacts) -> int:
+    wanted = max(facts.length_p95, 2)
+    return int(min(512, max(32, 2 ** math.ceil(math.log2(wanted)))))
+
+
+def _non_embedding_params(n_layer: int, n_embd: int) -> int:
+    return 12 * n_layer * n_embd * n_embd
+
+
+def _flops_per_token(n_layer: int, n_embd: int, vocab: int, context: int) -> float:
+    params = _non_embedding_params(n_layer, n_embd) + vocab * n_embd
+    return 6.0 * params + 12.0 * n_layer * n_embd * context
+
+
+def _shape(target_params: float) -> tuple[int, int]:
+    """The largest ladder shape within the target (the smallest if none is)."""
+    fitting = [s for s in SHAPE_LADDER if _non_embedding_params(*s) <= target_params]
+    return fitting[-1] if fitting else SHAPE_LADDER[0]
+
+
+def _expected_tokens(budget: BudgetSpec, shape: tuple[int, int], facts, context, device) -> int:
+    if budget.tokens is not None:
+        return budget.tokens
+    per_token = _flops_per_token(*shape, facts.vocab_size, context)
+    if budget.flops is not None:
+        return int(budget.flops / per_token)
+    rate = ASSUMED_FLOPS_PER_S["cuda" if device.startswith("cuda") else "cpu"]
+    return int(60.0 * budget.minutes * rate / per_token)
+
+
+def _size(facts: CorpusFacts, budget: BudgetSpec, context: int, device: str):
+    """Shape and expected tokens: the data cap, lowered until the budget can train it."""
+    data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
+    shape = _shape(data_cap)
+    # The budget's tokens depend on the shape (a smaller model reads more); walk down
+    # the ladder until the budget reads at least BUDGET_TOKENS_PER_PARAM per parameter.
+    while True:
+        tokens = _expected_tokens(budget, shape, facts, context, device)
+        if tokens >= BUDGET_TOKENS_PER_PARAM * _non_embedding_params(*shape):
+            break
+        smaller = SHAPE_LADDER.index(shape) - 1
+        if smaller < 0:
+            break
+        shape = SHAPE_LADDER[smaller]
+    return shape, tokens, data_cap
+
+
+def _dropout(epochs: float) -> float:
+    if epochs < 1.0:
+        return 0.0
+    if epochs < 30.0:
+        return 0.1
+    return 0.2
+
+
+def choose_recipe(
+    facts: CorpusFacts, budget: BudgetSpec | None = None, device: str = "cpu"
+) -> Recipe:
+    """The recipe for a corpus and budget (see the module docstring for the rule)."""
+    budget = budget or parse_budget(DEFAULT_BUDGET)
+    context = _context(facts)
+    (n_layer, n_embd), tokens, data_cap = _size(facts, budget, context, device)
+    epochs = tokens / max(facts.train_tokens, 1)
+    dropout = _dropout(epochs)
+    batch = max(1, STEP_TOKENS // context)
+    steps = max(1, tokens // (batch * context))
+    eval_every = max(10, steps // TARGET_EVALUATIONS)
+    tuning_rows = max(1, math.ceil(facts.tuning_tokens / context))
+    quarter = max(1, math.ceil(0.25 * eval_every))  # eval batches, each as big as a step's
+    eval_batches = max(1, min(math.ceil(tuning_rows / batch), quarter))
+    lr = 3e-3 * min(1.0, math.sqrt(128 / n_embd))
+    model = {
+        "n_layer": n_layer,
+        "n_embd": n_embd,
+        "n_head": heads_for(n_embd),
+        "block_size": context,
+        "dropout": dropout,
+    }
+    train: dict[str, Any] = {
+        "batch_size": batch,
+        "lr": round(lr, 6),
+        "weight_decay": 0.1,
+        "warmup_steps": min(100, max(10, steps // 50)),
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+        "checkpoint_every": eval_every,
+        "early_stopping": PATIENCE,
+        "log_every": max(1, min(50, eval_every // 2)),
+    }
+    if budget.minutes is not None:
+        train["max_minutes"] = budget.minutes
+    else:
+        train["max_tokens"] = tokens
+    params = _non_embedding_params(n_layer, n_embd)
+    reasons = {
+        "block_size": f"95% of train sequences are at most {facts.length_p95} tokens "
+        f"(longest {facts.length_max}); power of two within 32..512",
+        "n_layer/n_embd": f"{params:,} non-embedding parameters: at most "
+        f"{PARAMS_PER_TRAIN_TOKEN:g} x {facts.train_tokens:,} train tokens "
+        f"({int(data_cap):,}) and at most 1/{BUDGET_TOKENS_PER_PARAM:g} of the "
+        f"{tokens:,} tokens the budget reads",
+        "dropout": f"the budget reads about {epochs:.1f} epochs of the train split",
+        "batch_size": f"about {STEP_TOKENS} tokens a step at context {context}",
+        "lr": "3e-3 up to width 128, times sqrt(128 / width) above",
+        "eval_every": f"about {TARGET_EVALUATIONS} evaluations over ~{steps:,} steps",
+        "eval_batches": "the tuning split, or a quarter of the tokens trained between "
+        "evaluations if that is less",
+        "early_stopping": f"stop after {PATIENCE} evaluations without a lower tuning loss; "
+        "scoring reads best/ (the lowest tuning loss)",
+    }
+    return Recipe(model, train, reasons, facts, budget, tokens)
+
+
+def budget_train_settings(budget: BudgetSpec, recipe: Recipe | None = None) -> dict[str, Any]:
+    """The TrainConfig limits for a budget given together with an explicit shape."""
+    if budget.minutes is not None:
+        return {"max_minutes": budget.minutes}
+    if budget.tokens is not None:
+        return {"max_tokens": budget.tokens}
+    if recipe is None:
+        raise ConfigError("a budget in FLOPs needs the recipe to turn it into tokens")
+    return {"max_tokens": recipe.expected_tokens}
+
+
+_LIMITS = ("max_steps", "max_tokens", "max_minutes")
+
+
+def _budget_from_settings(settings: RunSettings) -> BudgetSpec:
+    """The budget to plan for: --budget, else the limits the user set, else the default."""
+    if settings.budget is not None:
+        return parse_budget(settings.budget)
+    train, explicit = settings.train, settings.train_explicit
+    if "max_minutes" in explicit and train.max_minutes is not None:
+        return BudgetSpec(minutes=float(train.max_minutes))
+    if "max_tokens" in explicit and train.max_tokens is not None:
+        return BudgetSpec(tokens=int(train.max_tokens))
+    if "max_steps" in explicit and train.max_steps is not None:
+        return BudgetSpec(tokens=int(train.max_steps) * STEP_TOKENS)
+    return parse_budget(DEFAULT_BUDGET)
+
+
+def apply_recipe(
+    settings: RunSettings, corpus: Any, device: str = "cpu", *, fine_tune: bool = False
+) -> tuple[RunSettings, dict[str, Any] | None]:
+    """Settings with the recipe's values filled in where the user set none, and the
+    record for recipe.json (None when no recipe applies: a preset given, no budget).
+
+    `fine_tune` (the run starts from another run's weights): the learning rate is a
+    third of the recipe's, so the pooled model is adjusted rather than overwritten."""
+    if not settings.use_recipe and settings.budget is None:
+        return settings, None
+    explicit = set(settings.train_explicit)
+    facts = CorpusFacts.of(corpus, settings.train.train_split, settings.train.eval_split)
+    recipe = choose_recipe(facts, _budget_from_settings(settings), device)
+    model = dict(settings.model)
+    if settings.use_recipe:
+        for key, value in recipe.model.items():
+            model.setdefault(key, value)
+        if "n_embd" in settings.model and "n_head" not in settings.model:
+            width = int(settings.model["n_embd"])
+            model["n_head"] = heads_for(width)
+        chosen = dict(recipe.train)
+        if fine_tune:
+            chosen["lr"] = round(chosen["lr"] / FINE_TUNE_LR_DIVISOR, 6)
+            recipe.reasons["lr"] += f"; divided by {FINE_TUNE_LR_DIVISOR:g} to fine-tune (--init)"
+    else:  # a preset with --budget: only the budget's limits
+        chosen = budget_train_settings(recipe.budget, recipe)
+    train = settings.train.to_dict()
+    user_limits = explicit.intersection(_LIMITS)
+    for key, value in chosen.items():
+        if key in explicit or (key in _LIMITS and user_limits and settings.budget is None):
+            continue
+        train[key] = value
+    if not user_limits:
+        # the budget replaces the default step limit rather than adding to it
+        for key in _LIMITS:
+            if key not in chosen:
+                train[key] = None
+    resolved = RunSettings(
+        preset=settings.preset,
+        model=model,
+        train=TrainConfig.from_dict(train),
+        train_explicit=settings.train_explicit,
+        use_recipe=settings.use_recipe,
+        budget=settings.budget,
+    )
+    record = recipe.to_dict()
+    record["applied"] = settings.use_recipe
+    record["user_set"] = {
+        "model": sorted(settings.model),
+        "train": sorted(explicit),
+    }
+    return resolved, record

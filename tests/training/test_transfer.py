@@ -1,0 +1,66 @@
+"""`--init RUN`: a run starts from another run's weights, token rows matched by string."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seqlm.corpus.conditioning import condition_corpus
+from seqlm.errors import ConfigError
+from seqlm.training.checkpoint import WEIGHTS_FILE, load_weights
+from seqlm.training.config import resolve_settings
+from seqlm.training.session import train_on_corpus
+
+SETS = ["train.cpu_threads=1", "train.steps=6", "train.eval_every=3", "model.context=32"]
+
+
+@pytest.fixture(scope="module")
+def pooled(song_corpus, tmp_path_factory):
+    """A tiny run on the song corpus, the pool to start from."""
+    run = tmp_path_factory.mktemp("pool") / "run"
+    train_on_corpus(song_corpus.path, run, resolve_settings(None, SETS, "tiny"))
+    return run
+
+
+def test_fine_tune_on_a_conditioned_corpus_keeps_known_rows_and_reports_new_ones(
+    song_corpus, pooled, tmp_path
+):
+    conditioned = condition_corpus(song_corpus, tmp_path / "cond", ["group"])
+    out = tmp_path / "tuned"
+    settings = resolve_settings(None, ["train.cpu_threads=1", "train.steps=1"], None)
+    settings.train.lr = 1e-12  # one step that changes nothing measurable
+    train_on_corpus(conditioned.path, out, settings, init=pooled)
+    config = json.loads((out / "config.json").read_text())
+    report = config["init"]
+    assert report["new_tokens"] == len(conditioned.vocabulary.condition_ids)
+    assert report["new_token_kinds"] == {"condition": report["new_tokens"]}
+    assert report["shared_tokens"] == song_corpus.vocab_size
+    pool_config = json.loads((pooled / "config.json").read_text())
+    for key in ("n_layer", "n_embd", "n_head", "block_size"):
+        assert config["model"][key] == pool_config["model"][key]
+    before = load_weights(pooled / "best" / WEIGHTS_FILE)["token_embedding.weight"]
+    after = load_weights(out / WEIGHTS_FILE)["token_embedding.weight"]
+    n = song_corpus.vocab_size
+    torch.testing.assert_close(after[:n], before, atol=1e-6, rtol=0)
+    mean = before.mean(dim=0)
+    for row in conditioned.vocabulary.condition_ids.tolist():
+        torch.testing.assert_close(after[row], mean, atol=1e-6, rtol=0)
+
+
+def test_a_shape_change_or_a_foreign_vocabulary_is_refused(song_corpus, pooled, tmp_path):
+    settings = resolve_settings(None, ["train.steps=1", "model.width=64"], None)
+    with pytest.raises(ConfigError, match="keeps .*model shape"):
+        train_on_corpus(song_corpus.path, tmp_path / "a", settings, init=pooled)
+    tokenizer = json.loads((pooled / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    foreign = {f"x{i}" if i > 4 else t: i for t, i in vocab.items()}
+    tokenizer["model"]["vocab"] = foreign
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("config.json", WEIGHTS_FILE):
+        (other / name).write_bytes((pooled / name).read_bytes())
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ConfigError, match="shares 5 of"):
+        train_on_corpus(song_corpus.path, tmp_path / "b", resolve_settings(None, SETS), init=other)
