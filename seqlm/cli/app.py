@@ -18,6 +18,7 @@ app = typer.Typer(
     help="Language models of structured event streams: ingest, train, evaluate, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 
@@ -32,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.quickstart",
     "seqlm.cli.export",
     "seqlm.cli.efficiency",
+    "seqlm.cli.config",
 )
 
 for _module in COMMAND_MODULES:
@@ -57,15 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as err:  # click's usage errors and the like
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        # typer bundles its own copy of click, so match click's exceptions by class name.
+        names = {cls.__name__ for cls in type(err).__mro__}
+        if "ClickException" in names:
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
+        if "Abort" in names:
             sys.exit(1)
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
+        if "Exit" in names:
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
 
 
