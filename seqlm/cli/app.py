@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 
@@ -35,6 +36,30 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.efficiency",
     "seqlm.cli.config",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from seqlm import __version__
+
+        typer.echo(f"seqlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Language models of structured event streams: ingest, train, evaluate, inspect."""
+
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
