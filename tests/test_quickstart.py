@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from wheel_env import build_wheel, install_in_fresh_venv
 
 import seqlm.quickstart as quickstart_module
-from seqlm.cli.app import main
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.quickstart import NEXT_COMMANDS, RESULT_FILE, quickstart, quickstart_settings
 from seqlm.reporting.html_report import (
@@ -26,18 +26,50 @@ from seqlm.reporting.html_report import (
 )
 
 
-def run_cli(args: list[str]) -> None:
-    try:
-        main(args)
-    except SystemExit as exit_:
-        assert not exit_.code, exit_.code
+@pytest.fixture(scope="module")
+def wheel_seqlm(tmp_path_factory) -> Path:
+    """`seqlm` of the built wheel, installed in a fresh venv (not the editable checkout)."""
+    work = tmp_path_factory.mktemp("wheel")
+    return install_in_fresh_venv(build_wheel(work), work / "venv")
+
+
+def run_installed(seqlm: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(seqlm), *args], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
 
 
 @pytest.fixture(scope="module")
-def fast_report(tmp_path_factory) -> Path:
+def fast_report(wheel_seqlm, tmp_path_factory) -> Path:
+    # As a user runs it, from the installed wheel: package data missing from the wheel
+    # (the bundled song, the viewer template) fails here, not in a user's hands.
     out = tmp_path_factory.mktemp("quickstart") / "report"
-    run_cli(["quickstart", "--fast", "--out", str(out)])
+    run_installed(wheel_seqlm, ["quickstart", "--fast", "--out", str(out)], out.parent)
     return out
+
+
+def test_wheel_ships_package_data_and_licence(wheel_seqlm):
+    site_packages = next((wheel_seqlm.parents[1] / "lib").glob("python*/site-packages"))
+    package = site_packages / "seqlm"
+    assert (package / "analysis" / "viewer_template.html").is_file()
+    assert (package / "datasets" / "finch_lesions" / "LICENSE.txt").is_file()
+    assert not (package / "cli" / "app.py").is_symlink()  # a real install, not a link
+    licence = next(site_packages.glob("seqlm-*.dist-info/licenses/LICENSE"))
+    assert "MIT License" in licence.read_text()
+    import seqlm
+
+    version = run_installed(wheel_seqlm, ["--version"], site_packages).stdout
+    assert version.strip() == f"seqlm {seqlm.__version__}"
+
+
+def test_attention_maps_from_the_wheel(wheel_seqlm, fast_report, tmp_path):
+    out = tmp_path / "maps"
+    args = ["attention", "maps", str(fast_report / "run"), "--corpus", str(fast_report / "pre")]
+    args += ["--seq", "0", "--out", str(out), "--dpi", "60", "--length", "24"]
+    run_installed(wheel_seqlm, args, tmp_path)
+    viewer = (out / "viewer.html").read_text(encoding="utf-8")
+    assert "__TITLE__" not in viewer and "<html" in viewer.lower()
+    assert list(out.glob("*.png"))
 
 
 def test_fast_quickstart_writes_the_report_folder(fast_report, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     help="Language models of structured event streams: ingest, train, evaluate, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 
@@ -34,7 +36,32 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.quickstart",
     "seqlm.cli.export",
     "seqlm.cli.efficiency",
+    "seqlm.cli.config",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from seqlm import __version__
+
+        typer.echo(f"seqlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Language models of structured event streams: ingest, train, evaluate, inspect."""
+
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)

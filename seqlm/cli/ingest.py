@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from seqlm.cli.progress_bar import RichProgress
 
@@ -31,7 +31,8 @@ def ingest_command(
         typer.Option(
             "--option",
             "-O",
-            help="key=value (TOML literal). `scheme.X=` and `splits.X=` set those parts.",
+            help="key=value (TOML literal): adapter options (`seqlm adapters NAME`); "
+            "`scheme.X=` and `splits.X=` set those tables (`seqlm config show`).",
         ),
     ] = None,
     overwrite: Annotated[
@@ -62,25 +63,24 @@ def adapters_command(
         str | None, typer.Argument(help="Show the options of this adapter only.")
     ] = None,
 ) -> None:
-    """List the adapters and their options."""
+    """List the adapters and their options: type, default and meaning of each."""
+    from seqlm.cli.settings_table import print_settings
     from seqlm.corpora_adapters import get_adapter, registered_adapters
-    from seqlm.corpora_adapters.base import option_help
+    from seqlm.settings_help import describe, nested_tables
 
     specs = [get_adapter(name)] if name else list(registered_adapters().values())
-    console = Console()
+    console = Console(highlight=False)
     for spec in specs:
-        console.print(f"[bold]{spec.name}[/]  {spec.description}")
-        table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
-        table.add_column("option")
-        table.add_column("type")
-        table.add_column("default")
-        for option_name, type_name, default in option_help(spec.options):
-            table.add_row(option_name, type_name, default)
-        console.print(table)
+        console.print(Text.assemble((spec.name, "bold"), "  ", spec.description))
+        print_settings(console, describe(spec.options))
+        for key, cls in nested_tables(spec.options).items():
+            console.print(Text(f"  [adapter.{key}] table:", style="bold"))
+            print_settings(console, describe(cls), indent="    ")
         if spec.scheme_defaults:
             defaults = ", ".join(f"{k}={v!r}" for k, v in spec.scheme_defaults.items())
-            console.print(f"  token-scheme defaults: {defaults}")
+            console.print(Text(f"  token-scheme defaults: {defaults}"))
         console.print()
+    console.print(Text("seqlm config show lists the [scheme] and [splits] keys."))
 
 
 def register(app: typer.Typer) -> None:

@@ -38,14 +38,19 @@ def train_command(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="TOML file with a model table and a train table."),
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML file with [model] and [train] tables (keys: seqlm config show).",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
             "-s",
-            help="table.key=value (TOML literal), e.g. model.layers=6 train.steps=500.",
+            help="table.key=value (TOML literal), e.g. model.layers=6 train.steps=500; "
+            "`seqlm config show` lists every key.",
         ),
     ] = None,
     resume: Annotated[

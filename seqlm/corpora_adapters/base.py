@@ -332,19 +332,3 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
-
-
-def option_help(cls: type) -> list[tuple[str, str, str]]:
-    """(name, type, default) for each option of an options dataclass, for `seqlm adapters`."""
-    rows = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            default = repr(f.default_factory())
-        else:
-            default = "(required)"
-        type_name = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
-        rows.append((f.name, type_name.replace("typing.", ""), default))
-    return rows

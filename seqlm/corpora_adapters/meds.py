@@ -103,22 +103,67 @@ class MedsOptions:
 
     # Where splits come from: "auto" = metadata/subject_splits.parquet if present, else
     # the data/<split>/ folder names; "none" leaves them to the corpus's [splits] config.
-    split_source: Literal["auto", "metadata", "folders", "none"] = "auto"
+    split_source: Literal["auto", "metadata", "folders", "none"] = field(
+        default="auto",
+        metadata={
+            "help": "Where splits come from: auto (metadata/subject_splits.parquet, else data/<split>/ folders), metadata, folders, or none ([splits] decides)."
+        },
+    )
     # Extra folder-name -> split names, for exports with their own names ({"dev" = ...}).
-    split_folders: dict[str, str] = field(default_factory=dict)
+    split_folders: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Extra folder name -> split name pairs, for exports with their own names."
+        },
+    )
     # Code families to keep (empty = all) or drop: `LAB` keeps `LAB//...` and `LAB`.
-    keep_prefixes: list[str] = field(default_factory=list)
-    drop_prefixes: list[str] = field(default_factory=list)
+    keep_prefixes: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Code families to keep (empty = all): LAB keeps LAB//... and LAB."},
+    )
+    drop_prefixes: list[str] = field(
+        default_factory=list, metadata={"help": "Code families to drop."}
+    )
     # Keep the first N characters of ICD codes (3 = the ICD category).
-    truncate_icd: int | None = None
+    truncate_icd: int | None = field(
+        default=None,
+        metadata={"help": "Keep the first N characters of ICD codes (3 = the ICD category)."},
+    )
     # Regex rewrites applied in order after truncate_icd ([[adapter.rewrite]] tables).
-    rewrite: list[CodeRewrite] = field(default_factory=list)
+    rewrite: list[CodeRewrite] = field(
+        default_factory=list,
+        metadata={
+            "help": "Regex rewrites of codes, applied in order after truncate_icd ([[adapter.rewrite]] tables)."
+        },
+    )
     # Extra columns whose value is appended to the code (`unit` -> `LAB//x//mg`).
-    code_suffix_columns: list[str] = field(default_factory=list)
-    birth: Literal["age", "event"] = "age"
-    non_finite: Literal["null_value", "reject"] = "null_value"
-    unsorted: Literal["sort", "error"] = "sort"
-    cohort: CohortOptions | None = None
+    code_suffix_columns: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Extra columns whose value is appended to the code (unit -> LAB//x//mg)."
+        },
+    )
+    birth: Literal["age", "event"] = field(
+        default="age",
+        metadata={
+            "help": "The MEDS birth row: age (events carry age, no birth token) or event (a birth token)."
+        },
+    )
+    non_finite: Literal["null_value", "reject"] = field(
+        default="null_value",
+        metadata={
+            "help": "A NaN or infinite numeric_value: null_value (keep the event, no value) or reject the row."
+        },
+    )
+    unsorted: Literal["sort", "error"] = field(
+        default="sort", metadata={"help": "Rows not in (subject, time) order: sort them, or error."}
+    )
+    cohort: CohortOptions | None = field(
+        default=None,
+        metadata={
+            "help": "A [adapter.cohort] table choosing subjects and their event window (see its keys)."
+        },
+    )
     earliest_time: str = field(default=DEFAULT_EARLIEST, metadata={"help": EARLIEST_HELP})
     latest_time: str = field(default=DEFAULT_LATEST, metadata={"help": LATEST_HELP})
 

@@ -37,8 +37,12 @@ class CodeRewrite:
     """Replace the first match of `pattern` (a regular expression, Rust `regex` syntax as
     polars uses it) in each code by `replacement`, where `$1` / `${name}` are groups."""
 
-    pattern: str
-    replacement: str
+    pattern: str = field(
+        metadata={"help": "Regular expression (Rust regex syntax) matched in each code."}
+    )
+    replacement: str = field(
+        metadata={"help": "What the first match becomes; $1 or ${name} insert groups."}
+    )
 
 
 @dataclass
@@ -55,15 +59,47 @@ class CohortOptions:
     Static rows (null time) of cohort subjects are always kept.
     """
 
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    occurrence: Literal["first", "last"] = "first"
-    start: Literal["admission", "match", "history"] = "admission"
-    end: Literal["end", "discharge"] = "end"
-    hours_before: float = 0.0
-    max_hours: float | None = None
-    admission_codes: list[str] = field(default_factory=lambda: ["HOSPITAL_ADMISSION"])
-    discharge_codes: list[str] = field(default_factory=lambda: ["HOSPITAL_DISCHARGE"])
+    include: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Code patterns (regex at the code's start); a subject with any match joins the cohort."
+        },
+    )
+    exclude: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Code patterns that keep a subject out of the cohort."},
+    )
+    occurrence: Literal["first", "last"] = field(
+        default="first",
+        metadata={"help": "Which matching event anchors the window: first or last."},
+    )
+    start: Literal["admission", "match", "history"] = field(
+        default="admission",
+        metadata={
+            "help": "Window start: the latest admission before the match, the match itself, or the whole history."
+        },
+    )
+    end: Literal["end", "discharge"] = field(
+        default="end",
+        metadata={
+            "help": "Window end: the record's end, or the first discharge at or after the start."
+        },
+    )
+    hours_before: float = field(
+        default=0.0, metadata={"help": "Widen the window start by this many hours."}
+    )
+    max_hours: float | None = field(
+        default=None,
+        metadata={"help": "Cut the window this many hours after its start; null = no limit."},
+    )
+    admission_codes: list[str] = field(
+        default_factory=lambda: ["HOSPITAL_ADMISSION"],
+        metadata={"help": "Codes that mark a hospital admission."},
+    )
+    discharge_codes: list[str] = field(
+        default_factory=lambda: ["HOSPITAL_DISCHARGE"],
+        metadata={"help": "Codes that mark a hospital discharge."},
+    )
 
     def __post_init__(self) -> None:
         if not self.include:

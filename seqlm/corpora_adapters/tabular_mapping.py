@@ -69,26 +69,90 @@ class TabularOptions:
     `order`, events at the same time keep their order in the input.
     """
 
-    entity: str
-    code: str | list[str]
-    group: str | None = None
-    time: str | None = None
-    time_unit: TimeUnit = "s"
-    time_format: str | None = None
+    entity: str = field(
+        metadata={
+            "help": "Column whose value names the sequence an event belongs to (a patient, a recording, a piece)."
+        }
+    )
+    code: str | list[str] = field(
+        metadata={
+            "help": "Column (or list of columns, joined with //) that makes the event's code."
+        }
+    )
+    group: str | None = field(
+        default=None,
+        metadata={"help": "Column of a coarser unit (bird, site) for counts and group splits."},
+    )
+    time: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column of event times: a number in time_unit, or a datetime with time_unit = datetime."
+        },
+    )
+    time_unit: TimeUnit = field(
+        default="s",
+        metadata={
+            "help": "Unit of the time column: s, ms, us, min, h, d, datetime, or index (unitless: beats, steps, positions)."
+        },
+    )
+    time_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "strftime format of string datetimes (time_unit = datetime); default: ISO 8601 forms."
+        },
+    )
     # A row whose time cell is empty: "reject" it, or keep it as a "static" (untimed)
     # event, which sorts before the entity's timed events (as MEDS static rows do).
-    missing_time: Literal["reject", "static"] = "reject"
-    order: str | None = None
-    kind: str | None = None
-    kind_value: str = "event"
-    value: str | None = None
-    text: str | None = None
-    split: str | None = None
-    attributes: list[str] = field(default_factory=list)
+    missing_time: Literal["reject", "static"] = field(
+        default="reject",
+        metadata={
+            "help": "A row with an empty time: reject it, or keep it as a static event sorted first."
+        },
+    )
+    order: str | None = field(
+        default=None,
+        metadata={
+            "help": "Numeric column that orders events at the same time; default: their order in the input."
+        },
+    )
+    kind: str | None = field(
+        default=None, metadata={"help": "Column of the event's kind (the first part of its token)."}
+    )
+    kind_value: str = field(
+        default="event", metadata={"help": "The kind of every event when no kind column is given."}
+    )
+    value: str | None = field(
+        default=None,
+        metadata={
+            "help": "Numeric column of event values (binned into tokens per scheme.value_mode)."
+        },
+    )
+    text: str | None = field(
+        default=None,
+        metadata={"help": "Text column (joins the token with scheme.use_text = true)."},
+    )
+    split: str | None = field(
+        default=None,
+        metadata={"help": "Column naming each entity's split (train, tuning, held_out)."},
+    )
+    attributes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Further columns kept per sequence in the corpus index (usable by seqlm subset --where)."
+        },
+    )
     # CSV field separator; None means "," except for .tsv/.tab files (tab).
-    separator: str | None = None
+    separator: str | None = field(
+        default=None,
+        metadata={"help": "CSV field separator; null = ',' except for .tsv/.tab files (tab)."},
+    )
     # Cell contents read as missing, in every mapped string column (e.g. "NA", ".").
-    null_values: list[str] = field(default_factory=list)
+    null_values: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Cell contents read as missing in every mapped string column (e.g. NA, '.')."
+        },
+    )
     earliest_time: str = field(default=DEFAULT_EARLIEST, metadata={"help": EARLIEST_HELP})
     latest_time: str = field(default=DEFAULT_LATEST, metadata={"help": LATEST_HELP})
     max_abs_seconds: float = field(

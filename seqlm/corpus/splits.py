@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
@@ -31,13 +31,37 @@ from seqlm.errors import ConfigError, InputError
 class SplitConfig:
     """How entities are split (the `[splits]` table of an ingest config)."""
 
-    seed: int = 0
-    tuning: float = 0.1
-    held_out: float = 0.1
-    by: Literal["entity", "group"] = "entity"
-    held_out_groups: tuple[str, ...] = ()
-    tuning_groups: tuple[str, ...] = ()
-    use_source_split: bool = True
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the hash that ranks units into splits; same seed, same split on every machine."
+        },
+    )
+    tuning: float = field(
+        default=0.1, metadata={"help": "Fraction of units in the tuning split, in [0, 1)."}
+    )
+    held_out: float = field(
+        default=0.1, metadata={"help": "Fraction of units in the held-out split, in [0, 1)."}
+    )
+    by: Literal["entity", "group"] = field(
+        default="entity",
+        metadata={
+            "help": "Unit of splitting: entity (each sequence source) or group (whole birds, sites, cohorts)."
+        },
+    )
+    held_out_groups: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Groups whose entities all go to held_out (e.g. a bird kept for testing)."
+        },
+    )
+    tuning_groups: tuple[str, ...] = field(
+        default=(), metadata={"help": "Groups whose entities all go to tuning."}
+    )
+    use_source_split: bool = field(
+        default=True,
+        metadata={"help": "Use the source's own split column (MEDS ships one) when it has one."},
+    )
 
     def __post_init__(self) -> None:
         self.held_out_groups = tuple(self.held_out_groups)

@@ -105,6 +105,11 @@ def load_corpus(path: str | Path) -> Corpus:
     path = Path(path)
     if not path.is_dir():
         raise CorpusError(f"{path}: not a corpus folder")
+    if (path / REJECTS_FILE).is_file() and not (path / MANIFEST_FILE).is_file():
+        raise CorpusError(
+            f"{path}: not a corpus: the ingest that wrote it kept no events; its "
+            f"{REJECTS_FILE} lists every rejected row and why"
+        )
     for name in (MANIFEST_FILE, TOKENIZER_FILE, INDEX_FILE, TOKENS_FILE):
         if not (path / name).is_file():
             raise CorpusError(f"{path}: missing {name}; is this a corpus folder?")

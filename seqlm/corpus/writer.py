@@ -32,6 +32,7 @@ import polars as pl
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.privacy import public_settings
+from seqlm.corpus.empty_ingest import no_events_message
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
     CORPUS_FILES,
@@ -110,7 +111,7 @@ def _build_locked(
             f"{n_events} events and {n_rejects} rejects; rows read must equal events + rejects"
         )
     if n_events == 0:
-        raise CorpusError(f"adapter {ingested.adapter!r} returned no events to write")
+        raise CorpusError(no_events_message(ingested, out))
     entities = entities.join(
         assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
     )

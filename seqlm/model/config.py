@@ -35,25 +35,85 @@ class GPTConfig:
     the logits.
     """
 
-    vocab_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    block_size: int
-    dropout: float = 0.0
-    bias: bool = True
-    tie_embeddings: bool = True
-    positions: str = "learned"
-    norm: str = "layernorm"
-    norm_placement: str = "pre"
-    mix_ln_fraction: float = 0.25
-    attention_span: int | None = None
-    layer_spans: list[int | None] | None = None
-    mlp_ratio: int = 4
-    norm_eps: float = 1e-5
-    rope_base: float = 10000.0
-    loss_impl: str = "auto"
-    init_std: float = 0.02
+    vocab_size: int = field(
+        metadata={"help": "Tokens in the vocabulary; set from the corpus, never by hand."}
+    )
+    n_layer: int = field(
+        metadata={"help": "Transformer blocks (alias model.layers); the preset sets it."}
+    )
+    n_head: int = field(
+        metadata={"help": "Attention heads per block (alias model.heads); must divide n_embd."}
+    )
+    n_embd: int = field(
+        metadata={"help": "Width of the residual stream (alias model.width / model.dim)."}
+    )
+    block_size: int = field(
+        metadata={
+            "help": "Context length in tokens (alias model.context); longer sequences are cut into windows."
+        }
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "Dropout probability on attention, residual and embedding outputs, in [0, 1)."
+        },
+    )
+    bias: bool = field(
+        default=True, metadata={"help": "Whether linear layers and norms carry bias terms."}
+    )
+    tie_embeddings: bool = field(
+        default=True,
+        metadata={"help": "Share the token embedding and the output projection weights."},
+    )
+    positions: str = field(
+        default="learned",
+        metadata={"help": "Position encoding: learned (absolute, GPT-2) or rotary (RoPE)."},
+    )
+    norm: str = field(
+        default="layernorm", metadata={"help": "Normalisation layer: layernorm or rmsnorm."}
+    )
+    norm_placement: str = field(
+        default="pre",
+        metadata={
+            "help": "Where the norm sits: pre, post, peri (both) or mix (Post-LN first, Pre-LN after)."
+        },
+    )
+    mix_ln_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "With norm_placement = mix: the fraction of layers (from the bottom) that use Post-LN."
+        },
+    )
+    attention_span: int | None = field(
+        default=None,
+        metadata={
+            "help": "Window of keys every layer sees (query i sees i-w < j <= i); null = full causal attention."
+        },
+    )
+    layer_spans: list[int | None] | None = field(
+        default=None,
+        metadata={
+            "help": "One span per layer (null = full attention in that layer); exclusive with attention_span."
+        },
+    )
+    mlp_ratio: int = field(
+        default=4, metadata={"help": "Hidden width of the MLP as a multiple of n_embd."}
+    )
+    norm_eps: float = field(
+        default=1e-5, metadata={"help": "Epsilon added inside the norm for numerical stability."}
+    )
+    rope_base: float = field(
+        default=10000.0, metadata={"help": "Base frequency of rotary positions."}
+    )
+    loss_impl: str = field(
+        default="auto",
+        metadata={
+            "help": "Loss implementation: auto (dense below 8,192 tokens, chunked above), dense, or a registered one."
+        },
+    )
+    init_std: float = field(
+        default=0.02, metadata={"help": "Standard deviation of the normal weight initialisation."}
+    )
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "mlp_ratio"):

@@ -47,39 +47,129 @@ class TrainConfig:
     micro-batch per process: the global batch is batch_size x grad_accum x processes.
     """
 
-    max_steps: int | None = None
-    max_tokens: int | None = None
-    max_minutes: float | None = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    packing: Literal["packed", "padded"] = "packed"
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    decay: Literal["cosine", "linear"] = "cosine"
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    # Micro-batches of the tuning split per evaluation; 0 = one pass over the split.
-    eval_batches: int = 20
-    # Stop after this many evaluations without improvement; 0 = never stop early.
-    early_stopping: int = 0
-    early_stopping_min_delta: float = 0.0
-    checkpoint_every: int = 100
-    keep_last: int = 2
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many optimizer steps (alias train.steps); default 300 when no budget is set."
+        },
+    )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many training tokens (alias train.tokens)."},
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop after this many minutes of wall time (alias train.minutes)."},
+    )
+    batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "Rows per micro-batch per process (alias train.batch); global batch = batch_size x grad_accum x processes."
+        },
+    )
+    grad_accum: int = field(
+        default=1,
+        metadata={"help": "Micro-batches accumulated per optimizer step (alias train.accum)."},
+    )
+    packing: Literal["packed", "padded"] = field(
+        default="packed",
+        metadata={
+            "help": "packed: sequences concatenated into full rows; padded: one sequence per row, padded."
+        },
+    )
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    warmup_steps: int = field(
+        default=100, metadata={"help": "Steps of linear learning-rate warm-up from zero."}
+    )
+    decay: Literal["cosine", "linear"] = field(
+        default="cosine",
+        metadata={
+            "help": "Learning-rate decay after warm-up: cosine or linear, reaching zero at the budget's end."
+        },
+    )
+    weight_decay: float = field(
+        default=0.1,
+        metadata={
+            "help": "AdamW weight decay on weight matrices and embeddings (not on norms or biases)."
+        },
+    )
+    beta1: float = field(default=0.9, metadata={"help": "AdamW first-moment decay."})
+    beta2: float = field(default=0.95, metadata={"help": "AdamW second-moment decay."})
+    grad_clip: float = field(
+        default=1.0,
+        metadata={"help": "Clip the gradient's global norm to this value; 0 = no clipping."},
+    )
+    eval_every: int = field(
+        default=100, metadata={"help": "Evaluate the tuning loss every this many steps."}
+    )
+    eval_batches: int = field(
+        default=20,
+        metadata={
+            "help": "Micro-batches of the tuning split per evaluation; 0 = one pass over the split."
+        },
+    )
+    early_stopping: int = field(
+        default=0,
+        metadata={
+            "help": "Stop after this many evaluations without improvement; 0 = never stop early."
+        },
+    )
+    early_stopping_min_delta: float = field(
+        default=0.0,
+        metadata={"help": "How much the tuning loss must fall to count as an improvement."},
+    )
+    checkpoint_every: int = field(
+        default=100, metadata={"help": "Write a resumable checkpoint every this many steps."}
+    )
+    keep_last: int = field(
+        default=2, metadata={"help": "How many of the latest checkpoints to keep."}
+    )
+    log_every: int = field(
+        default=10,
+        metadata={"help": "Record the train loss every this many steps (metrics.jsonl)."},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seed of initialisation, data order and dropout; same seed, same run."},
+    )
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (this process's CUDA device when there is one, else the CPU), or a torch device such as cpu or cuda:1."
+        },
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto",
+        metadata={"help": "auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."},
+    )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "Compile the model with torch.compile (faster steps on GPU after a slow start)."
+        },
+    )
     # torch's intra-op CPU threads; 0 keeps torch's default. 1 is often fastest for small
     # models on a machine busy with other work (threads stall waiting on each other).
-    cpu_threads: int = 0
-    parallel: Literal["ddp", "fsdp"] = "ddp"
-    tensorboard: bool = False
-    train_split: str = "train"
-    eval_split: str = "tuning"
+    cpu_threads: int = field(
+        default=0,
+        metadata={
+            "help": "torch intra-op CPU threads; 0 keeps torch's default (1 is often fastest on a busy machine)."
+        },
+    )
+    parallel: Literal["ddp", "fsdp"] = field(
+        default="ddp",
+        metadata={
+            "help": "With several processes: ddp (replicated weights) or fsdp (sharded weights)."
+        },
+    )
+    tensorboard: bool = field(
+        default=False,
+        metadata={"help": "Also write TensorBoard event files (needs the tensorboard extra)."},
+    )
+    train_split: str = field(default="train", metadata={"help": "Corpus split to train on."})
+    eval_split: str = field(
+        default="tuning", metadata={"help": "Corpus split the tuning loss is measured on."}
+    )
     nonfinite_skips: int = field(
         default=0,
         metadata={

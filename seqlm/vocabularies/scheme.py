@@ -12,7 +12,8 @@ as reversible backslash escapes (`seqlm.vocabularies.escaping`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from seqlm.errors import ConfigError
@@ -88,13 +89,41 @@ class TokenScheme:
       the privacy threshold (clinical sources use 5 entities).
     """
 
-    value_mode: Literal["fused", "separate", "ignore"] = "fused"
-    value_bins: int = 10
-    min_values_per_bin: int = 5
-    value_sample_size: int = 4096
-    use_text: bool = False
-    time_tokens: bool = False
-    time_gap_edges: tuple[str, ...] = CLINICAL_TIME_GAPS
+    value_mode: Literal["fused", "separate", "ignore"] = field(
+        default="fused",
+        metadata={
+            "help": "fused: value's bin appended to the code token (CODE//Q7); separate: a VALUE//Q7 token after it; ignore: values left out."
+        },
+    )
+    value_bins: int = field(
+        default=10,
+        metadata={"help": "Quantile bins per code fitted on train values (10 = deciles)."},
+    )
+    min_values_per_bin: int = field(
+        default=5,
+        metadata={
+            "help": "A code gets at most n_values // this many bins, so each bin has enough values."
+        },
+    )
+    value_sample_size: int = field(
+        default=4096,
+        metadata={
+            "help": "At most this many train values per code are kept to compute the quantiles (bounded memory)."
+        },
+    )
+    use_text: bool = field(
+        default=False, metadata={"help": "Append an event's text to its token (CODE//text)."}
+    )
+    time_tokens: bool = field(
+        default=False,
+        metadata={"help": "Insert [TIME//<label>] tokens for gaps between timed events."},
+    )
+    time_gap_edges: tuple[str, ...] = field(
+        default=CLINICAL_TIME_GAPS,
+        metadata={
+            "help": "Gap bin edges for time tokens: durations such as 80ms, 5m, 2h, 30d (or plain numbers for index time)."
+        },
+    )
     time_gap_max_repeats: int = dataclasses.field(
         default=10,
         metadata={
@@ -102,8 +131,18 @@ class TokenScheme:
             "[TIME//long] token"
         },
     )
-    min_count: int = 1
-    min_entities: int = 1
+    min_count: int = field(
+        default=1,
+        metadata={
+            "help": "A token seen fewer times in train becomes its kind's unknown token (KIND//[UNK])."
+        },
+    )
+    min_entities: int = field(
+        default=1,
+        metadata={
+            "help": "A token seen in fewer distinct train entities becomes unknown: the privacy threshold (clinical: 5)."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.time_gap_edges = tuple(self.time_gap_edges)

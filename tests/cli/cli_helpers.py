@@ -1,7 +1,10 @@
-"""What the CLI tests share: `from cli_helpers import run, BIRDSONG_FIXTURES, ingest_bird1`."""
+"""What the CLI tests share: `from cli_helpers import run, run_seqlm, BIRDSONG_FIXTURES, ingest_bird1`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from seqlm.cli.app import main
@@ -23,3 +26,10 @@ def ingest_bird1(out: Path) -> Path:
     source = BIRDSONG_FIXTURES / "bird1.csv"
     assert run(["ingest", "crowsetta-generic-seq", str(source), "--out", str(out)]) == 0
     return out
+
+
+def run_seqlm(*args: str) -> subprocess.CompletedProcess:
+    """`seqlm ARGS` in a child process, as a user runs it (stdout, stderr, exit code)."""
+    env = {**os.environ, "COLUMNS": "100"}
+    command = [sys.executable, "-m", "seqlm", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -14,7 +14,7 @@ Tolerated: a BOM, CRLF, blank lines, spaces instead of tabs, a decimal comma
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from seqlm.corpora_adapters.base import Ingested, register_adapter
@@ -36,7 +36,12 @@ _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 
 @dataclass
 class AudacityOptions(TimedOptions):
-    encoding: str | None = None
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text encoding of the files; null = UTF-8 (with or without a byte-order mark)."
+        },
+    )
 
 
 def _number(raw: str, file: Path, line: int, column: str) -> float:

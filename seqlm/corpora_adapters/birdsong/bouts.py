@@ -63,11 +63,31 @@ class BirdsongOptions:
     `pattern` is a glob on file names that selects the files read inside folders.
     """
 
-    bird: str | None = None
-    bird_pattern: str = r"^(?:\d+_)?([^_.\- ]+)"
-    intro_labels: list[str] = field(default_factory=lambda: ["i"])
-    drop_intro: bool = False
-    pattern: str | None = None
+    bird: str | None = field(
+        default=None, metadata={"help": "Bird id (group) of every input; overrides bird_pattern."}
+    )
+    bird_pattern: str = field(
+        default=r"^(?:\d+_)?([^_.\- ]+)",
+        metadata={"help": "Regex whose first group, searched in the file name, is the bird id."},
+    )
+    intro_labels: list[str] = field(
+        default_factory=lambda: ["i"],
+        metadata={
+            "help": "Labels of introductory notes; removed only with drop_intro = true (the ingest summary names the likely intro label)."
+        },
+    )
+    drop_intro: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop the notes in intro_labels (counted as rejects 'introductory note')."
+        },
+    )
+    pattern: str | None = field(
+        default=None,
+        metadata={
+            "help": "Glob on file names selecting the files read inside folders (e.g. '*.csv')."
+        },
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -86,8 +106,18 @@ class TimedOptions(BirdsongOptions):
     whole recording (or a source's own bout) as one sequence.
     """
 
-    bout_gap_s: float | None = 0.5
-    silence_labels: list[str] = field(default_factory=lambda: ["SIL"])
+    bout_gap_s: float | None = field(
+        default=0.5,
+        metadata={
+            "help": "A silence longer than this (seconds) starts a new bout; null keeps a recording (or the source's own bout) whole."
+        },
+    )
+    silence_labels: list[str] = field(
+        default_factory=lambda: ["SIL"],
+        metadata={
+            "help": "Labels that mark silence: not events (rejected as 'silence label'), they act as gaps."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

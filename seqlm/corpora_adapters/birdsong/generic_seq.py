@@ -17,7 +17,7 @@ no notated file or the same one is annotated twice. The bird id (`group`) is fou
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -51,10 +51,23 @@ class GenericSeqOptions(TimedOptions):
     `time_unit`: what `onset_s`/`offset_s` really hold (ms for mislabelled exports).
     `check_units`: refuse "seconds" that look like milliseconds."""
 
-    sample_rate: float | None = None
-    time_unit: Literal["s", "ms"] = "s"
-    encoding: str | None = None
-    check_units: bool = True
+    sample_rate: float | None = field(
+        default=None,
+        metadata={"help": "Hz; needed only for files with sample columns and no seconds."},
+    )
+    time_unit: Literal["s", "ms"] = field(
+        default="s",
+        metadata={"help": "What onset_s/offset_s really hold: s, or ms for mislabelled exports."},
+    )
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text encoding of the files; null = UTF-8 (with or without a byte-order mark)."
+        },
+    )
+    check_units: bool = field(
+        default=True, metadata={"help": "Refuse 'seconds' that look like milliseconds."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -51,8 +51,15 @@ SUFFIXES = (".xml",)
 class KoumuraOptions(TimedOptions):
     """`sample_rate`: Hz of the wav files (positions are in samples)."""
 
-    bout_gap_s: float | None = None
-    sample_rate: float = 32000.0
+    bout_gap_s: float | None = field(
+        default=None,
+        metadata={
+            "help": "A silence longer than this (seconds) starts a new bout; null keeps each recording's song whole."
+        },
+    )
+    sample_rate: float = field(
+        default=32000.0, metadata={"help": "Hz of the wav files (note positions are in samples)."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,7 +13,7 @@ recognised, and the unit check refuses to read milliseconds as seconds (pass
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -71,14 +71,47 @@ class SimpleSeqOptions(TimedOptions):
     the column name, seconds otherwise); `sample_rate` (Hz) is needed for samples.
     `check_units`: refuse "seconds" that look like milliseconds (the DAS trap)."""
 
-    onset_column: str | None = None
-    offset_column: str | None = None
-    label_column: str | None = None
-    time_unit: TimeUnit | None = None
-    sample_rate: float | None = None
-    delimiter: str | None = None
-    encoding: str | None = None
-    check_units: bool = True
+    onset_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Header name of the onset column (default: the first usual name present)."
+        },
+    )
+    offset_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Header name of the offset column (default: the first usual name present)."
+        },
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Header name of the label column (default: the first usual name present)."
+        },
+    )
+    time_unit: TimeUnit | None = field(
+        default=None,
+        metadata={
+            "help": "s, ms or samples; default: implied by the column name, seconds otherwise."
+        },
+    )
+    sample_rate: float | None = field(
+        default=None, metadata={"help": "Hz; needed when times are in samples."}
+    )
+    delimiter: str | None = field(
+        default=None,
+        metadata={"help": "Field separator, one character; null = detected from the file."},
+    )
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text encoding of the files; null = UTF-8 (with or without a byte-order mark)."
+        },
+    )
+    check_units: bool = field(
+        default=True,
+        metadata={"help": "Refuse 'seconds' that look like milliseconds (the DAS trap)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,7 +23,7 @@ or `<file stem>/<bout index>` when the name has no condition. In rejects `row` i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -52,10 +52,25 @@ class StringsOptions(BirdsongOptions):
     folder are read (`plain` or `repr`). `condition_pattern`: regex whose first group is
     the condition in a file name."""
 
-    bout_marker: str = "Y"
-    variant: Literal["plain", "repr"] = "plain"
-    condition_pattern: str = r"(?i)(pre|post)[-_]?lesion"
-    encoding: str | None = None
+    bout_marker: str = field(
+        default="Y", metadata={"help": "The character that starts a bout in the symbol strings."}
+    )
+    variant: Literal["plain", "repr"] = field(
+        default="plain",
+        metadata={"help": "Which files of a folder are read: plain or repr (the *_REPR files)."},
+    )
+    condition_pattern: str = field(
+        default=r"(?i)(pre|post)[-_]?lesion",
+        metadata={
+            "help": "Regex whose first group, searched in the file name, is the condition (pre/post lesion)."
+        },
+    )
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text encoding of the files; null = UTF-8 (with or without a byte-order mark)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -18,7 +18,7 @@ A point tier (`TextTier`) gives events with a time and no duration.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from seqlm.corpora_adapters.base import Ingested, register_adapter
@@ -187,8 +187,16 @@ class TextGridOptions(TimedOptions):
     """`tier`: the tier to read, by name or 1-based index (default: first interval
     tier). `encoding`: for files without a byte-order mark that are not UTF-8."""
 
-    tier: int | str | None = None
-    encoding: str | None = None
+    tier: int | str | None = field(
+        default=None,
+        metadata={
+            "help": "The tier to read, by name or 1-based index; null = the first interval tier."
+        },
+    )
+    encoding: str | None = field(
+        default=None,
+        metadata={"help": "Text encoding for files without a byte-order mark that are not UTF-8."},
+    )
 
 
 def tier_syllables(tier: Tier, file: Path) -> list[Syllable]:
