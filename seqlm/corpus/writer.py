@@ -31,8 +31,8 @@ import polars as pl
 
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
-from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.empty_ingest import no_events_message
+from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
     CORPUS_FILES,

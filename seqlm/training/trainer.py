@@ -41,14 +41,14 @@ from seqlm.training.distributed import (
     resolve_device,
     wrap_model,
 )
+from seqlm.training.flops import device_peak_flops, flops_per_token
+from seqlm.training.metrics_log import MetricsLog
 from seqlm.training.nonfinite import (
     NonFiniteGuard,
     TrainingDiverged,
     diverged,
     weights_are_finite,
 )
-from seqlm.training.flops import device_peak_flops, flops_per_token
-from seqlm.training.metrics_log import MetricsLog
 from seqlm.training.optim import build_adamw, set_learning_rate
 from seqlm.training.rng_state import capture_rng_state, restore_rng_state, step_seed
 from seqlm.training.schedule import lr_multiplier

@@ -12,7 +12,6 @@ as reversible backslash escapes (`seqlm.vocabularies.escaping`).
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
