@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.corpus.store import (
+    CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
     TIMES_FILE,
@@ -38,8 +38,14 @@ from seqlm.corpus.store import (
     load_corpus,
 )
 from seqlm.corpus.subset import _token_positions
-from seqlm.corpus.writer import _move_into_place
 from seqlm.errors import ConfigError
+from seqlm.outputs import (
+    check_output,
+    clean_stale_staging,
+    move_into_place,
+    new_staging,
+    output_lock,
+)
 from seqlm.vocabularies.scheme import CONDITION_TOKEN_PREFIX, SPACE_MARK
 from seqlm.vocabularies.vocabulary import Vocabulary
 
@@ -90,8 +96,16 @@ def condition_corpus(
         raise ConfigError(f"{source.path}: already a conditioned corpus")
     if out.resolve() == Path(source.path).resolve():
         raise ConfigError(f"{out}: a conditioned corpus cannot replace its source")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
+    with output_lock(out, "seqlm corpus condition"):
+        check_output(out, [source.path], overwrite=overwrite, own_names=CORPUS_FILES)
+        clean_stale_staging(out.parent)
+        _condition_locked(source, out, attributes, min_sequences, overwrite)
+    return load_corpus(out)
+
+
+def _condition_locked(
+    source: Corpus, out: Path, attributes: list[str], min_sequences: int, overwrite: bool
+) -> None:
     index = source.index
     tables = {c: _tokens_for(index, c, min_sequences) for c in attributes}
     new_tokens: list[str] = []
@@ -119,7 +133,6 @@ def condition_corpus(
         axis=1,
     )  # (sequences, k)
     _write(source, out, vocabulary, prefix, attributes, min_sequences, overwrite)
-    return load_corpus(out)
 
 
 def _interleave(source: Corpus, prefix: np.ndarray, values: np.ndarray, fill: np.ndarray):
@@ -146,9 +159,7 @@ def _write(source, out, vocabulary, prefix, attributes, min_sequences, overwrite
         pl.Series("offset", new_offsets.astype(np.int64)),
         pl.Series("length", new_lengths).cast(source.index["length"].dtype),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    staging = new_staging(out)
     try:
         new_tokens.astype(vocabulary.token_dtype).tofile(staging / TOKENS_FILE)
         if source.times is not None:
@@ -163,7 +174,7 @@ def _write(source, out, vocabulary, prefix, attributes, min_sequences, overwrite
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
-        _move_into_place(staging, out)
+        move_into_place(staging, out, overwrite=overwrite, own_names=CORPUS_FILES)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
