@@ -122,7 +122,9 @@ def maps_command(
     data = load_corpus(corpus)
     check_model_fits_corpus(model, data)
     console = Console()
-    caution = interpretation_caution(run, data, console, check=check, device=_device(device))
+    caution = interpretation_caution(
+        run, data, console, check=check, device=_device(device), weights=weights
+    )
     context = model.config.block_size
     if length is not None and not 1 <= length <= context:
         raise ConfigError(f"--length must be in 1..{context} (the model's context)")
@@ -221,7 +223,9 @@ def stats_command(
     model = load_analysis_model(run, weights, _device(device))
     data = load_corpus(corpus)
     console = Console()
-    caution = interpretation_caution(run, data, console, check=check, device=_device(device))
+    caution = interpretation_caution(
+        run, data, console, check=check, device=_device(device), weights=weights
+    )
     chosen_layers = parse_indices(layers, model.config.n_layer, "layers")
     options = AttentionStatsOptions(
         split=split,

@@ -159,7 +159,9 @@ def span_command(
     )
     model, loaded = _load(run, corpus, weights, device)
     console = Console()
-    caution = interpretation_caution(run, loaded, console, check=check, device=_device(device))
+    caution = interpretation_caution(
+        run, loaded, console, check=check, device=_device(device), weights=weights
+    )
     if by not in loaded.index.columns:
         raise ConfigError(f"--by {by!r}: no such index column; columns: {loaded.index.columns}")
     rows = select_index(loaded.index, split, per_group=max_sequences, group_column=by, seed=seed)
@@ -259,7 +261,9 @@ def heads_command(
     config = HeadAnalysisConfig(ablation=ablation, prune_points=prune_points)
     model, loaded = _load(run, corpus, weights, device)
     console = Console()
-    caution = interpretation_caution(run, loaded, console, check=check, device=_device(device))
+    caution = interpretation_caution(
+        run, loaded, console, check=check, device=_device(device), weights=weights
+    )
     rows = select_index(loaded.index, split, per_group=max_sequences, seed=seed)
     progress = RichProgress()
     try:
@@ -334,7 +338,9 @@ def probe_command(
     config = ProbeConfig(folds=folds, seed=seed)
     model, loaded = _load(run, corpus, weights, device)
     console = Console()
-    caution = interpretation_caution(run, loaded, console, check=check, device=_device(device))
+    caution = interpretation_caution(
+        run, loaded, console, check=check, device=_device(device), weights=weights
+    )
     rows = select_index(loaded.index, split, max_tokens=max_tokens, seed=seed)
     tokens = loaded.vocabulary.tokens
     progress = RichProgress()

@@ -60,10 +60,15 @@ def eval_command(
         typer.Option(help="Training setting for the LSTM, e.g. minutes=2 or steps=500."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    resamples: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the confidence intervals.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
 ) -> None:
-    """Score a run's model beside uniform, unigram, best n-gram (and LSTM) baselines."""
+    """Score a run's model beside uniform, unigram, best n-gram (and LSTM) baselines, with
+    paired bootstrap intervals of the differences and a verdict in words."""
     from seqlm.corpus import load_corpus
-    from seqlm.evaluation.paired import comparison_table
+    from seqlm.evaluation.paired import ComparisonOptions, comparison_table
     from seqlm.evaluation.report import (
         EvalOptions,
         default_output_folder,
@@ -84,6 +89,7 @@ def eval_command(
         ngram_max_order=max_order,
         lstm_run=lstm_run,
         lstm_train=_lstm_overrides(lstm_set or []),
+        comparison=ComparisonOptions(resamples=resamples, seed=seed),
     )
     folder = claim_output(out or default_output_folder(run, opened, options.split), "seqlm eval")
     progress = RichProgress()

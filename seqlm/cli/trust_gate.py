@@ -26,15 +26,23 @@ CheckOption = Annotated[
 
 
 def interpretation_caution(
-    run: Path, corpus: Any, console: Console, *, check: bool = True, device: str = "cpu"
+    run: Path,
+    corpus: Any,
+    console: Console,
+    *,
+    check: bool = True,
+    device: str = "cpu",
+    weights: str = "auto",
 ) -> str:
     """Print the gate's warning (or a one-line all-clear) and return the figure caption
-    ('' when the model may be interpreted or the check is off)."""
+    ('' when the model may be interpreted or the check is off). `weights` is the
+    analysis's choice (auto, best, latest): the gate checks the same weights."""
     from seqlm.analysis.trust import TrustOptions, interpretation_check
 
     if not check:
         return ""
-    report = interpretation_check(run, corpus, TrustOptions(device=device))
+    checkpoint = "latest" if weights == "latest" else "best"  # best falls back to latest
+    report = interpretation_check(run, corpus, TrustOptions(device=device, checkpoint=checkpoint))
     if report.trusted:
         baseline = (report.comparison or {}).get("baseline", "the baselines")
         console.print(

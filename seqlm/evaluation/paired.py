@@ -190,13 +190,19 @@ def _unit_sums(units: np.ndarray, scores: TokenScores, keep: np.ndarray) -> np.n
 
 
 def _resample_counts(n_units: int, options: ComparisonOptions) -> list[np.ndarray]:
-    """Blocks of (resamples, units) draw counts, all from one seeded generator."""
+    """Blocks of (resamples, units) draw counts as floats (for one BLAS product with the
+    unit sums), all from one seeded generator. Each resample draws `n_units` units with
+    replacement; one bincount over offset indices counts a whole block at once (numpy's
+    multinomial was ~40x slower with 100,000 units)."""
     rng = np.random.default_rng(options.seed)
     block = max(1, _BLOCK_CELLS // max(n_units, 1))
     blocks, left = [], int(options.resamples)
     while left > 0:
         size = min(block, left)
-        blocks.append(rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=size))
+        drawn = rng.integers(0, n_units, size=(size, n_units))
+        drawn += (np.arange(size) * n_units)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=size * n_units)
+        blocks.append(counts.reshape(size, n_units).astype(np.float64))
         left -= size
     return blocks
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from seqlm.errors import CorpusError
+from seqlm.evaluation.group_ngram import GROUP_NGRAM_NAME
 
 # Figure captions: what each picture shows and how to read it.
 FIGURE_CAPTIONS: dict[str, str] = {
@@ -151,7 +152,9 @@ def _figure(name: str, path: Path, folder: Path | None = None) -> str:
 
 def _headline(summary: pl.DataFrame) -> str:
     model = summary.filter(pl.col("model") == "model")
-    grams = summary.filter(pl.col("model").str.contains("gram") & (pl.col("model") != "unigram"))
+    # the pooled n-gram; the per-group n-grams have their own line (`_per_bird_line`)
+    pooled = ~pl.col("model").is_in(["unigram", GROUP_NGRAM_NAME])
+    grams = summary.filter(pl.col("model").str.contains("gram") & pooled)
     if model.height == 0 or grams.height == 0:
         return ""
     best = grams.sort("perplexity").row(0, named=True)

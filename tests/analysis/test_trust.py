@@ -123,3 +123,66 @@ def test_the_caution_is_written_above_a_figure():
     assert [t.get_text() for t in figure.texts] == ["CAUTION, do not interpret: x"]
     assert figure.texts[0].get_position()[1] > 1.0  # above the axes, not over the data
     plt.close(figure)
+
+
+@pytest.fixture(scope="module")
+def copy_corpus(tmp_path_factory):
+    """300 sequences of 30 symbols in which each symbol from the sixth on repeats the one
+    five places back: structure a trained GPT finds and the baselines mostly miss."""
+    import numpy as np
+    import polars as pl
+    from corpus_helpers import ingested
+
+    from seqlm.corpus import SplitConfig, build_corpus
+    from seqlm.vocabularies import TokenScheme
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for entity in range(300):
+        symbols = rng.integers(0, 6, size=30)
+        for t in range(5, 30):
+            symbols[t] = symbols[t - 5]
+        rows += [(f"e{entity:03d}", float(t), "abcdef"[v]) for t, v in enumerate(symbols)]
+    frame = pl.DataFrame(rows, schema=["entity", "time", "code"], orient="row")
+    return build_corpus(
+        ingested(frame.with_columns(kind=pl.lit("syllable"))),
+        tmp_path_factory.mktemp("copy") / "corpus",
+        TokenScheme(value_mode="ignore"),
+        SplitConfig(seed=0, tuning=0.15, held_out=0.2),
+    )
+
+
+def _train(corpus, out, steps: int):
+    from seqlm.training.config import RunSettings, TrainConfig
+    from seqlm.training.session import train_on_corpus
+
+    train = TrainConfig(
+        max_steps=steps,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=min(10, steps),
+        eval_every=50,
+        eval_batches=4,
+        checkpoint_every=1000,
+        log_every=50,
+        cpu_threads=1,
+    )
+    settings = RunSettings(preset="tiny", model={"block_size": 32}, train=train)
+    train_on_corpus(corpus.path, out, settings)
+    return out
+
+
+def test_the_gate_fires_on_a_model_trained_one_step(copy_corpus, tmp_path):
+    run = _train(copy_corpus, tmp_path / "run", steps=1)
+    report = interpretation_check(run, copy_corpus)
+    assert not report.trusted
+    assert report.reasons[0].short.startswith("not better than")
+    assert report.comparison["verdict"] in ("worse", "not distinguishable")
+
+
+@pytest.mark.slow
+def test_the_gate_is_silent_for_a_model_that_beats_every_baseline(copy_corpus, tmp_path):
+    run = _train(copy_corpus, tmp_path / "run", steps=300)  # ~40 s on one busy core
+    report = interpretation_check(run, copy_corpus)
+    assert report.trusted, report.lines()
+    assert report.comparison["verdict"] == "better" and report.caption() == ""

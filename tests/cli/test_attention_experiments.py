@@ -86,7 +86,9 @@ def test_heads_writes_importance_ablation_and_prune_curve(corpus_and_run, tmp_pa
     corpus, run_dir = corpus_and_run
     out = tmp_path / "heads"
     assert run(["attention", "heads", str(run_dir), "-C", str(corpus), "--out", str(out)]) == 0
-    assert "Pruning, least important first" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Pruning, least important first" in printed
+    assert printed.index("WARNING") < printed.index("Heads (")  # an untrained model
     heads = pl.read_csv(out / "heads.csv")
     assert heads.height == 4 and {"importance", "loss_change"} <= set(heads.columns)
     curve = pl.read_csv(out / "prune_curve.csv")
@@ -99,7 +101,9 @@ def test_probe_reports_accuracy_control_and_selectivity(corpus_and_run, tmp_path
     out = tmp_path / "probe"
     argv = ["probe", str(run_dir), "-C", str(corpus), "--label", "condition", "--split", "all"]
     assert run([*argv, "--folds", "3", "--out", str(out)]) == 0
-    assert "selectivity" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "selectivity" in printed
+    assert printed.index("WARNING") < printed.index("Probes for")  # an untrained model
     table = pl.read_csv(out / "probe.csv")
     assert table["layer"].to_list() == [0, 1, 2]
     assert ((table["accuracy"] >= 0) & (table["accuracy"] <= 1)).all()

@@ -117,4 +117,6 @@ def test_errors_are_one_line_messages(trained, tmp_path, capsys) -> None:
     assert run(["eval", str(tmp_path / "missing"), "--corpus", str(corpus)]) == 2
     assert "error:" in capsys.readouterr().err
     assert run(["eval", str(run_folder), "--corpus", str(corpus), "--baselines", "rnn"]) == 2
+    assert run(["eval", str(run_folder), "--corpus", str(corpus), "--resamples", "10"]) == 2
+    assert "at least 100" in capsys.readouterr().err
     assert run(["subset", str(corpus), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2

@@ -34,3 +34,44 @@ def test_attention_table_keeps_the_compared_columns_with_readable_headers():
     ]
     assert table["mean distance"].to_list() == [3.5, 9.0]
     assert "mass &gt; 32" in html_table(table)
+
+
+def test_the_page_shows_the_comparisons_with_intervals_and_the_caution():
+    import numpy as np
+
+    from seqlm.evaluation.paired import paired_comparison
+    from seqlm.evaluation.scores import TokenScores
+    from seqlm.reporting.html_report import QuickstartReport, render_html_report
+
+    n = 40
+    sequence = np.repeat(np.arange(8), 5)
+    ints = np.zeros(n, dtype=np.int64)
+    base = TokenScores(
+        sequence, ints + 1, ints + 7, ints, np.full(n, -0.5), ints, ints, np.full(n, 0.6)
+    )
+    model = TokenScores(
+        sequence, ints + 1, ints + 7, ints, np.full(n, -0.4), ints, ints, np.full(n, 0.6)
+    )
+    comparison = paired_comparison(model, base, names=("model", "best n-gram (3-gram KN)"))
+    summary = pl.DataFrame(
+        {"model": ["model", "best n-gram (3-gram KN)"], "perplexity": [1.49, 1.65]}
+    )
+    page = render_html_report(
+        QuickstartReport(
+            title="t",
+            summary=summary,
+            lesion_rows=pl.DataFrame(
+                {"group": ["all"], "model": ["model"], "condition": ["pre"], "perplexity": [1.5]}
+            ),
+            attention_heads=None,
+            figures={},
+            comparisons=[comparison.to_dict()],
+            caution=["This model has not earned an interpretation of its attention:"],
+        )
+    )
+    assert "Δ cross-entropy (nats)" in page and "+0.1000" not in page
+    assert "-0.1000 [-0.1000, -0.1000]" in page and "<td>better</td>" in page
+    assert "model is better than best n-gram (3-gram KN)" in page
+    # the caution under the headline and again above the attention section
+    assert page.count('class="caution"') == 2
+    assert page.index('class="caution"') < page.index("<h2>Attention statistics</h2>")
