@@ -351,7 +351,10 @@ def move_into_place(staging: Path, out: Path, *, overwrite: bool, own_names=None
 
 
 def remove_output(out: Path, own_names: Iterable[str] | None = None) -> None:
-    """Delete a seqlm output folder in place (after `check_output` allowed it)."""
+    """Delete a seqlm output folder in place; refuses one seqlm did not write."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return
     check_replaceable(out, own_names)
     shutil.rmtree(out)
 

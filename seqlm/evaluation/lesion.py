@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +35,7 @@ from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_
 from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
 from seqlm.evaluation.report import json_ready, save_bar_figure
 from seqlm.evaluation.scores import TokenScores
+from seqlm.outputs import remove_output
 from seqlm.progress import Progress
 
 ALL_GROUPS = "all"
@@ -370,7 +370,7 @@ def run_lesion_experiment(
         if not run_finished(run):
             pre = subset_corpus(corpus, out / f"pre{suffix}", where, overwrite=True)
             if run.exists():
-                shutil.rmtree(run)  # an unfinished run of an earlier call: start again
+                remove_output(run)  # an unfinished run of an earlier call (only a seqlm run)
             train_on_corpus(pre.path, run, settings, progress=progress)
         runs[key] = run
     result = lesion_comparison(corpus, runs, options, progress)
