@@ -140,6 +140,23 @@ def test_quickstart_and_train_refuse_a_users_folder(tmp_path):
     assert (folder / "data.csv").read_text() == "a,b\n"
 
 
+def test_single_output_files_replace_only_what_seqlm_wrote(built, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    result = seqlm(["calibrate", built["corpus"], "--out", notes])
+    assert_one_line_error(result, "seqlm did not write it")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # a PNG matplotlib did not draw
+    result = in_process(["runs", "show", built["run"], "--plot", photo])
+    assert_one_line_error(result, "seqlm did not write it")
+    assert notes.read_text() == "mine" and photo.read_bytes().endswith(bytes(64))
+    for _ in range(2):  # its own figure is replaced
+        assert (
+            in_process(["runs", "show", built["run"], "--plot", tmp_path / "loss.png"]).returncode
+            == 0
+        )
+
+
 # -- 2. one writer per output --------------------------------------------------------------
 
 HOLDER = """
