@@ -24,8 +24,8 @@ from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import load_toml, options_from_mapping, parse_option_strings
 from seqlm.corpus import Corpus, SplitConfig, build_corpus
 from seqlm.corpus.store import CORPUS_FILES
-from seqlm.errors import ConfigError, InputError
-from seqlm.outputs import check_output, output_lock
+from seqlm.errors import ConfigError, InputError, SeqlmError
+from seqlm.outputs import OutputError, check_output, output_lock
 from seqlm.progress import Progress
 from seqlm.vocabularies import TokenScheme
 
@@ -109,11 +109,12 @@ def ingest(
         except (pl.exceptions.PolarsError, ArrowException) as err:
             # Scans are lazy: a damaged page surfaces while the corpus is built, where
             # the file is unknown. Find it by reading the inputs one by one.
-            raise unreadable_input_error(paths, err) from None
+            raise unreadable_input_error(paths, err, out) from None
 
 
-def unreadable_input_error(paths: Sequence[Path], err: Exception) -> InputError:
-    """An `InputError` naming the first input file polars cannot read (else all)."""
+def unreadable_input_error(paths: Sequence[Path], err: Exception, out: Path) -> SeqlmError:
+    """An `InputError` naming the first input file polars cannot read; an `OutputError`
+    when every input reads and the failure was the system's (a full disk, say)."""
     reason = " ".join(str(err).split())[:200]
     for file in _data_files(paths):
         try:
@@ -122,6 +123,8 @@ def unreadable_input_error(paths: Sequence[Path], err: Exception) -> InputError:
         except (pl.exceptions.PolarsError, ArrowException, OSError) as bad:
             detail = " ".join(str(bad).split())[:200]
             return InputError(f"not readable as parquet ({detail})", file=file)
+    if "os error" in reason.lower() or "io error" in reason.lower():
+        return OutputError(f"{out}: writing the corpus failed ({reason})")
     shown = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
     return InputError(f"cannot read the input ({reason})", file=shown)
 

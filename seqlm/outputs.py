@@ -168,12 +168,26 @@ def output_folder(out: str | Path) -> Path:
 
 
 def output_file(path: str | Path) -> Path:
-    """Check that a single output file may be written (its folder exists or can be made)."""
+    """Check that a single output file may be written: not a folder, and an existing file
+    only when seqlm wrote it (a matplotlib PNG, or JSON naming seqlm) — never a user's."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; name a file for the output")
+    if path.is_file() and not _written_by_seqlm(path):
+        raise OutputError(
+            f"{path}: exists and seqlm did not write it; name a new file for the output"
+        )
     output_folder(path.parent)
     return path
+
+
+def _written_by_seqlm(path: Path) -> bool:
+    """A figure seqlm drew (matplotlib stamps its PNG header) or a JSON file of ours."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(b"\x89PNG"):
+        return b"Matplotlib" in head
+    return path.suffix == ".json" and (b'"seqlm' in head or b'"train_s_per_token"' in head)
 
 
 def apply_umask(path: str | Path) -> None:
@@ -351,7 +365,10 @@ def move_into_place(staging: Path, out: Path, *, overwrite: bool, own_names=None
 
 
 def remove_output(out: Path, own_names: Iterable[str] | None = None) -> None:
-    """Delete a seqlm output folder in place (after `check_output` allowed it)."""
+    """Delete a seqlm output folder in place; refuses one seqlm did not write."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return
     check_replaceable(out, own_names)
     shutil.rmtree(out)
 

@@ -308,7 +308,9 @@ def subset_command(
         list[str], typer.Option(help="column=value (value1,value2 for either); repeatable.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="New corpus folder.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a corpus seqlm wrote at --out (never another folder).")
+    ] = False,
 ) -> None:
     """Write the sequences whose index rows match --where as a corpus of their own."""
     from seqlm.corpus.subset import parse_where, subset_corpus

@@ -36,7 +36,10 @@ def ingest_command(
         ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing corpus folder.")
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace a corpus seqlm wrote at --out (never any other folder)."
+        ),
     ] = False,
 ) -> None:
     """Read raw event files with an adapter and write a tokenized corpus folder."""

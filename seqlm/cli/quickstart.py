@@ -22,7 +22,10 @@ def quickstart_command(
         ),
     ] = False,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the report folder if it exists.")
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace a quickstart folder seqlm wrote (never any other folder)."
+        ),
     ] = False,
 ) -> None:
     """Ingest the bundled finch song, train a small model, evaluate, compare, report."""

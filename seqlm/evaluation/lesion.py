@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from seqlm.evaluation.paired import compare_with_baselines, resampling_units
 from seqlm.evaluation.plots import save_bar_figure
 from seqlm.evaluation.report import json_ready
 from seqlm.evaluation.scores import TokenScores
+from seqlm.outputs import remove_output
 from seqlm.progress import Progress
 
 ALL_GROUPS = "all"
@@ -395,7 +395,7 @@ def run_lesion_experiment(
         if not run_finished(run):
             pre = subset_corpus(corpus, out / f"pre{suffix}", where, overwrite=True)
             if run.exists():
-                shutil.rmtree(run)  # an unfinished run of an earlier call: start again
+                remove_output(run)  # an unfinished run of an earlier call (only a seqlm run)
             train_on_corpus(pre.path, run, settings, progress=progress, init=init)
         runs[key] = run
     result = lesion_comparison(corpus, runs, options, progress)

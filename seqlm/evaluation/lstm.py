@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from seqlm.errors import ConfigError, CorpusError
 from seqlm.model.gpt import ModelOutput
 from seqlm.model.loss import cross_entropy_from_logits
 from seqlm.model.positions import document_positions
+from seqlm.outputs import remove_output
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.checkpoint import TOKENIZER_FILE, RunFolder
@@ -251,7 +251,7 @@ def lstm_baseline_run(
     if _finished_on(folder, corpus):
         return folder, False
     if folder.exists():
-        shutil.rmtree(folder)  # an unfinished or stale baseline: start it again
+        remove_output(folder)  # an unfinished or stale baseline (never a user's folder)
     train = TrainConfig.from_dict({**dict(train_config), **dict(overrides or {})})
     train_lstm(corpus.path, folder, lstm_config_like(model_config), train, progress=progress)
     return folder, True

@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqlm.errors import ConfigError, CorpusError
-from seqlm.outputs import apply_umask
+from seqlm.outputs import OutputError, apply_umask
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -80,7 +80,11 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file(_unshared(tensors), str(path))
+    try:
+        save_file(_unshared(tensors), str(path))
+    except (SafetensorError, OSError) as err:  # a full or read-only disk
+        reason = " ".join(str(err).split())[:200]
+        raise OutputError(f"{path}: could not write the weights ({reason})") from None
     apply_umask(path)  # safetensors creates 0600 files; others may need to read the run
     _fsync_file(path)
 

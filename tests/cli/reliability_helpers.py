@@ -48,16 +48,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     return lines[0]
 
 
-def run_in_process(args: list[str]) -> tuple[int, str]:
-    """`seqlm ARGS` through the same `main` in this process: (exit code, stderr)."""
-    stderr = io.StringIO()
+def in_process(args: list) -> subprocess.CompletedProcess:
+    """`seqlm ARGS` through the same `main` in this process (no interpreter start-up,
+    so cheap enough for Hypothesis and for the cases beyond the subprocess ones)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
         try:
             main([str(a) for a in args])
         except SystemExit as exit_:
             code = int(exit_.code or 0)
-    return code, stderr.getvalue()
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def manifest_counts(corpus: Path) -> dict:

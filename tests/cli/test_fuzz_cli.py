@@ -21,9 +21,9 @@ from reliability_helpers import (
     FIXTURES,
     MEDS_SHARD,
     assert_one_line_error,
+    in_process,
     manifest_counts,
     message_lines,
-    run_in_process,
     seqlm,
 )
 
@@ -77,7 +77,8 @@ def _check(adapter: str, name: str, data: bytes) -> None:
         source = Path(folder) / name
         source.write_bytes(data)
         out = Path(folder) / "corpus"
-        code, stderr = run_in_process(["ingest", adapter, source, "--out", out])
+        result = in_process(["ingest", adapter, source, "--out", out])
+        code, stderr = result.returncode, result.stderr
         assert "Traceback" not in stderr, stderr
         assert code in (0, 2), (code, stderr)
         if code == 2:

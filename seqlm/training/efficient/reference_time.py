@@ -125,6 +125,10 @@ def calibrate(
     from seqlm.model.gpt import GPT
     from seqlm.progress import ensure_progress
 
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(
+            f"calibration needs repeats >= 1 and warmup >= 0, got {repeats}, {warmup}"
+        )
     bar = ensure_progress(progress)
     torch.manual_seed(0)
     model = GPT(config).to(device)
