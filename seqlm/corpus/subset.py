@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import SPLITS
 from seqlm.corpus.store import (
+    CHECKSUMMED_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
     TIMES_FILE,
@@ -113,6 +115,7 @@ def subset_corpus(
             if (Path(source.path) / name).is_file():
                 shutil.copyfile(Path(source.path) / name, staging / name)
         manifest = _subset_manifest(source, index, where)
+        manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )

@@ -32,10 +32,12 @@ import numpy as np
 import polars as pl
 
 import seqlm
+from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
+    CHECKSUMMED_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
     REJECTS_FILE,
@@ -112,6 +114,7 @@ def build_corpus(
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
         manifest["times"] = has_times
         manifest["attributes"] = list(attributes)
+        manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
