@@ -91,7 +91,7 @@ def test_garbled_tokens_with_a_new_time_are_rehashed(corpus):
     assert_one_line_error(seqlm("corpus", "info", corpus), "tokens.bin", "checksum")
 
 
-def test_truncated_times_are_caught(corpus):
+def test_truncated_index_is_caught(corpus):
     path = corpus / "index.parquet"
     path.write_bytes(path.read_bytes()[:-8])
     assert_one_line_error(seqlm("corpus", "info", corpus), "index.parquet", "size")
