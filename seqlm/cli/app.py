@@ -7,18 +7,22 @@ only assembles them and turns `SeqlmError`s into one-line messages with exit cod
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from typing import Annotated
 
 import typer
 
+from seqlm.artefacts import VERIFY_ENV
 from seqlm.errors import SeqlmError
 from seqlm.outputs import OutputNotice, release_claims
 
 app = typer.Typer(
     name="seqlm",
-    help="Language models of structured event streams: ingest, train, evaluate, inspect.",
+    help="Language models of structured event streams: ingest, train, evaluate, inspect. "
+    "Add --verify to any command to re-hash every corpus and checkpoint file it opens "
+    "(by default files whose size and time are as recorded are trusted).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     warnings.showwarning = _show_warning
+    if "--verify" in args:  # any command: re-hash every artefact it opens
+        args.remove("--verify")
+        os.environ[VERIFY_ENV] = "1"
     try:
         code = app(args=args, standalone_mode=False)
     except SystemExit:

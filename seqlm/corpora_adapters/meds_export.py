@@ -84,6 +84,8 @@ def time_token_microseconds(vocab: Vocabulary) -> dict[str, int]:
     added = {}
     open_ended = {gaps.tokens[len(gaps.edges) - 1], gaps.long_token}
     for token in gaps.tokens:
+        if token not in vocab.token_to_id:  # a corpus older than the long-gap token
+            continue
         low, high = gaps.interval(token)
         seconds = low if token in open_ended else (low + high) / 2
         added[token] = round(seconds * 1e6)

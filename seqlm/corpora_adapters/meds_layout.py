@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from seqlm.corpora_adapters.base import SPLITS
+from seqlm.corpora_adapters.inflation import check_parquet_inflation
 from seqlm.errors import ConfigError, InputError
 
 TIME_DTYPE = pl.Datetime("us")
@@ -100,6 +101,7 @@ def _read_shard(path: Path, root: Path, data_dir: Path, extra: Mapping[str, str]
         rows = scan.select(pl.len()).collect().item()
     except (pl.exceptions.PolarsError, OSError) as err:
         raise InputError(f"not a readable parquet file: {err}", file=path) from None
+    check_parquet_inflation(path, int(rows), len(schema))
     inside = path.relative_to(data_dir).parts
     folder_split = canonical_split(inside[0], extra) if len(inside) > 1 else None
     return MedsShard(

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
+from seqlm.corpora_adapters.inflation import check_parquet_inflation
 from seqlm.corpora_adapters.tabular_mapping import (
     TABULAR_SUFFIXES,
     TabularOptions,
@@ -198,6 +199,8 @@ def count_rows(
                     ) from None
             raise
         for source, result in zip(batch_sources, results, strict=True):
+            if source.fmt == "parquet":
+                check_parquet_inflation(source.path, int(result["rows"][0]), len(mapped))
             counted.append(
                 TabularSource(source.path, source.fmt, source.schema, int(result["rows"][0]))
             )

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from seqlm.artefacts import record_files
 from seqlm.corpus.store import (
+    CHECKSUMMED_FILES,
     CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -171,6 +173,8 @@ def _write(source, out, vocabulary, prefix, attributes, min_sequences, overwrite
         index.write_parquet(staging / INDEX_FILE)
         vocabulary.save(staging)
         manifest = _manifest(source, vocabulary, index, attributes, min_sequences)
+        # New token and index files: the source's checksums would fail verification.
+        manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from seqlm.artefacts import verify_recorded
 from seqlm.corpora_adapters.base import SPLITS
 from seqlm.errors import CorpusError
-from seqlm.vocabularies.vocabulary import TOKENIZER_FILE, Vocabulary
+from seqlm.vocabularies.vocabulary import SCHEME_FILE, TOKENIZER_FILE, Vocabulary
 
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.parquet"
@@ -43,6 +44,9 @@ INDEX_COLUMNS = (
     "first_time",
     "last_time",
 )
+# Files whose checksums the manifest records (`seqlm.artefacts`); tokenizer.json is
+# covered by the vocabulary hash, recomputed from the loaded vocabulary.
+CHECKSUMMED_FILES = (TOKENS_FILE, TIMES_FILE, INDEX_FILE, SCHEME_FILE)
 TOKEN_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
 
@@ -123,6 +127,9 @@ def load_corpus(path: str | Path) -> Corpus:
             f"{path / MANIFEST_FILE}: unknown token_dtype {manifest.get('token_dtype')!r}"
         )
     vocabulary = Vocabulary.load(path)
+    _check_vocabulary_hash(path, manifest, vocabulary)
+    if "files" in manifest:  # corpora written before checksums have none to check
+        verify_recorded(path, manifest["files"], path / MANIFEST_FILE)
     if np.dtype(dtype) != vocabulary.token_dtype:
         raise CorpusError(f"{path}: token_dtype {dtype.__name__} does not fit the vocabulary")
     index = read_parquet_file(path / INDEX_FILE)
@@ -137,8 +144,36 @@ def load_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path / INDEX_FILE}: offsets and lengths do not tile tokens.bin")
     n_tokens = int(lengths.sum())
     tokens = _map(path / TOKENS_FILE, dtype, n_tokens)
+    _check_token_ids(path / TOKENS_FILE, tokens, len(vocabulary))
     times = _map(path / TIMES_FILE, np.float32, n_tokens) if (path / TIMES_FILE).is_file() else None
     return Corpus(path, manifest, vocabulary, index, tokens, times)
+
+
+def _check_vocabulary_hash(path: Path, manifest: dict[str, Any], vocabulary: Vocabulary) -> None:
+    """The vocabulary as loaded must be the one the corpus was written with: a hash
+    recomputed from it, not the stored one, so an edited tokenizer.json is caught."""
+    recorded = (manifest.get("vocabulary") or {}).get("hash")
+    if recorded is not None and recorded != vocabulary.hash:
+        raise CorpusError(
+            f"{path / TOKENIZER_FILE}: does not match the vocabulary hash in {MANIFEST_FILE} "
+            "(edited or corrupted after the corpus was written)"
+        )
+
+
+# Ids checked per chunk, so the check reads a large tokens.bin without copying it whole.
+_ID_CHECK_CHUNK = 1 << 24
+
+
+def _check_token_ids(file: Path, tokens: np.memmap, vocab_size: int) -> None:
+    """Every id must name a vocabulary token (checked once, when the corpus opens)."""
+    for start in range(0, len(tokens), _ID_CHECK_CHUNK):
+        chunk = np.asarray(tokens[start : start + _ID_CHECK_CHUNK])
+        if int(chunk.max()) >= vocab_size:
+            position = start + int(np.argmax(chunk >= vocab_size))
+            raise CorpusError(
+                f"{file}: token id {int(tokens[position])} at position {position} is outside "
+                f"the vocabulary (0..{vocab_size - 1}); the file is corrupted"
+            )
 
 
 def _map(file: Path, dtype: type, expected: int) -> np.memmap:

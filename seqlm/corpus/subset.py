@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import SPLITS
 from seqlm.corpus.store import (
+    CHECKSUMMED_FILES,
     CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -122,6 +124,7 @@ def _write_subset(
             if (Path(source.path) / name).is_file():
                 shutil.copyfile(Path(source.path) / name, staging / name)
         manifest = _subset_manifest(source, index, where)
+        manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )

@@ -30,11 +30,13 @@ import numpy as np
 import polars as pl
 
 import seqlm
+from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.empty_ingest import no_events_message
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
+    CHECKSUMMED_FILES,
     CORPUS_FILES,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -135,6 +137,7 @@ def _build_locked(
         manifest["counts"]["reserved_labels"] = reserved
         manifest["times"] = has_times
         manifest["attributes"] = list(attributes)
+        manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )

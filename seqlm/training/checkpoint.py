@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from seqlm.artefacts import record_files, verify_file
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.outputs import OutputError, apply_umask
 
@@ -89,8 +90,25 @@ def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     _fsync_file(path)
 
 
+def verify_against_state(path: Path) -> None:
+    """Check a checkpoint file against the checksum its folder's state.json records
+    (`seqlm.artefacts`: size and time by default, the full hash with `--verify`).
+    Checkpoints written before checksums existed record none and are not checked."""
+    state_path = path.parent / STATE_FILE
+    if not state_path.is_file():
+        return
+    try:
+        files = json.loads(state_path.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CorpusError(f"{state_path}: unreadable checkpoint state: {err}") from None
+    if isinstance(files, dict) and path.name in files:
+        verify_file(path, files[path.name], state_path)
+
+
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
+    if path.is_file():
+        verify_against_state(path)
     try:
         return load_file(str(path))
     except FileNotFoundError:
@@ -208,6 +226,7 @@ class RunFolder:
             "format": STATE_FORMAT,
             "step": step,
             "checkpoint": f"{CHECKPOINTS_DIR}/{name}",
+            "files": record_files(temporary, (WEIGHTS_FILE, OPTIMIZER_FILE)),
         }
         _write_json(temporary / STATE_FILE, state)
         _replace_dir(temporary, final)
@@ -223,7 +242,8 @@ class RunFolder:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         save_weights(model_state, temporary / WEIGHTS_FILE)
-        _write_json(temporary / STATE_FILE, {**state, "format": STATE_FORMAT})
+        files = record_files(temporary, (WEIGHTS_FILE,))
+        _write_json(temporary / STATE_FILE, {**state, "format": STATE_FORMAT, "files": files})
         _replace_dir(temporary, self.best_dir)
         return self.best_dir
 
@@ -259,6 +279,8 @@ class RunFolder:
 
     def load_optimizer(self, checkpoint: Checkpoint) -> dict[str, Any]:
         path = checkpoint.path / OPTIMIZER_FILE
+        if path.is_file():
+            verify_against_state(path)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:

@@ -10,8 +10,10 @@ token part is written with:
   character (tab, newline, `\\x1c`-`\\x1f`, no-break space ...) as `\\xHH` / `\\uHHHH`;
 - structural look-alikes escaped where they would be read as structure: a `[` opening
   the token or a `//` segment (so no code spells `[PAD]`, `[TIME//5m]` or `X//[UNK]`)
-  becomes `\\x5b`, and a final segment `//Q<digits>` (which a fused value bin appends)
-  has its `Q` written as `\\x51`, so the code `A//Q3` and the code `A` with bin 3 differ.
+  becomes `\\x5b`; a final segment `//Q<k>` that could be a value bin (k from 1 to the
+  scheme's `value_bins`, written without a leading zero) and a leading `VALUE//Q` have
+  their `Q` written as `\\x51`, so the code `A//Q3` and the code `A` with bin 3 differ,
+  while ICD-10 codes such as `DIAGNOSIS//ICD//10//Q620` stay as they are.
 
 Every escape starts with a backslash and every source backslash is doubled, so
 `unescape_part(escape_part(s)) == s` for every string `s`.
@@ -46,9 +48,12 @@ _PATTERNS: list[str] = [ESCAPE, SPACE_MARK, " ", *_HEX_CHARS]
 _REPLACEMENTS: list[str] = [ESCAPE + ESCAPE, "\\u2581", SPACE_MARK] + [
     _hex_escape(c) for c in _HEX_CHARS
 ]
-# `[` at the start of the token or of a `//` segment; a last segment `//Q<digits>`.
+# `[` at the start of the token or of a `//` segment; a last segment `//Q<k>`, k > 0.
 _OPEN_BRACKET = r"(^|//)\["
-_BIN_LOOKALIKE = r"//Q([0-9]+)$"
+_BIN_LOOKALIKE = r"//Q([1-9][0-9]{0,8})$"
+_VALUE_PREFIX = r"^VALUE//Q"
+# Value bins a scheme may have by default (TokenScheme.value_bins).
+DEFAULT_MAX_BIN = 10
 _UNESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})|▁")
 
 
@@ -57,21 +62,28 @@ def escaped_chars(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_many(_PATTERNS, _REPLACEMENTS)
 
 
-def escaped_structure(expr: pl.Expr) -> pl.Expr:
-    """Structural escapes of an already character-escaped token base."""
-    return expr.str.replace_all(_OPEN_BRACKET, "${1}\\x5b").str.replace_all(
-        _BIN_LOOKALIKE, "//\\x51${1}"
+def escaped_structure(expr: pl.Expr, max_bin: int = DEFAULT_MAX_BIN) -> pl.Expr:
+    """Structural escapes of an already character-escaped token base; `max_bin` is the
+    largest value bin the scheme can append."""
+    expr = expr.str.replace_all(_OPEN_BRACKET, "${1}\\x5b").str.replace(
+        _VALUE_PREFIX, "VALUE//\\x51"
+    )
+    bin_number = expr.str.extract(_BIN_LOOKALIKE, 1).cast(pl.Int64)
+    return (
+        pl.when(bin_number <= max_bin)
+        .then(expr.str.replace(_BIN_LOOKALIKE, "//\\x51${1}"))
+        .otherwise(expr)
     )
 
 
-def escaped(expr: pl.Expr) -> pl.Expr:
+def escaped(expr: pl.Expr, max_bin: int = DEFAULT_MAX_BIN) -> pl.Expr:
     """A whole token part (a code, or a kind) escaped, as a polars expression."""
-    return escaped_structure(escaped_chars(expr))
+    return escaped_structure(escaped_chars(expr), max_bin)
 
 
-def escape_part(text: str) -> str:
+def escape_part(text: str, max_bin: int = DEFAULT_MAX_BIN) -> str:
     """`escaped` for one Python string (the same polars code, so the two never differ)."""
-    return pl.select(escaped(pl.lit(text, dtype=pl.String))).item()
+    return pl.select(escaped(pl.lit(text, dtype=pl.String), max_bin)).item()
 
 
 def unescape_part(text: str) -> str:

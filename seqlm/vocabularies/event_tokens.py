@@ -78,7 +78,7 @@ def event_token_frame(
         base = pl.when(has_text).then(base + PART_SEPARATOR + text).otherwise(base)
     # After joining: a `[` opening a segment or a final `//Q3` is escaped in the whole
     # base, so neither a code nor a text can pass for a scheme token or a value bin.
-    base = escaped_structure(base)
+    base = escaped_structure(base, scheme.value_bins)
     if scheme.value_mode == "fused":
         data_token = (
             pl.when(pl.col("bin").is_not_null())

@@ -27,16 +27,33 @@ MEDS_SCHEMA = {
 }
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
 def seqlm(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m seqlm ARGS` in a fresh process, one thread, output captured."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "seqlm", *map(str, args)],
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
         timeout=timeout,
     )
+
+
+def seqlm_peak_memory(*args: str | Path, out: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """`seqlm ARGS` in a fresh process and its peak resident memory in MiB (Linux
+    ru_maxrss of that one child, from wait4). Output goes to files under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "seqlm", *map(str, args)]
+    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=ENV)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    result = subprocess.CompletedProcess(
+        command, process.returncode, (out / "stdout").read_text(), (out / "stderr").read_text()
+    )
+    return result, usage.ru_maxrss / 1024
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

@@ -78,5 +78,11 @@ def test_missing_and_inconsistent_files_are_reported(corpus_path, tmp_path):
     gaps = _copy(corpus_path, tmp_path / "gaps")
     index = pl.read_parquet(gaps / "index.parquet")
     index.with_columns(pl.col("offset") + 1).write_parquet(gaps / "index.parquet")
+    with pytest.raises(CorpusError, match="index.parquet: does not match the checksum"):
+        load_corpus(gaps)
+    # Without checksums (a corpus written before they existed) the layout check holds.
+    manifest = json.loads((gaps / "manifest.json").read_text())
+    del manifest["files"]
+    (gaps / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorpusError, match="offsets"):
         load_corpus(gaps)

@@ -55,6 +55,22 @@ def test_codes_never_spell_scheme_tokens(code):
     assert not is_reserved(escape_part(code))
 
 
+@pytest.mark.parametrize(
+    ("code", "part"),
+    [
+        ("A//Q3", "A//\\x513"),  # could be code A in bin 3
+        ("A//Q10", "A//\\x5110"),
+        ("A//Q11", "A//Q11"),  # above value_bins = 10: never a bin
+        ("A//Q03", "A//Q03"),  # a bin number has no leading zero
+        ("DIAGNOSIS//ICD//10//Q620", "DIAGNOSIS//ICD//10//Q620"),  # ICD-10 chapter Q
+        ("VALUE//Q99", "VALUE//\\x5199"),  # never the separate-mode value token
+    ],
+)
+def test_bin_look_alikes_are_escaped_only_where_they_could_be_bins(code, part):
+    assert escape_part(code) == part
+    assert unescape_part(part) == code
+
+
 def test_polars_expression_matches_python():
     texts = ["A//Q3", "a b", "[x", "x//[y", "p\\q", "LAB//51003//ng/mL"]
     frame = pl.DataFrame({"t": texts}).select(escaped(pl.col("t")))

@@ -110,6 +110,16 @@ def parse_annotation_xml(data: bytes, file: Path) -> list[_Sequence]:
         elif parent == "Sequence" and sequences:
             sequences[-1].fields[name] = value
 
+    def refuse_entities(name: str, *_declaration: object) -> None:
+        # As defusedxml: no entity declarations, so no expansion can exhaust memory.
+        raise InputError(
+            f"XML declares the entity {name!r}; entity declarations are not allowed "
+            "(their expansion can exhaust memory)",
+            file=file,
+            row=parser.CurrentLineNumber,
+        )
+
+    parser.EntityDeclHandler = refuse_entities
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = text.append

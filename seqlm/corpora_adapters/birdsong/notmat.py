@@ -32,6 +32,7 @@ from seqlm.corpora_adapters.birdsong.bouts import (
     read_files,
 )
 from seqlm.corpora_adapters.birdsong.textio import read_bytes
+from seqlm.corpora_adapters.inflation import check_mat_inflation
 from seqlm.errors import InputError
 
 SUFFIXES = (".not.mat",)
@@ -53,6 +54,7 @@ def load_notmat(path: Path) -> dict[str, Any]:
             "MATLAB v7.3 (HDF5) file: evsonganaly writes v5; re-save with save(..., '-v7')",
             file=path,
         )
+    check_mat_inflation(data, path)  # before scipy inflates it all in memory
     try:
         return scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, chars_as_strings=True)
     except Exception as err:  # scipy raises many types on damaged files; all mean "bad input"
