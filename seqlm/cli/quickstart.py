@@ -40,6 +40,12 @@ def quickstart_command(
         f"  held-out pre-lesion perplexity: model {result.model_perplexity:.3f} {verdict} "
         f"the best n-gram ({result.ngram_order}-gram) {result.ngram_perplexity:.3f}"
     )
+    if result.per_bird_ngram_perplexity is not None:
+        verdict = "beats" if result.model_beats_per_bird_ngrams else "does not beat"
+        console.print(
+            f"  pooled model with bird conditioning {verdict} the per-bird n-grams "
+            f"({result.per_bird_ngram_perplexity:.3f})"
+        )
     console.print(f"  corpus {result.corpus}, run {result.run}, figures in {result.out}")
     console.print("The same on your own data:")
     for command in NEXT_COMMANDS:
