@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.corpus:
         generated = spec in ("planted-long", "planted-local")
         for seed in args.seeds if generated else [None]:
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 corpus = Path(spec)
                 out = args.out / f"{corpus.name}-budget-{args.budget}"
             rows.append(run_one(corpus, out, args.budget))
+            with open(args.out / "rows.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(rows[-1]) + "\n")  # each row as soon as it is measured
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

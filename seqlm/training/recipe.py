@@ -19,9 +19,9 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 - *batch*: about 1,024 tokens a step (small steps learn faster per token on a
   compute-bound CPU), learning rate 3e-3 at width 128 and below, falling as 1/sqrt(width);
 - *evaluation*: about 30 evaluations over the budget, each on up to a quarter of the
-  tokens trained between two of them; early stopping after 6 evaluations without
-  improvement, and scoring uses best/ (the lowest tuning loss), so an overfitting run
-  is restored to its best point.
+  tokens trained between two of them; early stopping after 10 evaluations (a third of
+  the budget) without improvement, and scoring uses best/ (the lowest tuning loss), so
+  an overfitting run is restored to its best point.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ PARAMS_PER_TRAIN_TOKEN = 2.5
 BUDGET_TOKENS_PER_PARAM = 10.0
 STEP_TOKENS = 1024
 TARGET_EVALUATIONS = 30
-PATIENCE = 6
+PATIENCE = 10
 DEFAULT_BUDGET = "10m"
 FINE_TUNE_LR_DIVISOR = 3.0
 
@@ -335,10 +335,10 @@ def apply_recipe(
         if "n_embd" in settings.model and "n_head" not in settings.model:
             width = int(settings.model["n_embd"])
             model["n_head"] = heads_for(width)
-        chosen = dict(recipe.train)
         if fine_tune:
-            chosen["lr"] = round(chosen["lr"] / FINE_TUNE_LR_DIVISOR, 6)
+            recipe.train["lr"] = round(recipe.train["lr"] / FINE_TUNE_LR_DIVISOR, 6)
             recipe.reasons["lr"] += f"; divided by {FINE_TUNE_LR_DIVISOR:g} to fine-tune (--init)"
+        chosen = dict(recipe.train)
     else:  # a preset with --budget: only the budget's limits
         chosen = budget_train_settings(recipe.budget, recipe)
     train = settings.train.to_dict()
