@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.corpus:
         generated = spec in ("planted-long", "planted-local")
         for seed in args.seeds if generated else [None]:
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 corpus = Path(spec)
                 out = args.out / f"{corpus.name}-budget-{args.budget}"
             rows.append(run_one(corpus, out, args.budget))
+            with open(args.out / "rows.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(rows[-1]) + "\n")  # each row as soon as it is measured
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -159,3 +162,60 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def lesion_ci(corpus_path: str, runs: dict[str, str], seed: int = 0) -> dict:
+    """Held-out pre-lesion CE of the model(s) against the per-bird n-grams, with the paired
+    95% bootstrap interval by sequence: `runs` is {"all": POOLED_RUN} or {bird: RUN}.
+
+        python -c "from bench_recipe import lesion_ci; print(lesion_ci(CORPUS, RUNS))"
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from seqlm.corpus import load_corpus
+    from seqlm.evaluation.lesion import (
+        LesionOptions,
+        _evaluation_rows,
+        _per_group_ngram,
+        _sequences,
+    )
+    from seqlm.evaluation.model_scorer import scorer_from_run
+    from seqlm.evaluation.scores import TokenScores
+
+    corpus = load_corpus(corpus_path)
+    options = LesionOptions(device="cpu")
+    groups = sorted(str(g) for g in corpus.index["group"].unique().to_list())
+    index = _evaluation_rows(corpus, options, groups).filter(
+        __import__("polars").col("condition") == "pre"
+    )
+    sequences = _sequences(corpus, index)
+    ngram = _per_group_ngram(corpus, index, sequences, options, {})
+    parts = []
+    labels = index["group"].cast(str).to_numpy()
+    for key, run in runs.items():
+        members = np.arange(len(sequences)) if key == "all" else np.flatnonzero(labels == key)
+        scorer, _ = scorer_from_run(run, name="model", device="cpu")
+        scored = scorer.score([sequences[i] for i in members])
+        parts.append(dataclasses.replace(scored, sequence=members[scored.sequence]))
+    model = TokenScores.concat(parts)
+    order = np.lexsort((model.position, model.sequence))
+    model = TokenScores(
+        **{f.name: getattr(model, f.name)[order] for f in dataclasses.fields(model)}
+    )
+    drop = corpus.vocabulary.condition_ids
+    model, ngram = model.without_tokens(drop), ngram.without_tokens(drop)
+    result = {}
+    for group in ["all", *groups]:
+        keep = np.ones(len(model), bool) if group == "all" else labels[model.sequence] == group
+        mean, low, high = paired_ci(
+            -model.log_prob[keep], -ngram.log_prob[keep], model.sequence[keep], seed
+        )
+        result[group] = {
+            "model_ppl": float(np.exp(-model.log_prob[keep].mean())),
+            "per_bird_ngram_ppl": float(np.exp(-ngram.log_prob[keep].mean())),
+            "ce_diff": mean,
+            "ci95": [low, high],
+        }
+    return result

@@ -3,17 +3,19 @@
 Steps, each a library call the user can repeat on their own data:
 
 1. ingest the bundled Bengalese finch song (7 birds, pre and post mMAN lesion) into
-   OUT/corpus (entity-level splits: one bout per entity);
-2. keep the pre-lesion bouts (OUT/pre) and train one small GPT for all birds (OUT/run);
+   OUT/ingested (entity-level splits: one bout per entity), and write OUT/corpus with
+   each bout's bird as a conditioning token after [BOS] (context only, never scored);
+2. keep the pre-lesion bouts (OUT/pre) and train one GPT for all birds (OUT/run), its
+   shape and settings chosen by the training recipe for the budget;
 3. evaluate it on the held-out pre-lesion bouts beside the uniform, unigram and best
    n-gram baselines (OUT/eval);
 4. the lesion comparison: held-out pre vs all post-lesion bouts (OUT/lesion);
 5. attention statistics over the held-out bouts (OUT/attention);
 6. OUT/report.html, one self-contained page with the tables and figures.
 
-The model settings (`QUICKSTART_MODEL`, `QUICKSTART_TRAIN`) aim at beating the best
-n-gram on held-out pre-lesion song on an idle two-core CPU within ten minutes; the slow
-test checks it. `fast` is a smoke version with a tiny model that proves the plumbing only.
+The budget (`QUICKSTART_BUDGET`, `QUICKSTART_TRAIN`) aims at beating the best n-gram
+and the per-bird n-grams on held-out pre-lesion song on an idle two-core CPU within ten
+minutes; the slow test checks it. `fast` is a smoke version with a tiny model that proves the plumbing only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import polars as pl
 from seqlm.errors import ConfigError
 from seqlm.progress import Progress, ensure_progress
 
+SOURCE_DIR = "ingested"
 CORPUS_DIR = "corpus"
 PRE_DIR = "pre"
 RUN_DIR = "run"
@@ -39,34 +42,17 @@ ATTENTION_DIR = "attention"
 REPORT_FILE = "report.html"
 RESULT_FILE = "quickstart.json"
 
-# Why these numbers (measured 2026-11-22 on the 2-core machine, docs/architecture.md):
-# bouts are at most ~210 syllables, so a 256-token context holds a whole bout; 3 layers
-# x 96 wide is about a third of a million parameters. Without dropout the model
-# overfits the 145k train tokens (train loss 0.26, tuning 0.37 after 1,300 steps of
-# 16 rows); dropout 0.1 fixes that. The CPU is compute-bound, so time buys tokens, and
-# per token small batches learn faster: after 2M tokens held-out perplexity was 1.439
-# with 16 rows a step, 1.400 with 8 and 1.386 with 4 (8-gram: 1.416). The step cap
-# ends training on a fast machine; the minute cap keeps the README's first command
-# (install included) under ten minutes on a slow one, and the learning rate still
-# decays to zero at whichever comes first.
-QUICKSTART_MODEL: dict[str, Any] = {
-    "n_layer": 3,
-    "n_head": 4,
-    "n_embd": 96,
-    "block_size": 256,
-    "dropout": 0.1,
-}
-QUICKSTART_TRAIN: dict[str, Any] = {
-    "max_steps": 3000,
-    "max_minutes": 6.5,
-    "batch_size": 4,
-    "lr": 3e-3,
-    "warmup_steps": 50,
-    "eval_every": 200,
-    "eval_batches": 16,
-    "checkpoint_every": 500,
-    "log_every": 50,
-}
+# Why these numbers (docs/training.md): the model's shape, dropout, batch, learning rate
+# and evaluation schedule come from the training recipe (seqlm.training.recipe) for the
+# pre-lesion corpus and a budget of 3M training tokens, which an idle two-core CPU reads
+# in about six minutes; the minute cap keeps the README's first command (install
+# included) under ten minutes on a slower machine, and the learning rate decays to zero
+# at whichever limit comes first. Every bout starts with its bird's conditioning token
+# ([COND//group=bird3]), so the one pooled model is told which bird it reads, as each
+# per-bird n-gram is by being fitted on that bird alone.
+QUICKSTART_BUDGET = "3Mtok"
+QUICKSTART_TRAIN: dict[str, Any] = {"max_minutes": 6.5}
+CONDITION_ON: tuple[str, ...] = ("group",)
 # The smoke version: a tiny model for a few steps; it proves the plumbing, not the model.
 FAST_MODEL: dict[str, Any] = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64}
 FAST_TRAIN: dict[str, Any] = {
@@ -103,6 +89,7 @@ class QuickstartResult:
     model_perplexity: float
     ngram_perplexity: float
     ngram_order: int | None
+    per_bird_ngram_perplexity: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     fast: bool = False
     comparisons: list[dict[str, Any]] = field(default_factory=list)
@@ -115,6 +102,12 @@ class QuickstartResult:
     @property
     def model_beats_ngram(self) -> bool:
         return self.model_perplexity < self.ngram_perplexity
+
+    @property
+    def model_beats_per_bird_ngrams(self) -> bool | None:
+        if self.per_bird_ngram_perplexity is None:
+            return None
+        return self.model_perplexity < self.per_bird_ngram_perplexity
 
 
 def busy_cores(seconds: float = 0.5) -> float | None:
@@ -163,14 +156,20 @@ def quickstart_threads() -> int:
 
 
 def quickstart_settings(fast: bool = False) -> Any:
-    """The `RunSettings` the quickstart trains with."""
+    """The `RunSettings` the quickstart trains with: the recipe for `QUICKSTART_BUDGET`
+    (its shape is chosen when the corpus is read), or the fixed tiny smoke model."""
     from seqlm.training.config import RunSettings, TrainConfig
 
     train = dict(FAST_TRAIN if fast else QUICKSTART_TRAIN)
     train.setdefault("cpu_threads", quickstart_threads())
-    model = dict(FAST_MODEL if fast else QUICKSTART_MODEL)
-    preset = "tiny" if fast else "micro"
-    return RunSettings(preset=preset, model=model, train=TrainConfig(**train))
+    if fast:
+        return RunSettings(preset="tiny", model=dict(FAST_MODEL), train=TrainConfig(**train))
+    return RunSettings(
+        train=TrainConfig(**train),
+        train_explicit=tuple(sorted(train)),
+        use_recipe=True,
+        budget=QUICKSTART_BUDGET,
+    )
 
 
 def _finch_inputs() -> list[Path]:
@@ -188,6 +187,7 @@ def _finch_inputs() -> list[Path]:
 
 # Every top-level name a quickstart writes: --overwrite refuses a folder with others.
 QUICKSTART_NAMES = (
+    SOURCE_DIR,
     CORPUS_DIR,
     PRE_DIR,
     RUN_DIR,
@@ -233,6 +233,7 @@ def _run_quickstart(
     from seqlm.analysis.stats_plots import write_stats_plots
     from seqlm.analysis.stats_tables import distance_table, head_table, time_table, write_statistics
     from seqlm.corpus import load_corpus
+    from seqlm.corpus.conditioning import condition_corpus
     from seqlm.corpus.subset import subset_corpus
     from seqlm.evaluation.lesion import (
         ALL_GROUPS,
@@ -256,7 +257,8 @@ def _run_quickstart(
         seconds[name] = round(now - clock, 2)
         clock = now
 
-    corpus = ingest("birdsong-strings", inputs, out / CORPUS_DIR, progress=progress)
+    source = ingest("birdsong-strings", inputs, out / SOURCE_DIR, progress=progress)
+    corpus = condition_corpus(source, out / CORPUS_DIR, CONDITION_ON)
     lap("ingest")
     pre = subset_corpus(corpus, out / PRE_DIR, {"condition": "pre"})
     settings = quickstart_settings(fast)
@@ -303,7 +305,7 @@ def _run_quickstart(
             lesion_rows=lesion.rows,
             attention_heads=heads,
             figures=figures,
-            facts=_facts(corpus, pre, out, settings, seconds, fast),
+            facts=_facts(corpus, pre, out, seconds, fast),
             next_commands=list(NEXT_COMMANDS),
             comparisons=[c.to_dict() for c in evaluation.comparisons],
             caution=caution.lines(),
@@ -321,6 +323,7 @@ def _run_quickstart(
         model_perplexity=model_ppl,
         ngram_perplexity=ngram_ppl,
         ngram_order=_ngram_order(evaluation.info, ngram_name),
+        per_bird_ngram_perplexity=_per_bird_ngram(lesion.rows),
         seconds=seconds,
         fast=fast,
         comparisons=[c.to_dict() for c in evaluation.comparisons],
@@ -374,32 +377,47 @@ def _ngram_order(info: dict[str, Any], name: str) -> int | None:
     return int(digits) if digits else None
 
 
-def _facts(corpus: Any, pre: Any, out: Path, settings: Any, seconds: dict, fast: bool) -> dict:
+def _per_bird_ngram(rows: pl.DataFrame) -> float | None:
+    """Held-out pre-lesion perplexity of the per-bird n-grams, pooled over birds."""
+    row = rows.filter(
+        (pl.col("group") == "all")
+        & (pl.col("model") == "per-bird n-gram")
+        & (pl.col("condition") == "pre")
+    )
+    return float(row["perplexity"][0]) if row.height else None
+
+
+def _facts(corpus: Any, pre: Any, out: Path, seconds: dict, fast: bool) -> dict:
     """The small key/value table at the top of the report."""
     index = corpus.index
-    model = settings.model
+    config = json.loads((out / RUN_DIR / "config.json").read_text(encoding="utf-8"))
+    model, train = config["model"], config["train"]
+    shape = "chosen by the training recipe, " if config.get("recipe", {}).get("applied") else ""
     return {
         "Data": "Bengalese finch song, 7 birds, pre and post mMAN lesion (Koparkar et al. 2024)",
         "Sequences": f"{index.height:,} bouts, {int(index['length'].sum()):,} tokens",
         "Vocabulary": f"{corpus.vocab_size} tokens",
         "Trained on": f"{pre.split('train').height:,} pre-lesion train bouts",
         "Model": (
-            f"GPT, {model['n_layer']} layers x {model['n_embd']} wide, {model['n_head']} heads, "
-            f"context {model['block_size']}, dropout {model.get('dropout', 0.0):g}"
+            f"GPT ({shape}RUN/recipe.json), {model['n_layer']} layers x {model['n_embd']} "
+            f"wide, {model['n_head']} heads, context {model['block_size']}, dropout "
+            f"{model.get('dropout', 0.0):g}; each bout starts with its bird's conditioning token"
         ),
-        "Training budget": _budget_text(settings.train),
+        "Training budget": _budget_text(train),
         "Mode": "--fast smoke run (tiny model; numbers mean nothing)" if fast else "full",
         "Output folder": str(out.resolve()),
         "Seconds per stage": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
     }
 
 
-def _budget_text(train: Any) -> str:
-    limits = [f"{train.max_steps} steps"] if train.max_steps else []
-    limits += [f"{train.max_minutes:g} minutes"] if train.max_minutes else []
-    threads = f", {train.cpu_threads} CPU thread{'s' if train.cpu_threads != 1 else ''}"
-    return f"{' or '.join(limits)} (whichever comes first), batch {train.batch_size}" + (
-        threads if train.cpu_threads else ""
+def _budget_text(train: dict[str, Any]) -> str:
+    limits = [f"{train['max_steps']} steps"] if train.get("max_steps") else []
+    limits += [f"{train['max_tokens']:,} tokens"] if train.get("max_tokens") else []
+    limits += [f"{train['max_minutes']:g} minutes"] if train.get("max_minutes") else []
+    threads = train.get("cpu_threads") or 0
+    plural = "s" if threads != 1 else ""
+    return f"{' or '.join(limits)} (whichever comes first), batch {train['batch_size']}" + (
+        f", {threads} CPU thread{plural}" if threads else ""
     )
 
 
@@ -409,6 +427,8 @@ def _write_result(result: QuickstartResult) -> None:
         "model_perplexity": result.model_perplexity,
         "ngram_perplexity": result.ngram_perplexity,
         "ngram_order": result.ngram_order,
+        "per_bird_ngram_perplexity": result.per_bird_ngram_perplexity,
+        "model_beats_per_bird_ngrams": result.model_beats_per_bird_ngrams,
         "model_beats_ngram": result.model_beats_ngram,
         "seconds": result.seconds,
         "fast": result.fast,

@@ -111,11 +111,14 @@ def test_quickstart_refuses_a_non_empty_folder(tmp_path):
 
 
 def test_fast_settings_are_smaller_than_the_full_ones():
+    from seqlm.training.recipe import parse_budget
+
     fast, full = quickstart_settings(fast=True), quickstart_settings(fast=False)
-    assert fast.train.max_steps < full.train.max_steps
-    assert fast.model["n_embd"] < full.model["n_embd"]
-    # The full model reads a whole bout (at most ~210 syllables) in one window.
-    assert full.model["block_size"] >= 256
+    fast_tokens = fast.train.max_steps * fast.train.batch_size * fast.model["block_size"]
+    assert fast_tokens < parse_budget(full.budget).tokens
+    # The full run's shape comes from the recipe; the minute cap stays the user's.
+    assert full.use_recipe and full.model == {} and full.train.max_minutes == 6.5
+    assert "max_minutes" in full.train_explicit
 
 
 @pytest.mark.parametrize(
@@ -238,4 +241,6 @@ def test_report_renders_in_headless_chromium(fast_report, tmp_path):
 def test_full_quickstart_beats_the_best_ngram(tmp_path):
     result = quickstart(tmp_path / "report")
     assert result.model_beats_ngram, (result.model_perplexity, result.ngram_perplexity)
+    per_bird = result.per_bird_ngram_perplexity
+    assert result.model_beats_per_bird_ngrams, (result.model_perplexity, per_bird)
     assert sum(result.seconds.values()) < 600, result.seconds

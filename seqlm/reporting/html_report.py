@@ -243,8 +243,9 @@ def attention_head_summary(heads: pl.DataFrame) -> pl.DataFrame:
 
 
 def _per_bird_line(summary: pl.DataFrame, lesion_rows: pl.DataFrame) -> str:
-    """The per-bird n-grams beside the headline: they are told the bird, the model is not,
-    so a reader should see where the model stands against them too."""
+    """The per-bird n-grams beside the headline: each is fitted on one bird's song (the
+    pooled model reads the bird from its conditioning token), so a reader should see
+    where the model stands against them too."""
     needed = {"group", "model", "condition", "perplexity"}
     model = summary.filter(pl.col("model") == "model")
     if model.height == 0 or not needed <= set(lesion_rows.columns):
@@ -259,7 +260,7 @@ def _per_bird_line(summary: pl.DataFrame, lesion_rows: pl.DataFrame) -> str:
     per_bird, ppl = float(row["perplexity"][0]), float(model["perplexity"][0])
     relation = "above" if ppl > per_bird else "below"
     return (
-        f"<p>The per-bird n-grams, which are told the bird (the model is not), reach "
+        f"<p>The per-bird n-grams, each fitted on its own bird's song, reach "
         f"<b>{per_bird:.3f}</b> on the same bouts; the model is {relation} them.</p>"
     )
 

@@ -31,7 +31,7 @@ class DivergenceWatch(TrainCallback):
 
     patience: int = field(default=3, metadata={"help": "evaluations above the best tuning loss"})
     min_rise: float = field(
-        default=0.002, metadata={"help": "relative rise over the best that counts as rising"}
+        default=0.01, metadata={"help": "relative rise over the best that counts as rising"}
     )
     name: str = field(default="divergence_watch", metadata={"help": "checkpoint state key"})
     best_loss: float | None = field(default=None, metadata={"help": "best tuning loss"})

@@ -139,6 +139,9 @@ def _resolved_run_config(
         if "dropout" in settings.model:
             user_model.setdefault("dropout", settings.model["dropout"])
         model_table = init_model_config(init, user_model, corpus.vocab_size)
+        if recipe is not None:  # the shape is the init run's, not the recipe's
+            recipe["model"] = {k: model_table[k] for k in recipe["model"]}
+            recipe["reasons"]["n_layer/n_embd"] = f"the shape of the --init run {init}"
     else:
         model_table = build_gpt_config(settings, corpus.vocab_size).to_dict()
     config = {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Next-event prediction on the MIMIC-IV demo (MEDS): ingest with the default clinical
+# tokens, train the recipe's GPT for a budget, score the dataset's own held-out subjects
+# beside the n-grams (perplexity, top-1/5/10).
+# Usage: examples/mimic_next_event/run.sh MEDS_FOLDER [OUT]   (BUDGET=30m by default)
+set -euo pipefail
+MEDS=${1:?usage: run.sh MEDS_FOLDER [OUT]}
+OUT=${2:-mimic-next-event-out}
+BUDGET=${BUDGET:-30m}
+
+# The dataset's own 80/10/10 subject split (train / tuning / held_out).
+seqlm ingest meds "$MEDS" --out "$OUT/corpus"
+# No shape given: the recipe chooses it from the corpus and the budget (RUN/recipe.json).
+# One torch thread: on a shared or small CPU it is as fast as two and disturbs less.
+seqlm train "$OUT/corpus" --out "$OUT/run" --budget "$BUDGET" --set train.cpu_threads=1
+seqlm eval "$OUT/run" --corpus "$OUT/corpus" --out "$OUT/eval"
+echo "results in $OUT: run/recipe.json, eval/eval.json (model beside the n-grams)"
