@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from seqlm.cli.progress_bar import RichProgress
@@ -40,6 +41,7 @@ def ingest_command(
     ] = False,
 ) -> None:
     """Read raw event files with an adapter and write a tokenized corpus folder."""
+    from seqlm.corpus.merge_checks import describe_merge_checks
     from seqlm.ingest import ingest, resolve_ingest_config
 
     sections = resolve_ingest_config(config, option or [])
@@ -50,11 +52,13 @@ def ingest_command(
         progress.finish()
     counts = corpus.manifest.get("counts", {})
     console = Console()
-    console.print(f"[bold green]corpus written[/] to {corpus.path}")
+    console.print(f"[bold green]corpus written[/] to {escape(str(corpus.path))}")
     for key in ("rows_read", "events", "rejects", "sequences", "tokens"):
         if key in counts:
             console.print(f"  {key:>10}: {counts[key]:,}")
     console.print(f"  vocabulary: {corpus.vocab_size:,} tokens")
+    for line in describe_merge_checks(corpus.manifest.get("merge_checks", {})):
+        console.print(Text(line, style="yellow"))
     console.print(f"next: seqlm corpus info {corpus.path}")
 
 

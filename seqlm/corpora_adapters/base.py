@@ -165,6 +165,8 @@ class Ingested:
     rows_read: int
     adapter: str
     settings: dict[str, Any] = field(default_factory=dict)
+    # What `time` counts: "s" (seconds, or datetimes) or "index" (unitless positions).
+    time_unit: str = "s"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ it; nothing here prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,11 @@ class CorpusInfo:
     unknown_share: float
     time_token_share: float
     binned_codes: tuple[CodeBins, ...]
+    # Duplicate (entity, time, code) rows and time restarts (`corpus.merge_checks`);
+    # empty for corpora written before the checks existed.
+    merge_checks: dict[str, int] = field(default_factory=dict)
+    # What times count: "s" (seconds) or "index" (unitless: beats, steps, positions).
+    time_unit: str = "s"
 
 
 def token_counts(corpus: Corpus) -> np.ndarray:
@@ -146,4 +151,6 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
         unknown_share=float(counts[roles == "unknown"].sum() / total),
         time_token_share=float(counts[roles == "time"].sum() / total),
         binned_codes=tuple(CodeBins(c, n, vocab.value_bins[c].edges) for c, n in frequent),
+        merge_checks=dict(manifest.get("merge_checks", {})),
+        time_unit=corpus.time_unit,
     )

@@ -68,6 +68,11 @@ class Corpus:
         """The token ids of one sequence, `[BOS]` ... `[EOS]`: a view into `tokens.bin`."""
         return self.tokens[self._span(seq_id)]
 
+    @property
+    def time_unit(self) -> str:
+        """What the times count: "s" (seconds) or "index" (unitless: beats, steps)."""
+        return str(self.manifest.get("time_unit", "s"))
+
     def sequence_times(self, seq_id: int) -> np.ndarray:
         """Seconds since the sequence's first timed event, one per token (a view)."""
         if self.times is None:

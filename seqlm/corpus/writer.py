@@ -34,6 +34,7 @@ import polars as pl
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.empty_ingest import no_events_message
+from seqlm.corpus.merge_checks import merge_checks
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
     INDEX_FILE,
@@ -49,6 +50,7 @@ from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.event_tokens import sorted_events
 from seqlm.vocabularies.fitting import VocabularyFitter
 from seqlm.vocabularies.scheme import TokenScheme
+from seqlm.vocabularies.time_gaps import is_unitless
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 CORPUS_FORMAT = "seqlm-corpus/1"
@@ -91,6 +93,7 @@ def build_corpus(
         )
     if n_events == 0:
         raise CorpusError(no_events_message(ingested, out))
+    check_time_gap_units(scheme, ingested.time_unit)
     entities = entities.join(
         assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
     )
@@ -111,6 +114,8 @@ def build_corpus(
         ingested.rejects.to_frame().write_parquet(staging / REJECTS_FILE)
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
         manifest["times"] = has_times
+        manifest["time_unit"] = ingested.time_unit
+        manifest["merge_checks"] = merge_checks(events)
         manifest["attributes"] = list(attributes)
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
@@ -288,6 +293,24 @@ def _manifest(
             "tokens_per_split": {s: int(tokens.get(s, 0)) for s in SPLITS},
         },
     }
+
+
+def check_time_gap_units(scheme: TokenScheme, time_unit: str) -> None:
+    """Time-gap edges must match the corpus's time: durations for seconds, plain numbers
+    for unitless (index) time, so a beat is never read as a second."""
+    if not scheme.time_tokens:
+        return
+    unitless = [is_unitless(label) for label in scheme.time_gap_edges]
+    if time_unit == "index" and not all(unitless):
+        raise ConfigError(
+            'time is unitless (time_unit = "index"), so scheme.time_gap_edges must be plain '
+            "numbers of time units, e.g. scheme.time_gap_edges=[1, 2, 4, 8]"
+        )
+    if time_unit != "index" and any(unitless):
+        raise ConfigError(
+            "scheme.time_gap_edges need a unit (80ms, 5m, 2h) for times in seconds; plain "
+            'numbers are for time_unit = "index"'
+        )
 
 
 def _work_file(work: Path, bucket: int) -> Path:
