@@ -93,6 +93,8 @@ def ingest(
     scheme = options_from_mapping(
         TokenScheme, {**spec.scheme_defaults, **sections["scheme"]}, prefix="scheme."
     )
-    splits = options_from_mapping(SplitConfig, sections["splits"], prefix="splits.")
+    splits = options_from_mapping(
+        SplitConfig, {**spec.split_defaults, **sections["splits"]}, prefix="splits."
+    )
     ingested = spec.read(paths, options)
     return build_corpus(ingested, out, scheme, splits, overwrite=overwrite, progress=progress)

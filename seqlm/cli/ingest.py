@@ -57,6 +57,8 @@ def ingest_command(
         if key in counts:
             console.print(f"  {key:>10}: {counts[key]:,}")
     console.print(f"  vocabulary: {corpus.vocab_size:,} tokens")
+    for line in corpus.manifest.get("notes", []):
+        console.print(Text(f"note: {line}"))
     for line in describe_merge_checks(corpus.manifest.get("merge_checks", {})):
         console.print(Text(line, style="yellow"))
     console.print(f"next: seqlm corpus info {corpus.path}")
@@ -76,6 +78,8 @@ def adapters_command(
     console = Console(highlight=False)
     for spec in specs:
         console.print(Text.assemble((spec.name, "bold"), "  ", spec.description))
+        if spec.aliases:
+            console.print(Text(f"  also accepted as: {', '.join(spec.aliases)}"))
         print_settings(console, describe(spec.options))
         for key, cls in nested_tables(spec.options).items():
             console.print(Text(f"  [adapter.{key}] table:", style="bold"))
@@ -83,6 +87,9 @@ def adapters_command(
         if spec.scheme_defaults:
             defaults = ", ".join(f"{k}={v!r}" for k, v in spec.scheme_defaults.items())
             console.print(Text(f"  token-scheme defaults: {defaults}"))
+        if spec.split_defaults:
+            defaults = ", ".join(f"{k}={v!r}" for k, v in spec.split_defaults.items())
+            console.print(Text(f"  split defaults: {defaults}"))
         console.print()
     console.print(Text("seqlm config show lists the [scheme] and [splits] keys."))
 

@@ -167,6 +167,9 @@ class Ingested:
     settings: dict[str, Any] = field(default_factory=dict)
     # What `time` counts: "s" (seconds, or datetimes) or "index" (unitless positions).
     time_unit: str = "s"
+    # Lines for the user after ingest (label counts, a likely intro note, a missing bird
+    # name); kept in the manifest. Never identifiers.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,10 @@ class AdapterSpec:
     # Overrides of TokenScheme defaults suited to the source (e.g. clinical privacy
     # threshold 5, time-gap bins); a user's config overrides these in turn.
     scheme_defaults: dict[str, Any] = field(default_factory=dict)
+    # Defaults of the [splits] table suited to the source (Koumura: split by recording).
+    split_defaults: dict[str, Any] = field(default_factory=dict)
+    # Other names accepted for the adapter (crowsetta's format names).
+    aliases: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -188,6 +195,8 @@ def register_adapter(
     options: type,
     description: str,
     scheme_defaults: Mapping[str, Any] | None = None,
+    split_defaults: Mapping[str, Any] | None = None,
+    aliases: Sequence[str] = (),
 ) -> Callable[[Callable[..., Ingested]], Callable[..., Ingested]]:
     """Register `read(inputs: list[Path], options) -> Ingested` under `name`."""
 
@@ -200,6 +209,8 @@ def register_adapter(
             options=options,
             read=read,
             scheme_defaults=dict(scheme_defaults or {}),
+            split_defaults=dict(split_defaults or {}),
+            aliases=tuple(aliases),
         )
         return read
 

@@ -115,6 +115,7 @@ def build_corpus(
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
         manifest["times"] = has_times
         manifest["time_unit"] = ingested.time_unit
+        manifest["notes"] = list(ingested.notes)
         manifest["merge_checks"] = merge_checks(events)
         manifest["attributes"] = list(attributes)
         (staging / MANIFEST_FILE).write_text(
