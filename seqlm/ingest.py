@@ -89,7 +89,10 @@ def ingest(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
-    options = options_from_mapping(spec.options, sections["adapter"], prefix="")
+    try:
+        options = options_from_mapping(spec.options, sections["adapter"], prefix="")
+    except ConfigError as err:
+        raise ConfigError(f"{err} (`seqlm adapters {spec.name}` lists its options)") from None
     scheme = options_from_mapping(
         TokenScheme, {**spec.scheme_defaults, **sections["scheme"]}, prefix="scheme."
     )

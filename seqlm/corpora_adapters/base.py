@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.errors import ConfigError, InputError
+from seqlm.errors import ConfigError, InputError, did_you_mean
 
 # The canonical event columns. `time` is Float64 seconds from the entity's start, or a
 # Datetime (MEDS); everything downstream converts it with `time_in_seconds`.
@@ -326,9 +326,19 @@ def options_from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = ""
     unknown = sorted(set(mapping) - known)
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {', '.join(prefix + u for u in unknown)}; "
+            f"unknown option(s) {', '.join(prefix + u for u in unknown)}"
+            f"{did_you_mean(unknown, known, prefix)}; "
             f"known: {', '.join(sorted(prefix + k for k in known))}"
         )
+    required = [
+        prefix + f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in mapping
+    ]
+    if required:
+        raise ConfigError(f"missing required option(s): {', '.join(required)}")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in mapping.items()}
     try:
         return cls(**kwargs)

@@ -86,6 +86,14 @@ class Corpus:
         return self.index.filter(pl.col("split") == name)
 
 
+def _trained_on(run: Path) -> str:
+    try:
+        corpus = json.loads((run / "config.json").read_text(encoding="utf-8"))["corpus"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" ({corpus})"
+
+
 def load_corpus(path: str | Path) -> Corpus:
     """Open a corpus folder written by `build_corpus`, checking that its files agree."""
     path = Path(path)
@@ -95,6 +103,11 @@ def load_corpus(path: str | Path) -> Corpus:
         raise CorpusError(
             f"{path}: not a corpus: the ingest that wrote it kept no events; its "
             f"{REJECTS_FILE} lists every rejected row and why"
+        )
+    if not (path / MANIFEST_FILE).is_file() and (path / "config.json").is_file():
+        raise CorpusError(
+            f"{path}: a run folder (from seqlm train), not a corpus; give the corpus "
+            f"folder it was trained on{_trained_on(path)}"
         )
     for name in (MANIFEST_FILE, TOKENIZER_FILE, INDEX_FILE, TOKENS_FILE):
         if not (path / name).is_file():
