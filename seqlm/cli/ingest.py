@@ -61,7 +61,7 @@ def ingest_command(
         console.print(Text(f"note: {line}"))
     for line in describe_merge_checks(corpus.manifest.get("merge_checks", {})):
         console.print(Text(line, style="yellow"))
-    console.print(f"next: seqlm corpus info {corpus.path}")
+    console.print(Text(f"next: seqlm corpus info {corpus.path}"))
 
 
 def adapters_command(

@@ -124,7 +124,7 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
     rejects_path = corpus.path / REJECTS_FILE
     rejects_by_reason: dict[str, int] = {}
     if rejects_path.is_file():
-        rejects = pl.read_parquet(rejects_path, columns=["reason"])
+        rejects = pl.read_parquet(rejects_path, columns=["reason"], glob=False)
         reasons = rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
         rejects_by_reason = dict(zip(reasons["reason"], reasons["len"], strict=True))
 

@@ -124,7 +124,7 @@ def load_corpus(path: str | Path) -> Corpus:
     vocabulary = Vocabulary.load(path)
     if np.dtype(dtype) != vocabulary.token_dtype:
         raise CorpusError(f"{path}: token_dtype {dtype.__name__} does not fit the vocabulary")
-    index = pl.read_parquet(path / INDEX_FILE)
+    index = pl.read_parquet(path / INDEX_FILE, glob=False)
     missing = [c for c in INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise CorpusError(f"{path / INDEX_FILE}: missing columns {missing}")

@@ -202,7 +202,7 @@ def _fit_vocabulary(
     fitter.finish_values()
     progress.start("counting train tokens", total=len(buckets))
     for b in range(len(buckets)):
-        fitter.add_tokens(pl.scan_parquet(_work_file(work, b)).filter(train).collect())
+        fitter.add_tokens(pl.scan_parquet(_work_file(work, b), glob=False).filter(train).collect())
         progress.advance()
     progress.finish()
     return Vocabulary.from_fitted(scheme, fitter.result())
@@ -225,7 +225,7 @@ def _write_tokens(
         times_file = open(folder / TIMES_FILE, "wb") if has_times else None  # noqa: SIM115
         try:
             for b, (start, stop) in enumerate(buckets):
-                encoded = vocab.encode_events(pl.scan_parquet(_work_file(work, b)))
+                encoded = vocab.encode_events(pl.scan_parquet(_work_file(work, b), glob=False))
                 if not encoded.entities.equals(entities["entity"][start:stop]):
                     raise CorpusError("internal: token rows out of entity order")
                 token_file.write(encoded.ids.astype(dtype).tobytes())

@@ -44,3 +44,12 @@ def test_usage_errors_exit_2_without_a_traceback():
     assert "Traceback" not in result.stderr
     version = run_seqlm("--version")
     assert version.returncode == 0 and version.stdout.startswith("seqlm ")
+
+
+def test_bracketed_folder_names_print_whole(tmp_path, capsys):
+    # A folder named like rich markup ([draft]) must not vanish from the summary.
+    out = tmp_path / "song[draft]"
+    corpus = ingest_bird1(out)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"corpus written to {corpus}" in printed
+    assert f"next: seqlm corpus info {corpus}" in printed
