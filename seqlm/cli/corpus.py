@@ -64,6 +64,8 @@ def info_command(
     )
     if info.time_unit == "index":
         console.print("times are unitless positions (time_unit = index), not seconds")
+    for line in info.notes:
+        console.print(Text(f"note: {line}"))
     for line in describe_merge_checks(info.merge_checks):
         console.print(Text(line, style="yellow"))
 

@@ -80,6 +80,8 @@ class CorpusInfo:
     merge_checks: dict[str, int] = field(default_factory=dict)
     # What times count: "s" (seconds) or "index" (unitless: beats, steps, positions).
     time_unit: str = "s"
+    # What the adapter said at ingest (label counts, a likely intro note).
+    notes: tuple[str, ...] = ()
 
 
 def token_counts(corpus: Corpus) -> np.ndarray:
@@ -153,4 +155,5 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
         binned_codes=tuple(CodeBins(c, n, vocab.value_bins[c].edges) for c, n in frequent),
         merge_checks=dict(manifest.get("merge_checks", {})),
         time_unit=corpus.time_unit,
+        notes=tuple(manifest.get("notes", [])),
     )

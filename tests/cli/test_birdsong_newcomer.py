@@ -57,6 +57,8 @@ def test_a_different_intro_label_is_named_and_dropped_as_suggested(tmp_path):
     assert "'in' begins 8 of 8 bouts (100%)" in text
     suggestion = '--option \'intro_labels=["i", "in"]\' --option drop_intro=true'
     assert suggestion in text
+    info = run_seqlm("corpus", "info", str(tmp_path / "kept"))
+    assert suggestion in " ".join(info.stdout.split())  # the note stays with the corpus
     # Following the suggestion drops exactly the intro notes, counted as rejects.
     out = tmp_path / "dropped"
     args = ("ingest", "textgrid", str(grid), "-o", str(out))
