@@ -6,6 +6,8 @@ fault (file, row, column) so the CLI can turn it into a one-line message.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -52,3 +54,14 @@ class ConfigError(SeqlmError):
 
 class CorpusError(SeqlmError):
     """A corpus or run folder is missing, incomplete or inconsistent."""
+
+
+def did_you_mean(unknown: Sequence[str], known: Iterable[str], prefix: str = "") -> str:
+    """` (did you mean train.max_steps?)` for the closest known names, or ``."""
+    known = list(known)
+    close = [
+        prefix + match
+        for name in unknown
+        for match in difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    ]
+    return f" (did you mean {', '.join(close)}?)" if close else ""

@@ -92,11 +92,16 @@ def ingest(
         if not path.exists():
             raise InputError("input not found", file=path)
     out = Path(out)
-    options = options_from_mapping(spec.options, sections["adapter"], prefix="")
+    try:
+        options = options_from_mapping(spec.options, sections["adapter"], prefix="")
+    except ConfigError as err:
+        raise ConfigError(f"{err} (`seqlm adapters {spec.name}` lists its options)") from None
     scheme = options_from_mapping(
         TokenScheme, {**spec.scheme_defaults, **sections["scheme"]}, prefix="scheme."
     )
-    splits = options_from_mapping(SplitConfig, sections["splits"], prefix="splits.")
+    splits = options_from_mapping(
+        SplitConfig, {**spec.split_defaults, **sections["splits"]}, prefix="splits."
+    )
     # The lock is held from the first check to the rename, so a second ingest into the
     # same folder fails at once instead of racing this one.
     with output_lock(out, "seqlm ingest"):

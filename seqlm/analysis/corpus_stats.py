@@ -140,6 +140,8 @@ class CorpusAttentionStatistics:
     windows: int = 0
     queries: int = 0
     seq_ids: list[int] = field(default_factory=list)
+    # What the corpus's times count: "s" or "index" (unitless); labels follow it.
+    time_unit: str = "s"
 
     @property
     def has_times(self) -> bool:
@@ -196,7 +198,8 @@ def data_time_edges(corpus, windows: list[tuple[int, int, int]]) -> tuple[float,
     positive = np.concatenate(gaps) if gaps else np.zeros(0)
     if len(positive) == 0:
         return (0.0,)  # every token at the same time: one bin, [0, inf)
-    return time_bin_edges(float(np.quantile(positive, 0.01)), max(longest, float(positive.max())))
+    shortest = float(np.quantile(positive, 0.01))
+    return time_bin_edges(shortest, max(longest, float(positive.max())), corpus.time_unit)
 
 
 def _special_runs(data: Tensor) -> Tensor:
@@ -478,6 +481,7 @@ def corpus_attention_statistics(
         sequences=len(seq_ids),
         windows=len(windows),
         seq_ids=seq_ids,
+        time_unit=corpus.time_unit,
     )
     tracker = ensure_progress(progress)
     tracker.start(f"attention statistics ({options.split})", total=len(windows))

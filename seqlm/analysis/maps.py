@@ -86,6 +86,10 @@ def _norm(style: MapStyle, largest: float):
 # weights near 1 on them; with the largest weight as the top, a 100-token map was a
 # dark field with a yellow corner.
 TOP_PERCENTILE = 99.0
+# Grid panels are an overview (position ticks, no token labels): a panel of a longer
+# sequence is drawn as block means of at most this many cells a side, so the grid's
+# files stay bounded (16 panels of 1,024 tokens were 29 MB of SVG; pooled, ~1 MB).
+GRID_PANEL_CELLS = 256
 
 
 def colour_scale_top(data: np.ma.MaskedArray, percentile: float = TOP_PERCENTILE) -> float:
@@ -105,6 +109,20 @@ def _colorbar(figure, image, axes, text: str, clipped: bool, **options) -> None:
     # two lines: the scale's words on one line would outgrow a small figure's height
     label = text + ("; above: top colour" if clipped else "")
     colorbar.set_label(label.replace(" (", "\n(", 1))
+
+
+def pooled(data: np.ma.MaskedArray, cells: int = GRID_PANEL_CELLS) -> np.ma.MaskedArray:
+    """Block means of a (T, T) masked map with at most `cells` blocks a side (a block
+    of masked cells only stays masked); the map itself when it is small enough."""
+    length = data.shape[0]
+    block = math.ceil(length / cells)
+    if block <= 1:
+        return data
+    padded_length = math.ceil(length / block) * block
+    padded = np.ma.masked_all((padded_length, padded_length))
+    padded[:length, :length] = data
+    n = padded_length // block
+    return padded.reshape(n, block, n, block).mean(axis=(1, 3))
 
 
 def _masked(weights: np.ndarray, visible: np.ndarray | None) -> np.ma.MaskedArray:
@@ -160,7 +178,7 @@ def plot_attention_map(
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(side + 1.5, side))
     try:
-        image = axes.imshow(data, cmap=_cmap(style), norm=norm, interpolation="nearest")
+        image = axes.imshow(data, cmap=_cmap(style), norm=norm, interpolation="none")
         _label_axes(axes, labels, style, font)
         _colorbar(figure, image, axes, scale_text, clipped, fraction=0.046, pad=0.03)
         axes.set_title(
@@ -192,9 +210,14 @@ def plot_attention_grid(
     layers = sorted({layer for layer, _ in maps})
     heads = sorted({head for _, head in maps})
     masked = {
-        key: _masked(np.asarray(m, dtype=np.float64), None if visible is None else visible[key[0]])
+        key: pooled(
+            _masked(np.asarray(m, dtype=np.float64), None if visible is None else visible[key[0]])
+        )
         for key, m in maps.items()
     }
+    length = next(iter(maps.values())).shape[0]
+    # Axes in token positions also when the panels show block means.
+    extent = (-0.5, length - 0.5, length - 0.5, -0.5)
     top = max(colour_scale_top(m) for m in masked.values())
     norm, scale_text = _norm(style, top)
     clipped = any(m.count() and float(m.max()) > top for m in masked.values())
@@ -216,7 +239,11 @@ def plot_attention_grid(
                     ax.axis("off")
                     continue
                 image = ax.imshow(
-                    masked[(layer, head)], cmap=_cmap(style), norm=norm, interpolation="nearest"
+                    masked[(layer, head)],
+                    cmap=_cmap(style),
+                    norm=norm,
+                    interpolation="none",
+                    extent=extent,
                 )
                 ax.tick_params(labelsize=6)
                 ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
@@ -228,7 +255,13 @@ def plot_attention_grid(
                 if r == len(layers) - 1:
                     ax.set_xlabel("key position", fontsize=8)
         _colorbar(figure, image, axes, scale_text, clipped, shrink=0.8)
-        figure.suptitle(f"{title}\n(grey: not visible)" if title else "grey: not visible")
+        note = "grey: not visible"
+        shown = next(iter(masked.values())).shape[0]
+        if shown < length:
+            note += (
+                f"; block means of {math.ceil(length / shown)}x{math.ceil(length / shown)} tokens"
+            )
+        figure.suptitle(f"{title}\n({note})" if title else note)
         return save_figure(figure, Path(out_stem), style.dpi)
     finally:
         plt.close(figure)

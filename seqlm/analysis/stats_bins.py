@@ -42,22 +42,39 @@ _CLOCK_EDGES: tuple[float, ...] = tuple(
 )
 
 
-def time_bin_edges(shortest: float, longest: float) -> tuple[float, ...]:
+def time_bin_edges(shortest: float, longest: float, unit: str = "s") -> tuple[float, ...]:
     """0, then log-spaced edges from the largest ladder value <= `shortest` to the largest
     <= `longest` (seconds): 1-2-5 per decade below 10 s (sub-second for song), clock and
     calendar units above (minutes, hours, days for clinical events). The last bin is
-    open: [last edge, inf)."""
+    open: [last edge, inf). With `unit = "index"` (unitless time) the ladder is 1-2-5 per
+    decade throughout."""
     if not (math.isfinite(shortest) and math.isfinite(longest)) or shortest <= 0:
         raise ConfigError(f"time bins need 0 < shortest <= longest, got {shortest}, {longest}")
     longest = max(longest, shortest)
     low = min(math.floor(math.log10(shortest)) - 1, 0)
+    high = 1 if unit != "index" else max(math.ceil(math.log10(longest)) + 1, 1)
     # parsed from decimal text, so 5e-3 is exactly the float a person would type
-    ladder = [float(f"{step}e{decade}") for decade in range(low, 1) for step in (1, 2, 5)]
-    ladder += list(_CLOCK_EDGES)
-    ladder += [_CLOCK_EDGES[-1] * 2**k for k in range(1, 64) if _CLOCK_EDGES[-1] * 2**k <= longest]
+    ladder = [float(f"{step}e{decade}") for decade in range(low, high) for step in (1, 2, 5)]
+    if unit != "index":
+        ladder += list(_CLOCK_EDGES)
+        ladder += [
+            _CLOCK_EDGES[-1] * 2**k for k in range(1, 64) if _CLOCK_EDGES[-1] * 2**k <= longest
+        ]
     tolerance = 1 + 1e-9
     first = max((edge for edge in ladder if edge <= shortest * tolerance), default=ladder[0])
     return (0.0, *(edge for edge in ladder if first <= edge <= longest * tolerance))
+
+
+def format_time(value: float, unit: str = "s") -> str:
+    """`format_seconds` for times in seconds; a plain number for unitless (index) time."""
+    if unit != "index":
+        return format_seconds(value)
+    return "inf" if not math.isfinite(value) else f"{value:.3g}"
+
+
+def time_axis_unit(unit: str = "s") -> str:
+    """The unit as axis labels and headers name it: `s`, or `index units`."""
+    return "index units" if unit == "index" else "s"
 
 
 def format_seconds(seconds: float) -> str:

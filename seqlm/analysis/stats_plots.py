@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.analysis.figures import pyplot, save_figure
+from seqlm.analysis.stats_bins import time_axis_unit
 from seqlm.analysis.stats_tables import mass_density
 
 DPI = 300  # the default; every plot function takes `dpi=`
@@ -230,7 +231,7 @@ def _plot_means(
     try:
         _scatter_by_layer(axes, heads, value, baseline, ylabel)
         highest = float(max(heads[value].max(), heads[baseline].max()) or 1.0)
-        if log and (heads[value] > 0).all():
+        if log and _spans_decades(heads, value, baseline):
             axes.set_yscale("log")
         else:
             # room above the top point, so no marker sits on the frame
@@ -240,6 +241,15 @@ def _plot_means(
         return save_figure(figure, out_stem, dpi)
     finally:
         plt.close(figure)
+
+
+def _spans_decades(heads: pl.DataFrame, value: str, baseline: str) -> bool:
+    """A log axis only for positive values spanning a decade or more: a narrow range
+    (7.98-8.05 s) on a log axis reads as large differences with unreadable ticks."""
+    values = pl.concat([heads[value], heads[baseline]]).drop_nulls()
+    if values.is_empty() or not (values > 0).all():
+        return False
+    return float(values.max()) >= 10 * float(values.min())
 
 
 def plot_mean_distance(
@@ -312,17 +322,17 @@ def _time_x(table: pl.DataFrame) -> np.ndarray:
 
 
 def plot_mass_by_time(
-    times: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+    times: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI, time_unit: str = "s"
 ) -> list[Path]:
-    """Per layer: mass per elapsed-time bin vs seconds (log), a line per head, uniform
-    dashed, and the ratio to uniform below."""
+    """Per layer: mass per elapsed-time bin vs time (log), a line per head, uniform
+    dashed, and the ratio to uniform below. `time_unit` "index" labels unitless time."""
     return _curves_by_layer(
         times.sort("layer", "head", "bin_start_s"),
         "mass",
         "uniform_mass",
         _time_x,
         xscale=("log", {}),
-        xlabel="elapsed time between query and key (s, log)",
+        xlabel=f"elapsed time between query and key ({time_axis_unit(time_unit)}, log)",
         ylabel="attention mass per time bin",
         title=f"{title} attention mass by elapsed time (log-spaced bins)".strip(),
         out_stem=out_stem,
@@ -331,14 +341,15 @@ def plot_mass_by_time(
 
 
 def plot_mean_elapsed(
-    heads: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
+    heads: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI, time_unit: str = "s"
 ) -> list[Path]:
-    """Mean elapsed seconds between query and attended keys, per head vs layer (log)."""
+    """Mean elapsed time between query and attended keys, per head vs layer (a log axis
+    only when the values span a decade or more)."""
     return _plot_means(
         heads,
         "mean_elapsed_s",
         "uniform_mean_elapsed_s",
-        "mean elapsed time (s)",
+        f"mean elapsed time ({time_axis_unit(time_unit)})",
         "mean elapsed time to attended data keys (BOS/EOS/PAD excluded)",
         out_stem,
         log=True,
@@ -355,8 +366,10 @@ def write_stats_plots(
     *,
     title: str = "",
     dpi: int = DPI,
+    time_unit: str = "s",
 ) -> dict[str, list[Path]]:
-    """Every figure into `out` (PNG at `dpi`, and SVG); returns {figure name: [png, svg]}."""
+    """Every figure into `out` (PNG at `dpi`, and SVG); returns {figure name: [png, svg]}.
+    `time_unit` ("s" or "index") labels the time axes."""
     out = Path(out)
     common = {"title": title, "dpi": dpi}
     written = {
@@ -365,6 +378,7 @@ def write_stats_plots(
         "mass_by_distance": plot_mass_by_distance(distance, out / "mass_by_distance", **common),
     }
     if times is not None and "mean_elapsed_s" in heads.columns:
-        written["mass_by_time"] = plot_mass_by_time(times, out / "mass_by_time", **common)
-        written["mean_elapsed"] = plot_mean_elapsed(heads, out / "mean_elapsed", **common)
+        timed = {**common, "time_unit": time_unit}
+        written["mass_by_time"] = plot_mass_by_time(times, out / "mass_by_time", **timed)
+        written["mean_elapsed"] = plot_mean_elapsed(heads, out / "mean_elapsed", **timed)
     return written

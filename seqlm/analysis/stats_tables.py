@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.analysis.corpus_stats import EXCLUSION_NOTE, CorpusAttentionStatistics
-from seqlm.analysis.stats_bins import format_seconds
+from seqlm.analysis.stats_bins import format_time
 from seqlm.errors import CorpusError
 
 TABLE_NAMES = ("attention_by_distance", "attention_by_time", "attention_heads")
@@ -73,10 +73,11 @@ def time_table(stats: CorpusAttentionStatistics) -> pl.DataFrame | None:
         return None
     edges = list(stats.time_edges)
     stops = [*edges[1:], math.inf]
+    unit = stats.time_unit
     labels = [
-        f"{format_seconds(a)} – {format_seconds(b)}"
+        f"{format_time(a, unit)} – {format_time(b, unit)}"
         if math.isfinite(b)
-        else f"≥ {format_seconds(a)}"
+        else f"≥ {format_time(a, unit)}"
         for a, b in zip(edges, stops, strict=True)
     ]
     records = []
@@ -116,9 +117,10 @@ def time_table(stats: CorpusAttentionStatistics) -> pl.DataFrame | None:
     )
 
 
-def _seconds_column(seconds: float) -> str:
-    """`mass_beyond_30d`, `mass_beyond_300ms`: the readable label without spaces."""
-    return "mass_beyond_" + format_seconds(seconds).replace(" ", "")
+def _seconds_column(seconds: float, unit: str = "s") -> str:
+    """`mass_beyond_30d`, `mass_beyond_300ms` (`mass_beyond_8` for index time): the
+    readable label without spaces."""
+    return "mass_beyond_" + format_time(seconds, unit).replace(" ", "")
 
 
 def head_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:
@@ -139,7 +141,7 @@ def head_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:
         columns["mean_elapsed_s"] = []
         columns["uniform_mean_elapsed_s"] = []
         for seconds in stats.options.beyond_seconds:
-            columns[_seconds_column(seconds)] = []
+            columns[_seconds_column(seconds, stats.time_unit)] = []
     for layer, sums in stats.layers.items():
         distance = sums.distance
         if distance is None:
@@ -161,7 +163,7 @@ def head_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:
                 columns["uniform_mean_elapsed_s"].append(sums.time.uniform_elapsed_sum / queries)
                 for index, seconds in enumerate(stats.options.beyond_seconds):
                     value = float(sums.time.beyond_sum[head, index] / queries)
-                    columns[_seconds_column(seconds)].append(value)
+                    columns[_seconds_column(seconds, stats.time_unit)].append(value)
     return pl.DataFrame(columns)
 
 
@@ -179,6 +181,9 @@ def summary(stats: CorpusAttentionStatistics) -> dict:
         "distance_edges": list(stats.distance_edges),
         "beyond_distances": list(options.beyond_distances),
         "time_edges_s": None if stats.time_edges is None else list(stats.time_edges),
+        # Columns and keys ending in _s hold the corpus's time unit: seconds, or unitless
+        # positions (beats, steps) when this is "index".
+        "time_unit": stats.time_unit,
         "beyond_seconds": list(options.beyond_seconds),
         "max_sequences": options.max_sequences,
         "excluded": EXCLUSION_NOTE,

@@ -245,9 +245,8 @@ def stats_command(
     files = list(written.values())
     if plots:
         title = with_caution(caution, f"run {run.name!r}, {split.replace('_', '-')} split:")
-        figures = write_stats_plots(
-            head_table(stats), distance_table(stats), time_table(stats), out, title=title, dpi=dpi
-        )
+        tables = head_table(stats), distance_table(stats), time_table(stats)
+        figures = write_stats_plots(*tables, out, title=title, dpi=dpi, time_unit=stats.time_unit)
         files += [path for paths in figures.values() for path in paths]
     console.print(
         f"{stats.sequences:,} sequences ({stats.windows:,} windows), {stats.queries:,} data "

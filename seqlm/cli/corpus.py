@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 corpus_app = typer.Typer(help="Inspect corpus folders.", no_args_is_help=True)
 
@@ -35,6 +37,7 @@ def info_command(
     from seqlm.corpus import corpus_info
     from seqlm.corpus.breakdown import counts_by
     from seqlm.corpus.clinical_info import clinical_info
+    from seqlm.corpus.merge_checks import describe_merge_checks
 
     info = corpus_info(corpus, top=top)
     clinical = clinical_info(corpus) if info.adapter == "meds" else None
@@ -49,7 +52,9 @@ def info_command(
         return
 
     console = Console()
-    console.print(f"[bold]{info.path}[/]  adapter {info.adapter}, seqlm {info.seqlm_version}")
+    console.print(
+        f"[bold]{escape(info.path)}[/]  adapter {info.adapter}, seqlm {info.seqlm_version}"
+    )
 
     def number(value: int | None) -> str:
         return "?" if value is None else f"{value:,}"
@@ -66,6 +71,12 @@ def info_command(
             f"{info.reserved_labels:,} events had a label that spells a scheme token "
             "([PAD], VALUE//Q3, ...) or is empty: written as their kind's unknown"
         )
+    if info.time_unit == "index":
+        console.print("times are unitless positions (time_unit = index), not seconds")
+    for line in info.notes:
+        console.print(Text(f"note: {line}"))
+    for line in describe_merge_checks(info.merge_checks):
+        console.print(Text(line, style="yellow"))
 
     splits = _table("Splits", "split", "sequences", "tokens")
     for row in info.splits:
@@ -75,7 +86,7 @@ def info_command(
     if len({g.group for g in info.groups}) > 1:
         groups = _table("Groups", "split", "group", "sequences", "tokens")
         for row in info.groups:
-            groups.add_row(row.split, str(row.group), f"{row.sequences:,}", f"{row.tokens:,}")
+            groups.add_row(row.split, Text(str(row.group)), f"{row.sequences:,}", f"{row.tokens:,}")
         console.print(groups)
 
     if breakdown is not None:
@@ -92,7 +103,7 @@ def info_command(
 
     tokens = _table(f"Top {len(info.top_tokens)} tokens", "token", "count", "share")
     for row in info.top_tokens:
-        tokens.add_row(row.token, f"{row.count:,}", f"{row.share:.2%}")
+        tokens.add_row(Text(row.token), f"{row.count:,}", f"{row.share:.2%}")
     console.print(tokens)
     console.print(
         f"unknown tokens {info.unknown_share:.2%} of all tokens; "
@@ -102,7 +113,7 @@ def info_command(
     if info.rejects_by_reason:
         rejects = _table("Rejected rows by reason", "reason", "rows")
         for reason, n in info.rejects_by_reason.items():
-            rejects.add_row(reason, f"{n:,}")
+            rejects.add_row(Text(reason), f"{n:,}")
         console.print(rejects)
 
     if info.binned_codes and clinical is None:
@@ -110,7 +121,9 @@ def info_command(
             "Value-bin edges of the most frequent binned codes", "code", "tokens", "edges"
         )
         for row in info.binned_codes:
-            bins.add_row(row.code, f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges))
+            bins.add_row(
+                Text(row.code), f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges)
+            )
         console.print(bins)
 
     if clinical is not None:
@@ -141,7 +154,7 @@ def _print_clinical(console: Console, clinical) -> None:  # noqa: ANN001 (Clinic
     )
     labs = _table("Value-bin edges of the most frequent lab codes", "code", "tokens", "edges")
     for row in clinical.lab_bins:
-        labs.add_row(row.code, f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges))
+        labs.add_row(Text(row.code), f"{row.tokens:,}", ", ".join(f"{e:.4g}" for e in row.edges))
     console.print(labs)
 
 

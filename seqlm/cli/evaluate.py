@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.errors import ConfigError
@@ -318,7 +319,7 @@ def subset_command(
     subset = subset_corpus(corpus, out, parse_where(where), overwrite=overwrite)
     counts = subset.manifest["counts"]
     console = Console()
-    console.print(f"[bold green]subset written[/] to {subset.path}")
+    console.print(f"[bold green]subset written[/] to {escape(str(subset.path))}")
     console.print(f"  sequences {counts['sequences']:,}, tokens {counts['tokens']:,}")
     console.print("  per split: " + json.dumps(counts["sequences_per_split"]))
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqlm.errors import ConfigError
 
@@ -30,7 +31,7 @@ def export_command(
         raise ConfigError(f"--checkpoint must be best or latest, got {checkpoint!r}")
     folder = export_hf(run, out, which=checkpoint)
     console = Console()
-    console.print(f"[bold green]exported[/] to {folder}")
+    console.print(f"[bold green]exported[/] to {escape(str(folder))}")
     console.print(
         "  load with: AutoModelForCausalLM.from_pretrained(folder), "
         "PreTrainedTokenizerFast.from_pretrained(folder)",

@@ -1,4 +1,5 @@
-"""Every command's `--help` text, and the `docs/cli/*.md` pages regenerated from it.
+"""Every command's `--help` text, and the `docs/cli/*.md` pages regenerated from it;
+`docs/settings.md` lists every settings key and adapter option.
 
 The pages keep their hand-written prose; each `## seqlm <command>` section's code block is
 the command's help at a fixed width, so the docs cannot drift from the CLI. Regenerate
@@ -73,6 +74,10 @@ def source_help_strings(path: tuple[str, ...]) -> list[str]:
 def regenerate(docs_dir: Path = DOCS_DIR) -> list[Path]:
     """Rewrite the help blocks of every page in `docs_dir`; returns the pages changed."""
     changed = []
+    settings = docs_dir.parent / SETTINGS_PAGE
+    if not settings.is_file() or settings.read_text(encoding="utf-8") != settings_markdown():
+        settings.write_text(settings_markdown(), encoding="utf-8")
+        changed.append(settings)
     for page in sorted(docs_dir.glob("*.md")):
         text = page.read_text(encoding="utf-8")
 
@@ -85,6 +90,49 @@ def regenerate(docs_dir: Path = DOCS_DIR) -> list[Path]:
             page.write_text(new, encoding="utf-8")
             changed.append(page)
     return changed
+
+
+SETTINGS_PAGE = "settings.md"
+
+
+def settings_markdown() -> str:
+    """Every settings key and adapter option as markdown tables (docs/settings.md)."""
+    from seqlm.corpora_adapters import registered_adapters
+    from seqlm.settings_help import TABLES, describe, nested_tables, table_rows
+
+    lines = [
+        "# Settings and adapter options",
+        "",
+        "Generated from the settings dataclasses by `python -m seqlm.cli.help_docs`; the",
+        "same lists print with `seqlm config show` and `seqlm adapters NAME`.",
+        "",
+    ]
+    for table in TABLES:
+        where = "seqlm train --set" if table in ("model", "train") else "seqlm ingest --option"
+        lines += [f"## [{table}]", "", f"Set with `{where} {table}.KEY=VALUE`.", ""]
+        lines += _rows_markdown(table_rows(table))
+    for spec in registered_adapters().values():
+        lines += [f"## Adapter `{spec.name}`", "", _md(spec.description), ""]
+        if spec.aliases:
+            lines += [f"Also accepted as: {', '.join(f'`{a}`' for a in spec.aliases)}.", ""]
+        lines += _rows_markdown(describe(spec.options))
+        for key, cls in nested_tables(spec.options).items():
+            lines += [f"`[adapter.{key}]` table:", ""]
+            lines += _rows_markdown(describe(cls))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
+def _rows_markdown(rows: list) -> list[str]:
+    out = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for row in rows:
+        default = row.default.replace("|", "\\|")  # GFM tables split on | even in code
+        cells = (f"`{row.key}`", _md(row.type), f"`{default}`", _md(row.help))
+        out.append("| " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def documented(docs_dir: Path = DOCS_DIR) -> dict[tuple[str, ...], str]:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from seqlm.cli.progress_bar import RichProgress
@@ -43,6 +44,7 @@ def ingest_command(
     ] = False,
 ) -> None:
     """Read raw event files with an adapter and write a tokenized corpus folder."""
+    from seqlm.corpus.merge_checks import describe_merge_checks
     from seqlm.ingest import ingest, resolve_ingest_config
 
     sections = resolve_ingest_config(config, option or [])
@@ -53,12 +55,16 @@ def ingest_command(
         progress.finish()
     counts = corpus.manifest.get("counts", {})
     console = Console()
-    console.print(f"[bold green]corpus written[/] to {corpus.path}")
+    console.print(f"[bold green]corpus written[/] to {escape(str(corpus.path))}")
     for key in ("rows_read", "events", "rejects", "sequences", "tokens"):
         if key in counts:
             console.print(f"  {key:>10}: {counts[key]:,}")
     console.print(f"  vocabulary: {corpus.vocab_size:,} tokens")
-    console.print(f"next: seqlm corpus info {corpus.path}")
+    for line in corpus.manifest.get("notes", []):
+        console.print(Text(f"note: {line}"))
+    for line in describe_merge_checks(corpus.manifest.get("merge_checks", {})):
+        console.print(Text(line, style="yellow"))
+    console.print(Text(f"next: seqlm corpus info {corpus.path}"))
 
 
 def adapters_command(
@@ -75,6 +81,8 @@ def adapters_command(
     console = Console(highlight=False)
     for spec in specs:
         console.print(Text.assemble((spec.name, "bold"), "  ", spec.description))
+        if spec.aliases:
+            console.print(Text(f"  also accepted as: {', '.join(spec.aliases)}"))
         print_settings(console, describe(spec.options))
         for key, cls in nested_tables(spec.options).items():
             console.print(Text(f"  [adapter.{key}] table:", style="bold"))
@@ -82,6 +90,9 @@ def adapters_command(
         if spec.scheme_defaults:
             defaults = ", ".join(f"{k}={v!r}" for k, v in spec.scheme_defaults.items())
             console.print(Text(f"  token-scheme defaults: {defaults}"))
+        if spec.split_defaults:
+            defaults = ", ".join(f"{k}={v!r}" for k, v in spec.split_defaults.items())
+            console.print(Text(f"  split defaults: {defaults}"))
         console.print()
     console.print(Text("seqlm config show lists the [scheme] and [splits] keys."))
 

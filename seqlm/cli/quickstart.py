@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqlm.cli.progress_bar import RichProgress
 
@@ -38,7 +39,7 @@ def quickstart_command(
         progress.finish()
     console = Console()
     verdict = "beats" if result.model_beats_ngram else "does not beat"
-    console.print(f"[bold green]report written[/]: {result.report.resolve()}")
+    console.print(f"[bold green]report written[/]: {escape(str(result.report.resolve()))}")
     console.print(
         f"  held-out pre-lesion perplexity: model {result.model_perplexity:.3f} {verdict} "
         f"the best n-gram ({result.ngram_order}-gram) {result.ngram_perplexity:.3f}"

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.outputs import claim_output
@@ -105,7 +106,9 @@ def train_command(
         return
     console = Console()
     _print_choices(console, out)
-    console.print(f"[bold green]run written[/] to {out}  (stopped: {result.stop_reason})")
+    console.print(
+        f"[bold green]run written[/] to {escape(str(out))}  (stopped: {result.stop_reason})"
+    )
     console.print(f"  steps {result.step:,}   tokens {result.tokens:,}   {result.elapsed_s:.1f} s")
     if result.train_loss is not None:
         console.print(f"  train loss   {result.train_loss:.4f}")
@@ -148,7 +151,7 @@ def runs_show_command(
     png_path = claim_output(plot or summary.path / "loss.png", "seqlm runs show", is_file=True)
     console = Console()
     config = summary.config
-    console.print(f"[bold]{summary.path}[/]  preset {config.get('preset')}")
+    console.print(f"[bold]{escape(str(summary.path))}[/]  preset {config.get('preset')}")
     model = config.get("model", {})
     shape = ", ".join(f"{k}={model[k]}" for k in sorted(model) if model[k] is not None)
     console.print(f"  model: {shape}")

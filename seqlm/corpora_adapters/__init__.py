@@ -38,10 +38,18 @@ def registered_adapters() -> dict[str, AdapterSpec]:
 
 
 def get_adapter(name: str) -> AdapterSpec:
+    """The adapter registered as `name` or under the alias `name` (`generic-seq`)."""
     adapters = registered_adapters()
-    if name not in adapters:
-        raise ConfigError(f"no adapter named {name!r}; available: {', '.join(adapters)}")
-    return adapters[name]
+    if name in adapters:
+        return adapters[name]
+    for spec in adapters.values():
+        if name in spec.aliases:
+            return spec
+    aliases = sorted(alias for spec in adapters.values() for alias in spec.aliases)
+    raise ConfigError(
+        f"no adapter named {name!r}; available: {', '.join(adapters)} "
+        f"(also accepted: {', '.join(aliases)})"
+    )
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.errors import ConfigError, InputError
+from seqlm.errors import ConfigError, InputError, did_you_mean
 
 # The canonical event columns. `time` is Float64 seconds from the entity's start, or a
 # Datetime (MEDS); everything downstream converts it with `time_in_seconds`.
@@ -165,6 +165,11 @@ class Ingested:
     rows_read: int
     adapter: str
     settings: dict[str, Any] = field(default_factory=dict)
+    # What `time` counts: "s" (seconds, or datetimes) or "index" (unitless positions).
+    time_unit: str = "s"
+    # Lines for the user after ingest (label counts, a likely intro note, a missing bird
+    # name); kept in the manifest. Never identifiers.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,10 @@ class AdapterSpec:
     # Overrides of TokenScheme defaults suited to the source (e.g. clinical privacy
     # threshold 5, time-gap bins); a user's config overrides these in turn.
     scheme_defaults: dict[str, Any] = field(default_factory=dict)
+    # Defaults of the [splits] table suited to the source (Koumura: split by recording).
+    split_defaults: dict[str, Any] = field(default_factory=dict)
+    # Other names accepted for the adapter (crowsetta's format names).
+    aliases: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -186,6 +195,8 @@ def register_adapter(
     options: type,
     description: str,
     scheme_defaults: Mapping[str, Any] | None = None,
+    split_defaults: Mapping[str, Any] | None = None,
+    aliases: Sequence[str] = (),
 ) -> Callable[[Callable[..., Ingested]], Callable[..., Ingested]]:
     """Register `read(inputs: list[Path], options) -> Ingested` under `name`."""
 
@@ -198,6 +209,8 @@ def register_adapter(
             options=options,
             read=read,
             scheme_defaults=dict(scheme_defaults or {}),
+            split_defaults=dict(split_defaults or {}),
+            aliases=tuple(aliases),
         )
         return read
 
@@ -313,9 +326,19 @@ def options_from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = ""
     unknown = sorted(set(mapping) - known)
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {', '.join(prefix + u for u in unknown)}; "
+            f"unknown option(s) {', '.join(prefix + u for u in unknown)}"
+            f"{did_you_mean(unknown, known, prefix)}; "
             f"known: {', '.join(sorted(prefix + k for k in known))}"
         )
+    required = [
+        prefix + f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in mapping
+    ]
+    if required:
+        raise ConfigError(f"missing required option(s): {', '.join(required)}")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in mapping.items()}
     try:
         return cls(**kwargs)

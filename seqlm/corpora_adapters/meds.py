@@ -146,7 +146,7 @@ class MedsOptions:
     birth: Literal["age", "event"] = field(
         default="age",
         metadata={
-            "help": "The MEDS birth row: age (events carry age, no birth token) or event (a birth token)."
+            "help": "The MEDS_BIRTH row: age (a static AGE token valued by age at the first event) or event (kept as a timed event)."
         },
     )
     non_finite: Literal["null_value", "reject"] = field(

@@ -96,7 +96,7 @@ def _data_folder(common: Path) -> Path:
 
 def _read_shard(path: Path, root: Path, data_dir: Path, extra: Mapping[str, str]) -> MedsShard:
     try:
-        scan = pl.scan_parquet(path)
+        scan = pl.scan_parquet(path, glob=False)  # a folder may be named [x]
         schema = scan.collect_schema()
         rows = scan.select(pl.len()).collect().item()
     except (pl.exceptions.PolarsError, OSError) as err:
@@ -283,7 +283,10 @@ def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.La
         )
         row = pl.col("_index").cast(pl.Int64) - pl.col("_before") + 1
         scan = pl.scan_parquet(
-            [shard.path for shard in shards], row_index_name="_index", include_file_paths="_path"
+            [shard.path for shard in shards],
+            row_index_name="_index",
+            include_file_paths="_path",
+            glob=False,
         )
         frames.append(
             scan.join(table.lazy(), on="_path", how="inner", build_side="force_right").select(
@@ -307,7 +310,7 @@ def metadata_splits(dataset: MedsDataset, extra: Mapping[str, str]) -> pl.DataFr
     if not path.is_file():
         return None
     try:
-        table = pl.read_parquet(path)
+        table = pl.read_parquet(path, glob=False)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise InputError(f"not a readable parquet file: {err}", file=path) from None
     for name in ("subject_id", "split"):
@@ -418,7 +421,7 @@ def code_summary(rows: pl.LazyFrame, dataset: MedsDataset) -> CodeSummary:
     static = used.filter("static")["code"].str.split("//").list.first().unique().sort()
     path = dataset.metadata / "codes.parquet"
     try:
-        described = pl.read_parquet(path, columns=["code"])
+        described = pl.read_parquet(path, columns=["code"], glob=False)
     except (pl.exceptions.PolarsError, OSError):
         missing = None
     else:

@@ -322,5 +322,10 @@ def read_tabular(
     }
     rows_read = sum(s.rows for s in sources)
     return Ingested(
-        events=events, rejects=rejects, rows_read=rows_read, adapter="tabular", settings=settings
+        events=events,
+        rejects=rejects,
+        rows_read=rows_read,
+        adapter="tabular",
+        settings=settings,
+        time_unit="index" if options.time_unit == "index" else "s",
     )

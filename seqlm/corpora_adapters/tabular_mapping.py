@@ -25,7 +25,7 @@ from seqlm.corpora_adapters.time_range import (
 )
 from seqlm.errors import ConfigError, InputError
 
-TimeUnit = Literal["s", "ms", "us", "min", "h", "d", "datetime"]
+TimeUnit = Literal["s", "ms", "us", "min", "h", "d", "index", "datetime"]
 
 # Seconds per unit for numeric time columns; "datetime" columns stay polars Datetime.
 SECONDS_PER_UNIT: dict[str, float] = {
@@ -35,6 +35,9 @@ SECONDS_PER_UNIT: dict[str, float] = {
     "min": 60.0,
     "h": 3600.0,
     "d": 86400.0,
+    # Unitless positions (beats, steps, token positions): kept as the numbers given, and
+    # the corpus records that its times are not seconds.
+    "index": 1.0,
 }
 
 # Formats tried, in order, for string datetimes when the mapping names no `time_format`.

@@ -8,7 +8,7 @@ it; nothing here prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,13 @@ class CorpusInfo:
     # Events whose label spelled a scheme token ([PAD], VALUE//Q3, ...) or was empty and
     # so became an unknown; None for corpora written before it was counted.
     reserved_labels: int | None = None
+    # Duplicate (entity, time, code) rows and time restarts (`corpus.merge_checks`);
+    # empty for corpora written before the checks existed.
+    merge_checks: dict[str, int] = field(default_factory=dict)
+    # What times count: "s" (seconds) or "index" (unitless: beats, steps, positions).
+    time_unit: str = "s"
+    # What the adapter said at ingest (label counts, a likely intro note).
+    notes: tuple[str, ...] = ()
 
     @property
     def rows_balance(self) -> str:
@@ -159,6 +166,9 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
         time_token_share=float(counts[roles == "time"].sum() / total),
         binned_codes=tuple(CodeBins(c, n, vocab.value_bins[c].edges) for c, n in frequent),
         reserved_labels=_count(manifest_counts, "reserved_labels"),
+        merge_checks=dict(manifest.get("merge_checks", {})),
+        time_unit=corpus.time_unit,
+        notes=tuple(manifest.get("notes", [])),
     )
 
 

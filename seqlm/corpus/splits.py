@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
 
 import polars as pl
 
@@ -43,10 +42,10 @@ class SplitConfig:
     held_out: float = field(
         default=0.1, metadata={"help": "Fraction of units in the held-out split, in [0, 1)."}
     )
-    by: Literal["entity", "group"] = field(
+    by: str = field(
         default="entity",
         metadata={
-            "help": "Unit of splitting: entity (each sequence source) or group (whole birds, sites, cohorts)."
+            "help": "Unit of splitting: entity, group (whole birds, sites, cohorts), or an entity attribute column such as recording (chunks of one recording stay together)."
         },
     )
     held_out_groups: tuple[str, ...] = field(
@@ -66,8 +65,8 @@ class SplitConfig:
     def __post_init__(self) -> None:
         self.held_out_groups = tuple(self.held_out_groups)
         self.tuning_groups = tuple(self.tuning_groups)
-        if self.by not in ("entity", "group"):
-            raise ConfigError(f"splits.by must be 'entity' or 'group', got {self.by!r}")
+        if not isinstance(self.by, str) or not self.by:
+            raise ConfigError(f"splits.by must name entity, group or a column, got {self.by!r}")
         if not (0 <= self.tuning < 1 and 0 <= self.held_out < 1):
             raise ConfigError("splits.tuning and splits.held_out must be in [0, 1)")
         if self.tuning + self.held_out >= 1:
@@ -119,13 +118,33 @@ def assign_splits(entities: pl.DataFrame, config: SplitConfig) -> pl.DataFrame:
             .then(pl.lit("group\x00") + group)
             .otherwise(pl.lit("entity\x00") + entities["entity"])
         ).to_series()
-    else:
+    elif config.by == "entity":
         unit = entities["entity"]
+    else:
+        unit = _attribute_units(entities, config.by)
     free_units = sorted(set(unit.filter(forced.is_null()).to_list()))
     unit_split = _split_units(free_units, config)
     hashed = unit.replace_strict(unit_split, default=None, return_dtype=pl.String)
     split = pl.select(pl.coalesce(forced, hashed)).to_series()
     return pl.DataFrame({"entity": entities["entity"], "split": split})
+
+
+def _attribute_units(entities: pl.DataFrame, column: str) -> pl.Series:
+    """Units named by an entity attribute (`recording`); an entity without a value is its
+    own unit."""
+    reserved = {"entity", "group", "source_split", "n_events", "first_time", "last_time"}
+    if column not in entities.columns or column in reserved:
+        known = [c for c in entities.columns if c not in reserved]
+        raise ConfigError(
+            f"splits.by = {column!r}: no such attribute in this source; use entity, group"
+            + (f" or one of {', '.join(known)}" if known else "")
+        )
+    value = entities[column].cast(pl.String)
+    return pl.select(
+        pl.when(value.is_not_null())
+        .then(pl.lit(f"{column}\x00") + value)
+        .otherwise(pl.lit("entity\x00") + entities["entity"])
+    ).to_series()
 
 
 def _split_units(units: list[str], config: SplitConfig) -> dict[str, str]:

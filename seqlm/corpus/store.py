@@ -82,6 +82,11 @@ class Corpus:
         """The token ids of one sequence, `[BOS]` ... `[EOS]`: a view into `tokens.bin`."""
         return self.tokens[self._span(seq_id)]
 
+    @property
+    def time_unit(self) -> str:
+        """What the times count: "s" (seconds) or "index" (unitless: beats, steps)."""
+        return str(self.manifest.get("time_unit", "s"))
+
     def sequence_times(self, seq_id: int) -> np.ndarray:
         """Seconds since the sequence's first timed event, one per token (a view)."""
         if self.times is None:
@@ -104,6 +109,14 @@ def read_parquet_file(file: Path, columns: list[str] | None = None) -> pl.DataFr
         raise CorpusError(f"{file}: not a readable parquet file ({reason})") from None
 
 
+def _trained_on(run: Path) -> str:
+    try:
+        corpus = json.loads((run / "config.json").read_text(encoding="utf-8"))["corpus"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" ({corpus})"
+
+
 def load_corpus(path: str | Path) -> Corpus:
     """Open a corpus folder written by `build_corpus`, checking that its files agree."""
     path = Path(path)
@@ -113,6 +126,11 @@ def load_corpus(path: str | Path) -> Corpus:
         raise CorpusError(
             f"{path}: not a corpus: the ingest that wrote it kept no events; its "
             f"{REJECTS_FILE} lists every rejected row and why"
+        )
+    if not (path / MANIFEST_FILE).is_file() and (path / "config.json").is_file():
+        raise CorpusError(
+            f"{path}: a run folder (from seqlm train), not a corpus; give the corpus "
+            f"folder it was trained on{_trained_on(path)}"
         )
     for name in (MANIFEST_FILE, TOKENIZER_FILE, INDEX_FILE, TOKENS_FILE):
         if not (path / name).is_file():

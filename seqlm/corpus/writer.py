@@ -33,6 +33,7 @@ import seqlm
 from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.empty_ingest import no_events_message
+from seqlm.corpus.merge_checks import merge_checks
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.store import (
@@ -58,6 +59,7 @@ from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.event_tokens import EncodedSequences, sorted_events
 from seqlm.vocabularies.fitting import VocabularyFitter
 from seqlm.vocabularies.scheme import TokenScheme
+from seqlm.vocabularies.time_gaps import is_unitless
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 CORPUS_FORMAT = "seqlm-corpus/1"
@@ -114,6 +116,7 @@ def _build_locked(
         )
     if n_events == 0:
         raise CorpusError(no_events_message(ingested, out))
+    check_time_gap_units(scheme, ingested.time_unit)
     entities = entities.join(
         assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
     )
@@ -136,6 +139,9 @@ def _build_locked(
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
         manifest["counts"]["reserved_labels"] = reserved
         manifest["times"] = has_times
+        manifest["time_unit"] = ingested.time_unit
+        manifest["notes"] = list(ingested.notes)
+        manifest["merge_checks"] = merge_checks(events)
         manifest["attributes"] = list(attributes)
         manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         (staging / MANIFEST_FILE).write_text(
@@ -222,7 +228,7 @@ def _fit_vocabulary(
     fitter.finish_values()
     progress.start("counting train tokens", total=len(buckets))
     for b in range(len(buckets)):
-        fitter.add_tokens(pl.scan_parquet(_work_file(work, b)).filter(train).collect())
+        fitter.add_tokens(pl.scan_parquet(_work_file(work, b), glob=False).filter(train).collect())
         progress.advance()
     progress.finish()
     return Vocabulary.from_fitted(scheme, fitter.result())
@@ -247,7 +253,7 @@ def _write_tokens(
         times_file = open(folder / TIMES_FILE, "wb") if has_times else None  # noqa: SIM115
         try:
             for b, (start, stop) in enumerate(buckets):
-                encoded = vocab.encode_events(pl.scan_parquet(_work_file(work, b)))
+                encoded = vocab.encode_events(pl.scan_parquet(_work_file(work, b), glob=False))
                 if not encoded.entities.equals(entities["entity"][start:stop]):
                     raise CorpusError("internal: token rows out of entity order")
                 token_file.write(encoded.ids.astype(dtype).tobytes())
@@ -334,6 +340,24 @@ def _manifest(
             "tokens_per_split": {s: int(tokens.get(s, 0)) for s in SPLITS},
         },
     }
+
+
+def check_time_gap_units(scheme: TokenScheme, time_unit: str) -> None:
+    """Time-gap edges must match the corpus's time: durations for seconds, plain numbers
+    for unitless (index) time, so a beat is never read as a second."""
+    if not scheme.time_tokens:
+        return
+    unitless = [is_unitless(label) for label in scheme.time_gap_edges]
+    if time_unit == "index" and not all(unitless):
+        raise ConfigError(
+            'time is unitless (time_unit = "index"), so scheme.time_gap_edges must be plain '
+            "numbers of time units, e.g. scheme.time_gap_edges=[1, 2, 4, 8]"
+        )
+    if time_unit != "index" and any(unitless):
+        raise ConfigError(
+            "scheme.time_gap_edges need a unit (80ms, 5m, 2h) for times in seconds; plain "
+            'numbers are for time_unit = "index"'
+        )
 
 
 def _work_file(work: Path, bucket: int) -> Path:

@@ -84,6 +84,11 @@ def load_run_model(run: str | Path, checkpoint: str = "best") -> LoadedRun:
     """The model of a run folder. `checkpoint`: "best" (lowest tuning loss; the latest
     when the run has no best/), "latest", or a checkpoint folder name (`step_0000500`)."""
     run = Path(run)
+    if not (run / "config.json").is_file() and (run / "manifest.json").is_file():
+        raise CorpusError(
+            f"{run}: a corpus folder (from seqlm ingest), not a run; train one with "
+            f"`seqlm train {run} --out RUN` and give RUN"
+        )
     config = _read_json(run / "config.json")
     if checkpoint == "best" and not (run / BEST_DIR / WEIGHTS_FILE).is_file():
         checkpoint = "latest"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqlm.errors import ConfigError
+from seqlm.errors import ConfigError, did_you_mean
 
 POSITION_TYPES = ("learned", "rotary")
 NORM_TYPES = ("layernorm", "rmsnorm")
@@ -188,7 +188,9 @@ class GPTConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
-                f"unknown model option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown model option(s): {', '.join(unknown)}"
+                f"{did_you_mean(unknown, known)}; known: {', '.join(sorted(known))} "
+                "(aliases and meanings: seqlm config show)"
             )
         missing = [
             f.name

@@ -186,7 +186,10 @@ class RunFolder:
         try:
             return json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise CorpusError(f"{self.path}: not a run folder (no {CONFIG_FILE})") from None
+            hint = ""
+            if (self.path / "manifest.json").is_file():
+                hint = "; it is a corpus folder (from seqlm ingest): train a run on it first"
+            raise CorpusError(f"{self.path}: not a run folder (no {CONFIG_FILE}){hint}") from None
         except json.JSONDecodeError as err:
             raise CorpusError(f"{self.config_path}: not valid JSON: {err}") from None
 

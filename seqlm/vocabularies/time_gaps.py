@@ -42,12 +42,21 @@ DURATION_UNITS: dict[str, float] = {
     "mo": 30 * 86400.0,
     "y": 365 * 86400.0,
 }
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def is_unitless(label: str) -> bool:
+    """A plain number (`4`, `0.5`): an edge for corpora whose time is unitless (index)."""
+    match = _DURATION.match(str(label))
+    return match is not None and match.group(2) == ""
 
 
 def parse_duration(label: str) -> float:
-    """Seconds in a duration label such as `80ms`, `1.5s`, `5m`, `2h`, `30d`, `6mo`."""
+    """Seconds in a duration label such as `80ms`, `1.5s`, `5m`, `2h`, `30d`, `6mo`; a
+    plain number (`4`) is that many time units, for corpora with unitless (index) time."""
     match = _DURATION.match(str(label))
+    if match is not None and match.group(2) == "":
+        return float(match.group(1))
     if match is None or match.group(2) not in DURATION_UNITS:
         units = ", ".join(DURATION_UNITS)
         raise ConfigError(

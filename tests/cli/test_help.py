@@ -9,7 +9,15 @@ import sys
 
 import pytest
 
-from seqlm.cli.help_docs import command_paths, documented, help_text, source_help_strings
+from seqlm.cli.help_docs import (
+    DOCS_DIR,
+    SETTINGS_PAGE,
+    command_paths,
+    documented,
+    help_text,
+    settings_markdown,
+    source_help_strings,
+)
 
 BRACKETED = re.compile(r"\[[^\[\]\n]+\]")
 PATHS = command_paths()
@@ -55,3 +63,9 @@ def test_docs_pages_are_the_current_help() -> None:
     for path, body in pages.items():
         assert body.count("[") == body.count("]"), f"unbalanced brackets in docs for {path}"
         assert not re.search(r"\w ,|, ,|\(\s*\)", body), f"vanished words in docs for {path}"
+
+
+def test_settings_page_is_current():
+    page = (DOCS_DIR.parent / SETTINGS_PAGE).read_text(encoding="utf-8")
+    assert page == settings_markdown(), "run `python -m seqlm.cli.help_docs`"
+    assert "| `drop_intro` | bool | `false` |" in page

@@ -114,10 +114,22 @@ def test_tiny_tables_keep_one_entity_in_train():
     [
         {"tuning": 0.6, "held_out": 0.5},
         {"held_out": -0.1},
-        {"by": "bird"},
+        {"by": ""},
         {"held_out_groups": ["a"], "tuning_groups": ["a"]},
     ],
 )
 def test_bad_split_configs(options):
     with pytest.raises(ConfigError):
         options_from_mapping(SplitConfig, options)
+
+
+def test_split_by_an_attribute_keeps_its_entities_together():
+    table = entities(40).with_columns(
+        recording=pl.Series([f"r{i // 4}" for i in range(40)]).set_sorted()
+    )
+    split = assign_splits(table, SplitConfig(by="recording", tuning=0.2, held_out=0.2))
+    joined = table.join(split, on="entity")
+    assert joined.group_by("recording").agg(pl.col("split").n_unique())["split"].max() == 1
+    assert set(joined["split"]) == {"train", "tuning", "held_out"}
+    with pytest.raises(ConfigError, match="no such attribute"):
+        assign_splits(entities(4), SplitConfig(by="bird"))

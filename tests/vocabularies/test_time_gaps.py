@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from seqlm.errors import ConfigError
 from seqlm.vocabularies import CLINICAL_TIME_GAPS, TimeGapTokens, parse_duration
+from seqlm.vocabularies.time_gaps import is_unitless
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,13 @@ def test_parse_duration(label, seconds):
     assert parse_duration(label) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("label", ["", "5", "m5", "5 parsecs", "-5m", "1e3s", "5M"])
+def test_plain_numbers_are_unitless_edges():
+    # For corpora with time_unit = "index" (beats, steps): `4` is four time units.
+    assert parse_duration("4") == 4.0 and parse_duration(" 0.5 ") == 0.5
+    assert is_unitless("4") and is_unitless(2) and not is_unitless("4s")
+
+
+@pytest.mark.parametrize("label", ["", "m5", "5 parsecs", "-5m", "1e3s", "5M"])
 def test_parse_duration_rejects_bad_labels(label):
     with pytest.raises(ConfigError, match="duration"):
         parse_duration(label)

@@ -99,6 +99,7 @@ def parse_label_track(path: Path, text: str) -> list[Syllable]:
     options=AudacityOptions,
     description="Audacity label track (onset<TAB>offset<TAB>label; extended with '\\' lines)",
     scheme_defaults=BIRDSONG_SCHEME_DEFAULTS,
+    aliases=("aud-seq",),
 )
 def read(inputs: list[Path], options: AudacityOptions) -> Ingested:
     """Read Audacity label files (or folders of `.txt` files), one recording each."""

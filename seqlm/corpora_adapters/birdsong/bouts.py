@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog
+from seqlm.corpora_adapters.birdsong.labels import label_notes
 from seqlm.errors import ConfigError, InputError
 
 # Time-gap edges for birdsong (`--option scheme.time_tokens=true` turns gap tokens on):
@@ -263,6 +264,12 @@ class EventBuilder:
         }
         self._attribute_values: dict[str, list[Any]] = {a: [] for a in self.attributes}
         self._owner: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def note(self, line: str) -> None:
+        """A line the ingest summary prints (once)."""
+        if line not in self.notes:
+            self.notes.append(line)
 
     def claim(self, recording: str, file: Path) -> None:
         """Entities must be unique: two files may not produce the same recording name."""
@@ -403,6 +410,7 @@ class EventBuilder:
             rows_read=self.rows_read,
             adapter=adapter,
             settings=settings,
+            notes=[*self.notes, *label_notes(frame, settings.get("options", {}))],
         )
 
 

@@ -141,6 +141,7 @@ def read_generic_seq_file(path: Path, options: GenericSeqOptions, builder: Event
     options=GenericSeqOptions,
     description="crowsetta generic-seq CSV (label,onset_s,offset_s,notated_path,…,annotation)",
     scheme_defaults=BIRDSONG_SCHEME_DEFAULTS,
+    aliases=("generic-seq",),
 )
 def read(inputs: list[Path], options: GenericSeqOptions) -> Ingested:
     """Read generic-seq CSV files (or folders of `.csv` files); one recording per annotation."""

@@ -16,8 +16,11 @@ Note positions are samples relative to their sequence; times are samples divided
 Each `Sequence` is a song bout already, so `bout_gap_s` defaults to None (set it to split
 sequences further). A wav file can hold several sequences: the recording is
 `<bird>/<wav stem>` and its bouts are numbered in time order (`Bird0/0#1`). The bird id
-is `bird` if given, else the name of the folder holding the XML file (the dataset's
-`BirdN/Annotation.xml` layout), else the `bird_pattern` rule on the file name.
+is `bird` if given, else a `BirdN` folder holding the XML file (the dataset's
+`BirdN/Annotation.xml` layout) or named in the wav paths, else the `bird_pattern` rule
+on the file name; an `Annotation.xml` elsewhere names no bird (never its folder's name).
+The corpus is split by recording (`splits.by = "recording"`): the sequences of one wav
+are chunks of one song session and stay in one split unless told otherwise.
 
 Parsed with expat (no DTDs or external entities are fetched), so errors carry the line.
 `row` is the line of a `<Note>`; `rows_read` counts `Note` elements.
@@ -146,12 +149,26 @@ def _samples(fields: dict[str, str], name: str, file: Path, line: int) -> float:
     return value
 
 
-def bird_of(path: Path, options: KoumuraOptions) -> str:
+_BIRD_NAME = re.compile(r"(?i)bird\d+")
+
+
+def bird_of(path: Path, options: KoumuraOptions, wav_names: list[str]) -> str | None:
+    """The bird: `bird` if given; else a `BirdN` folder holding the XML (the dataset's
+    `BirdN/Annotation.xml`) or named in the wav paths; else, for a file not named
+    `Annotation.xml`, the `bird_pattern` rule on its name. An `Annotation.xml` copied
+    elsewhere (`examples/Annotation.xml`) names no bird: None, never the folder's name."""
     if options.bird is not None:
         return options.bird
-    folder = path.resolve().parent.name
-    if re.fullmatch(r"(?i)bird\d+", folder) or path.name.lower() == "annotation.xml":
-        return folder or bird_from_name(path.name, options)
+    parents = path.resolve().parents
+    for folder in (parents[0].name, parents[1].name if len(parents) > 1 else ""):
+        if _BIRD_NAME.fullmatch(folder):
+            return folder
+    for wav in wav_names:
+        for part in re.split(r"[/\\]", wav)[:-1]:
+            if _BIRD_NAME.fullmatch(part):
+                return part
+    if path.name.lower() == "annotation.xml":
+        return None
     return bird_from_name(path.name, options)
 
 
@@ -162,7 +179,13 @@ def read_koumura_file(path: Path, options: KoumuraOptions, builder: EventBuilder
     sequences = parse_annotation_xml(data, path)
     if not sequences:
         raise InputError("no <Sequence> elements: not a Koumura annotation file", file=path)
-    bird = bird_of(path, options)
+    wavs = [sequence.fields.get("WaveFileName", "") for sequence in sequences]
+    bird = bird_of(path, options, wavs)
+    if bird is None:
+        builder.note(
+            f"{path.name}: no bird named (no BirdN folder or wav path); its recordings have "
+            "no group: give one with --option bird=NAME"
+        )
     by_wav: dict[str, list[Syllable]] = {}
     for sequence in sequences:
         wav = _field(sequence.fields, "WaveFileName", path, sequence.line)
@@ -181,9 +204,8 @@ def read_koumura_file(path: Path, options: KoumuraOptions, builder: EventBuilder
             syllables.append(Syllable(label, onset, offset, note.line, bout))
     for wav, syllables in by_wav.items():
         stem = re.split(r"[/\\]", wav)[-1].rsplit(".", 1)[0] or wav
-        builder.add_recording(
-            path, f"{bird}/{stem}", bird, syllables, options, label_column="Label"
-        )
+        recording = f"{bird or path.stem}/{stem}"
+        builder.add_recording(path, recording, bird, syllables, options, label_column="Label")
 
 
 @register_adapter(
@@ -191,6 +213,9 @@ def read_koumura_file(path: Path, options: KoumuraOptions, builder: EventBuilder
     options=KoumuraOptions,
     description="Koumura BirdsongRecognition XML (Sequence/Note positions in samples)",
     scheme_defaults=BIRDSONG_SCHEME_DEFAULTS,
+    aliases=("birdsong-recognition-dataset",),
+    # A <Sequence> is a chunk of one recording: keep a recording's chunks in one split.
+    split_defaults={"by": "recording"},
 )
 def read(inputs: list[Path], options: KoumuraOptions) -> Ingested:
     """Read Koumura `Annotation.xml` files (or folders holding them)."""
