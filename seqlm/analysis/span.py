@@ -105,6 +105,8 @@ def context_batches(
     flat = targets.flat_tokens
     if truncation is not None:
         chosen = np.flatnonzero(targets.position > truncation)
+        if chosen.size == 0:  # every prefix is shorter than w (and flat may be too)
+            return
         per_batch = max(1, batch_tokens // truncation)
         windows = sliding_window_view(flat, truncation)
         for low in range(0, chosen.size, per_batch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from planted_dependency import (
     DISTANCE,
@@ -87,6 +87,8 @@ def test_full_context_and_spans_match_the_model_on_whole_sequences() -> None:
     truncation=st.one_of(st.none(), st.integers(1, 12)),
     batch_tokens=st.integers(1, 64),
 )
+# Found by Hypothesis: every prefix shorter than w (and fewer tokens than w in all).
+@example(lengths=[1], context=2, stride_share=1.0, truncation=2, batch_tokens=1)
 def test_batches_predict_every_target_once(
     lengths, context, stride_share, truncation, batch_tokens
 ) -> None:
