@@ -124,7 +124,7 @@ def unreadable_input_error(paths: Sequence[Path], err: Exception, out: Path) -> 
     for file in _data_files(paths):
         try:
             if file.suffix in (".parquet", ".pq"):
-                pl.read_parquet(file)
+                pl.read_parquet(file, glob=False)
         except (pl.exceptions.PolarsError, ArrowException, OSError) as bad:
             detail = " ".join(str(bad).split())[:200]
             return InputError(f"not readable as parquet ({detail})", file=file)

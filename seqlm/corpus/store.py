@@ -103,7 +103,7 @@ class Corpus:
 def read_parquet_file(file: Path, columns: list[str] | None = None) -> pl.DataFrame:
     """Read one of the corpus's parquet files; damage is a `CorpusError` naming it."""
     try:
-        return pl.read_parquet(file, columns=columns)
+        return pl.read_parquet(file, columns=columns, glob=False)
     except (pl.exceptions.PolarsError, OSError, ValueError) as err:
         reason = " ".join(str(err).split())[:200]
         raise CorpusError(f"{file}: not a readable parquet file ({reason})") from None

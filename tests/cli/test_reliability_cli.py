@@ -441,16 +441,19 @@ def test_meds_metadata_warning_is_one_line(tmp_path):
     assert "codes.parquet" in lines[0] and "Warning" not in lines[0]
 
 
-def test_labels_that_spell_scheme_tokens_are_counted(tmp_path):
+def test_labels_that_spell_scheme_tokens_keep_tokens_of_their_own(tmp_path):
+    # Labels that spell scheme tokens are escaped reversibly (issue 14, class 6), so none
+    # is merged into an unknown: the manifest's reserved_labels count stays 0 and every
+    # look-alike has its own token, distinct from the real special token.
     labels = ["[PAD]", "a", "VALUE//Q3", "b", "[BOS]", "c", "syllable//[UNK]", "d", "[TIME//5m"]
     source = _labelled_copy(tmp_path, labels)
     result = _ingest_here(source, tmp_path / "corpus")
     assert result.returncode == 0, result.stderr
-    rows = pl.read_csv(BIRD1).height
-    expected = sum(1 for i in range(rows) if labels[i % len(labels)] not in {"a", "b", "c", "d"})
-    assert manifest_counts(tmp_path / "corpus")["reserved_labels"] == expected
+    assert manifest_counts(tmp_path / "corpus")["reserved_labels"] == 0
+    vocab = json.loads((tmp_path / "corpus" / "tokenizer.json").read_text())["model"]["vocab"]
+    data_tokens = set(vocab) - {"[PAD]", "[BOS]", "[EOS]", "[UNK]", "[SEP]"}
+    assert len(data_tokens) >= len(labels)  # one token per distinct label, none merged
+    assert not data_tokens & {"[PAD]", "[BOS]", "VALUE//Q3", "[TIME//5m"}
     shown = seqlm(["corpus", "info", tmp_path / "corpus"])
-    assert f"{expected} events had a label that spells a scheme token" in " ".join(
-        shown.stdout.split()
-    )
+    assert "spells a scheme token" not in shown.stdout
     assert message_lines(shown.stderr) == []
