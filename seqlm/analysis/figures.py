@@ -30,21 +30,24 @@ def save_figure(figure, out_stem: str | Path, dpi: int) -> list[Path]:
     return paths
 
 
-def add_caution(figure, text: str) -> None:
+def add_caution(figure, text: str, width: int = 110) -> None:
     """Write `text` (a trust warning, `TrustReport.caption()`) in red above the figure.
 
-    Call it once the layout is final; the line sits above the top edge, so save with
-    `bbox_inches="tight"` to keep it. Nothing is drawn for an empty text."""
+    Call it once the layout is final; the lines sit above the top edge, so save with
+    `bbox_inches="tight"` to keep them. Long texts are broken at `width` characters
+    (matplotlib's own wrapping pads the saved figure with blank space). Nothing is drawn
+    for an empty text."""
     if not text:
         return
+    import textwrap
+
     figure.text(
         0.5,
         1.005,
-        text,
+        "\n".join(textwrap.wrap(text, width)),
         ha="center",
         va="bottom",
         color="firebrick",
         fontsize=10,
         fontweight="bold",
-        wrap=True,
     )

@@ -222,8 +222,9 @@ def run_finished(folder: str | Path) -> bool:
     return False
 
 
-def _finished_on(folder: Path, corpus: Any) -> bool:
-    """Whether `folder` holds a finished LSTM run on this corpus (so it can be reused)."""
+def _finished_on(folder: Path, corpus: Any, model: LSTMConfig, train: TrainConfig) -> bool:
+    """Whether `folder` holds a finished LSTM run on this corpus with this shape,
+    regularisation and training settings (so it can be reused)."""
     from seqlm.training.session import corpus_identity
 
     if not run_finished(folder):
@@ -231,7 +232,10 @@ def _finished_on(folder: Path, corpus: Any) -> bool:
     config = RunFolder(folder).read_config()
     recorded, current = config.get("corpus", {}), corpus_identity(corpus)
     same_corpus = all(recorded.get(k) == current[k] for k in ("tokens", "vocabulary_hash"))
-    return config.get("model_type") == MODEL_TYPE and same_corpus
+    same_settings = config.get("model") == model.to_dict() and config.get("train") == (
+        json.loads(json.dumps(train.to_dict()))  # as config.json holds it
+    )
+    return config.get("model_type") == MODEL_TYPE and same_corpus and same_settings
 
 
 def lstm_baseline_run(
@@ -244,14 +248,16 @@ def lstm_baseline_run(
     progress: Progress | None = None,
 ) -> tuple[Path, bool]:
     """The LSTM baseline beside a GPT run: reused from `folder` when a finished LSTM run
-    on this corpus is there, else trained into it with the GPT run's training settings
-    (same split, budget, batch, schedule, seed) updated by `overrides` (TrainConfig
-    field names, e.g. {"max_minutes": 2}). Returns the folder and whether it trained."""
+    on this corpus with the same shape, dropout and training settings is there, else
+    trained into it with the GPT run's training settings (same split, budget, batch,
+    schedule, weight decay, seed) updated by `overrides` (TrainConfig field names, e.g.
+    {"max_minutes": 2}). Returns the folder and whether it trained."""
     folder = Path(folder)
-    if _finished_on(folder, corpus):
+    train = TrainConfig.from_dict({**dict(train_config), **dict(overrides or {})})
+    model = lstm_config_like(model_config)
+    if _finished_on(folder, corpus, model, train):
         return folder, False
     if folder.exists():
-        remove_output(folder)  # an unfinished or stale baseline (never a user's folder)
-    train = TrainConfig.from_dict({**dict(train_config), **dict(overrides or {})})
-    train_lstm(corpus.path, folder, lstm_config_like(model_config), train, progress=progress)
+        remove_output(folder)  # unfinished, or other settings: never a user's folder
+    train_lstm(corpus.path, folder, model, train, progress=progress)
     return folder, True

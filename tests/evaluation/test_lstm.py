@@ -98,6 +98,9 @@ def test_train_lstm_writes_a_run_that_is_reused(tmp_path) -> None:
     assert np.isfinite(scores.log_prob).all()
     again, trained_again = lstm_baseline_run(corpus, folder, gpt_model, train)
     assert again == folder and not trained_again
+    # a GPT run regularised otherwise gets a new baseline, not the stale one
+    _, retrained = lstm_baseline_run(corpus, folder, {**gpt_model, "dropout": 0.0}, train)
+    assert retrained and load_run_model(folder).config["model"]["dropout"] == 0.0
     # a different budget for the baseline goes through `overrides`
     _, retrained = lstm_baseline_run(
         corpus, tmp_path / "lstm2", gpt_model, train, overrides={"max_steps": 3}
