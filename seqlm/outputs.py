@@ -201,7 +201,9 @@ def apply_umask(path: str | Path) -> None:
 
 
 def lock_path(out: str | Path) -> Path:
-    out = Path(out).absolute()
+    """`.NAME.seqlm-lock` beside the output, symlinks resolved: two names for one folder
+    share one lock."""
+    out = Path(out).resolve()
     return out.parent / f".{out.name}{LOCK_SUFFIX}"
 
 
