@@ -61,6 +61,23 @@ def parse_where(items: Sequence[str]) -> dict[str, list[str]]:
     return where
 
 
+# Values listed when a filter matches nothing; more than this and the count is given.
+SHOWN_VALUES = 20
+
+
+def _present(corpus: Corpus, where: Mapping[str, WhereValue]) -> str:
+    """`; group has: a, b` for each filtered column, so a typo shows at once. Entity
+    names are identifiers (clinical subjects): only their count is given."""
+    parts = []
+    for column in where:
+        values = corpus.index[column].drop_nulls().cast(pl.String).unique().sort()
+        if column == "entity" or values.len() > SHOWN_VALUES:
+            parts.append(f"{column} has {values.len():,} distinct values")
+        else:
+            parts.append(f"{column} has: {', '.join(values.to_list())}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def select_rows(index: pl.DataFrame, where: Mapping[str, WhereValue]) -> pl.DataFrame:
     """Index rows matching every condition (a value or a list of accepted values).
     Values are compared as strings, so `group=3` matches an integer or string column."""
@@ -107,7 +124,9 @@ def _write_subset(
 ) -> Corpus:
     rows = select_rows(source.index, where)
     if rows.height == 0:
-        raise CorpusError(f"{source.path}: no sequence matches {dict(where)}")
+        raise CorpusError(
+            f"{source.path}: no sequence matches {dict(where)}{_present(source, where)}"
+        )
     lengths = rows["length"].to_numpy().astype(np.int64)
     gather = _token_positions(rows["offset"].to_numpy().astype(np.int64), lengths)
     index = rows.with_columns(

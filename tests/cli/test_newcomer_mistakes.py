@@ -53,3 +53,11 @@ def test_bracketed_folder_names_print_whole(tmp_path, capsys):
     printed = " ".join(capsys.readouterr().out.split())
     assert f"corpus written to {corpus}" in printed
     assert f"next: seqlm corpus info {corpus}" in printed
+
+
+def test_a_subset_that_matches_nothing_shows_what_there_is(tmp_path):
+    corpus = ingest_bird1(tmp_path / "bird1")
+    args = ("subset", str(corpus), "--where", "group=bird2", "-o", str(tmp_path / "s"))
+    result = run_seqlm(*args)
+    assert result.returncode == 2
+    assert "no sequence matches {'group': ['bird2']}; group has: lbr3009" in result.stderr
