@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqlm.artefacts import verify_recorded
+from seqlm.artefacts import sha256_of, verify_recorded
 from seqlm.corpora_adapters.base import SPLITS
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.vocabulary import SCHEME_FILE, TOKENIZER_FILE, Vocabulary
@@ -145,7 +145,7 @@ def load_corpus(path: str | Path) -> Corpus:
             f"{path / MANIFEST_FILE}: unknown token_dtype {manifest.get('token_dtype')!r}"
         )
     vocabulary = Vocabulary.load(path)
-    _check_vocabulary_hash(path, manifest, vocabulary)
+    _check_vocabulary_hash(path, manifest)
     if "files" in manifest:  # corpora written before checksums have none to check
         verify_recorded(path, manifest["files"], path / MANIFEST_FILE)
     if np.dtype(dtype) != vocabulary.token_dtype:
@@ -167,11 +167,12 @@ def load_corpus(path: str | Path) -> Corpus:
     return Corpus(path, manifest, vocabulary, index, tokens, times)
 
 
-def _check_vocabulary_hash(path: Path, manifest: dict[str, Any], vocabulary: Vocabulary) -> None:
-    """The vocabulary as loaded must be the one the corpus was written with: a hash
-    recomputed from it, not the stored one, so an edited tokenizer.json is caught."""
+def _check_vocabulary_hash(path: Path, manifest: dict[str, Any]) -> None:
+    """tokenizer.json must be the one the corpus was written with: its hash is
+    recomputed from the file's bytes (the writer recorded the hash of exactly those
+    bytes), so an edited or id-swapped tokenizer is caught whatever the HF version."""
     recorded = (manifest.get("vocabulary") or {}).get("hash")
-    if recorded is not None and recorded != vocabulary.hash:
+    if recorded is not None and recorded != sha256_of(path / TOKENIZER_FILE):
         raise CorpusError(
             f"{path / TOKENIZER_FILE}: does not match the vocabulary hash in {MANIFEST_FILE} "
             "(edited or corrupted after the corpus was written)"

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from seqlm.artefacts import sha256_of
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.outputs import apply_umask, check_output, output_lock
 
@@ -132,6 +133,17 @@ def gpt2_state_dict(state: dict[str, torch.Tensor], model_config: dict[str, Any]
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def _check_run_tokenizer(run: Path, config: dict[str, Any]) -> None:
+    """The run's tokenizer.json must hash to the vocabulary hash its config recorded."""
+    recorded = (config.get("corpus") or {}).get("vocabulary_hash")
+    source = run / "tokenizer.json"
+    if recorded and source.is_file() and sha256_of(source) != recorded:
+        raise CorpusError(
+            f"{source}: does not match the vocabulary hash in config.json "
+            "(edited or corrupted after training)"
+        )
+
+
 def _tokenizer_files(run: Path, out: Path, model_config: dict[str, Any]) -> dict[str, int]:
     source = run / "tokenizer.json"
     try:
@@ -172,6 +184,7 @@ def export_hf(run: str | Path, out: str | Path, *, which: str = "best") -> Path:
     model = load_trained_model(run, which=which)  # type: ignore[arg-type]
     with output_lock(out, "seqlm export"):
         check_output(out, [run])
+        _check_run_tokenizer(run, config)
         out.mkdir(parents=True, exist_ok=True)
         vocab = _tokenizer_files(run, out, model_config)
         hf_config = gpt2_config(model_config, vocab)

@@ -41,19 +41,34 @@ def seqlm(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProces
     )
 
 
+# Runs seqlm's entry point, then writes the process's peak resident memory (VmHWM, kB)
+# to the file named by argv[1]. VmHWM belongs to the process image after exec, so unlike
+# ru_maxrss it does not count the parent's memory copied at fork.
+_PEAK_WRAPPER = """
+import atexit, sys
+peak_file = sys.argv.pop(1)
+def report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            open(peak_file, "w").write(line.split()[1])
+atexit.register(report)
+from seqlm.cli.app import main
+main()
+"""
+
+
 def seqlm_peak_memory(*args: str | Path, out: Path) -> tuple[subprocess.CompletedProcess, float]:
-    """`seqlm ARGS` in a fresh process and its peak resident memory in MiB (Linux
-    ru_maxrss of that one child, from wait4). Output goes to files under `out`."""
+    """`seqlm ARGS` in a fresh process and its peak resident memory in MiB (Linux)."""
     out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "seqlm", *map(str, args)]
-    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=ENV)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    result = subprocess.CompletedProcess(
-        command, process.returncode, (out / "stdout").read_text(), (out / "stderr").read_text()
+    peak = out / "peak_kb"
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_WRAPPER, str(peak), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
-    return result, usage.ru_maxrss / 1024
+    return result, int(peak.read_text()) / 1024
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

@@ -147,3 +147,11 @@ def test_changed_weights_are_rehashed_without_verify(corpus, run, tmp_path):
     _garble_in_place(run / "best" / "model.safetensors", 300, keep_time=False)
     result = seqlm("export", run, "--out", tmp_path / "hf")
     assert_one_line_error(result, "model.safetensors", "checksum")
+
+
+def test_edited_run_tokenizer_is_not_exported(run, tmp_path):
+    path = run / "tokenizer.json"
+    path.write_text(path.read_text().replace('"[SEP]": 4', '"[SEP]": 4 '))
+    result = seqlm("export", run, "--out", tmp_path / "hf")
+    assert_one_line_error(result, "tokenizer.json", "vocabulary hash")
+    assert not (tmp_path / "hf").exists()

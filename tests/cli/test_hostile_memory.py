@@ -47,7 +47,7 @@ def _normal_notmat(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("inflated_mib", [300, 700])
+@pytest.mark.parametrize("inflated_mib", [pytest.param(300, marks=pytest.mark.slow), 700])
 def test_mat_zlib_bomb_is_refused_in_bounded_memory(tmp_path: Path, inflated_mib: int):
     normal = _normal_notmat(tmp_path / "song.cbin.not.mat")
     baseline, base_mib = seqlm_peak_memory(
@@ -76,7 +76,7 @@ def _parquet_bomb(path: Path, rows: int) -> Path:
 MAPPING = ["-O", 'entity="entity"', "-O", 'time="time"', "-O", 'code="code"']
 
 
-@pytest.mark.parametrize("rows", [20_000_000, 40_000_000])
+@pytest.mark.parametrize("rows", [pytest.param(20_000_000, marks=pytest.mark.slow), 40_000_000])
 def test_parquet_row_bomb_is_refused_in_bounded_memory(tmp_path: Path, rows: int):
     normal = _parquet_bomb(tmp_path / "normal.parquet", 1_000)
     baseline, base_mib = seqlm_peak_memory(

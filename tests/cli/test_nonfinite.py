@@ -49,7 +49,10 @@ def _final(run: Path) -> dict:
     [
         ("train.lr=1e12",),  # the example
         ("train.lr=1e12", "train.grad_clip=0"),  # no gradient norm to look at
-        ("train.lr=1e30", "train.warmup_steps=0", "train.checkpoint_every=1"),
+        pytest.param(
+            ("train.lr=1e30", "train.warmup_steps=0", "train.checkpoint_every=1"),
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_divergence_exits_2_naming_the_step_and_saves_nothing_after(corpus, tmp_path, sets):
@@ -74,6 +77,7 @@ def test_skip_budget_counts_bad_steps_then_stops(corpus, tmp_path):
     assert_one_line_error(result, "4 non-finite step(s)", "nonfinite_skips = 3")
 
 
+@pytest.mark.slow  # the trainer tests cover healthy runs; this is the CLI's view
 def test_a_healthy_run_is_untouched_by_the_guard(corpus, tmp_path):
     run = tmp_path / "run"
     result = _train(corpus, run, "train.steps=6", "train.eval_every=3")

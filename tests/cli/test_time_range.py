@@ -36,7 +36,12 @@ def _finite_and_short(corpus: Path, max_tokens: int) -> None:
 
 @pytest.mark.parametrize(
     "when",
-    [datetime(9999, 6, 1), datetime(1000, 1, 1), datetime(2401, 1, 1), datetime(1799, 12, 31)],
+    [
+        datetime(9999, 6, 1),
+        datetime(1000, 1, 1),
+        pytest.param(datetime(2401, 1, 1), marks=pytest.mark.slow),
+        pytest.param(datetime(1799, 12, 31), marks=pytest.mark.slow),
+    ],
 )
 def test_implausible_meds_dates_are_counted_rejects(tmp_path: Path, when: datetime):
     root = write_meds_rows(tmp_path / "meds", _subjects([(1, when, "LAB//A", None, None)]))
