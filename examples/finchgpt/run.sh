@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# FinchGPT-style study on the bundled Bengalese finch lesion data: one model per bird
-# trained on pre-lesion song, pre vs post-lesion perplexity beside per-bird n-grams,
-# attention-distance statistics and the effective context length of each bird's model.
-# Usage: examples/finchgpt/run.sh [OUT]   (STEPS=... to change the training budget)
+# FinchGPT-style study on the bundled Bengalese finch lesion data: one GPT pooled over the
+# 7 birds (each bout opens with its bird's conditioning token), then one model per bird
+# fine-tuned from the pool; held-out pre vs post-lesion perplexity beside the per-bird
+# n-grams, attention-distance statistics and bird 1's effective context length.
+# Usage: examples/finchgpt/run.sh [OUT]
+#   BUDGET=3Mtok (pooled model), BIRD_BUDGET=200ktok (each bird's fine-tuning)
 set -euo pipefail
 OUT=${1:-finchgpt-out}
-STEPS=${STEPS:-600}
-CONFIG=$(dirname "$0")/finchgpt.toml
+BUDGET=${BUDGET:-3Mtok}
+BIRD_BUDGET=${BIRD_BUDGET:-200ktok}
+ONE_THREAD=(--set train.cpu_threads=1)
 DATA=$(python -c "from seqlm.datasets import finch_lesions_path; print(finch_lesions_path())")
 
-# 1. All birds, pre and post lesion; one bout per entity, entity-level splits.
-seqlm ingest birdsong-strings "$DATA"/bird?_prelesion "$DATA"/bird?_postlesion --out "$OUT/corpus"
+# 1. All birds, pre and post lesion; one bout per entity, entity-level splits; then each
+#    bout's bird as a conditioning token (context only: never a target, never scored).
+seqlm ingest birdsong-strings "$DATA"/bird?_prelesion "$DATA"/bird?_postlesion --out "$OUT/ingested"
+seqlm corpus condition "$OUT/ingested" --on group --out "$OUT/corpus"
+seqlm subset "$OUT/corpus" --where condition=pre --out "$OUT/pre"
 
-# 2. One model per bird on its pre-lesion train bouts, then held-out pre vs post.
-seqlm lesion "$OUT/corpus" --out "$OUT/lesion" --per-bird --config "$CONFIG" --set train.steps="$STEPS"
+# 2. The pooled model: no shape given, so the recipe chooses it for the budget.
+seqlm train "$OUT/pre" --out "$OUT/pool" --budget "$BUDGET" "${ONE_THREAD[@]}"
+seqlm lesion "$OUT/corpus" --out "$OUT/lesion-pool" --run "$OUT/pool"
 
-# 3. Attention statistics and effective context length of bird 1's model.
+# 3. One model per bird, fine-tuned from the pool on that bird's pre-lesion train bouts.
+seqlm lesion "$OUT/corpus" --out "$OUT/lesion" --per-bird --init "$OUT/pool" \
+    --budget "$BIRD_BUDGET" "${ONE_THREAD[@]}"
+
+# 4. Attention statistics and effective context length of bird 1's model.
 seqlm attention stats "$OUT/lesion/run-bird1" --corpus "$OUT/lesion/pre-bird1" --out "$OUT/attention-bird1"
 seqlm attention span "$OUT/lesion/run-bird1" --corpus "$OUT/lesion/pre-bird1" \
     --windows 1,2,4,8,16,32,64,128 --bootstrap 200 --out "$OUT/span-bird1"
-echo "results in $OUT: lesion/lesion.json, lesion/lesion.png, attention-bird1/, span-bird1/"
+echo "results in $OUT: lesion-pool/ and lesion/ (lesion.json, lesion.png), attention-bird1/, span-bird1/"
