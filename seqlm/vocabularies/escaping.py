@@ -48,32 +48,34 @@ _PATTERNS: list[str] = [ESCAPE, SPACE_MARK, " ", *_HEX_CHARS]
 _REPLACEMENTS: list[str] = [ESCAPE + ESCAPE, "\\u2581", SPACE_MARK] + [
     _hex_escape(c) for c in _HEX_CHARS
 ]
-# `[` at the start of the token or of a `//` segment; a last segment `//Q<k>`, k > 0.
-_OPEN_BRACKET = r"(^|//)\["
-_BIN_LOOKALIKE = r"//Q([1-9][0-9]{0,8})$"
-_VALUE_PREFIX = r"^VALUE//Q"
+# A `[` opening a `//` segment is escaped in the same pass as the characters (a literal
+# pattern); one opening the part by an anchored regex. An unanchored regex over every
+# string would cost more than all the character escapes together.
+_PATTERNS += ["//["]
+_REPLACEMENTS += ["//\\x5b"]
+_VALUE_PREFIX = "VALUE//Q"
 # Value bins a scheme may have by default (TokenScheme.value_bins).
 DEFAULT_MAX_BIN = 10
 _UNESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})|▁")
 
 
 def escaped_chars(expr: pl.Expr) -> pl.Expr:
-    """Character escapes only (the first two rules), as a polars expression."""
-    return expr.str.replace_many(_PATTERNS, _REPLACEMENTS)
+    """Character escapes and segment-opening brackets of one part (a code or a text)."""
+    # An anchored regex tries one position only, so it stays cheap.
+    return expr.str.replace_many(_PATTERNS, _REPLACEMENTS).str.replace(r"^\[", "\\x5b")
+
+
+def _bin_lookalike(max_bin: int) -> str:
+    """A final `//Q<k>` with k in 1..max_bin as written by `value_token` (no leading 0)."""
+    numbers = "|".join(str(k) for k in range(max_bin, 0, -1))
+    return f"//Q({numbers})$"
 
 
 def escaped_structure(expr: pl.Expr, max_bin: int = DEFAULT_MAX_BIN) -> pl.Expr:
-    """Structural escapes of an already character-escaped token base; `max_bin` is the
-    largest value bin the scheme can append."""
-    expr = expr.str.replace_all(_OPEN_BRACKET, "${1}\\x5b").str.replace(
-        _VALUE_PREFIX, "VALUE//\\x51"
-    )
-    bin_number = expr.str.extract(_BIN_LOOKALIKE, 1).cast(pl.Int64)
-    return (
-        pl.when(bin_number <= max_bin)
-        .then(expr.str.replace(_BIN_LOOKALIKE, "//\\x51${1}"))
-        .otherwise(expr)
-    )
+    """The whole base's escapes (after `escaped_chars` of its parts): a leading
+    `VALUE//Q` and a final bin look-alike; `max_bin` is the largest bin the scheme has."""
+    expr = expr.str.replace(f"^{_VALUE_PREFIX}", "VALUE//\\x51")
+    return expr.str.replace(_bin_lookalike(max_bin), "//\\x51${1}")
 
 
 def escaped(expr: pl.Expr, max_bin: int = DEFAULT_MAX_BIN) -> pl.Expr:
