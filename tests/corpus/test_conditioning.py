@@ -96,3 +96,21 @@ def test_baselines_are_not_scored_on_conditioning_tokens(conditioned):
     for name, scores in with_prefix.scores.items():
         assert not np.isin(scores.token, corpus.vocabulary.condition_ids).any()
         assert len(scores) == len(plain.scores[name])  # the same targets as before
+
+
+def test_times_follow_the_tokens_and_the_prefix_takes_the_first_time(tmp_path):
+    from corpus_helpers import clinic_frame, ingested
+
+    from seqlm.corpus import SplitConfig, build_corpus
+    from seqlm.vocabularies import TokenScheme
+
+    scheme = TokenScheme(time_tokens=True, time_gap_edges=("1h", "1d"), min_entities=1)
+    source = build_corpus(ingested(clinic_frame()), tmp_path / "clinic", scheme, SplitConfig())
+    corpus = condition_corpus(source, tmp_path / "cond", ["group"], min_sequences=2)
+    assert corpus.times is not None
+    for seq_id in range(len(corpus)):
+        old, new = source.sequence_times(seq_id), corpus.sequence_times(seq_id)
+        np.testing.assert_array_equal(new[2:], old[1:])
+        assert new[1] == old[0]
+    sites = {corpus.vocabulary.tokens[corpus.sequence(i)[1]] for i in range(len(corpus))}
+    assert sites <= {f"[COND//group=site{k}]" for k in range(3)} | {"[COND//group=other]"}
