@@ -37,6 +37,14 @@ def ingest_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing corpus folder.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes for the corpus build (default: the cores; one for small inputs).",
+        ),
+    ] = None,
 ) -> None:
     """Read raw event files with an adapter and write a tokenized corpus folder."""
     from seqlm.ingest import ingest, resolve_ingest_config
@@ -44,7 +52,9 @@ def ingest_command(
     sections = resolve_ingest_config(config, option or [])
     progress = RichProgress()
     try:
-        corpus = ingest(adapter, inputs, out, sections, overwrite=overwrite, progress=progress)
+        corpus = ingest(
+            adapter, inputs, out, sections, overwrite=overwrite, workers=workers, progress=progress
+        )
     finally:
         progress.finish()
     counts = corpus.manifest.get("counts", {})

@@ -70,6 +70,13 @@ class TokenCounter:
             pl.col("code").first(), pl.col("text").first(), pl.col("bin").first(), *support
         )
         kinds = event_tokens.group_by("unknown").agg(*support)
+        self._absorb(tokens, kinds)
+
+    def merge(self, other: TokenCounter) -> None:
+        """Add another counter's counts (its chunks held other entities)."""
+        self._absorb(other._tokens, other._kinds)
+
+    def _absorb(self, tokens: pl.DataFrame, kinds: pl.DataFrame) -> None:
         self._tokens = (
             pl.concat([self._tokens, tokens])
             .group_by("data_token")

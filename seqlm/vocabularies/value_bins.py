@@ -117,14 +117,22 @@ class ValueSampler:
             pl.len().cast(pl.Int64).alias("n_values"),
             pl.col("entity").n_unique().cast(pl.Int64).alias("n_entities"),
         )
+        # Categorical, not String: a filtered string column keeps every chunk's text
+        # buffers alive, so a String sample would grow with the rows seen.
+        kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
+        self._absorb(stats, kept)
+
+    def merge(self, other: ValueSampler) -> None:
+        """Add another sampler's statistics (its chunks held other entities): the result
+        is the same as if its chunks had been added here, in any order."""
+        self._absorb(other._stats, other._sample)
+
+    def _absorb(self, stats: pl.DataFrame, kept: pl.DataFrame) -> None:
         self._stats = (
             pl.concat([self._stats, stats])
             .group_by("code")
             .agg(pl.col("n_values").sum(), pl.col("n_entities").sum())
         )
-        # Categorical, not String: a filtered string column keeps every chunk's text
-        # buffers alive, so a String sample would grow with the rows seen.
-        kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
         merged = pl.concat([self._sample, kept])
         self._sample = merged.filter(
             pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size

@@ -1,0 +1,247 @@
+"""The map side of `build_corpus`: events spilled into entity-hash partitions, then
+one function per stage that works on one partition alone.
+
+Every entity's events land in exactly one partition (the hash of its name picks it), so
+each partition holds whole entities and everything computed on it (its entity table,
+its value sample, its token counts, its encoded sequences) merges exactly with the
+others: sums, top-k by a fixed hash, concatenation. A partition is read a fixed number
+of times whatever the number of partitions, so the build is linear in rows.
+
+The stage functions take and return plain values (paths, small frames, arrays), so they
+run in this process or in worker processes (`run_map`) with the same result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events
+from seqlm.vocabularies.fitting import TokenCounter
+from seqlm.vocabularies.scheme import TokenScheme
+from seqlm.vocabularies.value_bins import CodeValueBins, ValueSampler, edge_table
+from seqlm.vocabularies.vocabulary import Vocabulary
+
+# Fixed seed of the entity hash that picks a partition: the layout of the spill files
+# (never the corpus, which is in entity-name order) depends on it.
+PARTITION_SEED = 17
+# Source rows gathered before they are cut into partition pieces: fewer, larger spill
+# files (one per partition per flush) at the price of this many rows in memory.
+FLUSH_ROWS = 2_000_000
+PART = "_part"
+
+
+@dataclass(frozen=True)
+class PartitionPaths:
+    """Where partition `number` keeps its spill pieces and its sorted work file."""
+
+    folder: Path
+    number: int
+
+    @property
+    def pieces(self) -> list[Path]:
+        return sorted(self.folder.glob(f"p{self.number:05d}-*.parquet"))
+
+    @property
+    def sorted_file(self) -> Path:
+        return self.folder / f"sorted-{self.number:05d}.parquet"
+
+
+def spill_partitions(
+    events: pl.LazyFrame,
+    folder: Path,
+    n_partitions: int,
+    on_rows: Callable[[int], None] = lambda rows: None,
+) -> int:
+    """Stream `events` once into `n_partitions` piece files by entity hash; rows seen.
+
+    Pieces are named by partition and flush number, so reading a partition's pieces in
+    name order gives its rows in source order (the sort's tie-break).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    key = (pl.col("entity").hash(PARTITION_SEED) % n_partitions).cast(pl.Int32).alias(PART)
+    pending: list[pl.DataFrame] = []
+    pending_rows = flushes = total = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows, flushes
+        frame = pl.concat(pending)
+        pending, pending_rows = [], 0
+        for (number,), piece in frame.partition_by(PART, as_dict=True, include_key=False).items():
+            piece.write_parquet(folder / f"p{number:05d}-{flushes:06d}.parquet", compression="lz4")
+        flushes += 1
+
+    for batch in events.with_columns(key).collect_batches(maintain_order=True):
+        pending.append(batch)
+        pending_rows += batch.height
+        total += batch.height
+        on_rows(batch.height)
+        if pending_rows >= FLUSH_ROWS:
+            flush()
+    if pending:
+        flush()
+    return total
+
+
+def sort_partition(part: PartitionPaths, attributes: Sequence[str]) -> pl.DataFrame:
+    """Sort one partition's events into its work file; return its entity aggregates
+    (unchecked: `entity_aggregates` columns, for the reduce to check and split)."""
+    from seqlm.corpus.entities import entity_aggregates
+
+    pieces = part.pieces
+    if not pieces:
+        return pl.DataFrame()
+    rows = sorted_events(pl.scan_parquet(pieces)).collect()
+    rows.write_parquet(part.sorted_file, compression="lz4")
+    for piece in pieces:
+        piece.unlink()
+    return entity_aggregates(rows.lazy(), attributes)
+
+
+def _train_rows(part: PartitionPaths, splits: pl.DataFrame) -> pl.DataFrame:
+    """The partition's sorted rows of train entities, `split` set to the assigned one."""
+    train = splits.filter(pl.col("split") == "train").select("entity", "split")
+    return (
+        pl.scan_parquet(part.sorted_file)
+        .drop("split")
+        .join(train.lazy(), on="entity", how="inner", maintain_order="left")
+        .collect()
+    )
+
+
+def sample_partition(part: PartitionPaths, splits: pl.DataFrame, sample_size: int) -> ValueSampler:
+    """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
+    sampler = ValueSampler(sample_size)
+    if part.sorted_file.exists():
+        sampler.add(_train_rows(part, splits))
+    return sampler
+
+
+def count_partition(
+    part: PartitionPaths,
+    splits: pl.DataFrame,
+    scheme: TokenScheme,
+    bins: dict[str, CodeValueBins],
+) -> TokenCounter:
+    """Train token counts of one partition (merged by `TokenCounter.merge`)."""
+    counter = TokenCounter()
+    if part.sorted_file.exists():
+        rows = _train_rows(part, splits)
+        counter.add(event_token_frame(rows.lazy(), scheme, bins, edge_table(bins)).collect())
+    return counter
+
+
+@dataclass
+class EncodedPartition:
+    """One partition's sequences: entity names (sorted) and lengths, ids and times."""
+
+    entities: pl.Series
+    lengths: np.ndarray
+    ids: np.ndarray
+    times: np.ndarray | None
+
+
+@cache
+def _vocabulary(folder: str) -> Vocabulary:
+    return Vocabulary.load(folder)
+
+
+def encode_partition(part: PartitionPaths, vocab_folder: Path, has_times: bool) -> EncodedPartition:
+    """Token ids (in the vocabulary's dtype) and float32 times of one partition."""
+    vocab = _vocabulary(str(vocab_folder))
+    empty = pl.Series("entity", [], dtype=pl.String)
+    if not part.sorted_file.exists():
+        return EncodedPartition(empty, np.zeros(0, np.int64), np.zeros(0, vocab.token_dtype), None)
+    encoded = vocab.encode_events(pl.scan_parquet(part.sorted_file))
+    times = encoded.times.astype(np.float32) if has_times else None
+    return EncodedPartition(
+        encoded.entities, encoded.lengths, encoded.ids.astype(vocab.token_dtype), times
+    )
+
+
+def _worker_start(threads: int) -> None:
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Spawned workers (started as tasks arrive) re-run the parent's main script unless
+    it is hidden from them:
+    a user's script calling `build_corpus` without an `if __name__ == "__main__"` guard
+    would otherwise run again in every worker. The workers need nothing from it."""
+    main = sys.modules["__main__"]
+    saved = {
+        name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+    }
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` spawned processes sharing the cores (None: run in this process).
+
+    Spawned, not forked: a fork of a process with polars' thread pool can deadlock. Each
+    worker gets cores // workers polars threads so that they do not oversubscribe.
+    """
+    if workers <= 1:
+        yield None
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    saved = os.environ.get("POLARS_MAX_THREADS")
+    # Read by polars when a worker imports it, so it must be in the environment the
+    # workers inherit; this process's polars has read its own setting already.
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    try:
+        with (
+            ProcessPoolExecutor(
+                workers,
+                mp_context=get_context("spawn"),
+                initializer=_worker_start,
+                initargs=(threads,),
+            ) as pool,
+            _main_module_hidden(),
+        ):
+            yield pool
+    finally:
+        if saved is None:
+            os.environ.pop("POLARS_MAX_THREADS", None)
+        else:
+            os.environ["POLARS_MAX_THREADS"] = saved
+
+
+def run_map(
+    pool: ProcessPoolExecutor | None,
+    function: Callable[..., Any],
+    tasks: Sequence[tuple[Any, ...]],
+    on_done: Callable[[int, Any], None],
+) -> None:
+    """Call `function(*task)` for every task, here or in `pool`; `on_done(i, result)`
+    is called in task order, so merges happen in the same order either way."""
+    if pool is None:
+        for i, task in enumerate(tasks):
+            on_done(i, function(*task))
+        return
+    futures = [pool.submit(function, *task) for task in tasks]
+    try:
+        for i, future in enumerate(futures):
+            on_done(i, future.result())
+    finally:
+        for future in futures:
+            future.cancel()
