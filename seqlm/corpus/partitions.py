@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from seqlm.corpus.entities import merge_entity_aggregates, partial_entity_aggregates
 from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events
 from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
@@ -40,11 +41,14 @@ PARTITION_SEED = 17
 # files (one per partition per flush) at the price of this many rows in memory.
 FLUSH_ROWS = 2_000_000
 PART = "_part"
+# What encoding needs of `event_token_frame`'s rows.
+TOKEN_COLUMNS = ["entity", "time_s", "gap", "bin", "data_token", "unknown"]
 
 
 @dataclass(frozen=True)
 class PartitionPaths:
-    """Where partition `number` keeps its spill pieces and its sorted work file."""
+    """Where partition `number` keeps its spill pieces, its sorted events and its
+    event tokens (each file deleted once the next one is written)."""
 
     folder: Path
     number: int
@@ -57,88 +61,91 @@ class PartitionPaths:
     def sorted_file(self) -> Path:
         return self.folder / f"sorted-{self.number:05d}.parquet"
 
+    @property
+    def tokens_file(self) -> Path:
+        return self.folder / f"tokens-{self.number:05d}.parquet"
+
+
+def partition_of(entity: pl.Expr, n_partitions: int) -> pl.Expr:
+    """The partition of each entity (a fixed hash of its name)."""
+    # A null entity (an error the entity table reports) goes to partition 0.
+    return (entity.hash(PARTITION_SEED) % n_partitions).fill_null(0).cast(pl.Int32)
+
 
 def spill_partitions(
     events: pl.LazyFrame,
     folder: Path,
     n_partitions: int,
+    attributes: Sequence[str],
     on_rows: Callable[[int], None] = lambda rows: None,
-) -> int:
-    """Stream `events` once into `n_partitions` piece files by entity hash; rows seen.
+) -> pl.DataFrame:
+    """Stream `events` once into `n_partitions` piece files by entity hash; returns the
+    merged (unfinished) entity aggregates of all rows.
 
     Pieces are named by partition and flush number, so reading a partition's pieces in
     name order gives its rows in source order (the sort's tie-break).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    key = (pl.col("entity").hash(PARTITION_SEED) % n_partitions).cast(pl.Int32).alias(PART)
     pending: list[pl.DataFrame] = []
-    pending_rows = flushes = total = 0
+    aggregates: list[pl.DataFrame] = []
+    pending_rows = flushes = 0
 
     def flush() -> None:
         nonlocal pending, pending_rows, flushes
         frame = pl.concat(pending)
         pending, pending_rows = [], 0
+        part = partial_entity_aggregates(frame, attributes)
+        aggregates[:] = [merge_entity_aggregates([*aggregates, part])]
         for (number,), piece in frame.partition_by(PART, as_dict=True, include_key=False).items():
             piece.write_parquet(folder / f"p{number:05d}-{flushes:06d}.parquet", compression="lz4")
         flushes += 1
 
-    for batch in events.with_columns(key).collect_batches(maintain_order=True):
+    keyed = events.with_columns(partition_of(pl.col("entity"), n_partitions).alias(PART))
+    for batch in keyed.collect_batches(maintain_order=True):
         pending.append(batch)
         pending_rows += batch.height
-        total += batch.height
         on_rows(batch.height)
         if pending_rows >= FLUSH_ROWS:
             flush()
     if pending:
         flush()
-    return total
+    return aggregates[0] if aggregates else pl.DataFrame()
 
 
-def sort_partition(part: PartitionPaths, attributes: Sequence[str]) -> pl.DataFrame:
-    """Sort one partition's events into its work file; return its entity aggregates
-    (unchecked: `entity_aggregates` columns, for the reduce to check and split)."""
-    from seqlm.corpus.entities import entity_aggregates
-
+def sort_partition(part: PartitionPaths, splits: pl.DataFrame, scheme: TokenScheme) -> ValueSampler:
+    """Sort one partition's events into its sorted file with the assigned `split`
+    (`splits`: entity, split of its entities); returns its train value sample."""
+    sampler = ValueSampler(scheme.value_sample_size)
     pieces = part.pieces
     if not pieces:
-        return pl.DataFrame()
-    rows = sorted_events(pl.scan_parquet(pieces)).collect()
+        return sampler
+    rows = (
+        sorted_events(pl.scan_parquet(pieces))
+        .drop("split")
+        .join(splits.lazy(), on="entity", how="left", maintain_order="left")
+        .collect()
+    )
     rows.write_parquet(part.sorted_file, compression="lz4")
     for piece in pieces:
         piece.unlink()
-    return entity_aggregates(rows.lazy(), attributes)
-
-
-def _train_rows(part: PartitionPaths, splits: pl.DataFrame) -> pl.DataFrame:
-    """The partition's sorted rows of train entities, `split` set to the assigned one."""
-    train = splits.filter(pl.col("split") == "train").select("entity", "split")
-    return (
-        pl.scan_parquet(part.sorted_file)
-        .drop("split")
-        .join(train.lazy(), on="entity", how="inner", maintain_order="left")
-        .collect()
-    )
-
-
-def sample_partition(part: PartitionPaths, splits: pl.DataFrame, sample_size: int) -> ValueSampler:
-    """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
-    sampler = ValueSampler(sample_size)
-    if part.sorted_file.exists():
-        sampler.add(_train_rows(part, splits))
+    if scheme.uses_values:
+        sampler.add(rows.filter(pl.col("split") == "train"))
     return sampler
 
 
 def count_partition(
-    part: PartitionPaths,
-    splits: pl.DataFrame,
-    scheme: TokenScheme,
-    bins: dict[str, CodeValueBins],
+    part: PartitionPaths, scheme: TokenScheme, bins: dict[str, CodeValueBins]
 ) -> TokenCounter:
-    """Train token counts of one partition (merged by `TokenCounter.merge`)."""
+    """Event tokens of one partition into its tokens file; returns its train token
+    counts. The tokens are made once here and encoded from the file later."""
     counter = TokenCounter()
-    if part.sorted_file.exists():
-        rows = _train_rows(part, splits)
-        counter.add(event_token_frame(rows.lazy(), scheme, bins, edge_table(bins)).collect())
+    if not part.sorted_file.exists():
+        return counter
+    rows = pl.read_parquet(part.sorted_file)
+    frame = event_token_frame(rows.lazy(), scheme, bins, edge_table(bins)).collect()
+    counter.add(frame.filter(rows["split"] == "train"))
+    frame.select(TOKEN_COLUMNS).write_parquet(part.tokens_file, compression="lz4")
+    part.sorted_file.unlink()
     return counter
 
 
@@ -161,9 +168,10 @@ def encode_partition(part: PartitionPaths, vocab_folder: Path, has_times: bool) 
     """Token ids (in the vocabulary's dtype) and float32 times of one partition."""
     vocab = _vocabulary(str(vocab_folder))
     empty = pl.Series("entity", [], dtype=pl.String)
-    if not part.sorted_file.exists():
+    if not part.tokens_file.exists():
         return EncodedPartition(empty, np.zeros(0, np.int64), np.zeros(0, vocab.token_dtype), None)
-    encoded = vocab.encode_events(pl.scan_parquet(part.sorted_file))
+    encoded = vocab.encode_token_frame(pl.read_parquet(part.tokens_file))
+    part.tokens_file.unlink()
     times = encoded.times.astype(np.float32) if has_times else None
     return EncodedPartition(
         encoded.entities, encoded.lengths, encoded.ids.astype(vocab.token_dtype), times

@@ -40,14 +40,14 @@ import polars as pl
 
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
-from seqlm.corpus.entities import checked_entities
+from seqlm.corpus.entities import checked_entities, finish_entity_aggregates
 from seqlm.corpus.partitions import (
     EncodedPartition,
     PartitionPaths,
     count_partition,
     encode_partition,
+    partition_of,
     run_map,
-    sample_partition,
     sort_partition,
     spill_partitions,
     worker_pool,
@@ -121,13 +121,14 @@ def build_corpus(
     try:
         work = staging / "_work"
         with clock.stage("partitioning events", ingested.rows_read) as advance:
-            n_events = spill_partitions(events, work, n_parts, advance)
+            aggregates = spill_partitions(events, work, n_parts, attributes, advance)
         with clock.stage("reading rejects"):
             rejects = ingested.rejects.to_frame()
+        entities, part_splits = _entities(aggregates, attributes, splits, n_parts)
+        n_events = int(entities["n_events"].sum())
         _check_rows(ingested, n_events, rejects.height)
         parts = [PartitionPaths(work, p) for p in range(n_parts)]
         with worker_pool(workers) as pool:
-            entities, part_splits = _sort(pool, parts, attributes, splits, n_events, clock)
             vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock)
             vocab.save(staging)
             has_times = entities["first_time"].null_count() < entities.height
@@ -163,38 +164,23 @@ def _check_rows(ingested: Ingested, n_events: int, n_rejects: int) -> None:
         raise CorpusError(f"adapter {ingested.adapter!r} returned no events to write")
 
 
-def _sort(
-    pool: Any,
-    parts: list[PartitionPaths],
-    attributes: Sequence[str],
-    splits: SplitConfig,
-    n_events: int,
-    clock: StageClock,
+def _entities(
+    aggregates: pl.DataFrame, attributes: Sequence[str], splits: SplitConfig, n_parts: int
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Sort every partition; the checked entity table with splits, and each partition's
-    (entity, split) rows."""
-    aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(parts)
-
-    def done(i: int, frame: pl.DataFrame) -> None:
-        aggregates[i] = frame
-        advance(int(frame["n_events"].sum()) if frame.height else 0)
-
-    with clock.stage("sorting partitions", n_events) as advance:
-        run_map(pool, sort_partition, [(p, attributes) for p in parts], done)
-    entities = checked_entities(
-        pl.concat([a for a in aggregates if a.height]).sort("entity"), attributes
-    )
+    """The checked entity table with splits (sorted by name), and each partition's
+    (entity, split, n_events) rows."""
+    if not aggregates.height:
+        return pl.DataFrame(schema={"n_events": pl.Int64}), []
+    entities = checked_entities(finish_entity_aggregates(aggregates, attributes), attributes)
     entities = entities.join(
         assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
     )
-    split_of = entities.select("entity", "split", "n_events")
-    part_splits = [
-        a.select("entity").join(split_of, on="entity", how="left", maintain_order="left")
-        if a.height
-        else split_of.clear()
-        for a in aggregates
-    ]
-    return entities, part_splits
+    keyed = entities.select(
+        "entity", "split", "n_events", partition_of(pl.col("entity"), n_parts).alias("_part")
+    )
+    by_part = keyed.partition_by("_part", as_dict=True, include_key=False)
+    empty = keyed.drop("_part").clear()
+    return entities, [by_part.get((p,), empty) for p in range(n_parts)]
 
 
 def _fit_vocabulary(
@@ -205,22 +191,20 @@ def _fit_vocabulary(
     n_events: int,
     clock: StageClock,
 ) -> Vocabulary:
-    """Value bins from merged per-partition samples, then the vocabulary from merged
-    per-partition token counts; both on train entities only."""
+    """Sort the partitions and merge their train value samples into the value bins,
+    then make and count their tokens and merge the counts into the vocabulary."""
     rows = [int(s["n_events"].sum()) for s in part_splits]
     sampler = ValueSampler(scheme.value_sample_size)
-    if scheme.uses_values:
-        with clock.stage("sampling train values", n_events) as advance:
-            tasks = [
-                (p, s, scheme.value_sample_size) for p, s in zip(parts, part_splits, strict=True)
-            ]
-            run_map(
-                pool, sample_partition, tasks, lambda i, r: (sampler.merge(r), advance(rows[i]))
-            )
+    with clock.stage("sorting partitions", n_events) as advance:
+        tasks = [
+            (p, s.select("entity", "split"), scheme)
+            for p, s in zip(parts, part_splits, strict=True)
+        ]
+        run_map(pool, sort_partition, tasks, lambda i, r: (sampler.merge(r), advance(rows[i])))
     bins = sampler.fit(scheme)
     counter = TokenCounter()
     with clock.stage("counting train tokens", n_events) as advance:
-        tasks = [(p, s, scheme, bins) for p, s in zip(parts, part_splits, strict=True)]
+        tasks = [(p, scheme, bins) for p in parts]
         run_map(pool, count_partition, tasks, lambda i, r: (counter.merge(r), advance(rows[i])))
     return Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
 

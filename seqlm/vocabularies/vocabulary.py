@@ -236,7 +236,11 @@ class Vocabulary:
         that kind has none. Lookups are vectorised (a hash lookup per column).
         """
         frame = event_token_frame(events.lazy(), self.scheme, self.value_bins, self._edge_table)
-        frame = frame.collect()
+        return self.encode_token_frame(frame.collect())
+
+    def encode_token_frame(self, frame: pl.DataFrame) -> EncodedSequences:
+        """`encode_events` from `event_token_frame` rows already made (entity, time_s,
+        gap, bin, data_token, unknown), e.g. by the pass that counted them."""
 
         def lookup(column: str) -> pl.Expr:
             return pl.col(column).replace_strict(
