@@ -13,6 +13,7 @@ run in this process or in worker processes (`run_map`) with the same result.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -119,12 +120,8 @@ def sort_partition(part: PartitionPaths, splits: pl.DataFrame, scheme: TokenSche
     pieces = part.pieces
     if not pieces:
         return sampler
-    rows = (
-        sorted_events(pl.scan_parquet(pieces))
-        .drop("split")
-        .join(splits.lazy(), on="entity", how="left", maintain_order="left")
-        .collect()
-    )
+    rows = sorted_events(pl.read_parquet(pieces).lazy()).collect()
+    rows = rows.drop("split").join(splits, on="entity", how="left", maintain_order="left")
     rows.write_parquet(part.sorted_file, compression="lz4")
     for piece in pieces:
         piece.unlink()
@@ -143,7 +140,10 @@ def count_partition(
         return counter
     rows = pl.read_parquet(part.sorted_file)
     frame = event_token_frame(rows.lazy(), scheme, bins, edge_table(bins)).collect()
-    counter.add(frame.filter(rows["split"] == "train"))
+    # Entities as run ids (rows are sorted): the counter's distinct-entity counts on
+    # integers instead of strings.
+    train = frame.filter(rows["split"] == "train")
+    counter.add(train.with_columns(pl.col("entity").rle_id()))
     frame.select(TOKEN_COLUMNS).write_parquet(part.tokens_file, compression="lz4")
     part.sorted_file.unlink()
     return counter
@@ -208,7 +208,8 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     Spawned, not forked: a fork of a process with polars' thread pool can deadlock. Each
     worker gets cores // workers polars threads so that they do not oversubscribe.
     """
-    if workers <= 1:
+    # A daemonic process (a multiprocessing.Pool worker) may not start processes.
+    if workers <= 1 or multiprocessing.current_process().daemon:
         yield None
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
