@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["floor", "corpus"])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    parser.add_argument("--json", action="store_true", help="also print all rows as one JSON list")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -232,6 +233,8 @@ def main() -> None:
         rows = run_sizes(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(rows))
     print(
         f"\n{'format':<8} {'mode':<7} {'rows':>11} {'seconds':>8} {'rows/s':>11} "
         f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8}"

@@ -215,6 +215,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["floor", "adapter", "corpus"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    parser.add_argument("--json", action="store_true", help="also print all rows as one JSON list")
     parser.add_argument("--workers", type=int, default=None, help="corpus build processes")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,6 +225,8 @@ def main() -> None:
         return
     rows = run_meds_benchmark(args.datasets, args.modes, args.repeats, args.work, args.workers)
     print_table(rows)
+    if args.json:
+        print(json.dumps(rows))
 
 
 if __name__ == "__main__":

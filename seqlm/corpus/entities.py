@@ -31,57 +31,6 @@ def entity_aggregates(events: pl.LazyFrame, attributes: Sequence[str]) -> pl.Dat
     )
 
 
-def partial_entity_aggregates(events: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
-    """Mergeable per-entity aggregates of any chunk of rows (an entity may span chunks):
-    min and max of each entity-level column, count, first and last time. Merge chunks
-    with `merge_entity_aggregates`; `finish_entity_aggregates` gives the
-    `entity_aggregates` columns (a column is constant iff its min equals its max)."""
-    constant = ["group", "split", *attributes]
-    return events.group_by("entity").agg(
-        *[pl.col(c).min().alias(f"_min_{c}") for c in constant],
-        *[pl.col(c).max().alias(f"_max_{c}") for c in constant],
-        pl.len().cast(pl.Int64).alias("n_events"),
-        pl.col("time").min().alias("first_time"),
-        pl.col("time").max().alias("last_time"),
-    )
-
-
-def merge_entity_aggregates(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """Partial aggregates of different chunks as one (one row per entity)."""
-    frame = pl.concat(parts)
-    mins = [c for c in frame.columns if c.startswith("_min_")]
-    maxes = [c for c in frame.columns if c.startswith("_max_")]
-    return frame.group_by("entity").agg(
-        *[pl.col(c).min() for c in mins],
-        *[pl.col(c).max() for c in maxes],
-        pl.col("n_events").sum(),
-        pl.col("first_time").min(),
-        pl.col("last_time").max(),
-    )
-
-
-def finish_entity_aggregates(frame: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
-    """Merged partial aggregates in the form `checked_entities` takes, sorted by entity."""
-    constant = ["group", "split", *attributes]
-    return frame.select(
-        "entity",
-        *[pl.col(f"_min_{c}").alias(c) for c in constant],
-        *[
-            pl.when(pl.col(f"_min_{c}") != pl.col(f"_max_{c}"))
-            .then(2)
-            .when(pl.col(f"_min_{c}").is_null())
-            .then(0)
-            .otherwise(1)
-            .cast(pl.UInt32)
-            .alias(f"_n_{c}")
-            for c in constant
-        ],
-        "n_events",
-        "first_time",
-        "last_time",
-    ).sort("entity")
-
-
 def checked_entities(frame: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
     """`entity_aggregates` rows (of all partitions) checked: no null entity, entity-level
     columns constant per entity; `split` renamed `source_split`."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqlm.corpus.entities import merge_entity_aggregates, partial_entity_aggregates
+from seqlm.corpus.entities import entity_aggregates
 from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events
 from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
@@ -38,9 +39,6 @@ from seqlm.vocabularies.vocabulary import Vocabulary
 # Fixed seed of the entity hash that picks a partition: the layout of the spill files
 # (never the corpus, which is in entity-name order) depends on it.
 PARTITION_SEED = 17
-# Source rows gathered before they are cut into partition pieces: fewer, larger spill
-# files (one per partition per flush) at the price of this many rows in memory.
-FLUSH_ROWS = 2_000_000
 PART = "_part"
 # What encoding needs of `event_token_frame`'s rows.
 TOKEN_COLUMNS = ["entity", "time_s", "gap", "bin", "data_token", "unknown"]
@@ -56,7 +54,8 @@ class PartitionPaths:
 
     @property
     def pieces(self) -> list[Path]:
-        return sorted(self.folder.glob(f"p{self.number:05d}-*.parquet"))
+        # polars' partitioned sink writes `_part=N/00000000.parquet`, `...01`, in order.
+        return sorted((self.folder / f"{PART}={self.number}").glob("*.parquet"))
 
     @property
     def sorted_file(self) -> Path:
@@ -73,72 +72,62 @@ def partition_of(entity: pl.Expr, n_partitions: int) -> pl.Expr:
     return (entity.hash(PARTITION_SEED) % n_partitions).fill_null(0).cast(pl.Int32)
 
 
-def spill_partitions(
-    events: pl.LazyFrame,
-    folder: Path,
-    n_partitions: int,
-    attributes: Sequence[str],
-    on_rows: Callable[[int], None] = lambda rows: None,
-) -> pl.DataFrame:
-    """Stream `events` once into `n_partitions` piece files by entity hash; returns the
-    merged (unfinished) entity aggregates of all rows.
+def spill_partitions(events: pl.LazyFrame, folder: Path, n_partitions: int) -> None:
+    """Stream `events` once into `n_partitions` folders of lz4 Parquet by entity hash.
 
-    Pieces are named by partition and flush number, so reading a partition's pieces in
-    name order gives its rows in source order (the sort's tie-break).
+    polars' partitioned sink, in source order (the sort's tie-break), in flat memory:
+    a Python loop over batches would let the engine run ahead and buffer them.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    pending: list[pl.DataFrame] = []
-    aggregates: list[pl.DataFrame] = []
-    pending_rows = flushes = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_rows, flushes
-        frame = pl.concat(pending)
-        pending, pending_rows = [], 0
-        part = partial_entity_aggregates(frame, attributes)
-        aggregates[:] = [merge_entity_aggregates([*aggregates, part])]
-        for (number,), piece in frame.partition_by(PART, as_dict=True, include_key=False).items():
-            piece.write_parquet(folder / f"p{number:05d}-{flushes:06d}.parquet", compression="lz4")
-        flushes += 1
-
     keyed = events.with_columns(partition_of(pl.col("entity"), n_partitions).alias(PART))
-    for batch in keyed.collect_batches(maintain_order=True):
-        pending.append(batch)
-        pending_rows += batch.height
-        on_rows(batch.height)
-        if pending_rows >= FLUSH_ROWS:
-            flush()
-    if pending:
-        flush()
-    return aggregates[0] if aggregates else pl.DataFrame()
+    keyed.sink_parquet(
+        pl.PartitionBy(folder, key=PART, include_key=False),
+        compression="lz4",
+        maintain_order=True,
+        mkdir=True,
+    )
 
 
-def sort_partition(part: PartitionPaths, splits: pl.DataFrame, scheme: TokenScheme) -> ValueSampler:
-    """Sort one partition's events into its sorted file with the assigned `split`
-    (`splits`: entity, split of its entities); returns its train value sample."""
-    sampler = ValueSampler(scheme.value_sample_size)
+def sort_partition(part: PartitionPaths, attributes: Sequence[str]) -> pl.DataFrame:
+    """Sort one partition's events into its sorted file; return its entity aggregates
+    (unchecked `entity_aggregates`: exact, since a partition holds whole entities)."""
     pieces = part.pieces
     if not pieces:
-        return sampler
+        return pl.DataFrame()
     rows = sorted_events(pl.read_parquet(pieces).lazy()).collect()
-    rows = rows.drop("split").join(splits, on="entity", how="left", maintain_order="left")
     rows.write_parquet(part.sorted_file, compression="lz4")
-    for piece in pieces:
-        piece.unlink()
-    if scheme.uses_values:
-        sampler.add(rows.filter(pl.col("split") == "train"))
+    shutil.rmtree(pieces[0].parent)
+    return entity_aggregates(rows.lazy(), attributes)
+
+
+def _with_splits(part: PartitionPaths, splits: pl.DataFrame) -> pl.DataFrame:
+    """The partition's sorted rows with the assigned split in place of the source's."""
+    rows = pl.read_parquet(part.sorted_file).drop("split")
+    return rows.join(
+        splits.select("entity", "split"), on="entity", how="left", maintain_order="left"
+    )
+
+
+def sample_partition(part: PartitionPaths, splits: pl.DataFrame, sample_size: int) -> ValueSampler:
+    """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
+    sampler = ValueSampler(sample_size)
+    if part.sorted_file.exists():
+        train = splits.filter(pl.col("split") == "train")
+        sampler.add(_with_splits(part, train).filter(pl.col("split") == "train"))
     return sampler
 
 
 def count_partition(
-    part: PartitionPaths, scheme: TokenScheme, bins: dict[str, CodeValueBins]
+    part: PartitionPaths,
+    splits: pl.DataFrame,
+    scheme: TokenScheme,
+    bins: dict[str, CodeValueBins],
 ) -> TokenCounter:
     """Event tokens of one partition into its tokens file; returns its train token
     counts. The tokens are made once here and encoded from the file later."""
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter
-    rows = pl.read_parquet(part.sorted_file)
+    rows = _with_splits(part, splits)
     frame = event_token_frame(rows.lazy(), scheme, bins, edge_table(bins)).collect()
     # Entities as run ids (rows are sorted): the counter's distinct-entity counts on
     # integers instead of strings.

@@ -6,14 +6,14 @@ build"); every stage shows rows/s and an ETA and its seconds go into the manifes
 
 1. partition: the adapter's (unsorted) events stream once into `P = rows /
    rows_per_bucket` spill partitions by a hash of the entity, so each holds whole
-   entities;
+   entities (polars' partitioned sink);
 2. sort (map): each partition is sorted by (entity, time, order) into a work file and
-   gives its entity aggregates; reduce: the entity table (checked, sorted by name) and
-   the splits;
+   gives its entity aggregates; reduce: the entity table (checked, sorted by name),
+   rows read = events + rejects, and the splits;
 3. sample (map): train values per code, a bounded sample per partition; reduce: merged
    samples, the value bins;
-4. count (map): train token counts per partition; reduce: the vocabulary (privacy
-   threshold applied to the summed counts);
+4. count (map): event tokens per partition (kept in a file) and their train counts;
+   reduce: the vocabulary (privacy threshold applied to the summed counts);
 5. encode (map): each partition's token ids and times, appended to one spill file;
 6. order: the sequences copied into `tokens.bin` / `times.bin` in entity-name order.
 
@@ -40,14 +40,14 @@ import polars as pl
 
 import seqlm
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
-from seqlm.corpus.entities import checked_entities, finish_entity_aggregates
+from seqlm.corpus.entities import checked_entities
 from seqlm.corpus.partitions import (
     EncodedPartition,
     PartitionPaths,
     count_partition,
     encode_partition,
-    partition_of,
     run_map,
+    sample_partition,
     sort_partition,
     spill_partitions,
     worker_pool,
@@ -121,14 +121,16 @@ def build_corpus(
     try:
         work = staging / "_work"
         with clock.stage("partitioning events", ingested.rows_read) as advance:
-            aggregates = spill_partitions(events, work, n_parts, attributes, advance)
+            spill_partitions(events, work, n_parts)
+            advance(ingested.rows_read)
         with clock.stage("reading rejects"):
             rejects = ingested.rejects.to_frame()
-        entities, part_splits = _entities(aggregates, attributes, splits, n_parts)
-        n_events = int(entities["n_events"].sum())
-        _check_rows(ingested, n_events, rejects.height)
         parts = [PartitionPaths(work, p) for p in range(n_parts)]
         with worker_pool(workers) as pool:
+            entities, part_splits = _sort(
+                pool, parts, attributes, splits, clock, ingested, rejects.height
+            )
+            n_events = int(entities["n_events"].sum())
             vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock)
             vocab.save(staging)
             has_times = entities["first_time"].null_count() < entities.height
@@ -164,23 +166,42 @@ def _check_rows(ingested: Ingested, n_events: int, n_rejects: int) -> None:
         raise CorpusError(f"adapter {ingested.adapter!r} returned no events to write")
 
 
-def _entities(
-    aggregates: pl.DataFrame, attributes: Sequence[str], splits: SplitConfig, n_parts: int
+def _sort(
+    pool: Any,
+    parts: list[PartitionPaths],
+    attributes: Sequence[str],
+    splits: SplitConfig,
+    clock: StageClock,
+    ingested: Ingested,
+    n_rejects: int,
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """The checked entity table with splits (sorted by name), and each partition's
-    (entity, split, n_events) rows."""
-    if not aggregates.height:
-        return pl.DataFrame(schema={"n_events": pl.Int64}), []
-    entities = checked_entities(finish_entity_aggregates(aggregates, attributes), attributes)
+    """Sort every partition; the checked entity table with splits (sorted by name), and
+    each partition's (entity, split, n_events) rows. Checks rows read = used + rejected."""
+    aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(parts)
+
+    def done(i: int, frame: pl.DataFrame) -> None:
+        aggregates[i] = frame
+        advance(int(frame["n_events"].sum()) if frame.height else 0)
+
+    with clock.stage("sorting partitions", ingested.rows_read - n_rejects) as advance:
+        run_map(pool, sort_partition, [(p, attributes) for p in parts], done)
+    found = [a for a in aggregates if a.height]
+    if found:
+        entities = checked_entities(pl.concat(found).sort("entity"), attributes)
+    else:
+        entities = pl.DataFrame(schema={"entity": pl.String, "n_events": pl.Int64})
+    _check_rows(ingested, int(entities["n_events"].sum()), n_rejects)
     entities = entities.join(
         assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
     )
-    keyed = entities.select(
-        "entity", "split", "n_events", partition_of(pl.col("entity"), n_parts).alias("_part")
-    )
-    by_part = keyed.partition_by("_part", as_dict=True, include_key=False)
-    empty = keyed.drop("_part").clear()
-    return entities, [by_part.get((p,), empty) for p in range(n_parts)]
+    split_of = entities.select("entity", "split", "n_events")
+    part_splits = [
+        a.select("entity").join(split_of, on="entity", how="left", maintain_order="left")
+        if a.height
+        else split_of.clear()
+        for a in aggregates
+    ]
+    return entities, part_splits
 
 
 def _fit_vocabulary(
@@ -191,20 +212,22 @@ def _fit_vocabulary(
     n_events: int,
     clock: StageClock,
 ) -> Vocabulary:
-    """Sort the partitions and merge their train value samples into the value bins,
-    then make and count their tokens and merge the counts into the vocabulary."""
+    """Merge the partitions' train value samples into the value bins, then make and
+    count their tokens and merge the counts into the vocabulary."""
     rows = [int(s["n_events"].sum()) for s in part_splits]
     sampler = ValueSampler(scheme.value_sample_size)
-    with clock.stage("sorting partitions", n_events) as advance:
-        tasks = [
-            (p, s.select("entity", "split"), scheme)
-            for p, s in zip(parts, part_splits, strict=True)
-        ]
-        run_map(pool, sort_partition, tasks, lambda i, r: (sampler.merge(r), advance(rows[i])))
+    if scheme.uses_values:
+        with clock.stage("sampling train values", n_events) as advance:
+            tasks = [
+                (p, s, scheme.value_sample_size) for p, s in zip(parts, part_splits, strict=True)
+            ]
+            run_map(
+                pool, sample_partition, tasks, lambda i, r: (sampler.merge(r), advance(rows[i]))
+            )
     bins = sampler.fit(scheme)
     counter = TokenCounter()
     with clock.stage("counting train tokens", n_events) as advance:
-        tasks = [(p, scheme, bins) for p in parts]
+        tasks = [(p, s, scheme, bins) for p, s in zip(parts, part_splits, strict=True)]
         run_map(pool, count_partition, tasks, lambda i, r: (counter.merge(r), advance(rows[i])))
     return Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
 
