@@ -1,25 +1,27 @@
-"""Ingest throughput and peak memory of the generic tabular adapter, at two sizes.
+"""Ingest throughput and peak memory of the generic tabular adapter, CSV and Parquet.
 
-For each size (default 2.5M and 10M rows) the script writes a generated event table as
-Parquet shards in a temporary folder (not timed): 100 events per entity, so 25k and
-100k entities; 300 codes drawn with Zipf-like frequencies; a numeric value on 40% of
-the rows; float seconds within each entity. Then it times, in a fresh child process per
-run (so each run's peak RSS is its own):
+For each format (default both) and size (default 1M, 10M and 100M rows) the script
+writes a generated event table as shards of 500k rows in a temporary folder (not
+timed): 100 events per entity; 300 codes drawn with Zipf-like frequencies; a numeric
+value on 40% of the rows; float seconds within each entity. Then it times, in a fresh
+child process per run (so each run's peak RSS is its own):
 
+- `floor`: polars reading the same files and nothing else: a streaming aggregate over
+  every column (the time any reader needs, in flat memory);
 - `corpus`: `seqlm.ingest.ingest("tabular", ...)`, i.e. `seqlm ingest tabular` without
-  the CLI: the adapter's lazy scan, the streaming entity pass, splits, vocabulary
-  fitting and token writing into a corpus folder;
-- `adapter`: the adapter alone: `read_tabular` (which makes one checking pass over the
-  files to count rows) and a streaming aggregate over every event column. The
-  EventTable's final sort by (entity, time, order) is not run here: polars drops it
-  before an aggregate, as it does before the corpus writer's entity pass.
+  the CLI: the adapter (one checking pass to count rows), the one-pass corpus build
+  (partition, sort, count, encode, order) into a corpus folder;
+- `adapter`: the adapter alone: `read_tabular` and a streaming aggregate over every
+  event column.
 
-Peak memory is the child's peak resident set (VmHWM); `base_mb` is its peak after imports and before
-the ingest, so `peak_mb - base_mb` is what the ingest itself added. Each figure is the
-median of `--repeats` runs. Output: one JSON line per (mode, size), then a table.
+Peak memory is the child's peak resident set (VmHWM) plus its corpus workers' (summed,
+an upper bound); `base_mb` is its peak after imports. Each figure is the median of
+`--repeats` runs. Per row, each result also gives `per_row_vs_1x` (time per row over the
+smallest size's, same format and mode) and, for the corpus, `x_floor`. Output: one JSON
+line per (format, mode, size), then a table.
 
-    python benchmarks/bench_ingest.py                      # 2.5M and 10M rows, 3 runs
-    python benchmarks/bench_ingest.py --sizes 200000 800000 --repeats 1   # quick look
+    python benchmarks/bench_ingest.py --repeats 1          # 1M, 10M, 100M rows, CSV + Parquet
+    python benchmarks/bench_ingest.py --sizes 200000 800000 --formats parquet   # quick look
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ MAPPING = {
 }
 
 
-def generate_events(folder: Path, n_rows: int, seed: int = 0) -> None:
-    """Write `n_rows` events as Parquet shards, entities contiguous and time-ordered."""
+def generate_events(folder: Path, n_rows: int, fmt: str = "parquet", seed: int = 0) -> None:
+    """Write `n_rows` events as CSV or Parquet shards, entities contiguous, time-ordered."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     codes = np.array([f"EV//{i:03d}" for i in range(N_CODES)])
@@ -76,7 +78,23 @@ def generate_events(folder: Path, n_rows: int, seed: int = 0) -> None:
             pl.col("t_s").cum_sum().over("subject"),
             pl.when(pl.col("value").is_nan()).then(None).otherwise(pl.col("value")).alias("value"),
         )
-        frame.write_parquet(folder / f"part-{shard:04d}.parquet")
+        if fmt == "csv":
+            frame.write_csv(folder / f"part-{shard:04d}.csv")
+        else:
+            frame.write_parquet(folder / f"part-{shard:04d}.parquet")
+
+
+def read_floor(data: Path) -> int:
+    """Every column of every file read by polars, reduced in a streaming aggregate."""
+    files = sorted(data.iterdir())
+    scan = pl.scan_csv(files) if files[0].suffix == ".csv" else pl.scan_parquet(files)
+    summary = scan.select(
+        pl.len(),
+        pl.col("subject", "code").str.len_bytes().sum(),
+        pl.col("t_s").max(),
+        pl.col("value").sum(),
+    ).collect(engine="streaming")
+    return int(summary["len"][0])
 
 
 def peak_rss_mb() -> float:
@@ -88,7 +106,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the corpus workers): a
+    figure that, unlike wall time, does not grow when other work shares the cores."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
+    # (MODE floor / corpus / adapter; the corpus's workers are this child's children.)
     """One measured ingest, in this (child) process."""
     from seqlm.corpora_adapters.base import options_from_mapping
     from seqlm.corpora_adapters.tabular import TabularOptions, read_tabular
@@ -96,9 +123,14 @@ def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
 
     base_mb = peak_rss_mb()
     start = time.perf_counter()
-    if mode == "corpus":
+    cpu_start = cpu_seconds()
+    workers = 1
+    if mode == "floor":
+        events = read_floor(data)
+    elif mode == "corpus":
         corpus = ingest("tabular", [data], out, {"adapter": MAPPING})
         events = int(corpus.manifest["counts"]["events"])
+        workers = corpus.manifest["build"]["workers"]
     else:
         ingested = read_tabular([data], options_from_mapping(TabularOptions, MAPPING))
         # Every event column is read, by aggregates that stream. polars drops the
@@ -114,8 +146,17 @@ def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
         ).collect(engine="streaming")
         events = int(summary["len"][0])
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu_start
     peak_mb = peak_rss_mb()
-    return {"events": events, "seconds": seconds, "peak_mb": peak_mb, "base_mb": base_mb}
+    if workers > 1:  # concurrent workers' peaks add up (ru_maxrss: the largest child's)
+        peak_mb += workers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "events": events,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "peak_mb": peak_mb,
+        "base_mb": base_mb,
+    }
 
 
 def measure(mode: str, data: Path, work: Path) -> dict[str, float]:
@@ -129,12 +170,57 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, float]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def with_ratios(row: dict, earlier: list[dict]) -> dict:
+    """Per-row time over the smallest size's (same format and mode); corpus over floor."""
+    same = [r for r in earlier if r["format"] == row["format"] and r["mode"] == row["mode"]]
+    if same:
+        first = same[0]
+        per_row = row["seconds"] / row["events"]
+        row["per_row_vs_1x"] = round(per_row / (first["seconds"] / first["events"]), 2)
+    for r in earlier:
+        same_files = r["format"] == row["format"] and r["rows"] == row["rows"]
+        if same_files and r["mode"] == "floor" and row["mode"] == "corpus":
+            row["x_floor"] = round(row["seconds"] / r["seconds"], 1)
+    return row
+
+
+def run_sizes(args: argparse.Namespace, work: Path) -> list[dict]:
+    rows: list[dict] = []
+    for fmt in args.formats:
+        for size in args.sizes:
+            data = work / f"events-{fmt}-{size}"
+            generate_events(data, size, fmt)
+            for mode in args.modes:
+                runs = [measure(mode, data, work) for _ in range(args.repeats)]
+                seconds = statistics.median(r["seconds"] for r in runs)
+                row = {
+                    "format": fmt,
+                    "mode": mode,
+                    "rows": size,
+                    "events": int(runs[0]["events"]),
+                    "repeats": args.repeats,
+                    "seconds": round(seconds, 2),
+                    "rows_per_s": round(runs[0]["events"] / seconds),
+                    "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
+                    "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
+                    "base_mb": round(statistics.median(r["base_mb"] for r in runs)),
+                }
+                rows.append(with_ratios(row, rows))
+                print(json.dumps(row), flush=True)
+            shutil.rmtree(data)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2_500_000, 10_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000]
+    )
+    parser.add_argument("--formats", nargs="+", default=["csv", "parquet"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", default=["corpus", "adapter"])
+    parser.add_argument("--modes", nargs="+", default=["floor", "corpus"])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    parser.add_argument("--json", action="store_true", help="also print all rows as one JSON list")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -143,36 +229,21 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_", dir=args.work))
-    rows = []
     try:
-        for size in args.sizes:
-            data = work / f"events-{size}"
-            generate_events(data, size)
-            for mode in args.modes:
-                runs = [measure(mode, data, work) for _ in range(args.repeats)]
-                seconds = statistics.median(r["seconds"] for r in runs)
-                row = {
-                    "mode": mode,
-                    "rows": size,
-                    "events": int(runs[0]["events"]),
-                    "repeats": args.repeats,
-                    "seconds": round(seconds, 2),
-                    "events_per_s": round(runs[0]["events"] / seconds),
-                    "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
-                    "base_mb": round(statistics.median(r["base_mb"] for r in runs)),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            shutil.rmtree(data)
+        rows = run_sizes(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(rows))
     print(
-        f"\n{'mode':<7} {'rows':>11} {'seconds':>8} {'events/s':>11} {'peak MB':>8} {'base MB':>8}"
+        f"\n{'format':<8} {'mode':<7} {'rows':>11} {'seconds':>8} {'rows/s':>11} "
+        f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8}"
     )
     for r in rows:
         print(
-            f"{r['mode']:<7} {r['rows']:>11,} {r['seconds']:>8.2f} {r['events_per_s']:>11,} "
-            f"{r['peak_mb']:>8} {r['base_mb']:>8}"
+            f"{r['format']:<8} {r['mode']:<7} {r['rows']:>11,} {r['seconds']:>8.2f} "
+            f"{r['rows_per_s']:>11,} {r.get('per_row_vs_1x', ''):>9} "
+            f"{r.get('x_floor', ''):>7} {r['peak_mb']:>8}"
         )
 
 

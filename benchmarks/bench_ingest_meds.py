@@ -1,12 +1,13 @@
 """Ingest time and peak memory of the `meds` adapter on the MIMIC-IV demo, in one run.
 
-Two datasets:
+Datasets:
 
 - `demo`: `../shared/data/clinical/mimic-iv-demo-meds` as it is (916,166 rows, 100
   subjects);
-- `x20`: a 20x replica written by this script (not timed): every shard copied 20 times
-  with subject ids offset per copy, and `subject_splits.parquet` to match (18.3M rows,
-  2,000 subjects), to show that the ingest's memory stays flat as the data grows.
+- `x20`, `x100` (any `xN`): an N-fold replica written by this script (not timed): every
+  shard copied N times with subject ids offset per copy, and `subject_splits.parquet` to
+  match (x20: 18.3M rows, 2,000 subjects; x100: 91.6M rows, 10,000 subjects), to show
+  that the ingest's time per row and memory stay flat as the data grows.
 
 For each, in a fresh child process per run (so each peak is its own), it times:
 
@@ -20,10 +21,14 @@ For each, in a fresh child process per run (so each peak is its own), it times:
   `seqlm ingest meds DIR --out OUT` without the CLI: adapter, entity pass, vocabulary
   fitting on train, token writing.
 
-Peak memory is the child's VmHWM; `base_mb` is its peak after imports, before the work.
-Output: one JSON line per (dataset, mode), then a table.
+Peak memory is the child's VmHWM plus its worker processes' (the corpus build's
+`--workers`); `base_mb` is its peak after imports, before the work. Per row, each row
+also gives `per_row_vs_1x` (time per row over the demo's, same mode) and, for the
+corpus, `x_floor` (corpus seconds over the floor's on the same files). Output: one JSON
+line per (dataset, mode), then a table.
 
     python benchmarks/bench_ingest_meds.py                  # demo and x20, 1 run each
+    python benchmarks/bench_ingest_meds.py --datasets demo x20 x100 --modes floor corpus
     python benchmarks/bench_ingest_meds.py --datasets demo --repeats 3
 """
 
@@ -31,9 +36,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import peak_rss_mb  # noqa: E402  (the shared VmHWM reader)
+from bench_ingest import cpu_seconds, peak_rss_mb  # noqa: E402  (shared with the tabular bench)
 
 DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "clinical" / "mimic-iv-demo-meds"
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
@@ -76,7 +82,12 @@ def replicate(source: Path, target: Path, copies: int) -> int:
     return rows
 
 
-def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
+def children_peak_mb() -> float:
+    """Summed peak RSS of this process's finished children (the build's workers)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def child_run(mode: str, data: Path, out: Path, workers: int | None) -> dict[str, float]:
     """One measured run, in this (child) process."""
     from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions, read_meds
     from seqlm.ingest import ingest
@@ -84,6 +95,7 @@ def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
     warnings.simplefilter("ignore", MedsMetadataWarning)
     base_mb = peak_rss_mb()
     start = time.perf_counter()
+    cpu_start = cpu_seconds()
     if mode == "floor":
         frame = pl.scan_parquet(data / "data" / "**" / "*.parquet").select(MEDS_COLUMNS).collect()
         events = frame.height
@@ -101,24 +113,42 @@ def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
         ).collect(engine="streaming")
         events = int(summary["len"][0])
     else:
-        corpus = ingest("meds", [data], out)
+        corpus = ingest("meds", [data], out, workers=workers)
         events = int(corpus.manifest["counts"]["events"])
     seconds = time.perf_counter() - start
-    return {"events": events, "seconds": seconds, "peak_mb": peak_rss_mb(), "base_mb": base_mb}
+    cpu = cpu_seconds() - cpu_start
+    # Workers run at the same time as this process, so their peaks add up (an upper
+    # bound: the peaks need not coincide). ru_maxrss of children is the largest child's.
+    n_workers = corpus.manifest["build"]["workers"] if mode == "corpus" else 1
+    workers_mb = children_peak_mb() * n_workers if n_workers > 1 else 0.0
+    return {
+        "events": events,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "peak_mb": peak_rss_mb() + workers_mb,
+        "base_mb": base_mb,
+    }
 
 
-def measure(mode: str, data: Path, work: Path) -> dict[str, float]:
-    """`child_run` in a fresh interpreter (spawned), so its peak memory is its own."""
+def measure(mode: str, data: Path, work: Path, workers: int | None) -> dict[str, float]:
+    """`child_run` in a fresh interpreter, so its peak memory is its own (a subprocess,
+    not a daemonic Pool worker: the corpus build starts worker processes of its own)."""
     out = work / f"out-{mode}"
     shutil.rmtree(out, ignore_errors=True)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result = pool.apply(child_run, (mode, data, out))
+    command = [sys.executable, __file__, "--child", mode, str(data), str(out), str(workers or 0)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"child run failed:\n{result.stderr}")
     shutil.rmtree(out, ignore_errors=True)
-    return result
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def run_meds_benchmark(
-    datasets: list[str], modes: list[str], repeats: int, work_parent: Path | None = None
+    datasets: list[str],
+    modes: list[str],
+    repeats: int,
+    work_parent: Path | None = None,
+    workers: int | None = None,
 ) -> list[dict]:
     """Measure each (dataset, mode); print a JSON line per result; return the rows."""
     if not DEMO.is_dir():
@@ -128,11 +158,11 @@ def run_meds_benchmark(
     try:
         for name in datasets:
             data = DEMO
-            if name == "x20":
-                data = work / "x20"
-                replicate(DEMO, data, 20)
+            if name != "demo":
+                data = work / name
+                replicate(DEMO, data, int(name.removeprefix("x")))
             for mode in modes:
-                runs = [measure(mode, data, work) for _ in range(repeats)]
+                runs = [measure(mode, data, work, workers) for _ in range(repeats)]
                 seconds = statistics.median(r["seconds"] for r in runs)
                 row = {
                     "dataset": name,
@@ -141,22 +171,41 @@ def run_meds_benchmark(
                     "repeats": repeats,
                     "seconds": round(seconds, 2),
                     "rows_per_s": round(runs[0]["events"] / seconds),
+                    "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
                     "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
                     "base_mb": round(statistics.median(r["base_mb"] for r in runs)),
                 }
+                add_ratios(row, rows)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+            if data != DEMO:
+                shutil.rmtree(data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
+def add_ratios(row: dict, earlier: list[dict]) -> None:
+    """Per-row time relative to the demo's (same mode), and corpus over floor."""
+    for other in earlier:
+        if other["dataset"] == "demo" and other["mode"] == row["mode"]:
+            per_row = row["seconds"] / row["events"]
+            row["per_row_vs_1x"] = round(per_row / (other["seconds"] / other["events"]), 2)
+        same_files = other["dataset"] == row["dataset"] and other["mode"] == "floor"
+        if same_files and row["mode"] == "corpus":
+            row["x_floor"] = round(row["seconds"] / other["seconds"], 1)
+
+
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'dataset':<8} {'mode':<8} {'rows':>11} {'seconds':>8} {'rows/s':>10} {'peak MB':>8}")
+    print(
+        f"\n{'dataset':<8} {'mode':<8} {'rows':>11} {'seconds':>8} {'rows/s':>10} "
+        f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8}"
+    )
     for r in rows:
         print(
             f"{r['dataset']:<8} {r['mode']:<8} {r['events']:>11,} {r['seconds']:>8.2f} "
-            f"{r['rows_per_s']:>10,} {r['peak_mb']:>8}"
+            f"{r['rows_per_s']:>10,} {r.get('per_row_vs_1x', ''):>9} {r.get('x_floor', ''):>7} "
+            f"{r['peak_mb']:>8}"
         )
 
 
@@ -166,8 +215,18 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["floor", "adapter", "corpus"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    parser.add_argument("--json", action="store_true", help="also print all rows as one JSON list")
+    parser.add_argument("--workers", type=int, default=None, help="corpus build processes")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print_table(run_meds_benchmark(args.datasets, args.modes, args.repeats, args.work))
+    if args.child:
+        mode, data, out, workers = args.child
+        print(json.dumps(child_run(mode, Path(data), Path(out), int(workers) or None)))
+        return
+    rows = run_meds_benchmark(args.datasets, args.modes, args.repeats, args.work, args.workers)
+    print_table(rows)
+    if args.json:
+        print(json.dumps(rows))
 
 
 if __name__ == "__main__":

@@ -80,9 +80,11 @@ def ingest(
     config: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     overwrite: bool = False,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> Corpus:
-    """Read `inputs` with the named adapter and write a corpus folder at `out`."""
+    """Read `inputs` with the named adapter and write a corpus folder at `out`
+    (`workers`: processes for the corpus build, None = the cores)."""
     spec = get_adapter(adapter)
     sections = merge_configs(config or {})
     paths = [Path(p) for p in inputs]
@@ -109,7 +111,13 @@ def ingest(
         try:
             ingested = spec.read(paths, options)
             return build_corpus(
-                ingested, out, scheme, splits, overwrite=overwrite, progress=progress
+                ingested,
+                out,
+                scheme,
+                splits,
+                overwrite=overwrite,
+                workers=workers,
+                progress=progress,
             )
         except (pl.exceptions.PolarsError, ArrowException) as err:
             # Scans are lazy: a damaged page surfaces while the corpus is built, where

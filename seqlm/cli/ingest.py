@@ -42,6 +42,14 @@ def ingest_command(
             "--overwrite", help="Replace a corpus seqlm wrote at --out (never any other folder)."
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes for the corpus build (default: the cores; one for small inputs).",
+        ),
+    ] = None,
 ) -> None:
     """Read raw event files with an adapter and write a tokenized corpus folder."""
     from seqlm.corpus.merge_checks import describe_merge_checks
@@ -50,7 +58,9 @@ def ingest_command(
     sections = resolve_ingest_config(config, option or [])
     progress = RichProgress()
     try:
-        corpus = ingest(adapter, inputs, out, sections, overwrite=overwrite, progress=progress)
+        corpus = ingest(
+            adapter, inputs, out, sections, overwrite=overwrite, workers=workers, progress=progress
+        )
     finally:
         progress.finish()
     counts = corpus.manifest.get("counts", {})

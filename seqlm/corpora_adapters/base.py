@@ -56,6 +56,9 @@ class EventTable:
 
     frame: pl.LazyFrame
     attributes: tuple[str, ...] = ()
+    # The same events before the sort, for readers that partition them first (the
+    # corpus builder): sorting them all at once would hold them all in memory.
+    unsorted: pl.LazyFrame | None = None
 
     @classmethod
     def from_frame(
@@ -81,8 +84,12 @@ class EventTable:
             else:
                 exprs.append(pl.lit(None, dtype=dtype).alias(name))
         exprs.extend(pl.col(a) for a in attributes)
-        lazy = lazy.select(exprs).sort(list(SORT_KEY), nulls_last=False, maintain_order=True)
-        return cls(frame=lazy, attributes=tuple(attributes))
+        lazy = lazy.select(exprs)
+        return cls(
+            frame=lazy.sort(list(SORT_KEY), nulls_last=False, maintain_order=True),
+            attributes=tuple(attributes),
+            unsorted=lazy,
+        )
 
     def collect(self) -> pl.DataFrame:
         return self.frame.collect()

@@ -1,25 +1,33 @@
-"""`build_corpus`: an adapter's events to a corpus folder, streaming, written atomically.
+"""`build_corpus`: an adapter's events to a corpus folder, in a bounded number of passes
+over the rows whatever their number, written atomically.
 
-Memory stays bounded by the largest bucket, not the row count:
+The build is a map over partitions plus small reduces (docs/architecture.md, "Corpus
+build"); every stage shows rows/s and an ETA and its seconds go into the manifest:
 
-1. one streaming `group_by("entity")` over the events gives the entity table (group,
-   source split, attributes, event count, first/last time) and the splits;
-2. the entities, sorted by name, are cut into buckets of about `rows_per_bucket`
-   events; each bucket is read with a range filter on `entity` (pushed down into the
-   source's scan), sorted, tagged with its split and written to a work file, while the
-   train rows feed the value-bin sampler;
-3. the work files are read again to count train tokens, and the vocabulary is chosen;
-4. they are read a last time to encode (a vectorised lookup) and append to
-   `tokens.bin` / `times.bin`.
+1. partition: the adapter's (unsorted) events stream once into `P = rows /
+   rows_per_bucket` spill partitions by a hash of the entity, so each holds whole
+   entities (polars' partitioned sink);
+2. sort (map): each partition is sorted by (entity, time, order) into a work file and
+   gives its entity aggregates; reduce: the entity table (checked, sorted by name),
+   rows read = events + rejects, and the splits;
+3. sample (map): train values per code, a bounded sample per partition; reduce: merged
+   samples, the value bins;
+4. count (map): event tokens per partition (kept in a file) and their train counts;
+   reduce: the vocabulary (privacy threshold applied to the summed counts);
+5. encode (map): each partition's token ids and times, appended to one spill file;
+6. order: the sequences copied into `tokens.bin` / `times.bin` in entity-name order.
 
-So `seq_id` follows the entity names' sort order, the same on every run. Everything is
-written into a hidden folder beside `out` and renamed into place at the end: a killed
-or failed build leaves no half corpus.
+So `seq_id` follows the entity names' sort order, the same for any partition count and
+any number of workers; the output equals the old one-scan-per-bucket builder's byte for
+byte (tests/corpus/test_one_pass.py). Everything is written into a hidden folder beside
+`out` and renamed into place at the end: a killed or failed build leaves no half corpus.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,9 +41,22 @@ import seqlm
 from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
 from seqlm.corpus.empty_ingest import no_events_message
+from seqlm.corpus.entities import checked_entities
 from seqlm.corpus.merge_checks import merge_checks
+from seqlm.corpus.partitions import (
+    EncodedPartition,
+    PartitionPaths,
+    count_partition,
+    encode_partition,
+    run_map,
+    sample_partition,
+    sort_partition,
+    spill_partitions,
+    worker_pool,
+)
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.splits import SplitConfig, assign_splits
+from seqlm.corpus.stages import StageClock
 from seqlm.corpus.store import (
     CHECKSUMMED_FILES,
     CORPUS_FILES,
@@ -47,7 +68,7 @@ from seqlm.corpus.store import (
     Corpus,
     load_corpus,
 )
-from seqlm.errors import ConfigError, CorpusError, InputError
+from seqlm.errors import ConfigError, CorpusError
 from seqlm.outputs import (
     check_output,
     clean_stale_staging,
@@ -56,15 +77,20 @@ from seqlm.outputs import (
     output_lock,
 )
 from seqlm.progress import Progress, ensure_progress
-from seqlm.vocabularies.event_tokens import EncodedSequences, sorted_events
-from seqlm.vocabularies.fitting import VocabularyFitter
+from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.time_gaps import is_unitless
+from seqlm.vocabularies.value_bins import ValueSampler
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 CORPUS_FORMAT = "seqlm-corpus/1"
-# About 0.4 GB peak on generic events with time tokens (measured at 1M and 4M rows).
+# Rows per partition: a partition is sorted and encoded in memory (about 0.3 GB at
+# 500k MEDS rows); the number of partitions does not change the cost per row.
 DEFAULT_ROWS_PER_BUCKET = 500_000
+# Below this many rows per worker, starting worker processes costs more than it saves.
+MIN_ROWS_PER_WORKER = 1_000_000
+# Tokens copied per step when putting the sequences in entity order.
+ORDER_CHUNK_TOKENS = 4_000_000
 
 
 def build_corpus(
@@ -75,15 +101,22 @@ def build_corpus(
     *,
     overwrite: bool = False,
     rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> Corpus:
-    """Split, fit the vocabulary on train, tokenize and write the corpus folder `out`."""
+    """Split, fit the vocabulary on train, tokenize and write the corpus folder `out`.
+
+    `workers`: processes for the per-partition stages (None: the number of cores, or
+    one when the input is too small for more to pay off). The corpus does not depend
+    on it, nor on `rows_per_bucket` (the partition size).
+    """
     out = Path(out)
-    progress = ensure_progress(progress)
     with output_lock(out, "seqlm ingest"):
         check_output(out, overwrite=overwrite, own_names=CORPUS_FILES)
         clean_stale_staging(out.parent)
-        return _build_locked(ingested, out, scheme, splits, overwrite, rows_per_bucket, progress)
+        return _build_locked(
+            ingested, out, scheme, splits, overwrite, rows_per_bucket, workers, progress
+        )
 
 
 def _build_locked(
@@ -93,57 +126,62 @@ def _build_locked(
     splits: SplitConfig,
     overwrite: bool,
     rows_per_bucket: int,
-    progress: Progress,
+    workers: int | None,
+    progress: Progress | None,
 ) -> Corpus:
+    clock = StageClock(ensure_progress(progress))
     if rows_per_bucket < 1:
         raise ConfigError("rows_per_bucket must be at least 1")
-    events = ingested.events.frame
+    if workers is not None and workers < 1:
+        raise ConfigError("workers must be at least 1")
     attributes = tuple(ingested.events.attributes)
+    events = ingested.events.unsorted
+    events = ingested.events.frame if events is None else events
     names = events.collect_schema().names()
     missing = [c for c in (*EVENT_COLUMNS, *attributes) if c not in names]
     if missing:
         raise CorpusError(f"adapter {ingested.adapter!r} gave events without columns {missing}")
-
-    progress.start("scanning entities")
-    entities = entity_table(events, attributes)
-    progress.finish()
-    n_events = int(entities["n_events"].sum())
-    n_rejects = len(ingested.rejects)
-    if ingested.rows_read != n_events + n_rejects:
-        raise CorpusError(
-            f"adapter {ingested.adapter!r} read {ingested.rows_read} rows but returned "
-            f"{n_events} events and {n_rejects} rejects; rows read must equal events + rejects"
-        )
-    if n_events == 0:
-        raise CorpusError(no_events_message(ingested, out))
     check_time_gap_units(scheme, ingested.time_unit)
-    entities = entities.join(
-        assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
-    )
-    buckets = bucket_bounds(entities["n_events"], rows_per_bucket)
+    n_parts = max(1, math.ceil(ingested.rows_read / rows_per_bucket))
+    if workers is None:
+        workers = min(os.cpu_count() or 1, ingested.rows_read // MIN_ROWS_PER_WORKER)
+    workers = max(1, min(workers, n_parts))
 
     staging = new_staging(out)
     try:
         work = staging / "_work"
-        work.mkdir()
-        vocab = _fit_vocabulary(events, entities, buckets, scheme, work, progress)
-        vocab.save(staging)
-        has_times = entities["first_time"].null_count() < entities.height
-        lengths, reserved = _write_tokens(
-            vocab, entities, buckets, work, staging, has_times, progress
-        )
+        with clock.stage("partitioning events", ingested.rows_read) as advance:
+            spill_partitions(events, work, n_parts)
+            advance(ingested.rows_read)
+        with clock.stage("reading rejects"):
+            rejects = ingested.rejects.to_frame()
+        parts = [PartitionPaths(work, p) for p in range(n_parts)]
+        with worker_pool(workers) as pool:
+            entities, part_splits = _sort(
+                pool, parts, attributes, splits, clock, ingested, rejects.height, out
+            )
+            n_events = int(entities["n_events"].sum())
+            vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock)
+            vocab.save(staging)
+            has_times = entities["first_time"].null_count() < entities.height
+            encoded = _encode(pool, parts, staging, has_times, n_events, clock)
+        with clock.stage("ordering sequences", n_events) as advance:
+            lengths = _write_in_entity_order(entities, encoded, vocab, work, staging, advance)
         shutil.rmtree(work)
         index = _index_frame(entities, lengths, attributes)
         index.write_parquet(staging / INDEX_FILE)
-        ingested.rejects.to_frame().write_parquet(staging / REJECTS_FILE)
-        manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, n_rejects)
-        manifest["counts"]["reserved_labels"] = reserved
+        rejects.write_parquet(staging / REJECTS_FILE)
+        manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, rejects.height)
+        manifest["counts"]["reserved_labels"] = sum(part.reserved_labels for part in encoded)
         manifest["times"] = has_times
         manifest["time_unit"] = ingested.time_unit
         manifest["notes"] = list(ingested.notes)
-        manifest["merge_checks"] = merge_checks(events)
+        with clock.stage("checking merged streams"):
+            manifest["merge_checks"] = merge_checks(events)
         manifest["attributes"] = list(attributes)
         manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
+        manifest["build"] = {"partitions": n_parts, "workers": workers}
+        manifest["seconds_per_stage"] = clock.seconds
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
@@ -154,133 +192,174 @@ def _build_locked(
     return load_corpus(out)
 
 
-def entity_table(events: pl.LazyFrame, attributes: Sequence[str]) -> pl.DataFrame:
-    """One row per entity (sorted by name): group, source split, attributes, event
-    count and first/last time. Streams; checks that entity-level columns are constant."""
-    constant = ["group", "split", *attributes]
-    frame = (
-        events.group_by("entity")
-        .agg(
-            # `min`, not `first`: order-free aggregations let polars drop the events'
-            # sort and stream this pass in bounded memory.
-            *[pl.col(c).min().alias(c) for c in constant],
-            *[pl.col(c).drop_nulls().n_unique().alias(f"_n_{c}") for c in constant],
-            pl.len().cast(pl.Int64).alias("n_events"),
-            pl.col("time").min().alias("first_time"),
-            pl.col("time").max().alias("last_time"),
+def _check_rows(ingested: Ingested, n_events: int, n_rejects: int, out: Path) -> None:
+    if ingested.rows_read != n_events + n_rejects:
+        raise CorpusError(
+            f"adapter {ingested.adapter!r} read {ingested.rows_read} rows but returned "
+            f"{n_events} events and {n_rejects} rejects; rows read must equal events + rejects"
         )
-        .collect(engine="streaming")
-        .sort("entity")
+    if n_events == 0:
+        raise CorpusError(no_events_message(ingested, out))
+
+
+def _sort(
+    pool: Any,
+    parts: list[PartitionPaths],
+    attributes: Sequence[str],
+    splits: SplitConfig,
+    clock: StageClock,
+    ingested: Ingested,
+    n_rejects: int,
+    out: Path,
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Sort every partition; the checked entity table with splits (sorted by name), and
+    each partition's (entity, split, n_events) rows. Checks rows read = used + rejected."""
+    aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(parts)
+
+    def done(i: int, frame: pl.DataFrame) -> None:
+        aggregates[i] = frame
+        advance(int(frame["n_events"].sum()) if frame.height else 0)
+
+    with clock.stage("sorting partitions", ingested.rows_read - n_rejects) as advance:
+        run_map(pool, sort_partition, [(p, attributes) for p in parts], done)
+    found = [a for a in aggregates if a.height]
+    if found:
+        entities = checked_entities(pl.concat(found).sort("entity"), attributes)
+    else:
+        entities = pl.DataFrame(schema={"entity": pl.String, "n_events": pl.Int64})
+    _check_rows(ingested, int(entities["n_events"].sum()), n_rejects, out)
+    entities = entities.join(
+        assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
     )
-    if frame["entity"].null_count():
-        raise InputError("events with no entity", column="entity")
-    for column in constant:
-        conflict = frame.filter(pl.col(f"_n_{column}") > 1)
-        if conflict.height:
-            raise InputError(
-                f"{conflict.height} entities have more than one {column!r} value "
-                f"(e.g. entity {conflict['entity'][0]!r}); it must be constant per entity",
-                column=column,
-            )
-    return frame.drop([f"_n_{c}" for c in constant]).rename({"split": "source_split"})
-
-
-def bucket_bounds(n_events: pl.Series, rows_per_bucket: int) -> list[tuple[int, int]]:
-    """[start, stop) entity-row ranges of about `rows_per_bucket` events each (an entity
-    larger than that is a bucket of its own)."""
-    bounds, start, rows = [], 0, 0
-    for i, n in enumerate(n_events.to_list()):
-        if rows and rows + n > rows_per_bucket:
-            bounds.append((start, i))
-            start, rows = i, 0
-        rows += n
-    bounds.append((start, len(n_events)))
-    return bounds
-
-
-def _bucket_events(events: pl.LazyFrame, entities: pl.DataFrame) -> pl.DataFrame:
-    """One bucket's events, sorted, with the assigned split in place of the source's."""
-    first, last = entities["entity"][0], entities["entity"][-1]
-    in_range = (pl.col("entity") >= first) & (pl.col("entity") <= last)
-    rows = sorted_events(events.filter(in_range)).collect(engine="streaming")
-    return rows.drop("split").join(
-        entities.select("entity", "split"), on="entity", how="left", maintain_order="left"
-    )
+    split_of = entities.select("entity", "split", "n_events")
+    part_splits = [
+        a.select("entity").join(split_of, on="entity", how="left", maintain_order="left")
+        if a.height
+        else split_of.clear()
+        for a in aggregates
+    ]
+    return entities, part_splits
 
 
 def _fit_vocabulary(
-    events: pl.LazyFrame,
-    entities: pl.DataFrame,
-    buckets: list[tuple[int, int]],
+    pool: Any,
+    parts: list[PartitionPaths],
+    part_splits: list[pl.DataFrame],
     scheme: TokenScheme,
-    work: Path,
-    progress: Progress,
+    n_events: int,
+    clock: StageClock,
 ) -> Vocabulary:
-    fitter = VocabularyFitter(scheme)
-    train = pl.col("split") == "train"
-    progress.start("reading events", total=len(buckets))
-    for b, (start, stop) in enumerate(buckets):
-        rows = _bucket_events(events, entities[start:stop])
-        rows.write_parquet(_work_file(work, b))
-        fitter.add_values(rows.filter(train))
-        progress.advance()
-    progress.finish()
-    fitter.finish_values()
-    progress.start("counting train tokens", total=len(buckets))
-    for b in range(len(buckets)):
-        fitter.add_tokens(pl.scan_parquet(_work_file(work, b), glob=False).filter(train).collect())
-        progress.advance()
-    progress.finish()
-    return Vocabulary.from_fitted(scheme, fitter.result())
+    """Merge the partitions' train value samples into the value bins, then make and
+    count their tokens and merge the counts into the vocabulary."""
+    rows = [int(s["n_events"].sum()) for s in part_splits]
+    sampler = ValueSampler(scheme.value_sample_size)
+    if scheme.uses_values:
+        with clock.stage("sampling train values", n_events) as advance:
+            tasks = [
+                (p, s, scheme.value_sample_size) for p, s in zip(parts, part_splits, strict=True)
+            ]
+            run_map(
+                pool, sample_partition, tasks, lambda i, r: (sampler.merge(r), advance(rows[i]))
+            )
+    bins = sampler.fit(scheme)
+    counter = TokenCounter()
+    with clock.stage("counting train tokens", n_events) as advance:
+        tasks = [(p, s, scheme, bins) for p, s in zip(parts, part_splits, strict=True)]
+        run_map(pool, count_partition, tasks, lambda i, r: (counter.merge(r), advance(rows[i])))
+    return Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
 
 
-def _write_tokens(
-    vocab: Vocabulary,
-    entities: pl.DataFrame,
-    buckets: list[tuple[int, int]],
-    work: Path,
-    folder: Path,
+def _encode(
+    pool: Any,
+    parts: list[PartitionPaths],
+    vocab_folder: Path,
     has_times: bool,
-    progress: Progress,
-) -> tuple[np.ndarray, int]:
-    """Append every bucket's ids (and times) to the token files; returns the lengths and
-    the number of events whose label spelled a scheme token (they became unknowns)."""
-    lengths = []
-    reserved = 0
-    dtype = vocab.token_dtype
-    progress.start("writing tokens", total=len(buckets))
-    with open(folder / TOKENS_FILE, "wb") as token_file:
-        times_file = open(folder / TIMES_FILE, "wb") if has_times else None  # noqa: SIM115
+    n_events: int,
+    clock: StageClock,
+) -> list[EncodedPartition]:
+    """Encode every partition, appending ids (and times) to spill files in partition
+    order; returns each partition's entities and lengths (arrays dropped)."""
+    work = parts[0].folder
+    results: list[EncodedPartition] = []
+    with clock.stage("encoding tokens", n_events) as advance:
+        token_file = open(work / "encoded.tokens", "wb")  # noqa: SIM115
+        times_file = open(work / "encoded.times", "wb") if has_times else None  # noqa: SIM115
         try:
-            for b, (start, stop) in enumerate(buckets):
-                encoded = vocab.encode_events(pl.scan_parquet(_work_file(work, b), glob=False))
-                if not encoded.entities.equals(entities["entity"][start:stop]):
-                    raise CorpusError("internal: token rows out of entity order")
-                token_file.write(encoded.ids.astype(dtype).tobytes())
-                if times_file is not None:
-                    times_file.write(_finite_times(encoded).tobytes())
-                lengths.append(encoded.lengths)
-                reserved += encoded.reserved_labels
-                progress.advance()
+
+            def done(i: int, part: EncodedPartition) -> None:
+                token_file.write(part.ids.tobytes())
+                if times_file is not None and part.times is not None:
+                    times_file.write(part.times.tobytes())
+                results.append(
+                    EncodedPartition(
+                        part.entities, part.lengths, part.ids[:0], None, part.reserved_labels
+                    )
+                )
+                advance(int(part.lengths.sum()) - 2 * len(part.lengths))
+
+            tasks = [(p, vocab_folder, has_times) for p in parts]
+            run_map(pool, encode_partition, tasks, done)
         finally:
+            token_file.close()
             if times_file is not None:
                 times_file.close()
-    progress.finish()
-    return np.concatenate(lengths), reserved
+    return results
 
 
-def _finite_times(encoded: EncodedSequences) -> np.ndarray:
-    """float32 times, refusing any that are not finite (adapters reject implausible
-    times, so this is the last guard: `times.bin` never holds inf or NaN)."""
-    times = encoded.times.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(times))
-    if bad.size:
-        raise CorpusError(
-            f"a time of {encoded.times[bad[0]]!r} s does not fit times.bin "
-            "(float32); reject such rows in the adapter (earliest_time / latest_time / "
-            "max_abs_seconds)"
-        )
-    return times
+def _write_in_entity_order(
+    entities: pl.DataFrame,
+    encoded: list[EncodedPartition],
+    vocab: Vocabulary,
+    work: Path,
+    folder: Path,
+    advance: Any,
+) -> np.ndarray:
+    """Copy the partitions' sequences into the token files in entity-name order
+    (seq_id order); returns the lengths in that order."""
+    located = pl.concat(
+        [pl.DataFrame({"entity": e.entities, "length": e.lengths}) for e in encoded]
+    ).with_columns(source=pl.col("length").cum_sum() - pl.col("length"))
+    ordered = entities.select("entity").join(
+        located, on="entity", how="left", maintain_order="left"
+    )
+    if ordered["length"].null_count() or ordered.height != located.height:
+        raise CorpusError("internal: encoded sequences do not match the entity table")
+    lengths = ordered["length"].to_numpy()
+    source = ordered["source"].to_numpy()
+    targets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    in_order = bool((source == targets).all())
+    for name, target, dtype in (
+        ("encoded.tokens", TOKENS_FILE, vocab.token_dtype),
+        ("encoded.times", TIMES_FILE, np.dtype(np.float32)),
+    ):
+        if not (work / name).exists():
+            continue
+        if in_order:  # one partition, or the hash happened to keep the order
+            os.replace(work / name, folder / target)
+            continue
+        _gather(work / name, folder / target, dtype, source, lengths)
+    advance(int(lengths.sum()) - 2 * len(lengths))
+    return lengths
+
+
+def _gather(
+    source_file: Path, target: Path, dtype: np.dtype, source: np.ndarray, lengths: np.ndarray
+) -> None:
+    """Write the `lengths[i]` items at `source[i]` of `source_file`, for every i in order,
+    a few million items at a time (a fresh mapping per step keeps the resident set small)."""
+    ends = np.cumsum(lengths)
+    with open(target, "wb") as handle:
+        first = 0
+        while first < len(lengths):
+            base = ends[first] - lengths[first]
+            last = int(np.searchsorted(ends, base + ORDER_CHUNK_TOKENS, side="right"))
+            last = max(last, first + 1)
+            chunk = lengths[first:last]
+            starts = np.repeat(source[first:last] - (np.cumsum(chunk) - chunk), chunk)
+            mapped = np.memmap(source_file, dtype=dtype, mode="r")
+            handle.write(mapped[starts + np.arange(int(chunk.sum()))].tobytes())
+            del mapped
+            first = last
 
 
 def _index_frame(
@@ -358,7 +437,3 @@ def check_time_gap_units(scheme: TokenScheme, time_unit: str) -> None:
             "scheme.time_gap_edges need a unit (80ms, 5m, 2h) for times in seconds; plain "
             'numbers are for time_unit = "index"'
         )
-
-
-def _work_file(work: Path, bucket: int) -> Path:
-    return work / f"bucket-{bucket:06d}.parquet"

@@ -73,19 +73,25 @@ class TokenCounter:
         )
         _check_one_source(tokens, event_tokens)
         kinds = event_tokens.group_by("unknown").agg(*support)
-        merged = (
-            pl.concat([self._tokens, tokens.drop("sources")])
-            .group_by("data_token")
-            .agg(
-                pl.col("code").first(),
-                pl.col("text").first(),
-                pl.col("bin").first(),
-                pl.col("count").sum(),
-                pl.col("entities").sum(),
-                sources,
-            )
+        self._absorb(tokens.drop("sources"), kinds)
+
+    def merge(self, other: TokenCounter) -> None:
+        """Add another counter's counts (its chunks held other entities)."""
+        self._absorb(other._tokens, other._kinds)
+
+    def _absorb(self, tokens: pl.DataFrame, kinds: pl.DataFrame) -> None:
+        # Two source codes that give one token in different chunks collide too.
+        sources = pl.struct("code", "text").n_unique().alias("sources")
+        both = pl.concat([self._tokens, tokens])
+        merged = both.group_by("data_token").agg(
+            pl.col("code").first(),
+            pl.col("text").first(),
+            pl.col("bin").first(),
+            pl.col("count").sum(),
+            pl.col("entities").sum(),
+            sources,
         )
-        _check_one_source(merged, pl.concat([self._tokens, tokens.drop("sources")]))
+        _check_one_source(merged, both)
         self._tokens = merged.drop("sources")
         self._kinds = (
             pl.concat([self._kinds, kinds])

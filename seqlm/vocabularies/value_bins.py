@@ -117,14 +117,22 @@ class ValueSampler:
             pl.len().cast(pl.Int64).alias("n_values"),
             pl.col("entity").n_unique().cast(pl.Int64).alias("n_entities"),
         )
+        # Categorical, not String: a filtered string column keeps every chunk's text
+        # buffers alive, so a String sample would grow with the rows seen.
+        kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
+        self._absorb(stats, kept)
+
+    def merge(self, other: ValueSampler) -> None:
+        """Add another sampler's statistics (its chunks held other entities): the result
+        is the same as if its chunks had been added here, in any order."""
+        self._absorb(other._stats, other._sample)
+
+    def _absorb(self, stats: pl.DataFrame, kept: pl.DataFrame) -> None:
         self._stats = (
             pl.concat([self._stats, stats])
             .group_by("code")
             .agg(pl.col("n_values").sum(), pl.col("n_entities").sum())
         )
-        # Categorical, not String: a filtered string column keeps every chunk's text
-        # buffers alive, so a String sample would grow with the rows seen.
-        kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
         merged = pl.concat([self._sample, kept])
         self._sample = merged.filter(
             pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size
@@ -180,28 +188,35 @@ def with_bin_numbers(
 ) -> pl.LazyFrame:
     """Add a `bin` column (Int64, null where the code has no bins or the value is null).
 
-    Vectorised as an as-of join of the values against each code's bin lower bounds.
+    Vectorised in numpy: each row's code picks a row of a matrix of inner edges (padded
+    with +inf) and its bin is 1 + the number of its code's edges at or below the value,
+    the as-of rule of `CodeValueBins.bin_of`. Elementwise, so it streams in chunks and
+    needs no sort. (`table`, the old as-of join's edge table, is accepted and unused.)
     """
+    del table
     if not bins:
         return frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
-    table = edge_table(bins) if table is None else table
-    indexed = frame.with_row_index("_bin_row")
-    valued = (
-        indexed.filter(
-            pl.col("value").is_not_null()
-            & pl.col("value").is_not_nan()
-            & pl.col("code").is_in(table["code"].unique().implode())
-        )
-        .select("_bin_row", "code", pl.col("value").cast(pl.Float64))
-        .sort("value")
-        .join_asof(
-            table.lazy(),
-            left_on="value",
-            right_on="low",
-            by="code",
-            strategy="backward",
-            check_sortedness=False,
-        )
-        .select("_bin_row", "bin")
+    codes = list(bins)
+    counts = np.array([len(bins[c].edges) for c in codes], dtype=np.int64)
+    edges = np.full((len(codes), max(1, int(counts.max()))), np.inf)
+    for row, code in enumerate(codes):
+        edges[row, : counts[row]] = bins[code].edges
+
+    def bin_numbers(pair: pl.Series) -> pl.Series:
+        which = pair.struct.field("which").fill_null(-1).to_numpy()
+        value = pair.struct.field("value").cast(pl.Float64).fill_null(np.nan).to_numpy()
+        has = (which >= 0) & ~np.isnan(value)
+        result = np.zeros(len(value), dtype=np.int64)
+        at_or_below = (value[has, None] >= edges[which[has]]).sum(axis=1)
+        # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
+        result[has] = np.minimum(at_or_below, counts[which[has]]) + 1
+        return pl.Series("bin", result).set(pl.Series(~has), None)
+
+    which = pl.col("code").replace_strict(
+        codes, list(range(len(codes))), default=None, return_dtype=pl.Int64
     )
-    return indexed.join(valued, on="_bin_row", how="left", maintain_order="left").drop("_bin_row")
+    return frame.with_columns(
+        pl.struct(which.alias("which"), pl.col("value"))
+        .map_batches(bin_numbers, return_dtype=pl.Int64, is_elementwise=True)
+        .alias("bin")
+    )

@@ -250,7 +250,12 @@ class Vocabulary:
         that kind has none. Lookups are vectorised (a hash lookup per column).
         """
         frame = event_token_frame(events.lazy(), self.scheme, self.value_bins, self._edge_table)
-        frame = frame.collect()
+        return self.encode_token_frame(frame.collect())
+
+    def encode_token_frame(self, frame: pl.DataFrame) -> EncodedSequences:
+        """`encode_events` from `event_token_frame` rows already made (entity, time_s,
+        gap, bin, data_token, unknown, and code and text with `use_text`), e.g. by the
+        pass that counted them."""
         if self.scheme.use_text:
             check_known_sources(frame, self.data_tokens)
 

@@ -1,0 +1,40 @@
+"""Timing and progress of the corpus build's stages: rows/s and ETA while a stage runs,
+seconds per stage for the manifest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from seqlm.progress import Progress
+
+
+class StageClock:
+    """Starts a progress bar per stage (total = rows, so the bar's ETA is in rows) and
+    records each stage's wall seconds in `seconds`."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, rows: int | None = None) -> Iterator[Callable[[int], None]]:
+        """`with clock.stage("sorting", rows) as advance: ... advance(rows_done)`."""
+        start = time.perf_counter()
+        done = 0
+        self.progress.start(name, total=rows)
+
+        def advance(amount: int) -> None:
+            nonlocal done
+            done += amount
+            self.progress.advance(amount)
+            elapsed = time.perf_counter() - start
+            if elapsed > 0:
+                self.progress.update(rows_per_s=f"{done / elapsed:,.0f}")
+
+        try:
+            yield advance
+        finally:
+            self.progress.finish()
+            self.seconds[name] = round(time.perf_counter() - start, 3)
