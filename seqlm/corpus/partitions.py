@@ -99,7 +99,7 @@ def sort_partition(part: PartitionPaths, attributes: Sequence[str]) -> pl.DataFr
     pieces = part.pieces
     if not pieces:
         return pl.DataFrame()
-    rows = sorted_events(pl.read_parquet(pieces).lazy()).collect()
+    rows = sorted_events(pl.read_parquet(pieces, glob=False).lazy()).collect()
     rows.write_parquet(part.sorted_file, compression="lz4")
     shutil.rmtree(pieces[0].parent)
     return entity_aggregates(rows.lazy(), attributes)
@@ -107,7 +107,7 @@ def sort_partition(part: PartitionPaths, attributes: Sequence[str]) -> pl.DataFr
 
 def _with_splits(part: PartitionPaths, splits: pl.DataFrame) -> pl.DataFrame:
     """The partition's sorted rows with the assigned split in place of the source's."""
-    rows = pl.read_parquet(part.sorted_file).drop("split")
+    rows = pl.read_parquet(part.sorted_file, glob=False).drop("split")
     return rows.join(
         splits.select("entity", "split"), on="entity", how="left", maintain_order="left"
     )
@@ -169,7 +169,7 @@ def encode_partition(part: PartitionPaths, vocab_folder: Path, has_times: bool) 
     empty = pl.Series("entity", [], dtype=pl.String)
     if not part.tokens_file.exists():
         return EncodedPartition(empty, np.zeros(0, np.int64), np.zeros(0, vocab.token_dtype), None)
-    encoded = vocab.encode_token_frame(pl.read_parquet(part.tokens_file))
+    encoded = vocab.encode_token_frame(pl.read_parquet(part.tokens_file, glob=False))
     part.tokens_file.unlink()
     times = finite_times(encoded) if has_times else None
     return EncodedPartition(
