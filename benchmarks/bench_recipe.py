@@ -34,15 +34,18 @@ from seqlm.datasets.planted import (
 BOOTSTRAP = 1000
 
 
-def _generated(kind: str, seed: int, work: Path, count: int) -> Path:
+def _generated(kind: str, seed: int, work: Path, count: int, gaps: tuple[int, int]) -> Path:
     from seqlm.ingest import ingest
 
     folder = work / f"{kind}-{seed}"
     corpus = folder / "corpus"
     if (corpus / "manifest.json").is_file():
         return corpus
-    make = long_range_sequences if kind == "planted-long" else local_sequences
-    raw = write_strings(folder / "raw", "synth", make(count, seed=seed))
+    if kind == "planted-long":
+        sequences = long_range_sequences(count, seed=seed, min_gap=gaps[0], max_gap=gaps[1])
+    else:
+        sequences = local_sequences(count, seed=seed)
+    raw = write_strings(folder / "raw", "synth", sequences)
     ingest("birdsong-strings", [raw], corpus)
     return corpus
 
@@ -60,7 +63,7 @@ def paired_ci(model: np.ndarray, other: np.ndarray, sequence: np.ndarray, seed: 
     return float(diff_sum.sum() / count.sum()), float(low), float(high)
 
 
-def run_one(corpus_path: Path, out: Path, budget: str) -> dict:
+def run_one(corpus_path: Path, out: Path, budget: str, lstm: bool = True) -> dict:
     import torch
 
     from seqlm.corpus import load_corpus
@@ -77,12 +80,16 @@ def run_one(corpus_path: Path, out: Path, budget: str) -> dict:
     train_s = time.perf_counter() - began
     corpus = load_corpus(corpus_path)
     evaluation = evaluate_run(
-        run, corpus, EvalOptions(split="held_out", baselines=("ngram", "lstm"), device="cpu")
+        run,
+        corpus,
+        EvalOptions(
+            split="held_out", baselines=("ngram", "lstm") if lstm else ("ngram",), device="cpu"
+        ),
     )
     scores = evaluation.scores
     model = scores["model"]
     ngram_name = next(n for n in scores if n.startswith("best n-gram"))
-    lstm_name = next(n for n in scores if "lstm" in n.lower())
+    lstm_name = next((n for n in scores if "lstm" in n.lower()), None)
     config = json.loads((run / "config.json").read_text())
     row: dict = {
         "corpus": str(corpus_path),
@@ -94,12 +101,13 @@ def run_one(corpus_path: Path, out: Path, budget: str) -> dict:
     }
     query = corpus.vocabulary.token_to_id.get(QUERY)
     planted = decisive_mask(model.previous, query) if query is not None else None
-    for label, name in (("model", "model"), ("ngram", ngram_name), ("lstm", lstm_name)):
+    compared = [("ngram", ngram_name)] + ([("lstm", lstm_name)] if lstm_name else [])
+    for label, name in [("model", "model"), *compared]:
         s = scores[name]
         row[f"{label}_ppl"] = float(np.exp(-s.log_prob.mean()))
         if planted is not None and planted.any():
             row[f"{label}_planted_ce"] = float(-s.log_prob[planted].mean())
-    for label, name in (("ngram", ngram_name), ("lstm", lstm_name)):
+    for label, name in compared:
         mean, low, high = paired_ci(-model.log_prob, -scores[name].log_prob, model.sequence)
         row[f"vs_{label}"] = {"ce_diff": mean, "ci95": [low, high]}
     row["ngram_name"] = ngram_name
@@ -112,19 +120,19 @@ def _print(rows: list[dict]) -> None:
     print(header)
     for r in rows:
         s = r["shape"]
-        planted = (
-            f"{r['model_planted_ce']:.3f}/{r['ngram_planted_ce']:.3f}/{r['lstm_planted_ce']:.3f}"
-            if "model_planted_ce" in r
-            else "-"
+        planted = "/".join(
+            f"{r[k]:.3f}" if k in r else "-"
+            for k in ("model_planted_ce", "ngram_planted_ce", "lstm_planted_ce")
         )
+        lstm = r.get("vs_lstm", {"ce_diff": float("nan"), "ci95": [float("nan")] * 2})
         cells = [
             Path(r["corpus"]).parent.name or r["corpus"],
             f"{s['n_layer']}x{s['n_embd']}, {s['block_size']}, {r['dropout']}",
             f"{r['model_ppl']:.4f}",
             f"{r['ngram_ppl']:.4f}",
-            f"{r['lstm_ppl']:.4f}",
+            f"{r.get('lstm_ppl', float('nan')):.4f}",
             "{:+.4f} [{:+.4f}, {:+.4f}]".format(r["vs_ngram"]["ce_diff"], *r["vs_ngram"]["ci95"]),
-            "{:+.4f} [{:+.4f}, {:+.4f}]".format(r["vs_lstm"]["ce_diff"], *r["vs_lstm"]["ci95"]),
+            "{:+.4f} [{:+.4f}, {:+.4f}]".format(lstm["ce_diff"], *lstm["ci95"]),
             planted,
         ]
         print(" | ".join(cells))
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget", default="1Mtok")
     parser.add_argument("--sequences", type=int, default=600)
+    parser.add_argument("--min-gap", type=int, default=50, help="planted-long: key to Q, least")
+    parser.add_argument("--max-gap", type=int, default=500, help="planted-long: key to Q, most")
+    parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM baseline (time)")
     parser.add_argument("--out", type=Path, default=Path("bench_recipe_out"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -145,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         generated = spec in ("planted-long", "planted-local")
         for seed in args.seeds if generated else [None]:
             if generated:
-                corpus = _generated(spec, seed, args.out, args.sequences)
+                gaps = (args.min_gap, args.max_gap)
+                corpus = _generated(spec, seed, args.out, args.sequences, gaps)
                 out = corpus.parent / f"budget-{args.budget}"
             else:
                 corpus = Path(spec)
                 out = args.out / f"{corpus.name}-budget-{args.budget}"
-            rows.append(run_one(corpus, out, args.budget))
+            rows.append(run_one(corpus, out, args.budget, lstm=not args.no_lstm))
             with open(args.out / "rows.jsonl", "a", encoding="utf-8") as log:
                 log.write(json.dumps(rows[-1]) + "\n")  # each row as soon as it is measured
     if args.json:
