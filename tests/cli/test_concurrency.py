@@ -26,6 +26,8 @@ TRAIN = [
     "--set", "train.batch=2",
     "--set", "train.eval_every=6",
     "--set", "train.checkpoint_every=6",
+    # One thread in the child as in this process: equal weights need equal reduction order.
+    "--set", "train.cpu_threads=1",
 ]  # fmt: skip
 CORPUS_FILES = ("tokens.bin", "times.bin", "index.parquet", "tokenizer.json", "scheme.json")
 
