@@ -14,17 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+from meds_data import MEDS_SCHEMA
 
 # Characters of rich's progress bars (finished ━, pending ╺ ╸ and spaces with a count).
 PROGRESS_MARKS = ("━", "╺", "╸", "-:--:--")
-
-MEDS_SCHEMA = {
-    "subject_id": pl.Int64,
-    "time": pl.Datetime("us"),
-    "code": pl.String,
-    "numeric_value": pl.Float32,
-    "text_value": pl.String,
-}
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
