@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from wheel_env import build_wheel, install_in_fresh_venv
+from helpers.wheel_env import build_wheel, install_in_fresh_venv
 
 import seqlm.quickstart as quickstart_module
 from seqlm.errors import ConfigError, CorpusError

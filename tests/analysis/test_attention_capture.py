@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import (  # noqa: F401 (autouse fixture)
+from helpers.analysis_helpers import (  # noqa: F401 (autouse fixture)
     dense_reference_attention,
     event_corpus,
     random_gpt,
-    single_torch_thread,
 )
 
 from seqlm.analysis.attention_capture import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from analysis_helpers import random_gpt, single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.analysis_helpers import random_gpt  # noqa: F401 (autouse fixture)
 
 from seqlm.analysis.attention_capture import capture_attention_inputs
 from seqlm.analysis.bertviz_export import export_bertviz, load_bertviz_attention

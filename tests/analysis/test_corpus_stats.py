@@ -9,13 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from analysis_helpers import (  # noqa: F401 (autouse fixture)
+from helpers.analysis_helpers import (  # noqa: F401 (autouse fixture)
     dense_reference_attention,
     event_corpus,
     random_gpt,
-    single_torch_thread,
 )
-from shared_data import shared_path
+from helpers.shared_data import shared_path
 
 from seqlm.analysis.corpus_stats import (
     EXCLUDED_TOKEN_IDS,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from planted_dependency import planted_sequences, random_sequences, trained_planted_model
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.planted_dependency import planted_sequences, random_sequences, trained_planted_model
 
 from seqlm.analysis.heads import (
     HeadAnalysisConfig,

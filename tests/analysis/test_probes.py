@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.analysis.probes import (
     TOKEN_KIND,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from planted_dependency import (
+from helpers.planted_dependency import (
     DISTANCE,
     VOCAB_SIZE,
     planted_sequences,
@@ -15,7 +13,8 @@ from planted_dependency import (
     train_planted_model,
     trained_planted_model,
 )
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from seqlm.analysis.span import (
     ALL_GROUPS,

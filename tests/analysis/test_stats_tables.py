@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from analysis_helpers import (  # noqa: F401 (autouse fixture)
+from helpers.analysis_helpers import (  # noqa: F401 (autouse fixture)
     event_corpus,
     random_gpt,
-    single_torch_thread,
 )
 from PIL import Image
 

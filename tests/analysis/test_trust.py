@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from eval_fixtures import small_finch_corpus, tiny_gpt, write_run
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.eval_fixtures import small_finch_corpus, tiny_gpt, write_run
 
 from seqlm.analysis.trust import (
     TrustOptions,
@@ -131,7 +130,7 @@ def copy_corpus(tmp_path_factory):
     five places back: structure a trained GPT finds and the baselines mostly miss."""
     import numpy as np
     import polars as pl
-    from corpus_helpers import ingested
+    from helpers.corpus_helpers import ingested
 
     from seqlm.corpus import SplitConfig, build_corpus
     from seqlm.vocabularies import TokenScheme

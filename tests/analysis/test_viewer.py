@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import random_gpt, single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.analysis_helpers import random_gpt  # noqa: F401 (autouse fixture)
 from PIL import Image
 
 from seqlm.analysis.attention_capture import capture_attention_inputs

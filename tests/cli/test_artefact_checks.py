@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import BIRDSONG_FIXTURES
-from data_cli import assert_one_line_error, seqlm
+from helpers.cli_helpers import BIRDSONG_FIXTURES
+from helpers.data_cli import assert_one_line_error, seqlm
 
 TINY = ["--set", "model.layers=1", "--set", "model.width=32", "--set", "model.heads=2",
         "--set", "model.context=32", "--set", "train.steps=4", "--set", "train.eval_every=2",

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from analysis_helpers import random_gpt, save_run
-from cli_helpers import run
+from helpers.analysis_helpers import random_gpt, save_run
+from helpers.cli_helpers import run
 
 from seqlm.analysis.corpus_stats import select_sequences
 from seqlm.cli.attention import parse_indices, parse_numbers

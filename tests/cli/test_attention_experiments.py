@@ -12,9 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from cli_helpers import run
-from corpus_helpers import ingested
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.cli_helpers import run
+from helpers.corpus_helpers import ingested
 
 from seqlm.corpus import SplitConfig, build_corpus
 from seqlm.model import GPT, GPTConfig

@@ -8,7 +8,7 @@ import random
 
 import polars as pl
 import pytest
-from cli_helpers import BIRDSONG_FIXTURES, run_seqlm
+from helpers.cli_helpers import BIRDSONG_FIXTURES, run_seqlm
 
 from seqlm.corpora_adapters import get_adapter
 

@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from reliability_helpers import BIRD1, assert_one_line_error, in_process, seqlm
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.reliability_helpers import BIRD1, assert_one_line_error, in_process, seqlm
 
 TRAIN = [
     "--preset", "tiny",

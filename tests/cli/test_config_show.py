@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from cli_helpers import run, run_seqlm
+from helpers.cli_helpers import run, run_seqlm
 
 from seqlm.cli.help_docs import help_text
 from seqlm.settings_help import table_classes

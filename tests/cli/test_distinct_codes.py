@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from data_cli import assert_one_line_error, seqlm, write_meds_rows
+from helpers.data_cli import assert_one_line_error, seqlm, write_meds_rows
 
 from seqlm.corpus import load_corpus
 

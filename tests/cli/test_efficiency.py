@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import ingest_bird1, run
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.cli_helpers import ingest_bird1, run
 
 SMALL = [
     "--set", "model.n_layer=4",

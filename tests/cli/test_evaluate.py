@@ -11,8 +11,7 @@ import sys
 import polars as pl
 import pytest
 import torch
-from cli_helpers import run
-from eval_fixtures import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.cli_helpers import run
 
 from seqlm.corpus import load_corpus
 from seqlm.datasets import finch_lesions_path

@@ -15,9 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from reliability_helpers import (
+from helpers.reliability_helpers import (
     FIXTURES,
     MEDS_SHARD,
     assert_one_line_error,
@@ -26,6 +24,8 @@ from reliability_helpers import (
     message_lines,
     seqlm,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 BIRDSONG = FIXTURES / "birdsong"
 

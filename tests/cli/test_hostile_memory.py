@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import scipy.io
-from data_cli import assert_one_line_error, seqlm_peak_memory
+from helpers.data_cli import assert_one_line_error, seqlm_peak_memory
 
 # Peak memory allowed above a normal run of the same command (imports dominate both).
 HEADROOM_MIB = 120

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cli_helpers import BIRDSONG_FIXTURES, run
+from helpers.cli_helpers import BIRDSONG_FIXTURES, run
 
 from seqlm.corpus import load_corpus
 

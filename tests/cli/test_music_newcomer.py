@@ -8,7 +8,7 @@ import json
 import random
 
 import pytest
-from cli_helpers import run_seqlm
+from helpers.cli_helpers import run_seqlm
 
 from seqlm.analysis.maps import pooled
 from seqlm.analysis.stats_plots import _spans_decades

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cli_helpers import BIRDSONG_FIXTURES, ingest_bird1, run_seqlm
+from helpers.cli_helpers import BIRDSONG_FIXTURES, ingest_bird1, run_seqlm
 
 
 def test_missing_mapping_and_typos_point_to_the_fix(tmp_path):

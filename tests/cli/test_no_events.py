@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from cli_helpers import ingest_bird1, run_seqlm
+from helpers.cli_helpers import ingest_bird1, run_seqlm
 
 MAPPING = '[adapter]\nentity = "piece"\ncode = "pitch"\ntime = "beat"\norder = "voice"\n'
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import BIRDSONG_FIXTURES
-from data_cli import assert_one_line_error, seqlm
+from helpers.cli_helpers import BIRDSONG_FIXTURES
+from helpers.data_cli import assert_one_line_error, seqlm
 from safetensors.torch import load_file
 
 TINY = ["--set", "model.layers=1", "--set", "model.width=32", "--set", "model.heads=2",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from data_cli import read_manifest, seqlm, write_meds_rows
+from helpers.data_cli import read_manifest, seqlm, write_meds_rows
 
 START = datetime(2100, 1, 1)
 RARE = {

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from cli_helpers import run
-from reliability_helpers import (
+from helpers.cli_helpers import run
+from helpers.reliability_helpers import (
     BIRD1,
     MEDS_SHARD,
     assert_one_line_error,
@@ -35,7 +35,6 @@ from reliability_helpers import (
     message_lines,
     seqlm,
 )
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 TINY = [
     "--preset", "tiny",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from data_cli import assert_one_line_error, read_manifest, seqlm, write_meds_rows
+from helpers.data_cli import assert_one_line_error, read_manifest, seqlm, write_meds_rows
 
 from seqlm.corpus import load_corpus
 

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import ingest_bird1, run
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
+from helpers.cli_helpers import ingest_bird1, run
 
 TINY = [
     "--preset", "tiny",

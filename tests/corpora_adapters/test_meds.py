@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers.meds_data import meds_frame, t, write_meds
+from helpers.shared_data import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from meds_data import meds_frame, t, write_meds
-from shared_data import shared_path
 
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import EVENT_COLUMNS, options_from_mapping

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from meds_data import meds_frame, t, write_meds
-from shared_data import shared_path
+from helpers.meds_data import meds_frame, t, write_meds
+from helpers.shared_data import shared_path
 
 from seqlm.corpora_adapters.base import load_toml, options_from_mapping
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions, read_meds

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from meds_data import meds_frame, write_meds
-from shared_data import shared_path
+from helpers.meds_data import meds_frame, write_meds
+from helpers.shared_data import shared_path
 
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
 from seqlm.corpora_adapters.meds_export import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from shared_data import shared_path
+from helpers.shared_data import shared_path
 
 from seqlm.corpora_adapters.meds import MedsMetadataWarning
 from seqlm.corpus.clinical_info import TIME_KIND, clinical_info, token_kinds

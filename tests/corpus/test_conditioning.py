@@ -99,7 +99,7 @@ def test_baselines_are_not_scored_on_conditioning_tokens(conditioned):
 
 
 def test_times_follow_the_tokens_and_the_prefix_takes_the_first_time(tmp_path):
-    from corpus_helpers import clinic_frame, ingested
+    from helpers.corpus_helpers import clinic_frame, ingested
 
     from seqlm.corpus import SplitConfig, build_corpus
     from seqlm.vocabularies import TokenScheme

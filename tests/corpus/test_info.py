@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from corpus_helpers import clinic_frame, ingested
+from helpers.corpus_helpers import clinic_frame, ingested
 
 from seqlm.corpora_adapters.base import RejectLog
 from seqlm.corpus import SplitConfig, build_corpus, corpus_info

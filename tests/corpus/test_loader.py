@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.shared_data import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shared_data import shared_path
 
 from seqlm.corpus.loader import (
     IGNORE_INDEX,

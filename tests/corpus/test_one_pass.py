@@ -13,9 +13,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-from corpus_helpers import clinic_frame, ingested, lesion_frame
-from reference_writer import reference_build
-from shared_data import shared_path
+from helpers.corpus_helpers import clinic_frame, ingested, lesion_frame
+from helpers.reference_writer import reference_build
+from helpers.shared_data import shared_path
 
 import seqlm.corpus.partitions as partitions
 from seqlm.corpora_adapters import get_adapter

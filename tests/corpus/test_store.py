@@ -7,7 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from corpus_helpers import clinic_frame, ingested
+from helpers.corpus_helpers import clinic_frame, ingested
 
 from seqlm.corpus import SplitConfig, build_corpus, load_corpus
 from seqlm.errors import CorpusError

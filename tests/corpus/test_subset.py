@@ -6,7 +6,7 @@ import filecmp
 
 import numpy as np
 import pytest
-from corpus_helpers import clinic_frame, ingested
+from helpers.corpus_helpers import clinic_frame, ingested
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

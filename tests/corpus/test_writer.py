@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
-from corpus_helpers import clinic_frame, ingested, lesion_frame
+from helpers.corpus_helpers import clinic_frame, ingested, lesion_frame
+from helpers.shared_data import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shared_data import shared_path
 
 import seqlm.corpus.writer as writer
 from seqlm.corpora_adapters.base import EventTable, RejectLog

@@ -140,7 +140,7 @@ def test_split_sequences_keeps_the_order_of_the_named_splits() -> None:
 
 @pytest.fixture(scope="module")
 def finch_corpus(tmp_path_factory):
-    from shared_data import shared_path
+    from helpers.shared_data import shared_path
 
     from seqlm.ingest import ingest
 
@@ -182,7 +182,7 @@ def test_mimic_demo_baselines_against_the_reference_figures(tmp_path) -> None:
     the MEDS adapter's defaults with `min_entities=1` make the tokens): unigram
     perplexity 1,524 and top-1 2.3%; an interpolated bigram 643 (Kneser-Ney must do
     at least as well)."""
-    from shared_data import shared_path
+    from helpers.shared_data import shared_path
 
     from seqlm.ingest import ingest
 

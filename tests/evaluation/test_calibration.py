@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from finch_strings import bird_corpus
+from helpers.finch_strings import bird_corpus
 from matplotlib.image import imread
 
 from seqlm.errors import ConfigError

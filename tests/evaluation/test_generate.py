@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from eval_fixtures import single_torch_thread, tiny_gpt  # noqa: F401 (autouse fixture)
+from helpers.eval_fixtures import tiny_gpt  # noqa: F401 (autouse fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare

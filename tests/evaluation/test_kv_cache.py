@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from eval_fixtures import single_torch_thread, tiny_gpt  # noqa: F401 (autouse fixture)
+from helpers.eval_fixtures import tiny_gpt  # noqa: F401 (autouse fixture)
 
 from seqlm.errors import ConfigError
 from seqlm.evaluation.kv_cache import KVCache, cached_forward

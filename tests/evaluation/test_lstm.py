@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import single_torch_thread, small_finch_corpus  # noqa: F401 (autouse)
+from helpers.eval_fixtures import small_finch_corpus  # noqa: F401 (autouse)
 
 from seqlm.corpus.loader import BatchLoader, LoaderConfig
 from seqlm.errors import ConfigError, CorpusError

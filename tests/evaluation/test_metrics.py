@@ -7,7 +7,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from finch_strings import BIRDS, bird_corpus
+from helpers.finch_strings import BIRDS, bird_corpus
 
 from seqlm.errors import ConfigError
 from seqlm.evaluation.metrics import (

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import (  # noqa: F401 (autouse fixture)
-    single_torch_thread,
+from helpers.eval_fixtures import (  # noqa: F401 (autouse fixture)
     small_finch_corpus,
     tiny_gpt,
     write_run,

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from finch_strings import BIRDS, bird_corpus
+from helpers.finch_strings import BIRDS, bird_corpus
+from helpers.kn_reference import ReferenceKneserNey, discounts_from
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kn_reference import ReferenceKneserNey, discounts_from
 
 import seqlm.evaluation.ngram as ngram
 from seqlm.errors import ConfigError, CorpusError, SeqlmError

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from eval_fixtures import (  # noqa: F401 (autouse fixture)
-    single_torch_thread,
+from helpers.eval_fixtures import (  # noqa: F401 (autouse fixture)
     small_finch_corpus,
     tiny_gpt,
     write_run,

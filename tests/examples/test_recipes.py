@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shared_data import REPO_ROOT, shared_path
+from helpers.shared_data import REPO_ROOT, shared_path
 
 EXAMPLES = REPO_ROOT / "examples"
 

@@ -11,13 +11,13 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.shared_data import shared_path
 
 from seqlm.kernels.linear_cross_entropy import (
     LinearCrossEntropyOptions,
     choose_linear_cross_entropy_impl,
 )
 from seqlm.kernels.model_loss import lm_loss
-from tests.conftest import shared_path
 
 
 def explicit_loss(hidden, weight, targets, loss_mask):
@@ -48,7 +48,8 @@ def test_lm_loss_follows_the_model_contract(impl):
 
 
 def test_losses_are_registered_with_the_model():
-    loss_module = pytest.importorskip("seqlm.model.loss", reason="the model package is absent")
+    import seqlm.model.loss as loss_module
+
     for name in ("auto", "chunked"):
         fn = loss_module.loss_impl(name)
         hidden, weight = torch.randn(1, 5, 4), torch.randn(20, 4)
@@ -104,7 +105,6 @@ def train_curve(stream, vocab_size, loss_impl, steps, batch, block):
 
 @pytest.mark.slow  # about 10 s on an idle 2-core machine, minutes on a busy one
 def test_mimic_demo_training_curve_matches_dense_loss():
-    pytest.importorskip("seqlm.model", reason="the model package is absent")
     stream, vocab_size = mimic_token_stream(
         shared_path("clinical", "mimic-iv-demo-meds"), max_tokens=200_000
     )

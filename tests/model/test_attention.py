@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.model.attention import (
     CausalSelfAttention,

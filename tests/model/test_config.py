@@ -7,7 +7,6 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.errors import ConfigError, SeqlmError
 from seqlm.model.config import PRESETS, GPTConfig, preset

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.model import GPT, GPTConfig, flops_per_token, parameter_count, preset
 from seqlm.model.flops import forward_flops_per_token, parameter_breakdown

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.errors import ConfigError
 from seqlm.model import GPT, GPTConfig, document_positions
@@ -385,7 +384,6 @@ def test_gpt2_initialisation_scales() -> None:
 @pytest.mark.parametrize("name", ["chunked", "auto"])
 def test_kernel_losses_plug_in_by_name(name: str) -> None:
     """seqlm.kernels registers its lean losses; by name they match the dense loss."""
-    pytest.importorskip("seqlm.kernels.model_loss")
     model = randomized(tiny_config(loss_impl=name), seed=20).float()
     x, y = repeated_pattern_batch(3, 8)
     y = y.clone()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.errors import ConfigError
 from seqlm.model.norms import SublayerNorms, final_norm, make_norm

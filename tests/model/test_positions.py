@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.model.positions import (
     LearnedPositions,

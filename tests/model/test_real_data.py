@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.model import GPT, GPTConfig, document_positions
 

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 from seqlm.model import GPT, GPTConfig
 

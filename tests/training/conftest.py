@@ -61,15 +61,3 @@ def tiny_gpt_factory():
         return GPT(preset("tiny", vocab_size=vocab_size, block_size=context, **overrides))
 
     return build
-
-
-@pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():
-    """One intra-op thread: on a 2-core box shared with other work, OpenMP threads that
-    wait on each other at every op make tiny models 10-25x slower, not faster."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from shared_data import shared_path
+from helpers.shared_data import shared_path
 
 from seqlm.cli.app import main
 from seqlm.corpus import load_corpus

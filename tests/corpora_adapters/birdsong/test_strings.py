@@ -144,7 +144,8 @@ def test_lesion_bout_names_match_the_file(finch_lesions):
 
 
 def test_lesion_corpus_keeps_group_and_condition(finch_lesions, tmp_path):
-    ingest = pytest.importorskip("seqlm.ingest")
+    import seqlm.ingest as ingest
+
     corpus = ingest.ingest("birdsong-strings", [finch_lesions], tmp_path / "finch")
     index = corpus.index
     assert {"group", "condition", "source_file"} <= set(index.columns)

@@ -1,10 +1,4 @@
-"""Helpers for the tests of trained models: tiny models, run folders, a real corpus.
-
-`from eval_fixtures import single_torch_thread` also turns on the model tests' autouse
-fixture that runs torch on one thread: tiny tensors gain nothing from a second thread,
-and on a busy 2-core box OpenMP threads waiting on each other made a tiny LSTM step take
-~1 s instead of ~0.03 s.
-"""
+"""Helpers for the tests of trained models: tiny models, run folders, a real corpus."""
 
 from __future__ import annotations
 
@@ -12,11 +6,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch_threads import single_torch_thread
 
 from seqlm.model import GPT, GPTConfig
 
-__all__ = ["single_torch_thread", "small_finch_corpus", "tiny_gpt", "write_run"]
+__all__ = ["small_finch_corpus", "tiny_gpt", "write_run"]
 
 
 def tiny_gpt(seed: int = 0, **overrides) -> GPT:

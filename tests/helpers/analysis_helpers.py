@@ -1,31 +1,15 @@
-"""Helpers for the analysis tests: one torch thread, a dense attention reference written
-from scratch, small corpora and run folders.
-
-`from analysis_helpers import single_torch_thread` turns the autouse fixture on in a
-test module (a helper module, not a conftest.py, so the root conftest keeps its name).
-"""
+"""Helpers for the analysis tests: a dense attention reference written from scratch,
+small corpora and run folders."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 import torch
 
 from seqlm.model import GPT, GPTConfig
-
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    # Tiny tensors gain nothing from a second thread; on a busy 2-core box OpenMP threads
-    # waiting on each other slow tiny models down many times over.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def random_gpt(seed: int = 0, **overrides) -> GPT:

@@ -18,7 +18,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_wheel(workdir: Path) -> Path:

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-from meds_data import MEDS_SCHEMA
+
+from helpers.meds_data import MEDS_SCHEMA
 
 # Characters of rich's progress bars (finished ━, pending ╺ ╸ and spaces with a count).
 PROGRESS_MARKS = ("━", "╺", "╸", "-:--:--")
