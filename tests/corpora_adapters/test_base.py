@@ -5,14 +5,10 @@ from dataclasses import dataclass, field
 import polars as pl
 import pytest
 
-from seqlm.corpora_adapters.base import (
-    EVENT_COLUMNS,
-    EventTable,
-    RejectLog,
-    options_from_mapping,
-    parse_option_strings,
-)
+from seqlm.config import options_from_mapping, parse_option_strings
+from seqlm.corpora_adapters.base import RejectLog
 from seqlm.errors import ConfigError, InputError
+from seqlm.events import EVENT_COLUMNS, EventTable
 
 
 def test_from_frame_fills_casts_and_sorts():
