@@ -144,6 +144,8 @@ def _coerce_sequence(
 
 def _coerce_table(value: Any, cls: type, key: str, strict: bool) -> Any:
     if isinstance(value, cls):
+        if strict:  # the nested table's own fields, named under this key
+            check_fields(value, prefix=f"{key}.")
         return value
     if strict or not isinstance(value, dict):
         raise setting_error(key, "a table", value)
