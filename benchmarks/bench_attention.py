@@ -48,9 +48,10 @@ def peak_mb() -> float:
 
 def build_corpus(folder: Path, context: int, sequences: int) -> None:
     """`sequences` held-out sequences of context - 2 symbols (+ BOS/EOS = one context)."""
-    from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog
+    from seqlm.corpora_adapters.base import Ingested, RejectLog
     from seqlm.corpus import build_corpus as write_corpus
     from seqlm.corpus.splits import SplitConfig
+    from seqlm.events import EventTable
     from seqlm.vocabularies import TokenScheme
 
     rng = np.random.default_rng(0)

@@ -117,7 +117,7 @@ def cpu_seconds() -> float:
 def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
     # (MODE floor / corpus / adapter; the corpus's workers are this child's children.)
     """One measured ingest, in this (child) process."""
-    from seqlm.corpora_adapters.base import options_from_mapping
+    from seqlm.config import options_from_mapping
     from seqlm.corpora_adapters.tabular import TabularOptions, read_tabular
     from seqlm.ingest import ingest
 

@@ -20,8 +20,8 @@ from typing import Any
 import polars as pl
 from pyarrow.lib import ArrowException
 
+from seqlm.config import load_toml, options_from_mapping, parse_option_strings
 from seqlm.corpora_adapters import get_adapter
-from seqlm.corpora_adapters.base import load_toml, options_from_mapping, parse_option_strings
 from seqlm.corpus import Corpus, SplitConfig, build_corpus
 from seqlm.corpus.store import CORPUS_FILES
 from seqlm.errors import ConfigError, InputError, SeqlmError

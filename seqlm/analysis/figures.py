@@ -1,21 +1,12 @@
-"""Matplotlib set-up shared by the analysis figures: a headless backend, and saving every
-figure as PNG and SVG side by side."""
+"""Saving shared by the analysis figures (PNG and SVG side by side) and the trust caution.
+
+Figures themselves come from `seqlm.plotting` (a `Figure` of their own, never pyplot)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 FIGURE_FORMATS = ("png", "svg")
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed, nothing pops up)."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def save_figure(figure, out_stem: str | Path, dpi: int) -> list[Path]:

@@ -26,10 +26,11 @@ import polars as pl
 import torch
 from torch import Tensor, nn
 
+from seqlm.analysis.context_batches import WindowBatch, batch_log_probs, context_batches
 from seqlm.analysis.figures import add_caution
-from seqlm.analysis.span import WindowBatch, batch_log_probs, context_batches
 from seqlm.errors import ConfigError
 from seqlm.evaluation.scores import prediction_targets
+from seqlm.plotting import plain_text, subplots
 from seqlm.progress import Progress, ensure_progress
 
 
@@ -250,53 +251,46 @@ def _heatmap(
     figure.colorbar(image, ax=axes, shrink=0.85)
 
 
+@plain_text
 def plot_heads(analysis: HeadAnalysis, out: str | Path, *, caution: str = "") -> Path:
     """Importance and ablation heatmaps (layer x head) beside the prune curve; `caution`
     (a trust warning) is written in red above them."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     panels = 3 if analysis.ablation_loss is not None else 2
-    figure, grid = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0), dpi=130)
-    try:
+    figure, grid = subplots(1, panels, figsize=(4.6 * panels, 4.0), dpi=130)
+    _heatmap(
+        grid[0],
+        figure,
+        analysis.importance,
+        "importance (normalised per layer)",
+        "viridis",
+        ".2f",
+    )
+    if analysis.ablation_loss is not None:
+        change = analysis.ablation_loss - analysis.base_loss
+        limit = float(np.abs(change).max()) or 1.0
         _heatmap(
-            grid[0],
+            grid[1],
             figure,
-            analysis.importance,
-            "importance (normalised per layer)",
-            "viridis",
-            ".2f",
+            change,
+            "loss change when the head is removed (nats)",
+            "RdBu_r",
+            "+.3f",
+            (-limit, limit),
         )
-        if analysis.ablation_loss is not None:
-            change = analysis.ablation_loss - analysis.base_loss
-            limit = float(np.abs(change).max()) or 1.0
-            _heatmap(
-                grid[1],
-                figure,
-                change,
-                "loss change when the head is removed (nats)",
-                "RdBu_r",
-                "+.3f",
-                (-limit, limit),
-            )
-        axes = grid[-1]
-        curve = analysis.prune_curve
-        axes.plot(100 * curve["fraction_pruned"], curve["loss"], "o-", markersize=3)
-        axes.axhline(analysis.base_loss, color="black", linestyle="--", linewidth=1.0)
-        axes.set_xlabel("heads removed, least important first (%)")
-        axes.set_ylabel("loss (nats per token)")
-        axes.set_title(f"pruning by importance (intact {analysis.base_loss:.3f})", fontsize=10)
-        axes.grid(alpha=0.3)
-        figure.suptitle(
-            f"Attention heads: {analysis.tokens:,} tokens in {analysis.windows:,} windows",
-            fontsize=11,
-        )
-        figure.tight_layout()
-        add_caution(figure, caution)
-        figure.savefig(out, bbox_inches="tight" if caution else None)
-    finally:
-        plt.close(figure)
+    axes = grid[-1]
+    curve = analysis.prune_curve
+    axes.plot(100 * curve["fraction_pruned"], curve["loss"], "o-", markersize=3)
+    axes.axhline(analysis.base_loss, color="black", linestyle="--", linewidth=1.0)
+    axes.set_xlabel("heads removed, least important first (%)")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title(f"pruning by importance (intact {analysis.base_loss:.3f})", fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.suptitle(
+        f"Attention heads: {analysis.tokens:,} tokens in {analysis.windows:,} windows",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    add_caution(figure, caution)
+    figure.savefig(out, bbox_inches="tight" if caution else None)
     return out

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from seqlm.analysis.attention_capture import AttentionInputs
-from seqlm.analysis.figures import pyplot, save_figure
+from seqlm.analysis.figures import save_figure
 from seqlm.errors import ConfigError
+from seqlm.plotting import plain_text, subplots
 from seqlm.progress import Progress, ensure_progress
 
 MASKED_COLOUR = "#d9d9d9"
@@ -147,6 +148,7 @@ def _label_axes(axes, labels: Sequence[str], style: MapStyle, size: float) -> No
     axes.set_ylabel("query (attending token)")
 
 
+@plain_text
 def plot_attention_map(
     weights: np.ndarray,
     labels: Sequence[str],
@@ -175,20 +177,17 @@ def plot_attention_map(
     shown = min(len(labels), style.max_labels)
     side = min(12.0, max(5.0, 2.5 + 0.13 * shown))
     font = 8 if shown <= 32 else 6
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(side + 1.5, side))
-    try:
-        image = axes.imshow(data, cmap=_cmap(style), norm=norm, interpolation="none")
-        _label_axes(axes, labels, style, font)
-        _colorbar(figure, image, axes, scale_text, clipped, fraction=0.046, pad=0.03)
-        axes.set_title(
-            f"{title}\ngrey: not visible to the query (causal / span / document mask)", fontsize=9
-        )
-        return save_figure(figure, Path(out_stem), style.dpi)
-    finally:
-        plt.close(figure)
+    figure, axes = subplots(figsize=(side + 1.5, side))
+    image = axes.imshow(data, cmap=_cmap(style), norm=norm, interpolation="none")
+    _label_axes(axes, labels, style, font)
+    _colorbar(figure, image, axes, scale_text, clipped, fraction=0.046, pad=0.03)
+    axes.set_title(
+        f"{title}\ngrey: not visible to the query (causal / span / document mask)", fontsize=9
+    )
+    return save_figure(figure, Path(out_stem), style.dpi)
 
 
+@plain_text
 def plot_attention_grid(
     maps: dict[tuple[int, int], np.ndarray],
     visible: dict[int, np.ndarray] | None,
@@ -222,49 +221,43 @@ def plot_attention_grid(
     norm, scale_text = _norm(style, top)
     clipped = any(m.count() and float(m.max()) > top for m in masked.values())
     panel = 2.4 if len(heads) * len(layers) > 16 else 3.0
-    plt = pyplot()
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         len(layers),
         len(heads),
         figsize=(max(panel * len(heads) + 1.6, 6.0), panel * len(layers) + 0.9),
         squeeze=False,
         constrained_layout=True,
     )
-    try:
-        image = None
-        for r, layer in enumerate(layers):
-            for c, head in enumerate(heads):
-                ax = axes[r][c]
-                if (layer, head) not in masked:
-                    ax.axis("off")
-                    continue
-                image = ax.imshow(
-                    masked[(layer, head)],
-                    cmap=_cmap(style),
-                    norm=norm,
-                    interpolation="none",
-                    extent=extent,
-                )
-                ax.tick_params(labelsize=6)
-                ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
-                ax.yaxis.set_major_locator(MaxNLocator(5, integer=True))
-                if r == 0:
-                    ax.set_title(f"head {head}", fontsize=10)
-                if c == 0:
-                    ax.set_ylabel(f"layer {layer}\nquery position", fontsize=9)
-                if r == len(layers) - 1:
-                    ax.set_xlabel("key position", fontsize=8)
-        _colorbar(figure, image, axes, scale_text, clipped, shrink=0.8)
-        note = "grey: not visible"
-        shown = next(iter(masked.values())).shape[0]
-        if shown < length:
-            note += (
-                f"; block means of {math.ceil(length / shown)}x{math.ceil(length / shown)} tokens"
+    image = None
+    for r, layer in enumerate(layers):
+        for c, head in enumerate(heads):
+            ax = axes[r][c]
+            if (layer, head) not in masked:
+                ax.axis("off")
+                continue
+            image = ax.imshow(
+                masked[(layer, head)],
+                cmap=_cmap(style),
+                norm=norm,
+                interpolation="none",
+                extent=extent,
             )
-        figure.suptitle(f"{title}\n({note})" if title else note)
-        return save_figure(figure, Path(out_stem), style.dpi)
-    finally:
-        plt.close(figure)
+            ax.tick_params(labelsize=6)
+            ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(5, integer=True))
+            if r == 0:
+                ax.set_title(f"head {head}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"layer {layer}\nquery position", fontsize=9)
+            if r == len(layers) - 1:
+                ax.set_xlabel("key position", fontsize=8)
+    _colorbar(figure, image, axes, scale_text, clipped, shrink=0.8)
+    note = "grey: not visible"
+    shown = next(iter(masked.values())).shape[0]
+    if shown < length:
+        note += f"; block means of {math.ceil(length / shown)}x{math.ceil(length / shown)} tokens"
+    figure.suptitle(f"{title}\n({note})" if title else note)
+    return save_figure(figure, Path(out_stem), style.dpi)
 
 
 def attention_rollout(layer_maps: Sequence[np.ndarray], residual: float = 0.5) -> np.ndarray:

@@ -27,11 +27,12 @@ import polars as pl
 import torch
 from torch import nn
 
+from seqlm.analysis.context_batches import context_batches
 from seqlm.analysis.figures import add_caution
-from seqlm.analysis.span import context_batches
 from seqlm.errors import ConfigError
 from seqlm.evaluation.metrics import token_kinds
 from seqlm.evaluation.scores import prediction_targets
+from seqlm.plotting import plain_text, subplots
 from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.scheme import SPECIAL_TOKENS
 
@@ -268,63 +269,56 @@ def special_ids(tokens: Sequence[str]) -> list[int]:
     return [i for i, token in enumerate(tokens) if token in SPECIAL_TOKENS]
 
 
+@plain_text
 def plot_probes(result: ProbeResult, out: str | Path, *, caution: str = "") -> Path:
     """Probe and control accuracy per layer (fold standard deviation as error bars), the
     majority-class line, and the selectivity of each layer; `caution` (a trust warning)
     is written in red above it."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     table = result.table
     layers = table["layer"].to_numpy()
-    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=130)
-    try:
-        axes.errorbar(
-            layers,
-            table["accuracy"],
-            yerr=table["accuracy_sd"],
-            fmt="o-",
-            capsize=3,
-            label=f"probe: {result.label}",
+    figure, axes = subplots(figsize=(7.5, 4.5), dpi=130)
+    axes.errorbar(
+        layers,
+        table["accuracy"],
+        yerr=table["accuracy_sd"],
+        fmt="o-",
+        capsize=3,
+        label=f"probe: {result.label}",
+    )
+    axes.errorbar(
+        layers,
+        table["control_accuracy"],
+        yerr=table["control_sd"],
+        fmt="s--",
+        capsize=3,
+        label="control task (random label per token type)",
+    )
+    axes.plot(layers, table["majority"], ":", color="grey", label="majority class")
+    for layer, accuracy, selectivity in zip(
+        layers, table["accuracy"], table["selectivity"], strict=True
+    ):
+        axes.annotate(
+            f"sel {selectivity:+.2f}",
+            (layer, accuracy),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
         )
-        axes.errorbar(
-            layers,
-            table["control_accuracy"],
-            yerr=table["control_sd"],
-            fmt="s--",
-            capsize=3,
-            label="control task (random label per token type)",
-        )
-        axes.plot(layers, table["majority"], ":", color="grey", label="majority class")
-        for layer, accuracy, selectivity in zip(
-            layers, table["accuracy"], table["selectivity"], strict=True
-        ):
-            axes.annotate(
-                f"sel {selectivity:+.2f}",
-                (layer, accuracy),
-                textcoords="offset points",
-                xytext=(0, 8),
-                ha="center",
-                fontsize=8,
-            )
-        axes.set_xticks(layers)
-        axes.set_xticklabels(["emb" if layer == 0 else str(layer) for layer in layers])
-        axes.set_xlabel("layer (emb = token + position embeddings)")
-        axes.set_ylabel("held-out accuracy (grouped by entity)")
-        axes.set_ylim(0, 1.05)
-        axes.set_title(
-            f"Linear probes for {result.label!r} ({len(result.classes)} classes, "
-            f"{result.tokens:,} tokens, {result.entities:,} entities, {result.folds} folds)",
-            fontsize=10,
-        )
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8, loc="lower right")
-        figure.tight_layout()
-        add_caution(figure, caution)
-        figure.savefig(out, bbox_inches="tight" if caution else None)
-    finally:
-        plt.close(figure)
+    axes.set_xticks(layers)
+    axes.set_xticklabels(["emb" if layer == 0 else str(layer) for layer in layers])
+    axes.set_xlabel("layer (emb = token + position embeddings)")
+    axes.set_ylabel("held-out accuracy (grouped by entity)")
+    axes.set_ylim(0, 1.05)
+    axes.set_title(
+        f"Linear probes for {result.label!r} ({len(result.classes)} classes, "
+        f"{result.tokens:,} tokens, {result.entities:,} entities, {result.folds} folds)",
+        fontsize=10,
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    add_caution(figure, caution)
+    figure.savefig(out, bbox_inches="tight" if caution else None)
     return out

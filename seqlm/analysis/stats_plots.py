@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from seqlm.analysis.figures import pyplot, save_figure
+from seqlm.analysis.figures import save_figure
 from seqlm.analysis.stats_bins import time_axis_unit
 from seqlm.analysis.stats_tables import mass_density
+from seqlm.plotting import plain_text, subplots
 
 DPI = 300  # the default; every plot function takes `dpi=`
 RATIO_TICKS = (
@@ -71,17 +72,18 @@ def ratio_ticks(low: float, high: float) -> tuple[float, ...]:
 
 
 def _head_colours(n_heads: int):
-    plt = pyplot()
-    cmap = plt.get_cmap("tab10" if n_heads <= 10 else "tab20")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n_heads <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n_heads)]
 
 
+@plain_text
 def _per_layer_pairs(n_layers: int, width: float = 4.2):
     """Two stacked axes per layer (values on top, ratio to uniform below), 4 layers a row."""
-    plt = pyplot()
     columns = min(n_layers, 4)
     rows = math.ceil(n_layers / columns)
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         2 * rows,
         columns,
         figsize=(width * columns, 5.4 * rows + 0.6),
@@ -96,9 +98,10 @@ def _per_layer_pairs(n_layers: int, width: float = 4.2):
     for i in range(n_layers, rows * columns):
         axes[2 * (i // columns)][i % columns].axis("off")
         axes[2 * (i // columns) + 1][i % columns].axis("off")
-    return plt, figure, pairs
+    return figure, pairs
 
 
+@plain_text
 def _curves_by_layer(
     table: pl.DataFrame,
     value: str,
@@ -119,55 +122,52 @@ def _curves_by_layer(
     layers = sorted(table["layer"].unique().to_list())
     n_heads = int(table["head"].max()) + 1
     colours = _head_colours(n_heads)
-    plt, figure, pairs = _per_layer_pairs(len(layers))
-    try:
-        for (top, ratio), layer in zip(pairs, layers, strict=True):
-            rows = table.filter(pl.col("layer") == layer)
-            base = rows.filter(pl.col("head") == 0)
-            for head in range(n_heads):
-                part = rows.filter(pl.col("head") == head)
-                x, y = x_of(part), part[value].to_numpy()
-                style = {"marker": "o", "markersize": 2.5, "linewidth": 1.2, "color": colours[head]}
-                top.plot(x, y, label=f"head {head}", **style)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ratio.plot(x, y / part[uniform].to_numpy(), **style)
-            top.plot(x_of(base), base[uniform], "k--", linewidth=1.2, label="uniform attention")
-            ratio.axhline(1.0, color="k", linestyle="--", linewidth=1.2)
-            positive = rows[value].filter(rows[value] > 0)
-            if len(positive):
-                # keep four decades below the top: the far tail is a handful of long
-                # sequences and would squash the informative part into one line
-                highest = float(positive.max())
-                top.set_ylim(max(float(positive.min()), highest * 1e-4) / 1.5, highest * 1.5)
+    figure, pairs = _per_layer_pairs(len(layers))
+    for (top, ratio), layer in zip(pairs, layers, strict=True):
+        rows = table.filter(pl.col("layer") == layer)
+        base = rows.filter(pl.col("head") == 0)
+        for head in range(n_heads):
+            part = rows.filter(pl.col("head") == head)
+            x, y = x_of(part), part[value].to_numpy()
+            style = {"marker": "o", "markersize": 2.5, "linewidth": 1.2, "color": colours[head]}
+            top.plot(x, y, label=f"head {head}", **style)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio.plot(x, y / part[uniform].to_numpy(), **style)
+        top.plot(x_of(base), base[uniform], "k--", linewidth=1.2, label="uniform attention")
+        ratio.axhline(1.0, color="k", linestyle="--", linewidth=1.2)
+        positive = rows[value].filter(rows[value] > 0)
+        if len(positive):
+            # keep four decades below the top: the far tail is a handful of long
+            # sequences and would squash the informative part into one line
+            highest = float(positive.max())
+            top.set_ylim(max(float(positive.min()), highest * 1e-4) / 1.5, highest * 1.5)
+        for axes in (top, ratio):
+            axes.set_xscale(*xscale[:1], **xscale[1])
+            axes.set_yscale("log")
+            axes.grid(alpha=0.3, which="both")
+        if xscale[0] == "symlog":
+            # plain distances (0, 4, 8, 16, 32 ...) instead of 10^k on the token axis
+            farthest = float(np.nanmax(x_of(rows))) if rows.height else 16.0
+            distance_ticks = [0, 4, 8] + [2**k for k in range(4, 20) if 2**k <= farthest * 1.2]
             for axes in (top, ratio):
-                axes.set_xscale(*xscale[:1], **xscale[1])
-                axes.set_yscale("log")
-                axes.grid(alpha=0.3, which="both")
-            if xscale[0] == "symlog":
-                # plain distances (0, 4, 8, 16, 32 ...) instead of 10^k on the token axis
-                farthest = float(np.nanmax(x_of(rows))) if rows.height else 16.0
-                distance_ticks = [0, 4, 8] + [2**k for k in range(4, 20) if 2**k <= farthest * 1.2]
-                for axes in (top, ratio):
-                    axes.set_xlim(left=-0.5)
-                    axes.xaxis.set_major_locator(FixedLocator(distance_ticks))
-                    axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
-                    axes.xaxis.set_minor_locator(NullLocator())
-            # plain ratios (0.5, 1, 2 ...) read better than powers of ten, and a fixed
-            # handful of ticks keeps drawing fast
-            ticks = ratio_ticks(*ratio.get_ylim())
-            if ticks:
-                ratio.yaxis.set_major_locator(FixedLocator(ticks))
-                ratio.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
-                ratio.yaxis.set_minor_locator(NullLocator())
-            top.set_title(f"layer {layer}")
-            top.set_ylabel(ylabel)
-            ratio.set_ylabel("ratio to uniform (1 = none)")
-            ratio.set_xlabel(xlabel)
-        figure.suptitle(title)
-        _legend(figure, pairs[0][0])
-        return save_figure(figure, out_stem, dpi)
-    finally:
-        plt.close(figure)
+                axes.set_xlim(left=-0.5)
+                axes.xaxis.set_major_locator(FixedLocator(distance_ticks))
+                axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
+                axes.xaxis.set_minor_locator(NullLocator())
+        # plain ratios (0.5, 1, 2 ...) read better than powers of ten, and a fixed
+        # handful of ticks keeps drawing fast
+        ticks = ratio_ticks(*ratio.get_ylim())
+        if ticks:
+            ratio.yaxis.set_major_locator(FixedLocator(ticks))
+            ratio.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
+            ratio.yaxis.set_minor_locator(NullLocator())
+        top.set_title(f"layer {layer}")
+        top.set_ylabel(ylabel)
+        ratio.set_ylabel("ratio to uniform (1 = none)")
+        ratio.set_xlabel(xlabel)
+    figure.suptitle(title)
+    _legend(figure, pairs[0][0])
+    return save_figure(figure, out_stem, dpi)
 
 
 def _scatter_by_layer(
@@ -213,6 +213,7 @@ def _legend(figure, axes) -> None:
     )
 
 
+@plain_text
 def _plot_means(
     heads: pl.DataFrame,
     value: str,
@@ -226,21 +227,17 @@ def _plot_means(
     dpi: int,
 ) -> list[Path]:
     """One panel: `value` per head against layer, the uniform `baseline` per layer."""
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
-    try:
-        _scatter_by_layer(axes, heads, value, baseline, ylabel)
-        highest = float(max(heads[value].max(), heads[baseline].max()) or 1.0)
-        if log and _spans_decades(heads, value, baseline):
-            axes.set_yscale("log")
-        else:
-            # room above the top point, so no marker sits on the frame
-            axes.set_ylim(0, 1.12 * highest)
-        axes.set_title(f"{title}\n{subtitle}".strip(), fontsize=10)
-        _legend(figure, axes)
-        return save_figure(figure, out_stem, dpi)
-    finally:
-        plt.close(figure)
+    figure, axes = subplots(figsize=(7, 4.2), constrained_layout=True)
+    _scatter_by_layer(axes, heads, value, baseline, ylabel)
+    highest = float(max(heads[value].max(), heads[baseline].max()) or 1.0)
+    if log and _spans_decades(heads, value, baseline):
+        axes.set_yscale("log")
+    else:
+        # room above the top point, so no marker sits on the frame
+        axes.set_ylim(0, 1.12 * highest)
+    axes.set_title(f"{title}\n{subtitle}".strip(), fontsize=10)
+    _legend(figure, axes)
+    return save_figure(figure, out_stem, dpi)
 
 
 def _spans_decades(heads: pl.DataFrame, value: str, baseline: str) -> bool:
@@ -269,25 +266,20 @@ def plot_mean_distance(
     )
 
 
+@plain_text
 def plot_entropy(
     heads: pl.DataFrame, out_stem: Path, *, title: str = "", dpi: int = DPI
 ) -> list[Path]:
     """Entropy (nats) and normalised entropy (1 = uniform) per head vs layer."""
-    plt = pyplot()
-    figure, (raw, normalised) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    try:
-        _scatter_by_layer(raw, heads, "entropy", None, "entropy (nats)")
-        _scatter_by_layer(
-            normalised, heads, "normalized_entropy", None, "entropy / log(visible keys)"
-        )
-        normalised.axhline(1.0, color="k", linestyle="--", linewidth=1, label="uniform attention")
-        normalised.set_ylim(0, 1.05)
-        raw.set_ylim(0, 1.12 * float(heads["entropy"].max() or 1.0))
-        figure.suptitle(f"{title} attention entropy per head".strip())
-        _legend(figure, normalised)
-        return save_figure(figure, out_stem, dpi)
-    finally:
-        plt.close(figure)
+    figure, (raw, normalised) = subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    _scatter_by_layer(raw, heads, "entropy", None, "entropy (nats)")
+    _scatter_by_layer(normalised, heads, "normalized_entropy", None, "entropy / log(visible keys)")
+    normalised.axhline(1.0, color="k", linestyle="--", linewidth=1, label="uniform attention")
+    normalised.set_ylim(0, 1.05)
+    raw.set_ylim(0, 1.12 * float(heads["entropy"].max() or 1.0))
+    figure.suptitle(f"{title} attention entropy per head".strip())
+    _legend(figure, normalised)
+    return save_figure(figure, out_stem, dpi)
 
 
 def plot_mass_by_distance(

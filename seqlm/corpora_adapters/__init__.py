@@ -11,13 +11,13 @@ import importlib
 
 from seqlm.corpora_adapters.base import (
     AdapterSpec,
-    EventTable,
     Ingested,
     RejectLog,
     register_adapter,
 )
 from seqlm.corpora_adapters.base import registered_adapters as _registered
 from seqlm.errors import ConfigError
+from seqlm.events import EventTable
 
 # Modules that define adapters; imported on first use of the registry.
 ADAPTER_MODULES: tuple[str, ...] = (

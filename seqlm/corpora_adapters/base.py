@@ -1,16 +1,17 @@
-"""The EventTable contract, the reject log, and the adapter registry.
+"""The reject log, what an adapter returns, and the adapter registry.
 
 Adapters are the only code that reads raw source files. Each turns its files into an
-`EventTable` (one row per event, canonical columns) and a `RejectLog` (every input row
-it did not use, with the reason), so that rows read = rows used + rows rejected.
+`EventTable` (one row per event, canonical columns; defined in `seqlm.events`) and a
+`RejectLog` (every input row it did not use, with the reason), so that rows read = rows
+used + rows rejected. Adapter options are settings dataclasses read by `seqlm.config`.
+
+The event schema and the option readers used to live here; their names are re-exported
+below for one release so that existing imports keep working. New code imports them from
+`seqlm.events` and `seqlm.config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +19,34 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.errors import ConfigError, InputError, did_you_mean
+# Re-exported for one release (see the module docstring).
+from seqlm.config import load_toml, options_from_mapping, parse_option_strings
+from seqlm.events import (
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    SORT_KEY,
+    SPLITS,
+    EventTable,
+    time_in_seconds,
+)
 
-# The canonical event columns. `time` is Float64 seconds from the entity's start, or a
-# Datetime (MEDS); everything downstream converts it with `time_in_seconds`.
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "entity": pl.String(),
-    "group": pl.String(),
-    "time": pl.Float64(),
-    "order": pl.Int64(),
-    "kind": pl.String(),
-    "code": pl.String(),
-    "value": pl.Float64(),
-    "text": pl.String(),
-    "split": pl.String(),
-}
-EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA)
-SPLITS: tuple[str, ...] = ("train", "tuning", "held_out")
-SORT_KEY: tuple[str, ...] = ("entity", "time", "order")
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_SCHEMA",
+    "REJECT_SCHEMA",
+    "SORT_KEY",
+    "SPLITS",
+    "AdapterSpec",
+    "EventTable",
+    "Ingested",
+    "RejectLog",
+    "load_toml",
+    "options_from_mapping",
+    "parse_option_strings",
+    "register_adapter",
+    "registered_adapters",
+    "time_in_seconds",
+]
 
 REJECT_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
@@ -43,69 +54,6 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "column": pl.String(),
     "reason": pl.String(),
 }
-
-
-@dataclass
-class EventTable:
-    """One row per event, sorted by (entity, time, order) once collected.
-
-    `frame` is lazy so that sources larger than memory stream through. `attributes`
-    names extra entity-level columns (constant within an entity, e.g. a bird's lesion
-    `condition`) that the corpus copies into its index.
-    """
-
-    frame: pl.LazyFrame
-    attributes: tuple[str, ...] = ()
-    # The same events before the sort, for readers that partition them first (the
-    # corpus builder): sorting them all at once would hold them all in memory.
-    unsorted: pl.LazyFrame | None = None
-
-    @classmethod
-    def from_frame(
-        cls, frame: pl.DataFrame | pl.LazyFrame, attributes: Sequence[str] = ()
-    ) -> EventTable:
-        """Fill absent optional columns with nulls, cast to the schema, and sort."""
-        lazy = frame.lazy()
-        names = lazy.collect_schema().names()
-        for required in ("entity", "code"):
-            if required not in names:
-                raise InputError(f"event table has no {required!r} column", column=required)
-        time_type = lazy.collect_schema().get("time")
-        exprs = []
-        for name, dtype in EVENT_SCHEMA.items():
-            if name == "time" and isinstance(time_type, pl.Datetime):
-                exprs.append(pl.col("time"))
-            elif name in names:
-                exprs.append(pl.col(name).cast(dtype))
-            elif name == "order":
-                exprs.append(pl.int_range(pl.len(), dtype=pl.Int64).over("entity").alias(name))
-            elif name == "kind":
-                exprs.append(pl.lit("event", dtype=pl.String()).alias(name))
-            else:
-                exprs.append(pl.lit(None, dtype=dtype).alias(name))
-        exprs.extend(pl.col(a) for a in attributes)
-        lazy = lazy.select(exprs)
-        return cls(
-            frame=lazy.sort(list(SORT_KEY), nulls_last=False, maintain_order=True),
-            attributes=tuple(attributes),
-            unsorted=lazy,
-        )
-
-    def collect(self) -> pl.DataFrame:
-        return self.frame.collect()
-
-    @property
-    def columns(self) -> list[str]:
-        return list(EVENT_COLUMNS) + list(self.attributes)
-
-
-def time_in_seconds(time: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Seconds since the entity's first timed event, as Float64, for either time type."""
-    if isinstance(dtype, pl.Datetime):
-        seconds = time.dt.epoch("us").cast(pl.Float64) / 1e6
-    else:
-        seconds = time.cast(pl.Float64)
-    return seconds - seconds.min().over("entity")
 
 
 class RejectLog:
@@ -226,139 +174,3 @@ def register_adapter(
 
 def registered_adapters() -> dict[str, AdapterSpec]:
     return dict(sorted(_REGISTRY.items()))
-
-
-# ---------------------------------------------------------------------------------------
-# Options: dataclasses filled from TOML tables and `--option key=value` strings.
-
-
-def parse_option_strings(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse `key=value` strings; values are read as TOML literals, else as plain strings.
-
-    `a.b=1` nests into {"a": {"b": 1}}. No code is evaluated.
-    """
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"option {pair!r} is not of the form key=value")
-        key, raw = pair.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"option {pair!r} has an empty key")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        target = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"option {key!r} conflicts with an earlier option")
-        target[parts[-1]] = value
-    return result
-
-
-def _coerce(value: Any, annotation: Any, name: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, name)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError("; ".join(errors))
-    if origin in (list, tuple, set, frozenset):
-        items = value if isinstance(value, list | tuple) else [value]
-        if isinstance(value, str):
-            items = [v for v in value.split(",") if v]
-        inner = args[0] if args else Any
-        coerced = [_coerce(v, inner, name) for v in items]
-        return origin(coerced) if origin is not list else coerced
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"option {name!r} must be a table, got {value!r}")
-        return value
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"option {name!r} must be one of {list(args)}, got {value!r}")
-        return value
-    if annotation is Any:
-        return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"option {name!r} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ConfigError(f"option {name!r} must be an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"option {name!r} must be an integer, got {value!r}") from None
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"option {name!r} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"option {name!r} must be a number, got {value!r}") from None
-    if annotation is str:
-        if isinstance(value, dict | list):
-            raise ConfigError(f"option {name!r} must be a string, got {value!r}")
-        return str(value)
-    if annotation is Path:
-        return Path(str(value))
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"option {name!r} must be a table, got {value!r}")
-        return options_from_mapping(annotation, value, prefix=f"{name}.")
-    return value
-
-
-def options_from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build the options dataclass `cls` from a mapping, checking names and types."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(prefix + u for u in unknown)}"
-            f"{did_you_mean(unknown, known, prefix)}; "
-            f"known: {', '.join(sorted(prefix + k for k in known))}"
-        )
-    required = [
-        prefix + f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-        and f.name not in mapping
-    ]
-    if required:
-        raise ConfigError(f"missing required option(s): {', '.join(required)}")
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in mapping.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid options: {err}") from err
-
-
-def load_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None

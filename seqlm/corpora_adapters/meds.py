@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog, register_adapter
+from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter
 from seqlm.corpora_adapters.meds_cohort import (
     PREFIX_REASON,
     CodeRewrite,
@@ -75,6 +75,7 @@ from seqlm.corpora_adapters.time_range import (
     datetime_outside,
 )
 from seqlm.errors import InputError
+from seqlm.events import EventTable
 from seqlm.vocabularies.scheme import CLINICAL_TIME_GAPS
 
 BIRTH_CODE = "MEDS_BIRTH"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import SPLITS
 from seqlm.corpora_adapters.inflation import check_parquet_inflation
 from seqlm.errors import ConfigError, InputError
+from seqlm.events import SPLITS
 
 TIME_DTYPE = pl.Datetime("us")
 REQUIRED_COLUMNS = ("subject_id", "time", "code")

@@ -24,13 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import (
-    SPLITS,
-    EventTable,
-    Ingested,
-    RejectLog,
-    register_adapter,
-)
+from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter
 from seqlm.corpora_adapters.tabular_files import (
     FILE,
     READ_ERRORS,
@@ -54,6 +48,7 @@ from seqlm.corpora_adapters.time_range import (
     seconds_outside,
 )
 from seqlm.errors import InputError
+from seqlm.events import SPLITS, EventTable
 from seqlm.progress import Progress, ensure_progress
 
 REASON = "__seqlm_reject_reason"

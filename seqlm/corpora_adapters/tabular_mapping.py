@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from seqlm.corpora_adapters.base import EVENT_COLUMNS
 from seqlm.corpora_adapters.time_range import (
     DEFAULT_EARLIEST,
     DEFAULT_LATEST,
@@ -24,6 +23,7 @@ from seqlm.corpora_adapters.time_range import (
     check_bounds,
 )
 from seqlm.errors import ConfigError, InputError
+from seqlm.events import EVENT_COLUMNS
 
 TimeUnit = Literal["s", "ms", "us", "min", "h", "d", "index", "datetime"]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import SPLITS
 from seqlm.errors import ConfigError, InputError
+from seqlm.events import SPLITS
 
 
 @dataclass

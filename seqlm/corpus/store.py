@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from seqlm.artefacts import sha256_of, verify_recorded
-from seqlm.corpora_adapters.base import SPLITS
 from seqlm.errors import CorpusError
+from seqlm.events import SPLITS
 from seqlm.vocabularies.vocabulary import SCHEME_FILE, TOKENIZER_FILE, Vocabulary
 
 MANIFEST_FILE = "manifest.json"

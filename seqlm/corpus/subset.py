@@ -20,7 +20,6 @@ import numpy as np
 import polars as pl
 
 from seqlm.artefacts import record_files
-from seqlm.corpora_adapters.base import SPLITS
 from seqlm.corpus.store import (
     CHECKSUMMED_FILES,
     CORPUS_FILES,
@@ -32,6 +31,7 @@ from seqlm.corpus.store import (
     load_corpus,
 )
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.events import SPLITS
 from seqlm.outputs import (
     check_output,
     clean_stale_staging,

@@ -39,7 +39,7 @@ import polars as pl
 
 import seqlm
 from seqlm.artefacts import record_files
-from seqlm.corpora_adapters.base import EVENT_COLUMNS, SPLITS, Ingested
+from seqlm.corpora_adapters.base import Ingested
 from seqlm.corpus.empty_ingest import no_events_message
 from seqlm.corpus.entities import checked_entities
 from seqlm.corpus.merge_checks import merge_checks
@@ -69,6 +69,7 @@ from seqlm.corpus.store import (
     load_corpus,
 )
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.events import EVENT_COLUMNS, SPLITS
 from seqlm.outputs import (
     check_output,
     clean_stale_staging,

@@ -21,8 +21,8 @@ def finch_lesions(variant: str = "plain") -> Ingested:
 
     `variant="repr"` reads the files with repeat phrases collapsed to one symbol.
     """
+    from seqlm.config import options_from_mapping
     from seqlm.corpora_adapters import get_adapter
-    from seqlm.corpora_adapters.base import options_from_mapping
 
     spec = get_adapter("birdsong-strings")
     options = options_from_mapping(spec.options, {"variant": variant})

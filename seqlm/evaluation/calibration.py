@@ -18,6 +18,7 @@ import polars as pl
 
 from seqlm.errors import ConfigError
 from seqlm.evaluation.scores import TokenScores
+from seqlm.plotting import new_figure, plain_text
 
 DEFAULT_BINS = 15
 
@@ -78,6 +79,7 @@ def calibration_of(scores: TokenScores, n_bins: int = DEFAULT_BINS) -> Calibrati
     return calibration(scores.max_prob, scores.top_k_hit(1), n_bins)
 
 
+@plain_text
 def reliability_diagram(
     calibrations: Calibration | Mapping[str, Calibration],
     path: str | Path,
@@ -87,17 +89,10 @@ def reliability_diagram(
     """Write a reliability diagram PNG: accuracy against confidence per bin (one line per
     model), the diagonal of perfect calibration, and below it the share of tokens per
     bin. Returns the path written."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     named = {"model": calibrations} if isinstance(calibrations, Calibration) else calibrations
     if not named:
         raise ConfigError("reliability_diagram needs at least one calibration")
-    figure = Figure(figsize=(6.4, 7.2), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(figsize=(6.4, 7.2), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="perfect calibration")
     for name, result in named.items():

@@ -37,6 +37,7 @@ from seqlm.evaluation.plots import save_bar_figure
 from seqlm.evaluation.report import json_ready
 from seqlm.evaluation.scores import TokenScores
 from seqlm.outputs import remove_output
+from seqlm.plotting import new_figure, plain_text
 from seqlm.progress import Progress
 
 ALL_GROUPS = "all"
@@ -270,14 +271,10 @@ def lesion_table(result: LesionResult, title: str | None = None) -> Table:
     return table
 
 
+@plain_text
 def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None) -> Path:
     """Grouped bars per group: each model's pre (light) and post (dark) perplexity."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import to_rgba
-    from matplotlib.figure import Figure
 
     wide = lesion_wide(result)
     groups = wide["group"].to_list()
@@ -285,10 +282,9 @@ def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None
     width = 0.84 / bars_per_group
     # At most ~11 inches wide, so the page and a paper column show it without shrinking the
     # text; the values are in the table, so bars are labelled only while they stay legible.
-    figure = Figure(figsize=(min(11.0, 2.5 + 0.2 * len(groups) * bars_per_group), 5.5))
+    figure = new_figure(figsize=(min(11.0, 2.5 + 0.2 * len(groups) * bars_per_group), 5.5))
     label_bars = len(groups) * bars_per_group <= 30
     figure.set_layout_engine("constrained")
-    FigureCanvasAgg(figure)
     axes = figure.subplots()
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red"]
     x = np.arange(len(groups))

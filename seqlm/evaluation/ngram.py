@@ -406,26 +406,7 @@ class KneserNeyModel:
         ]
         # Sparse corrections, comparing each position with its row's entries directly.
         segment = np.searchsorted(entry_row, np.arange(context_ids.shape[0] + 1))
-        corrections = np.zeros((4, row.shape[0]), dtype=np.int64)
-        lengths = segment[row + 1] - segment[row]
-        ends = np.cumsum(lengths)
-        begin = 0
-        while begin < row.shape[0]:
-            done = ends[begin - 1] if begin else 0
-            end = max(begin + 1, int(np.searchsorted(ends, done + SPARSE_BUDGET_ENTRIES, "right")))
-            span = lengths[begin:end]
-            owner = np.repeat(np.arange(begin, end), span)
-            entry = np.repeat(segment[row[begin:end]], span)
-            entry += np.arange(owner.shape[0]) - np.repeat(ends[begin:end] - span - done, span)
-            limit = threshold[owner]
-            # Each position's entries are contiguous, so per-position sums are reduceat.
-            filled = np.flatnonzero(span > 0)
-            starts = (ends[begin:end] - span - done)[filled]
-            full, base = value[entry], background[entry]
-            for k, hit in enumerate((full > limit, full >= limit, base > limit, base >= limit)):
-                if starts.size:
-                    corrections[k, begin + filled] = np.add.reduceat(hit, starts, dtype=np.int64)
-            begin = end
+        corrections = _sparse_corrections(row, segment, threshold, value, background)
         value_above, value_at_least, background_above, background_at_least = corrections
         n_greater = above - background_above + value_above
         n_equal = (at_least - above) - (background_at_least - background_above)
@@ -438,6 +419,42 @@ class KneserNeyModel:
                 row_max[has_entries], np.maximum.reduceat(value, segment[has_entries])
             )
         return n_greater, n_equal - 1, row_max[row]
+
+
+def _sparse_corrections(
+    row: np.ndarray,
+    segment: np.ndarray,
+    threshold: np.ndarray,
+    value: np.ndarray,
+    background: np.ndarray,
+) -> np.ndarray:
+    """Per position, how many sparse entries of its row have a full value > and >= its
+    threshold, and a background value > and >= it: a (4, positions) count array.
+
+    Row r's entries are `segment[r]:segment[r + 1]`. Positions are taken in chunks of
+    about `SPARSE_BUDGET_ENTRIES` entries so the expanded arrays stay small.
+    """
+    corrections = np.zeros((4, row.shape[0]), dtype=np.int64)
+    lengths = segment[row + 1] - segment[row]
+    ends = np.cumsum(lengths)
+    begin = 0
+    while begin < row.shape[0]:
+        done = ends[begin - 1] if begin else 0
+        end = max(begin + 1, int(np.searchsorted(ends, done + SPARSE_BUDGET_ENTRIES, "right")))
+        span = lengths[begin:end]
+        owner = np.repeat(np.arange(begin, end), span)
+        entry = np.repeat(segment[row[begin:end]], span)
+        entry += np.arange(owner.shape[0]) - np.repeat(ends[begin:end] - span - done, span)
+        limit = threshold[owner]
+        # Each position's entries are contiguous, so per-position sums are reduceat.
+        filled = np.flatnonzero(span > 0)
+        starts = (ends[begin:end] - span - done)[filled]
+        full, base = value[entry], background[entry]
+        for k, hit in enumerate((full > limit, full >= limit, base > limit, base >= limit)):
+            if starts.size:
+                corrections[k, begin + filled] = np.add.reduceat(hit, starts, dtype=np.int64)
+        begin = end
+    return corrections
 
 
 def _first_true(low: np.ndarray, high: np.ndarray, predicate) -> np.ndarray:

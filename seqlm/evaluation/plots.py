@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from seqlm.plotting import new_figure, plain_text
 
+
+@plain_text
 def perplexity_by_group_plot(
     frame: pl.DataFrame,
     path: str | Path,
@@ -21,19 +24,13 @@ def perplexity_by_group_plot(
     """Grouped bars: one cluster per group, one bar per model in `models` order (a log
     axis with plain-number ticks when the perplexities span more than 20x, as uniform
     beside a trained model does), each bar labelled with its value."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     groups = [str(g) for g in frame[group].unique(maintain_order=True).to_list()]
     models = list(models) if models is not None else frame["model"].unique().to_list()
     width = 0.8 / max(len(models), 1)
     size = min(16.0, max(7.0, 0.22 * len(groups) * len(models) + 2.5))
-    figure = Figure(figsize=(size, 5.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(figsize=(size, 5.0), layout="constrained")
     axes = figure.subplots()
     for number, model in enumerate(models):
         rows = frame.filter(pl.col("model") == model)

@@ -8,16 +8,20 @@ A config is plain values only, so it round-trips through `config.json` in a run 
 from __future__ import annotations
 
 import dataclasses
-import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from seqlm.errors import ConfigError, did_you_mean
+from seqlm.config import check_fields, options_from_mapping, setting_error
+from seqlm.errors import ConfigError
 
-POSITION_TYPES = ("learned", "rotary")
-NORM_TYPES = ("layernorm", "rmsnorm")
-NORM_PLACEMENTS = ("pre", "post", "peri", "mix")
+PositionType = Literal["learned", "rotary"]
+NormType = Literal["layernorm", "rmsnorm"]
+NormPlacement = Literal["pre", "post", "peri", "mix"]
+POSITION_TYPES: tuple[str, ...] = typing.get_args(PositionType)
+NORM_TYPES: tuple[str, ...] = typing.get_args(NormType)
+NORM_PLACEMENTS: tuple[str, ...] = typing.get_args(NormPlacement)
 
 
 @dataclass
@@ -36,26 +40,41 @@ class GPTConfig:
     """
 
     vocab_size: int = field(
-        metadata={"help": "Tokens in the vocabulary; set from the corpus, never by hand."}
+        metadata={
+            "help": "Tokens in the vocabulary; set from the corpus, never by hand.",
+            "min": 1,
+        }
     )
     n_layer: int = field(
-        metadata={"help": "Transformer blocks (alias model.layers); the preset sets it."}
+        metadata={
+            "help": "Transformer blocks (alias model.layers); the preset sets it.",
+            "min": 1,
+        }
     )
     n_head: int = field(
-        metadata={"help": "Attention heads per block (alias model.heads); must divide n_embd."}
+        metadata={
+            "help": "Attention heads per block (alias model.heads); must divide n_embd.",
+            "min": 1,
+        }
     )
     n_embd: int = field(
-        metadata={"help": "Width of the residual stream (alias model.width / model.dim)."}
+        metadata={
+            "help": "Width of the residual stream (alias model.width / model.dim).",
+            "min": 1,
+        }
     )
     block_size: int = field(
         metadata={
-            "help": "Context length in tokens (alias model.context); longer sequences are cut into windows."
+            "help": "Context length in tokens (alias model.context); longer sequences are cut into windows.",
+            "min": 1,
         }
     )
     dropout: float = field(
         default=0.0,
         metadata={
-            "help": "Dropout probability on attention, residual and embedding outputs, in [0, 1)."
+            "help": "Dropout probability on attention, residual and embedding outputs, in [0, 1).",
+            "min": 0,
+            "below": 1,
         },
     )
     bias: bool = field(
@@ -65,14 +84,14 @@ class GPTConfig:
         default=True,
         metadata={"help": "Share the token embedding and the output projection weights."},
     )
-    positions: str = field(
+    positions: PositionType = field(
         default="learned",
         metadata={"help": "Position encoding: learned (absolute, GPT-2) or rotary (RoPE)."},
     )
-    norm: str = field(
+    norm: NormType = field(
         default="layernorm", metadata={"help": "Normalisation layer: layernorm or rmsnorm."}
     )
-    norm_placement: str = field(
+    norm_placement: NormPlacement = field(
         default="pre",
         metadata={
             "help": "Where the norm sits: pre, post, peri (both) or mix (Post-LN first, Pre-LN after)."
@@ -81,13 +100,16 @@ class GPTConfig:
     mix_ln_fraction: float = field(
         default=0.25,
         metadata={
-            "help": "With norm_placement = mix: the fraction of layers (from the bottom) that use Post-LN."
+            "help": "With norm_placement = mix: the fraction of layers (from the bottom) that use Post-LN.",
+            "min": 0,
+            "max": 1,
         },
     )
     attention_span: int | None = field(
         default=None,
         metadata={
-            "help": "Window of keys every layer sees (query i sees i-w < j <= i); null = full causal attention."
+            "help": "Window of keys every layer sees (query i sees i-w < j <= i); null = full causal attention.",
+            "min": 1,
         },
     )
     layer_spans: list[int | None] | None = field(
@@ -97,13 +119,14 @@ class GPTConfig:
         },
     )
     mlp_ratio: int = field(
-        default=4, metadata={"help": "Hidden width of the MLP as a multiple of n_embd."}
+        default=4, metadata={"help": "Hidden width of the MLP as a multiple of n_embd.", "min": 1}
     )
     norm_eps: float = field(
-        default=1e-5, metadata={"help": "Epsilon added inside the norm for numerical stability."}
+        default=1e-5,
+        metadata={"help": "Epsilon added inside the norm for numerical stability.", "above": 0},
     )
     rope_base: float = field(
-        default=10000.0, metadata={"help": "Base frequency of rotary positions."}
+        default=10000.0, metadata={"help": "Base frequency of rotary positions.", "above": 0}
     )
     loss_impl: str = field(
         default="auto",
@@ -112,48 +135,31 @@ class GPTConfig:
         },
     )
     init_std: float = field(
-        default=0.02, metadata={"help": "Standard deviation of the normal weight initialisation."}
+        default=0.02,
+        metadata={"help": "Standard deviation of the normal weight initialisation.", "above": 0},
     )
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "mlp_ratio"):
-            _require_int(name, getattr(self, name), minimum=1)
-        for name in ("dropout", "mix_ln_fraction", "norm_eps", "rope_base", "init_std"):
-            _require_float(name, getattr(self, name))
-            setattr(self, name, float(getattr(self, name)))
-        for name in ("bias", "tie_embeddings"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"model option {name!r} must be true or false")
-        _require_choice("positions", self.positions, POSITION_TYPES)
-        _require_choice("norm", self.norm, NORM_TYPES)
-        _require_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
-        if not isinstance(self.loss_impl, str) or not self.loss_impl:
-            raise ConfigError("model option 'loss_impl' must be a non-empty name")
+        # Types, choices and bounds come from the fields (seqlm.config); what is left
+        # here are the rules that tie fields together.
+        check_fields(self, prefix="model.")
+        if not self.loss_impl:
+            raise setting_error("model.loss_impl", "a non-empty name", self.loss_impl)
         if self.n_embd % self.n_head != 0:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.positions == "rotary" and self.head_dim % 2 != 0:
             raise ConfigError(f"rotary positions need an even head size, got {self.head_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.mix_ln_fraction <= 1.0:
-            raise ConfigError(f"mix_ln_fraction must be in [0, 1], got {self.mix_ln_fraction}")
-        if self.norm_eps <= 0 or self.rope_base <= 0 or self.init_std <= 0:
-            raise ConfigError("norm_eps, rope_base and init_std must be positive")
-        if self.attention_span is not None:
-            _require_int("attention_span", self.attention_span, minimum=1)
         if self.layer_spans is not None:
-            if self.attention_span is not None:
-                raise ConfigError("set either attention_span or layer_spans, not both")
-            if not isinstance(self.layer_spans, list | tuple):
-                raise ConfigError("layer_spans must be a list with one span (or null) per layer")
-            self.layer_spans = list(self.layer_spans)
-            if len(self.layer_spans) != self.n_layer:
-                raise ConfigError(
-                    f"layer_spans has {len(self.layer_spans)} entries for {self.n_layer} layers"
-                )
-            for i, span in enumerate(self.layer_spans):
-                if span is not None:
-                    _require_int(f"layer_spans[{i}]", span, minimum=1)
+            self._check_layer_spans(self.layer_spans)
+
+    def _check_layer_spans(self, spans: list[int | None]) -> None:
+        if self.attention_span is not None:
+            raise ConfigError("set either attention_span or layer_spans, not both")
+        if len(spans) != self.n_layer:
+            raise ConfigError(f"layer_spans has {len(spans)} entries for {self.n_layer} layers")
+        for i, span in enumerate(spans):
+            if span is not None and span < 1:
+                raise setting_error(f"model.layer_spans[{i}]", "at least 1 or null", span)
 
     @property
     def head_dim(self) -> int:
@@ -181,52 +187,10 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GPTConfig:
-        """Build from `to_dict()` output (e.g. a run's config.json); unknown keys are errors."""
-        if not isinstance(values, Mapping):
-            raise ConfigError("a model config must be a table of options")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown model option(s): {', '.join(unknown)}"
-                f"{did_you_mean(unknown, known)}; known: {', '.join(sorted(known))} "
-                "(aliases and meanings: seqlm config show)"
-            )
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-            and f.name not in values
-        ]
-        if missing:
-            raise ConfigError(f"model config is missing: {', '.join(missing)}")
-        return cls(**dict(values))
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    # bool is an int subclass in Python; `true` is never a layer count.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"model option {name!r} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"model option {name!r} must be at least {minimum}, got {value}")
-
-
-def _require_float(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"model option {name!r} must be a number, got {value!r}")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        finite = False
-    if not finite:
-        raise ConfigError(f"model option {name!r} must be finite, got {value!r}")
-
-
-def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"model option {name!r} must be one of {', '.join(choices)}; got {value!r}"
+        """Build from `to_dict()` output (e.g. a run's config.json) or a `[model]` table;
+        unknown keys are errors."""
+        return options_from_mapping(
+            cls, values, prefix="model.", hint=" (aliases and meanings: seqlm config show)"
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from seqlm.corpora_adapters.base import load_toml, options_from_mapping, parse_option_strings
+from seqlm.config import check_fields, load_toml, options_from_mapping, parse_option_strings
 from seqlm.errors import ConfigError
 from seqlm.training.budget import Budget
 
@@ -64,12 +64,16 @@ class TrainConfig:
     batch_size: int = field(
         default=16,
         metadata={
-            "help": "Rows per micro-batch per process (alias train.batch); global batch = batch_size x grad_accum x processes."
+            "help": "Rows per micro-batch per process (alias train.batch); global batch = batch_size x grad_accum x processes.",
+            "min": 1,
         },
     )
     grad_accum: int = field(
         default=1,
-        metadata={"help": "Micro-batches accumulated per optimizer step (alias train.accum)."},
+        metadata={
+            "help": "Micro-batches accumulated per optimizer step (alias train.accum).",
+            "min": 1,
+        },
     )
     packing: Literal["packed", "padded"] = field(
         default="packed",
@@ -77,9 +81,9 @@ class TrainConfig:
             "help": "packed: sequences concatenated into full rows; padded: one sequence per row, padded."
         },
     )
-    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW).", "above": 0})
     warmup_steps: int = field(
-        default=100, metadata={"help": "Steps of linear learning-rate warm-up from zero."}
+        default=100, metadata={"help": "Steps of linear learning-rate warm-up from zero.", "min": 0}
     )
     decay: Literal["cosine", "linear"] = field(
         default="cosine",
@@ -90,43 +94,57 @@ class TrainConfig:
     weight_decay: float = field(
         default=0.1,
         metadata={
-            "help": "AdamW weight decay on weight matrices and embeddings (not on norms or biases)."
+            "help": "AdamW weight decay on weight matrices and embeddings (not on norms or biases).",
+            "min": 0,
         },
     )
-    beta1: float = field(default=0.9, metadata={"help": "AdamW first-moment decay."})
-    beta2: float = field(default=0.95, metadata={"help": "AdamW second-moment decay."})
+    beta1: float = field(
+        default=0.9, metadata={"help": "AdamW first-moment decay.", "min": 0, "below": 1}
+    )
+    beta2: float = field(
+        default=0.95, metadata={"help": "AdamW second-moment decay.", "min": 0, "below": 1}
+    )
     grad_clip: float = field(
         default=1.0,
-        metadata={"help": "Clip the gradient's global norm to this value; 0 = no clipping."},
+        metadata={
+            "help": "Clip the gradient's global norm to this value; 0 = no clipping.",
+            "min": 0,
+        },
     )
     eval_every: int = field(
-        default=100, metadata={"help": "Evaluate the tuning loss every this many steps."}
+        default=100, metadata={"help": "Evaluate the tuning loss every this many steps.", "min": 1}
     )
     eval_batches: int = field(
         default=20,
         metadata={
-            "help": "Micro-batches of the tuning split per evaluation; 0 = one pass over the split."
+            "help": "Micro-batches of the tuning split per evaluation; 0 = one pass over the split.",
+            "min": 0,
         },
     )
     early_stopping: int = field(
         default=0,
         metadata={
-            "help": "Stop after this many evaluations without improvement; 0 = never stop early."
+            "help": "Stop after this many evaluations without improvement; 0 = never stop early.",
+            "min": 0,
         },
     )
     early_stopping_min_delta: float = field(
         default=0.0,
-        metadata={"help": "How much the tuning loss must fall to count as an improvement."},
+        metadata={
+            "help": "How much the tuning loss must fall to count as an improvement.",
+            "min": 0,
+        },
     )
     checkpoint_every: int = field(
-        default=100, metadata={"help": "Write a resumable checkpoint every this many steps."}
+        default=100,
+        metadata={"help": "Write a resumable checkpoint every this many steps.", "min": 1},
     )
     keep_last: int = field(
-        default=2, metadata={"help": "How many of the latest checkpoints to keep."}
+        default=2, metadata={"help": "How many of the latest checkpoints to keep.", "min": 1}
     )
     log_every: int = field(
         default=10,
-        metadata={"help": "Record the train loss every this many steps (metrics.jsonl)."},
+        metadata={"help": "Record the train loss every this many steps (metrics.jsonl).", "min": 1},
     )
     seed: int = field(
         default=0,
@@ -153,7 +171,8 @@ class TrainConfig:
     cpu_threads: int = field(
         default=0,
         metadata={
-            "help": "torch intra-op CPU threads; 0 keeps torch's default (1 is often fastest on a busy machine)."
+            "help": "torch intra-op CPU threads; 0 keeps torch's default (1 is often fastest on a busy machine).",
+            "min": 0,
         },
     )
     parallel: Literal["ddp", "fsdp"] = field(
@@ -174,47 +193,16 @@ class TrainConfig:
         default=0,
         metadata={
             "help": "steps with a non-finite loss or gradient skipped (no update) before "
-            "training stops as diverged (exit 2)"
+            "training stops as diverged (exit 2)",
+            "min": 0,
         },
     )
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
             self.max_steps = DEFAULT_STEPS
-        positive = ("batch_size", "grad_accum", "eval_every", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        non_negative = (
-            "warmup_steps",
-            "eval_batches",
-            "early_stopping",
-            "weight_decay",
-            "nonfinite_skips",
-        )
-        for name in non_negative + ("grad_clip", "early_stopping_min_delta"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")
-        if self.keep_last < 1:
-            raise ConfigError(f"train.keep_last must be at least 1, got {self.keep_last}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
-        choices = {
-            "packing": ("packed", "padded"),
-            "decay": ("cosine", "linear"),
-            "precision": ("auto", "fp32", "bf16"),
-            "parallel": ("ddp", "fsdp"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"train.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
-                )
-        if self.cpu_threads < 0:
-            raise ConfigError(f"train.cpu_threads must not be negative, got {self.cpu_threads}")
+        # Types, choices and bounds come from the fields (seqlm.config).
+        check_fields(self, prefix="train.")
         self.budget()  # validates the limits
 
     def budget(self) -> Budget:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from torch import nn
 
 from seqlm.errors import CorpusError
+from seqlm.plotting import plain_text, subplots
 from seqlm.training.checkpoint import WEIGHTS_FILE, RunFolder, load_weights
 from seqlm.training.metrics_log import read_metrics
 
@@ -63,32 +64,25 @@ def summarize_run(path: str | Path) -> RunSummary:
     )
 
 
+@plain_text
 def plot_loss_curves(summary: RunSummary, out: str | Path) -> Path:
     """A PNG of training and tuning loss against step."""
-    from seqlm.plotting import plain_matplotlib
-
-    plain_matplotlib()
-    import matplotlib.pyplot as plt
-
     out = Path(out)
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=120)
-    try:
-        if summary.train_curve:
-            steps, losses = zip(*summary.train_curve, strict=True)
-            axes.plot(steps, losses, label="train", linewidth=1.2)
-        if summary.eval_curve:
-            steps, losses = zip(*summary.eval_curve, strict=True)
-            axes.plot(steps, losses, "o-", label="tuning", linewidth=1.2, markersize=3)
-        axes.set_xlabel("step")
-        axes.set_ylabel("loss (nats per token)")
-        axes.set_title(summary.path.name)
-        axes.grid(alpha=0.3)
-        if summary.train_curve or summary.eval_curve:
-            axes.legend()
-        figure.tight_layout()
-        figure.savefig(out)
-    finally:
-        plt.close(figure)
+    figure, axes = subplots(figsize=(7, 4), dpi=120)
+    if summary.train_curve:
+        steps, losses = zip(*summary.train_curve, strict=True)
+        axes.plot(steps, losses, label="train", linewidth=1.2)
+    if summary.eval_curve:
+        steps, losses = zip(*summary.eval_curve, strict=True)
+        axes.plot(steps, losses, "o-", label="tuning", linewidth=1.2, markersize=3)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title(summary.path.name)
+    axes.grid(alpha=0.3)
+    if summary.train_curve or summary.eval_curve:
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(out)
     return out
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from seqlm.corpora_adapters.base import SORT_KEY, time_in_seconds
+from seqlm.events import SORT_KEY, time_in_seconds
 from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure
 from seqlm.vocabularies.scheme import (
     BOS_ID,

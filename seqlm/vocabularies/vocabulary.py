@@ -25,8 +25,9 @@ import numpy as np
 import polars as pl
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from seqlm.corpora_adapters.base import EventTable, options_from_mapping
+from seqlm.config import options_from_mapping
 from seqlm.errors import ConfigError, CorpusError, InputError, SeqlmError
+from seqlm.events import EventTable
 from seqlm.vocabularies.event_tokens import (
     EncodedSequences,
     assemble_sequences,

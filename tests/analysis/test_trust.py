@@ -112,16 +112,15 @@ def test_a_saved_evaluation_is_read_and_a_good_one_stays_silent(finch, tmp_path)
 
 
 def test_the_caution_is_written_above_a_figure():
-    from seqlm.analysis.figures import add_caution, pyplot
+    from seqlm.analysis.figures import add_caution
+    from seqlm.plotting import subplots
 
-    plt = pyplot()
-    figure, _ = plt.subplots()
+    figure, _ = subplots()
     add_caution(figure, "")
     assert figure.texts == []
     add_caution(figure, "CAUTION, do not interpret: x")
     assert [t.get_text() for t in figure.texts] == ["CAUTION, do not interpret: x"]
     assert figure.texts[0].get_position()[1] > 1.0  # above the axes, not over the data
-    plt.close(figure)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from helpers.shared_data import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seqlm.config import options_from_mapping
 from seqlm.corpora_adapters import get_adapter
-from seqlm.corpora_adapters.base import EVENT_COLUMNS, options_from_mapping
 from seqlm.corpora_adapters.meds import (
     MEDS_SCHEME_DEFAULTS,
     MedsMetadataWarning,
@@ -25,6 +25,7 @@ from seqlm.corpora_adapters.meds import (
     read_meds,
 )
 from seqlm.errors import InputError, SeqlmError
+from seqlm.events import EVENT_COLUMNS
 
 MIMIC_ROWS = 916_166
 BIRTH = datetime(2050, 1, 1)

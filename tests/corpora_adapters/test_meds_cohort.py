@@ -11,7 +11,7 @@ import pytest
 from helpers.meds_data import meds_frame, t, write_meds
 from helpers.shared_data import shared_path
 
-from seqlm.corpora_adapters.base import load_toml, options_from_mapping
+from seqlm.config import load_toml, options_from_mapping
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions, read_meds
 from seqlm.corpora_adapters.meds_cohort import (
     COHORT_SUBJECT_REASON,

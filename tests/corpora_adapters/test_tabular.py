@@ -10,17 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seqlm.config import options_from_mapping, parse_option_strings
 from seqlm.corpora_adapters import get_adapter
-from seqlm.corpora_adapters.base import (
-    EVENT_COLUMNS,
-    Ingested,
-    options_from_mapping,
-    parse_option_strings,
-)
+from seqlm.corpora_adapters.base import Ingested
 from seqlm.corpora_adapters.tabular import read_tabular
 from seqlm.corpora_adapters.tabular_files import discover_files
 from seqlm.corpora_adapters.tabular_mapping import TabularOptions
 from seqlm.errors import ConfigError, InputError, SeqlmError
+from seqlm.events import EVENT_COLUMNS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "new_domain"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from seqlm.corpora_adapters.base import options_from_mapping
+from seqlm.config import options_from_mapping
 from seqlm.corpus import SplitConfig, assign_splits
 from seqlm.errors import ConfigError, InputError
 

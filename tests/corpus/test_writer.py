@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seqlm.corpus.writer as writer
-from seqlm.corpora_adapters.base import EventTable, RejectLog
+from seqlm.corpora_adapters.base import RejectLog
 from seqlm.corpus import SplitConfig, build_corpus
 from seqlm.errors import ConfigError, CorpusError, InputError
+from seqlm.events import EventTable
 from seqlm.vocabularies import TokenScheme, Vocabulary
 
 CLINIC_SCHEME = TokenScheme(

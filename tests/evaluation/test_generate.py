@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 from torch import nn
 
-from seqlm.corpora_adapters.base import EventTable
 from seqlm.errors import ConfigError, InputError
 from seqlm.evaluation.generate import (
     STOP_BUDGET,
@@ -34,6 +33,7 @@ from seqlm.evaluation.generate import (
     time_token_seconds,
     window_start,
 )
+from seqlm.events import EventTable
 from seqlm.model.gpt import ModelOutput
 from seqlm.vocabularies import TokenScheme, Vocabulary
 from seqlm.vocabularies.scheme import BOS_ID, EOS_ID

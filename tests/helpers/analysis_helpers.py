@@ -105,9 +105,10 @@ def event_corpus(out: Path, sequences: list[list[str]], times: list[list[float]]
     """A corpus on disk from token strings, one entity per sequence, all in `held_out`
     except the first, which is `train` (the vocabulary is fitted on train: put every
     symbol there)."""
-    from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog
+    from seqlm.corpora_adapters.base import Ingested, RejectLog
     from seqlm.corpus import build_corpus
     from seqlm.corpus.splits import SplitConfig
+    from seqlm.events import EventTable
     from seqlm.vocabularies import TokenScheme
 
     rows = []

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog
+from seqlm.corpora_adapters.base import Ingested, RejectLog
+from seqlm.events import EventTable
 
 
 def ingested(

@@ -37,10 +37,12 @@ def test_to_dict_from_dict_round_trip_through_json() -> None:
 
 def test_from_dict_rejects_unknown_and_missing_keys() -> None:
     values = small().to_dict()
-    with pytest.raises(ConfigError, match="unknown model option.*n_layers"):
+    with pytest.raises(
+        ConfigError, match=r"unknown option\(s\) model.n_layers \(did you mean model.n_layer\?\)"
+    ):
         GPTConfig.from_dict({**values, "n_layers": 3})
     del values["vocab_size"]
-    with pytest.raises(ConfigError, match="missing: vocab_size"):
+    with pytest.raises(ConfigError, match="missing required option.*model.vocab_size"):
         GPTConfig.from_dict(values)
 
 
@@ -127,5 +129,5 @@ def test_preset_overrides_and_errors() -> None:
     assert config.positions == "rotary" and config.n_layer == 6 and config.n_embd == 256
     with pytest.raises(ConfigError, match="no model preset named 'huge'"):
         preset("huge", 100, 64)
-    with pytest.raises(ConfigError, match="unknown model option"):
+    with pytest.raises(ConfigError, match="unknown option.*model.width"):
         preset("micro", 100, 64, width=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seqlm.corpora_adapters.base import options_from_mapping, parse_option_strings
+from seqlm.config import options_from_mapping, parse_option_strings
 from seqlm.errors import ConfigError
 from seqlm.vocabularies import SPECIAL_TOKENS, TokenScheme
 from seqlm.vocabularies.scheme import escape_part, is_reserved, kind_unknown, unescape_part

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqlm.corpora_adapters.base import EventTable
 from seqlm.errors import ConfigError, CorpusError, InputError, SeqlmError
+from seqlm.events import EventTable
 from seqlm.vocabularies import UNK_ID, TokenScheme, Vocabulary
 
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import EventTable, Ingested, RejectLog
+from seqlm.corpora_adapters.base import Ingested, RejectLog
 from seqlm.corpora_adapters.birdsong.labels import label_notes
 from seqlm.errors import ConfigError, InputError
+from seqlm.events import EventTable
 
 # Time-gap edges for birdsong (`--option scheme.time_tokens=true` turns gap tokens on):
 # the vocabulary measures a gap from one event's time (onset) to the next, and within a

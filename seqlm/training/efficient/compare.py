@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlm.errors import ConfigError
+from seqlm.plotting import plain_text, subplots
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.config import RunSettings, TrainConfig
@@ -352,16 +353,14 @@ def comparison_markdown(comparison: Comparison) -> str:
     return f"Budget: {budget} per run\n\n" + "\n".join(lines) + "\n"
 
 
+@plain_text
 def plot_comparison(comparison: Comparison, png: str | Path) -> Path:
     """Held-out loss against budget used, one colour per method, one line per seed."""
-    from seqlm.plotting import plain_matplotlib
+    import matplotlib
 
-    plain_matplotlib()
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     methods = [s.method for s in comparison.summaries]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, method in enumerate(methods):
         colour = colours[index % len(colours)]
         for n, run in enumerate(r for r in comparison.runs if r.method == method):
@@ -376,5 +375,4 @@ def plot_comparison(comparison: Comparison, png: str | Path) -> Path:
     fig.tight_layout()
     png = Path(png)
     fig.savefig(png, dpi=120)
-    plt.close(fig)
     return png

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from seqlm.config import options_from_mapping, parse_option_strings
 from seqlm.corpora_adapters import get_adapter
-from seqlm.corpora_adapters.base import options_from_mapping, parse_option_strings
 from seqlm.corpora_adapters.birdsong.bouts import (
     BIRDSONG_SCHEME_DEFAULTS,
     TIMED_ATTRIBUTES,
