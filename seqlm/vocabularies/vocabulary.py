@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.corpora_adapters.base import EventTable, options_from_mapping
 from seqlm.errors import ConfigError, CorpusError, InputError, SeqlmError
 from seqlm.vocabularies.event_tokens import (
@@ -53,7 +54,6 @@ from seqlm.vocabularies.scheme import (
 )
 from seqlm.vocabularies.value_bins import CodeValueBins, edge_table
 
-TOKENIZER_FILE = "tokenizer.json"
 SCHEME_FILE = "scheme.json"
 SCHEME_FORMAT = "seqlm-vocabulary/1"
 
