@@ -1,5 +1,5 @@
 """Masks against explicit dense masks, the attention module against eager attention,
-and the analysis capture."""
+and its q, k, v projection (what attention capture records)."""
 
 from __future__ import annotations
 
