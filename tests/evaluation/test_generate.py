@@ -276,6 +276,16 @@ def test_batched_and_one_at_a_time_trajectories_have_one_distribution() -> None:
         assert chi2_contingency(table).pvalue > 1e-3
 
 
+def test_greedy_trajectories_equal_generate_past_the_block_size() -> None:
+    model = tiny_gpt(seed=2, positions="rotary")
+    prompt = [1, *range(5, 25)]  # 21 tokens: longer than the block size of 16
+    drawn = sample_trajectories(model, prompt, 3, 30, temperature=0.0)
+    options = GenerationOptions(max_new_tokens=30, n_samples=3, sampling=GREEDY, stop_at_eos=False)
+    expected = generate(model, prompt, replace(options, use_cache=False)).samples
+    assert drawn == [sample.tolist() for sample in expected]
+    assert len(set(drawn[0])) > 3
+
+
 def test_trajectories_stop_at_their_own_stop_token_and_never_draw_banned_ids() -> None:
     model = tiny_gpt(seed=8, init_std=0.1, vocab_size=8)
     generator = torch.Generator().manual_seed(1)
