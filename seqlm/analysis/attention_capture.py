@@ -1,9 +1,11 @@
 """Getting attention weights out of a trained GPT, for analysis only.
 
 Training never pays for this: it keeps the fused SDPA call and materialises no weights.
-Here one forward runs under `GPT.capture_attention(layers)`, which stores each chosen
-layer's q and k after rotary (and v) and the boolean mask that layer used (causal,
-its attention span, document boundaries). The weights are then recomputed eagerly from
+Here one forward runs under `capture_attention(model, layers)`, forward pre-hooks on
+the chosen layers' attention modules that store each layer's q and k after rotary (and
+v, recomputed from the layer's input with the module's own `project`) and the boolean
+mask that layer used (causal, its attention span, document boundaries); the model holds
+no capture code. The weights are then recomputed eagerly from
 those inputs with `seqlm.model.attention_weights`, a chunk of queries at a time, so a
 4,096-token sequence never needs T x T x heads x layers at once: a chunk holds
 (rows, chosen heads, chunk, T) floats of one layer.
@@ -16,16 +18,19 @@ to stream weights, `AttentionInputs.weights` for the full maps of a few heads, a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, CorpusError
-from seqlm.model import GPT, CapturedAttention, attention_weights
+from seqlm.model import GPT, attention_weights, causal_mask
 
 # Scores held per chunk when the caller gives no chunk size: 4M floats (16 MB in fp32).
 DEFAULT_CHUNK_SCORES = 1 << 22
@@ -34,6 +39,76 @@ DEFAULT_CHUNK_SCORES = 1 << 22
 def default_chunk_queries(rows: int, heads: int, length: int) -> int:
     """Queries per chunk so one chunk holds about `DEFAULT_CHUNK_SCORES` weights."""
     return max(1, DEFAULT_CHUNK_SCORES // max(1, rows * heads * length))
+
+
+@dataclass
+class CapturedAttention:
+    """What one attention layer used in one forward: enough to recompute its weights.
+
+    q, k, v: (B, H, T, d) after rotary, detached. mask: boolean, broadcastable to
+    (B, H, T, T), True = may attend (always explicit here, also when the layer ran with
+    is_causal). scale: the softmax scale (1 / sqrt(d)).
+    """
+
+    layer: int
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    mask: Tensor
+    scale: float
+
+
+def _capture_hook(layer: int, records: list[CapturedAttention]):
+    """A forward pre-hook on a `CausalSelfAttention` appending what the call uses."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        call = inspect.signature(module.forward).bind(*args, **kwargs)
+        call.apply_defaults()
+        x, rotary, mask = call.arguments["x"], call.arguments["rotary"], call.arguments["mask"]
+        with torch.no_grad():
+            q, k, v = module.project(x, rotary)
+        if mask is None:
+            mask = causal_mask(x.shape[1], device=q.device)
+        records.append(
+            CapturedAttention(
+                layer=layer,
+                q=q.detach(),
+                k=k.detach(),
+                v=v.detach(),
+                mask=mask,
+                scale=1.0 / math.sqrt(module.head_dim),
+            )
+        )
+
+    return hook
+
+
+@contextmanager
+def capture_attention(
+    model: GPT, layers: Iterable[int] | None = None
+) -> Iterator[dict[int, list[CapturedAttention]]]:
+    """Within the block, every forward appends each chosen layer's q, k, v and mask.
+
+    Yields {layer: [CapturedAttention per forward]}. The hooks are removed on exit, so
+    training never pays for them.
+    """
+    blocks = model.blocks
+    chosen = list(range(len(blocks))) if layers is None else list(layers)
+    for layer in chosen:
+        if not 0 <= layer < len(blocks):
+            raise ConfigError(f"no layer {layer}; the model has {len(blocks)}")
+    records: dict[int, list[CapturedAttention]] = {layer: [] for layer in chosen}
+    handles = [
+        blocks[layer].attn.register_forward_pre_hook(
+            _capture_hook(layer, records[layer]), with_kwargs=True
+        )
+        for layer in chosen
+    ]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -182,7 +257,7 @@ def capture_attention_inputs(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), model.capture_attention(chosen) as records:
+        with torch.no_grad(), capture_attention(model, chosen) as records:
             model.hidden_states(
                 rows,
                 doc_ids=None if doc_ids is None else doc_ids.to(device),

@@ -16,6 +16,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import Tensor, nn
 
+from seqlm.analysis.head_gates import gated_heads
 from seqlm.errors import ConfigError
 from seqlm.evaluation.scores import PredictionTargets
 from seqlm.progress import Progress
@@ -139,8 +140,10 @@ def batch_log_probs(
     head_gates: Tensor | None = None,
 ) -> Tensor:
     """log p(true id) at the batch's kept positions (N,), differentiable (the caller
-    chooses `torch.no_grad()` or not). The LM head runs on those positions only."""
-    hidden = model.hidden_states(batch.inputs, attention_span=attention_span, head_gates=head_gates)
+    chooses `torch.no_grad()` or not). The LM head runs on those positions only;
+    `head_gates` attach as hooks (`seqlm.analysis.head_gates`) for this call."""
+    with gated_heads(model, head_gates):
+        hidden = model.hidden_states(batch.inputs, attention_span=attention_span)
     logits = model.lm_head(hidden[batch.rows, batch.cols]).float()
     return torch.log_softmax(logits, dim=-1).gather(1, batch.true_ids[:, None])[:, 0]
 

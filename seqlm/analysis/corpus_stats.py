@@ -37,6 +37,7 @@ from torch import Tensor
 
 from seqlm.analysis.attention_capture import (
     AttentionInputs,
+    CapturedAttention,
     capture_attention_inputs,
     check_model_fits_corpus,
     default_chunk_queries,
@@ -45,7 +46,7 @@ from seqlm.analysis.attention_capture import (
 from seqlm.analysis.stats_bins import distance_bin_edges, time_bin_edges
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.kernels.attention_stats import AttentionStatistics, attention_statistics
-from seqlm.model import GPT, CapturedAttention
+from seqlm.model import GPT
 from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies import BOS_ID, EOS_ID, PAD_ID
 

@@ -1,7 +1,7 @@
 """Which attention heads a trained GPT needs: gate-gradient importance, ablation, pruning.
 
-Every head's output is multiplied by a gate g (the model's `head_gates=`, all ones by
-default, so the model is unchanged). Following Michel et al. (2019, "Are Sixteen Heads
+Every head's output is multiplied by a gate g (`seqlm.analysis.head_gates`, hooks on the
+model; all ones by default, so the model is unchanged). Following Michel et al. (2019, "Are Sixteen Heads
 Really Better than One?"):
 
 - **importance** of head h: I_h = mean over windows x of |dL(x)/dg_h| at g = 1, where

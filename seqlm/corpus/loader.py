@@ -30,10 +30,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.errors import ConfigError, CorpusError
 
 PAD_ID = 0
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)

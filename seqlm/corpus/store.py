@@ -15,9 +15,10 @@ import numpy as np
 import polars as pl
 
 from seqlm.artefacts import sha256_of, verify_recorded
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import CorpusError
 from seqlm.events import SPLITS
-from seqlm.vocabularies.vocabulary import SCHEME_FILE, TOKENIZER_FILE, Vocabulary
+from seqlm.vocabularies.vocabulary import SCHEME_FILE, Vocabulary
 
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.parquet"

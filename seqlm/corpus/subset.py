@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.artefacts import record_files
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.corpus.store import (
     CHECKSUMMED_FILES,
     CORPUS_FILES,
@@ -39,7 +40,6 @@ from seqlm.outputs import (
     new_staging,
     output_lock,
 )
-from seqlm.vocabularies.vocabulary import TOKENIZER_FILE
 
 # Files of the vocabulary, copied unchanged (the tokenizer's hash names the vocabulary).
 VOCABULARY_FILES = (TOKENIZER_FILE, "scheme.json")

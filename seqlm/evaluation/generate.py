@@ -6,7 +6,9 @@ top-k, no top-p), because any truncation biases every frequency estimated from s
 when asked for; temperature 0 is greedy decoding.
 
 A prompt (its ids, starting with `[BOS]`) is encoded once and sampled `n_samples` times
-as one batch. A sample stops at `[EOS]` (kept), at the token budget, or, for clinical
+as one batch, through the model's own forward with a KV cache (`seqlm.model.KVCache`);
+`sample_trajectories` is the same loop for many trajectories of one prompt (zero-shot
+prediction), stopping at any of a set of ids. A sample stops at `[EOS]` (kept), at the token budget, or, for clinical
 corpora, when the time its time-gap tokens add up to would pass a horizon (that time
 token is not kept, so every generated event lies inside the horizon).
 
@@ -31,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, InputError
-from seqlm.evaluation.kv_cache import KVCache, cached_forward
 from seqlm.model.gpt import GPT
+from seqlm.model.kv_cache import KVCache
 from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.scheme import BOS_ID, EOS_ID
 from seqlm.vocabularies.vocabulary import Vocabulary
@@ -177,7 +179,7 @@ class _Decoder:
         if not self.cached:
             return self.model(window).logits[:, -1].expand(batch, -1)
         self.cache = KVCache.empty(self.model, 1)
-        logits = cached_forward(self.model, window, self.cache)[:, -1]
+        logits = self._cached_logits(window)
         self.cache = self.cache.expand(batch)
         return logits.expand(batch, -1)
 
@@ -190,8 +192,12 @@ class _Decoder:
         if start != self.start:  # the window jumped: encode it afresh
             self.start = start
             self.cache = KVCache.empty(self.model, rows.shape[0])
-            return cached_forward(self.model, rows[:, start:], self.cache)[:, -1]
-        return cached_forward(self.model, rows[:, -1:], self.cache)[:, -1]
+            return self._cached_logits(rows[:, start:])
+        return self._cached_logits(rows[:, -1:])
+
+    def _cached_logits(self, new: Tensor) -> Tensor:
+        """Logits (B, V) after the new tokens (B, T), which join the cache."""
+        return self.model(new, cache=self.cache).logits[:, -1]
 
     def keep_rows(self, keep: Tensor) -> None:
         if self.cache is not None:
@@ -231,12 +237,7 @@ def generate(
     for the call and restored after.
     """
     options = options or GenerationOptions()
-    ids = np.asarray(prompt, dtype=np.int64).reshape(-1)
-    if ids.size == 0:
-        raise ConfigError("the prompt is empty; it needs at least [BOS]")
-    vocab_size = int(model.config.vocab_size)
-    if ids.min() < 0 or ids.max() >= vocab_size:
-        raise ConfigError(f"prompt ids must lie in 0..{vocab_size - 1}")
+    ids = _prompt_ids(model, prompt)
     if options.time_horizon_s is not None and time_seconds is None:
         raise ConfigError("a time horizon needs the seconds each time token adds")
     device = _device_of(model)
@@ -251,8 +252,16 @@ def generate(
         decoder = _Decoder(model, options.use_cache, options.window_shift)
         prompt_ids = torch.as_tensor(ids, device=device)[None]
         never = torch.as_tensor(np.asarray(never_ids, dtype=np.int64), device=device)
+        stop = torch.tensor([EOS_ID] if options.stop_at_eos else [], dtype=torch.long)
         samples, reasons, elapsed = _sample_loop(
-            decoder, prompt_ids, options, step_seconds, generator, ensure_progress(progress), never
+            decoder,
+            prompt_ids,
+            options,
+            step_seconds,
+            generator,
+            ensure_progress(progress),
+            never,
+            stop.to(device),
         )
     finally:
         model.train(was_training)
@@ -271,10 +280,13 @@ def _sample_loop(
     prompt: Tensor,
     options: GenerationOptions,
     step_seconds: Tensor | None,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     progress: Progress,
     never: Tensor | None = None,
+    stop_ids: Tensor | None = None,
 ) -> tuple[list[np.ndarray], list[str], np.ndarray]:
+    """Sample every row until it stops (a stop id, kept; the budget; the horizon), with
+    finished rows dropped from the batch (and the cache)."""
     n = options.n_samples
     device = prompt.device
     rows = prompt.expand(n, -1)
@@ -299,8 +311,8 @@ def _sample_loop(
             clock[active] = torch.where(past, clock[active], later)
         produced[active[kept], step] = chosen[kept]
         counts[active[kept]] += 1
-        if options.stop_at_eos:
-            stopped |= kept & (chosen == EOS_ID)
+        if stop_ids is not None and stop_ids.numel():
+            stopped |= kept & torch.isin(chosen, stop_ids)
         for row in torch.nonzero(stopped).flatten().tolist():
             reasons[int(active[row])] = STOP_EOS if bool(kept[row]) else STOP_HORIZON
         progress.advance(1)
@@ -317,6 +329,65 @@ def _sample_loop(
     produced_np = produced.cpu().numpy()
     samples = [produced_np[i, : counts_np[i]].copy() for i in range(n)]
     return samples, reasons, clock.cpu().numpy()
+
+
+def _prompt_ids(model: nn.Module, prompt: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The prompt as int64 ids, checked against the model's vocabulary."""
+    ids = np.asarray(prompt, dtype=np.int64).reshape(-1)
+    if ids.size == 0:
+        raise ConfigError("the prompt is empty; it needs at least [BOS]")
+    vocab_size = int(model.config.vocab_size)
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ConfigError(f"prompt ids must lie in 0..{vocab_size - 1}")
+    return ids
+
+
+@torch.no_grad()
+def sample_trajectories(
+    model: nn.Module,
+    prompt: Sequence[int],
+    n: int,
+    max_new_tokens: int,
+    *,
+    stop_token_ids: Sequence[int] = (),
+    banned_token_ids: Sequence[int] = (),
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """`n` continuations of one prompt, sampled as one batch with the KV cache.
+
+    Each is drawn from the model's full distribution (at `temperature`; no top-k or
+    top-p), so frequencies over trajectories estimate the model's probabilities. A row
+    stops after a token of `stop_token_ids` (kept as its last token) or at
+    `max_new_tokens`, and leaves the batch; ids in `banned_token_ids` (e.g. condition or
+    static tokens) are never sampled. Returns the generated ids only (not the prompt), in
+    sample order. `generator` (on the model's device) makes the draw reproducible; None
+    uses torch's global generator. Contexts longer than the block size slide as in
+    `generate`. The model runs in eval mode and its mode is restored after.
+    """
+    if n < 1:
+        raise ConfigError(f"n must be at least 1, got {n}")
+    options = GenerationOptions(
+        max_new_tokens=max_new_tokens,
+        n_samples=n,
+        sampling=SamplingOptions(temperature=temperature),
+        stop_at_eos=False,
+    )
+    ids = _prompt_ids(model, prompt)
+    device = _device_of(model)
+    stop = torch.as_tensor(np.asarray(stop_token_ids, dtype=np.int64), device=device)
+    banned = torch.as_tensor(np.asarray(banned_token_ids, dtype=np.int64), device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        decoder = _Decoder(model, use_cache=True, shift=None)
+        prompt_ids = torch.as_tensor(ids, device=device)[None]
+        samples, _, _ = _sample_loop(
+            decoder, prompt_ids, options, None, generator, ensure_progress(None), banned, stop
+        )
+    finally:
+        model.train(was_training)
+    return [sample.tolist() for sample in samples]
 
 
 # ----- prompts and what a sample means -----------------------------------------------------

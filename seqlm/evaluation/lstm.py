@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 import seqlm
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model.gpt import ModelOutput
 from seqlm.model.loss import cross_entropy_from_logits
@@ -33,7 +34,7 @@ from seqlm.model.positions import document_positions
 from seqlm.outputs import remove_output
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
-from seqlm.training.checkpoint import TOKENIZER_FILE, RunFolder
+from seqlm.training.checkpoint import RunFolder
 from seqlm.training.config import TrainConfig
 from seqlm.training.trainer import TrainResult
 

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from seqlm.artefacts import sha256_of
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.outputs import apply_umask, check_output, output_lock
 
@@ -136,7 +137,7 @@ def gpt2_state_dict(state: dict[str, torch.Tensor], model_config: dict[str, Any]
 def _check_run_tokenizer(run: Path, config: dict[str, Any]) -> None:
     """The run's tokenizer.json must hash to the vocabulary hash its config recorded."""
     recorded = (config.get("corpus") or {}).get("vocabulary_hash")
-    source = run / "tokenizer.json"
+    source = run / TOKENIZER_FILE
     if recorded and source.is_file() and sha256_of(source) != recorded:
         raise CorpusError(
             f"{source}: does not match the vocabulary hash in config.json "
@@ -145,7 +146,7 @@ def _check_run_tokenizer(run: Path, config: dict[str, Any]) -> None:
 
 
 def _tokenizer_files(run: Path, out: Path, model_config: dict[str, Any]) -> dict[str, int]:
-    source = run / "tokenizer.json"
+    source = run / TOKENIZER_FILE
     try:
         tokenizer = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -153,7 +154,7 @@ def _tokenizer_files(run: Path, out: Path, model_config: dict[str, Any]) -> dict
     vocab = tokenizer.get("model", {}).get("vocab")
     if not isinstance(vocab, dict):
         raise CorpusError(f"{source}: not a word-level tokenizer with a vocabulary")
-    shutil.copyfile(source, out / "tokenizer.json")
+    shutil.copyfile(source, out / TOKENIZER_FILE)
     specials = {key: token for key, token in SPECIAL_TOKENS.items() if token in vocab}
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

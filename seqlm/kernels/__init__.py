@@ -60,9 +60,3 @@ __all__ = [
     "windowed_attention_reference",
     "windowed_causal_mask",
 ]
-
-# Last, once every name above exists: offer the losses to the model's registry (which
-# imports this package to find them).
-from seqlm.kernels.model_loss import register_model_losses  # noqa: E402
-
-register_model_losses()

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.errors import ConfigError
 from seqlm.kernels.dispatch import choose_impl
 
@@ -125,7 +126,7 @@ def linear_cross_entropy_reference(
     *,
     bias: Tensor | None = None,
     token_weights: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
 ) -> Tensor:
     """`F.cross_entropy(hidden @ weight.T + bias, targets)` with the logits in fp32.
@@ -331,7 +332,7 @@ def linear_cross_entropy_chunked(
     *,
     bias: Tensor | None = None,
     token_weights: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
     chunk_tokens: int = 256,
     chunk_kernel: ChunkLossAndGrad = chunk_loss_and_grad_torch,
@@ -371,7 +372,7 @@ def linear_cross_entropy(
     *,
     bias: Tensor | None = None,
     token_weights: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
     options: LinearCrossEntropyOptions | None = None,
 ) -> Tensor:

@@ -1,8 +1,8 @@
-"""The kernels' losses, offered to the model through its loss registry.
+"""The kernels' losses in the model's loss signature.
 
-`seqlm.model.loss` selects a loss by name (`GPTConfig.loss_impl`) with the signature
-fn(hidden (B, T, C), weight (V, C), targets (B, T), loss_mask (B, T) | None) -> scalar,
-and imports `seqlm.kernels` to find names it does not know. Registered here:
+fn(hidden (B, T, C), weight (V, C), targets (B, T), loss_mask (B, T) | None) -> scalar.
+`seqlm.model.loss` imports `kernel_losses()` and offers them by name
+(`GPTConfig.loss_impl`); this module never imports the model (kernels are leaves):
 
 - `"auto"`: `linear_cross_entropy`'s dispatcher: the plain loss below
   `LinearCrossEntropyOptions.vocab_threshold` (8,192 tokens), the chunked loss from
@@ -10,22 +10,24 @@ and imports `seqlm.kernels` to find names it does not know. Registered here:
 - `"chunked"`: always the chunked loss;
 - `"triton"`: the chunked loss with the Triton chunk kernel (CUDA only).
 
-They follow the model's loss contract exactly: targets of -100 add nothing; without a
-mask the loss is the mean over the counted targets; with `loss_mask` it is
+They follow the model's loss contract exactly: targets of `IGNORE_INDEX` add nothing;
+without a mask the loss is the mean over the counted targets; with `loss_mask` it is
 sum(w * ce) / sum(w) over them, and 0 (not nan) when every weight is 0.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.kernels.linear_cross_entropy import LinearCrossEntropyOptions, linear_cross_entropy
 
-IGNORE_INDEX = -100
-LOSS_NAMES: dict[str, str] = {"auto": "auto", "chunked": "chunked", "triton": "triton"}
+# The `impl` names `LinearCrossEntropyOptions` accepts, offered as loss names as they are.
+KERNEL_LOSS_IMPLS = ("auto", "chunked", "triton")
 
 
 def lm_loss(
@@ -54,16 +56,9 @@ def lm_loss(
     return total / counted.sum().clamp_min(torch.finfo(total.dtype).tiny)
 
 
-def register_model_losses() -> bool:
-    """Register the losses with `seqlm.model.loss`; False when there is no model package."""
-    try:
-        from seqlm.model.loss import register_loss_impl
-    except ModuleNotFoundError as err:
-        if err.name in ("seqlm.model", "seqlm.model.loss"):
-            return False
-        raise
-    for name, impl in LOSS_NAMES.items():
-        register_loss_impl(
-            name, functools.partial(lm_loss, options=LinearCrossEntropyOptions(impl=impl))
-        )
-    return True
+def kernel_losses() -> dict[str, Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]]:
+    """{name: loss function} for each kernel implementation."""
+    return {
+        name: functools.partial(lm_loss, options=LinearCrossEntropyOptions(impl=name))
+        for name in KERNEL_LOSS_IMPLS
+    }

@@ -1,9 +1,10 @@
-"""The GPT and its variants: norm type and placement, positions, attention spans."""
+"""The GPT and its variants (norm type and placement, positions, attention spans), and
+the KV cache its forward decodes with."""
 
 from __future__ import annotations
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.model.attention import (
-    CapturedAttention,
     attention_mask,
     attention_weights,
     causal_mask,
@@ -16,8 +17,8 @@ from seqlm.model.flops import (
     parameter_count,
 )
 from seqlm.model.gpt import GPT, Block, ModelOutput
+from seqlm.model.kv_cache import KVCache
 from seqlm.model.loss import (
-    IGNORE_INDEX,
     cross_entropy_from_logits,
     dense_lm_loss,
     loss_impl,
@@ -30,8 +31,8 @@ __all__ = [
     "IGNORE_INDEX",
     "PRESETS",
     "Block",
-    "CapturedAttention",
     "GPTConfig",
+    "KVCache",
     "ModelOutput",
     "attention_mask",
     "attention_weights",

@@ -1,4 +1,4 @@
-"""Causal self-attention with optional document and span masks, and analysis capture.
+"""Causal self-attention with optional document and span masks and a KV cache.
 
 Attention always goes through `F.scaled_dot_product_attention`. With no document ids
 and no span the call uses `is_causal=True` and no mask tensor at all, which is the
@@ -15,12 +15,12 @@ The diagonal is always allowed, so no row is ever empty.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlm.model.kv_cache import KVCache
 from seqlm.model.positions import apply_rotary
 
 
@@ -58,23 +58,6 @@ def causal_mask(seq_len: int, device: torch.device | str | None = None) -> Tenso
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()[None, None]
 
 
-@dataclass
-class CapturedAttention:
-    """What one attention layer used in one forward: enough to recompute its weights.
-
-    q, k, v: (B, H, T, d) after rotary, detached. mask: boolean, broadcastable to
-    (B, H, T, T), True = may attend (always explicit here, also when the layer ran with
-    is_causal). scale: the softmax scale (1 / sqrt(d)).
-    """
-
-    layer: int
-    q: Tensor
-    k: Tensor
-    v: Tensor
-    mask: Tensor
-    scale: float
-
-
 def attention_weights(
     q: Tensor,
     k: Tensor,
@@ -99,7 +82,12 @@ def attention_weights(
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention (fused q/k/v projection, GPT-2 layout)."""
+    """Multi-head causal self-attention (fused q/k/v projection, GPT-2 layout).
+
+    With a `cache` the new tokens' keys and values are stored in it and the queries
+    attend over every cached position; a `mask` of None then means causal aligned at the
+    last key (plain causal when query and key lengths agree, all keys for one query).
+    """
 
     def __init__(
         self, n_embd: int, n_head: int, *, bias: bool, dropout: float, layer_index: int
@@ -111,18 +99,11 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
-        # Set by GPT.capture_attention: a list to append CapturedAttention to, else None.
-        self.capture: list[CapturedAttention] | None = None
 
-    def forward(
-        self,
-        x: Tensor,
-        rotary: tuple[Tensor, Tensor] | None = None,
-        mask: Tensor | None = None,
-        head_gate: Tensor | None = None,
-    ) -> Tensor:
-        """`head_gate` (n_head,) or per row (B, n_head) multiplies each head's output
-        before the projection (head importance and ablation); None skips the multiply."""
+    def project(
+        self, x: Tensor, rotary: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v (B, H, T, d) of `x` (B, T, C), rotary applied to q and k."""
         batch, seq_len, width = x.shape
         q, k, v = self.qkv(x).split(width, dim=2)
         q = q.view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
@@ -132,30 +113,29 @@ class CausalSelfAttention(nn.Module):
             cos, sin = rotary
             q = apply_rotary(q, cos, sin)
             k = apply_rotary(k, cos, sin)
-        if self.capture is not None:
-            self._record(q, k, v, mask, seq_len)
+        return q, k, v
+
+    def forward(
+        self,
+        x: Tensor,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        batch, seq_len, width = x.shape
+        q, k, v = self.project(x, rotary)
+        if cache is not None:
+            k, v = cache.store(self.layer_index, k, v)
+        # Plain causal when queries and keys are the same positions; a single cached
+        # query (mask None) sees every key.
+        causal = q.shape[2] == k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
         if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        if head_gate is not None:
-            y = y * head_gate.to(y.dtype).reshape(-1, self.n_head, 1, 1)
+        # (B, T, C) with head h in channels h*d..(h+1)*d: what head-level analyses hook.
         y = self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))
         if dropout_p:
             y = F.dropout(y, p=dropout_p, training=True)
         return y
-
-    def _record(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, seq_len: int) -> None:
-        if mask is None:
-            mask = causal_mask(seq_len, device=q.device)
-        self.capture.append(
-            CapturedAttention(
-                layer=self.layer_index,
-                q=q.detach(),
-                k=k.detach(),
-                v=v.detach(),
-                mask=mask,
-                scale=1.0 / math.sqrt(self.head_dim),
-            )
-        )

@@ -4,24 +4,23 @@ With the defaults (pre-LN, learned positions, tied embeddings, no document mask,
 span) the forward and backward do the same work as a hand-written nanoGPT loop: one
 fused SDPA call per layer with `is_causal=True`, no mask tensors, no extra copies.
 
-Hooks for other parts:
+The forward takes tokens, targets, masks (`doc_ids`, `attention_span`, `loss_mask`) and
+an optional `KVCache` (incremental decoding: generation and scoring use this one
+forward). Other parts build on it from outside:
 - `hidden_states()` and `output_weight` let a fused linear + cross-entropy compute the
   loss without logits; `loss_fn` (from `GPTConfig.loss_impl`) is that swappable loss.
 - `attention_span=` at call time, or `set_attention_span()`, for span experiments.
-- `capture_attention(layers)` stores post-rotary q, k, v and the mask per layer.
-- `active_blocks=` / `block_scales=` per call (progressive layer dropping) and
-  `stack_blocks(order)` (growing depth by copying blocks).
-- `head_gates=` per call: an (n_layer, n_head) tensor multiplying each head's output
-  before the output projection (head importance by gate gradients, head ablation).
+- research hooks attach as module hooks, owned where they are used: attention capture
+  and head gates in `seqlm.analysis`, layer dropping and stacking in
+  `seqlm.training.efficient`. Each block's attention output projection (`attn.proj`)
+  takes the heads side by side, each sublayer's output is its residual branch.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Literal
@@ -31,8 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlm.errors import ConfigError
-from seqlm.model.attention import CapturedAttention, CausalSelfAttention, attention_mask
+from seqlm.model.attention import CausalSelfAttention, attention_mask
 from seqlm.model.config import GPTConfig
+from seqlm.model.kv_cache import KVCache, cached_attention_mask
 from seqlm.model.loss import cross_entropy_from_logits, loss_impl
 from seqlm.model.norms import SublayerNorms, embedding_norm, final_norm
 from seqlm.model.positions import LearnedPositions, RotaryPositions
@@ -85,11 +85,10 @@ class Block(nn.Module):
         x: Tensor,
         rotary: tuple[Tensor, Tensor] | None = None,
         mask: Tensor | None = None,
-        scale: float | Tensor | None = None,
-        head_gate: Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
-        x = self.attn_norms.residual_step(x, lambda h: self.attn(h, rotary, mask, head_gate), scale)
-        return self.mlp_norms.residual_step(x, self.mlp, scale)
+        x = self.attn_norms.residual_step(x, lambda h: self.attn(h, rotary, mask, cache))
+        return self.mlp_norms.residual_step(x, self.mlp)
 
 
 class GPT(nn.Module):
@@ -121,7 +120,6 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
         self.loss_fn = loss_impl(config.loss_impl)
-        self._spans = config.spans_per_layer()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -164,7 +162,7 @@ class GPT(nn.Module):
     @property
     def attention_spans(self) -> list[int | None]:
         """The span each layer uses when a call does not override it."""
-        return list(self._spans)
+        return self.config.spans_per_layer()
 
     def set_attention_span(self, span: int | None | Sequence[int | None]) -> None:
         """Set the model's spans (one for all layers, or a list per layer); config follows."""
@@ -173,14 +171,13 @@ class GPT(nn.Module):
         else:
             config = dataclasses.replace(self.config, attention_span=None, layer_spans=list(span))
         self.config = config
-        self._spans = config.spans_per_layer()
 
     def _resolve_spans(self, setting: SpanSetting) -> list[int | None]:
         n_layer = len(self.blocks)
         if isinstance(setting, str):
             if setting != "config":
                 raise ConfigError("attention_span must be an int, None, a list or 'config'")
-            return self._spans
+            return self.config.spans_per_layer()
         if setting is None:
             return [None] * n_layer
         if isinstance(setting, Integral):
@@ -201,13 +198,24 @@ class GPT(nn.Module):
         return [None if span is None else int(span) for span in spans]
 
     def _layer_masks(
-        self, seq_len: int, doc_ids: Tensor | None, spans: list[int | None], device: torch.device
+        self,
+        seq_len: int,
+        doc_ids: Tensor | None,
+        spans: list[int | None],
+        device: torch.device,
+        cache: KVCache | None,
     ) -> list[Tensor | None]:
-        if doc_ids is None and all(span is None for span in spans):
-            return [None] * len(spans)
+        """One mask per layer (None: no mask tensor), built once per distinct span."""
         built: dict[int | None, Tensor | None] = {}
         masks = []
         for span in spans:
+            if cache is not None:  # what a span hides depends on the cached length too
+                if span not in built:
+                    built[span] = cached_attention_mask(
+                        cache.length, seq_len, span=span, doc_ids=doc_ids, device=device
+                    )
+                masks.append(built[span])
+                continue
             key = None if span is None or span >= seq_len else span
             if key not in built:
                 built[key] = attention_mask(seq_len, doc_ids=doc_ids, span=key, device=device)
@@ -220,35 +228,26 @@ class GPT(nn.Module):
         self,
         idx: Tensor,
         *,
+        cache: KVCache | None = None,
         doc_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
         attention_span: SpanSetting = "config",
-        active_blocks: Sequence[bool] | None = None,
-        block_scales: Sequence[float | Tensor] | None = None,
-        head_gates: Tensor | None = None,
     ) -> Tensor:
         """Final normed hidden states (B, T, C), the input of the LM head.
 
-        `active_blocks[i]` False skips block i (identity); `block_scales[i]` weights the
-        residual branches of block i; `head_gates[i, h]` multiplies head h's output in
-        layer i (shape (n_layer, n_head), or (B, n_layer, n_head) for a gate per row;
-        ones change nothing, zero removes the head).
+        With a `cache`, `idx` are the tokens after the `cache.length` cached ones, at
+        positions cache.length.. (unless `position_ids` says otherwise); their keys and
+        values join the cache. `doc_ids` then give the new tokens' documents.
         """
-        batch, seq_len = idx.shape
-        if seq_len > self.config.block_size:
+        seq_len = idx.shape[1]
+        if cache is not None:
+            self._check_cached_call(idx, doc_ids, cache)
+            if position_ids is None:
+                position_ids = cache.positions(seq_len, idx.device)
+            doc_ids = cache.store_doc_ids(doc_ids)
+        elif seq_len > self.config.block_size:
             raise ConfigError(
                 f"sequence length {seq_len} exceeds the model's block_size {self.config.block_size}"
-            )
-        n_layer = len(self.blocks)
-        for name, per_block in (("active_blocks", active_blocks), ("block_scales", block_scales)):
-            if per_block is not None and len(per_block) != n_layer:
-                raise ConfigError(f"{name} has {len(per_block)} entries for {n_layer} blocks")
-        gate_shapes = ((n_layer, self.config.n_head), (batch, n_layer, self.config.n_head))
-        if head_gates is not None and tuple(head_gates.shape) not in gate_shapes:
-            raise ConfigError(
-                f"head_gates has shape {tuple(head_gates.shape)}, expected "
-                f"({n_layer}, {self.config.n_head}) (layers, heads) or ({batch}, {n_layer}, "
-                f"{self.config.n_head}) (rows, layers, heads)"
             )
         x = self.token_embedding(idx)
         if self.position_embedding is not None:
@@ -258,43 +257,48 @@ class GPT(nn.Module):
         rotary = self.rotary(seq_len, position_ids) if self.rotary is not None else None
         if self.config.dropout and self.training:
             x = F.dropout(x, p=self.config.dropout, training=True)
-        masks = self._layer_masks(seq_len, doc_ids, self._resolve_spans(attention_span), idx.device)
-        for i, block in enumerate(self.blocks):
-            if active_blocks is not None and not active_blocks[i]:
-                continue
-            scale = None if block_scales is None else block_scales[i]
-            gate = None if head_gates is None else head_gates[..., i, :]
-            x = block(x, rotary, masks[i], scale, gate)
+        spans = self._resolve_spans(attention_span)
+        masks = self._layer_masks(seq_len, doc_ids, spans, idx.device, cache)
+        for block, mask in zip(self.blocks, masks, strict=True):
+            x = block(x, rotary, mask, cache)
+        if cache is not None:
+            cache.advance(seq_len)
         return self.final_norm(x)
+
+    def _check_cached_call(self, idx: Tensor, doc_ids: Tensor | None, cache: KVCache) -> None:
+        if self.training:
+            raise ConfigError("call model.eval() before decoding with a KV cache")
+        if len(cache.keys) != len(self.blocks):
+            raise ConfigError(
+                f"the cache has {len(cache.keys)} layers, the model {len(self.blocks)}"
+            )
+        cache.check_input(idx, doc_ids)
 
     def forward(
         self,
         idx: Tensor,
         targets: Tensor | None = None,
         *,
+        cache: KVCache | None = None,
         doc_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
         loss_mask: Tensor | None = None,
         return_logits: bool = True,
         attention_span: SpanSetting = "config",
-        active_blocks: Sequence[bool] | None = None,
-        block_scales: Sequence[float | Tensor] | None = None,
-        head_gates: Tensor | None = None,
     ) -> ModelOutput:
-        """Logits (B, T, V) and/or the loss on `targets` (-100 = no loss there).
+        """Logits (B, T, V) and/or the loss on `targets` (`IGNORE_INDEX` = no loss there).
 
         When logits are returned the loss is computed from them (they exist anyway);
         with `return_logits=False` the loss comes from `self.loss_fn` on the hidden
-        states, so a memory-lean loss never materialises them.
+        states, so a memory-lean loss never materialises them. With a `cache` (eval mode
+        only) the logits are those of the new tokens `idx` given what is cached.
         """
         hidden = self.hidden_states(
             idx,
+            cache=cache,
             doc_ids=doc_ids,
             position_ids=position_ids,
             attention_span=attention_span,
-            active_blocks=active_blocks,
-            block_scales=block_scales,
-            head_gates=head_gates,
         )
         if not return_logits:
             loss = None
@@ -304,55 +308,3 @@ class GPT(nn.Module):
         logits = self.lm_head(hidden)
         loss = None if targets is None else cross_entropy_from_logits(logits, targets, loss_mask)
         return ModelOutput(logits=logits, loss=loss)
-
-    # ----- analysis and efficient-training hooks -----
-
-    @contextmanager
-    def capture_attention(
-        self, layers: Iterable[int] | None = None
-    ) -> Iterator[dict[int, list[CapturedAttention]]]:
-        """Within the block, every forward appends each chosen layer's q, k, v and mask.
-
-        Yields {layer: [CapturedAttention per forward]}. Outside it the attention
-        modules hold no capture list, so training pays one attribute check per layer.
-        """
-        chosen = list(range(len(self.blocks))) if layers is None else list(layers)
-        for layer in chosen:
-            if not 0 <= layer < len(self.blocks):
-                raise ConfigError(f"no layer {layer}; the model has {len(self.blocks)}")
-        records: dict[int, list[CapturedAttention]] = {layer: [] for layer in chosen}
-        for layer in chosen:
-            self.blocks[layer].attn.capture = records[layer]
-        try:
-            yield records
-        finally:
-            for layer in chosen:
-                self.blocks[layer].attn.capture = None
-
-    def stack_blocks(self, order: Sequence[int]) -> None:
-        """Rebuild the block list from copies of existing blocks (layer stacking).
-
-        `order` lists source block indices, e.g. [0, 1, 2, 3, 0, 1, 2, 3] doubles depth.
-        Per-layer spans follow their blocks. Under Mix-LN the copied placements must
-        still match the config's rule, or the saved config would describe another model.
-        Optimizers must be rebuilt afterwards (the parameters are new tensors).
-        """
-        order = list(order)
-        if not order or any(not 0 <= i < len(self.blocks) for i in order):
-            raise ConfigError(f"stack order {order} must name blocks 0..{len(self.blocks) - 1}")
-        layer_spans = None
-        if self.config.layer_spans is not None:
-            layer_spans = [self.config.layer_spans[i] for i in order]
-        config = dataclasses.replace(self.config, n_layer=len(order), layer_spans=layer_spans)
-        placements = [self.blocks[i].placement for i in order]
-        if placements != config.placement_per_layer():
-            raise ConfigError(
-                f"stacking {order} gives norm placements {placements}, but the config's "
-                f"rule gives {config.placement_per_layer()}"
-            )
-        new_blocks = nn.ModuleList(copy.deepcopy(self.blocks[i]) for i in order)
-        for index, block in enumerate(new_blocks):
-            block.attn.layer_index = index
-        self.blocks = new_blocks
-        self.config = config
-        self._spans = config.spans_per_layer()

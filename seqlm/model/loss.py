@@ -5,12 +5,13 @@ and optional per-token weights, and returns the scalar loss:
 
     fn(hidden: (B, T, C), weight: (V, C), targets: (B, T) int, loss_mask: (B, T) | None)
 
-"dense" (built in) materialises the logits. A memory-lean implementation (e.g. a fused
-or chunked linear + cross-entropy in `seqlm.kernels`) registers itself with
-`register_loss_impl(name, fn)`; `GPTConfig.loss_impl` picks one by name, and
-`GPT.loss_fn` can also be assigned directly.
+"dense" (built in) materialises the logits; "auto", "chunked" and "triton" are the
+fused or chunked linear + cross-entropy of `seqlm.kernels.model_loss` (imported here:
+the model stands on the kernels, never the other way). `register_loss_impl(name, fn)`
+adds another; `GPTConfig.loss_impl` picks one by name, and `GPT.loss_fn` can also be
+assigned directly.
 
-Targets equal to `IGNORE_INDEX` (-100: padding, cross-document targets) add nothing.
+Targets equal to `IGNORE_INDEX` (-100, `seqlm.constants`: padding, cross-document targets) add nothing.
 Without weights the loss is the mean over the other targets (exactly
 `F.cross_entropy`'s default, so the fast path is unchanged); with weights it is
 sum(w * ce) / sum(w) over them (0 when every weight is 0).
@@ -18,21 +19,17 @@ sum(w * ce) / sum(w) over them (0 when every weight is 0).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.errors import ConfigError
-
-IGNORE_INDEX = -100
+from seqlm.kernels.model_loss import kernel_losses
 
 LossFunction = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
-
-# Packages whose import registers further loss implementations.
-_PROVIDER_MODULES = ("seqlm.kernels",)
 
 
 def cross_entropy_from_logits(
@@ -57,7 +54,7 @@ def dense_lm_loss(
     return cross_entropy_from_logits(F.linear(hidden, weight), targets, loss_mask)
 
 
-_LOSS_IMPLS: dict[str, LossFunction] = {"dense": dense_lm_loss}
+_LOSS_IMPLS: dict[str, LossFunction] = {"dense": dense_lm_loss, **kernel_losses()}
 
 
 def register_loss_impl(name: str, fn: LossFunction) -> None:
@@ -67,9 +64,6 @@ def register_loss_impl(name: str, fn: LossFunction) -> None:
 
 def loss_impl(name: str) -> LossFunction:
     """The loss function registered under `name`."""
-    if name not in _LOSS_IMPLS:
-        for module in _PROVIDER_MODULES:
-            importlib.import_module(module)
     if name not in _LOSS_IMPLS:
         raise ConfigError(
             f"no loss implementation named {name!r}; available: {', '.join(sorted(_LOSS_IMPLS))}"

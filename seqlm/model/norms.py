@@ -10,7 +10,7 @@ Placements, for a sublayer F (attention or MLP) applied to the residual stream x
   `GPTConfig.placement_per_layer` resolves it, so a block only sees the three above.
 
 `residual_step` is the single place these rules are written; a block calls it once per
-sublayer, with an optional scale on the sublayer's branch (progressive layer dropping).
+sublayer.
 """
 
 from __future__ import annotations
@@ -49,22 +49,18 @@ class SublayerNorms(nn.Module):
         self.inner = make_norm(kind, dim, eps=eps, bias=bias) if uses_inner else None
         self.outer = make_norm(kind, dim, eps=eps, bias=bias) if uses_outer else None
 
-    def residual_step(
-        self,
-        x: Tensor,
-        sublayer: Callable[[Tensor], Tensor],
-        scale: float | Tensor | None = None,
-    ) -> Tensor:
-        """Apply one residual sublayer under this placement; `scale` weights its branch."""
+    def residual_step(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        """Apply one residual sublayer under this placement.
+
+        The branch added to the residual stream is the sublayer's output (pre, post) or
+        the outer norm's output (peri): what layer dropping scales with a forward hook.
+        """
         placement = self.placement
         if placement == "pre":
-            branch = sublayer(self.inner(x))
-            return x + branch if scale is None else x + scale * branch
+            return x + sublayer(self.inner(x))
         if placement == "peri":
-            branch = self.outer(sublayer(self.inner(x)))
-            return x + branch if scale is None else x + scale * branch
-        branch = sublayer(x)
-        return self.outer(x + branch if scale is None else x + scale * branch)
+            return x + self.outer(sublayer(self.inner(x)))
+        return self.outer(x + sublayer(x))
 
 
 def final_norm(placements: list[str], kind: str, dim: int, *, eps: float, bias: bool) -> nn.Module:

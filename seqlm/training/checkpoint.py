@@ -31,11 +31,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqlm.artefacts import record_files, verify_file
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.outputs import OutputError, apply_umask
 
 CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"

@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 import seqlm
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.corpus.loader import BatchLoader, LoaderConfig
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
-from seqlm.training.checkpoint import TOKENIZER_FILE, RunFolder
+from seqlm.training.checkpoint import RunFolder
 from seqlm.training.config import DEFAULT_CONTEXT, RunSettings, TrainConfig
 from seqlm.training.distributed import DistContext, init_distributed, shutdown
 from seqlm.training.divergence import DivergenceWatch

@@ -20,10 +20,10 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.training.checkpoint import (
     BEST_DIR,
-    TOKENIZER_FILE,
     WEIGHTS_FILE,
     RunFolder,
     load_weights,

@@ -26,6 +26,7 @@ import polars as pl
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from seqlm.config import options_from_mapping
+from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import ConfigError, CorpusError, InputError, SeqlmError
 from seqlm.events import EventTable
 from seqlm.vocabularies.event_tokens import (
@@ -54,7 +55,6 @@ from seqlm.vocabularies.scheme import (
 )
 from seqlm.vocabularies.value_bins import CodeValueBins, edge_table
 
-TOKENIZER_FILE = "tokenizer.json"
 SCHEME_FILE = "scheme.json"
 SCHEME_FORMAT = "seqlm-vocabulary/1"
 

@@ -12,13 +12,14 @@ from helpers.analysis_helpers import (  # noqa: F401 (autouse fixture)
 )
 
 from seqlm.analysis.attention_capture import (
+    capture_attention,
     capture_attention_inputs,
     check_model_fits_corpus,
     corpus_window,
     sequence_windows,
 )
 from seqlm.errors import ConfigError, CorpusError
-from seqlm.model import document_positions
+from seqlm.model import GPT, GPTConfig, document_positions
 
 VARIANTS = {
     "learned, causal": {},
@@ -106,7 +107,7 @@ def test_capture_runs_in_eval_mode_and_restores_training() -> None:
     second = capture_attention_inputs(model, ids).weights(0)
     assert torch.equal(first, second)  # no dropout noise
     assert model.training
-    assert all(block.attn.capture is None for block in model.blocks)
+    assert all(not block.attn._forward_pre_hooks for block in model.blocks)
 
 
 def test_bad_layers_heads_and_shapes_are_config_errors() -> None:
@@ -147,3 +148,29 @@ def test_corpus_window_labels_times_and_vocabulary_check(tmp_path) -> None:
         corpus_window(corpus, seq_id, context=4, start=7)
     with pytest.raises(CorpusError, match="vocabulary"):
         check_model_fits_corpus(random_gpt(vocab_size=corpus.vocab_size + 1), corpus)
+
+
+def test_capture_attention_records_chosen_layers_and_leaves_no_hooks() -> None:
+    torch.manual_seed(16)
+    config = GPTConfig(
+        vocab_size=11,
+        n_layer=4,
+        n_head=2,
+        n_embd=8,
+        block_size=8,
+        positions="rotary",
+        layer_spans=[None, 2, None, None],
+    )
+    model = GPT(config).eval()
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(17))
+    with capture_attention(model, layers=[1, 3]) as captured:
+        model(idx)
+        model(idx)
+    assert sorted(captured) == [1, 3] and len(captured[1]) == 2
+    assert all(not block.attn._forward_pre_hooks for block in model.blocks)
+    span_mask = captured[1][0].mask
+    assert span_mask[0, 0, 5].tolist() == [False] * 4 + [True, True, False, False]
+    assert captured[3][0].mask[0, 0].sum().item() == 36  # plain causal, 8 * 9 / 2
+    assert captured[1][0].q.shape == (2, 2, 8, 4)
+    with pytest.raises(ConfigError, match="no layer 7"), capture_attention(model, [7]):
+        pass

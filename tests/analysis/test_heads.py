@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers.planted_dependency import planted_sequences, random_sequences, trained_planted_model
 
+from seqlm.analysis.head_gates import gated_heads
 from seqlm.analysis.heads import (
     HeadAnalysisConfig,
     analyse_heads,
@@ -26,7 +27,8 @@ def random_model() -> GPT:
 def sequence_loss(model: GPT, seq: np.ndarray, gates: torch.Tensor | None = None):
     x = torch.as_tensor(seq[None, :-1])
     y = torch.as_tensor(seq[None, 1:])
-    return model(x, y, head_gates=gates).loss
+    with gated_heads(model, gates):
+        return model(x, y).loss
 
 
 def test_importance_is_the_mean_absolute_gate_gradient_per_sequence() -> None:

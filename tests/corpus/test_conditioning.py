@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.corpus import load_corpus
 from seqlm.corpus.conditioning import condition_corpus, condition_token
-from seqlm.corpus.loader import IGNORE_INDEX, BatchLoader, LoaderConfig
+from seqlm.corpus.loader import BatchLoader, LoaderConfig
 from seqlm.errors import ConfigError
 from seqlm.evaluation.baselines import evaluate_baselines
 from seqlm.vocabularies.scheme import BOS_ID

@@ -9,8 +9,8 @@ from helpers.shared_data import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.corpus.loader import (
-    IGNORE_INDEX,
     PAD_ID,
     BatchLoader,
     DataPosition,

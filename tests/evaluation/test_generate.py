@@ -12,7 +12,7 @@ import torch
 from helpers.eval_fixtures import tiny_gpt  # noqa: F401 (autouse fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency, chisquare
 from torch import nn
 
 from seqlm.errors import ConfigError, InputError
@@ -30,6 +30,7 @@ from seqlm.evaluation.generate import (
     next_token_probs,
     prompt_from_sequence,
     prompt_from_tokens,
+    sample_trajectories,
     time_token_seconds,
     window_start,
 )
@@ -232,6 +233,88 @@ def test_samples_of_a_batch_stop_independently() -> None:
             assert sample[-1] == EOS_ID
         else:
             assert len(sample) == 12 and sample[-1] != EOS_ID
+
+
+# ----- batched trajectories ------------------------------------------------------------------
+
+
+def test_batched_trajectories_follow_the_model_step_by_step() -> None:
+    """First and second tokens of 40,000 trajectories drawn in one batch (the second
+    through the cache) against the model's softmax, as the sampler's test does."""
+    model = tiny_gpt(seed=6, init_std=0.1)
+    prompt = [1, 8, 9]
+    generator = torch.Generator().manual_seed(3)
+    drawn = sample_trajectories(model, prompt, 40_000, 2, generator=generator)
+    pairs = np.asarray(drawn)
+    with torch.no_grad():
+        first_logits = model(torch.tensor([prompt])).logits[0, -1]
+    first_probs = torch.softmax(first_logits.double(), -1).numpy()
+    assert _chi_square_p(pairs[:, 0], first_probs) > 1e-3
+    first = int(np.bincount(pairs[:, 0]).argmax())
+    with torch.no_grad():
+        logits = model(torch.tensor([[*prompt, first]])).logits[0, -1]
+    seconds = pairs[pairs[:, 0] == first, 1]
+    assert seconds.size > 1000
+    assert _chi_square_p(seconds, torch.softmax(logits.double(), -1).numpy()) > 1e-3
+    # power: the same draws reject a tempered distribution
+    assert _chi_square_p(pairs[:, 0], torch.softmax(first_logits.double() / 1.3, -1).numpy()) < 1e-6
+
+
+@pytest.mark.slow  # ~1,000 batch-1 calls: 20-60 s on a loaded CPU
+def test_batched_and_one_at_a_time_trajectories_have_one_distribution() -> None:
+    """Two-sample chi-square: 2-token trajectories drawn 4,000 at once and 1,000 one by
+    one (batch 1) share one distribution of first and of second tokens."""
+    model = tiny_gpt(seed=9, init_std=0.1, vocab_size=12)
+    generator = torch.Generator().manual_seed(4)
+    batched = np.asarray(sample_trajectories(model, [1, 5], 4000, 2, generator=generator))
+    single = np.asarray(
+        [sample_trajectories(model, [1, 5], 1, 2, generator=generator)[0] for _ in range(1000)]
+    )
+    for column in (0, 1):
+        table = np.stack([np.bincount(d[:, column], minlength=12) for d in (batched, single)])
+        table = table[:, table.sum(axis=0) > 0]
+        assert chi2_contingency(table).pvalue > 1e-3
+
+
+def test_greedy_trajectories_equal_generate_past_the_block_size() -> None:
+    model = tiny_gpt(seed=2, positions="rotary")
+    prompt = [1, *range(5, 25)]  # 21 tokens: longer than the block size of 16
+    drawn = sample_trajectories(model, prompt, 3, 30, temperature=0.0)
+    options = GenerationOptions(max_new_tokens=30, n_samples=3, sampling=GREEDY, stop_at_eos=False)
+    expected = generate(model, prompt, replace(options, use_cache=False)).samples
+    assert drawn == [sample.tolist() for sample in expected]
+    assert len(set(drawn[0])) > 3
+
+
+def test_trajectories_stop_at_their_own_stop_token_and_never_draw_banned_ids() -> None:
+    model = tiny_gpt(seed=8, init_std=0.1, vocab_size=8)
+    generator = torch.Generator().manual_seed(1)
+    drawn = sample_trajectories(
+        model, [1, 5], 300, 12, stop_token_ids=[6, 7], banned_token_ids=[3, 4], generator=generator
+    )
+    assert len(drawn) == 300
+    lengths = {len(t) for t in drawn}
+    assert 12 in lengths and min(lengths) < 12  # some stopped, some ran to the budget
+    for trajectory in drawn:
+        assert not {3, 4} & set(trajectory)
+        assert not {6, 7} & set(trajectory[:-1])  # a finished row stops growing
+        if len(trajectory) < 12:
+            assert trajectory[-1] in (6, 7)
+    again = sample_trajectories(
+        model,
+        [1, 5],
+        300,
+        12,
+        stop_token_ids=[6, 7],
+        banned_token_ids=[3, 4],
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert again == drawn
+    assert model.training is False
+    with pytest.raises(ConfigError, match="at least 1"):
+        sample_trajectories(model, [1], 0, 3)
+    with pytest.raises(ConfigError, match="prompt ids"):
+        sample_trajectories(model, [1, 99], 2, 3)
 
 
 # ----- prompts and export --------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Masks against explicit dense masks, the attention module against eager attention,
-and the analysis capture."""
+and its q, k, v projection (what attention capture records)."""
 
 from __future__ import annotations
 
@@ -110,22 +110,18 @@ def test_attention_module_matches_eager_with_dense_mask(docs, span) -> None:
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
 
 
-def test_capture_gives_qkv_and_mask_that_reproduce_the_output() -> None:
+def test_projected_qkv_and_causal_mask_reproduce_the_output() -> None:
+    """What attention capture records (`project`'s q, k, v and the causal mask) gives the
+    module's output back through the eager weights."""
     torch.manual_seed(1)
     attention = CausalSelfAttention(16, 2, bias=False, dropout=0.0, layer_index=3)
     x = torch.randn(2, 6, 16)
-    records = []
-    attention.capture = records
     out = attention(x)
-    attention.capture = None
-    attention(x)  # not captured
-    assert len(records) == 1
-    rec = records[0]
-    assert rec.layer == 3 and rec.q.shape == (2, 2, 6, 8) and not rec.q.requires_grad
-    assert torch.equal(rec.mask, causal_mask(6))
-    weights = attention_weights(rec.q, rec.k, rec.mask, scale=rec.scale)
+    q, k, v = attention.project(x)
+    assert q.shape == (2, 2, 6, 8)
+    weights = attention_weights(q, k, causal_mask(6))
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 6))
-    y = (weights @ rec.v).transpose(1, 2).reshape(2, 6, 16)
+    y = (weights @ v).transpose(1, 2).reshape(2, 6, 16)
     torch.testing.assert_close(attention.proj(y), out, atol=1e-6, rtol=0)
 
 

@@ -1,4 +1,4 @@
-"""The GPT against a forward written out by hand, training on a pattern, and its hooks."""
+"""The GPT against a forward written out by hand, training on a pattern, its spans."""
 
 from __future__ import annotations
 
@@ -305,53 +305,6 @@ def test_loss_function_is_swappable() -> None:
     torch.testing.assert_close(hidden @ model.output_weight.T, model(x).logits)
     with pytest.raises(ConfigError, match="no loss implementation named 'nope'"):
         GPT(tiny_config(loss_impl="nope"))
-
-
-def test_skipped_blocks_and_scales() -> None:
-    model = randomized(tiny_config(), seed=12)
-    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(13))
-    full = model(idx).logits
-    torch.testing.assert_close(model(idx, block_scales=[1.0] * 4).logits, full)
-    skipped = model(idx, active_blocks=[True, False, True, True]).logits
-    zero_scaled = model(idx, block_scales=[1.0, 0.0, 1.0, 1.0]).logits
-    torch.testing.assert_close(skipped, zero_scaled)  # pre-LN: a zero branch is identity
-    assert (skipped - full).abs().max() > 1e-3
-    shallower = randomized(tiny_config(), seed=12)
-    shallower.stack_blocks([0, 2, 3])
-    torch.testing.assert_close(shallower(idx).logits, skipped)
-    with pytest.raises(ConfigError, match="active_blocks has 2 entries"):
-        model(idx, active_blocks=[True, False])
-
-
-def test_stack_blocks_copies_blocks_and_spans() -> None:
-    model = randomized(tiny_config(layer_spans=[1, 2, 3, None]), seed=14)
-    model.stack_blocks([0, 1, 2, 3, 2, 3])
-    assert model.config.n_layer == 6 and len(model.blocks) == 6
-    assert model.attention_spans == [1, 2, 3, None, 3, None]
-    assert [b.attn.layer_index for b in model.blocks] == list(range(6))
-    # copies, not shared modules
-    assert model.blocks[4].attn.qkv.weight.data_ptr() != model.blocks[2].attn.qkv.weight.data_ptr()
-    torch.testing.assert_close(model.blocks[4].attn.qkv.weight, model.blocks[2].attn.qkv.weight)
-    idx = torch.randint(0, 11, (1, 8), generator=torch.Generator().manual_seed(15))
-    assert model(idx).logits.shape == (1, 8, 11)
-    mixed = GPT(tiny_config(norm_placement="mix"))
-    with pytest.raises(ConfigError, match="placements"):
-        mixed.stack_blocks([0, 1, 2, 3, 0, 1, 2, 3])
-
-
-def test_capture_attention_records_chosen_layers() -> None:
-    model = randomized(tiny_config(positions="rotary", layer_spans=[None, 2, None, None]), seed=16)
-    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(17))
-    with model.capture_attention(layers=[1, 3]) as captured:
-        model(idx)
-        model(idx)
-    assert sorted(captured) == [1, 3] and len(captured[1]) == 2
-    assert all(block.attn.capture is None for block in model.blocks)
-    span_mask = captured[1][0].mask
-    assert span_mask[0, 0, 5].tolist() == [False] * 4 + [True, True, False, False]
-    assert captured[3][0].mask[0, 0].sum().item() == 36  # plain causal, 8 * 9 / 2
-    with pytest.raises(ConfigError, match="no layer 7"), model.capture_attention([7]):
-        pass
 
 
 def test_dropout_only_in_training_mode() -> None:

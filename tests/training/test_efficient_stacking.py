@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from seqlm.errors import ConfigError
+from seqlm.training.efficient.block_hooks import selected_blocks
 from seqlm.training.efficient.stacking import LayerStacking, StackingOptions, grow_blocks
 
 
@@ -18,7 +19,8 @@ def _outputs(model, idx, depth):
     model.eval()
     with torch.no_grad():
         active = [i < depth for i in range(len(model.blocks))]
-        return model(idx, active_blocks=active).logits
+        with selected_blocks(model, active):
+            return model(idx).logits
 
 
 def test_function_preserving_growth_gives_identical_outputs(tiny_gpt_factory):
@@ -56,7 +58,8 @@ def test_optimizer_moments_are_copied_or_reset(tiny_gpt_factory, mode):
     model = _model(tiny_gpt_factory, layers=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     idx = torch.randint(40, (2, 16))
-    model(idx, idx, active_blocks=[True, False]).loss.backward()
+    with selected_blocks(model, [True, False]):
+        model(idx, idx).loss.backward()
     optimizer.step()
     grow_blocks(
         model.blocks, 1, function_preserving=True, optimizer=optimizer, optimizer_state=mode

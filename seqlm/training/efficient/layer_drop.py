@@ -33,6 +33,7 @@ import torch
 
 from seqlm.errors import ConfigError
 from seqlm.training.callbacks import TrainCallback
+from seqlm.training.efficient.block_hooks import selected_blocks
 from seqlm.training.efficient.reference_time import find_meter
 
 if TYPE_CHECKING:
@@ -82,15 +83,14 @@ def forward_with_blocks(
     scales: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """The model's mean loss over the batch with only the `active` blocks run."""
-    output = trainer.model(
-        batch.idx,
-        batch.targets,
-        doc_ids=batch.doc_ids,
-        position_ids=batch.position_ids,
-        active_blocks=list(active),
-        block_scales=None if scales is None else list(scales),
-        **trainer._loss_only,
-    )
+    with selected_blocks(trainer.module, list(active), None if scales is None else list(scales)):
+        output = trainer.model(
+            batch.idx,
+            batch.targets,
+            doc_ids=batch.doc_ids,
+            position_ids=batch.position_ids,
+            **trainer._loss_only,
+        )
     skipped = [i for i, keep in enumerate(active) if not keep]
     return zero_touch(trainer, output.loss, skipped)
 

@@ -124,6 +124,7 @@ def calibrate(
     and a shallow stacked model execute."""
     from seqlm.model.gpt import GPT
     from seqlm.progress import ensure_progress
+    from seqlm.training.efficient.block_hooks import selected_blocks
 
     if repeats < 1 or warmup < 0:
         raise ConfigError(
@@ -142,14 +143,16 @@ def calibrate(
         active = [i < depth for i in range(config.n_layer)]
 
         def train_step(active: list[bool] = active) -> None:
-            out = model(idx, targets, active_blocks=active, return_logits=False)
+            with selected_blocks(model, active):
+                out = model(idx, targets, return_logits=False)
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         @torch.no_grad()
         def forward(active: list[bool] = active) -> None:
-            model(idx, targets, active_blocks=active, return_logits=False)
+            with selected_blocks(model, active):
+                model(idx, targets, return_logits=False)
 
         for _ in range(warmup):
             train_step()

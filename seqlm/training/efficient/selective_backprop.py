@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from seqlm.constants import IGNORE_INDEX
 from seqlm.errors import ConfigError
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.efficient.reference_time import find_meter
@@ -91,7 +92,7 @@ def row_losses(trainer: Trainer, batch: Batch) -> torch.Tensor:
             position_ids=batch.position_ids,
         )
         logits = output.logits.float()
-        mask = batch.targets != -100
+        mask = batch.targets != IGNORE_INDEX
         safe = batch.targets.clamp_min(0)
         token_loss = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), safe, reduction="none"
@@ -134,7 +135,7 @@ class SelectiveBackprop(TrainCallback):
         meter = find_meter(trainer)
         if meter is not None:
             meter.charge("forward", n_layer, batch.n_tokens, covers=batch.n_tokens)
-        has_targets = (batch.targets != -100).any(dim=1)
+        has_targets = (batch.targets != IGNORE_INDEX).any(dim=1)
         losses = row_losses(trainer, batch)
         candidates = [i for i in range(len(losses)) if bool(has_targets[i])]
         generator = torch.Generator()

@@ -3,7 +3,7 @@
 The model is built at its full depth L and trained with only its first `depth` blocks
 active; at each growth point (a fraction of the budget) blocks 0..d-1 are copied into
 blocks d..2d-1 and activated. Keeping the full-depth module (rather than rebuilding it
-with `GPT.stack_blocks`) means checkpoints always hold every block, so a resumed run
+with `block_hooks.stack_blocks`) means checkpoints always hold every block, so a resumed run
 loads the same tensors, DDP wrappers and the optimizer's parameter list never change,
 and the callback state (`depth`) is all resume needs.
 

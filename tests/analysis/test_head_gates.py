@@ -1,12 +1,19 @@
-"""Per-head gates (`head_gates=`): ones change nothing, zeros remove exactly that head."""
+"""Per-head gates attached as hooks (`gated_heads`): ones change nothing, zeros remove
+exactly that head, and the model is plain again after the block."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from seqlm.analysis.head_gates import gated_heads
 from seqlm.errors import ConfigError
 from seqlm.model import GPT, GPTConfig
+
+
+def run_gated(model: GPT, idx: torch.Tensor, gates: torch.Tensor, targets=None):
+    with gated_heads(model, gates):
+        return model(idx, targets)
 
 
 def _model(**overrides) -> GPT:
@@ -31,7 +38,7 @@ def test_gates_of_ones_change_nothing(overrides: dict) -> None:
     model = _model(**overrides)
     idx = torch.randint(0, 17, (2, 12), generator=torch.Generator().manual_seed(1))
     plain = model(idx).logits
-    gated = model(idx, head_gates=torch.ones(3, 4)).logits
+    gated = run_gated(model, idx, torch.ones(3, 4)).logits
     torch.testing.assert_close(gated, plain, rtol=0, atol=1e-6)
 
 
@@ -42,19 +49,23 @@ def test_zero_gate_equals_removing_the_heads_projection_columns() -> None:
     idx = torch.randint(0, 17, (2, 12), generator=torch.Generator().manual_seed(2))
     gates = torch.ones(3, 4)
     gates[1, 2] = 0.0
-    gated = model(idx, head_gates=gates).logits
+    gated = run_gated(model, idx, gates).logits
     head_dim = 32 // 4
     with torch.no_grad():
         model.blocks[1].attn.proj.weight[:, 2 * head_dim : 3 * head_dim] = 0.0
     torch.testing.assert_close(gated, model(idx).logits, rtol=0, atol=1e-6)
-    assert not torch.allclose(gated, _model()(idx).logits)
+    plain = _model()
+    assert not torch.allclose(gated, plain(idx).logits)
+    run_gated(plain, idx, gates)
+    assert all(not block.attn.proj._forward_pre_hooks for block in plain.blocks)
+    torch.testing.assert_close(plain(idx).logits, _model()(idx).logits, rtol=0, atol=0)
 
 
 def test_gate_gradients_flow_to_every_head() -> None:
     model = _model()
     idx = torch.randint(0, 17, (3, 12), generator=torch.Generator().manual_seed(3))
     gates = torch.ones(3, 4, requires_grad=True)
-    loss = model(idx[:, :-1], idx[:, 1:], head_gates=gates).loss
+    loss = run_gated(model, idx[:, :-1], gates, idx[:, 1:]).loss
     loss.backward()
     assert gates.grad is not None and gates.grad.shape == (3, 4)
     assert (gates.grad.abs() > 0).all()
@@ -64,7 +75,7 @@ def test_gate_shape_is_checked() -> None:
     model = _model()
     idx = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ConfigError, match="head_gates"):
-        model(idx, head_gates=torch.ones(4, 3))
+        run_gated(model, idx, torch.ones(4, 3))
 
 
 def test_per_row_gates_act_on_their_row_only() -> None:
@@ -73,9 +84,9 @@ def test_per_row_gates_act_on_their_row_only() -> None:
     model = _model()
     idx = torch.randint(0, 17, (3, 12), generator=torch.Generator().manual_seed(4))
     gates = torch.rand(3, 3, 4, generator=torch.Generator().manual_seed(5))
-    together = model(idx, head_gates=gates).logits
+    together = run_gated(model, idx, gates).logits
     for row in range(3):
-        alone = model(idx[row : row + 1], head_gates=gates[row]).logits
+        alone = run_gated(model, idx[row : row + 1], gates[row]).logits
         torch.testing.assert_close(together[row : row + 1], alone, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ConfigError, match="rows, layers, heads"):
-        model(idx, head_gates=torch.ones(2, 3, 4))
+    with pytest.raises(ConfigError, match="2 rows, the batch 3"):
+        run_gated(model, idx, torch.ones(2, 3, 4))
