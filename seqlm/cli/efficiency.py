@@ -1,5 +1,9 @@
 """`seqlm efficiency CORPUS` (efficient-training methods against a fully decayed
-baseline under one budget) and `seqlm calibrate CORPUS` (the reference-time table)."""
+baseline under one budget) and `seqlm calibrate CORPUS` (the reference-time table).
+
+`seqlm.studies.efficiency` and `seqlm.training` are imported inside the functions: they
+import torch, which `seqlm --help` and every other command should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqlm.cli.progress_bar import RichProgress
+from seqlm.corpora_adapters.base import options_from_mapping, parse_option_strings
 from seqlm.errors import ConfigError
 from seqlm.outputs import claim_output
 
@@ -21,8 +26,7 @@ CALIBRATION_FILE = "calibration.json"
 def efficiency_options(methods: str, seeds: int, budget: str, unit: str, sets: list[str]) -> Any:
     """EfficiencyOptions from the command line; `--set` keys are the options' fields,
     `model.<GPTConfig field>`, `pld.<field>`, `stacking.<field>`, `selective_backprop.<field>`."""
-    from seqlm.corpora_adapters.base import options_from_mapping, parse_option_strings
-    from seqlm.training.efficient.compare import EfficiencyOptions
+    from seqlm.studies.efficiency import EfficiencyOptions
 
     raw = parse_option_strings(sets)
     values: dict[str, Any] = {
@@ -64,7 +68,7 @@ def efficiency_options(methods: str, seeds: int, budget: str, unit: str, sets: l
 
 def _model_config(corpus: Path, options: Any) -> Any:
     from seqlm.corpus import load_corpus
-    from seqlm.training.efficient.compare import run_settings
+    from seqlm.studies.efficiency import run_settings
     from seqlm.training.session import build_gpt_config
 
     loaded = load_corpus(corpus)
@@ -100,7 +104,7 @@ def efficiency_command(
 ) -> None:
     """Train each method for several seeds under the same budget and compare them with a
     baseline whose learning rate decays fully within that budget."""
-    from seqlm.training.efficient.compare import (
+    from seqlm.studies.efficiency import (
         compare_methods,
         comparison_markdown,
         comparison_rows,
