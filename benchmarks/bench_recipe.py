@@ -187,14 +187,14 @@ def lesion_ci(corpus_path: str, runs: dict[str, str], seed: int = 0) -> dict:
     import numpy as np
 
     from seqlm.corpus import load_corpus
-    from seqlm.evaluation.lesion import (
+    from seqlm.evaluation.model_scorer import scorer_from_run
+    from seqlm.evaluation.scores import TokenScores
+    from seqlm.studies.lesion import (
         LesionOptions,
         _evaluation_rows,
         _per_group_ngram,
         _sequences,
     )
-    from seqlm.evaluation.model_scorer import scorer_from_run
-    from seqlm.evaluation.scores import TokenScores
 
     corpus = load_corpus(corpus_path)
     options = LesionOptions(device="cpu")

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from seqlm import __version__
 from seqlm.artefacts import VERIFY_ENV
 from seqlm.errors import SeqlmError
 from seqlm.outputs import OutputNotice, release_claims
@@ -46,8 +47,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def _print_version(value: bool) -> None:
     if value:
-        from seqlm import __version__
-
         typer.echo(f"seqlm {__version__}")
         raise typer.Exit()
 

@@ -1,30 +1,26 @@
 """`seqlm attention maps|stats`: attention figures for one sequence, statistics over a split.
 
-The group is `attention_app`; other analyses add their commands to it with
-`@attention_app.command("name")` in their own modules (imported by `register`, see
-`EXTRA_COMMAND_MODULES`), so this file stays the one place the group is built.
+The group is `attention_app`; `seqlm.cli.attention_experiments` adds span and heads to it.
+The analysis modules are imported inside the commands: they import torch, which
+`seqlm --help` and every other command should not wait for.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from seqlm.analysis.captions import with_caution
 from seqlm.cli.progress_bar import RichProgress
-from seqlm.cli.trust_gate import CheckOption, interpretation_caution, with_caution
-from seqlm.errors import ConfigError
+from seqlm.cli.trust_gate import CheckOption, interpretation_caution
 from seqlm.outputs import claim_output
 
 attention_app = typer.Typer(
     help="Attention analysis of a trained run: maps, corpus statistics.", no_args_is_help=True
 )
-
-# Modules that add commands to `attention_app` (span, heads, probe); imported by register.
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ()
 
 RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
 CorpusOption = Annotated[
@@ -37,47 +33,6 @@ WeightsOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DpiOption = Annotated[int, typer.Option("--dpi", help="Resolution of the PNG figures.")]
-
-
-def parse_indices(text: str | None, upper: int, name: str) -> list[int] | None:
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]; None or 'all' -> None. Each must be < upper."""
-    if text is None or text.strip().lower() == "all":
-        return None
-    chosen: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                low, high = (int(x) for x in part.split("-", 1))
-                chosen.extend(range(low, high + 1))
-            else:
-                chosen.append(int(part))
-        except ValueError:
-            raise ConfigError(f"--{name}: {part!r} is not a number or a range like 2-5") from None
-    bad = [i for i in chosen if not 0 <= i < upper]
-    if bad or not chosen:
-        raise ConfigError(f"--{name}: {bad or text!r} out of range 0..{upper - 1}")
-    return sorted(set(chosen))
-
-
-def parse_numbers(text: str | None, kind: type, name: str) -> tuple | None:
-    """'8,32,128' -> (8, 32, 128) of `kind`; None -> None."""
-    if text is None:
-        return None
-    try:
-        return tuple(kind(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--{name}: {text!r} is not a comma-separated list of numbers") from None
-
-
-def _device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {choice!r}")
-    return choice
 
 
 @attention_app.command("maps")
@@ -106,75 +61,39 @@ def maps_command(
     check: CheckOption = True,
 ) -> None:
     """Heatmaps per layer and head (PNG + SVG), a grid, rollout, viewer.html, bertviz JSON."""
-    from seqlm.analysis.attention_capture import (
-        capture_attention_inputs,
-        check_model_fits_corpus,
-        corpus_window,
-        load_analysis_model,
-    )
-    from seqlm.analysis.bertviz_export import export_bertviz
-    from seqlm.analysis.maps import MapStyle, write_sequence_maps
-    from seqlm.analysis.viewer import write_viewer
-    from seqlm.corpus import load_corpus
+    from seqlm.analysis.maps_run import MapsSettings, attention_maps
+    from seqlm.analysis.run_inputs import resolve_device
 
-    claim_output(out, "seqlm attention maps")
-    model = load_analysis_model(run, weights, _device(device))
-    data = load_corpus(corpus)
-    check_model_fits_corpus(model, data)
-    console = Console()
-    caution = interpretation_caution(
-        run, data, console, check=check, device=_device(device), weights=weights
+    settings = MapsSettings(
+        seq=seq,
+        layers=layers,
+        heads=heads,
+        start=start,
+        length=length,
+        log_color=log_color,
+        viewer=viewer,
+        bertviz=bertviz,
+        dpi=dpi,
+        weights=weights,
+        device=device,
     )
-    context = model.config.block_size
-    if length is not None and not 1 <= length <= context:
-        raise ConfigError(f"--length must be in 1..{context} (the model's context)")
-    window = corpus_window(data, seq, length or context, start)
-    chosen_layers = parse_indices(layers, model.config.n_layer, "layers")
-    chosen_heads = parse_indices(heads, model.config.n_head, "heads")
-    # every layer is captured (cheap: q, k, v per layer) so that rollout can use them all
-    inputs = capture_attention_inputs(model, window.ids)
-    where = f"seq {seq} tokens {window.start}-{window.stop - 1}"
-    title = with_caution(caution, where)
-    style = MapStyle(color_scale="log" if log_color else "linear", dpi=dpi)
+    console = Console()
+
+    def gate(data: Any) -> str:  # noqa: ANN401 (Corpus)
+        chosen = resolve_device(device, strict=True)
+        return interpretation_caution(
+            run, data, console, check=check, device=chosen, weights=weights
+        )
+
     progress = RichProgress()
     try:
-        written = write_sequence_maps(
-            inputs,
-            window.labels,
-            out,
-            layers=chosen_layers,
-            heads=chosen_heads,
-            style=style,
-            title=title,
-            progress=progress,
-        )
+        result = attention_maps(run, corpus, settings, out, gate=gate, progress=progress)
     finally:
         progress.finish()
-    files = [path for paths in written.values() for path in paths]
-    if viewer:
-        files.append(
-            write_viewer(
-                inputs,
-                window.labels,
-                out / "viewer.html",
-                layers=chosen_layers,
-                heads=chosen_heads,
-                title=with_caution(caution, f"seqlm attention: {run.name}, {where}").replace(
-                    "\n", " | "
-                ),
-            )
-        )
-    if bertviz:
-        files.append(
-            export_bertviz(
-                inputs,
-                window.labels,
-                out / "attention_bertviz.json",
-                layers=chosen_layers,
-                heads=chosen_heads,
-            )
-        )
-    console.print(f"{len(files)} files written to {out}  ({window.stop - window.start} tokens)")
+    window = result.window
+    console.print(
+        f"{len(result.files)} files written to {out}  ({window.stop - window.start} tokens)"
+    )
 
 
 @attention_app.command("stats")
@@ -210,6 +129,7 @@ def stats_command(
     """Streaming per-head statistics over a split: tables (parquet + CSV) and figures."""
     from seqlm.analysis.attention_capture import load_analysis_model
     from seqlm.analysis.corpus_stats import AttentionStatsOptions, corpus_attention_statistics
+    from seqlm.analysis.run_inputs import parse_indices, parse_numbers, resolve_device
     from seqlm.analysis.stats_plots import write_stats_plots
     from seqlm.analysis.stats_tables import (
         distance_table,
@@ -220,11 +140,11 @@ def stats_command(
     from seqlm.corpus import load_corpus
 
     claim_output(out, "seqlm attention stats")
-    model = load_analysis_model(run, weights, _device(device))
+    model = load_analysis_model(run, weights, resolve_device(device, strict=True))
     data = load_corpus(corpus)
     console = Console()
     caution = interpretation_caution(
-        run, data, console, check=check, device=_device(device), weights=weights
+        run, data, console, check=check, device=resolve_device(device, strict=True), weights=weights
     )
     chosen_layers = parse_indices(layers, model.config.n_layer, "layers")
     options = AttentionStatsOptions(
@@ -257,6 +177,4 @@ def stats_command(
 
 
 def register(app: typer.Typer) -> None:
-    for module in EXTRA_COMMAND_MODULES:
-        importlib.import_module(module)
     app.add_typer(attention_app, name="attention")

@@ -1,14 +1,13 @@
 """`seqlm attention span`, `seqlm attention heads` and `seqlm probe`: thin over
-`seqlm.analysis.span`, `.heads` and `.probes`.
+`seqlm.analysis.span_run`, `.heads` and `.probes`; `span` and `heads` join the
+`attention` group of `seqlm.cli.attention`.
 
-`span` and `heads` join the `attention` group of `seqlm.cli.attention` when that module
-exists, else they make the group themselves.
+The analysis modules are imported inside the commands: they import torch, which
+`seqlm --help` and every other command should not wait for.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seqlm.cli.attention import attention_app
 from seqlm.cli.progress_bar import RichProgress
 from seqlm.cli.trust_gate import CheckOption, interpretation_caution
 from seqlm.errors import ConfigError
@@ -48,56 +48,6 @@ def _parse_ints(text: str, name: str) -> tuple[int, ...]:
     if not values:
         raise ConfigError(f"{name} is empty")
     return values
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def _load(run: Path, corpus_path: Path, weights: str, device: str) -> tuple[Any, Any]:
-    from seqlm.analysis.attention_capture import check_model_fits_corpus, load_analysis_model
-    from seqlm.corpus import load_corpus
-
-    model = load_analysis_model(run, which=weights, device=_device(device))
-    corpus = load_corpus(corpus_path)
-    check_model_fits_corpus(model, corpus)
-    return model, corpus
-
-
-def select_index(
-    index: pl.DataFrame,
-    split: str,
-    *,
-    per_group: int | None = None,
-    group_column: str | None = None,
-    max_tokens: int | None = None,
-    seed: int = 0,
-) -> pl.DataFrame:
-    """Index rows of `split` ("all" = every split): at most `per_group` sequences of each
-    value of `group_column`, or sequences up to `max_tokens` tokens, drawn at random
-    (seeded), returned in seq_id order."""
-    rows = index if split == "all" else index.filter(pl.col("split") == split)
-    if rows.height == 0:
-        splits = sorted(str(s) for s in index["split"].unique().to_list())
-        raise ConfigError(f"no sequences in split {split!r}; the corpus has {splits} (or all)")
-    if group_column is not None and group_column not in rows.columns:
-        raise ConfigError(f"no index column {group_column!r}; columns: {rows.columns}")
-    rows = rows.sample(fraction=1.0, shuffle=True, seed=seed)
-    if per_group is not None and group_column is not None:
-        rows = rows.filter(pl.int_range(pl.len()).over(group_column) < per_group)
-    elif per_group is not None:
-        rows = rows.head(per_group)
-    if max_tokens is not None:
-        rows = rows.filter((pl.col("length").cum_sum() - pl.col("length")) < max_tokens)
-    return rows.sort("seq_id")
-
-
-def _sequences(corpus: Any, rows: pl.DataFrame) -> list[np.ndarray]:
-    return [np.asarray(corpus.sequence(i), dtype=np.int64) for i in rows["seq_id"].to_list()]
 
 
 def _out_folder(out: Path | None, run: Path, name: str) -> Path:
@@ -140,15 +90,9 @@ def span_command(
     check: CheckOption = True,
 ) -> None:
     """Loss vs window w (span masks and truncation), effective context length per group."""
-    from seqlm.analysis.span import (
-        ALL_GROUPS,
-        SPAN,
-        TRUNCATION,
-        SpanSweepConfig,
-        plot_effective_context,
-        plot_loss_vs_window,
-        span_sweep,
-    )
+    from seqlm.analysis.run_inputs import resolve_device
+    from seqlm.analysis.span import TRUNCATION, SpanSweepConfig
+    from seqlm.analysis.span_run import SpanRunSettings, span_experiment
 
     config = SpanSweepConfig(
         windows=_parse_ints(windows, "--windows"),
@@ -157,44 +101,43 @@ def span_command(
         seed=seed,
         threshold=threshold,
     )
-    model, loaded = _load(run, corpus, weights, device)
-    console = Console()
-    caution = interpretation_caution(
-        run, loaded, console, check=check, device=_device(device), weights=weights
+    settings = SpanRunSettings(
+        sweep=config,
+        split=split,
+        by=by,
+        max_sequences=max_sequences,
+        weights=weights,
+        device=resolve_device(device),
+        dpi=dpi,
     )
-    if by not in loaded.index.columns:
-        raise ConfigError(f"--by {by!r}: no such index column; columns: {loaded.index.columns}")
-    rows = select_index(loaded.index, split, per_group=max_sequences, group_column=by, seed=seed)
-    groups = rows[by].cast(pl.String).fill_null("(none)").to_list()
+    console = Console()
+    gate = _gate(run, console, check=check, device=settings.device, weights=weights)
     progress = RichProgress()
     try:
-        sweep = span_sweep(model, _sequences(loaded, rows), groups, config, progress)
+        result = span_experiment(run, corpus, settings, out=out, gate=gate, progress=progress)
     finally:
         progress.finish()
-    folder = _out_folder(out, run, "span")
-    sweep.table.write_csv(folder / "span_table.csv")
-    figures = [plot_loss_vs_window(sweep, folder / "loss_vs_window.png", dpi=dpi, caution=caution)]
+    console.print(_window_table(result.sweep, split))
     if TRUNCATION in config.modes:
-        figures.append(
-            plot_effective_context(
-                sweep, folder / "effective_context.png", dpi=dpi, caution=caution
-            )
-        )
-    summary = {
-        "run": str(run),
-        "corpus": str(corpus),
-        "split": split,
-        "by": by,
-        "windows": sorted(set(config.windows)),
-        "modes": list(config.modes),
-        "definition": sweep.definition(),
-        "effective_context_length": sweep.effective,
-        "n_layer": sweep.n_layer,
-        "block_size": sweep.block_size,
-        "interpretation_warning": caution or None,
-    }
-    (folder / "span.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        console.print(_effective_context_table(result.sweep, by))
+        console.print(result.sweep.definition())
+    console.print(f"written: {result.table_file}, {result.summary_file}")
+    for figure in result.figures:
+        console.print(f"figure: {figure}")
 
+
+def _gate(run: Path, console: Console, *, check: bool, device: str, weights: str) -> Any:
+    """The trust gate as a library analysis calls it: on the opened corpus, after loading."""
+    return lambda corpus: interpretation_caution(
+        run, corpus, console, check=check, device=device, weights=weights
+    )
+
+
+def _window_table(sweep: Any, split: str) -> Table:  # noqa: ANN401 (SpanSweep)
+    """Loss and perplexity gain per window over all groups, in the header's mode order."""
+    from seqlm.analysis.span import ALL_GROUPS, SPAN, TRUNCATION
+
+    modes = sweep.config.modes
     overall = sweep.table.filter(pl.col("group") == ALL_GROUPS)
     full = float(overall["full_loss"][0])
     title = (
@@ -202,15 +145,15 @@ def span_command(
         f"{int(overall['sequences'][0]):,} sequences; full context {full:.4f})"
     )
     columns = ["w"]
-    if SPAN in config.modes:
+    if SPAN in modes:
         columns += ["span loss", "span ppl gain"]
-    if TRUNCATION in config.modes:
+    if TRUNCATION in modes:
         columns += ["trunc loss", "trunc ppl gain", "gain p5", "gain p95"]
     table = _table(title, *columns)
-    for w in sorted(set(config.windows)):
+    for w in sorted(set(sweep.config.windows)):
         cells = [str(w)]
         for mode in (SPAN, TRUNCATION):  # the header's order, whatever --modes says
-            if mode not in config.modes:
+            if mode not in modes:
                 continue
             at = (pl.col("mode") == mode) & (pl.col("window") == w)
             row = overall.filter(at).row(0, named=True)
@@ -218,22 +161,21 @@ def span_command(
             if mode == TRUNCATION:
                 cells += [f"{row['gain_low']:+.2%}", f"{row['gain_high']:+.2%}"]
         table.add_row(*cells)
-    console.print(table)
-    if TRUNCATION in config.modes:
-        per_group = _table(f"Effective context length by {by}", by, "tokens", "full loss", "w")
-        for (group,), part in sweep.table.filter(pl.col("mode") == TRUNCATION).group_by(
-            "group", maintain_order=True
-        ):
-            effective = sweep.effective.get(str(group))
-            shown = str(effective) if effective is not None else f"> {max(config.windows)}"
-            per_group.add_row(
-                str(group), f"{int(part['tokens'][0]):,}", f"{part['full_loss'][0]:.4f}", shown
-            )
-        console.print(per_group)
-        console.print(sweep.definition())
-    console.print(f"written: {folder / 'span_table.csv'}, {folder / 'span.json'}")
-    for figure in figures:
-        console.print(f"figure: {figure}")
+    return table
+
+
+def _effective_context_table(sweep: Any, by: str) -> Table:  # noqa: ANN401 (SpanSweep)
+    from seqlm.analysis.span import TRUNCATION
+
+    table = _table(f"Effective context length by {by}", by, "tokens", "full loss", "w")
+    truncations = sweep.table.filter(pl.col("mode") == TRUNCATION)
+    for (group,), part in truncations.group_by("group", maintain_order=True):
+        effective = sweep.effective.get(str(group))
+        shown = str(effective) if effective is not None else f"> {max(sweep.config.windows)}"
+        table.add_row(
+            str(group), f"{int(part['tokens'][0]):,}", f"{part['full_loss'][0]:.4f}", shown
+        )
+    return table
 
 
 def heads_command(
@@ -257,17 +199,23 @@ def heads_command(
 ) -> None:
     """Head importance (gate gradients), single-head ablation, prune-by-importance curve."""
     from seqlm.analysis.heads import HeadAnalysisConfig, analyse_heads, plot_heads
+    from seqlm.analysis.run_inputs import (
+        corpus_sequences,
+        load_model_and_corpus,
+        resolve_device,
+        select_index,
+    )
 
     config = HeadAnalysisConfig(ablation=ablation, prune_points=prune_points)
-    model, loaded = _load(run, corpus, weights, device)
+    model, loaded = load_model_and_corpus(run, corpus, weights, resolve_device(device))
     console = Console()
     caution = interpretation_caution(
-        run, loaded, console, check=check, device=_device(device), weights=weights
+        run, loaded, console, check=check, device=resolve_device(device), weights=weights
     )
     rows = select_index(loaded.index, split, per_group=max_sequences, seed=seed)
     progress = RichProgress()
     try:
-        analysis = analyse_heads(model, _sequences(loaded, rows), config, progress)
+        analysis = analyse_heads(model, corpus_sequences(loaded, rows), config, progress)
     finally:
         progress.finish()
     folder = _out_folder(out, run, "heads")
@@ -334,19 +282,25 @@ def probe_command(
         special_ids,
         token_labels,
     )
+    from seqlm.analysis.run_inputs import (
+        corpus_sequences,
+        load_model_and_corpus,
+        resolve_device,
+        select_index,
+    )
 
     config = ProbeConfig(folds=folds, seed=seed)
-    model, loaded = _load(run, corpus, weights, device)
+    model, loaded = load_model_and_corpus(run, corpus, weights, resolve_device(device))
     console = Console()
     caution = interpretation_caution(
-        run, loaded, console, check=check, device=_device(device), weights=weights
+        run, loaded, console, check=check, device=resolve_device(device), weights=weights
     )
     rows = select_index(loaded.index, split, max_tokens=max_tokens, seed=seed)
     tokens = loaded.vocabulary.tokens
     progress = RichProgress()
     try:
         states = layer_states(
-            model, _sequences(loaded, rows), skip_ids=special_ids(tokens), progress=progress
+            model, corpus_sequences(loaded, rows), skip_ids=special_ids(tokens), progress=progress
         )
         labels = token_labels(states, rows, label, tokens)
         entities = np.asarray(rows["entity"].to_list(), dtype=object)[states.sequence]
@@ -380,21 +334,7 @@ def probe_command(
     console.print(f"figure: {figure}")
 
 
-def _attention_group(app: typer.Typer) -> typer.Typer:
-    """attn1's `attention` group when its module exists, else one made here."""
-    try:
-        module = importlib.import_module("seqlm.cli.attention")
-    except ModuleNotFoundError:
-        module = None
-    group = getattr(module, "attention_app", None)
-    if group is None:
-        group = typer.Typer(help="Attention analysis of a trained run.", no_args_is_help=True)
-        app.add_typer(group, name="attention")
-    return group
-
-
 def register(app: typer.Typer) -> None:
-    group = _attention_group(app)
-    group.command("span")(span_command)
-    group.command("heads")(heads_command)
+    attention_app.command("span")(span_command)
+    attention_app.command("heads")(heads_command)
     app.command("probe")(probe_command)

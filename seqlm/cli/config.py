@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from seqlm.cli.settings_table import print_settings
+from seqlm.settings_help import TABLES, aliases, table_rows
+
 
 def config_show_command(
     preset: Annotated[
@@ -23,9 +26,6 @@ def config_show_command(
     """Every key of the [model], [train], [scheme] and [splits] settings: type, default,
     meaning. Set them with `seqlm train --set model.X=...` and `seqlm ingest --option
     scheme.X=...`; `seqlm adapters` lists each adapter's own options."""
-    from seqlm.cli.settings_table import print_settings
-    from seqlm.settings_help import TABLES, aliases, table_rows
-
     chosen = table or list(TABLES)
     rows = {name: table_rows(name, preset) for name in chosen}
     if as_json:

@@ -1,17 +1,25 @@
-"""`seqlm corpus info` (what is in a corpus folder) and `seqlm corpus condition`."""
+"""`seqlm corpus info` (what is in a corpus folder) and `seqlm corpus condition`.
+
+`seqlm.corpus` is imported inside the commands: it pulls in the vocabularies and the
+corpus writer, which `seqlm --help` and the other commands should not wait for.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from seqlm.corpus.clinical_info import ClinicalInfo
+    from seqlm.corpus.info import CorpusInfo
+    from seqlm.corpus.info_report import CorpusReport
 
 corpus_app = typer.Typer(help="Inspect corpus folders.", no_args_is_help=True)
 
@@ -34,34 +42,33 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Counts per split and group, vocabulary, top tokens, lengths and rejects."""
-    from seqlm.corpus import corpus_info
-    from seqlm.corpus.breakdown import counts_by
-    from seqlm.corpus.clinical_info import clinical_info
-    from seqlm.corpus.merge_checks import describe_merge_checks
+    from seqlm.corpus.info_report import corpus_report
 
-    info = corpus_info(corpus, top=top)
-    clinical = clinical_info(corpus) if info.adapter == "meds" else None
-    breakdown = counts_by(corpus, by) if by else None
+    report = corpus_report(corpus, by or (), top=top)
     if as_json:
-        payload = asdict(info)
-        if clinical is not None:
-            payload["clinical"] = clinical.to_dict()
-        if breakdown is not None:
-            payload["counts_by"] = breakdown.to_dicts()
-        typer.echo(json.dumps(payload, indent=2, default=str))
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-
     console = Console()
+    _print_summary(console, report)
+    _print_counts(console, report)
+    _print_tokens(console, report.info)
+    if report.clinical is not None:
+        _print_clinical(console, report.clinical)
+
+
+def _number(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _print_summary(console: Console, report: CorpusReport) -> None:
+    """Where the corpus came from, what was read and kept, and notes on it."""
+    info = report.info
     console.print(
         f"[bold]{escape(info.path)}[/]  adapter {info.adapter}, seqlm {info.seqlm_version}"
     )
-
-    def number(value: int | None) -> str:
-        return "?" if value is None else f"{value:,}"
-
     console.print(
-        f"rows read {number(info.rows_read)} = events {number(info.events)} + rejects "
-        f"{number(info.rejects)} ({info.rows_balance});  {info.sequences:,} sequences, "
+        f"rows read {_number(info.rows_read)} = events {_number(info.events)} + rejects "
+        f"{_number(info.rejects)} ({info.rows_balance});  {info.sequences:,} sequences, "
         f"{info.tokens:,} tokens;  "
         f"vocabulary {info.vocab_size:,} ({info.token_dtype}), "
         f"{info.merged_tokens:,} rare tokens merged into unknowns"
@@ -75,32 +82,36 @@ def info_command(
         console.print("times are unitless positions (time_unit = index), not seconds")
     for line in info.notes:
         console.print(Text(f"note: {line}"))
-    for line in describe_merge_checks(info.merge_checks):
+    for line in report.merge_check_lines():
         console.print(Text(line, style="yellow"))
 
+
+def _print_counts(console: Console, report: CorpusReport) -> None:
+    """Sequences and tokens per split, per group (when there are several), per --by."""
+    info, breakdown = report.info, report.breakdown
     splits = _table("Splits", "split", "sequences", "tokens")
     for row in info.splits:
         splits.add_row(row.split, f"{row.sequences:,}", f"{row.tokens:,}")
     console.print(splits)
-
     if len({g.group for g in info.groups}) > 1:
         groups = _table("Groups", "split", "group", "sequences", "tokens")
         for row in info.groups:
             groups.add_row(row.split, Text(str(row.group)), f"{row.sequences:,}", f"{row.tokens:,}")
         console.print(groups)
-
     if breakdown is not None:
-        table = _table("Counts by " + ", ".join(by or []), *breakdown.columns)
+        table = _table("Counts by " + ", ".join(report.by), *breakdown.columns)
         for values in breakdown.iter_rows():
             table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in values))
         console.print(table)
 
+
+def _print_tokens(console: Console, info: CorpusInfo) -> None:
+    """Lengths, the top tokens, rejects by reason, and (outside MEDS) value-bin edges."""
     lengths = _table("Sequence length (tokens)", "percentile", "length")
     for p, value in info.length_percentiles.items():
         lengths.add_row(f"p{p}", f"{value:,.0f}")
     lengths.add_row("mean", f"{info.mean_tokens_per_sequence:,.1f}")
     console.print(lengths)
-
     tokens = _table(f"Top {len(info.top_tokens)} tokens", "token", "count", "share")
     for row in info.top_tokens:
         tokens.add_row(Text(row.token), f"{row.count:,}", f"{row.share:.2%}")
@@ -109,14 +120,12 @@ def info_command(
         f"unknown tokens {info.unknown_share:.2%} of all tokens; "
         f"time-gap tokens {info.time_token_share:.2%}"
     )
-
     if info.rejects_by_reason:
         rejects = _table("Rejected rows by reason", "reason", "rows")
         for reason, n in info.rejects_by_reason.items():
             rejects.add_row(Text(reason), f"{n:,}")
         console.print(rejects)
-
-    if info.binned_codes and clinical is None:
+    if info.binned_codes and info.adapter != "meds":
         bins = _table(
             "Value-bin edges of the most frequent binned codes", "code", "tokens", "edges"
         )
@@ -126,11 +135,8 @@ def info_command(
             )
         console.print(bins)
 
-    if clinical is not None:
-        _print_clinical(console, clinical)
 
-
-def _print_clinical(console: Console, clinical) -> None:  # noqa: ANN001 (ClinicalInfo)
+def _print_clinical(console: Console, clinical: ClinicalInfo) -> None:
     per_subject = _table("Tokens per subject", "split", "subjects", "mean", "median", "p95")
     for row in clinical.tokens_per_subject:
         per_subject.add_row(

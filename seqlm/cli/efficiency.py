@@ -1,74 +1,20 @@
 """`seqlm efficiency CORPUS` (efficient-training methods against a fully decayed
-baseline under one budget) and `seqlm calibrate CORPUS` (the reference-time table)."""
+baseline under one budget) and `seqlm calibrate CORPUS` (the reference-time table).
+
+`seqlm.studies.efficiency_run` is imported inside the commands: it imports torch, which
+`seqlm --help` and every other command should not wait for.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from seqlm.cli.progress_bar import RichProgress
-from seqlm.errors import ConfigError
-from seqlm.outputs import claim_output
-
-CALIBRATION_FILE = "calibration.json"
-
-
-def efficiency_options(methods: str, seeds: int, budget: str, unit: str, sets: list[str]) -> Any:
-    """EfficiencyOptions from the command line; `--set` keys are the options' fields,
-    `model.<GPTConfig field>`, `pld.<field>`, `stacking.<field>`, `selective_backprop.<field>`."""
-    from seqlm.corpora_adapters.base import options_from_mapping, parse_option_strings
-    from seqlm.training.efficient.compare import EfficiencyOptions
-
-    raw = parse_option_strings(sets)
-    values: dict[str, Any] = {
-        "methods": tuple(m.strip() for m in methods.split(",") if m.strip()),
-        "seeds": seeds,
-        "budget": budget,
-        "unit": unit,
-    }
-    defaults = EfficiencyOptions()
-    nested = {
-        "pld": type(defaults.pld),
-        "stacking": type(defaults.stacking),
-        "selective_backprop": type(defaults.selective_backprop),
-    }
-    model = dict(defaults.model)
-    for key, value in raw.items():
-        if key == "model":
-            if not isinstance(value, dict):
-                raise ConfigError("--set model needs model.<field>=value")
-            model.update(value)
-        elif key in nested:
-            if not isinstance(value, dict):
-                raise ConfigError(f"--set {key} needs {key}.<field>=value")
-            if key == "stacking" and "grow_at" in value:
-                value = {**value, "grow_at": tuple(value["grow_at"])}
-            values[key] = options_from_mapping(nested[key], value, prefix=f"{key}.")
-        else:
-            values[key] = value
-    values["model"] = model
-    known = {f.name for f in dataclasses.fields(EfficiencyOptions)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown efficiency options {unknown}; known: {sorted(known)}")
-    try:
-        return EfficiencyOptions(**values)
-    except TypeError as err:
-        raise ConfigError(f"efficiency options: {err}") from None
-
-
-def _model_config(corpus: Path, options: Any) -> Any:
-    from seqlm.corpus import load_corpus
-    from seqlm.training.efficient.compare import run_settings
-    from seqlm.training.session import build_gpt_config
-
-    loaded = load_corpus(corpus)
-    return build_gpt_config(run_settings(options, 0, 1), loaded.vocab_size)
 
 
 def efficiency_command(
@@ -100,32 +46,16 @@ def efficiency_command(
 ) -> None:
     """Train each method for several seeds under the same budget and compare them with a
     baseline whose learning rate decays fully within that budget."""
-    from seqlm.training.efficient.compare import (
-        compare_methods,
-        comparison_markdown,
-        comparison_rows,
-        plot_comparison,
-    )
-    from seqlm.training.efficient.reference_time import CalibrationTable, calibrate
+    from seqlm.studies.efficiency import comparison_rows
+    from seqlm.studies.efficiency_run import efficiency_options, efficiency_study
 
     options = efficiency_options(methods, seeds, budget, unit, set_ or [])
-    claim_output(out, "seqlm efficiency")
-    table = None
-    if options.unit == "reference_s":
-        path = calibration or out / CALIBRATION_FILE
-        if path.exists():
-            table = CalibrationTable.load(path)
-        else:
-            table = calibrate(
-                _model_config(corpus, options), options.batch_size, progress=RichProgress()
-            )
-            table.save(path)
     progress = RichProgress()
     try:
-        result = compare_methods(corpus, out, options, calibration=table, progress=progress)
+        study = efficiency_study(corpus, out, options, calibration=calibration, progress=progress)
     finally:
         progress.finish()
-    rows = comparison_rows(result)
+    rows = comparison_rows(study.comparison)
     console = Console()
     view = Table(title=f"{corpus.name}: {len(options.methods)} methods x {options.seeds} seeds")
     for header in rows[0]:
@@ -133,9 +63,9 @@ def efficiency_command(
     for row in rows:
         view.add_row(*row.values())
     console.print(view)
-    (out / "efficiency.md").write_text(comparison_markdown(result), encoding="utf-8")
-    png = plot_comparison(result, out / "efficiency.png")
-    console.print(f"table: {out / 'efficiency.md'}   plot: {png}   runs: {out}/<method>/seed_<k>")
+    console.print(
+        f"table: {study.table_file}   plot: {study.plot_file}   runs: {out}/<method>/seed_<k>"
+    )
 
 
 def calibrate_command(
@@ -148,13 +78,14 @@ def calibrate_command(
     ] = None,
 ) -> None:
     """Measure step and forward times per active depth on this machine (reference time)."""
-    from seqlm.training.efficient.reference_time import calibrate
+    from seqlm.studies.efficiency_run import calibrate_for_study, efficiency_options
 
     options = efficiency_options("baseline", 1, "1", "flops", set_ or [])
-    claim_output(out, "seqlm calibrate", is_file=True)
-    config = _model_config(corpus, options)
-    table = calibrate(config, options.batch_size, repeats=repeats, progress=RichProgress())
-    table.save(out)
+    progress = RichProgress()
+    try:
+        table = calibrate_for_study(corpus, out, options, repeats=repeats, progress=progress)
+    finally:
+        progress.finish()
     console = Console()
     view = Table(title=f"reference time per token, batch {table.batch_size} x {table.context}")
     for header in ("active depth", "train step (us/token)", "forward (us/token)"):

@@ -1,5 +1,9 @@
 """`seqlm eval`, `seqlm generate`, `seqlm lesion` and `seqlm subset`: thin over
-`seqlm.evaluation` and `seqlm.corpus.subset`."""
+`seqlm.evaluation`, `seqlm.studies.lesion` and `seqlm.corpus.subset`.
+
+Those are imported inside the commands: they import torch (or the corpus writer), which
+`seqlm --help` and every other command should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from seqlm.cli.progress_bar import RichProgress
-from seqlm.errors import ConfigError
-from seqlm.outputs import claim_output
+from seqlm.corpora_adapters.base import parse_option_strings
 
 
 def _lstm_overrides(sets: list[str]) -> dict[str, Any]:
     """`--lstm-set minutes=2` (TrainConfig names or the trainer's aliases; a leading
     `train.` is optional) to TrainConfig field overrides."""
-    from seqlm.corpora_adapters.base import parse_option_strings
     from seqlm.training.config import TRAIN_ALIASES
 
     parsed = parse_option_strings(sets)
@@ -68,19 +70,11 @@ def eval_command(
 ) -> None:
     """Score a run's model beside uniform, unigram, best n-gram (and LSTM) baselines, with
     paired bootstrap intervals of the differences and a verdict in words."""
-    from seqlm.corpus import load_corpus
-    from seqlm.evaluation.paired import ComparisonOptions, comparison_table
-    from seqlm.evaluation.report import (
-        EvalOptions,
-        default_output_folder,
-        evaluate_run,
-        parse_baselines,
-        summary_table,
-        write_report,
-    )
+    from seqlm.evaluation.eval_run import evaluate_run_into_folder
+    from seqlm.evaluation.paired import ComparisonOptions
+    from seqlm.evaluation.report import EvalOptions, parse_baselines
 
     splits = [s.strip() for s in split.split(",") if s.strip()]
-    opened = load_corpus(corpus)
     options = EvalOptions(
         split=splits[0] if len(splits) == 1 else splits,
         baselines=parse_baselines(baselines),
@@ -92,15 +86,20 @@ def eval_command(
         lstm_train=_lstm_overrides(lstm_set or []),
         comparison=ComparisonOptions(resamples=resamples, seed=seed),
     )
-    folder = claim_output(out or default_output_folder(run, opened, options.split), "seqlm eval")
     progress = RichProgress()
     try:
-        evaluation = evaluate_run(run, opened, options, progress)
+        result = evaluate_run_into_folder(run, corpus, options, out=out, progress=progress)
     finally:
         progress.finish()
-    written = write_report(evaluation, folder)
+    _print_evaluation(result, f"{run} on {result.corpus_name} [{split}]")
+
+
+def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (EvaluatedRun)
+    from seqlm.evaluation.paired import comparison_table
+    from seqlm.evaluation.report import summary_table
+
+    evaluation = result.evaluation
     console = Console()
-    title = f"{run} on {opened.path.name} [{split}]"
     console.print(summary_table(evaluation.summary, title=title))
     if evaluation.comparisons:
         console.print(comparison_table(evaluation.comparisons, title="model against each baseline"))
@@ -112,7 +111,7 @@ def eval_command(
         f"(targets past the first window see >= {scoring['min_context_after_first_window']} "
         "tokens)"
     )
-    for name, path in written.items():
+    for name, path in result.written.items():
         console.print(f"  {name}: {path}")
 
 
@@ -151,80 +150,38 @@ def generate_command(
     show: Annotated[int, typer.Option(help="Samples to print.")] = 5,
 ) -> None:
     """Sample continuations of prompts from a trained model."""
-    from seqlm.corpus import load_corpus
-    from seqlm.evaluation.generate import (
-        GenerationOptions,
-        SamplingOptions,
-        generate,
-        generation_records,
-        generation_text,
-        generations_to_meds,
-        prompt_from_sequence,
-        prompt_from_tokens,
-        time_token_seconds,
-    )
-    from seqlm.evaluation.model_scorer import check_run_matches_corpus, load_run_model
-    from seqlm.vocabularies.time_gaps import parse_duration
+    from seqlm.evaluation.generate_run import GenerateSettings, generate_from_run
 
-    loaded = load_run_model(run, checkpoint)
-    corpus_path = corpus or Path(loaded.config.get("corpus", {}).get("path", ""))
-    if not corpus_path or not Path(corpus_path).is_dir():
-        raise ConfigError("pass --corpus: the run's training corpus is not at its recorded path")
-    opened = load_corpus(corpus_path)
-    check_run_matches_corpus(loaded.config, opened)
-    vocab = opened.vocabulary
-    prompts = [prompt_from_tokens(vocab, text) for text in prompt or []]
-    prompts += [prompt_from_sequence(opened.sequence(i), prompt_length) for i in sequence or []]
-    if not prompts:
-        prompts = [prompt_from_tokens(vocab, [])]  # just [BOS]: unconditional samples
-    options = GenerationOptions(
-        max_new_tokens=max_tokens,
+    settings = GenerateSettings(
+        prompts=tuple(prompt or ()),
+        sequences=tuple(sequence or ()),
+        prompt_length=prompt_length,
         n_samples=n,
-        sampling=SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p),
-        time_horizon_s=parse_duration(horizon) if horizon else None,
-        use_cache=not no_cache,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        horizon=horizon,
         seed=seed,
+        use_cache=not no_cache,
+        checkpoint=checkpoint,
     )
-    seconds = time_token_seconds(vocab) if horizon else None
-    if out is not None:
-        claim_output(out, "seqlm generate")
     progress = RichProgress()
     try:
-        generations = [
-            generate(
-                loaded.model,
-                p,
-                options,
-                time_seconds=seconds,
-                progress=progress,
-                never_ids=vocab.condition_ids,
-            )
-            for p in prompts
-        ]
+        result = generate_from_run(run, settings, corpus=corpus, out=out, progress=progress)
     finally:
         progress.finish()
     console = Console()
-    lines = generation_text(generations, vocab).splitlines()
+    lines = result.text_lines()
     for line in lines[:show]:
         console.print(line, markup=False, highlight=False)
-    total = sum(len(s) for g in generations for s in g.samples)
-    elapsed = sum(g.seconds for g in generations)
-    console.print(f"{len(lines)} samples, {total:,} tokens in {elapsed:.1f} s")
+    console.print(f"{len(lines)} samples, {result.tokens:,} tokens in {result.seconds:.1f} s")
     if out is None:
         return
-    records = generation_records(generations, vocab)
-    with (out / "generations.jsonl").open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-    (out / "generations.txt").write_text(generation_text(generations, vocab), encoding="utf-8")
-    console.print(f"  tokens: {out / 'generations.jsonl'}\n  text: {out / 'generations.txt'}")
-    if opened.manifest.get("source", {}).get("adapter") == "meds":
-        from seqlm.corpora_adapters.meds_export import corpus_static_kinds
-
-        rows = generations_to_meds(
-            generations, vocab, static_kinds=corpus_static_kinds(opened.manifest)
-        )
-        rows.write_parquet(out / "generations.meds.parquet")
-        console.print(f"  MEDS rows: {out / 'generations.meds.parquet'}")
+    written = result.written
+    console.print(f"  tokens: {written['tokens']}\n  text: {written['text']}")
+    if "MEDS rows" in written:
+        console.print(f"  MEDS rows: {written['MEDS rows']}")
 
 
 def lesion_command(
@@ -259,40 +216,24 @@ def lesion_command(
     ] = None,
 ) -> None:
     """Per-bird perplexity on held-out pre-lesion vs post-lesion song, model beside n-grams."""
-    from seqlm.corpus import load_corpus
-    from seqlm.evaluation.lesion import (
-        ALL_GROUPS,
-        LesionOptions,
-        lesion_comparison,
-        lesion_comparison_lines,
-        lesion_table,
-        run_lesion_experiment,
-        write_lesion_report,
-    )
-    from seqlm.training.config import resolve_settings
+    from seqlm.studies.lesion import LesionOptions, lesion_comparison_lines, lesion_table
+    from seqlm.studies.lesion_run import LesionRequest, lesion_study
 
     options = LesionOptions(
         condition=condition, pre=pre, post=post, group=group, checkpoint=checkpoint
     )
-    claim_output(out, "seqlm lesion")
+    request = LesionRequest(
+        runs=tuple(run or ()),
+        per_group=per_bird,
+        preset=preset,
+        config=config,
+        sets=tuple(set_ or ()),
+        budget=budget,
+        init=init,
+    )
     progress = RichProgress()
     try:
-        if run:
-            runs = dict(r.split("=", 1) if "=" in r else (ALL_GROUPS, r) for r in run)
-            result = lesion_comparison(load_corpus(corpus), runs, options, progress)
-            written = write_lesion_report(result, out)
-        else:
-            settings = resolve_settings(config, set_ or [], preset, budget=budget, recipe=True)
-            result = run_lesion_experiment(
-                corpus,
-                out,
-                settings=settings,
-                per_group=per_bird,
-                options=options,
-                progress=progress,
-                init=init,
-            )
-            written = {"json": out / "lesion.json", "plot": out / "lesion.png"}
+        result, written = lesion_study(corpus, out, request, options, progress)
     finally:
         progress.finish()
     console = Console()

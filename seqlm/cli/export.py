@@ -1,4 +1,8 @@
-"""`seqlm export RUN --format hf --out DIR`."""
+"""`seqlm export RUN --format hf --out DIR`.
+
+`seqlm.export.hf` is imported inside the command: it imports torch, which `seqlm --help`
+and every other command should not wait for.
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,10 @@ from typing import Any
 
 import typer
 
+from seqlm.cli.app import app
+from seqlm.corpora_adapters import registered_adapters
+from seqlm.settings_help import TABLES, describe, nested_tables, table_rows
+
 HELP_WIDTH = 100
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "cli"
 _SECTION = re.compile(r"^## (seqlm(?: [\w-]+)*)\n\n```\n.*?```\n", re.MULTILINE | re.DOTALL)
@@ -22,8 +26,6 @@ _SECTION = re.compile(r"^## (seqlm(?: [\w-]+)*)\n\n```\n.*?```\n", re.MULTILINE 
 
 def root_command() -> Any:
     """The click command behind `seqlm`."""
-    from seqlm.cli.app import app
-
     return typer.main.get_command(app)
 
 
@@ -97,9 +99,6 @@ SETTINGS_PAGE = "settings.md"
 
 def settings_markdown() -> str:
     """Every settings key and adapter option as markdown tables (docs/settings.md)."""
-    from seqlm.corpora_adapters import registered_adapters
-    from seqlm.settings_help import TABLES, describe, nested_tables, table_rows
-
     lines = [
         "# Settings and adapter options",
         "",

@@ -1,4 +1,8 @@
-"""`seqlm ingest` and `seqlm adapters`."""
+"""`seqlm ingest` and `seqlm adapters`.
+
+`seqlm.ingest` and `seqlm.corpus` are imported inside `ingest_command`: they pull in the
+corpus writer, which `seqlm --help` and the other commands should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from rich.markup import escape
 from rich.text import Text
 
 from seqlm.cli.progress_bar import RichProgress
+from seqlm.cli.settings_table import print_settings
+from seqlm.corpora_adapters import get_adapter, registered_adapters
+from seqlm.settings_help import describe, nested_tables
 
 
 def ingest_command(
@@ -83,10 +90,6 @@ def adapters_command(
     ] = None,
 ) -> None:
     """List the adapters and their options: type, default and meaning of each."""
-    from seqlm.cli.settings_table import print_settings
-    from seqlm.corpora_adapters import get_adapter, registered_adapters
-    from seqlm.settings_help import describe, nested_tables
-
     specs = [get_adapter(name)] if name else list(registered_adapters().values())
     console = Console(highlight=False)
     for spec in specs:

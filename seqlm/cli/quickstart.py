@@ -1,4 +1,8 @@
-"""`seqlm quickstart`: the whole pipeline on the bundled finch data, with a progress bar."""
+"""`seqlm quickstart`: the whole pipeline on the bundled finch data, with a progress bar.
+
+`seqlm.studies.quickstart` is imported inside the command: it imports torch, which
+`seqlm --help` and every other command should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ def quickstart_command(
     ] = False,
 ) -> None:
     """Ingest the bundled finch song, train a small model, evaluate, compare, report."""
-    from seqlm.quickstart import NEXT_COMMANDS, quickstart
+    from seqlm.studies.quickstart import NEXT_COMMANDS, quickstart
 
     progress = RichProgress()
     try:

@@ -1,4 +1,8 @@
-"""`seqlm train` and `seqlm runs show`."""
+"""`seqlm train` and `seqlm runs show`.
+
+`seqlm.training` is imported inside the functions: it imports torch, which `seqlm --help`
+and every other command should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -75,35 +79,43 @@ def train_command(
     ] = None,
 ) -> None:
     """Train a GPT on a corpus and write a run folder (weights, metrics, checkpoints)."""
-    from seqlm.training.config import resolve_settings
-    from seqlm.training.session import train_on_corpus
+    from seqlm.training.train_run import TrainRequest, train_run
 
-    sets = set_ or []
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        args = [str(corpus), "--out", str(out)]
-        args += ["--preset", preset] if preset else []
-        args += ["--config", str(config)] if config else []
-        for item in sets:
-            args += ["--set", item]
-        args += ["--resume"] if resume else []
-        args += ["--budget", budget] if budget else []
-        args += ["--init", str(init)] if init else []
-        raise typer.Exit(_torchrun(nproc, args))
-    given = preset is not None or config is not None or bool(sets) or budget is not None
-    settings = (
-        resolve_settings(config, sets, preset, budget=budget, recipe=True)
-        if given or not resume
-        else None
+    request = TrainRequest(
+        preset=preset,
+        config=config,
+        sets=tuple(set_ or ()),
+        budget=budget,
+        resume=resume,
+        init=init,
     )
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_torchrun(nproc, _torchrun_args(corpus, out, request)))
     is_main = int(os.environ.get("RANK", "0")) == 0
     progress = RichProgress() if is_main else None
     try:
-        result = train_on_corpus(corpus, out, settings, resume=resume, progress=progress, init=init)
+        result = train_run(corpus, out, request, progress)
     finally:
         if progress is not None:
             progress.finish()
-    if not is_main:
-        return
+    if is_main:
+        _print_result(out, result)
+
+
+def _torchrun_args(corpus: Path, out: Path, request: Any) -> list[str]:  # noqa: ANN401
+    """This command's arguments again, for each torchrun process (TrainRequest)."""
+    args = [str(corpus), "--out", str(out)]
+    args += ["--preset", request.preset] if request.preset else []
+    args += ["--config", str(request.config)] if request.config else []
+    for item in request.sets:
+        args += ["--set", item]
+    args += ["--resume"] if request.resume else []
+    args += ["--budget", request.budget] if request.budget else []
+    args += ["--init", str(request.init)] if request.init else []
+    return args
+
+
+def _print_result(out: Path, result: Any) -> None:  # noqa: ANN401 (TrainResult)
     console = Console()
     _print_choices(console, out)
     console.print(

@@ -3,6 +3,8 @@
 `seqlm attention maps|stats|span|heads` and `seqlm probe` call `interpretation_caution`
 right after loading the run, before any analysis, so the warning is the first thing a
 reader sees; the caption it returns goes on every figure they draw.
+`seqlm.analysis.trust` is imported when the gate runs: it imports torch, which
+`seqlm --help` should not wait for.
 """
 
 from __future__ import annotations
@@ -58,8 +60,3 @@ def interpretation_caution(
         )
     )
     return report.caption()
-
-
-def with_caution(caution: str, title: str) -> str:
-    """A figure or page title with the caution on its own first line."""
-    return f"{caution}\n{title}" if caution else title

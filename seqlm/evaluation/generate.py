@@ -423,7 +423,7 @@ def prompt_from_tokens(vocab: Vocabulary, tokens: str | Sequence[str]) -> np.nda
 def time_token_seconds(vocab: Vocabulary) -> np.ndarray:
     """Seconds each id adds to the clock: a time-gap token its interval's centre (the
     last, open-ended one exactly its edge), as the MEDS export rebuilds times; others 0."""
-    from seqlm.corpora_adapters.meds_export import time_token_microseconds
+    from seqlm.export.meds import time_token_microseconds
 
     seconds = np.zeros(len(vocab), dtype=np.float64)
     for token, microseconds in time_token_microseconds(vocab).items():
@@ -475,9 +475,9 @@ def generations_to_meds(
     start: datetime | None = None,
 ) -> pl.DataFrame:
     """MEDS rows of every sample (prompt + generation) through the corpus's MEDS exporter
-    (`seqlm.corpora_adapters.meds_export`); subject ids number the samples 0, 1, ... in
+    (`seqlm.export.meds`); subject ids number the samples 0, 1, ... in
     prompt order, and each starts at `start` (default the exporter's)."""
-    from seqlm.corpora_adapters.meds_export import (
+    from seqlm.export.meds import (
         DEFAULT_START,
         DEFAULT_STATIC_KINDS,
         TrajectoryExporter,

@@ -12,8 +12,6 @@ from helpers.analysis_helpers import random_gpt, save_run
 from helpers.cli_helpers import run
 
 from seqlm.analysis.corpus_stats import select_sequences
-from seqlm.cli.attention import parse_indices, parse_numbers
-from seqlm.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +100,3 @@ def test_errors_are_one_line_messages(finch_run, tmp_path: Path, capsys) -> None
     assert run(["attention", "stats", str(tmp_path / "nope"), "-C", str(corpus_dir),
                 "--out", str(tmp_path)]) == 2  # fmt: skip
     assert "not a run folder" in capsys.readouterr().err
-
-
-def test_index_and_number_lists() -> None:
-    assert parse_indices("0,2,4-5", 6, "layers") == [0, 2, 4, 5]
-    assert parse_indices(None, 6, "layers") is None
-    assert parse_indices("all", 6, "layers") is None
-    for bad in ("6", "a", "1-x", ""):
-        with pytest.raises(ConfigError):
-            parse_indices(bad, 6, "layers")
-    assert parse_numbers("8,32", int, "beyond") == (8, 32)
-    with pytest.raises(ConfigError):
-        parse_numbers("8,x", int, "beyond")

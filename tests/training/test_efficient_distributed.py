@@ -20,7 +20,7 @@ WORKER = """
 import sys
 from seqlm.model import preset
 from seqlm.training.config import resolve_settings
-from seqlm.training.efficient.compare import EfficiencyOptions, method_callbacks
+from seqlm.studies.efficiency import EfficiencyOptions, method_callbacks
 from seqlm.training.efficient.reference_time import CostMeter, CostModel
 from seqlm.training.session import train_on_corpus
 

@@ -114,8 +114,8 @@ class StopAt:
 
 @pytest.mark.parametrize("method", ["pld", "stacking", "selective_backprop"])
 def test_resume_mid_run_gives_the_same_result(song_corpus, tmp_path, method):
+    from seqlm.studies.efficiency import EfficiencyOptions, method_callbacks
     from seqlm.training.config import resolve_settings
-    from seqlm.training.efficient.compare import EfficiencyOptions, method_callbacks
     from seqlm.training.session import train_on_corpus
 
     options = EfficiencyOptions(methods=("baseline", method))

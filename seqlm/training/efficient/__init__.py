@@ -1,5 +1,6 @@
-"""Efficient-training options as trainer callbacks, a cost budget in FLOPs or reference
-time, and the runner that compares them against a fully decayed baseline."""
+"""Efficient-training options as trainer callbacks and a cost budget in FLOPs or reference
+time; the study that compares them against a fully decayed baseline is
+`seqlm.studies.efficiency`."""
 
 from seqlm.training.efficient.layer_drop import (
     LayerDrop,

@@ -16,7 +16,8 @@ from rich.console import Console
 
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.evaluation.baselines import BaselineOptions, fit_baselines
-from seqlm.evaluation.lesion import (
+from seqlm.evaluation.lstm import run_finished
+from seqlm.studies.lesion import (
     ALL_GROUPS,
     MODEL,
     NGRAM,
@@ -29,7 +30,6 @@ from seqlm.evaluation.lesion import (
     run_lesion_experiment,
     write_lesion_report,
 )
-from seqlm.evaluation.lstm import run_finished
 from seqlm.training.config import resolve_settings
 
 

@@ -14,7 +14,9 @@ from helpers.meds_data import meds_frame, write_meds
 from helpers.shared_data import shared_path
 
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
-from seqlm.corpora_adapters.meds_export import (
+from seqlm.corpus import Corpus
+from seqlm.errors import InputError
+from seqlm.export.meds import (
     MEDS_ROW_SCHEMA,
     corpus_to_meds,
     float32_inside,
@@ -23,8 +25,6 @@ from seqlm.corpora_adapters.meds_export import (
     tokens_to_meds,
     write_meds_dataset,
 )
-from seqlm.corpus import Corpus
-from seqlm.errors import InputError
 from seqlm.ingest import ingest
 
 GAPS_MINUTES = [0, 0, 2, 7, 45, 90, 200, 600, 1500, 4000, 20000, 60000, 300000, 700000]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from seqlm.reporting.html_report import attention_head_summary, html_table
+from seqlm.studies.quickstart_report import attention_head_summary, html_table
 
 
 def test_attention_table_keeps_the_compared_columns_with_readable_headers():
@@ -41,7 +41,7 @@ def test_the_page_shows_the_comparisons_with_intervals_and_the_caution():
 
     from seqlm.evaluation.paired import paired_comparison
     from seqlm.evaluation.scores import TokenScores
-    from seqlm.reporting.html_report import QuickstartReport, render_html_report
+    from seqlm.studies.quickstart_report import QuickstartReport, render_html_report
 
     n = 40
     sequence = np.repeat(np.arange(8), 5)

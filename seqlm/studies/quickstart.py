@@ -29,8 +29,31 @@ from typing import Any
 
 import polars as pl
 
+from seqlm.analysis.corpus_stats import AttentionStatsOptions, corpus_attention_statistics
+from seqlm.analysis.stats_plots import write_stats_plots
+from seqlm.analysis.stats_tables import distance_table, head_table, time_table, write_statistics
+from seqlm.analysis.trust import assess
+from seqlm.corpus import load_corpus
+from seqlm.corpus.conditioning import condition_corpus
+from seqlm.corpus.subset import subset_corpus
+from seqlm.datasets import finch_lesions_path
 from seqlm.errors import ConfigError
+from seqlm.evaluation.group_ngram import GROUP_NGRAM_NAME
+from seqlm.evaluation.paired import best_baseline
+from seqlm.evaluation.report import EvalOptions, evaluate_run, write_report
+from seqlm.ingest import ingest
+from seqlm.outputs import check_output, output_lock, remove_output, write_marker
 from seqlm.progress import Progress, ensure_progress
+from seqlm.studies.lesion import (
+    ALL_GROUPS,
+    LesionOptions,
+    lesion_comparison,
+    write_lesion_report,
+)
+from seqlm.studies.quickstart_report import QuickstartReport, write_html_report
+from seqlm.training.config import RunSettings, TrainConfig
+from seqlm.training.runs import load_trained_model, summarize_run
+from seqlm.training.session import train_on_corpus
 
 SOURCE_DIR = "ingested"
 CORPUS_DIR = "corpus"
@@ -155,11 +178,9 @@ def quickstart_threads() -> int:
     return 2 if busy < 0.5 else 1
 
 
-def quickstart_settings(fast: bool = False) -> Any:
+def quickstart_settings(fast: bool = False) -> RunSettings:
     """The `RunSettings` the quickstart trains with: the recipe for `QUICKSTART_BUDGET`
     (its shape is chosen when the corpus is read), or the fixed tiny smoke model."""
-    from seqlm.training.config import RunSettings, TrainConfig
-
     train = dict(FAST_TRAIN if fast else QUICKSTART_TRAIN)
     train.setdefault("cpu_threads", quickstart_threads())
     if fast:
@@ -173,8 +194,6 @@ def quickstart_settings(fast: bool = False) -> Any:
 
 
 def _finch_inputs() -> list[Path]:
-    from seqlm.datasets import finch_lesions_path
-
     folder = finch_lesions_path()
     # The plain song files; the *_REPR variants collapse repeats and are a separate study.
     inputs = sorted(
@@ -200,8 +219,6 @@ QUICKSTART_NAMES = (
 
 
 def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    from seqlm.outputs import check_output, remove_output, write_marker
-
     check_output(out, inputs, overwrite=overwrite, own_names=QUICKSTART_NAMES)
     if out.is_dir() and any(out.iterdir()):
         remove_output(out, QUICKSTART_NAMES)
@@ -217,8 +234,6 @@ def quickstart(
     overwrite: bool = False,
 ) -> QuickstartResult:
     """Run the whole pipeline on the bundled finch data and write OUT/report.html."""
-    from seqlm.outputs import output_lock
-
     out = Path(out)
     inputs = _finch_inputs()
     with output_lock(out, "seqlm quickstart"):
@@ -229,24 +244,6 @@ def quickstart(
 def _run_quickstart(
     out: Path, inputs: list[Path], fast: bool, progress: Progress | None
 ) -> QuickstartResult:
-    from seqlm.analysis.corpus_stats import AttentionStatsOptions, corpus_attention_statistics
-    from seqlm.analysis.stats_plots import write_stats_plots
-    from seqlm.analysis.stats_tables import distance_table, head_table, time_table, write_statistics
-    from seqlm.corpus import load_corpus
-    from seqlm.corpus.conditioning import condition_corpus
-    from seqlm.corpus.subset import subset_corpus
-    from seqlm.evaluation.lesion import (
-        ALL_GROUPS,
-        LesionOptions,
-        lesion_comparison,
-        write_lesion_report,
-    )
-    from seqlm.evaluation.report import EvalOptions, evaluate_run, write_report
-    from seqlm.ingest import ingest
-    from seqlm.reporting.html_report import QuickstartReport, write_html_report
-    from seqlm.training.runs import load_trained_model
-    from seqlm.training.session import train_on_corpus
-
     bar = ensure_progress(progress)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -275,16 +272,7 @@ def _run_quickstart(
 
     caution = _interpretation_check(out / RUN_DIR, evaluation)
     bar.start("attention statistics", total=None)
-    model = load_trained_model(out / RUN_DIR, which="best")
-    stats_options = AttentionStatsOptions(
-        split="held_out",
-        max_sequences=FAST_ATTENTION_SEQUENCES if fast else ATTENTION_SEQUENCES,
-    )
-    stats = corpus_attention_statistics(model, load_corpus(pre.path), stats_options)
-    write_statistics(stats, out / ATTENTION_DIR)
-    heads, distance, times = head_table(stats), distance_table(stats), time_table(stats)
-    title = f"{caution.caption()}\nHeld-out bouts:" if caution.reasons else "Held-out bouts:"
-    stats_figures = write_stats_plots(heads, distance, times, out / ATTENTION_DIR, title=title)
+    heads, stats_figures = _attention_statistics(out, pre.path, fast, caution)
     bar.finish()
     lap("attention")
 
@@ -333,12 +321,26 @@ def _run_quickstart(
     return result
 
 
+def _attention_statistics(
+    out: Path, pre: Path, fast: bool, caution: Any
+) -> tuple[pl.DataFrame, dict[str, list[Path]]]:
+    """Attention statistics of the trained run over the held-out pre-lesion bouts, written
+    to OUT/attention; returns the per-head table and the figures."""
+    model = load_trained_model(out / RUN_DIR, which="best")
+    stats_options = AttentionStatsOptions(
+        split="held_out",
+        max_sequences=FAST_ATTENTION_SEQUENCES if fast else ATTENTION_SEQUENCES,
+    )
+    stats = corpus_attention_statistics(model, load_corpus(pre), stats_options)
+    write_statistics(stats, out / ATTENTION_DIR)
+    heads, distance, times = head_table(stats), distance_table(stats), time_table(stats)
+    title = f"{caution.caption()}\nHeld-out bouts:" if caution.reasons else "Held-out bouts:"
+    figures = write_stats_plots(heads, distance, times, out / ATTENTION_DIR, title=title)
+    return heads, figures
+
+
 def _interpretation_check(run: Path, evaluation: Any) -> Any:
     """The interpretation gate on the evaluation just made (no second scoring pass)."""
-    from seqlm.analysis.trust import assess
-    from seqlm.evaluation.paired import best_baseline
-    from seqlm.training.runs import summarize_run
-
     best = best_baseline(evaluation.comparisons)
     return assess(
         summarize_run(run).eval_curve,
@@ -357,8 +359,6 @@ def _perplexity(summary: pl.DataFrame, model: str) -> float:
 def _best_ngram(summary: pl.DataFrame) -> tuple[str, float]:
     """The pooled n-gram baseline row (its order was chosen on the tuning split); the
     per-group n-grams are reported beside it, from the comparisons."""
-    from seqlm.evaluation.group_ngram import GROUP_NGRAM_NAME
-
     rows = summary.filter(
         pl.col("model").str.contains("gram") & ~pl.col("model").is_in(["unigram", GROUP_NGRAM_NAME])
     )

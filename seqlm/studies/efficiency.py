@@ -1,7 +1,8 @@
 """Compare efficient-training methods against a fully decayed baseline under one budget.
 
 Each method (and the baseline) trains the same model on the same corpus for the same
-budget, measured in FLOPs or reference system time (`reference_time`), for several
+budget, measured in FLOPs or reference system time
+(`seqlm.training.efficient.reference_time`), for several
 seeds. The baseline's learning rate decays to zero exactly at the end of that budget,
 the comparison that "No Train No Gain" (Kaddour et al. 2023) showed most gains vanish
 against. Each run evaluates on the held-out split at regular steps (no model selection
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seqlm.corpus import load_corpus
 from seqlm.errors import ConfigError
 from seqlm.plotting import plain_text, subplots
 from seqlm.progress import Progress
@@ -42,6 +44,7 @@ from seqlm.training.efficient.selective_backprop import (
     SelectiveBackpropOptions,
 )
 from seqlm.training.efficient.stacking import LayerStacking, StackingOptions
+from seqlm.training.session import build_gpt_config, train_on_corpus
 
 METHODS = ("baseline", "pld", "stacking", "selective_backprop", "layerdrop")
 RESULTS_FILE = "results.json"
@@ -201,8 +204,6 @@ def train_method(
     progress: Progress | None = None,
 ) -> MethodRun:
     """Train (or resume, or read back) one method x seed run."""
-    from seqlm.training.session import train_on_corpus
-
     state = _finished(run_dir)
     if state is None:
         meter = CostMeter(cost_model, limit=budget)
@@ -284,9 +285,6 @@ def compare_methods(
     progress: Progress | None = None,
 ) -> Comparison:
     """Train every method x seed under one budget and summarise; writes results.json."""
-    from seqlm.corpus import load_corpus
-    from seqlm.training.session import build_gpt_config
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_corpus(Path(corpus))

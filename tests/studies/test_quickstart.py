@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from helpers.wheel_env import build_wheel, install_in_fresh_venv
 
-import seqlm.quickstart as quickstart_module
+import seqlm.studies.quickstart as quickstart_module
 from seqlm.errors import ConfigError, CorpusError
-from seqlm.quickstart import NEXT_COMMANDS, RESULT_FILE, quickstart, quickstart_settings
-from seqlm.reporting.html_report import (
+from seqlm.studies.quickstart import NEXT_COMMANDS, RESULT_FILE, quickstart, quickstart_settings
+from seqlm.studies.quickstart_report import (
     QuickstartReport,
     html_table,
     inline_png,

@@ -27,8 +27,11 @@ import numpy as np
 import polars as pl
 from rich.table import Table
 
+from seqlm.corpus import load_corpus
+from seqlm.corpus.subset import subset_corpus
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.evaluation.group_ngram import best_ngram_on, per_group_ngram_scores
+from seqlm.evaluation.lstm import run_finished
 from seqlm.evaluation.metrics import summarize, token_table
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
@@ -39,6 +42,7 @@ from seqlm.evaluation.scores import TokenScores
 from seqlm.outputs import remove_output
 from seqlm.plotting import new_figure, plain_text
 from seqlm.progress import Progress
+from seqlm.training.session import train_on_corpus
 
 ALL_GROUPS = "all"
 MODEL = "model"
@@ -369,11 +373,6 @@ def run_lesion_experiment(
     command can be repeated to re-score. `settings` is a `RunSettings` (preset, model
     and train overrides).
     """
-    from seqlm.corpus import load_corpus
-    from seqlm.corpus.subset import subset_corpus
-    from seqlm.evaluation.lstm import run_finished
-    from seqlm.training.session import train_on_corpus
-
     options = options or LesionOptions()
     out = Path(out)
     corpus = load_corpus(corpus_path)

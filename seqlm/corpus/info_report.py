@@ -1,0 +1,48 @@
+"""Everything `seqlm corpus info` shows, gathered in one call: the corpus summary, the
+clinical figures of a MEDS corpus, and counts by chosen index columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from seqlm.corpus.breakdown import counts_by
+from seqlm.corpus.clinical_info import ClinicalInfo, clinical_info
+from seqlm.corpus.info import CorpusInfo, corpus_info
+from seqlm.corpus.merge_checks import describe_merge_checks
+
+
+@dataclass
+class CorpusReport:
+    """`info` for every corpus; `clinical` for a MEDS one; `breakdown` (one row per
+    combination of the `by` columns) when columns were asked for."""
+
+    info: CorpusInfo
+    clinical: ClinicalInfo | None
+    breakdown: pl.DataFrame | None
+    by: tuple[str, ...]
+
+    def merge_check_lines(self) -> list[str]:
+        """`warning: ...` / `note: ...` lines when entities or codes look merged."""
+        return describe_merge_checks(self.info.merge_checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the summary's fields, plus `clinical` and `counts_by` when present."""
+        payload = asdict(self.info)
+        if self.clinical is not None:
+            payload["clinical"] = self.clinical.to_dict()
+        if self.breakdown is not None:
+            payload["counts_by"] = self.breakdown.to_dicts()
+        return payload
+
+
+def corpus_report(corpus: str | Path, by: Sequence[str] = (), top: int = 20) -> CorpusReport:
+    """The report of the corpus folder `corpus`, with its `top` most frequent tokens."""
+    info = corpus_info(corpus, top=top)
+    clinical = clinical_info(corpus) if info.adapter == "meds" else None
+    breakdown = counts_by(corpus, by) if by else None
+    return CorpusReport(info, clinical, breakdown, tuple(by))

@@ -1,0 +1,176 @@
+"""Sampling from a trained run as one call: the run's model and corpus, the prompts, the
+samples, and the files (`seqlm generate`).
+
+`generate_from_run` opens the run and its corpus (checked to match), builds the prompts
+(token strings, corpus sequence prefixes, or just `[BOS]`), samples `n_samples` per
+prompt, and, when given a folder, writes `generations.jsonl`, `generations.txt` and, for a
+MEDS corpus, `generations.meds.parquet` (the samples as MEDS rows); the folder is locked
+against other seqlm writers from before the first sample until the last file is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from seqlm.corpus import load_corpus
+from seqlm.corpus.store import Corpus
+from seqlm.errors import ConfigError
+from seqlm.evaluation.generate import (
+    Generation,
+    GenerationOptions,
+    SamplingOptions,
+    generate,
+    generation_records,
+    generation_text,
+    generations_to_meds,
+    prompt_from_sequence,
+    prompt_from_tokens,
+    time_token_seconds,
+)
+from seqlm.evaluation.model_scorer import check_run_matches_corpus, load_run_model
+from seqlm.export.meds import corpus_static_kinds
+from seqlm.outputs import output_folder, output_lock
+from seqlm.progress import Progress
+from seqlm.vocabularies.time_gaps import parse_duration
+from seqlm.vocabularies.vocabulary import Vocabulary
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """What to sample from a run: the prompts, how many samples, how they are drawn."""
+
+    prompts: tuple[str, ...] = field(
+        default=(), metadata={"help": "Prompts as space-separated token strings."}
+    )
+    sequences: tuple[int, ...] = field(
+        default=(), metadata={"help": "Corpus seq_ids whose prefixes are prompts."}
+    )
+    prompt_length: int = field(
+        default=1, metadata={"help": "Tokens of a sequence prompt, [BOS] included."}
+    )
+    n_samples: int = field(default=20, metadata={"help": "Samples per prompt."})
+    max_tokens: int = field(default=256, metadata={"help": "Token budget per sample."})
+    temperature: float = field(default=1.0, metadata={"help": "1 = the model's distribution."})
+    top_k: int | None = field(default=None, metadata={"help": "Keep only the k most likely."})
+    top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling mass."})
+    horizon: str | None = field(
+        default=None, metadata={"help": "Stop at this much generated time, e.g. 30d, 12h."}
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    use_cache: bool = field(default=True, metadata={"help": "Decode with the KV cache."})
+    checkpoint: str = field(default="best", metadata={"help": "best, latest or step_N."})
+
+    def generation_options(self) -> GenerationOptions:
+        return GenerationOptions(
+            max_new_tokens=self.max_tokens,
+            n_samples=self.n_samples,
+            sampling=SamplingOptions(
+                temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+            ),
+            time_horizon_s=parse_duration(self.horizon) if self.horizon else None,
+            use_cache=self.use_cache,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class GeneratedRun:
+    """The samples of `generate_from_run`, their vocabulary, and the files written."""
+
+    generations: list[Generation]
+    vocab: Vocabulary
+    written: dict[str, Path]
+
+    def text_lines(self) -> list[str]:
+        """One line per sample: the prompt's tokens, ` | `, the sample's."""
+        return generation_text(self.generations, self.vocab).splitlines()
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for g in self.generations for s in g.samples)
+
+    @property
+    def seconds(self) -> float:
+        return sum(g.seconds for g in self.generations)
+
+
+def generate_from_run(
+    run: Path,
+    settings: GenerateSettings,
+    *,
+    corpus: Path | None = None,
+    out: Path | None = None,
+    progress: Progress | None = None,
+) -> GeneratedRun:
+    """Sample from `run`'s model (its corpus at the recorded path unless `corpus` is
+    given) and write the samples into `out` when given."""
+    loaded = load_run_model(run, settings.checkpoint)
+    corpus_path = corpus or Path(loaded.config.get("corpus", {}).get("path", ""))
+    if not corpus_path or not Path(corpus_path).is_dir():
+        raise ConfigError("pass --corpus: the run's training corpus is not at its recorded path")
+    opened = load_corpus(corpus_path)
+    check_run_matches_corpus(loaded.config, opened)
+    vocab = opened.vocabulary
+    prompts = [prompt_from_tokens(vocab, text) for text in settings.prompts]
+    prompts += [
+        prompt_from_sequence(opened.sequence(i), settings.prompt_length) for i in settings.sequences
+    ]
+    if not prompts:
+        prompts = [prompt_from_tokens(vocab, [])]  # just [BOS]: unconditional samples
+    options = settings.generation_options()
+    seconds = time_token_seconds(vocab) if settings.horizon else None
+    if out is None:
+        return GeneratedRun(
+            _sample(loaded.model, prompts, options, vocab, seconds, progress), vocab, {}
+        )
+    with output_lock(output_folder(out), "seqlm generate"):
+        generations = _sample(loaded.model, prompts, options, vocab, seconds, progress)
+        return GeneratedRun(generations, vocab, write_generations(generations, opened, out))
+
+
+def _sample(
+    model: nn.Module,
+    prompts: Sequence[np.ndarray],
+    options: GenerationOptions,
+    vocab: Vocabulary,
+    seconds: np.ndarray | None,
+    progress: Progress | None,
+) -> list[Generation]:
+    """`options.n_samples` samples per prompt; conditioning tokens are never drawn."""
+    return [
+        generate(
+            model,
+            p,
+            options,
+            time_seconds=seconds,
+            progress=progress,
+            never_ids=vocab.condition_ids,
+        )
+        for p in prompts
+    ]
+
+
+def write_generations(
+    generations: Sequence[Generation], corpus: Corpus, out: Path
+) -> dict[str, Path]:
+    """generations.jsonl (ids and tokens), generations.txt and, when the corpus came from
+    MEDS, generations.meds.parquet; returns {what: path} in that order."""
+    vocab = corpus.vocabulary
+    records = generation_records(generations, vocab)
+    tokens, text = out / "generations.jsonl", out / "generations.txt"
+    with tokens.open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+    text.write_text(generation_text(generations, vocab), encoding="utf-8")
+    written = {"tokens": tokens, "text": text}
+    manifest = corpus.manifest
+    if manifest.get("source", {}).get("adapter") == "meds":
+        rows = generations_to_meds(generations, vocab, static_kinds=corpus_static_kinds(manifest))
+        written["MEDS rows"] = out / "generations.meds.parquet"
+        rows.write_parquet(written["MEDS rows"])
+    return written

@@ -1,0 +1,29 @@
+"""lesion_study: `seqlm lesion` in one call, on real finch song (bundled lesion data)."""
+
+from __future__ import annotations
+
+import json
+
+from helpers.eval_fixtures import small_finch_corpus, tiny_gpt, write_run
+
+from seqlm.studies.lesion import ALL_GROUPS, LesionOptions, lesion_comparison, lesion_json
+from seqlm.studies.lesion_run import LesionRequest, lesion_study
+
+
+def test_runs_given_as_one_for_all_or_one_per_group() -> None:
+    request = LesionRequest(runs=("pooled", "bird3=b3", "bird4=dir/a=b"))
+    assert request.given_runs() == {ALL_GROUPS: "pooled", "bird3": "b3", "bird4": "dir/a=b"}
+
+
+def test_given_runs_are_compared_and_written(tmp_path) -> None:
+    finch = small_finch_corpus(tmp_path / "finch", birds=(3,))
+    model = tiny_gpt(seed=2, vocab_size=finch.vocab_size, block_size=32, init_std=0.05)
+    run = write_run(tmp_path / "run", model, finch)
+    options = LesionOptions(device="cpu")
+    request = LesionRequest(runs=(str(run),))
+    result, written = lesion_study(finch.path, tmp_path / "out", request, options)
+    expected = lesion_comparison(finch, {ALL_GROUPS: run}, options)
+    assert result.rows.equals(expected.rows)
+    assert set(written) == {"json", "plot"} and written["plot"].is_file()
+    payload = json.loads(written["json"].read_text())
+    assert payload["rows"] == json.loads(json.dumps(lesion_json(expected)["rows"]))
