@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from seqlm.cli.progress_bar import RichProgress
-from seqlm.corpora_adapters.base import parse_option_strings
+from seqlm.config import parse_option_strings
 
 
 def _lstm_overrides(sets: list[str]) -> dict[str, Any]:

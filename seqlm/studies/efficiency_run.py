@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqlm.corpora_adapters.base import options_from_mapping, parse_option_strings
+from seqlm.config import options_from_mapping, parse_option_strings
 from seqlm.corpus import load_corpus
 from seqlm.errors import ConfigError
 from seqlm.model import GPTConfig
