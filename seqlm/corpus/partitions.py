@@ -33,7 +33,7 @@ from seqlm.corpus.entities import entity_aggregates
 from seqlm.corpus.merge_checks import merge_checks
 from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
 from seqlm.errors import CorpusError
-from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences, sorted_events
+from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
 from seqlm.vocabularies.fitting import TokenCounter, check_known_sources
 from seqlm.vocabularies.scheme import UNK_ID, TokenScheme, value_token
 from seqlm.vocabularies.value_bins import CodeValueBins, ValueSampler
@@ -106,18 +106,35 @@ def sort_partition(
     part: PartitionPaths, attributes: Sequence[str]
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Sort one partition's events into its sorted file; return its entity aggregates
-    (unchecked `entity_aggregates`: exact, since a partition holds whole entities) and
+    in the file's entity order (unchecked `entity_aggregates`: exact, since a partition
+    holds whole entities) and
     its `merge_checks` counts (they add up over partitions for the same reason)."""
     pieces = part.pieces
     if not pieces:
         return pl.DataFrame(), {}
-    rows = sorted_events(pl.scan_parquet(pieces, glob=False)).collect()
+    rows = _grouped_events(pl.scan_parquet(pieces, glob=False)).collect()
     # On the sorted rows with entities as run ids (integers hash faster than names).
     checks = merge_checks(rows.lazy().with_columns(pl.col("entity").rle_id()))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
     rows.select(SORTED_COLUMNS).write_parquet(part.sorted_file, compression="lz4")
     shutil.rmtree(pieces[0].parent)
-    return entity_aggregates(rows.lazy(), attributes), checks
+    # The entities in the file's order: the later stages number them by their runs.
+    entity = pl.col("entity")
+    in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
+    aggregates = entity_aggregates(rows.lazy(), attributes)
+    return in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"), checks
+
+
+def _grouped_events(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Each entity's events together and in sequence order (time with static rows
+    first, then `order`), the entities in any fixed order: sorted by their categorical
+    ids, which is twice as fast as by name. The corpus is put in name order at the end."""
+    key = pl.col("entity").cast(pl.Categorical).to_physical().alias("_entity_key")
+    return (
+        frame.with_columns(key)
+        .sort(["_entity_key", "time", "order"], nulls_last=False, maintain_order=True)
+        .drop("_entity_key")
+    )
 
 
 def _is_train(part_split: pl.DataFrame) -> np.ndarray:
