@@ -7,13 +7,15 @@ build"); every stage shows rows/s and an ETA and its seconds go into the manifes
 1. partition: the adapter's (unsorted) events stream once into `P = rows /
    rows_per_bucket` spill partitions by a hash of the entity, so each holds whole
    entities (polars' partitioned sink);
-2. sort (map): each partition is sorted by (entity, time, order) into a work file and
-   gives its entity aggregates; reduce: the entity table (checked, sorted by name),
-   rows read = events + rejects, and the splits;
+2. sort (map): each partition's entities are grouped and their events put in
+   (time, order) order into a work file; it gives its entity aggregates and merge
+   checks; reduce: the entity table (checked, sorted by name), rows read = events +
+   rejects, and the splits;
 3. sample (map): train values per code, a bounded sample per partition; reduce: merged
    samples, the value bins;
-4. count (map): event tokens per partition (kept in a file) and their train counts;
-   reduce: the vocabulary (privacy threshold applied to the summed counts);
+4. count (map): event tokens per partition, numbers per row and strings per distinct
+   (kind, code, text, bin) (seqlm.corpus.token_rows), kept in files, and their train
+   counts; reduce: the vocabulary (privacy threshold applied to the summed counts);
 5. encode (map): each partition's token ids and times, appended to one spill file;
 6. order: the sequences copied into `tokens.bin` / `times.bin` in entity-name order.
 
