@@ -151,6 +151,53 @@ def _first_failing(flags: list[str], labels: list[str]) -> pl.Expr:
     return chain.otherwise(pl.lit(None, dtype=pl.String))
 
 
+Check = tuple[pl.Expr, str, str]  # (row is bad, column, reason)
+
+
+def _time_column(schema: pl.Schema, file: Path, o: TabularOptions, checks: list[Check]) -> pl.Expr:
+    """The event time (datetime or seconds, per `time_unit`), appending its checks."""
+    if o.time is None:
+        return pl.lit(None, dtype=pl.Float64)
+    raw_time = _cleaned(o.time, schema[o.time], o)
+    time_missing = raw_time.is_null()
+    if schema[o.time] == pl.String:
+        time_missing = _blank(raw_time)
+    if o.missing_time == "reject":
+        checks.append((time_missing, o.time, "time is missing"))
+    if o.time_unit == "datetime":
+        time, unparsed_reason = _as_datetime(o.time, schema[o.time], o, file)
+        checks.append((~time_missing & time.is_null(), o.time, unparsed_reason))
+        outside = datetime_outside(time, o.earliest_time, o.latest_time)
+        checks.append((outside, o.time, TIME_RANGE_REASON))
+        return time
+    time = _as_seconds(o.time, schema[o.time], o, file)
+    checks.append((~time_missing & time.is_null(), o.time, "time is not a number"))
+    checks.append((~time.is_finite(), o.time, "time is not a finite number"))
+    checks.append((seconds_outside(time, o.max_abs_seconds), o.time, TIME_RANGE_REASON))
+    return time
+
+
+def _value_column(schema: pl.Schema, file: Path, o: TabularOptions, checks: list[Check]) -> pl.Expr:
+    """The numeric value (NaN read as no value), appending its checks."""
+    if o.value is None:
+        return pl.lit(None, dtype=pl.Float64)
+    value = _as_number(o.value, schema[o.value], o, file)
+    raw_value = _cleaned(o.value, schema[o.value], o)
+    checks.append((raw_value.is_not_null() & value.is_null(), o.value, "value is not a number"))
+    checks.append((value.is_infinite(), o.value, "value is infinite"))
+    # NaN is how many tools write "no value": the event is kept without one.
+    return pl.when(value.is_nan()).then(None).otherwise(value)
+
+
+def _code_column(schema: pl.Schema, file: Path, o: TabularOptions) -> pl.Expr:
+    """The code: one column as text, or several joined with `//` (blank parts left out)."""
+    parts = [_as_text(c, schema[c], o, file) for c in o.code_columns]
+    if len(parts) == 1:
+        return parts[0]
+    parts = [pl.when(_blank(p)).then(None).otherwise(p) for p in parts]
+    return pl.concat_str(parts, separator="//", ignore_nulls=True)
+
+
 def parse_rows(
     frame: pl.LazyFrame,
     group: ScanGroup,
@@ -162,48 +209,14 @@ def parse_rows(
     o = options
     # The group's files share one schema; errors about column types name its first file.
     schema, file = group.sources[0].schema, group.sources[0].path
-    checks: list[tuple[pl.Expr, str, str]] = []  # (row is bad, column, reason), in order
+    checks: list[Check] = []  # in order: the first failed one names the row's reason
 
     entity = _as_text(o.entity, schema[o.entity], o, file)
     checks.append((_blank(entity), o.entity, "entity is missing"))
-
-    parts = [_as_text(c, schema[c], o, file) for c in o.code_columns]
-    if len(parts) == 1:
-        code = parts[0]
-    else:
-        parts = [pl.when(_blank(p)).then(None).otherwise(p) for p in parts]
-        code = pl.concat_str(parts, separator="//", ignore_nulls=True)
+    code = _code_column(schema, file, o)
     checks.append((_blank(code), ",".join(o.code_columns), "code is missing"))
-
-    if o.time is None:
-        time = pl.lit(None, dtype=pl.Float64)
-    else:
-        raw_time = _cleaned(o.time, schema[o.time], o)
-        time_missing = raw_time.is_null()
-        if schema[o.time] == pl.String:
-            time_missing = _blank(raw_time)
-        if o.missing_time == "reject":
-            checks.append((time_missing, o.time, "time is missing"))
-        if o.time_unit == "datetime":
-            time, unparsed_reason = _as_datetime(o.time, schema[o.time], o, file)
-            checks.append((~time_missing & time.is_null(), o.time, unparsed_reason))
-            outside = datetime_outside(time, o.earliest_time, o.latest_time)
-            checks.append((outside, o.time, TIME_RANGE_REASON))
-        else:
-            time = _as_seconds(o.time, schema[o.time], o, file)
-            checks.append((~time_missing & time.is_null(), o.time, "time is not a number"))
-            checks.append((~time.is_finite(), o.time, "time is not a finite number"))
-            checks.append((seconds_outside(time, o.max_abs_seconds), o.time, TIME_RANGE_REASON))
-
-    if o.value is None:
-        value = pl.lit(None, dtype=pl.Float64)
-    else:
-        value = _as_number(o.value, schema[o.value], o, file)
-        raw_value = _cleaned(o.value, schema[o.value], o)
-        checks.append((raw_value.is_not_null() & value.is_null(), o.value, "value is not a number"))
-        checks.append((value.is_infinite(), o.value, "value is infinite"))
-        # NaN is how many tools write "no value": the event is kept without one.
-        value = pl.when(value.is_nan()).then(None).otherwise(value)
+    time = _time_column(schema, file, o, checks)
+    value = _value_column(schema, file, o, checks)
 
     if o.order is None:
         # Input order across all files: a stable tie-break without a window over entities.
@@ -231,10 +244,7 @@ def parse_rows(
     attributes = [
         pl.col(a).cast(pl.String) if attributes_as_text else pl.col(a) for a in o.attributes
     ]
-    # Each check is evaluated once, into a flag column; the reason and the column of the
-    # first failed check are then picked from the flags.
-    flags = [f"__seqlm_bad_{i}" for i in range(len(checks))]
-    with_flags = frame.select(
+    columns = [
         entity.alias("entity"),
         optional_text(o.group).alias("group"),
         time.alias("time"),
@@ -246,6 +256,19 @@ def parse_rows(
         split.alias("split"),
         *attributes,
         *[pl.col(c) for c in (ROW, FILE) if c in frame.collect_schema().names()],
+    ]
+    return _with_reject_reason(frame, columns, checks)
+
+
+def _with_reject_reason(
+    frame: pl.LazyFrame, columns: list[pl.Expr], checks: list[Check]
+) -> pl.LazyFrame:
+    """`columns` of `frame` plus the reason and column of each row's first failed check."""
+    # Each check is evaluated once, into a flag column; the reason and the column of the
+    # first failed check are then picked from the flags.
+    flags = [f"__seqlm_bad_{i}" for i in range(len(checks))]
+    with_flags = frame.select(
+        *columns,
         # fill_null: a check on a missing cell counts as passed; missing cells have
         # their own checks.
         *[

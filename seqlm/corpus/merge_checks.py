@@ -17,12 +17,21 @@ from typing import Any
 
 import polars as pl
 
+# The counts `merge_checks` returns (each adds up over disjoint sets of entities).
+MERGE_CHECK_COUNTS = (
+    "duplicate_events",
+    "entities_with_duplicates",
+    "time_restarts",
+    "entities_with_time_restarts",
+)
+
 
 def merge_checks(events: pl.LazyFrame) -> dict[str, Any]:
     """Counts of duplicate (entity, time, code) rows and of time restarts per entity."""
     timed = events.filter(pl.col("time").is_not_null())
     duplicates = (
-        timed.group_by("entity", "time", "code")
+        # Categorical codes: the grouping hashes integers.
+        timed.group_by("entity", "time", pl.col("code").cast(pl.Categorical))
         .len()
         .filter(pl.col("len") > 1)
         .group_by("entity")

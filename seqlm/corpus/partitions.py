@@ -30,11 +30,13 @@ import numpy as np
 import polars as pl
 
 from seqlm.corpus.entities import entity_aggregates
+from seqlm.corpus.merge_checks import merge_checks
+from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
 from seqlm.errors import CorpusError
-from seqlm.vocabularies.event_tokens import EncodedSequences, event_token_frame, sorted_events
-from seqlm.vocabularies.fitting import TokenCounter
-from seqlm.vocabularies.scheme import TokenScheme
-from seqlm.vocabularies.value_bins import CodeValueBins, ValueSampler, edge_table
+from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
+from seqlm.vocabularies.fitting import TokenCounter, check_known_sources
+from seqlm.vocabularies.scheme import UNK_ID, TokenScheme, value_token
+from seqlm.vocabularies.value_bins import CodeValueBins, ValueSampler
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 # Fixed seed of the entity hash that picks a partition: the layout of the spill files
@@ -45,8 +47,11 @@ PART = "_part"
 # the partition stage flat (36.6M MEDS rows in 74 partitions: 0.72 GB peak at 10k rows
 # per group, 1.35 GB at polars' default).
 SPILL_ROW_GROUP = 10_000
-# What encoding needs of `event_token_frame`'s rows.
-TOKEN_COLUMNS = ["entity", "time_s", "gap", "bin", "data_token", "unknown"]
+# What sampling and tokens need of the sorted events (entity-level columns are in the
+# sort stage's aggregates).
+SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
+# The pairs file: the strings of each distinct (kind, code, text, bin) of a partition.
+PAIR_COLUMNS = ["pair", "data_token", "unknown", "code", "text", "reserved_label"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ class PartitionPaths:
     @property
     def tokens_file(self) -> Path:
         return self.folder / f"tokens-{self.number:05d}.parquet"
+
+    @property
+    def pairs_file(self) -> Path:
+        return self.folder / f"pairs-{self.number:05d}.parquet"
 
 
 def partition_of(entity: pl.Expr, n_partitions: int) -> pl.Expr:
@@ -93,55 +102,79 @@ def spill_partitions(events: pl.LazyFrame, folder: Path, n_partitions: int) -> N
     )
 
 
-def sort_partition(part: PartitionPaths, attributes: Sequence[str]) -> pl.DataFrame:
+def sort_partition(
+    part: PartitionPaths, attributes: Sequence[str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """Sort one partition's events into its sorted file; return its entity aggregates
-    (unchecked `entity_aggregates`: exact, since a partition holds whole entities)."""
+    in the file's entity order (unchecked `entity_aggregates`: exact, since a partition
+    holds whole entities) and
+    its `merge_checks` counts (they add up over partitions for the same reason)."""
     pieces = part.pieces
     if not pieces:
-        return pl.DataFrame()
-    rows = sorted_events(pl.read_parquet(pieces, glob=False).lazy()).collect()
-    rows.write_parquet(part.sorted_file, compression="lz4")
+        return pl.DataFrame(), {}
+    rows = _grouped_events(pl.scan_parquet(pieces, glob=False)).collect()
+    # On the sorted rows with entities as run ids (integers hash faster than names).
+    checks = merge_checks(rows.lazy().with_columns(pl.col("entity").rle_id()))
+    # Only what sampling and tokens need: the entity-level columns are in the aggregates.
+    rows.select(SORTED_COLUMNS).write_parquet(part.sorted_file, compression="lz4")
     shutil.rmtree(pieces[0].parent)
-    return entity_aggregates(rows.lazy(), attributes)
+    # The entities in the file's order: the later stages number them by their runs.
+    entity = pl.col("entity")
+    in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
+    aggregates = entity_aggregates(rows.lazy(), attributes)
+    return in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"), checks
 
 
-def _with_splits(part: PartitionPaths, splits: pl.DataFrame) -> pl.DataFrame:
-    """The partition's sorted rows with the assigned split in place of the source's."""
-    rows = pl.read_parquet(part.sorted_file, glob=False).drop("split")
-    return rows.join(
-        splits.select("entity", "split"), on="entity", how="left", maintain_order="left"
+def _grouped_events(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Each entity's events together and in sequence order (time with static rows
+    first, then `order`), the entities in any fixed order: sorted by their categorical
+    ids, which is twice as fast as by name. The corpus is put in name order at the end."""
+    key = pl.col("entity").cast(pl.Categorical).to_physical().alias("_entity_key")
+    return (
+        frame.with_columns(key)
+        .sort(["_entity_key", "time", "order"], nulls_last=False, maintain_order=True)
+        .drop("_entity_key")
     )
 
 
-def sample_partition(part: PartitionPaths, splits: pl.DataFrame, sample_size: int) -> ValueSampler:
+def _is_train(part_split: pl.DataFrame) -> np.ndarray:
+    """Per sorted row, whether its entity is in train: the partition's entities are in
+    the sorted file's order with their event counts, so no join is needed."""
+    train = (part_split["split"] == "train").fill_null(False).to_numpy()
+    return np.repeat(train, part_split["n_events"].to_numpy())
+
+
+def sample_partition(
+    part: PartitionPaths, part_split: pl.DataFrame, sample_size: int
+) -> ValueSampler:
     """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
     sampler = ValueSampler(sample_size)
     if part.sorted_file.exists():
-        train = splits.filter(pl.col("split") == "train")
-        sampler.add(_with_splits(part, train).filter(pl.col("split") == "train"))
+        columns = ["entity", "time", "order", "code", "value"]
+        rows = pl.read_parquet(part.sorted_file, columns=columns, glob=False)
+        sampler.add(rows.filter(pl.Series(_is_train(part_split))))
     return sampler
 
 
 def count_partition(
     part: PartitionPaths,
-    splits: pl.DataFrame,
+    part_split: pl.DataFrame,
     scheme: TokenScheme,
     bins: dict[str, CodeValueBins],
 ) -> TokenCounter:
-    """Event tokens of one partition into its tokens file; returns its train token
-    counts. The tokens are made once here and encoded from the file later."""
+    """Event tokens of one partition into its tokens and pairs files (numbers per row,
+    strings per distinct pair: seqlm.corpus.token_rows); returns its train token
+    counts. The tokens are made once here and encoded from the files later."""
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter
-    rows = _with_splits(part, splits)
-    frame = event_token_frame(rows.lazy(), scheme, bins, edge_table(bins)).collect()
-    # Entities as run ids (rows are sorted): the counter's distinct-entity counts on
-    # integers instead of strings.
-    train = frame.filter(rows["split"] == "train")
-    counter.add(train.with_columns(pl.col("entity").rle_id()))
-    # With use_text, encoding checks held-out (code, text) pairs against train's: keep them.
-    columns = TOKEN_COLUMNS + ["reserved_label"] + (["code", "text"] if scheme.use_text else [])
-    frame.select(columns).write_parquet(part.tokens_file, compression="lz4")
+    rows = pl.read_parquet(part.sorted_file, glob=False)
+    keyed, pairs = keyed_rows(rows, scheme, bins)
+    del rows
+    tokens = pair_tokens(pairs, scheme)
+    counter.add_counted(*train_counts(keyed, tokens, _is_train(part_split)))
+    keyed.write_parquet(part.tokens_file, compression="lz4")
+    tokens.select(PAIR_COLUMNS).write_parquet(part.pairs_file)
     part.sorted_file.unlink()
     return counter
 
@@ -163,21 +196,60 @@ def _vocabulary(folder: str) -> Vocabulary:
     return Vocabulary.load(folder)
 
 
-def encode_partition(part: PartitionPaths, vocab_folder: Path, has_times: bool) -> EncodedPartition:
-    """Token ids (in the vocabulary's dtype) and float32 times of one partition."""
+def _pair_ids(vocab: Vocabulary, pairs: pl.DataFrame) -> np.ndarray:
+    """Each pair's id: its data token's, else its kind's unknown's, else [UNK]'s (the
+    lookup of `Vocabulary.encode_token_frame`, on the pair table)."""
+    tokens = pl.Series(list(vocab.token_to_id), dtype=pl.String)
+    ids = pl.Series(list(vocab.token_to_id.values()), dtype=pl.Int64)
+
+    def lookup(column: str) -> pl.Expr:
+        return pl.col(column).replace_strict(tokens, ids, default=None, return_dtype=pl.Int64)
+
+    found = pairs.select(pl.coalesce(lookup("data_token"), lookup("unknown"), pl.lit(UNK_ID)))
+    return found.to_series().to_numpy()
+
+
+def _scheme_ids(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ids of the time-gap tokens and (separate mode) of the value tokens by bin, as
+    `Vocabulary.encode_token_frame` makes them."""
+    gaps = vocab.scheme.time_gap_tokens()
+    # A corpus written before the long-gap token existed has no id for it.
+    tokens = gaps.tokens if gaps is not None else []
+    time_ids = np.array([vocab.token_to_id.get(t, UNK_ID) for t in tokens], dtype=np.int64)
+    value_ids = None
+    if vocab.scheme.value_mode == "separate":
+        bins = range(1, vocab.scheme.value_bins + 1)
+        value_ids = np.array(
+            [UNK_ID] + [vocab.token_to_id[value_token(k)] for k in bins], dtype=np.int64
+        )
+    return time_ids, value_ids
+
+
+def encode_partition(
+    part: PartitionPaths, vocab_folder: Path, has_times: bool, names: pl.Series
+) -> EncodedPartition:
+    """Token ids (in the vocabulary's dtype) and float32 times of one partition;
+    `names` are its entities in sorted order (the tokens file numbers them)."""
     vocab = _vocabulary(str(vocab_folder))
     empty = pl.Series("entity", [], dtype=pl.String)
     if not part.tokens_file.exists():
         return EncodedPartition(empty, np.zeros(0, np.int64), np.zeros(0, vocab.token_dtype), None)
-    encoded = vocab.encode_token_frame(pl.read_parquet(part.tokens_file, glob=False))
+    rows = pl.read_parquet(part.tokens_file, glob=False)
+    pairs = pl.read_parquet(part.pairs_file, glob=False).sort("pair")
+    if vocab.scheme.use_text:
+        check_known_sources(pairs, vocab.data_tokens)
+    pair = rows["pair"].to_numpy()
+    gaps = vocab.scheme.time_gap_tokens()
+    time_ids, value_ids = _scheme_ids(vocab)
+    encoded = assemble_sequences(rows, _pair_ids(vocab, pairs)[pair], gaps, time_ids, value_ids)
+    if len(encoded.lengths) != names.len():
+        raise CorpusError("internal: a partition's sequences do not match its entities")
+    reserved_count = int(pairs["reserved_label"].to_numpy()[pair].sum())
     part.tokens_file.unlink()
+    part.pairs_file.unlink()
     times = finite_times(encoded) if has_times else None
     return EncodedPartition(
-        encoded.entities,
-        encoded.lengths,
-        encoded.ids.astype(vocab.token_dtype),
-        times,
-        encoded.reserved_labels,
+        names, encoded.lengths, encoded.ids.astype(vocab.token_dtype), times, reserved_count
     )
 
 

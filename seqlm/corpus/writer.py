@@ -7,13 +7,15 @@ build"); every stage shows rows/s and an ETA and its seconds go into the manifes
 1. partition: the adapter's (unsorted) events stream once into `P = rows /
    rows_per_bucket` spill partitions by a hash of the entity, so each holds whole
    entities (polars' partitioned sink);
-2. sort (map): each partition is sorted by (entity, time, order) into a work file and
-   gives its entity aggregates; reduce: the entity table (checked, sorted by name),
-   rows read = events + rejects, and the splits;
+2. sort (map): each partition's entities are grouped and their events put in
+   (time, order) order into a work file; it gives its entity aggregates and merge
+   checks; reduce: the entity table (checked, sorted by name), rows read = events +
+   rejects, and the splits;
 3. sample (map): train values per code, a bounded sample per partition; reduce: merged
    samples, the value bins;
-4. count (map): event tokens per partition (kept in a file) and their train counts;
-   reduce: the vocabulary (privacy threshold applied to the summed counts);
+4. count (map): event tokens per partition, numbers per row and strings per distinct
+   (kind, code, text, bin) (seqlm.corpus.token_rows), kept in files, and their train
+   counts; reduce: the vocabulary (privacy threshold applied to the summed counts);
 5. encode (map): each partition's token ids and times, appended to one spill file;
 6. order: the sequences copied into `tokens.bin` / `times.bin` in entity-name order.
 
@@ -42,7 +44,7 @@ from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import Ingested
 from seqlm.corpus.empty_ingest import no_events_message
 from seqlm.corpus.entities import checked_entities
-from seqlm.corpus.merge_checks import merge_checks
+from seqlm.corpus.merge_checks import MERGE_CHECK_COUNTS
 from seqlm.corpus.partitions import (
     EncodedPartition,
     PartitionPaths,
@@ -158,14 +160,14 @@ def _build_locked(
             rejects = ingested.rejects.to_frame()
         parts = [PartitionPaths(work, p) for p in range(n_parts)]
         with worker_pool(workers) as pool:
-            entities, part_splits = _sort(
+            entities, part_splits, checks = _sort(
                 pool, parts, attributes, splits, clock, ingested, rejects.height, out
             )
             n_events = int(entities["n_events"].sum())
             vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock)
             vocab.save(staging)
             has_times = entities["first_time"].null_count() < entities.height
-            encoded = _encode(pool, parts, staging, has_times, n_events, clock)
+            encoded = _encode(pool, parts, part_splits, staging, has_times, n_events, clock)
         with clock.stage("ordering sequences", n_events) as advance:
             lengths = _write_in_entity_order(entities, encoded, vocab, work, staging, advance)
         shutil.rmtree(work)
@@ -177,8 +179,7 @@ def _build_locked(
         manifest["times"] = has_times
         manifest["time_unit"] = ingested.time_unit
         manifest["notes"] = list(ingested.notes)
-        with clock.stage("checking merged streams"):
-            manifest["merge_checks"] = merge_checks(events)
+        manifest["merge_checks"] = checks
         manifest["attributes"] = list(attributes)
         manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
         manifest["build"] = {"partitions": n_parts, "workers": workers}
@@ -212,13 +213,18 @@ def _sort(
     ingested: Ingested,
     n_rejects: int,
     out: Path,
-) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Sort every partition; the checked entity table with splits (sorted by name), and
-    each partition's (entity, split, n_events) rows. Checks rows read = used + rejected."""
+) -> tuple[pl.DataFrame, list[pl.DataFrame], dict[str, int]]:
+    """Sort every partition; the checked entity table with splits (sorted by name),
+    each partition's (entity, split, n_events) rows, and the summed merge checks.
+    Checks rows read = used + rejected."""
     aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(parts)
+    checks = dict.fromkeys(MERGE_CHECK_COUNTS, 0)
 
-    def done(i: int, frame: pl.DataFrame) -> None:
+    def done(i: int, result: tuple[pl.DataFrame, dict[str, int]]) -> None:
+        frame, part_checks = result
         aggregates[i] = frame
+        for name, count in part_checks.items():
+            checks[name] += count
         advance(int(frame["n_events"].sum()) if frame.height else 0)
 
     with clock.stage("sorting partitions", ingested.rows_read - n_rejects) as advance:
@@ -239,7 +245,7 @@ def _sort(
         else split_of.clear()
         for a in aggregates
     ]
-    return entities, part_splits
+    return entities, part_splits, checks
 
 
 def _fit_vocabulary(
@@ -273,6 +279,7 @@ def _fit_vocabulary(
 def _encode(
     pool: Any,
     parts: list[PartitionPaths],
+    part_splits: list[pl.DataFrame],
     vocab_folder: Path,
     has_times: bool,
     n_events: int,
@@ -298,7 +305,10 @@ def _encode(
                 )
                 advance(int(part.lengths.sum()) - 2 * len(part.lengths))
 
-            tasks = [(p, vocab_folder, has_times) for p in parts]
+            tasks = [
+                (p, vocab_folder, has_times, s["entity"])
+                for p, s in zip(parts, part_splits, strict=True)
+            ]
             run_map(pool, encode_partition, tasks, done)
         finally:
             token_file.close()

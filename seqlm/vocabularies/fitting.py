@@ -75,6 +75,13 @@ class TokenCounter:
         kinds = event_tokens.group_by("unknown").agg(*support)
         self._absorb(tokens.drop("sources"), kinds)
 
+    def add_counted(self, tokens: pl.DataFrame, kinds: pl.DataFrame, sources: pl.DataFrame) -> None:
+        """`add` from counts already made (seqlm.corpus.token_rows.train_counts): per
+        data token code, text, bin, count, entities and sources; per unknown count and
+        entities; `sources` the chunk's (data_token, code, text) pairs."""
+        _check_one_source(tokens, sources)
+        self._absorb(tokens.drop("sources"), kinds)
+
     def merge(self, other: TokenCounter) -> None:
         """Add another counter's counts (its chunks held other entities)."""
         self._absorb(other._tokens, other._kinds)

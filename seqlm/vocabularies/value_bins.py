@@ -26,6 +26,8 @@ from seqlm.vocabularies.scheme import TokenScheme
 # Seed of the hash that ranks values for the bounded sample; fixed so that fitting is
 # reproducible (polars documents its hash as stable within one polars version).
 SAMPLE_HASH_SEED = 20240611
+# Merged samples are ranked together once they hold this many rows (bounded memory).
+PENDING_ROWS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class ValueSampler:
         self._sample = pl.DataFrame(
             schema={"code": pl.Categorical, "value": pl.Float64, "rank_key": pl.UInt64}
         )
+        self._pending: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+        self._pending_rows = 0
 
     def add(self, events: pl.DataFrame) -> None:
         """Take the finite values of `events` (columns entity, time, order, code, value)."""
@@ -120,12 +124,30 @@ class ValueSampler:
         # Categorical, not String: a filtered string column keeps every chunk's text
         # buffers alive, so a String sample would grow with the rows seen.
         kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
+        self._flush()  # keep the rows in the order they came
         self._absorb(stats, kept)
 
     def merge(self, other: ValueSampler) -> None:
         """Add another sampler's statistics (its chunks held other entities): the result
-        is the same as if its chunks had been added here, in any order."""
-        self._absorb(other._stats, other._sample)
+        is the same as if its chunks had been added here, in any order.
+
+        Merged samples wait in a list and are ranked together once they hold
+        `PENDING_ROWS` rows (or when the sample is read): ranking the whole sample
+        again for every merged partition cost as much as sampling them. Keeping the
+        smallest keys per code commutes with batching, so the sample is the same."""
+        other._flush()
+        self._pending.append((other._stats, other._sample))
+        self._pending_rows += other._sample.height
+        if self._pending_rows >= PENDING_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        stats = [s for s, _ in self._pending]
+        kept = [k for _, k in self._pending]
+        self._pending, self._pending_rows = [], 0
+        self._absorb(pl.concat(stats), pl.concat(kept))
 
     def _absorb(self, stats: pl.DataFrame, kept: pl.DataFrame) -> None:
         self._stats = (
@@ -140,12 +162,14 @@ class ValueSampler:
 
     def value_counts(self) -> pl.DataFrame:
         """Per code: number of finite train values and of entities that have them."""
+        self._flush()
         return self._stats.sort("code")
 
     def fit(self, scheme: TokenScheme) -> dict[str, CodeValueBins]:
         """Bins for every code with enough train values (the rule in TokenScheme)."""
         if not scheme.uses_values:
             return {}
+        self._flush()
         eligible = self._stats.filter(
             (pl.col("n_values") >= 2 * scheme.min_values_per_bin)
             & (pl.col("n_values") >= scheme.min_count)

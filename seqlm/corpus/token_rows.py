@@ -1,0 +1,164 @@
+"""Event tokens of one sorted partition with the string work done once per distinct
+(kind, code, text, bin) instead of once per row.
+
+`event_token_frame` builds each row's data token with a dozen string expressions
+(escaping, the fused `//Q{k}`, the reserved-name checks). Its result depends only on
+the row's (kind, code, text, bin), and a partition of 500k MEDS rows holds a few
+thousand of those, so here each row gets an integer `pair` (the number of its
+(kind, code, text, bin)) and the strings are made on the small pair table by
+`pair_tokens`, the same expressions as `event_token_frame`
+(tests/corpus/test_token_rows.py checks the two against each other; the corpus
+byte-identity tests check the whole build).
+
+Per row only numbers remain: entity run id, seconds, gap, bin, pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import polars as pl
+
+from seqlm.corpora_adapters.base import time_in_seconds
+from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure
+from seqlm.vocabularies.event_tokens import reserved
+from seqlm.vocabularies.scheme import PART_SEPARATOR, UNK, TokenScheme
+from seqlm.vocabularies.value_bins import CodeValueBins, with_bin_numbers
+
+# What the per-row tokens file holds (all numeric).
+ROW_COLUMNS = ["entity", "time_s", "gap", "bin", "pair"]
+PAIR_KEY = ["kind_id", "code_id", "text_id", "bin"]
+
+
+def _ids(column: pl.Expr) -> pl.Expr:
+    # Categorical ids: one hash per row, and equal strings get equal ids in a process.
+    return column.cast(pl.Categorical).to_physical().cast(pl.Int64)
+
+
+def keyed_rows(
+    rows: pl.DataFrame, scheme: TokenScheme, bins: Mapping[str, CodeValueBins]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows sorted by (entity, time, order) -> (per-row frame of `ROW_COLUMNS`, the
+    pair table: pair, kind, code, text, bin, one row per distinct pair).
+
+    `entity` becomes the run id of the entity (0, 1, ... in sorted order), so the
+    time and gap windows work on integers; the values are the same as
+    `event_token_frame`'s (the same expressions per entity)."""
+    time_type = rows.schema["time"]
+    text = pl.col("text") if scheme.use_text else pl.lit(None, dtype=pl.String)
+    frame = rows.lazy().select(
+        pl.col("entity").rle_id().cast(pl.Int64).alias("entity"),
+        pl.col("time"),
+        pl.col("kind"),
+        pl.col("code").fill_null(""),
+        text.alias("text"),
+        pl.col("value").cast(pl.Float64).fill_nan(None),
+    )
+    frame = frame.with_columns(time_in_seconds(pl.col("time"), time_type).alias("time_s"))
+    if scheme.uses_values:
+        frame = with_bin_numbers(frame, bins)
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
+    # Without use_text every text is null: one id for all.
+    text_id = _ids(pl.col("text")) if scheme.use_text else pl.lit(0, dtype=pl.Int64)
+    frame = frame.with_columns(
+        pl.col("time_s").diff().over("entity").alias("gap"),
+        _ids(pl.col("kind")).alias("kind_id"),
+        _ids(pl.col("code")).alias("code_id"),
+        text_id.alias("text_id"),
+    ).collect()
+    # The pair table from each pair's first row: the hashing is on integers only.
+    first_rows = (
+        frame.select(PAIR_KEY)
+        .with_row_index("row")
+        .group_by(PAIR_KEY)
+        .agg(pl.col("row").first())
+        .sort("row")
+        .with_row_index("pair")
+    )
+    pairs = frame.select("kind", "code", "text", "bin")[first_rows["row"]].with_columns(
+        first_rows["pair"].cast(pl.Int64)
+    )
+    keyed = frame.join(
+        first_rows.select(pl.col("pair").cast(pl.Int64), *PAIR_KEY),
+        on=PAIR_KEY,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
+    return keyed.select(ROW_COLUMNS), pairs.select("pair", "kind", "code", "text", "bin")
+
+
+def pair_tokens(pairs: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
+    """The pair table with `data_token`, `unknown` and `reserved_label`: the same
+    expressions as `event_token_frame`, applied to each distinct pair once."""
+    base = escaped_chars(pl.col("code"))
+    if scheme.use_text:
+        has_text = pl.col("text").is_not_null() & (pl.col("text").str.len_chars() > 0)
+        text = escaped_chars(pl.col("text"))
+        base = pl.when(has_text).then(base + PART_SEPARATOR + text).otherwise(base)
+    base = escaped_structure(base, scheme.value_bins)
+    if scheme.value_mode == "fused":
+        data_token = (
+            pl.when(pl.col("bin").is_not_null())
+            .then(pl.format("{}//Q{}", base, pl.col("bin")))
+            .otherwise(base)
+        )
+    else:
+        data_token = base
+    kind = escaped(pl.col("kind"))
+    unknown = (
+        pl.when(pl.col("kind").is_null() | (kind.str.len_chars() == 0))
+        .then(pl.lit(UNK))
+        .otherwise(kind + PART_SEPARATOR + UNK)
+    )
+    frame = pairs.with_columns(data_token.alias("data_token"), unknown.alias("unknown"))
+    invalid = (pl.col("data_token").str.len_chars() == 0) | reserved(pl.col("data_token"))
+    return frame.with_columns(
+        pl.when(invalid)
+        .then(pl.col("unknown"))
+        .otherwise(pl.col("data_token"))
+        .alias("data_token"),
+        invalid.alias("reserved_label"),
+    )
+
+
+def train_counts(
+    keyed: pl.DataFrame, tokens: pl.DataFrame, train: np.ndarray
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Train counts of one partition as `TokenCounter.add` would make them from its
+    rows: (per data token: code, text, bin of its first row, count, distinct entities,
+    distinct sources; per unknown: count, distinct entities; the (data_token, code,
+    text) pairs seen in train, for the one-source check)."""
+    ids = tokens.select(
+        "pair",
+        pl.col("data_token").rank("dense").cast(pl.Int64).alias("token_id"),
+        pl.col("unknown").rank("dense").cast(pl.Int64).alias("unknown_id"),
+    )
+    rows = keyed.filter(pl.Series(train)).select("entity", "pair")
+    order = ids.sort("pair")
+    token_of = order["token_id"].to_numpy()
+    unknown_of = order["unknown_id"].to_numpy()
+    pair = rows["pair"].to_numpy()
+    rows = rows.with_columns(
+        pl.Series("token_id", token_of[pair]), pl.Series("unknown_id", unknown_of[pair])
+    )
+    support = [
+        pl.len().cast(pl.Int64).alias("count"),
+        pl.col("entity").n_unique().cast(pl.Int64).alias("entities"),
+    ]
+    per_token = rows.group_by("token_id").agg(pl.col("pair").first(), *support)
+    named = tokens.select("pair", "data_token", "code", "text", "bin")
+    per_token = per_token.join(named, on="pair", how="left")
+    seen = tokens.filter(pl.col("pair").is_in(rows["pair"].unique().implode()))
+    sources = seen.group_by("data_token").agg(pl.struct("code", "text").n_unique().alias("sources"))
+    per_token = per_token.join(sources, on="data_token", how="left").select(
+        "data_token", "code", "text", "bin", "count", "entities", "sources"
+    )
+    per_unknown = rows.group_by("unknown_id").agg(*support)
+    unknown_names = tokens.select("unknown", ids["unknown_id"]).unique("unknown_id")
+    per_unknown = per_unknown.join(unknown_names, on="unknown_id", how="left").select(
+        "unknown", "count", "entities"
+    )
+    return per_token, per_unknown, seen.select("data_token", "code", "text")

@@ -1,0 +1,89 @@
+"""Tokens made per distinct (kind, code, text, bin) equal `event_token_frame`'s, row by
+row, and their train counts equal `TokenCounter.add`'s on the same rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from helpers.corpus_helpers import clinic_frame, ingested
+
+from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
+from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events
+from seqlm.vocabularies.fitting import TokenCounter
+from seqlm.vocabularies.scheme import TokenScheme
+from seqlm.vocabularies.value_bins import ValueSampler
+
+
+def awkward_rows() -> pl.DataFrame:
+    """The clinic events plus codes that escape, spell scheme tokens, are empty or null,
+    null kinds, texts, and one code under two kinds."""
+    frame = clinic_frame(12).with_columns(text=pl.lit(None, dtype=pl.String))
+    extra = pl.DataFrame(
+        {
+            "entity": ["subject000", "subject001", "subject002", "subject003", "subject004"] * 2,
+            "group": ["site0"] * 10,
+            "time": [1e5 + i for i in range(10)],
+            "kind": ["LAB", None, "DX", "", "OTHER", "LAB", "DX", "LAB", None, "DX"],
+            "code": [
+                "[PAD]",
+                "VALUE//Q3",
+                "",
+                None,
+                "a b//[x",
+                "DX//I10",
+                "DX//I10",
+                "T",
+                "T",
+                "x",
+            ],
+            "value": [1.0, None, 2.0, float("nan"), None, 3.0, None, None, None, 1.0],
+            "text": [None, "hi", "", "a//b", None, "t", None, "T", "u v", None],
+        }
+    )
+    return pl.concat([frame, extra.select(frame.columns)], how="vertical_relaxed")
+
+
+SCHEMES = {
+    "fused": TokenScheme(
+        value_bins=4, min_values_per_bin=2, time_tokens=True, time_gap_edges=("15m", "1h")
+    ),
+    "separate": TokenScheme(value_bins=3, min_values_per_bin=2, value_mode="separate"),
+    "text": TokenScheme(value_bins=4, min_values_per_bin=2, use_text=True),
+    "ignore": TokenScheme(value_mode="ignore"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_pair_tokens_equal_event_token_frame_row_by_row(name):
+    scheme = SCHEMES[name]
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    sampler = ValueSampler(scheme.value_sample_size)
+    sampler.add(rows)
+    bins = sampler.fit(scheme)
+    expected = event_token_frame(rows.lazy(), scheme, bins).collect()
+
+    keyed, pairs = keyed_rows(rows, scheme, bins)
+    tokens = pair_tokens(pairs, scheme).sort("pair")
+    per_row = tokens[keyed["pair"].to_numpy()]
+    for column in ("data_token", "unknown", "reserved_label", "bin"):
+        assert per_row[column].to_list() == expected[column].to_list(), column
+    for column in ("time_s", "gap"):
+        assert keyed[column].to_list() == expected[column].to_list(), column
+    # Entities become their run ids, in sorted order.
+    runs = expected["entity"].rle_id().cast(pl.Int64)
+    assert keyed["entity"].to_list() == runs.to_list()
+
+    train = (rows["entity"].str.slice(-1).cast(pl.Int64) % 3 != 0).to_numpy()
+    reference = TokenCounter()
+    reference.add(expected.filter(pl.Series(train)))
+    counted = TokenCounter()
+    counted.add_counted(*train_counts(keyed, tokens, train))
+    for mine, theirs, key in (
+        (counted._tokens, reference._tokens, "data_token"),
+        (counted._kinds, reference._kinds, "unknown"),
+    ):
+        assert mine.sort(key).to_dicts() == theirs.sort(key).to_dicts()
+    assert np.array_equal(
+        per_row["reserved_label"].to_numpy(), expected["reserved_label"].to_numpy()
+    )
