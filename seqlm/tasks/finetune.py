@@ -81,11 +81,13 @@ def _tuning_score(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float,
 
 @dataclass
 class FinetuneSettings:
-    epochs: int = 10
-    lr: float = 3e-4
-    batch: int = 8
-    minutes: float = 5.0
-    seed: int = 0
+    """The fine-tune's knobs (filled from `TaskOptions`)."""
+
+    epochs: int = field(default=10, metadata={"help": "Passes over the train labels."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    batch: int = field(default=8, metadata={"help": "Labels per optimizer step."})
+    minutes: float = field(default=5.0, metadata={"help": "Wall-time budget in minutes."})
+    seed: int = field(default=0, metadata={"help": "Seed of the head and the label order."})
 
 
 def finetune(
