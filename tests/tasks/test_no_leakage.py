@@ -16,7 +16,7 @@ from seqlm.artefacts import record_files
 from seqlm.corpus import load_corpus
 from seqlm.corpus.store import CHECKSUMMED_FILES, TIMES_FILE, TOKENS_FILE
 from seqlm.tasks import TaskOptions, run_task
-from seqlm.tasks.history import history_length, prediction_offsets
+from seqlm.tasks.history import prediction_offsets
 from seqlm.tasks.labels import match_labels, read_labels
 
 OPTIONS = TaskOptions(
@@ -58,11 +58,11 @@ def _rewrite_after_prediction(root, source, target) -> int:
             int(corpus.index["offset"][seq_id] + corpus.index["length"][seq_id]),
         )
         ids, when = tokens[span], times[span]
-        cut = history_length(when, ids, offset)
-        future = slice(cut, len(ids) - 1)  # every token after the history but [EOS]
-        ids[future] = rng.choice(events, size=len(ids) - 1 - cut)
-        when[cut:] += 86_400.0
-        changed += len(ids) - 1 - cut
+        # stated here, not taken from seqlm.tasks.history: after = later than prediction
+        after = np.flatnonzero(when > np.float32(offset))[:-1]  # all but [EOS]
+        ids[after] = rng.choice(events, size=len(after))
+        when[after[0] :] += 86_400.0
+        changed += len(after)
     tokens.astype(corpus.tokens.dtype).tofile(target / TOKENS_FILE)
     times.astype(np.float32).tofile(target / TIMES_FILE)
     manifest = json.loads((target / "manifest.json").read_text())
