@@ -88,6 +88,10 @@ def task_command(
         )
     finally:
         progress.finish()
+    _print_result(result, folder)
+
+
+def _print_result(result, folder: Path) -> None:  # noqa: ANN001
     console = Console(width=max(Console().width, 120))  # the intervals need the room
     record = result.record
     console.print(Text(f"labels used {record['labels_used']} of {record['rows_read']}"))
