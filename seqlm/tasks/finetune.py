@@ -103,7 +103,8 @@ def finetune(
     `model` is copied: the caller's weights are left as they are.
     """
     torch.manual_seed(settings.seed)
-    classifier = Classifier(copy.deepcopy(model))
+    device = next(model.parameters()).device
+    classifier = Classifier(copy.deepcopy(model)).to(device)
     histories, labels = train
     config = TrainConfig(lr=settings.lr, weight_decay=0.1, grad_clip=1.0)
     optimizer = build_adamw(classifier, config)
@@ -111,7 +112,7 @@ def finetune(
     budget = Budget(steps=settings.epochs * steps_per_epoch, seconds=60.0 * settings.minutes)
     counters, began = Counters(), time.perf_counter()
     rng = np.random.default_rng(settings.seed)
-    targets = torch.as_tensor(labels, dtype=torch.float32)
+    targets = torch.as_tensor(labels, dtype=torch.float32, device=device)
     scores, best_state, best_epoch, chosen_by = [], None, 0, ""
     stop_reason = "epochs"
     for epoch in range(1, settings.epochs + 1):
@@ -124,7 +125,9 @@ def finetune(
             )
             set_learning_rate(optimizer, lr)
             logits = classifier([histories[i] for i in chosen])
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, targets[chosen])
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logits, targets[torch.as_tensor(chosen, device=device)]
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(classifier.parameters(), config.grad_clip)
             optimizer.step()

@@ -68,9 +68,6 @@ class TaskOptions:
     )
     seed: int = field(default=0, metadata={"help": "Seed of sampling, fine-tuning and bootstrap."})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto."})
-    report_split: str = field(
-        default="held_out", metadata={"help": "Split whose labels are scored and reported."}
-    )
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -84,5 +81,3 @@ class TaskOptions:
             raise ConfigError(f"the horizon must be positive, got {self.horizon_s}")
         if not self.c_grid or min(self.c_grid) <= 0:
             raise ConfigError("c_grid needs positive values")
-        if self.report_split not in ("tuning", "held_out"):
-            raise ConfigError("report_split must be tuning or held_out (train labels fit)")

@@ -42,7 +42,10 @@ from seqlm.tasks.methods import (
 )
 from seqlm.tasks.metrics import TaskMetrics, task_metrics
 from seqlm.tasks.options import TaskOptions
+from seqlm.training.distributed import resolve_device
 
+# Train labels fit, tuning labels choose: only held-out labels can be reported unbiased.
+REPORT_SPLIT = "held_out"
 TASK_FILE = "task.json"
 PREDICTIONS_DIR = "predictions"
 REJECTS_FILE = "rejects.parquet"
@@ -129,15 +132,15 @@ def run_task(
     corpus = load_corpus(corpus_path)
     loaded = load_run_model(run, options.checkpoint)
     check_run_matches_corpus(loaded.config, corpus)
-    model = loaded.model.to(options.device if options.device != "auto" else "cpu")
+    model = loaded.model.to(resolve_device(options.device))
     labels = read_labels(labels_path)
     matched = match_labels(labels, corpus)
     targets = binary_targets(matched)
     histories = label_histories(corpus, targets)
-    data = _split_data(targets, histories, options.report_split)
-    report_rows = targets.filter(pl.col("split") == options.report_split)
+    data = _split_data(targets, histories, REPORT_SPLIT)
+    report_rows = targets.filter(pl.col("split") == REPORT_SPLIT)
     if report_rows.height == 0:
-        raise ConfigError(f"no labels of {options.report_split} subjects to report on")
+        raise ConfigError(f"no labels of {REPORT_SPLIT} subjects to report on")
     out.mkdir(parents=True, exist_ok=True)
     (out / PREDICTIONS_DIR).mkdir(exist_ok=True)
     matched.rejects.write_parquet(out / REJECTS_FILE)
@@ -160,7 +163,7 @@ def run_task(
             seed=options.seed,
         )
     probs = {m: f["predicted_boolean_probability"].to_numpy() for m, f in predictions.items()}
-    title = f"{Path(labels_path).name}: {options.report_split}, {len(report_labels)} labels"
+    title = f"{Path(labels_path).name}: {REPORT_SPLIT}, {len(report_labels)} labels"
     write_figures(report_labels, probs, metrics, out, title)
     record = {
         "seqlm_version": seqlm.__version__,
@@ -172,7 +175,7 @@ def run_task(
         "labels_used": targets.height,
         "rejects": reject_counts(matched.rejects),
         "labels_by_split": _counts(targets),
-        "report_split": options.report_split,
+        "report_split": REPORT_SPLIT,
         "history_rule": "tokens at or before prediction_time; [EOS] never; left-truncated "
         "to the model's context",
         "time_resolution_s": time_resolution_s(histories),
