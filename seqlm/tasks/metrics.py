@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import rankdata
 
 MIN_LABELS = 100
 MIN_PER_CLASS = 20
@@ -54,12 +54,33 @@ class TaskMetrics:
         return asdict(self)
 
 
+# AUROC and AUPRC in numpy (the bootstrap calls them thousands of times; scikit-learn's
+# input checks cost more than the sums). tests/tasks/test_metrics.py holds them equal to
+# `roc_auc_score` and `average_precision_score`, ties included.
+
+
 def _auroc(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else None
+    """Mann-Whitney: the chance a positive outranks a negative, ties counting half."""
+    positive = labels == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(probs)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _auprc(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    return float(average_precision_score(labels, probs)) if len(np.unique(labels)) == 2 else None
+    """Average precision: sum over distinct thresholds of precision x recall gained."""
+    n_pos = int((labels == 1).sum())
+    if n_pos == 0 or n_pos == len(labels):
+        return None
+    order = np.argsort(-probs, kind="stable")
+    scores, hits = probs[order], labels[order] == 1
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
+    true_pos = np.cumsum(hits)[last_of_tie]
+    precision = true_pos / (last_of_tie + 1)
+    recall_gain = np.diff(np.r_[0, true_pos]) / n_pos
+    return float(np.sum(precision * recall_gain))
 
 
 def _brier(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -116,9 +137,10 @@ def subject_bootstrap(
         rows = np.concatenate([members[k] for k in drawn])
         y, p = labels[rows], probs[rows]
         values["brier"].append(_brier(y, p))
-        if len(np.unique(y)) == 2:
-            values["auroc"].append(float(roc_auc_score(y, p)))
-            values["auprc"].append(float(average_precision_score(y, p)))
+        auroc = _auroc(y, p)
+        if auroc is not None:
+            values["auroc"].append(auroc)
+            values["auprc"].append(_auprc(y, p))  # type: ignore[arg-type]
     return values, len(values["auroc"])
 
 

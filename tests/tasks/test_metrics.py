@@ -33,6 +33,16 @@ def test_point_estimates_match_scikit_learn() -> None:
     assert metrics.warning is None
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_and_auprc_equal_scikit_learn_with_ties(seed) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 60)
+    probs = rng.integers(0, 6, 60) / 5  # many ties
+    metrics = task_metrics(labels, probs, np.arange(60), resamples=2)
+    assert metrics.auroc.value == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
+    assert metrics.auprc.value == pytest.approx(average_precision_score(labels, probs), abs=1e-12)
+
+
 def test_the_bootstrap_draws_whole_subjects() -> None:
     # 10 subjects, 5 labels each: a draw holds a multiple of 5 labels of a subject
     labels = np.repeat([0, 1] * 5, 5)

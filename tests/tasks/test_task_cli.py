@@ -46,6 +46,7 @@ def _args(task, out, *extra):
     ]
 
 
+@pytest.mark.slow  # five child processes, each loading torch: ~20 s of CPU
 def test_the_command_writes_task_json_predictions_and_figures(task, tmp_path) -> None:
     out = tmp_path / "out"
     extra = ["--outcome-codes", "OUTCOME", "--horizon", "1d", "--samples", "3", "--max-tokens", "6"]
