@@ -132,6 +132,12 @@ def run_task(
     corpus = load_corpus(corpus_path)
     loaded = load_run_model(run, options.checkpoint)
     check_run_matches_corpus(loaded.config, corpus)
+    needs_states = {"probe", "finetune"} & set(options.methods)
+    if needs_states and loaded.model_type != "gpt":
+        raise ConfigError(
+            f"{run}: a {loaded.model_type} run; {', '.join(sorted(needs_states))} read a GPT's "
+            "hidden states (use --method zero-shot,baseline)"
+        )
     model = loaded.model.to(resolve_device(options.device))
     labels = read_labels(labels_path)
     matched = match_labels(labels, corpus)
