@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqlm.cli.export",
     "seqlm.cli.efficiency",
     "seqlm.cli.config",
+    "seqlm.cli.task",
 )
 
 
