@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from seqlm.plotting import plain_matplotlib
+from seqlm.plotting import plain_text, subplots
 from seqlm.tasks.metrics import TaskMetrics, calibration_bins
 
 FIGURES = {"roc": "roc.png", "pr": "pr.png", "calibration": "calibration.png"}
@@ -47,6 +47,7 @@ _AXES = {
 }
 
 
+@plain_text
 def write_figures(
     labels: np.ndarray,
     predictions: Mapping[str, np.ndarray],
@@ -55,31 +56,25 @@ def write_figures(
     title: str,
 ) -> dict[str, Path]:
     """Write roc.png, pr.png, calibration.png into `out`; returns name -> path."""
-    plain_matplotlib()
-    import matplotlib.pyplot as plt
-
     written = {}
     rate = float(np.mean(labels)) if len(labels) else 0.0
     for kind, name in FIGURES.items():
-        figure, axes = plt.subplots(figsize=(5.5, 5), dpi=150)
-        try:
-            _draw(kind, axes, labels, predictions, metrics)
-            xlabel, ylabel, diag_x, diag_y = _AXES[kind]
-            if diag_x is not None:
-                axes.plot(diag_x, diag_y, ":", color="grey", linewidth=1)
-            else:
-                axes.axhline(rate, linestyle=":", color="grey", linewidth=1)
-            axes.set_xlabel(xlabel)
-            axes.set_ylabel(ylabel)
-            axes.set_xlim(0, 1)
-            axes.set_ylim(0, 1.02)
-            axes.set_title(title, fontsize=9)
-            if axes.get_legend_handles_labels()[0]:
-                axes.legend(fontsize=7, loc="lower right" if kind == "roc" else "best")
-            axes.grid(alpha=0.3)
-            figure.tight_layout()
-            figure.savefig(out / name)
-        finally:
-            plt.close(figure)
+        figure, axes = subplots(figsize=(5.5, 5), dpi=150)
+        _draw(kind, axes, labels, predictions, metrics)
+        xlabel, ylabel, diag_x, diag_y = _AXES[kind]
+        if diag_x is not None:
+            axes.plot(diag_x, diag_y, ":", color="grey", linewidth=1)
+        else:
+            axes.axhline(rate, linestyle=":", color="grey", linewidth=1)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.02)
+        axes.set_title(title, fontsize=9)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=7, loc="lower right" if kind == "roc" else "best")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(out / name)
         written[kind] = out / name
     return written

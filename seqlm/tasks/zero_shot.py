@@ -27,59 +27,11 @@ import torch
 from torch import nn
 
 from seqlm.errors import ConfigError
-from seqlm.evaluation.generate import (
-    GenerationOptions,
-    SamplingOptions,
-    generate,
-    time_token_seconds,
-)
+from seqlm.evaluation.generate import sample_trajectories, time_token_seconds
 from seqlm.progress import Progress, ensure_progress
 from seqlm.tasks.history import History
 from seqlm.vocabularies.scheme import BOS_ID, EOS_ID, PAD_ID
 from seqlm.vocabularies.vocabulary import Vocabulary
-
-
-def _sample_trajectories(
-    model: nn.Module,
-    prompt: Sequence[int],
-    n: int,
-    max_new_tokens: int,
-    *,
-    stop_token_ids: Sequence[int] = (),
-    banned_token_ids: Sequence[int] = (),
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> list[list[int]]:
-    """`n` sampled continuations of `prompt` (generated ids only; a stop token is kept
-    and ends its row).
-
-    FALLBACK, to be replaced at integration: `seqlm.evaluation.generate.
-    sample_trajectories` (branch i16-model) has exactly this signature; the integrator
-    swaps this function for that import. Until then this wraps the existing
-    `seqlm.evaluation.generate.generate` (one prompt encoded once, `n` rows decoded as a
-    batch with its KV cache), which stops only at `[EOS]`: other stop ids are cut
-    afterwards, so they cost tokens but give the same samples.
-    """
-    seed = 0
-    if generator is not None:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    stops = set(int(s) for s in stop_token_ids)
-    options = GenerationOptions(
-        max_new_tokens=max_new_tokens,
-        n_samples=n,
-        sampling=SamplingOptions(temperature=temperature),
-        stop_at_eos=EOS_ID in stops,
-        seed=seed,
-    )
-    result = generate(
-        model, np.asarray(prompt, dtype=np.int64), options, never_ids=banned_token_ids
-    )
-    rows = []
-    for sample in result.samples:
-        ids = [int(i) for i in sample]
-        cut = next((k for k, i in enumerate(ids) if i in stops), None)
-        rows.append(ids if cut is None else ids[: cut + 1])
-    return rows
 
 
 def outcome_token_ids(vocab: Vocabulary, patterns: Sequence[str]) -> np.ndarray:
@@ -157,12 +109,14 @@ def zero_shot_probabilities(
     probabilities = np.zeros(len(histories))
     short = total = generated = 0
     for row, history in enumerate(histories):
-        trajectories = _sample_trajectories(
+        # A trajectory may stop at its first outcome code: whether it came within the
+        # horizon is decided there, and nothing after it can change the answer.
+        trajectories = sample_trajectories(
             model,
             history.window(context),
             samples,
             max_new_tokens,
-            stop_token_ids=(EOS_ID,),
+            stop_token_ids=(EOS_ID, *(int(i) for i in outcome)),
             banned_token_ids=banned,
             generator=generator,
         )
