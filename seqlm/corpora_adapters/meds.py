@@ -357,8 +357,39 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         "options": dataclasses.asdict(options),
     }
     return Ingested(
-        events=events, rejects=rejects, rows_read=rows_read, adapter="meds", settings=settings
+        events=events,
+        rejects=rejects,
+        rows_read=rows_read,
+        adapter="meds",
+        settings=settings,
+        notes=metadata_notes(dataset, options, split_source, codes.missing_from_metadata is None),
     )
+
+
+def metadata_notes(
+    dataset: MedsDataset, options: MedsOptions, split_source: str, no_codes_file: bool
+) -> list[str]:
+    """What the ingest used instead of MEDS metadata that is absent (printed, and kept in
+    the manifest): a folder without `metadata/` must not pass without a word."""
+    notes = []
+    if not dataset.metadata.is_dir():
+        notes.append(
+            f"{dataset.root} has no metadata/ folder: no dataset.json (name and version "
+            "unrecorded) and no codes.parquet (code descriptions unknown)"
+        )
+    elif no_codes_file:
+        notes.append("no metadata/codes.parquet: code descriptions unknown, codes kept as written")
+    if split_source == "none":
+        cause = (
+            "split_source = 'none'"
+            if options.split_source == "none"
+            else "no subject_splits.parquet and no data/<split>/ folders"
+        )
+        notes.append(
+            f"{cause}: subjects are split by seqlm's own seeded hash (splits.seed, "
+            "splits.tuning, splits.held_out; `seqlm config show --table splits`)"
+        )
+    return notes
 
 
 __all__ = [

@@ -486,3 +486,38 @@ def test_privacy_threshold_counts_train_subjects_only(tmp_path: Path):
     assert corpus.vocabulary.decode(corpus.sequence(held)) == [
         "[BOS]", "LAB//COMMON", "[TIME//1d]", "LAB//[UNK]", "[EOS]"
     ]  # fmt: skip
+
+
+def _one_shard(root: Path) -> Path:
+    rows = [(s, t(1 + s % 3, h), f"LAB//{h}", float(h), None) for s in range(6) for h in range(3)]
+    return write_meds(root, {"train/0.parquet": meds_frame(rows)})
+
+
+def test_a_folder_without_metadata_says_which_defaults_it_used(tmp_path):
+    """Issue 20: a MEDS folder without metadata/ was ingested without a word."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = _one_shard(tmp_path / "meds")
+    shutil.rmtree(root / "metadata")
+    ingested = read_meds([root], MedsOptions())
+    assert any("has no metadata/ folder" in note for note in ingested.notes)
+    out = tmp_path / "corpus"
+    result = subprocess.run(
+        [sys.executable, "-m", "seqlm", "ingest", "meds", str(root), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
+    assert "has no metadata/ folder" in printed
+
+
+def test_metadata_without_codes_or_splits_is_noted(tmp_path):
+    root = _one_shard(tmp_path / "meds")
+    notes = read_meds([root], MedsOptions(split_source="none")).notes
+    assert any("no metadata/codes.parquet" in note for note in notes)
+    assert any("seqlm's own seeded hash" in note for note in notes)
+    full = write_meds(tmp_path / "full", {"a.parquet": meds_frame([(1, t(1), "X", None, None)])},
+                      splits={1: "train"}, codes=["X"])  # fmt: skip
+    assert read_meds([full], MedsOptions()).notes == []
