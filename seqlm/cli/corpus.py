@@ -31,15 +31,24 @@ def info_command(
         typer.Option("--by", help="Also count by these index columns (e.g. group, condition)."),
     ] = None,
     top: Annotated[int, typer.Option(help="How many of the most frequent tokens to show.")] = 20,
+    context: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--context",
+            help="Context lengths (tokens) whose record-time coverage to report "
+            "(default 128, 512, 2048).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Counts per split and group, vocabulary, top tokens, lengths and rejects."""
     from seqlm.corpus import corpus_info
     from seqlm.corpus.breakdown import counts_by
     from seqlm.corpus.clinical_info import clinical_info
+    from seqlm.corpus.info import WINDOW_CONTEXTS
     from seqlm.corpus.merge_checks import describe_merge_checks
 
-    info = corpus_info(corpus, top=top)
+    info = corpus_info(corpus, top=top, contexts=tuple(context) if context else WINDOW_CONTEXTS)
     clinical = clinical_info(corpus) if info.adapter == "meds" else None
     breakdown = counts_by(corpus, by) if by else None
     if as_json:
@@ -109,6 +118,8 @@ def info_command(
         f"unknown tokens {info.unknown_share:.2%} of all tokens; "
         f"time-gap tokens {info.time_token_share:.2%}"
     )
+    for sentence in info.window_time_sentences():
+        console.print(Text(sentence))
 
     if info.rejects_by_reason:
         rejects = _table("Rejected rows by reason", "reason", "rows")
