@@ -13,7 +13,7 @@ Choices (documented in `seqlm adapters meds`):
   two splits is an InputError naming both places.
 - demographics: static rows (null `time`) stay static and sort first. The `MEDS_BIRTH`
   row becomes an `AGE` event (kind and code `AGE`, null time so it joins the static
-  prefix, value = age in years at the subject's first kept timed event), which the
+  prefix, value = age in completed years at the subject's first kept timed event), which the
   vocabulary bins per code like any value. A birth date as a timed event would put a
   decades-long gap (many time tokens) before the first visit and says nothing the age
   does not. `birth = "event"` keeps it as an ordinary timed event instead.
@@ -242,7 +242,7 @@ def _reject_reason(options: MedsOptions) -> pl.Expr:
 
 
 def _age_at_first_event(kept: pl.LazyFrame) -> pl.DataFrame:
-    """Age in years at each subject's first kept timed event other than birth."""
+    """The first kept timed event other than birth, per subject (its age is taken there)."""
     return (
         kept.filter(pl.col("time").is_not_null() & (pl.col("code") != BIRTH_CODE))
         .group_by("entity")
@@ -261,9 +261,12 @@ def _event_columns(options: MedsOptions, ages: pl.DataFrame | None) -> list[pl.E
     time = pl.col("time")
     if ages is not None:
         is_birth = pl.col("code") == BIRTH_CODE
-        age = (pl.col("first_time") - pl.col("time")).dt.total_microseconds().cast(pl.Float64) / (
-            SECONDS_PER_YEAR * 1e6
-        )
+        # Completed years, as de-identified data states ages: value-bin edges are
+        # observed values, and an exact age to the microsecond is one person's (issue 20).
+        age = (
+            (pl.col("first_time") - pl.col("time")).dt.total_microseconds().cast(pl.Float64)
+            / (SECONDS_PER_YEAR * 1e6)
+        ).floor()
         code = pl.when(is_birth).then(pl.lit(AGE_CODE)).otherwise(code)
         value = pl.when(is_birth).then(age).otherwise(value)
         time = pl.when(is_birth).then(pl.lit(None, dtype=TIME_DTYPE)).otherwise(time)
