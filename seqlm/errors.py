@@ -11,6 +11,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
+class Notice(UserWarning):
+    """Something the user should hear about that is not a problem (the CLI prints "note:")."""
+
+
 class SeqlmError(Exception):
     """Base class for every error seqlm raises on purpose."""
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import seqlm
-from seqlm.errors import ConfigError
+from seqlm.errors import ConfigError, Notice
 
 MARKER_FILE = ".seqlm-output.json"
 LOCK_SUFFIX = ".seqlm-lock"
@@ -53,7 +53,7 @@ class OutputError(ConfigError):
     """An output path cannot be written: locked, foreign, holding inputs, or a file."""
 
 
-class OutputNotice(UserWarning):
+class OutputNotice(Notice):
     """Something seqlm did on the user's disk that they should hear about."""
 
 

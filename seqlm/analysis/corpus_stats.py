@@ -285,13 +285,19 @@ def _layer_chunk(
     weight = counted[:, None].double()
     scores = (q @ k.transpose(-1, -2)) * captured.scale
     scores.masked_fill_(~geometry.visible, -math.inf)
-    # uncounted queries (padding) may see no key at all: a 0 there keeps NaNs out
+    # Uncounted queries (BOS, EOS, padding) may see no key at all: a 0 there keeps NaNs
+    # out of the log-sum-exp. Their weights below must then be zeroed, not multiplied by a
+    # zero weight: exp(score - 0) overflows to inf for a sharp head (score > 88), and
+    # inf * 0 is NaN (issue 20: 9 of 16 heads of a trained MIMIC model came out NaN).
+    uncounted = ~counted[:, None, :, None]  # (B, 1, C, 1)
     log_all = torch.logsumexp(scores, -1).masked_fill_(~counted[:, None], 0.0)
     excluded = ~geometry.data_key[:, 0, 0]  # (B, K)
     columns = torch.nonzero(excluded.any(0)).flatten()
     sink = torch.zeros(scores.shape[1], dtype=torch.float64, device=scores.device)
     if columns.numel():
-        on_excluded = torch.exp(scores[..., columns] - log_all[..., None])
+        on_excluded = torch.exp(scores[..., columns] - log_all[..., None]).masked_fill_(
+            uncounted, 0.0
+        )
         part = (on_excluded * excluded[:, columns][:, None, None, :]).sum(-1)
         sink = (part.double() * weight).sum((0, 2))
     if time_sums is None:
@@ -299,6 +305,7 @@ def _layer_chunk(
     scores.masked_fill_(~geometry.data_key, -math.inf)
     log_data = torch.logsumexp(scores, -1).masked_fill_(~counted[:, None], 0.0)
     probs = torch.exp(scores - log_data[..., None])  # (B, H, C, K), 0 off the data keys
+    probs.masked_fill_(uncounted, 0.0)
     elapsed = geometry.elapsed[:, None]
     mass = probs.new_zeros((*probs.shape[:-1], n_bins))
     mass.scatter_add_(-1, geometry.bins[:, None].expand_as(probs), probs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -226,7 +227,11 @@ def _plot_means(
     title: str,
     dpi: int,
 ) -> list[Path]:
-    """One panel: `value` per head against layer, the uniform `baseline` per layer."""
+    """One panel: `value` per head against layer, the uniform `baseline` per layer.
+    A head without a finite value cannot be drawn: the title says which (and a warning),
+    so a figure never shows fewer heads than the model has without saying so."""
+    subtitle = _note_hidden_heads(heads, value, subtitle)
+    heads = heads.filter(pl.col(value).is_finite())
     figure, axes = subplots(figsize=(7, 4.2), constrained_layout=True)
     _scatter_by_layer(axes, heads, value, baseline, ylabel)
     highest = float(max(heads[value].max(), heads[baseline].max()) or 1.0)
@@ -238,6 +243,17 @@ def _plot_means(
     axes.set_title(f"{title}\n{subtitle}".strip(), fontsize=10)
     _legend(figure, axes)
     return save_figure(figure, out_stem, dpi)
+
+
+def _note_hidden_heads(heads: pl.DataFrame, value: str, subtitle: str) -> str:
+    """`subtitle` plus a line naming the heads whose `value` is not finite (or null)."""
+    hidden = heads.filter(~pl.col(value).is_finite().fill_null(False))
+    if hidden.is_empty():
+        return subtitle
+    names = ", ".join(f"L{layer}H{head}" for layer, head in hidden.select("layer", "head").rows())
+    note = f"{hidden.height} of {heads.height} heads not shown (no finite {value}): {names}"
+    warnings.warn(note, stacklevel=3)
+    return f"{subtitle}\n{note}"
 
 
 def _spans_decades(heads: pl.DataFrame, value: str, baseline: str) -> bool:

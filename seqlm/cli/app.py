@@ -16,8 +16,8 @@ import typer
 
 from seqlm import __version__
 from seqlm.artefacts import VERIFY_ENV
-from seqlm.errors import SeqlmError
-from seqlm.outputs import OutputNotice, release_claims
+from seqlm.errors import Notice, SeqlmError
+from seqlm.outputs import release_claims
 
 app = typer.Typer(
     name="seqlm",
@@ -172,7 +172,7 @@ def _one_line(text: str) -> str:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Warnings as one line on stderr (not Python's two-line format with source)."""
-    label = "note" if issubclass(category, OutputNotice) else "warning"
+    label = "note" if issubclass(category, Notice) else "warning"
     typer.secho(f"{label}: {_one_line(str(message))}", fg=typer.colors.YELLOW, err=True)
 
 

@@ -39,12 +39,22 @@ def info_command(
         typer.Option("--by", help="Also count by these index columns (e.g. group, condition)."),
     ] = None,
     top: Annotated[int, typer.Option(help="How many of the most frequent tokens to show.")] = 20,
+    context: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--context",
+            help="Context lengths (tokens) whose record-time coverage to report "
+            "(default 128, 512, 2048).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Counts per split and group, vocabulary, top tokens, lengths and rejects."""
+    from seqlm.corpus.info import WINDOW_CONTEXTS
     from seqlm.corpus.info_report import corpus_report
 
-    report = corpus_report(corpus, by or (), top=top)
+    contexts = tuple(context) if context else WINDOW_CONTEXTS
+    report = corpus_report(corpus, by or (), top=top, contexts=contexts)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
@@ -120,6 +130,8 @@ def _print_tokens(console: Console, info: CorpusInfo) -> None:
         f"unknown tokens {info.unknown_share:.2%} of all tokens; "
         f"time-gap tokens {info.time_token_share:.2%}"
     )
+    for sentence in info.window_time_sentences():
+        console.print(Text(sentence))
     if info.rejects_by_reason:
         rejects = _table("Rejected rows by reason", "reason", "rows")
         for reason, n in info.rejects_by_reason.items():

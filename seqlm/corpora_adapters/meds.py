@@ -13,7 +13,7 @@ Choices (documented in `seqlm adapters meds`):
   two splits is an InputError naming both places.
 - demographics: static rows (null `time`) stay static and sort first. The `MEDS_BIRTH`
   row becomes an `AGE` event (kind and code `AGE`, null time so it joins the static
-  prefix, value = age in years at the subject's first kept timed event), which the
+  prefix, value = age in completed years at the subject's first kept timed event), which the
   vocabulary bins per code like any value. A birth date as a timed event would put a
   decades-long gap (many time tokens) before the first visit and says nothing the age
   does not. `birth = "event"` keeps it as an ordinary timed event instead.
@@ -243,7 +243,7 @@ def _reject_reason(options: MedsOptions) -> pl.Expr:
 
 
 def _age_at_first_event(kept: pl.LazyFrame) -> pl.DataFrame:
-    """Age in years at each subject's first kept timed event other than birth."""
+    """The first kept timed event other than birth, per subject (its age is taken there)."""
     return (
         kept.filter(pl.col("time").is_not_null() & (pl.col("code") != BIRTH_CODE))
         .group_by("entity")
@@ -262,9 +262,12 @@ def _event_columns(options: MedsOptions, ages: pl.DataFrame | None) -> list[pl.E
     time = pl.col("time")
     if ages is not None:
         is_birth = pl.col("code") == BIRTH_CODE
-        age = (pl.col("first_time") - pl.col("time")).dt.total_microseconds().cast(pl.Float64) / (
-            SECONDS_PER_YEAR * 1e6
-        )
+        # Completed years, as de-identified data states ages: value-bin edges are
+        # observed values, and an exact age to the microsecond is one person's (issue 20).
+        age = (
+            (pl.col("first_time") - pl.col("time")).dt.total_microseconds().cast(pl.Float64)
+            / (SECONDS_PER_YEAR * 1e6)
+        ).floor()
         code = pl.when(is_birth).then(pl.lit(AGE_CODE)).otherwise(code)
         value = pl.when(is_birth).then(age).otherwise(value)
         time = pl.when(is_birth).then(pl.lit(None, dtype=TIME_DTYPE)).otherwise(time)
@@ -358,8 +361,39 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         "options": dataclasses.asdict(options),
     }
     return Ingested(
-        events=events, rejects=rejects, rows_read=rows_read, adapter="meds", settings=settings
+        events=events,
+        rejects=rejects,
+        rows_read=rows_read,
+        adapter="meds",
+        settings=settings,
+        notes=metadata_notes(dataset, options, split_source, codes.missing_from_metadata is None),
     )
+
+
+def metadata_notes(
+    dataset: MedsDataset, options: MedsOptions, split_source: str, no_codes_file: bool
+) -> list[str]:
+    """What the ingest used instead of MEDS metadata that is absent (printed, and kept in
+    the manifest): a folder without `metadata/` must not pass without a word."""
+    notes = []
+    if not dataset.metadata.is_dir():
+        notes.append(
+            f"{dataset.root} has no metadata/ folder: no dataset.json (name and version "
+            "unrecorded) and no codes.parquet (code descriptions unknown)"
+        )
+    elif no_codes_file:
+        notes.append("no metadata/codes.parquet: code descriptions unknown, codes kept as written")
+    if split_source == "none":
+        cause = (
+            "split_source = 'none'"
+            if options.split_source == "none"
+            else "no subject_splits.parquet and no data/<split>/ folders"
+        )
+        notes.append(
+            f"{cause}: subjects are split by seqlm's own seeded hash (splits.seed, "
+            "splits.tuning, splits.held_out; `seqlm config show --table splits`)"
+        )
+    return notes
 
 
 __all__ = [

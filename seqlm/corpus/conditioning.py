@@ -118,7 +118,7 @@ def _condition_locked(
     old = source.vocabulary
     vocabulary = Vocabulary(
         old.scheme, old.tokens + tuple(new_tokens), old.data_tokens, old.value_bins,
-        old.merged_tokens,
+        old.merged_tokens, old.support,
     )  # fmt: skip
     ids = vocabulary.token_to_id
     prefix = np.stack(

@@ -16,8 +16,11 @@ import numpy as np
 import polars as pl
 
 from seqlm.corpus.store import REJECTS_FILE, Corpus, load_corpus, read_parquet_file
+from seqlm.corpus.window_time import WindowTimeCoverage, window_time_coverage
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
+# Context lengths whose record-time coverage `corpus info` reports unless asked for others.
+WINDOW_CONTEXTS = (128, 512, 2048)
 # Tokens counted per chunk of tokens.bin, so counting never loads the whole file.
 COUNT_CHUNK = 1 << 24
 
@@ -87,6 +90,12 @@ class CorpusInfo:
     time_unit: str = "s"
     # What the adapter said at ingest (label counts, a likely intro note).
     notes: tuple[str, ...] = ()
+    # Record time a training window of each context covers, train split (timed corpora):
+    # WindowTimeCoverage.to_dict() rows, so a user sees what a context can reach.
+    window_time: tuple[dict, ...] = ()
+
+    def window_time_sentences(self) -> list[str]:
+        return [WindowTimeCoverage(**row).sentence() for row in self.window_time]
 
     @property
     def rows_balance(self) -> str:
@@ -105,8 +114,14 @@ def token_counts(corpus: Corpus) -> np.ndarray:
     return counts
 
 
-def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> CorpusInfo:
-    """Summarise a corpus folder (reads the index, rejects and one pass over tokens)."""
+def corpus_info(
+    path: str | Path,
+    top: int = 20,
+    binned_codes: int = 10,
+    contexts: tuple[int, ...] = WINDOW_CONTEXTS,
+) -> CorpusInfo:
+    """Summarise a corpus folder (reads the index, rejects and one pass over tokens);
+    `contexts`: window lengths whose record-time coverage is reported (timed corpora)."""
     corpus = load_corpus(path)
     vocab = corpus.vocabulary
     index = corpus.index
@@ -169,6 +184,11 @@ def corpus_info(path: str | Path, top: int = 20, binned_codes: int = 10) -> Corp
         merge_checks=dict(manifest.get("merge_checks", {})),
         time_unit=corpus.time_unit,
         notes=tuple(manifest.get("notes", [])),
+        window_time=tuple(
+            coverage.to_dict()
+            for coverage in (window_time_coverage(corpus, c) for c in contexts)
+            if coverage is not None
+        ),
     )
 
 

@@ -12,7 +12,7 @@ import polars as pl
 
 from seqlm.corpus.breakdown import counts_by
 from seqlm.corpus.clinical_info import ClinicalInfo, clinical_info
-from seqlm.corpus.info import CorpusInfo, corpus_info
+from seqlm.corpus.info import WINDOW_CONTEXTS, CorpusInfo, corpus_info
 from seqlm.corpus.merge_checks import describe_merge_checks
 
 
@@ -40,9 +40,15 @@ class CorpusReport:
         return payload
 
 
-def corpus_report(corpus: str | Path, by: Sequence[str] = (), top: int = 20) -> CorpusReport:
-    """The report of the corpus folder `corpus`, with its `top` most frequent tokens."""
-    info = corpus_info(corpus, top=top)
+def corpus_report(
+    corpus: str | Path,
+    by: Sequence[str] = (),
+    top: int = 20,
+    contexts: tuple[int, ...] = WINDOW_CONTEXTS,
+) -> CorpusReport:
+    """The report of the corpus folder `corpus`, with its `top` most frequent tokens and
+    the record time windows of each of `contexts` tokens cover."""
+    info = corpus_info(corpus, top=top, contexts=contexts)
     clinical = clinical_info(corpus) if info.adapter == "meds" else None
     breakdown = counts_by(corpus, by) if by else None
     return CorpusReport(info, clinical, breakdown, tuple(by))

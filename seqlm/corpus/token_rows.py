@@ -23,8 +23,9 @@ import polars as pl
 from seqlm.corpora_adapters.base import time_in_seconds
 from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure
 from seqlm.vocabularies.event_tokens import reserved
+from seqlm.vocabularies.fitting import holders_of
 from seqlm.vocabularies.scheme import PART_SEPARATOR, UNK, TokenScheme
-from seqlm.vocabularies.value_bins import CodeValueBins, with_bin_numbers
+from seqlm.vocabularies.value_bins import CodeValueBins, stored_value, with_bin_numbers
 
 # What the per-row tokens file holds (all numeric).
 ROW_COLUMNS = ["entity", "time_s", "gap", "bin", "pair"]
@@ -53,7 +54,7 @@ def keyed_rows(
         pl.col("kind"),
         pl.col("code").fill_null(""),
         text.alias("text"),
-        pl.col("value").cast(pl.Float64).fill_nan(None),
+        stored_value(pl.col("value")).fill_nan(None),  # as event_token_frame: float32
     )
     frame = frame.with_columns(time_in_seconds(pl.col("time"), time_type).alias("time_s"))
     if scheme.uses_values:
@@ -126,11 +127,11 @@ def pair_tokens(pairs: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
 
 def train_counts(
     keyed: pl.DataFrame, tokens: pl.DataFrame, train: np.ndarray
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Train counts of one partition as `TokenCounter.add` would make them from its
-    rows: (per data token: code, text, bin of its first row, count, distinct entities,
-    distinct sources; per unknown: count, distinct entities; the (data_token, code,
-    text) pairs seen in train, for the one-source check)."""
+    rows: (per data token: code, text, bin of its first row, its kind's unknown, count,
+    distinct entities, the first HOLDERS_KEPT + 1 entities, distinct sources; the
+    (data_token, code, text) pairs seen in train, for the one-source check)."""
     ids = tokens.select(
         "pair",
         pl.col("data_token").rank("dense").cast(pl.Int64).alias("token_id"),
@@ -148,17 +149,14 @@ def train_counts(
         pl.len().cast(pl.Int64).alias("count"),
         pl.col("entity").n_unique().cast(pl.Int64).alias("entities"),
     ]
-    per_token = rows.group_by("token_id").agg(pl.col("pair").first(), *support)
-    named = tokens.select("pair", "data_token", "code", "text", "bin")
+    per_token = rows.group_by("token_id").agg(
+        pl.col("pair").first(), *support, holders_of(pl.col("entity"))
+    )
+    named = tokens.select("pair", "data_token", "code", "text", "bin", "unknown")
     per_token = per_token.join(named, on="pair", how="left")
     seen = tokens.filter(pl.col("pair").is_in(rows["pair"].unique().implode()))
     sources = seen.group_by("data_token").agg(pl.struct("code", "text").n_unique().alias("sources"))
     per_token = per_token.join(sources, on="data_token", how="left").select(
-        "data_token", "code", "text", "bin", "count", "entities", "sources"
+        "data_token", "code", "text", "bin", "unknown", "count", "entities", "holders", "sources"
     )
-    per_unknown = rows.group_by("unknown_id").agg(*support)
-    unknown_names = tokens.select("unknown", ids["unknown_id"]).unique("unknown_id")
-    per_unknown = per_unknown.join(unknown_names, on="unknown_id", how="left").select(
-        "unknown", "count", "entities"
-    )
-    return per_token, per_unknown, seen.select("data_token", "code", "text")
+    return per_token, seen.select("data_token", "code", "text")

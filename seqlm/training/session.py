@@ -19,6 +19,7 @@ from torch import nn
 import seqlm
 from seqlm.constants import TOKENIZER_FILE
 from seqlm.corpus.loader import BatchLoader, LoaderConfig
+from seqlm.corpus.window_time import announce_window_time
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
@@ -27,6 +28,7 @@ from seqlm.training.config import DEFAULT_CONTEXT, RunSettings, TrainConfig
 from seqlm.training.distributed import DistContext, init_distributed, shutdown
 from seqlm.training.divergence import DivergenceWatch
 from seqlm.training.recipe import apply_recipe
+from seqlm.training.stopping import announce_stopping_rule
 from seqlm.training.trainer import Trainer, TrainResult
 
 RECIPE_FILE = "recipe.json"
@@ -224,6 +226,14 @@ def _train_locked(
             if ctx.is_main:
                 run.write_config(config)
         train_data, eval_data = make_loaders(corpus, train, config["model"]["block_size"], ctx)
+        if ctx.is_main:
+            rule = announce_stopping_rule(train, has_tuning_split=eval_data is not None)
+            coverage = announce_window_time(corpus, config["model"]["block_size"])
+            if not resume:
+                config["stopping"] = rule
+                if coverage is not None:
+                    config["window_time"] = coverage.to_dict()
+                run.write_config(config)
         trainer = Trainer(
             model,
             train,

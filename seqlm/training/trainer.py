@@ -141,6 +141,9 @@ class Trainer:
         self._last_saved_step = -1
         self._last_eval_step = -1
         self._last_train_loss: float | None = None
+        # The fields of the progress line, kept so an evaluation can refresh the tuning loss
+        # at once (the line otherwise shows the previous one until the next log step).
+        self._shown: dict[str, str] = {}
         self.nonfinite = NonFiniteGuard(config.nonfinite_skips)
 
     # -- the loop -----------------------------------------------------------------------
@@ -335,6 +338,7 @@ class Trainer:
             shown["mfu"] = f"{100 * mfu:.1f}%"
         if self.last_eval_loss is not None:
             shown["tuning"] = f"{self.last_eval_loss:.4f}"
+        self._shown = shown
         self.progress.update(**shown)
         self.metrics.write(record)
         self._last_train_loss = loss
@@ -377,6 +381,8 @@ class Trainer:
             raise diverged("the tuning loss is", step, loss, self.last_checkpoint_note())
         self.last_eval_loss = loss
         self._last_eval_step = step
+        self._shown["tuning"] = f"{loss:.4f}"
+        self.progress.update(**self._shown)
         record = {"kind": "eval", "step": step, "tokens": self.counters.tokens, "loss": loss}
         self.metrics.write(record)
         tracker = self.early_stopping

@@ -13,7 +13,10 @@ token part is written with:
   becomes `\\x5b`; a final segment `//Q<k>` that could be a value bin (k from 1 to the
   scheme's `value_bins`, written without a leading zero) and a leading `VALUE//Q` have
   their `Q` written as `\\x51`, so the code `A//Q3` and the code `A` with bin 3 differ,
-  while ICD-10 codes such as `DIAGNOSIS//ICD//10//Q620` stay as they are.
+  while ICD-10 codes such as `DIAGNOSIS//ICD//10//Q620` stay as they are;
+- a whole segment that spells one of seqlm's marker words (`UNK`, `PAD`, `BOS`, `EOS`,
+  `SEP`) has its first letter hex-escaped: MIMIC's unit `UNK` gives
+  `LAB//224650//\\x55NK`, which no reader takes for seqlm's `[UNK]` (issue 20).
 
 Every escape starts with a backslash and every source backslash is doubled, so
 `unescape_part(escape_part(s)) == s` for every string `s`.
@@ -54,6 +57,9 @@ _REPLACEMENTS: list[str] = [ESCAPE + ESCAPE, "\\u2581", SPACE_MARK] + [
 _PATTERNS += ["//["]
 _REPLACEMENTS += ["//\\x5b"]
 _VALUE_PREFIX = "VALUE//Q"
+# The words of seqlm's special tokens ([UNK], [PAD], ...): a source segment spelling one
+# reads as seqlm's marker even without the brackets.
+MARKER_WORDS: tuple[str, ...] = ("UNK", "PAD", "BOS", "EOS", "SEP")
 # Value bins a scheme may have by default (TokenScheme.value_bins).
 DEFAULT_MAX_BIN = 10
 _UNESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})|▁")
@@ -71,11 +77,24 @@ def _bin_lookalike(max_bin: int) -> str:
     return f"//Q({numbers})$"
 
 
+def escaped_marker_words(expr: pl.Expr) -> pl.Expr:
+    """A segment spelling a marker word, first letter hex-escaped (`UNK` -> `\\x55NK`).
+    Twice, because `UNK//UNK` shares the `//` between two matches."""
+    for word in MARKER_WORDS:
+        pattern = f"(^|//){word}(//|$)"
+        # `$` is the only special character of a polars (Rust regex) replacement
+        replacement = "${1}" + _hex_escape(word[0]) + word[1:] + "${2}"
+        expr = expr.str.replace_all(pattern, replacement).str.replace_all(pattern, replacement)
+    return expr
+
+
 def escaped_structure(expr: pl.Expr, max_bin: int = DEFAULT_MAX_BIN) -> pl.Expr:
     """The whole base's escapes (after `escaped_chars` of its parts): a leading
-    `VALUE//Q` and a final bin look-alike; `max_bin` is the largest bin the scheme has."""
+    `VALUE//Q`, a final bin look-alike and marker-word segments; `max_bin` is the largest
+    bin the scheme has."""
     expr = expr.str.replace(f"^{_VALUE_PREFIX}", "VALUE//\\x51")
-    return expr.str.replace(_bin_lookalike(max_bin), "//\\x51${1}")
+    expr = expr.str.replace(_bin_lookalike(max_bin), "//\\x51${1}")
+    return escaped_marker_words(expr)
 
 
 def escaped(expr: pl.Expr, max_bin: int = DEFAULT_MAX_BIN) -> pl.Expr:

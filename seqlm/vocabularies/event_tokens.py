@@ -31,7 +31,7 @@ from seqlm.vocabularies.scheme import (
     TokenScheme,
 )
 from seqlm.vocabularies.time_gaps import TimeGapTokens
-from seqlm.vocabularies.value_bins import CodeValueBins, with_bin_numbers
+from seqlm.vocabularies.value_bins import CodeValueBins, stored_value, with_bin_numbers
 
 
 def sorted_events(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -64,7 +64,7 @@ def event_token_frame(
         pl.col("kind"),
         pl.col("code").fill_null(""),
         pl.col("text") if scheme.use_text else pl.lit(None, dtype=pl.String).alias("text"),
-        pl.col("value").cast(pl.Float64).fill_nan(None),
+        stored_value(pl.col("value")).fill_nan(None),
     )
     if scheme.uses_values:
         frame = with_bin_numbers(frame, bins, edge_table)

@@ -6,14 +6,26 @@ before any fused token can be named), then `TokenCounter` over the event tokens 
 with those bins. Both keep one row per code or token, never per event, so a corpus of
 any length fits with the memory of its largest chunk.
 
-The privacy rule lives here: a data token whose train count is below `min_count`, or
-whose number of distinct train entities is below `min_entities`, is left out and so
-falls back to its kind's unknown; a kind's unknown token itself needs the same support,
-else that kind's tokens fall back to `[UNK]`. Only the number of merged tokens is kept.
+The privacy rule lives here, and it applies to every token finally written: a data
+token whose train count is below `min_count`, or whose number of distinct train entities
+is below `min_entities`, is left out and so falls back to its kind's unknown; a kind's
+unknown is kept only if the train events that actually become it (merged tokens and
+labels that spelled a scheme token) meet the same thresholds, else they fall back to
+`[UNK]`, or if no train event becomes it at all (it then names nobody: every train code
+of its kind is a kept token) (issue 20: `ICU_ADMISSION//[UNK]` had been kept on the support of every
+ICU_ADMISSION event, while 4 subjects held the unknown itself). The support of each
+kept token is recorded (`FittedTokens.support`, written to scheme.json). Only the number
+of merged tokens is kept, never their names.
+
+To count the distinct entities behind a kind's unknown exactly, the counter keeps the
+names of a token's entities while it has at most `HOLDERS_KEPT` of them (only such
+tokens can be merged); a threshold above that counts a lower bound, which can only
+merge more, never keep a token with less support than asked.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,16 +47,37 @@ class DataToken:
     bin: int | None
 
 
+# Entity names kept per token while it has at most this many distinct train entities.
+HOLDERS_KEPT = 64
+
+
 @dataclass(frozen=True)
 class FittedTokens:
     tokens: tuple[str, ...]
     data_tokens: dict[str, DataToken]
     value_bins: dict[str, CodeValueBins]
     merged_tokens: int
+    # Distinct train entities behind each kept data token and kind unknown.
+    support: dict[str, int] | None = None
+
+
+def holders_of(entity: pl.Expr) -> pl.Expr:
+    """A token's entities while they are few enough to matter (an aggregation)."""
+    return entity.unique().sort().head(HOLDERS_KEPT + 1).alias("holders")
+
+
+def _tagged_holders(tokens: pl.DataFrame) -> pl.DataFrame:
+    """Holders as strings unique to this chunk: entities may be names or per-chunk run
+    ids (the corpus build counts on integers), and chunks hold different entities."""
+    tag = uuid.uuid4().hex + "/"
+    return tokens.with_columns(
+        pl.col("holders").list.eval(pl.lit(tag) + pl.element().cast(pl.String))
+    )
 
 
 class TokenCounter:
-    """Train counts and distinct-entity counts per data token and per kind."""
+    """Train counts, distinct-entity counts and (for rarely held tokens) the entities
+    themselves, per data token."""
 
     def __init__(self) -> None:
         self._tokens = pl.DataFrame(
@@ -53,12 +86,11 @@ class TokenCounter:
                 "code": pl.String,
                 "text": pl.String,
                 "bin": pl.Int64,
+                "unknown": pl.String,
                 "count": pl.Int64,
                 "entities": pl.Int64,
+                "holders": pl.List(pl.String),
             }
-        )
-        self._kinds = pl.DataFrame(
-            schema={"unknown": pl.String, "count": pl.Int64, "entities": pl.Int64}
         )
 
     def add(self, event_tokens: pl.DataFrame) -> None:
@@ -68,25 +100,32 @@ class TokenCounter:
             pl.col("entity").n_unique().cast(pl.Int64).alias("entities"),
         ]
         sources = pl.struct("code", "text").n_unique().alias("sources")
+        holders = holders_of(pl.col("entity"))
         tokens = event_tokens.group_by("data_token").agg(
-            pl.col("code").first(), pl.col("text").first(), pl.col("bin").first(), *support, sources
+            pl.col("code").first(),
+            pl.col("text").first(),
+            pl.col("bin").first(),
+            pl.col("unknown").first(),
+            *support,
+            holders,
+            sources,
         )
         _check_one_source(tokens, event_tokens)
-        kinds = event_tokens.group_by("unknown").agg(*support)
-        self._absorb(tokens.drop("sources"), kinds)
+        self._absorb(_tagged_holders(tokens.drop("sources")))
 
-    def add_counted(self, tokens: pl.DataFrame, kinds: pl.DataFrame, sources: pl.DataFrame) -> None:
+    def add_counted(self, tokens: pl.DataFrame, sources: pl.DataFrame) -> None:
         """`add` from counts already made (seqlm.corpus.token_rows.train_counts): per
-        data token code, text, bin, count, entities and sources; per unknown count and
-        entities; `sources` the chunk's (data_token, code, text) pairs."""
+        data token code, text, bin, unknown, count, entities, holders (at most
+        HOLDERS_KEPT + 1 entities) and sources; `sources` the chunk's (data_token, code,
+        text) pairs."""
         _check_one_source(tokens, sources)
-        self._absorb(tokens.drop("sources"), kinds)
+        self._absorb(_tagged_holders(tokens.drop("sources")))
 
     def merge(self, other: TokenCounter) -> None:
         """Add another counter's counts (its chunks held other entities)."""
-        self._absorb(other._tokens, other._kinds)
+        self._absorb(other._tokens)
 
-    def _absorb(self, tokens: pl.DataFrame, kinds: pl.DataFrame) -> None:
+    def _absorb(self, tokens: pl.DataFrame) -> None:
         # Two source codes that give one token in different chunks collide too.
         sources = pl.struct("code", "text").n_unique().alias("sources")
         both = pl.concat([self._tokens, tokens])
@@ -94,16 +133,20 @@ class TokenCounter:
             pl.col("code").first(),
             pl.col("text").first(),
             pl.col("bin").first(),
+            pl.col("unknown").first(),
             pl.col("count").sum(),
             pl.col("entities").sum(),
+            pl.col("holders").list.explode(keep_nulls=False, empty_as_null=False),
             sources,
         )
         _check_one_source(merged, both)
-        self._tokens = merged.drop("sources")
-        self._kinds = (
-            pl.concat([self._kinds, kinds])
-            .group_by("unknown")
-            .agg(pl.col("count").sum(), pl.col("entities").sum())
+        # Chunks hold whole entities, so holders of one token never repeat across chunks;
+        # a token past HOLDERS_KEPT entities can never be merged and drops its names.
+        self._tokens = merged.drop("sources").with_columns(
+            pl.when(pl.col("entities") <= HOLDERS_KEPT)
+            .then(pl.col("holders").list.sort().list.head(HOLDERS_KEPT + 1))
+            .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+            .alias("holders")
         )
 
     def choose(
@@ -121,11 +164,39 @@ class TokenCounter:
         supported = (pl.col("count") >= scheme.min_count) & (
             pl.col("entities") >= scheme.min_entities
         )
-        kinds = self._kinds.filter(supported & (pl.col("unknown") != UNK))
-        unknowns = sorted(kinds["unknown"].to_list())
         candidates = self._tokens.filter(~reserved(pl.col("data_token")))
         kept = candidates.filter(supported).sort(["count", "data_token"], descending=[True, False])
         merged = candidates.height - kept.height
+        # The events that become a kind's unknown: merged tokens, and labels that were
+        # empty or spelled a scheme token (their data_token is the unknown already).
+        to_unknown = self._tokens.filter(reserved(pl.col("data_token")) | ~supported)
+        # The union of the holders is exact while every token kept its names; a token
+        # past HOLDERS_KEPT entities alone shows the unknown has more than that.
+        holders = (
+            pl.col("holders")
+            .list.explode(keep_nulls=False, empty_as_null=False)
+            .drop_nulls()
+            .n_unique()
+        )
+        kinds = (
+            to_unknown.group_by("unknown")
+            .agg(
+                pl.col("count").sum(),
+                pl.max_horizontal(holders, pl.col("entities").max()).alias("entities"),
+            )
+            .filter(supported & (pl.col("unknown") != UNK))
+        )
+        # A kind whose train events all kept their own tokens has an unknown that no train
+        # entity holds: kept for held-out codes of that kind, it names nobody (every code
+        # of the kind is a kept token already, so even the kind's name is public).
+        unused = set(self._tokens["unknown"].drop_nulls().unique().to_list()) - set(
+            to_unknown["unknown"].drop_nulls().to_list()
+        )
+        unused.discard(UNK)
+        unknowns = sorted({*kinds["unknown"].to_list(), *unused})
+        support = dict(kept.select("data_token", "entities").iter_rows())
+        support.update(kinds.select("unknown", "entities").iter_rows())
+        support.update(dict.fromkeys(unused, 0))
 
         scheme_tokens = list(gaps.tokens) if gaps is not None else []
         if scheme.value_mode == "separate":
@@ -147,6 +218,7 @@ class TokenCounter:
             data_tokens=data_tokens,
             value_bins=value_bins,
             merged_tokens=merged,
+            support=support,
         )
 
 

@@ -30,6 +30,15 @@ SAMPLE_HASH_SEED = 20240611
 PENDING_ROWS = 4_000_000
 
 
+def stored_value(expr: pl.Expr) -> pl.Expr:
+    """A value as the corpus keeps it (float32, MEDS' `numeric_value` type), widened back
+    to float64 for arithmetic. Sampling, edges and binning all see this value, so two
+    float64 readings one unit in the last place apart (one SpO2 of 98 written twice by
+    different code) are one value in one bin, and every edge is a float32 value: bins are
+    split between distinct representable values, never inside one (issue 20)."""
+    return expr.cast(pl.Float32).cast(pl.Float64)
+
+
 @dataclass(frozen=True)
 class CodeValueBins:
     """One code's bins: inner `edges` (increasing) and each bin's `centres` (the median
@@ -46,7 +55,8 @@ class CodeValueBins:
         """The 1-based bin of one value (None for NaN)."""
         if value is None or math.isnan(value):
             return None
-        return int(np.searchsorted(np.asarray(self.edges), value, side="right")) + 1
+        stored = float(np.float32(value))  # as `stored_value` does for a column
+        return int(np.searchsorted(np.asarray(self.edges), stored, side="right")) + 1
 
     def interval(self, bin_number: int) -> tuple[float, float]:
         """Bin `bin_number` as `[low, high)`, with -inf / inf at the ends."""
@@ -108,6 +118,7 @@ class ValueSampler:
 
     def add(self, events: pl.DataFrame) -> None:
         """Take the finite values of `events` (columns entity, time, order, code, value)."""
+        events = events.with_columns(stored_value(pl.col("value")))
         valued = events.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
         if valued.height == 0:
             return

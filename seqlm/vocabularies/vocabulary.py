@@ -87,6 +87,9 @@ class Vocabulary:
     data_tokens: dict[str, DataToken] = field(default_factory=dict)
     value_bins: dict[str, CodeValueBins] = field(default_factory=dict)
     merged_tokens: int = 0
+    # Distinct train entities behind each data token and kind unknown (scheme.json
+    # `support`, so the privacy threshold can be audited); None for older corpora.
+    support: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         self.tokens = tuple(self.tokens)
@@ -128,6 +131,7 @@ class Vocabulary:
             data_tokens=dict(fitted.data_tokens),
             value_bins=dict(fitted.value_bins),
             merged_tokens=fitted.merged_tokens,
+            support=None if fitted.support is None else dict(fitted.support),
         )
 
     # -- lookups -------------------------------------------------------------------
@@ -320,6 +324,7 @@ class Vocabulary:
             "merged_tokens": self.merged_tokens,
             "value_bins": {code: b.to_json() for code, b in self.value_bins.items()},
             "data_tokens": {t: [e.code, e.text, e.bin] for t, e in self.data_tokens.items()},
+            **({} if self.support is None else {"support": self.support}),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -352,6 +357,8 @@ class Vocabulary:
             }
             bins = {code: CodeValueBins.from_json(b) for code, b in data["value_bins"].items()}
             merged = int(data["merged_tokens"])
+            support = data.get("support")
+            support = None if support is None else {str(k): int(v) for k, v in support.items()}
         except CorpusError:
             raise
         except (SeqlmError, KeyError, TypeError, ValueError) as err:
@@ -359,7 +366,7 @@ class Vocabulary:
         tokens = sorted(vocab, key=vocab.__getitem__)
         if [vocab[t] for t in tokens] != list(range(len(tokens))):
             raise CorpusError(f"{tokenizer_path}: token ids are not 0..n-1")
-        return cls(scheme, tuple(tokens), data_tokens, bins, merged)
+        return cls(scheme, tuple(tokens), data_tokens, bins, merged, support)
 
 
 def _role(token: str, is_data: bool) -> TokenRole:

@@ -41,3 +41,25 @@ def test_ticks_are_inside_few_and_apart(low, decades):
 @pytest.mark.parametrize("low, high", [(1.0, 1.0), (0.0, 1.0)])
 def test_degenerate_ranges_do_not_fail(low, high):
     assert 1.0 in ratio_ticks(low, high)
+
+
+def test_a_head_without_a_finite_value_is_named_not_silently_dropped(tmp_path):
+    """Issue 20: mean_elapsed.png plotted 7 of 16 heads and said nothing of the others."""
+    import polars as pl
+
+    from seqlm.analysis.stats_plots import plot_mean_elapsed
+
+    heads = pl.DataFrame(
+        {
+            "layer": [0, 0, 1, 1],
+            "head": [0, 1, 0, 1],
+            "mean_elapsed_s": [10.0, float("nan"), 12.0, None],
+            "uniform_mean_elapsed_s": [11.0, 11.0, 11.0, 11.0],
+        },
+        schema_overrides={"mean_elapsed_s": pl.Float64},
+    )
+    with pytest.warns(UserWarning, match=r"2 of 4 heads not shown .*: L0H1, L1H1"):
+        written = plot_mean_elapsed(heads, tmp_path / "mean_elapsed", dpi=40)
+    assert all(path.exists() and path.stat().st_size > 0 for path in written)
+    svg = next(path for path in written if path.suffix == ".svg").read_text()
+    assert "2 of 4 heads not shown" in svg

@@ -290,3 +290,44 @@ def test_resume_when_some_parameters_never_had_a_gradient(song_corpus, tmp_path)
     assert again.counters.step == 3
     for name, tensor in trainer.module.state_dict().items():
         assert torch.equal(again.module.state_dict()[name], tensor), name
+
+
+class RecordingProgress:
+    """A progress bar that remembers every line it was asked to show."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, object]] = []
+
+    def start(self, description: str, total: float | None = None) -> None:
+        pass
+
+    def advance(self, amount: float = 1) -> None:
+        pass
+
+    def update(self, **fields: object) -> None:
+        self.lines.append(dict(fields))
+
+    def finish(self) -> None:
+        pass
+
+
+def test_progress_line_shows_the_latest_tuning_loss(song_corpus, tiny_gpt_factory):
+    """Issue 20: the line showed the previous evaluation's loss until the next log step."""
+    train, tuning = loaders(song_corpus)
+    model = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT)
+    progress = RecordingProgress()
+    settings = config(max_steps=20, eval_every=10, log_every=10, early_stopping=0)
+    trainer = Trainer(model, settings, train, tuning, progress=progress)
+    seen: list[float] = []
+    original = trainer.evaluate_and_track
+
+    def track() -> float:
+        loss = original()
+        seen.append(loss)
+        assert progress.lines[-1]["tuning"] == f"{loss:.4f}"  # shown at once
+        assert "loss" in progress.lines[-1]  # the other fields are kept
+        return loss
+
+    trainer.evaluate_and_track = track
+    trainer.fit()
+    assert len(seen) == 2 and seen[0] != seen[1]

@@ -18,9 +18,15 @@ TRICKY = st.text(
     alphabet=st.sampled_from(list("aQ3/[]\\ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x00\x85▁\u3000\u2028é")),
     max_size=12,
 )
+# Segments spelling seqlm's marker words, joined by `//` and mixed with plain segments.
+MARKERS = st.lists(
+    st.sampled_from(["UNK", "PAD", "BOS", "EOS", "SEP", "UNKNOWN", "unk", "x", "", "\\x55NK"]),
+    min_size=1,
+    max_size=5,
+).map("//".join)
 
 
-@given(st.text(max_size=30) | TRICKY)
+@given(st.text(max_size=30) | TRICKY | MARKERS)
 @settings(max_examples=400, deadline=None)
 def test_round_trip_and_no_whitespace(text):
     part = escape_part(text)
@@ -29,7 +35,7 @@ def test_round_trip_and_no_whitespace(text):
     assert not any(unicodedata.category(c) == "Cc" for c in part)
 
 
-@given(st.lists(st.text(max_size=10) | TRICKY, min_size=2, max_size=8, unique=True))
+@given(st.lists(st.text(max_size=10) | TRICKY | MARKERS, min_size=2, max_size=8, unique=True))
 @settings(max_examples=200, deadline=None)
 def test_distinct_inputs_stay_distinct(texts):
     parts = [escape_part(t) for t in texts]
@@ -76,3 +82,25 @@ def test_polars_expression_matches_python():
     frame = pl.DataFrame({"t": texts}).select(escaped(pl.col("t")))
     assert frame["t"].to_list() == [escape_part(t) for t in texts]
     assert escape_part("LAB//51003//ng/mL") == "LAB//51003//ng/mL"
+
+
+@pytest.mark.parametrize(
+    ("code", "part"),
+    [
+        ("LAB//224650//UNK", "LAB//224650//\\x55NK"),  # MIMIC's unit "UNK" (issue 20)
+        ("UNK//UNK", "\\x55NK//\\x55NK"),  # adjacent segments share the `//`
+        ("X//PAD//BOS", "X//\\x50AD//\\x42OS"),
+        ("EOS", "\\x45OS"),
+        ("SEP//1", "\\x53EP//1"),
+        ("UNKNOWN//unk//UNKX", "UNKNOWN//unk//UNKX"),  # only whole segments, as written
+    ],
+)
+def test_segments_spelling_marker_words_are_escaped(code, part):
+    assert escape_part(code) == part
+    assert unescape_part(part) == code
+
+
+@given(MARKERS)
+@settings(max_examples=200, deadline=None)
+def test_no_segment_reads_as_a_marker_word(code):
+    assert not set(escape_part(code).split("//")) & {"UNK", "PAD", "BOS", "EOS", "SEP"}

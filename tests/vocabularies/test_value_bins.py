@@ -136,3 +136,45 @@ def test_sampler_ignores_nan_and_infinite_values():
     sampler = ValueSampler(sample_size=10)
     sampler.add(_events({"x": [("e", math.nan), ("e", math.inf), ("e", 1.0)]}))
     assert sampler.value_counts().row(0) == ("x", 1, 1)
+
+
+def test_values_one_ulp_apart_share_a_bin_and_edges_are_float32():
+    """Issue 20 (es-aces sample): one SpO2 value stored as two float64 numbers one unit in
+    the last place apart landed in two bins. Binning sees the value as the corpus stores
+    it (float32), so they are one value, and every edge is a float32 value."""
+    spo2 = 98.0
+    twin = float(np.nextafter(spo2, np.inf))  # the same reading, one float64 ulp higher
+    values = [90.0, 92.0, 94.0, 95.0, 96.0, 97.0, spo2, twin, 99.0, 100.0] * 10
+    sampler = ValueSampler(sample_size=1000)
+    sampler.add(_events({"SpO2": [(f"e{i % 20}", v) for i, v in enumerate(values)]}))
+    bins = sampler.fit(TokenScheme(value_bins=10, min_values_per_bin=1))["SpO2"]
+    assert all(float(np.float32(edge)) == edge for edge in bins.edges)
+    assert bins.bin_of(spo2) == bins.bin_of(twin)
+    frame = pl.LazyFrame({"code": ["SpO2", "SpO2"], "value": [spo2, twin]})
+    from seqlm.vocabularies.value_bins import stored_value
+
+    binned = with_bin_numbers(frame.with_columns(stored_value(pl.col("value"))), {"SpO2": bins})
+    assert binned.collect()["bin"].n_unique() == 1
+
+
+def test_event_tokens_bin_the_stored_value(tmp_path):
+    """The same through the whole vocabulary: equal float32 values give one token."""
+    from seqlm.corpora_adapters.base import EventTable
+    from seqlm.vocabularies import Vocabulary
+
+    twin = float(np.nextafter(98.0, np.inf))
+    base = [90.0, 92.0, 94.0, 95.0, 96.0, 97.0, 98.0, twin, 99.0, 100.0] * 10
+    rows = [(f"s{i % 20}", float(i), i, "LAB", "LAB//SpO2", v, None, "train")
+            for i, v in enumerate(base)]  # fmt: skip
+    rows += [("s0", 1000.0, 1000, "LAB", "LAB//SpO2", 98.0, None, "train"),
+             ("s0", 1001.0, 1001, "LAB", "LAB//SpO2", twin, None, "train")]  # fmt: skip
+    frame = pl.DataFrame(
+        rows,
+        schema=["entity", "time", "order", "kind", "code", "value", "text", "split"],
+        orient="row",
+    )
+    events = EventTable.from_frame(frame, ())
+    vocab = Vocabulary.fit(events, TokenScheme(value_bins=10, min_values_per_bin=1))
+    tokens = vocab.tokenize(events).collect()
+    last_two = tokens.filter(pl.col("entity") == "s0")["token"].to_list()[-3:-1]
+    assert last_two[0] == last_two[1]

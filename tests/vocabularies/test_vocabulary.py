@@ -124,16 +124,30 @@ def test_privacy_threshold_merges_rare_codes_into_kind_unknown():
     rows = [event(f"p{i}", "LAB//common", float(i)) for i in range(5)]
     rows += [event(f"p{i}", "LAB//rare", float(i)) for i in range(4)]
     rows += [event("p0", "LAB//repeated", float(t)) for t in range(20)]  # 20 rows, 1 entity
+    rows += [event("p4", "LAB//other", 1.0)]  # a fifth subject behind LAB//[UNK]
     vocab = Vocabulary.fit(table(rows), TokenScheme(min_entities=5))
     assert "LAB//common" in vocab.tokens
     assert "LAB//rare" not in vocab.tokens
     assert "LAB//repeated" not in vocab.tokens
-    assert vocab.merged_tokens == 2
+    assert vocab.merged_tokens == 3
+    assert vocab.support["LAB//[UNK]"] == 5 and vocab.support["LAB//common"] == 5
     got = sequences(vocab, table(rows))
     assert got["p1"] == ["[BOS]", "LAB//common", "LAB//[UNK]", "[EOS]"]
     assert got["p0"].count("LAB//[UNK]") == 21
     # with 4 entities allowed, the rare code is kept
     assert "LAB//rare" in Vocabulary.fit(table(rows), TokenScheme(min_entities=4)).tokens
+
+
+def test_a_kind_unknown_held_by_too_few_entities_falls_back_to_unk():
+    """Issue 20: the kind's unknown is judged by who holds it, not by who has the kind."""
+    rows = [event(f"p{i}", "LAB//common", float(i)) for i in range(8)]
+    rows += [event(f"p{i}", "LAB//rare", float(i)) for i in range(4)]  # 4 holders < 5
+    vocab = Vocabulary.fit(table(rows), TokenScheme(min_entities=5))
+    assert "LAB//[UNK]" not in vocab.tokens
+    assert sequences(vocab, table(rows))["p1"] == ["[BOS]", "LAB//common", "[UNK]", "[EOS]"]
+    # no rare code at all: the kind's unknown names nobody and stays for held-out codes
+    common = Vocabulary.fit(table(rows[:8]), TokenScheme(min_entities=5))
+    assert common.support["LAB//[UNK]"] == 0
 
 
 def test_rare_codes_leave_no_trace_in_saved_files(tmp_path):
