@@ -24,7 +24,9 @@ during the step minus the RSS before it; tokens/s is B x T over the step's wall 
 (`cpu_s` is its process time, and `cpu_speedup` compares tokens per CPU second, the
 figure that load from other processes disturbs least). Medians over `--repeats` subprocesses. The first repeat
 of each mode also saves the loss and gradients, and the row reports their largest
-difference between the modes.
+difference between the modes. Two more subprocesses per context measure one
+attention call alone (forward and backward, q/k/v of the model's shape): the dense
+mask into SDPA against `masked_attention` with the lazy mask (`attention_peak_mb`).
 """
 
 from __future__ import annotations
@@ -182,6 +184,36 @@ def long_worker(corpus_path: Path, context: int, mode: str, batch_tokens: int, s
     )
 
 
+def attention_worker(corpus_path: Path, context: int, mode: str, batch_tokens: int) -> None:
+    """Peak memory of one layer's attention alone (forward and backward) on the batch."""
+    import torch
+    import torch.nn.functional as F
+
+    from seqlm.kernels.lazy_mask import LazyAttentionMask, dense_attention_mask
+    from seqlm.kernels.windowed_attention import masked_attention
+
+    torch.set_num_threads(1)
+    _, batch, _ = packed_batch(corpus_path, context, batch_tokens)
+    rows, length = batch.idx.shape
+    heads = LONG_SHAPE["heads"]
+    shape = (rows, heads, length, LONG_SHAPE["dim"] // heads)
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=generator).requires_grad_() for _ in range(3))
+    docs = batch.doc_ids
+    warm = masked_attention(q[:, :, :64], k[:, :, :64], v[:, :, :64], None)
+    warm.sum().backward()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _memory_kb()["VmRSS"]
+    if mode == "dense":  # what the model did before: a dense boolean mask into SDPA
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=dense_attention_mask(length, docs, None, "cpu")
+        )
+    else:
+        out = masked_attention(q, k, v, LazyAttentionMask(length, docs, None))
+    out.sum().backward()
+    print(json.dumps({"attention_peak_mb": round((_memory_kb()["VmHWM"] - before) / 1024, 1)}))
+
+
 def compare_saved(dense: Path, blockwise: Path) -> dict[str, float]:
     import torch
 
@@ -207,6 +239,16 @@ def run_long(corpus: Path, contexts: list[int], repeats: int, batch_tokens: int,
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 runs[mode].append(result)
                 print(f"  ctx {context} {mode} run {repeat + 1}: {result}", file=sys.stderr)
+        attention = {}
+        for mode in MODES:
+            command = [sys.executable, __file__, str(corpus), str(context), f"{mode}-attention"]
+            done = subprocess.run(
+                command + [str(batch_tokens), "-"], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+            attention[mode] = json.loads(done.stdout.strip().splitlines()[-1])["attention_peak_mb"]
+            print(f"  ctx {context} {mode} attention only: {attention[mode]} MB", file=sys.stderr)
         med = {
             mode: {
                 key: statistics.median(r[key] for r in results)
@@ -236,6 +278,11 @@ def run_long(corpus: Path, contexts: list[int], repeats: int, batch_tokens: int,
                 ),
                 "dense_cpu_s": med["dense"]["cpu_s"],
                 "blockwise_cpu_s": med["blockwise"]["cpu_s"],
+                "dense_attention_peak_mb": attention["dense"],
+                "blockwise_attention_peak_mb": attention["blockwise"],
+                "attention_memory_ratio": round(
+                    attention["dense"] / max(attention["blockwise"], 0.1), 1
+                ),
                 **compare_saved(saved["dense"], saved["blockwise"]),
             }
         )
@@ -258,6 +305,11 @@ def print_long_table(rows: list[dict]) -> None:
 
 if __name__ == "__main__":
     corpus_arg, context_arg, mode_arg, tokens_arg, save_arg = sys.argv[1:6]
+    if mode_arg.endswith("-attention"):
+        attention_worker(
+            Path(corpus_arg), int(context_arg), mode_arg[: -len("-attention")], int(tokens_arg)
+        )
+        sys.exit(0)
     long_worker(
         Path(corpus_arg),
         int(context_arg),

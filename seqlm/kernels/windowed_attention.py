@@ -43,7 +43,7 @@ from torch import Tensor
 
 from seqlm.errors import ConfigError
 from seqlm.kernels.blockwise_attention import blockwise_attention, is_run_layout
-from seqlm.kernels.dispatch import FLEX_VERIFIED_ON_GPU, choose_impl
+from seqlm.kernels.dispatch import FLEX_VERIFIED_ON_GPU, choose_impl, flex_attention_usable
 from seqlm.kernels.lazy_mask import LazyAttentionMask
 
 IMPLEMENTATIONS: tuple[str, ...] = ("reference", "sdpa", "flex", "blockwise")
@@ -294,7 +294,11 @@ def masked_attention(
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     if not isinstance(mask, LazyAttentionMask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-    impl = "auto"
-    if q.device.type != "cpu" and "windowed_attention" not in FLEX_VERIFIED_ON_GPU:
-        impl = "sdpa"  # today's dense path until FlexAttention has run in a GPU session
-    return windowed_attention(q, k, v, mask.span, mask.doc_ids, impl=impl, dropout_p=dropout_p)
+    span, doc_ids = mask.span, mask.doc_ids
+    if q.device.type == "cpu" and blockwise_pays(q.shape[2], span, doc_ids):
+        return windowed_attention(q, k, v, span, doc_ids, impl="blockwise", dropout_p=dropout_p)
+    flex_ok = "windowed_attention" in FLEX_VERIFIED_ON_GPU and not dropout_p
+    if q.device.type == "cuda" and flex_ok and flex_attention_usable(q.device):
+        return windowed_attention(q, k, v, span, doc_ids, impl="flex")
+    # The dense mask, built once and kept on the lazy mask: shared by every layer.
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense(), dropout_p=dropout_p)
