@@ -3,6 +3,11 @@
     python benchmarks/bench_train.py                  # CPU: contexts 64 and 256, 3 repeats
     python benchmarks/bench_train.py --steps 100 --repeats 1 --contexts 64   # a smoke run
     python benchmarks/bench_train.py --json out.json
+    python benchmarks/bench_train.py --long --json long.json   # dense mask vs block-wise
+
+`--long` is a different benchmark (benchmarks/train_long.py): one training step at
+contexts 1k-16k on packed MIMIC-IV demo subjects, dense document mask against
+block-wise attention: peak memory and tokens/s, same model, same batch tokens.
 
 Same shape (4 layers x 128 wide, 4 heads), same batch (12 rows), same token file (the
 real pre-lesion finch corpus, built into a temporary folder unless `--corpus` names
@@ -191,9 +196,21 @@ def main() -> None:
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="long-context mode: dense mask vs block-wise at --contexts (default "
+        "1024,4096,8192,16384) on packed MIMIC demo subjects",
+    )
+    parser.add_argument(
+        "--batch-tokens", type=int, default=16384, help="--long: tokens per step (rows x T)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.long:
+        main_long(args)
+        return
     contexts = [int(c) for c in args.contexts.split(",")]
 
     if args.worker:
@@ -255,6 +272,21 @@ def main() -> None:
             f"{row['seqlm_tokens_per_s']:>10.0f} {row['ratio']:>6.3f} "
             + (f"{compiled:>10.0f} {row['ratio_compiled']:>6.3f}" if compiled else "")
         )
+    print(json.dumps(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def main_long(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_long import build_mimic_corpus, print_long_table, run_long
+
+    raw = args.contexts if args.contexts != "64,256" else "1024,4096,8192,16384"
+    contexts = [int(c) for c in raw.split(",")]
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus = args.corpus or build_mimic_corpus(Path(scratch) / "mimic")
+        rows = run_long(corpus, contexts, args.repeats, args.batch_tokens, Path(scratch))
+    print_long_table(rows)
     print(json.dumps(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

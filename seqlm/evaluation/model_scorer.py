@@ -333,5 +333,15 @@ def scorer_from_run(
 ) -> tuple[ModelScorer, LoadedRun]:
     """A `ModelScorer` for a run folder's model, and what was loaded."""
     loaded = load_run_model(run, checkpoint)
-    scorer = ModelScorer(loaded.model, name=name, context=context, stride=stride, device=device)
+    # One window must fit a forward: long-context runs (block 16,384) get a bigger batch.
+    window = context or _model_context(loaded.model)
+    batch_tokens = max(ModelScorer.batch_tokens, window)
+    scorer = ModelScorer(
+        loaded.model,
+        name=name,
+        context=context,
+        stride=stride,
+        batch_tokens=batch_tokens,
+        device=device,
+    )
     return scorer, loaded

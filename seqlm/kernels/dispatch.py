@@ -29,6 +29,11 @@ from seqlm.errors import ConfigError
 # compile or be slow on hardware: auto selection waits for a GPU run.
 TRITON_VERIFIED_ON_GPU: frozenset[str] = frozenset()
 
+# Ops whose FlexAttention path the *model* may take on its own on a GPU: the compiled
+# kernel is only checked eagerly on CPU, so the model's attention keeps dense SDPA on
+# CUDA until a GPU session has run `pytest -m cuda tests/kernels` and added the op.
+FLEX_VERIFIED_ON_GPU: frozenset[str] = frozenset()
+
 
 @functools.cache
 def triton_installed() -> bool:

@@ -14,6 +14,16 @@ Implementations, chosen by `windowed_attention` (the dispatcher):
   window or the document are skipped, so the work is O(T x w). Block masks are cached
   per (batch, length, window, device, document layout). FlexAttention has no backward
   on CPU, so the dispatcher never picks it there.
+- `blockwise` (`seqlm.kernels.blockwise_attention`): plain SDPA calls per document
+  segment (`is_causal`, no mask) or per query block of a window, so there is no T x T
+  tensor at all. Auto picks it on CPU for documents or a binding window once T reaches
+  `BLOCKWISE_MIN_LENGTH` (below that the dense mask is small and one fused call is as
+  fast); documents whose ids are not contiguous runs keep the dense path.
+
+`masked_attention` is the model's entry point: it takes the mask the model built
+(None, a dense boolean tensor, or a `LazyAttentionMask` holding doc_ids and span) and
+routes a lazy one through this dispatcher. On CUDA the model keeps dense SDPA until
+"windowed_attention" is in `FLEX_VERIFIED_ON_GPU` (a GPU session's `-m cuda` run).
 
 q, k, v are (B, H, T, d); the result is (B, H, T, d_v).
 """
@@ -32,10 +42,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqlm.errors import ConfigError
-from seqlm.kernels.dispatch import choose_impl
+from seqlm.kernels.blockwise_attention import blockwise_attention, is_run_layout
+from seqlm.kernels.dispatch import FLEX_VERIFIED_ON_GPU, choose_impl, flex_attention_usable
+from seqlm.kernels.lazy_mask import LazyAttentionMask
 
-IMPLEMENTATIONS: tuple[str, ...] = ("reference", "sdpa", "flex")
+IMPLEMENTATIONS: tuple[str, ...] = ("reference", "sdpa", "flex", "blockwise")
 BLOCK_MASK_CACHE_SIZE = 16
+# From this many positions auto prefers block-wise attention on CPU (measured with
+# benchmarks/bench_train.py --long: at T = 1,024 it is already no slower than dense).
+BLOCKWISE_MIN_LENGTH = 1024
 
 
 def check_attention_arguments(
@@ -100,14 +115,44 @@ def windowed_attention_sdpa(
     window: int | None,
     doc_ids: Tensor | None = None,
     scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> Tensor:
     """SDPA with an explicit boolean mask (or `is_causal` when nothing else restricts)."""
     check_attention_arguments(q, k, window, doc_ids, "windowed_attention")
     length = q.shape[2]
     if doc_ids is None and (window is None or window >= length):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p
+        )
     mask = windowed_causal_mask(length, window, doc_ids, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, dropout_p=dropout_p)
+
+
+def windowed_attention_blockwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int | None,
+    doc_ids: Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Block-wise attention (no T x T tensor); documents must be contiguous runs of ids."""
+    check_attention_arguments(q, k, window, doc_ids, "windowed_attention")
+    try:
+        return blockwise_attention(q, k, v, window, doc_ids, scale=scale, dropout_p=dropout_p)
+    except ValueError as err:
+        raise ConfigError(f"windowed_attention: {err}") from None
+
+
+def blockwise_pays(length: int, window: int | None, doc_ids: Tensor | None) -> bool:
+    """Whether auto should take the block-wise path on CPU for this call."""
+    binding_window = window is not None and window < length
+    if doc_ids is None and not binding_window:
+        return False  # plain causal: one fused is_causal call either way
+    if length < BLOCKWISE_MIN_LENGTH:
+        return False
+    return binding_window or is_run_layout(doc_ids)
 
 
 def windowed_mask_mod(window: int | None, doc_ids: Tensor | None) -> Callable:
@@ -212,15 +257,48 @@ def windowed_attention(
     *,
     scale: float | None = None,
     impl: str = "auto",
+    dropout_p: float = 0.0,
 ) -> Tensor:
     """Causal attention within `window` tokens and within documents: the dispatcher.
 
     q, k, v (B, H, T, d); doc_ids (B, T) integer document numbers or None; `scale`
-    defaults to 1/sqrt(d). Auto picks FlexAttention on CUDA and SDPA elsewhere.
+    defaults to 1/sqrt(d). Auto picks FlexAttention on CUDA (without dropout),
+    block-wise on CPU where `blockwise_pays`, and SDPA with a mask otherwise.
     """
-    chosen = choose_impl("windowed_attention", impl, IMPLEMENTATIONS, q.device, ("flex", "sdpa"))
+    if q.device.type == "cpu":
+        order = ("blockwise", "sdpa") if blockwise_pays(q.shape[2], window, doc_ids) else ("sdpa",)
+    else:
+        order = ("flex", "sdpa") if dropout_p == 0.0 else ("sdpa",)
+    chosen = choose_impl("windowed_attention", impl, IMPLEMENTATIONS, q.device, order)
+    if dropout_p and chosen in ("reference", "flex"):
+        raise ConfigError(f"windowed_attention: the {chosen} path has no dropout")
     if chosen == "reference":
         return windowed_attention_reference(q, k, v, window, doc_ids, scale)
     if chosen == "flex":
         return windowed_attention_flex(q, k, v, window, doc_ids, scale)
-    return windowed_attention_sdpa(q, k, v, window, doc_ids, scale)
+    if chosen == "blockwise":
+        return windowed_attention_blockwise(q, k, v, window, doc_ids, scale, dropout_p)
+    return windowed_attention_sdpa(q, k, v, window, doc_ids, scale, dropout_p)
+
+
+def masked_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, dropout_p: float = 0.0
+) -> Tensor:
+    """The model's attention call: causal SDPA under `mask` (True = may attend).
+
+    None is plain causal attention (`is_causal`, no mask tensor); a dense mask goes to
+    SDPA as it is; a `LazyAttentionMask` goes through `windowed_attention` with its
+    span and document ids, so on CPU long rows never build the T x T mask.
+    """
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if not isinstance(mask, LazyAttentionMask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    span, doc_ids = mask.span, mask.doc_ids
+    if q.device.type == "cpu" and blockwise_pays(q.shape[2], span, doc_ids):
+        return windowed_attention(q, k, v, span, doc_ids, impl="blockwise", dropout_p=dropout_p)
+    flex_ok = "windowed_attention" in FLEX_VERIFIED_ON_GPU and not dropout_p
+    if q.device.type == "cuda" and flex_ok and flex_attention_usable(q.device):
+        return windowed_attention(q, k, v, span, doc_ids, impl="flex")
+    # The dense mask, built once and kept on the lazy mask: shared by every layer.
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense(), dropout_p=dropout_p)

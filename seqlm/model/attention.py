@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlm.kernels.lazy_mask import LazyAttentionMask
+from seqlm.kernels.windowed_attention import masked_attention
 from seqlm.model.kv_cache import KVCache
 from seqlm.model.positions import apply_rotary
 
@@ -34,12 +36,16 @@ def attention_mask(
     """Boolean mask (True = may attend), or None when plain causal attention suffices.
 
     Shape (B, 1, T, T) with `doc_ids` (B, T), else (1, 1, T, T) (broadcast over the
-    batch). A span of at least `seq_len` is the same as no span.
+    batch). A span of at least `seq_len` is the same as no span. Outside
+    torch.compile the mask is a `LazyAttentionMask`: it holds only doc_ids and span
+    (the attention call computes block-wise from them) and becomes dense when read.
     """
     if span is not None and span >= seq_len:
         span = None
     if doc_ids is None and span is None:
         return None
+    if not torch.compiler.is_compiling():
+        return LazyAttentionMask(seq_len, doc_ids, span, device)
     if doc_ids is not None:
         device = doc_ids.device
     query = torch.arange(seq_len, device=device)[:, None]
@@ -132,8 +138,8 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        else:  # a lazy mask goes block-wise on long CPU rows; a dense one to SDPA
+            y = masked_attention(q, k, v, mask, dropout_p=dropout_p)
         # (B, T, C) with head h in channels h*d..(h+1)*d: what head-level analyses hook.
         y = self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))
         if dropout_p:

@@ -3,12 +3,26 @@
 Both take optional `position_ids` (B, T): the loader restarts positions at each
 document start in a packed row, so a document sees the same positions wherever it was
 packed. Without them positions are 0..T-1 for every row.
+
+Contexts longer than trained (`extend_context`):
+- rotary positions extend: with `interpolate=True` (position interpolation, Chen et
+  al. 2023) position p is rotated as p * trained / new, so every angle the model sees
+  is one it was trained on (a short fine-tune at the new length recovers the loss);
+  with `interpolate=False` the angles extrapolate past the trained range, with a
+  warning, since quality past it is not known;
+- learned positions cannot extend: there is no vector for a position past the table,
+  and asking for one is a `ConfigError` naming the table size.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import torch
 from torch import Tensor, nn
+
+from seqlm.errors import ConfigError
 
 
 class LearnedPositions(nn.Module):
@@ -20,6 +34,12 @@ class LearnedPositions(nn.Module):
 
     def forward(self, seq_len: int, position_ids: Tensor | None, device: torch.device) -> Tensor:
         """(T, C) when positions are 0..T-1 (broadcast over the batch), else (B, T, C)."""
+        size = self.embedding.num_embeddings
+        if seq_len > size:
+            raise ConfigError(
+                f"learned positions cover 0..{size - 1} and cannot extend to {seq_len} tokens; "
+                "use rotary positions for contexts longer than trained"
+            )
         if position_ids is None:
             return self.embedding(torch.arange(seq_len, device=device))
         return self.embedding(position_ids)
@@ -32,20 +52,33 @@ class RotaryPositions(nn.Module):
     so q·k depends on positions only through their difference. cos/sin for positions
     0..block_size-1 are computed once and kept as non-persistent buffers: they follow
     the module across devices but are not weights, so checkpoints do not hold them.
+
+    `scale` > 1 is position interpolation: position p gets the angles of p / scale.
     """
 
-    def __init__(self, head_dim: int, block_size: int, base: float = 10000.0) -> None:
+    def __init__(
+        self, head_dim: int, block_size: int, base: float = 10000.0, scale: float = 1.0
+    ) -> None:
         super().__init__()
+        if scale < 1.0:
+            raise ConfigError(f"rotary scale must be >= 1 (interpolation), not {scale}")
         self.head_dim = head_dim
         self.base = base
+        self.scale = scale
         half = head_dim // 2
         inv_freq = base ** (-torch.arange(half, dtype=torch.float64) * 2.0 / head_dim)
-        angles = torch.arange(block_size, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        positions = torch.arange(block_size, dtype=torch.float64) / scale
+        angles = positions[:, None] * inv_freq[None, :]
         self.register_buffer("cos_cached", angles.cos().float(), persistent=False)
         self.register_buffer("sin_cached", angles.sin().float(), persistent=False)
 
     def forward(self, seq_len: int, position_ids: Tensor | None) -> tuple[Tensor, Tensor]:
         """cos, sin shaped to broadcast over (B, H, T, d/2): (T, d/2) or (B, 1, T, d/2)."""
+        if seq_len > self.cos_cached.shape[0]:
+            raise ConfigError(
+                f"rotary positions are built for {self.cos_cached.shape[0]} tokens, not "
+                f"{seq_len}; extend the model with seqlm.model.positions.extend_context"
+            )
         if position_ids is None:
             return self.cos_cached[:seq_len], self.sin_cached[:seq_len]
         return self.cos_cached[position_ids][:, None], self.sin_cached[position_ids][:, None]
@@ -72,3 +105,36 @@ def document_positions(doc_ids: Tensor) -> Tensor:
     starts[..., 1:] = doc_ids[..., 1:] != doc_ids[..., :-1]
     start_index = torch.where(starts, index, torch.zeros_like(index))
     return index - torch.cummax(start_index, dim=-1).values
+
+
+def extend_context(model: nn.Module, block_size: int, *, interpolate: bool = True) -> float:
+    """Let a trained GPT run on rows of up to `block_size` tokens; returns the rotary scale.
+
+    Rotary models get new cos/sin tables: interpolated (scale = new / trained, the
+    angles stay in the trained range) or, with `interpolate=False`, extrapolated with a
+    `UserWarning`. Learned positions raise `ConfigError`. The model's `config.block_size`
+    follows, so its length check and KV cache see the new length; nothing is saved in
+    checkpoints, so call this again after loading.
+    """
+    config = model.config
+    trained = int(config.block_size)
+    if block_size <= trained:
+        return 1.0
+    if getattr(model, "position_embedding", None) is not None:
+        raise ConfigError(
+            f"this model has learned positions for {trained} tokens; they cannot extend to "
+            f"{block_size} (train with positions=rotary for longer contexts)"
+        )
+    rotary = model.rotary
+    scale = rotary.scale * block_size / trained if interpolate else rotary.scale
+    if not interpolate:
+        warnings.warn(
+            f"rotary positions past the trained {trained} tokens are extrapolated up to "
+            f"{block_size}; quality there is untested (interpolate=True keeps the trained range)",
+            UserWarning,
+            stacklevel=2,
+        )
+    extended = RotaryPositions(rotary.head_dim, block_size, rotary.base, scale=scale)
+    model.rotary = extended.to(rotary.cos_cached.device)
+    model.config = dataclasses.replace(config, block_size=block_size)
+    return scale
