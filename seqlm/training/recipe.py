@@ -237,9 +237,16 @@ def choose_recipe(
     facts: CorpusFacts, budget: BudgetSpec | None = None, device: str = "cpu"
 ) -> Recipe:
     """The recipe for a corpus and budget (see the module docstring for the rule)."""
+    from seqlm.training.recipe_large import large_corpus_plan
+
     budget = budget or parse_budget(DEFAULT_BUDGET)
-    context = _context(facts)
-    (n_layer, n_embd), tokens, data_cap = _size(facts, budget, context, device)
+    large = large_corpus_plan(facts, budget, device)  # None below its threshold
+    if large is None:
+        context = _context(facts)
+        (n_layer, n_embd), tokens, data_cap = _size(facts, budget, context, device)
+    else:
+        context, (n_layer, n_embd), tokens = large.context, large.shape, large.tokens
+        data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
     epochs = tokens / max(facts.train_tokens, 1)
     dropout = _dropout(epochs)
     batch = max(1, STEP_TOKENS // context)
@@ -288,6 +295,8 @@ def choose_recipe(
         "early_stopping": f"stop after {PATIENCE} evaluations without a lower tuning loss; "
         "scoring reads best/ (the lowest tuning loss)",
     }
+    if large is not None:
+        reasons.update(large.reasons)
     return Recipe(model, train, reasons, facts, budget, tokens)
 
 

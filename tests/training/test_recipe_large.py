@@ -1,0 +1,95 @@
+"""The recipe's large-corpus rule (seqlm/training/recipe_large.py): where it applies,
+the context cap, the size caps, and that the small-data rule is untouched below it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from seqlm.training import recipe as common
+from seqlm.training.recipe import CorpusFacts, choose_recipe, parse_budget
+from seqlm.training.recipe_large import (
+    LARGE_BUDGET_TOKENS_PER_PARAM,
+    LARGE_CONTEXT_CAP,
+    LARGE_CORPUS_TRAIN_TOKENS,
+    is_large,
+    large_corpus_plan,
+)
+
+
+def mimic_like(train_tokens: int = 849_879, p95: int = 37_804) -> CorpusFacts:
+    """The MIMIC-IV demo's default clinical corpus as the recipe reads it."""
+    return CorpusFacts(
+        train_tokens=train_tokens,
+        train_sequences=80,
+        tuning_tokens=73_510,
+        vocab_size=4_164,
+        length_p50=4_862,
+        length_p95=p95,
+        length_max=54_451,
+    )
+
+
+def params(recipe) -> int:
+    return 12 * recipe.model["n_layer"] * recipe.model["n_embd"] ** 2
+
+
+def test_the_threshold_decides_which_rule_applies():
+    assert is_large(mimic_like(LARGE_CORPUS_TRAIN_TOKENS))
+    assert not is_large(mimic_like(LARGE_CORPUS_TRAIN_TOKENS - 1))
+    assert large_corpus_plan(mimic_like(100_000), parse_budget("1Mtok"), "cpu") is None
+
+
+@pytest.mark.parametrize("budget", ["2Mtok", "10m", "1e13flops"])
+def test_below_the_threshold_the_small_data_rule_decides_unchanged(budget):
+    facts = mimic_like(LARGE_CORPUS_TRAIN_TOKENS - 1)
+    spec = parse_budget(budget)
+    context = common._context(facts)
+    shape, tokens, _ = common._size(facts, spec, context, "cpu")
+    recipe = choose_recipe(facts, spec)
+    assert recipe.model["block_size"] == context == 512
+    assert (recipe.model["n_layer"], recipe.model["n_embd"]) == shape
+    assert recipe.expected_tokens == tokens
+    assert "large-corpus" not in recipe.reasons["n_layer/n_embd"]
+
+
+def test_long_records_get_the_capped_window_and_short_ones_their_length():
+    assert choose_recipe(mimic_like(), parse_budget("1Mtok")).model["block_size"] == 256
+    assert LARGE_CONTEXT_CAP == 256
+    short = choose_recipe(mimic_like(p95=100), parse_budget("1Mtok"))
+    assert short.model["block_size"] == 128 and short.train["batch_size"] == 8
+
+
+def test_the_size_is_the_largest_shape_the_data_and_the_budget_allow():
+    # 3.5M tokens: the data cap (2.5 x 849,879) decides: 4 x 192 (1.77M parameters).
+    recipe = choose_recipe(mimic_like(), parse_budget("3.5Mtok"))
+    assert (recipe.model["n_layer"], recipe.model["n_embd"]) == (4, 192)
+    assert recipe.model["n_head"] == 6 and recipe.train["batch_size"] == 4
+    assert recipe.train["lr"] == pytest.approx(3e-3 * (128 / 192) ** 0.5, rel=1e-3)
+    # 1M tokens: the budget decides (at most one parameter per token read): 4 x 128.
+    small = choose_recipe(mimic_like(), parse_budget("1Mtok"))
+    assert (small.model["n_layer"], small.model["n_embd"]) == (4, 128)
+    for recipe in (small, choose_recipe(mimic_like(), parse_budget("400ktok"))):
+        n = params(recipe)
+        tokens = recipe.expected_tokens
+        assert n * LARGE_BUDGET_TOKENS_PER_PARAM <= tokens and n <= 2.5 * 849_879
+        larger = common.SHAPE_LADDER[
+            common.SHAPE_LADDER.index((recipe.model["n_layer"], recipe.model["n_embd"])) + 1
+        ]
+        assert 12 * larger[0] * larger[1] ** 2 > min(tokens, 2.5 * 849_879)
+
+
+def test_a_budget_in_minutes_walks_down_until_the_model_can_be_trained():
+    recipe = choose_recipe(mimic_like(), parse_budget("30m"))
+    assert params(recipe) <= recipe.expected_tokens
+    assert params(choose_recipe(mimic_like(), parse_budget("5m"))) < params(recipe)
+
+
+def test_the_record_says_the_large_corpus_rule_chose_and_why():
+    recipe = choose_recipe(mimic_like(), parse_budget("3.5Mtok"))
+    record = json.loads(json.dumps(recipe.to_dict()))
+    assert "large-corpus rule" in record["reasons"]["n_layer/n_embd"]
+    assert "32..256" in record["reasons"]["block_size"]
+    assert "1,769,472 non-embedding parameters" in record["reasons"]["n_layer/n_embd"]
+    assert record["model"]["dropout"] == 0.0  # about 4 epochs: no dropout (common rule)
