@@ -68,12 +68,15 @@ def seqlm_peak_memory(*args: str | Path, out: Path) -> tuple[subprocess.Complete
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit 2, one line on stderr, no traceback, and each needle in that line.
 
-    Progress-bar lines (rich draws them on stderr) are not messages and are skipped.
+    Progress-bar lines (rich draws them on stderr) are not messages and are skipped, and
+    so are `note:` lines said before the failure (the stopping rule a run will use).
     """
     lines = [
         line
         for line in result.stderr.splitlines()
-        if line.strip() and not any(mark in line for mark in PROGRESS_MARKS)
+        if line.strip()
+        and not any(mark in line for mark in PROGRESS_MARKS)
+        and not line.startswith("note: ")
     ]
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
