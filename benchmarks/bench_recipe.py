@@ -190,6 +190,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def chain_excess(corpus_path: str, run: str, seed: int = 0) -> dict:
+    """Where a run loses on a planted-local corpus: on the held-out filler-to-filler
+    targets, the generating chain's CE, the model's CE, and the model's probability mass
+    on successors the chain never takes.
+
+        python -c "from bench_recipe import chain_excess; print(chain_excess(CORPUS, RUN))"
+    """
+    import torch
+
+    from seqlm.corpus import load_corpus
+    from seqlm.datasets.planted import FILLER, _chain
+    from seqlm.evaluation.model_scorer import load_run_model
+
+    corpus = load_corpus(corpus_path)
+    model = load_run_model(run).model.eval()
+    chain = _chain(seed)
+    vocab = corpus.vocabulary.token_to_id
+    symbol_ids = np.array([vocab.get(c, -1) for c in FILLER])  # -1: never in the corpus
+    state_of = {int(i): k for k, i in enumerate(symbol_ids) if i >= 0}
+    true_ce, model_ce, leaked = [], [], []
+    held = corpus.split("held_out")
+    for offset, length in zip(held["offset"].to_list(), held["length"].to_list(), strict=True):
+        seq = np.asarray(corpus.tokens[offset : offset + length], dtype=np.int64)
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.from_numpy(seq[None, :])).logits[0], -1).numpy()
+        for t in range(length - 1):
+            a, b = state_of.get(int(seq[t])), state_of.get(int(seq[t + 1]))
+            if a is None or b is None:
+                continue
+            possible = symbol_ids[(chain[a] > 0) & (symbol_ids >= 0)]
+            true_ce.append(-np.log(chain[a, b]))
+            model_ce.append(-np.log(probs[t, seq[t + 1]]))
+            leaked.append(1.0 - probs[t, possible].sum())
+    return {
+        "targets": len(true_ce),
+        "chain_ce": float(np.mean(true_ce)),
+        "model_ce": float(np.mean(model_ce)),
+        "mass_on_impossible": float(np.mean(leaked)),
+    }
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
 
