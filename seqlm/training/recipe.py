@@ -69,9 +69,7 @@ STEP_TOKENS = 1024
 TARGET_EVALUATIONS = 30
 PATIENCE = 10
 DEFAULT_BUDGET = "10m"
-# Fine-tuning (--init): learning rate divisor, and the fewest steps between evaluations.
 FINE_TUNE_LR_DIVISOR = 3.0
-FINE_TUNE_MIN_EVAL_EVERY = 2
 
 _BUDGET = re.compile(
     r"^\s*(?P<number>[0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
@@ -293,29 +291,6 @@ def choose_recipe(
     return Recipe(model, train, reasons, facts, budget, tokens)
 
 
-def fine_tune_recipe(recipe: Recipe) -> Recipe:
-    """Adjust a recipe, in place, for a run that starts from a pool's weights (`--init`).
-
-    The pool already models the group, so the best point comes early and a step too
-    large undoes what the pool learnt: the learning rate is divided by
-    `FINE_TUNE_LR_DIVISOR`, and a group of few tokens is evaluated at least once per
-    epoch of its train split (the plain rule's floor of 10 steps is two epochs of a 5k
-    token bird), so best/ can keep the first epochs' weights."""
-    train, reasons, facts = recipe.train, recipe.reasons, recipe.facts
-    train["lr"] = round(train["lr"] / FINE_TUNE_LR_DIVISOR, 6)
-    reasons["lr"] += f"; divided by {FINE_TUNE_LR_DIVISOR:g} to fine-tune (--init)"
-    step_tokens = train["batch_size"] * recipe.model["block_size"]
-    epoch_steps = max(FINE_TUNE_MIN_EVAL_EVERY, math.ceil(facts.train_tokens / step_tokens))
-    if epoch_steps < train["eval_every"]:
-        train["eval_every"] = train["checkpoint_every"] = epoch_steps
-        train["log_every"] = max(1, epoch_steps // 2)
-        reasons["eval_every"] = (
-            f"once per epoch of the {facts.train_tokens:,} train tokens ({epoch_steps} "
-            "steps): fine-tuning a small group finds its best point within a few epochs"
-        )
-    return recipe
-
-
 def budget_train_settings(budget: BudgetSpec, recipe: Recipe | None = None) -> dict[str, Any]:
     """The TrainConfig limits for a budget given together with an explicit shape."""
     if budget.minutes is not None:
@@ -365,7 +340,8 @@ def apply_recipe(
             width = int(settings.model["n_embd"])
             model["n_head"] = heads_for(width)
         if fine_tune:
-            fine_tune_recipe(recipe)
+            recipe.train["lr"] = round(recipe.train["lr"] / FINE_TUNE_LR_DIVISOR, 6)
+            recipe.reasons["lr"] += f"; divided by {FINE_TUNE_LR_DIVISOR:g} to fine-tune (--init)"
         chosen = dict(recipe.train)
     else:  # a preset with --budget: only the budget's limits
         chosen = budget_train_settings(recipe.budget, recipe)

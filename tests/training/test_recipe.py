@@ -18,7 +18,6 @@ from seqlm.training.recipe import (
     Recipe,
     apply_recipe,
     choose_recipe,
-    fine_tune_recipe,
     heads_for,
     parse_budget,
 )
@@ -96,29 +95,6 @@ def test_every_choice_has_a_reason_and_the_record_is_json():
     for key in ("block_size", "n_layer/n_embd", "dropout", "lr", "eval_every", "early_stopping"):
         assert record["reasons"][key]
     assert record["expected_tokens"] > 0 and record["budget"].endswith("FLOPs")
-
-
-def test_fine_tuning_a_tiny_group_evaluates_once_per_epoch():
-    # bird1 of the finch data: 5,198 train tokens, bouts of 92 tokens at the 95th percentile
-    plain = choose_recipe(facts(5_198, p95=92), parse_budget("200ktok"))
-    tuned = fine_tune_recipe(choose_recipe(facts(5_198, p95=92), parse_budget("200ktok")))
-    step_tokens = tuned.train["batch_size"] * tuned.model["block_size"]
-    assert tuned.train["eval_every"] == -(-5_198 // step_tokens) < plain.train["eval_every"]
-    assert tuned.train["checkpoint_every"] == tuned.train["eval_every"]
-    assert "epoch" in tuned.reasons["eval_every"]
-    assert tuned.train["lr"] == pytest.approx(plain.train["lr"] / 3, rel=1e-3)
-
-
-def test_fine_tuning_a_larger_group_keeps_the_plain_evaluation_schedule():
-    plain = choose_recipe(facts(40_000, p95=158), parse_budget("200ktok"))
-    tuned = fine_tune_recipe(choose_recipe(facts(40_000, p95=158), parse_budget("200ktok")))
-    assert tuned.train["eval_every"] == plain.train["eval_every"]
-    assert tuned.reasons["eval_every"] == plain.reasons["eval_every"]
-
-
-def test_fine_tuning_never_evaluates_more_often_than_every_two_steps():
-    tuned = fine_tune_recipe(choose_recipe(facts(300, p95=40), parse_budget("200ktok")))
-    assert tuned.train["eval_every"] == 2
 
 
 class _Corpus:
