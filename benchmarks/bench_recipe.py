@@ -63,7 +63,9 @@ def paired_ci(model: np.ndarray, other: np.ndarray, sequence: np.ndarray, seed: 
     return float(diff_sum.sum() / count.sum()), float(low), float(high)
 
 
-def run_one(corpus_path: Path, out: Path, budget: str, lstm: bool = True) -> dict:
+def run_one(
+    corpus_path: Path, out: Path, budget: str, lstm: bool = True, sets: tuple[str, ...] = ()
+) -> dict:
     import torch
 
     from seqlm.corpus import load_corpus
@@ -73,11 +75,13 @@ def run_one(corpus_path: Path, out: Path, budget: str, lstm: bool = True) -> dic
 
     torch.set_num_threads(1)
     run = out / "run"
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     if not (run / "best").is_dir():
-        settings = resolve_settings(None, ["train.cpu_threads=1"], None, budget=budget, recipe=True)
+        overrides = ["train.cpu_threads=1", *sets]
+        settings = resolve_settings(None, overrides, None, budget=budget, recipe=True)
         train_on_corpus(corpus_path, run, settings)
     train_s = time.perf_counter() - began
+    train_cpu_s = time.process_time() - began_cpu  # the machine is shared: CPU time too
     corpus = load_corpus(corpus_path)
     evaluation = evaluate_run(
         run,
@@ -94,9 +98,11 @@ def run_one(corpus_path: Path, out: Path, budget: str, lstm: bool = True) -> dic
     row: dict = {
         "corpus": str(corpus_path),
         "budget": budget,
+        "sets": list(sets),
         "shape": {k: config["model"][k] for k in ("n_layer", "n_embd", "n_head", "block_size")},
         "dropout": config["model"]["dropout"],
         "train_s": round(train_s, 1),
+        "train_cpu_s": round(train_cpu_s, 1),
         "targets": len(model),
     }
     query = corpus.vocabulary.token_to_id.get(QUERY)
@@ -112,6 +118,11 @@ def run_one(corpus_path: Path, out: Path, budget: str, lstm: bool = True) -> dic
         row[f"vs_{label}"] = {"ce_diff": mean, "ci95": [low, high]}
     row["ngram_name"] = ngram_name
     return row
+
+
+def _sets_suffix(sets: list[str]) -> str:
+    """Run-folder suffix naming the overrides, so each variant trains its own run."""
+    return "".join("-" + item.replace("=", "") for item in sets)
 
 
 def _print(rows: list[dict]) -> None:
@@ -146,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=600)
     parser.add_argument("--min-gap", type=int, default=50, help="planted-long: key to Q, least")
     parser.add_argument("--max-gap", type=int, default=500, help="planted-long: key to Q, most")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="a setting that overrides the recipe (model.dropout=0.2), for sweeps; repeatable",
+    )
     parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM baseline (time)")
     parser.add_argument("--out", type=Path, default=Path("bench_recipe_out"))
     parser.add_argument("--json", action="store_true")
@@ -158,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             if generated:
                 gaps = (args.min_gap, args.max_gap)
                 corpus = _generated(spec, seed, args.out, args.sequences, gaps)
-                out = corpus.parent / f"budget-{args.budget}"
+                out = corpus.parent / f"budget-{args.budget}{_sets_suffix(args.sets)}"
             else:
                 corpus = Path(spec)
-                out = args.out / f"{corpus.name}-budget-{args.budget}"
-            rows.append(run_one(corpus, out, args.budget, lstm=not args.no_lstm))
+                out = args.out / f"{corpus.name}-budget-{args.budget}{_sets_suffix(args.sets)}"
+            rows.append(run_one(corpus, out, args.budget, not args.no_lstm, tuple(args.sets)))
             with open(args.out / "rows.jsonl", "a", encoding="utf-8") as log:
                 log.write(json.dumps(rows[-1]) + "\n")  # each row as soon as it is measured
     if args.json:
@@ -170,6 +188,47 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print(rows)
     return 0
+
+
+def chain_excess(corpus_path: str, run: str, seed: int = 0) -> dict:
+    """Where a run loses on a planted-local corpus: on the held-out filler-to-filler
+    targets, the generating chain's CE, the model's CE, and the model's probability mass
+    on successors the chain never takes.
+
+        python -c "from bench_recipe import chain_excess; print(chain_excess(CORPUS, RUN))"
+    """
+    import torch
+
+    from seqlm.corpus import load_corpus
+    from seqlm.datasets.planted import FILLER, _chain
+    from seqlm.evaluation.model_scorer import load_run_model
+
+    corpus = load_corpus(corpus_path)
+    model = load_run_model(run).model.eval()
+    chain = _chain(seed)
+    vocab = corpus.vocabulary.token_to_id
+    symbol_ids = np.array([vocab.get(c, -1) for c in FILLER])  # -1: never in the corpus
+    state_of = {int(i): k for k, i in enumerate(symbol_ids) if i >= 0}
+    true_ce, model_ce, leaked = [], [], []
+    held = corpus.split("held_out")
+    for offset, length in zip(held["offset"].to_list(), held["length"].to_list(), strict=True):
+        seq = np.asarray(corpus.tokens[offset : offset + length], dtype=np.int64)
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.from_numpy(seq[None, :])).logits[0], -1).numpy()
+        for t in range(length - 1):
+            a, b = state_of.get(int(seq[t])), state_of.get(int(seq[t + 1]))
+            if a is None or b is None:
+                continue
+            possible = symbol_ids[(chain[a] > 0) & (symbol_ids >= 0)]
+            true_ce.append(-np.log(chain[a, b]))
+            model_ce.append(-np.log(probs[t, seq[t + 1]]))
+            leaked.append(1.0 - probs[t, possible].sum())
+    return {
+        "targets": len(true_ce),
+        "chain_ce": float(np.mean(true_ce)),
+        "model_ce": float(np.mean(model_ce)),
+        "mass_on_impossible": float(np.mean(leaked)),
+    }
 
 
 if __name__ == "__main__":

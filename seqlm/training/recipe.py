@@ -335,7 +335,8 @@ def apply_recipe(
     record for recipe.json (None when no recipe applies: a preset given, no budget).
 
     `fine_tune` (the run starts from another run's weights): the learning rate is a
-    third of the recipe's, so the pooled model is adjusted rather than overwritten."""
+    third of the recipe's, so the pooled model is adjusted rather than overwritten, and
+    the dropout is left to the init run's (`--set model.dropout=` still wins)."""
     if not settings.use_recipe and settings.budget is None:
         return settings, None
     explicit = set(settings.train_explicit)
@@ -344,13 +345,17 @@ def apply_recipe(
     model = dict(settings.model)
     if settings.use_recipe:
         for key, value in recipe.model.items():
-            model.setdefault(key, value)
+            if not (fine_tune and key == "dropout"):
+                model.setdefault(key, value)
         if "n_embd" in settings.model and "n_head" not in settings.model:
             width = int(settings.model["n_embd"])
             model["n_head"] = heads_for(width)
         if fine_tune:
             recipe.train["lr"] = round(recipe.train["lr"] / FINE_TUNE_LR_DIVISOR, 6)
             recipe.reasons["lr"] += f"; divided by {FINE_TUNE_LR_DIVISOR:g} to fine-tune (--init)"
+            # The pool's dropout stays (the --init run's shape table): switching it off for
+            # a group read under 10 epochs hurt (finch birds 2, 6, 7, docs/training.md).
+            recipe.reasons["dropout"] = "fine-tuning (--init) keeps the --init run's dropout"
         chosen = dict(recipe.train)
     else:  # a preset with --budget: only the budget's limits
         chosen = budget_train_settings(recipe.budget, recipe)

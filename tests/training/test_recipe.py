@@ -149,6 +149,8 @@ def test_fine_tuning_lowers_the_learning_rate(song_corpus):
     tuned, record = apply_recipe(settings, song_corpus, fine_tune=True)
     assert tuned.train.lr == pytest.approx(plain.train.lr / 3, rel=1e-3)
     assert "fine-tune" in record["reasons"]["lr"]
+    assert "dropout" in plain.model and "dropout" not in tuned.model  # the init run's stays
+    assert "--init" in record["reasons"]["dropout"]
 
 
 def test_the_run_writes_recipe_json_and_config_says_recipe(song_corpus, tmp_path):

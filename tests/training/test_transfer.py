@@ -64,3 +64,22 @@ def test_a_shape_change_or_a_foreign_vocabulary_is_refused(song_corpus, pooled, 
     (other / "tokenizer.json").write_text(json.dumps(tokenizer))
     with pytest.raises(ConfigError, match="shares 5 of"):
         train_on_corpus(song_corpus.path, tmp_path / "b", resolve_settings(None, SETS), init=other)
+
+
+def test_fine_tuning_with_the_recipe_keeps_the_pools_dropout_unless_set(
+    song_corpus, pooled, tmp_path
+):
+    pool_dropout = json.loads((pooled / "config.json").read_text())["model"]["dropout"]
+    base = ["train.cpu_threads=1", "train.steps=1"]
+    kept = tmp_path / "kept"
+    settings = resolve_settings(None, base, None, budget="2ktok", recipe=True)
+    train_on_corpus(song_corpus.path, kept, settings, init=pooled)
+    config = json.loads((kept / "config.json").read_text())
+    assert config["model"]["dropout"] == pool_dropout == config["recipe"]["model"]["dropout"]
+    assert "--init" in config["recipe"]["reasons"]["dropout"]
+    chosen = tmp_path / "chosen"
+    settings = resolve_settings(
+        None, [*base, "model.dropout=0.3"], None, budget="2ktok", recipe=True
+    )
+    train_on_corpus(song_corpus.path, chosen, settings, init=pooled)
+    assert json.loads((chosen / "config.json").read_text())["model"]["dropout"] == 0.3
