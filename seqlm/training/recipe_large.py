@@ -16,10 +16,11 @@ Why large corpora get a rule of their own (MIMIC-IV demo, docs/training.md):
   one (issues 13 and 20 point the same way: a 4 x 256 GPT and a 2 x 256 LSTM in 14
   minutes reached 152 and 102 against 3 x 96's 193), so the budget cap here is one
   token read per parameter; the data cap (2.5 x train tokens) is the common one.
-- *context*: records longer than the window are windowed anyway (MIMIC: 95% of train
+- *context*: records longer than 512 tokens are windowed anyway (MIMIC: 95% of train
   subjects run past 512 tokens), and attention costs 12 L d T FLOPs a token: at T = 512
   and width 96 as much as every weight matrix together. The cap is 256 tokens, which
-  leaves the compute to width (the cap on its own was not measured).
+  leaves the compute to width (the cap on its own was not measured). Sequences that fit
+  512 tokens keep the common rule's whole-sequence context.
 """
 
 from __future__ import annotations
@@ -56,10 +57,17 @@ def is_large(facts: CorpusFacts) -> bool:
     return facts.train_tokens >= LARGE_CORPUS_TRAIN_TOKENS
 
 
+# The common rule's longest context: sequences that fit it are read whole.
+WHOLE_SEQUENCE_MAX = 512
+
+
 def large_context(facts: CorpusFacts) -> int:
-    """95th percentile of train lengths, next power of two, within 32..LARGE_CONTEXT_CAP."""
-    wanted = max(facts.length_p95, 2)
-    return int(min(LARGE_CONTEXT_CAP, max(32, 2 ** math.ceil(math.log2(wanted)))))
+    """95th percentile of train lengths, next power of two, from 32. When that fits the
+    common rule's 512, whole sequences are read as the common rule would (cutting them
+    would hide a dependency across the cut: a planted corpus with 50-300-token gaps has
+    600k+ train tokens); only records windowed anyway are capped at LARGE_CONTEXT_CAP."""
+    whole = max(32, 2 ** math.ceil(math.log2(max(facts.length_p95, 2))))
+    return int(whole if whole <= WHOLE_SEQUENCE_MAX else LARGE_CONTEXT_CAP)
 
 
 def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> LargePlan | None:
@@ -89,10 +97,19 @@ def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> La
         shape = SHAPE_LADDER[smaller]
     params = _non_embedding_params(*shape)
     reasons = {
-        "block_size": f"95% of train sequences are at most {facts.length_p95} tokens "
-        f"(longest {facts.length_max}); power of two within 32..{LARGE_CONTEXT_CAP} for a "
-        f"corpus of {LARGE_CORPUS_TRAIN_TOKENS:,}+ train tokens (longer records are "
-        "windowed; attention's cost per token grows with the window, width pays more)",
+        "block_size": (
+            f"95% of train sequences are at most {facts.length_p95} tokens "
+            f"(longest {facts.length_max}); "
+            + (
+                f"power of two within 32..{LARGE_CONTEXT_CAP} for a corpus of "
+                f"{LARGE_CORPUS_TRAIN_TOKENS:,}+ train tokens whose records pass "
+                f"{WHOLE_SEQUENCE_MAX} tokens (they are windowed anyway; attention's cost "
+                "per token grows with the window, width pays more)"
+                if context == LARGE_CONTEXT_CAP and facts.length_p95 > WHOLE_SEQUENCE_MAX
+                else f"the next power of two: sequences up to {WHOLE_SEQUENCE_MAX} tokens "
+                "are read whole"
+            )
+        ),
         "n_layer/n_embd": f"{params:,} non-embedding parameters: at most "
         f"{PARAMS_PER_TRAIN_TOKEN:g} x {facts.train_tokens:,} train tokens "
         f"({int(data_cap):,}) and at most the {tokens:,} tokens the budget reads "

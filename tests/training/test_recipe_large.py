@@ -93,3 +93,13 @@ def test_the_record_says_the_large_corpus_rule_chose_and_why():
     assert "32..256" in record["reasons"]["block_size"]
     assert "1,769,472 non-embedding parameters" in record["reasons"]["n_layer/n_embd"]
     assert record["model"]["dropout"] == 0.0  # about 4 epochs: no dropout (common rule)
+
+
+def test_sequences_that_fit_512_are_read_whole():
+    """A large corpus of sequences up to 512 tokens (a planted corpus with 50-300-token
+    gaps holds 600k+ train tokens) keeps whole sequences: a 256 cap would cut the
+    dependency it exists to show."""
+    recipe = choose_recipe(mimic_like(p95=350), parse_budget("1Mtok"))
+    assert recipe.model["block_size"] == 512
+    assert "read whole" in recipe.reasons["block_size"]
+    assert choose_recipe(mimic_like(p95=600), parse_budget("1Mtok")).model["block_size"] == 256
