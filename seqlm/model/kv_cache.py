@@ -14,15 +14,11 @@ exactly as when the window's tokens are fed to `GPT.forward` in one call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from seqlm.errors import ConfigError
-
-if TYPE_CHECKING:
-    from seqlm.model.gpt import GPT
 
 
 @dataclass
@@ -42,13 +38,14 @@ class KVCache:
     @classmethod
     def empty(
         cls,
-        model: GPT,
+        model: nn.Module,
         batch: int,
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> KVCache:
-        """An empty cache of `batch` rows for `model` (its device and dtype by default)."""
+        """An empty cache of `batch` rows for `model`, a `seqlm.model.GPT` (its device and
+        dtype by default; typed as a module because gpt.py imports this one)."""
         config = model.config
         weight = model.token_embedding.weight
         shape = (batch, config.n_head, config.block_size, config.head_dim)

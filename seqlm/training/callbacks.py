@@ -19,7 +19,10 @@ import torch
 
 if TYPE_CHECKING:
     from seqlm.corpus.loader import Batch, StepBatches
-    from seqlm.training.trainer import Trainer
+
+# The trainer calling these hooks (seqlm.training.trainer.Trainer), typed loosely: the
+# trainer imports this module, and a type-only import back would close an import cycle.
+TrainerRef = Any
 
 
 class TrainCallback:
@@ -27,26 +30,26 @@ class TrainCallback:
 
     name: str = "callback"
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerRef) -> None:
         """After the model, optimizer and any resumed state are in place."""
 
-    def on_step_start(self, trainer: Trainer, batches: StepBatches) -> None:
+    def on_step_start(self, trainer: TrainerRef, batches: StepBatches) -> None:
         """Before the step's forward passes; the learning rate is already set."""
 
-    def compute_loss(self, trainer: Trainer, batch: Batch) -> torch.Tensor | None:
+    def compute_loss(self, trainer: TrainerRef, batch: Batch) -> torch.Tensor | None:
         """Return a replacement training loss for one micro-batch, or None for the
         default. It must be the mean over the micro-batch's `n_targets` targets (the
         trainer rescales it so that accumulation and processes weigh tokens equally)."""
         return None
 
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerRef, metrics: dict[str, float]) -> None:
         """After the optimizer step and the counters' advance. `metrics` is filled only
         on logging steps (reading the loss forces a device sync)."""
 
-    def on_evaluate(self, trainer: Trainer, eval_loss: float) -> None:
+    def on_evaluate(self, trainer: TrainerRef, eval_loss: float) -> None:
         """After an evaluation on the tuning split."""
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerRef) -> None:
         """After the last step, evaluation and checkpoint."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,30 +68,30 @@ class CallbackList:
         if len(set(names)) != len(names):
             raise ValueError(f"callback names must be unique, got {names}")
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerRef) -> None:
         for callback in self.callbacks:
             callback.on_train_start(trainer)
 
-    def on_step_start(self, trainer: Trainer, batches: StepBatches) -> None:
+    def on_step_start(self, trainer: TrainerRef, batches: StepBatches) -> None:
         for callback in self.callbacks:
             callback.on_step_start(trainer, batches)
 
-    def compute_loss(self, trainer: Trainer, batch: Batch) -> torch.Tensor | None:
+    def compute_loss(self, trainer: TrainerRef, batch: Batch) -> torch.Tensor | None:
         for callback in self.callbacks:
             loss = callback.compute_loss(trainer, batch)
             if loss is not None:
                 return loss
         return None
 
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerRef, metrics: dict[str, float]) -> None:
         for callback in self.callbacks:
             callback.on_step_end(trainer, metrics)
 
-    def on_evaluate(self, trainer: Trainer, eval_loss: float) -> None:
+    def on_evaluate(self, trainer: TrainerRef, eval_loss: float) -> None:
         for callback in self.callbacks:
             callback.on_evaluate(trainer, eval_loss)
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerRef) -> None:
         for callback in self.callbacks:
             callback.on_train_end(trainer)
 

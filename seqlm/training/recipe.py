@@ -27,120 +27,29 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from seqlm.errors import ConfigError
 from seqlm.training.config import RunSettings, TrainConfig
-
-# Sustained training FLOP/s assumed when the budget is in minutes, to turn time into
-# tokens for the size rule. Measured on the project's 2-core CPU with one thread
-# (quickstart-sized models, docs/training.md); a GPU reads many more tokens, so its
-# budget in minutes buys a larger model. Only the shape depends on it: training still
-# stops at the wall-clock limit.
-ASSUMED_FLOPS_PER_S = {"cpu": 1.2e10, "cuda": 1.0e14}
-# (n_layer, n_embd) from small to large: non-embedding parameters 12 L d^2.
-SHAPE_LADDER: tuple[tuple[int, int], ...] = (
-    (1, 16),
-    (1, 32),
-    (2, 32),
-    (2, 48),
-    (2, 64),
-    (3, 64),
-    (3, 80),
-    (3, 96),
-    (4, 96),
-    (4, 128),
-    (4, 160),
-    (4, 192),
-    (6, 192),
-    (6, 256),
-    (8, 256),
-    (8, 384),
-    (12, 512),
+from seqlm.training.recipe_basis import (
+    BUDGET_TOKENS_PER_PARAM,
+    DEFAULT_BUDGET,
+    FINE_TUNE_LR_DIVISOR,
+    PARAMS_PER_TRAIN_TOKEN,
+    PATIENCE,
+    SHAPE_LADDER,
+    STEP_TOKENS,
+    TARGET_EVALUATIONS,
+    BudgetSpec,
+    CorpusFacts,
+    _expected_tokens,
+    _non_embedding_params,
+    _shape,
+    heads_for,
+    parse_budget,
 )
-HEAD_DIM = 32
-PARAMS_PER_TRAIN_TOKEN = 2.5
-BUDGET_TOKENS_PER_PARAM = 10.0
-STEP_TOKENS = 1024
-TARGET_EVALUATIONS = 30
-PATIENCE = 10
-DEFAULT_BUDGET = "10m"
-FINE_TUNE_LR_DIVISOR = 3.0
-
-_BUDGET = re.compile(
-    r"^\s*(?P<number>[0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
-)
-_TIME_UNITS = {"s": 1 / 60, "sec": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
-_TOKEN_UNITS = {"tok": 1, "tokens": 1, "ktok": 10**3, "mtok": 10**6, "gtok": 10**9}
-_FLOP_UNITS = {"flop": 1, "flops": 1}
-
-
-@dataclass(frozen=True)
-class BudgetSpec:
-    """A `--budget` value: exactly one of minutes, tokens or FLOPs."""
-
-    minutes: float | None = field(default=None, metadata={"help": "wall-clock minutes"})
-    tokens: int | None = field(default=None, metadata={"help": "training tokens to read"})
-    flops: float | None = field(default=None, metadata={"help": "training FLOPs to spend"})
-
-    def describe(self) -> str:
-        if self.minutes is not None:
-            return f"{self.minutes:g} minutes"
-        if self.tokens is not None:
-            return f"{self.tokens:,} tokens"
-        return f"{self.flops:.3g} FLOPs"
-
-
-def parse_budget(text: str) -> BudgetSpec:
-    """`10m`, `90s`, `1.5h` (time), `2Mtok`, `500000tokens` (tokens), `1e15flops`."""
-    match = _BUDGET.match(str(text))
-    unit = match.group("unit").lower() if match else ""
-    if match is None or not (unit in _TIME_UNITS or unit in _TOKEN_UNITS or unit in _FLOP_UNITS):
-        raise ConfigError(
-            f"--budget {text!r} not understood; use minutes (10m, 90s, 1h), tokens "
-            "(2Mtok, 500000tokens) or FLOPs (1e15flops)"
-        )
-    number = float(match.group("number"))
-    if number <= 0:
-        raise ConfigError(f"--budget must be positive, got {text!r}")
-    if unit in _TIME_UNITS:
-        return BudgetSpec(minutes=number * _TIME_UNITS[unit])
-    if unit in _TOKEN_UNITS:
-        return BudgetSpec(tokens=int(number * _TOKEN_UNITS[unit]))
-    return BudgetSpec(flops=number)
-
-
-@dataclass(frozen=True)
-class CorpusFacts:
-    """What the recipe reads from a corpus."""
-
-    train_tokens: int = field(metadata={"help": "tokens in the train split"})
-    train_sequences: int = field(metadata={"help": "sequences in the train split"})
-    tuning_tokens: int = field(metadata={"help": "tokens in the tuning split"})
-    vocab_size: int = field(metadata={"help": "vocabulary size"})
-    length_p50: int = field(metadata={"help": "median train sequence length"})
-    length_p95: int = field(metadata={"help": "95th percentile train sequence length"})
-    length_max: int = field(metadata={"help": "longest train sequence"})
-
-    @classmethod
-    def of(cls, corpus: Any, train_split: str = "train", tuning_split: str = "tuning"):
-        lengths = corpus.split(train_split)["length"].to_numpy().astype(np.int64)
-        if lengths.size == 0:
-            raise ConfigError(f"{corpus.path}: the {train_split} split is empty")
-        tuning = corpus.split(tuning_split)["length"].to_numpy().astype(np.int64)
-        return cls(
-            train_tokens=int(lengths.sum()),
-            train_sequences=int(lengths.size),
-            tuning_tokens=int(tuning.sum()),
-            vocab_size=int(corpus.vocab_size),
-            length_p50=int(np.percentile(lengths, 50)),
-            length_p95=int(np.percentile(lengths, 95)),
-            length_max=int(lengths.max()),
-        )
+from seqlm.training.recipe_large import large_corpus_plan
 
 
 @dataclass
@@ -166,42 +75,9 @@ class Recipe:
         }
 
 
-def heads_for(width: int) -> int:
-    """About one head per 32 channels, at least two, dividing the width."""
-    heads = max(2, width // HEAD_DIM)
-    while width % heads:
-        heads -= 1
-    return heads
-
-
 def _context(facts: CorpusFacts) -> int:
     wanted = max(facts.length_p95, 2)
     return int(min(512, max(32, 2 ** math.ceil(math.log2(wanted)))))
-
-
-def _non_embedding_params(n_layer: int, n_embd: int) -> int:
-    return 12 * n_layer * n_embd * n_embd
-
-
-def _flops_per_token(n_layer: int, n_embd: int, vocab: int, context: int) -> float:
-    params = _non_embedding_params(n_layer, n_embd) + vocab * n_embd
-    return 6.0 * params + 12.0 * n_layer * n_embd * context
-
-
-def _shape(target_params: float) -> tuple[int, int]:
-    """The largest ladder shape within the target (the smallest if none is)."""
-    fitting = [s for s in SHAPE_LADDER if _non_embedding_params(*s) <= target_params]
-    return fitting[-1] if fitting else SHAPE_LADDER[0]
-
-
-def _expected_tokens(budget: BudgetSpec, shape: tuple[int, int], facts, context, device) -> int:
-    if budget.tokens is not None:
-        return budget.tokens
-    per_token = _flops_per_token(*shape, facts.vocab_size, context)
-    if budget.flops is not None:
-        return int(budget.flops / per_token)
-    rate = ASSUMED_FLOPS_PER_S["cuda" if device.startswith("cuda") else "cpu"]
-    return int(60.0 * budget.minutes * rate / per_token)
 
 
 def _size(facts: CorpusFacts, budget: BudgetSpec, context: int, device: str):
@@ -237,8 +113,6 @@ def choose_recipe(
     facts: CorpusFacts, budget: BudgetSpec | None = None, device: str = "cpu"
 ) -> Recipe:
     """The recipe for a corpus and budget (see the module docstring for the rule)."""
-    from seqlm.training.recipe_large import large_corpus_plan
-
     budget = budget or parse_budget(DEFAULT_BUDGET)
     large = large_corpus_plan(facts, budget, device)  # None below its threshold
     if large is None:

@@ -27,10 +27,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from seqlm.training.recipe import BudgetSpec, CorpusFacts
+from seqlm.training.recipe_basis import (
+    PARAMS_PER_TRAIN_TOKEN,
+    SHAPE_LADDER,
+    BudgetSpec,
+    CorpusFacts,
+    _expected_tokens,
+    _non_embedding_params,
+    _shape,
+)
 
 # The train-split size from which this rule applies. The MIMIC-IV demo's default
 # clinical tokens give 849,879 train tokens; the small-data corpora the common rule was
@@ -72,14 +78,6 @@ def large_context(facts: CorpusFacts) -> int:
 
 def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> LargePlan | None:
     """The large-corpus choices, or None when the train split is below the threshold."""
-    from seqlm.training.recipe import (
-        PARAMS_PER_TRAIN_TOKEN,
-        SHAPE_LADDER,
-        _expected_tokens,
-        _non_embedding_params,
-        _shape,
-    )
-
     if not is_large(facts):
         return None
     context = large_context(facts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from seqlm.errors import ConfigError
 from seqlm.vocabularies.escaping import (  # noqa: F401  (re-exported)
@@ -22,9 +22,7 @@ from seqlm.vocabularies.escaping import (  # noqa: F401  (re-exported)
     escaped,
     unescape_part,
 )
-
-if TYPE_CHECKING:
-    from seqlm.vocabularies.time_gaps import TimeGapTokens
+from seqlm.vocabularies.time_gaps import TIME_TOKEN_PREFIX, TimeGapTokens
 
 PAD, BOS, EOS, UNK, SEP = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "[SEP]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, SEP)
@@ -33,7 +31,6 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID, SEP_ID = range(5)
 # Separator between the parts of a token (`LAB//51003//ng/mL//Q7`), as in MEDS codes.
 PART_SEPARATOR = "//"
 VALUE_TOKEN_PREFIX = "VALUE//Q"
-TIME_TOKEN_PREFIX = "[TIME//"
 # Conditioning tokens (`[COND//bird=bird3]`): a sequence's attributes as a prefix; context
 # only, never a target (seqlm.corpus.conditioning).
 CONDITION_TOKEN_PREFIX = "[COND//"
@@ -163,8 +160,6 @@ class TokenScheme:
         """The time-gap tokens this scheme inserts, or None when it inserts none."""
         if not self.time_tokens:
             return None
-        from seqlm.vocabularies.time_gaps import TimeGapTokens
-
         return TimeGapTokens.from_labels(self.time_gap_edges, self.time_gap_max_repeats)
 
     @property

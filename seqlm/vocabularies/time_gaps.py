@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqlm.errors import ConfigError
-from seqlm.vocabularies.scheme import TIME_TOKEN_PREFIX
+
+# Time-gap tokens are `[TIME//<label>]`; scheme.py reads the prefix from here.
+TIME_TOKEN_PREFIX = "[TIME//"
 
 # Seconds per unit. A month is 30 days and a year 365 days: these are bin edges, not
 # calendar arithmetic.
