@@ -15,7 +15,7 @@ def test_missing_mapping_and_typos_point_to_the_fix(tmp_path):
     assert "__init__" not in result.stderr
     corpus = ingest_bird1(tmp_path / "bird1")
     typo = run_seqlm("train", str(corpus), "-o", str(tmp_path / "r"), "--set", "model.layer=3")
-    assert typo.returncode == 2 and "(did you mean n_layer?)" in typo.stderr
+    assert typo.returncode == 2 and "(did you mean model.n_layer?)" in typo.stderr
     assert "seqlm config show" in typo.stderr
     typo = run_seqlm("train", str(corpus), "-o", str(tmp_path / "r"), "--set", "train.step=3")
     assert "(did you mean train.max_steps?)" in typo.stderr
