@@ -23,8 +23,28 @@ GROUND_FLOOR = frozenset(
         "seqlm.errors",
         "seqlm.events",
         "seqlm.config",
-        "seqlm.constants",  # IGNORE_INDEX, TOKENIZER_FILE (branch i16-model)
+        "seqlm.constants",  # IGNORE_INDEX, TOKENIZER_FILE
     }
+)
+
+# The floors of docs/architecture.md, bottom first: a package (or top-level module) may
+# import its own floor only on the ground floor, and otherwise only floors below it.
+FLOORS: tuple[frozenset[str], ...] = tuple(
+    frozenset(f"seqlm.{name}" for name in floor.split())
+    for floor in (
+        "errors events config constants progress durations plotting outputs artefacts",
+        "vocabularies kernels",
+        "corpora_adapters model",
+        "corpus datasets",
+        "training ingest",
+        "export",
+        "evaluation",
+        "analysis",
+        "tasks settings_help",
+        "studies",
+        "cli",
+        "__main__ train",  # entry points: `python -m seqlm`, torchrun's seqlm.train
+    )
 )
 
 
@@ -134,15 +154,8 @@ def test_vocabularies_do_not_import_adapters(graph: dict[str, set[str]]) -> None
     assert _importers_of(graph, "seqlm.vocabularies", "seqlm.corpora_adapters") == []
 
 
-# Imports from kernels into the model that exist today: kernels/model_loss.py registers
-# the chunked loss with seqlm.model.loss (a loop through model/loss.py's importlib
-# registry). Branch i16-model turns it around; the integrator empties this list then.
-KNOWN_KERNEL_TO_MODEL = ["seqlm.kernels.model_loss -> seqlm.model.loss"]
-
-
 def test_kernels_do_not_import_the_model(graph: dict[str, set[str]]) -> None:
-    found = _importers_of(graph, "seqlm.kernels", "seqlm.model")
-    assert [edge for edge in found if edge not in KNOWN_KERNEL_TO_MODEL] == []
+    assert _importers_of(graph, "seqlm.kernels", "seqlm.model") == []
 
 
 def _package(module: str) -> str:
@@ -183,17 +196,55 @@ def package_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-# Package cycles that exist today and are being removed on other branches; each entry is
-# the set of packages in the cycle. The integrator empties this list as they land:
-# model <-> kernels is the loss registry above (branch i16-model).
-KNOWN_PACKAGE_CYCLES: list[frozenset[str]] = [frozenset({"seqlm.model", "seqlm.kernels"})]
-
-
 def test_no_cycles_between_packages(graph: dict[str, set[str]]) -> None:
-    cycles = [c for c in package_cycles(graph) if frozenset(c) not in KNOWN_PACKAGE_CYCLES]
-    assert cycles == []
+    assert package_cycles(graph) == []
 
 
 def test_cycle_finder_finds_a_cycle() -> None:
     graph = {"seqlm.a.x": {"seqlm.b.y"}, "seqlm.b.y": {"seqlm.a.z"}, "seqlm.a.z": set()}
     assert package_cycles(graph) == [["seqlm.a", "seqlm.b", "seqlm.a"]]
+
+
+def floor_of(package: str) -> int:
+    for number, floor in enumerate(FLOORS):
+        if package in floor:
+            return number
+    raise AssertionError(f"{package} has no floor: add it to FLOORS and docs/architecture.md")
+
+
+def test_imports_run_down_the_floors(graph: dict[str, set[str]]) -> None:
+    """No import to a higher floor, and none between two packages of one floor above the
+    ground floor: the floors of docs/architecture.md are the import order."""
+    wrong = sorted(
+        f"{module} (floor {floor_of(_package(module))}) -> {dep} (floor {floor_of(_package(dep))})"
+        for module, deps in graph.items()
+        if _package(module) != "seqlm"
+        for dep in deps
+        if _package(dep) not in ("seqlm", _package(module))
+        and (
+            floor_of(_package(dep)) > floor_of(_package(module))
+            or (floor_of(_package(dep)) == floor_of(_package(module)) != 0)
+        )
+    )
+    assert wrong == []
+
+
+def test_every_module_has_no_cycle_either(graph: dict[str, set[str]]) -> None:
+    """Module-level cycles (inside one package too, type-only imports included)."""
+    modules = {m: {d for d in deps if d in graph} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(modules[node]):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(modules):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
