@@ -12,6 +12,7 @@ PACKAGE = REPO_ROOT / "seqlm"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
+
 def source_files() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 

@@ -79,6 +79,7 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     reference.add(expected.filter(pl.Series(train)))
     counted = TokenCounter()
     counted.add_counted(*train_counts(keyed, tokens, train))
+
     # Holders are tagged per chunk and are run ids here, names there: compare how many.
     def comparable(counter: TokenCounter) -> list[dict]:
         frame = counter._tokens.with_columns(pl.col("holders").list.len())
