@@ -21,10 +21,9 @@ import numpy as np
 import polars as pl
 
 from seqlm.corpora_adapters.base import time_in_seconds
-from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure
-from seqlm.vocabularies.event_tokens import reserved
+from seqlm.vocabularies.event_tokens import with_token_strings
 from seqlm.vocabularies.fitting import holders_of
-from seqlm.vocabularies.scheme import PART_SEPARATOR, UNK, TokenScheme
+from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.value_bins import CodeValueBins, stored_value, with_bin_numbers
 
 # What the per-row tokens file holds (all numeric).
@@ -94,35 +93,7 @@ def keyed_rows(
 def pair_tokens(pairs: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
     """The pair table with `data_token`, `unknown` and `reserved_label`: the same
     expressions as `event_token_frame`, applied to each distinct pair once."""
-    base = escaped_chars(pl.col("code"))
-    if scheme.use_text:
-        has_text = pl.col("text").is_not_null() & (pl.col("text").str.len_chars() > 0)
-        text = escaped_chars(pl.col("text"))
-        base = pl.when(has_text).then(base + PART_SEPARATOR + text).otherwise(base)
-    base = escaped_structure(base, scheme.value_bins)
-    if scheme.value_mode == "fused":
-        data_token = (
-            pl.when(pl.col("bin").is_not_null())
-            .then(pl.format("{}//Q{}", base, pl.col("bin")))
-            .otherwise(base)
-        )
-    else:
-        data_token = base
-    kind = escaped(pl.col("kind"))
-    unknown = (
-        pl.when(pl.col("kind").is_null() | (kind.str.len_chars() == 0))
-        .then(pl.lit(UNK))
-        .otherwise(kind + PART_SEPARATOR + UNK)
-    )
-    frame = pairs.with_columns(data_token.alias("data_token"), unknown.alias("unknown"))
-    invalid = (pl.col("data_token").str.len_chars() == 0) | reserved(pl.col("data_token"))
-    return frame.with_columns(
-        pl.when(invalid)
-        .then(pl.col("unknown"))
-        .otherwise(pl.col("data_token"))
-        .alias("data_token"),
-        invalid.alias("reserved_label"),
-    )
+    return with_token_strings(pairs, scheme)
 
 
 def train_counts(

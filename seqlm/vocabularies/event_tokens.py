@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -32,6 +33,9 @@ from seqlm.vocabularies.scheme import (
 )
 from seqlm.vocabularies.time_gaps import TimeGapTokens
 from seqlm.vocabularies.value_bins import CodeValueBins, stored_value, with_bin_numbers
+
+# A polars frame, eager or lazy: the token strings are the same expressions on either.
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 
 def sorted_events(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -71,6 +75,19 @@ def event_token_frame(
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
 
+    return (
+        with_token_strings(frame, scheme)
+        .with_columns(
+            pl.col("time_s").diff().over("entity").alias("gap"),
+        )
+        .drop("kind")
+    )
+
+
+def with_token_strings(frame: FrameT, scheme: TokenScheme) -> FrameT:
+    """Add `data_token`, `unknown` and `reserved_label` to rows of kind, code, text and
+    bin: the token strings, made the same way for every event (`event_token_frame`) or
+    once per distinct pair (the corpus build's `token_rows.pair_tokens`)."""
     base = escaped_chars(pl.col("code"))
     if scheme.use_text:
         has_text = pl.col("text").is_not_null() & (pl.col("text").str.len_chars() > 0)
@@ -102,8 +119,7 @@ def event_token_frame(
         .otherwise(pl.col("data_token"))
         .alias("data_token"),
         invalid.alias("reserved_label"),  # counted in the manifest: not silently merged
-        pl.col("time_s").diff().over("entity").alias("gap"),
-    ).drop("kind")
+    )
 
 
 @dataclass
