@@ -49,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import cpu_seconds, peak_rss_mb  # noqa: E402  (shared with the tabular bench)
+from process_usage import cpu_seconds, peak_rss_mb  # noqa: E402  (shared with the tabular bench)
 
 DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "clinical" / "mimic-iv-demo-meds"
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
