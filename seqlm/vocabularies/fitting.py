@@ -218,7 +218,8 @@ class TokenCounter:
             data_tokens=data_tokens,
             value_bins=value_bins,
             merged_tokens=merged,
-            support=support,
+            # In vocabulary order: scheme.json must not depend on polars' group order.
+            support={token: support[token] for token in tokens if token in support},
         )
 
 
