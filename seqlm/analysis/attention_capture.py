@@ -31,6 +31,8 @@ from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model import GPT, attention_weights, causal_mask
+from seqlm.training.checkpoint import BEST_DIR, WEIGHTS_FILE
+from seqlm.training.runs import load_trained_model
 
 # Scores held per chunk when the caller gives no chunk size: 4M floats (16 MB in fp32).
 DEFAULT_CHUNK_SCORES = 1 << 22
@@ -324,8 +326,6 @@ def check_model_fits_corpus(model: GPT, corpus) -> None:
 def load_analysis_model(run_dir: str | Path, which: str = "auto", device: str = "cpu") -> GPT:
     """The run's GPT in eval mode: `which` is "latest", "best" (the lowest tuning loss),
     or "auto" (best when the run kept one, else latest)."""
-    from seqlm.training.checkpoint import BEST_DIR, WEIGHTS_FILE
-    from seqlm.training.runs import load_trained_model
 
     if which not in ("auto", "latest", "best"):
         raise ConfigError(f"which weights: 'auto', 'latest' or 'best', not {which!r}")

@@ -31,6 +31,9 @@ import numpy as np
 import polars as pl
 
 from seqlm.errors import SeqlmError
+from seqlm.evaluation.baselines import BaselineOptions, fit_baselines, split_sequences
+from seqlm.evaluation.group_ngram import group_ngram_baseline
+from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 from seqlm.evaluation.paired import (
     BETTER,
     ComparisonOptions,
@@ -38,6 +41,8 @@ from seqlm.evaluation.paired import (
     compare_with_baselines,
     resampling_units,
 )
+from seqlm.training.checkpoint import BEST_DIR, STATE_FILE
+from seqlm.training.runs import summarize_run
 
 
 @dataclass
@@ -153,7 +158,6 @@ def comparison_reason(comparison: dict[str, Any] | None, split: str) -> TrustRea
 
 
 def _weights_step(run: Path, checkpoint: str) -> int | None:
-    from seqlm.training.checkpoint import BEST_DIR, STATE_FILE
 
     folder = run / BEST_DIR if checkpoint == "best" and (run / BEST_DIR).is_dir() else run
     try:
@@ -195,9 +199,6 @@ def computed_comparison(run: Path, corpus: Any, options: TrustOptions) -> tuple[
     """Score up to `max_tokens` tokens of the split with the model and the cheap baselines
     (fitted on train, order chosen on tuning) and compare; returns the strongest
     baseline's comparison and a description of what was scored."""
-    from seqlm.evaluation.baselines import BaselineOptions, fit_baselines, split_sequences
-    from seqlm.evaluation.group_ngram import group_ngram_baseline
-    from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 
     scorer, loaded = scorer_from_run(
         run, name="model", checkpoint=options.checkpoint, device=options.device
@@ -247,7 +248,6 @@ def interpretation_check(
     run: str | Path, corpus: Any, options: TrustOptions | None = None
 ) -> TrustReport:
     """The reasons not to interpret the run's model (see the module docstring)."""
-    from seqlm.training.runs import summarize_run
 
     options = options or TrustOptions()
     run = Path(run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from seqlm.config import options_from_mapping
+from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import Ingested
 
 FINCH_LESIONS = "finch_lesions"
@@ -21,8 +23,6 @@ def finch_lesions(variant: str = "plain") -> Ingested:
 
     `variant="repr"` reads the files with repeat phrases collapsed to one symbol.
     """
-    from seqlm.config import options_from_mapping
-    from seqlm.corpora_adapters import get_adapter
 
     spec = get_adapter("birdsong-strings")
     options = options_from_mapping(spec.options, {"variant": variant})

@@ -33,6 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, InputError
+from seqlm.export.meds import (
+    DEFAULT_START,
+    DEFAULT_STATIC_KINDS,
+    TrajectoryExporter,
+    rows_frame,
+    time_token_microseconds,
+)
 from seqlm.model.gpt import GPT
 from seqlm.model.kv_cache import KVCache
 from seqlm.progress import Progress, ensure_progress
@@ -423,7 +430,6 @@ def prompt_from_tokens(vocab: Vocabulary, tokens: str | Sequence[str]) -> np.nda
 def time_token_seconds(vocab: Vocabulary) -> np.ndarray:
     """Seconds each id adds to the clock: a time-gap token its interval's centre (the
     last, open-ended one exactly its edge), as the MEDS export rebuilds times; others 0."""
-    from seqlm.export.meds import time_token_microseconds
 
     seconds = np.zeros(len(vocab), dtype=np.float64)
     for token, microseconds in time_token_microseconds(vocab).items():
@@ -477,12 +483,6 @@ def generations_to_meds(
     """MEDS rows of every sample (prompt + generation) through the corpus's MEDS exporter
     (`seqlm.export.meds`); subject ids number the samples 0, 1, ... in
     prompt order, and each starts at `start` (default the exporter's)."""
-    from seqlm.export.meds import (
-        DEFAULT_START,
-        DEFAULT_STATIC_KINDS,
-        TrajectoryExporter,
-        rows_frame,
-    )
 
     exporter = TrajectoryExporter(vocab, static_kinds or DEFAULT_STATIC_KINDS)
     rows: list[tuple] = []

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 import seqlm
 from seqlm.constants import TOKENIZER_FILE
+from seqlm.corpus import load_corpus
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model.gpt import ModelOutput
 from seqlm.model.loss import cross_entropy_from_logits
@@ -36,7 +37,9 @@ from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.checkpoint import RunFolder
 from seqlm.training.config import TrainConfig
-from seqlm.training.trainer import TrainResult
+from seqlm.training.distributed import DistContext, resolve_device
+from seqlm.training.session import corpus_identity, make_loaders
+from seqlm.training.trainer import Trainer, TrainResult
 
 MODEL_TYPE = "lstm"
 
@@ -170,10 +173,6 @@ def train_lstm(
 ) -> TrainResult:
     """Train the LSTM on the corpus's train split with the trainer, writing run folder
     `out` (one process; the LSTM is a small baseline)."""
-    from seqlm.corpus import load_corpus
-    from seqlm.training.distributed import DistContext, resolve_device
-    from seqlm.training.session import corpus_identity, make_loaders
-    from seqlm.training.trainer import Trainer
 
     corpus = load_corpus(Path(corpus_path))
     if config.vocab_size != corpus.vocab_size:
@@ -226,7 +225,6 @@ def run_finished(folder: str | Path) -> bool:
 def _finished_on(folder: Path, corpus: Any, model: LSTMConfig, train: TrainConfig) -> bool:
     """Whether `folder` holds a finished LSTM run on this corpus with this shape,
     regularisation and training settings (so it can be reused)."""
-    from seqlm.training.session import corpus_identity
 
     if not run_finished(folder):
         return False

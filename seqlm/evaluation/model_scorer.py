@@ -27,7 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.evaluation.lstm import LSTMConfig, LSTMLanguageModel
 from seqlm.evaluation.scores import TokenScores, prediction_targets
+from seqlm.model.config import GPTConfig
+from seqlm.model.gpt import GPT
 from seqlm.progress import Progress, ensure_progress
 from seqlm.training.checkpoint import (
     BEST_DIR,
@@ -69,13 +72,8 @@ def build_model(config: dict[str, Any]) -> tuple[nn.Module, str]:
     if not isinstance(table, dict):
         raise CorpusError("config.json has no [model] table")
     if model_type == "gpt":
-        from seqlm.model.config import GPTConfig
-        from seqlm.model.gpt import GPT
-
         return GPT(GPTConfig.from_dict(table)), model_type
     if model_type == "lstm":
-        from seqlm.evaluation.lstm import LSTMConfig, LSTMLanguageModel
-
         return LSTMLanguageModel(LSTMConfig.from_dict(table)), model_type
     raise CorpusError(f"config.json: unknown model_type {model_type!r} (gpt or lstm)")
 

@@ -34,6 +34,7 @@ from seqlm.evaluation.calibration import (
     reliability_diagram,
 )
 from seqlm.evaluation.group_ngram import group_ngram_baseline
+from seqlm.evaluation.lstm import lstm_baseline_run
 from seqlm.evaluation.metrics import breakdowns, summarize, token_kinds, token_table
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, scorer_from_run
 from seqlm.evaluation.ngram import DEFAULT_MAX_ORDER
@@ -321,7 +322,6 @@ def _lstm_scorer(
     options: EvalOptions,
     progress: Progress | None,
 ) -> tuple[Scorer, dict[str, Any]]:
-    from seqlm.evaluation.lstm import lstm_baseline_run
 
     trained = False
     folder = options.lstm_run

@@ -34,6 +34,7 @@ from seqlm.artefacts import sha256_of
 from seqlm.constants import TOKENIZER_FILE
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.outputs import apply_umask, check_output, output_lock
+from seqlm.training.runs import load_trained_model
 
 FORMATS = ("hf",)
 SPECIAL_TOKENS = {
@@ -169,7 +170,6 @@ def _tokenizer_files(run: Path, out: Path, model_config: dict[str, Any]) -> dict
 
 def export_hf(run: str | Path, out: str | Path, *, which: str = "best") -> Path:
     """Write the run's model (`best` or `latest` weights) as a Hugging Face GPT-2 folder."""
-    from seqlm.training.runs import load_trained_model
 
     run, out = Path(run), Path(out)
     try:

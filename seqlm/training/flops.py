@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqlm.model.config import GPTConfig
+from seqlm.model.flops import flops_per_token as gpt_flops_per_token
+
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first.
 # From the vendors' data sheets (SXM parts where both exist).
 BF16_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
@@ -26,8 +29,6 @@ def flops_per_token(model: nn.Module, context: int) -> float:
     """Training FLOPs per token: the GPT's own count (6N + 12 L C T, see
     `seqlm.model.flops`) when the model is a GPT, else 6 per parameter (an LSTM or any
     other module: forward and backward matmuls)."""
-    from seqlm.model.config import GPTConfig
-    from seqlm.model.flops import flops_per_token as gpt_flops_per_token
 
     config = getattr(model, "config", None)
     if isinstance(config, GPTConfig):

@@ -15,6 +15,7 @@ from seqlm.errors import CorpusError
 from seqlm.plotting import plain_text, subplots
 from seqlm.training.checkpoint import WEIGHTS_FILE, RunFolder, load_weights
 from seqlm.training.metrics_log import read_metrics
+from seqlm.training.session import gpt_from_dict
 
 
 @dataclass
@@ -90,7 +91,6 @@ def load_trained_model(
     path: str | Path, which: Literal["latest", "best"] = "latest", device: str = "cpu"
 ) -> nn.Module:
     """The run's GPT with its latest (or best) weights, in eval mode."""
-    from seqlm.training.session import gpt_from_dict
 
     run = RunFolder(path)
     config = run.read_config()

@@ -18,9 +18,13 @@ from torch import nn
 
 import seqlm
 from seqlm.constants import TOKENIZER_FILE
+from seqlm.corpus import load_corpus
 from seqlm.corpus.loader import BatchLoader, LoaderConfig
 from seqlm.corpus.window_time import announce_window_time
 from seqlm.errors import ConfigError, CorpusError
+from seqlm.model.config import GPTConfig, preset
+from seqlm.model.gpt import GPT
+from seqlm.outputs import check_run_output, output_lock
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.checkpoint import RunFolder
@@ -30,13 +34,13 @@ from seqlm.training.divergence import DivergenceWatch
 from seqlm.training.recipe import apply_recipe
 from seqlm.training.stopping import announce_stopping_rule
 from seqlm.training.trainer import Trainer, TrainResult
+from seqlm.training.transfer import init_model_config, load_init_weights
 
 RECIPE_FILE = "recipe.json"
 
 
 def build_gpt_config(settings: RunSettings, vocab_size: int) -> Any:
     """The GPTConfig for a preset, the corpus's vocabulary and the user's overrides."""
-    from seqlm.model.config import preset
 
     overrides = dict(settings.model)
     block_size = int(overrides.pop("block_size", DEFAULT_CONTEXT))
@@ -50,8 +54,6 @@ def build_gpt_config(settings: RunSettings, vocab_size: int) -> Any:
 
 def gpt_from_dict(model_config: dict[str, Any]) -> nn.Module:
     """A freshly initialised GPT for a config.json's `model` table."""
-    from seqlm.model.config import GPTConfig
-    from seqlm.model.gpt import GPT
 
     try:
         return GPT(GPTConfig.from_dict(model_config))
@@ -137,8 +139,6 @@ def _resolved_run_config(
     user_model = dict(settings.model)
     settings, recipe = apply_recipe(settings, corpus, device, fine_tune=init is not None)
     if init is not None:
-        from seqlm.training.transfer import init_model_config
-
         if "dropout" in settings.model:
             user_model.setdefault("dropout", settings.model["dropout"])
         model_table = init_model_config(init, user_model, corpus.vocab_size)
@@ -173,7 +173,6 @@ def train_on_corpus(
     """Train a GPT on a corpus folder, writing (or continuing) the run folder `out`.
 
     `init`: a run folder whose weights start this run (`seqlm.training.transfer`)."""
-    from seqlm.outputs import check_run_output, output_lock
 
     # Under torchrun only rank 0 writes, so only it holds the run folder's lock.
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -194,7 +193,6 @@ def _train_locked(
     callbacks: Sequence[TrainCallback],
     init: str | Path | None,
 ) -> TrainResult:
-    from seqlm.corpus import load_corpus
 
     run = RunFolder(out)
     corpus = load_corpus(Path(corpus_path))
@@ -219,8 +217,6 @@ def _train_locked(
         torch.manual_seed(train.seed)
         model = gpt_from_dict(config["model"])
         if init is not None:
-            from seqlm.training.transfer import load_init_weights
-
             report = load_init_weights(model, init, list(corpus.vocabulary.tokens))
             config["init"] = report.to_dict()
             if ctx.is_main:

@@ -30,7 +30,10 @@ import torch
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model.config import GPTConfig
 from seqlm.model.flops import flops_per_token
+from seqlm.model.gpt import GPT
+from seqlm.progress import ensure_progress
 from seqlm.training.callbacks import TrainCallback
+from seqlm.training.efficient.block_hooks import selected_blocks
 
 if TYPE_CHECKING:
     from seqlm.corpus.loader import StepBatches
@@ -122,9 +125,6 @@ def calibrate(
 
     Depth d runs the first d blocks (the others skipped), which is what layer dropping
     and a shallow stacked model execute."""
-    from seqlm.model.gpt import GPT
-    from seqlm.progress import ensure_progress
-    from seqlm.training.efficient.block_hooks import selected_blocks
 
     if repeats < 1 or warmup < 0:
         raise ConfigError(
