@@ -14,9 +14,10 @@ difference itself, not of two separate means. The verdict in words follows the i
 `better` when it lies wholly on the good side of zero, `worse` when wholly on the bad
 side, else `not distinguishable`.
 
-Metrics: `cross_entropy` (nats per token, lower is better), `top1` (every target) and
+Metrics: `cross_entropy` (nats per token, lower is better), `top1` (every target),
 `top1_no_eos` (targets other than `[EOS]`: the end of a bout or stay is often easy to
-predict and can flatter top-1). A per-target `mask` drops targets from every metric of
+predict and can flatter top-1) and `top10` (every target: what clinical next-event work
+reports). A per-target `mask` drops targets from every metric of
 every scorer alike (conditioning tokens, which are context only).
 """
 
@@ -41,6 +42,8 @@ METRICS: dict[str, tuple[str, bool]] = {
     "cross_entropy": ("cross-entropy (nats)", False),
     "top1": ("top-1", True),
     "top1_no_eos": ("top-1 without EOS", True),
+    # what clinical next-event papers report beside top-1 (issue 13's MIMIC target)
+    "top10": ("top-10", True),
 }
 # Resamples drawn per block: a block holds (block x units) counts.
 _BLOCK_CELLS = 1 << 22
@@ -172,11 +175,12 @@ def resampling_units(index: pl.DataFrame) -> tuple[np.ndarray, str]:
 
 
 def _unit_sums(units: np.ndarray, scores: TokenScores, keep: np.ndarray) -> np.ndarray:
-    """Per unit (columns): kept targets, log-loss sum, top-1 sum, non-EOS targets and
-    their top-1 sum; rows are units in `units` order."""
+    """Per unit (columns): kept targets, log-loss sum, top-1 sum, non-EOS targets, their
+    top-1 sum and the top-10 sum; rows are units in `units` order."""
     not_eos = keep & (scores.token != EOS_ID)
     n_units = int(units.max()) + 1 if units.size else 0
     top1 = scores.top_k_hit(1)
+    top10 = scores.top_k_hit(10)
     with np.errstate(invalid="ignore"):
         loss = np.where(keep, -scores.log_prob, 0.0)
     columns = [
@@ -185,6 +189,7 @@ def _unit_sums(units: np.ndarray, scores: TokenScores, keep: np.ndarray) -> np.n
         np.bincount(units, weights=np.where(keep, top1, 0.0), minlength=n_units),
         np.bincount(units, weights=not_eos.astype(np.float64), minlength=n_units),
         np.bincount(units, weights=np.where(not_eos, top1, 0.0), minlength=n_units),
+        np.bincount(units, weights=np.where(keep, top10, 0.0), minlength=n_units),
     ]
     return np.stack(columns, axis=1)
 
@@ -208,10 +213,15 @@ def _resample_counts(n_units: int, options: ComparisonOptions) -> list[np.ndarra
 
 
 def _means(sums: np.ndarray) -> np.ndarray:
-    """(…, 5) sums -> (…, 3) means: cross-entropy, top-1, top-1 without EOS."""
+    """(…, 6) sums -> (…, 4) means: cross-entropy, top-1, top-1 without EOS, top-10."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack(
-            [sums[..., 1] / sums[..., 0], sums[..., 2] / sums[..., 0], sums[..., 4] / sums[..., 3]],
+            [
+                sums[..., 1] / sums[..., 0],
+                sums[..., 2] / sums[..., 0],
+                sums[..., 4] / sums[..., 3],
+                sums[..., 5] / sums[..., 0],
+            ],
             axis=-1,
         )
 
@@ -262,7 +272,11 @@ def compare_with_baselines(
         point_model, point_base = _means(model_sums.sum(0)), _means(baseline_sums.sum(0))
         with np.errstate(invalid="ignore"):
             low, high = np.nanpercentile(drawn, [tail, 100 - tail], axis=0)
-        counts = (int(model_sums[:, 0].sum()),) * 2 + (int(model_sums[:, 3].sum()),)
+        counts = (
+            (int(model_sums[:, 0].sum()),) * 2
+            + (int(model_sums[:, 3].sum()),)
+            + (int(model_sums[:, 0].sum()),)
+        )
         metrics = {
             metric: MetricDifference(
                 metric=metric,

@@ -177,7 +177,8 @@ def test_several_baselines_share_draws_and_the_best_is_the_lowest_cross_entropy(
     assert best_baseline(comparisons).baseline == "strong"
     assert comparisons[0].verdict == BETTER
     frame = comparisons_frame(comparisons)
-    assert frame.height == 6 and set(frame["metric"]) == {"cross_entropy", "top1", "top1_no_eos"}
+    assert frame.height == 8
+    assert set(frame["metric"]) == {"cross_entropy", "top1", "top1_no_eos", "top10"}
     assert comparisons[0].to_dict()["metrics"]["cross_entropy"]["ci_high"] < 0
 
 
@@ -193,3 +194,20 @@ def test_same_seed_same_interval_and_bad_options_refused():
     other = dataclasses.replace(base, token=base.token + 1)
     with pytest.raises(ConfigError, match="other targets"):
         paired_comparison(model, other)
+
+
+def test_top10_is_compared_with_an_interval():
+    """Issue 13 asks for top-10 beside the baselines with CIs (the MIMIC target)."""
+    import dataclasses
+
+    sequence = np.repeat(np.arange(40), 5)
+    model = make_scores(sequence, np.full(200, -1.0))  # every target ranked first
+    ranks = np.where(np.arange(200) % 2 == 0, 0, 20)  # half the targets outside the top 10
+    baseline = dataclasses.replace(model, n_greater=ranks.astype(np.int64))
+    (comparison,) = compare_with_baselines(
+        {"model": model, "baseline": baseline}, "model", np.arange(40)
+    )
+    top10 = comparison.metrics["top10"]
+    assert top10.model == pytest.approx(1.0) and top10.baseline == pytest.approx(0.5)
+    assert top10.low <= top10.difference <= top10.high and top10.low > 0
+    assert top10.tokens == 200
