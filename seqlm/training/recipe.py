@@ -38,15 +38,13 @@ from seqlm.training.recipe_basis import (
     FINE_TUNE_LR_DIVISOR,
     PARAMS_PER_TRAIN_TOKEN,
     PATIENCE,
-    SHAPE_LADDER,
     STEP_TOKENS,
     TARGET_EVALUATIONS,
     BudgetSpec,
     CorpusFacts,
-    _expected_tokens,
     _non_embedding_params,
-    _shape,
     heads_for,
+    largest_trainable_shape,
     parse_budget,
 )
 from seqlm.training.recipe_large import large_corpus_plan
@@ -82,19 +80,7 @@ def _context(facts: CorpusFacts) -> int:
 
 def _size(facts: CorpusFacts, budget: BudgetSpec, context: int, device: str):
     """Shape and expected tokens: the data cap, lowered until the budget can train it."""
-    data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
-    shape = _shape(data_cap)
-    # The budget's tokens depend on the shape (a smaller model reads more); walk down
-    # the ladder until the budget reads at least BUDGET_TOKENS_PER_PARAM per parameter.
-    while True:
-        tokens = _expected_tokens(budget, shape, facts, context, device)
-        if tokens >= BUDGET_TOKENS_PER_PARAM * _non_embedding_params(*shape):
-            break
-        smaller = SHAPE_LADDER.index(shape) - 1
-        if smaller < 0:
-            break
-        shape = SHAPE_LADDER[smaller]
-    return shape, tokens, data_cap
+    return largest_trainable_shape(facts, budget, context, device, BUDGET_TOKENS_PER_PARAM)
 
 
 def _dropout(epochs: float) -> float:

@@ -142,6 +142,30 @@ def _shape(target_params: float) -> tuple[int, int]:
     return fitting[-1] if fitting else SHAPE_LADDER[0]
 
 
+def largest_trainable_shape(
+    facts: CorpusFacts,
+    budget: BudgetSpec,
+    context: int,
+    device: str,
+    tokens_per_param: float,
+) -> tuple[tuple[int, int], int, float]:
+    """(shape, tokens the budget reads, data cap): the ladder's largest shape within
+    PARAMS_PER_TRAIN_TOKEN x train tokens, walked down until the budget reads at least
+    `tokens_per_param` tokens a non-embedding parameter (a smaller model reads more of a
+    budget in time or FLOPs)."""
+    data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
+    shape = _shape(data_cap)
+    while True:
+        tokens = _expected_tokens(budget, shape, facts, context, device)
+        if tokens >= tokens_per_param * _non_embedding_params(*shape):
+            break
+        smaller = SHAPE_LADDER.index(shape) - 1
+        if smaller < 0:
+            break
+        shape = SHAPE_LADDER[smaller]
+    return shape, tokens, data_cap
+
+
 def _expected_tokens(budget: BudgetSpec, shape: tuple[int, int], facts, context, device) -> int:
     if budget.tokens is not None:
         return budget.tokens

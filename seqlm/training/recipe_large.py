@@ -30,12 +30,10 @@ from dataclasses import dataclass, field
 
 from seqlm.training.recipe_basis import (
     PARAMS_PER_TRAIN_TOKEN,
-    SHAPE_LADDER,
     BudgetSpec,
     CorpusFacts,
-    _expected_tokens,
     _non_embedding_params,
-    _shape,
+    largest_trainable_shape,
 )
 
 # The train-split size from which this rule applies. The MIMIC-IV demo's default
@@ -81,18 +79,9 @@ def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> La
     if not is_large(facts):
         return None
     context = large_context(facts)
-    data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
-    shape = _shape(data_cap)
-    # A smaller model reads more tokens of a budget in time or FLOPs: walk down the
-    # ladder until the budget reads at least LARGE_BUDGET_TOKENS_PER_PARAM a parameter.
-    while True:
-        tokens = _expected_tokens(budget, shape, facts, context, device)
-        if tokens >= LARGE_BUDGET_TOKENS_PER_PARAM * _non_embedding_params(*shape):
-            break
-        smaller = SHAPE_LADDER.index(shape) - 1
-        if smaller < 0:
-            break
-        shape = SHAPE_LADDER[smaller]
+    shape, tokens, data_cap = largest_trainable_shape(
+        facts, budget, context, device, LARGE_BUDGET_TOKENS_PER_PARAM
+    )
     params = _non_embedding_params(*shape)
     reasons = {
         "block_size": (

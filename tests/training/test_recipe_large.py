@@ -9,6 +9,7 @@ import pytest
 
 from seqlm.training import recipe as common
 from seqlm.training.recipe import CorpusFacts, choose_recipe, parse_budget
+from seqlm.training.recipe_basis import SHAPE_LADDER
 from seqlm.training.recipe_large import (
     LARGE_BUDGET_TOKENS_PER_PARAM,
     LARGE_CONTEXT_CAP,
@@ -74,8 +75,8 @@ def test_the_size_is_the_largest_shape_the_data_and_the_budget_allow():
         n = params(recipe)
         tokens = recipe.expected_tokens
         assert n * LARGE_BUDGET_TOKENS_PER_PARAM <= tokens and n <= 2.5 * 849_879
-        larger = common.SHAPE_LADDER[
-            common.SHAPE_LADDER.index((recipe.model["n_layer"], recipe.model["n_embd"])) + 1
+        larger = SHAPE_LADDER[
+            SHAPE_LADDER.index((recipe.model["n_layer"], recipe.model["n_embd"])) + 1
         ]
         assert 12 * larger[0] * larger[1] ** 2 > min(tokens, 2.5 * 849_879)
 
