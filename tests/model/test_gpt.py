@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.model_helpers import randomized, tiny_config
 
 from seqlm.errors import ConfigError
 from seqlm.model import GPT, GPTConfig, document_positions
@@ -19,22 +20,6 @@ PLACEMENTS_BY_HAND = {
     "peri": ["peri"] * 4,
     "mix": ["post", "pre", "pre", "pre"],  # int(0.25 * 4) = 1 Post-LN layer first
 }
-
-
-def tiny_config(**overrides) -> GPTConfig:
-    values = {"vocab_size": 11, "n_layer": 4, "n_head": 2, "n_embd": 8, "block_size": 8}
-    values.update(overrides)
-    return GPTConfig(**values)
-
-
-def randomized(config: GPTConfig, seed: int = 0) -> GPT:
-    """A float64 model whose every parameter (norm scales and biases too) is random."""
-    torch.manual_seed(seed)
-    model = GPT(config).double()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    return model.eval()
 
 
 # ----- the forward written out with plain tensor ops -----

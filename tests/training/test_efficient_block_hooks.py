@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.model_helpers import randomized, tiny_config
 
 from seqlm.errors import ConfigError
-from seqlm.model import GPT, GPTConfig
+from seqlm.model import GPT
 from seqlm.training.efficient.block_hooks import PassThrough, selected_blocks, stack_blocks
-
-
-def tiny_config(**overrides) -> GPTConfig:
-    values = {"vocab_size": 11, "n_layer": 4, "n_head": 2, "n_embd": 8, "block_size": 8}
-    values.update(overrides)
-    return GPTConfig(**values)
-
-
-def randomized(config: GPTConfig, seed: int = 0) -> GPT:
-    """A float64 model whose every parameter (norm scales and biases too) is random."""
-    torch.manual_seed(seed)
-    model = GPT(config).double()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    return model.eval()
 
 
 def run(model: GPT, idx: torch.Tensor, active, scales=None) -> torch.Tensor:
