@@ -28,7 +28,6 @@ How tokens become rows:
 
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
 from collections.abc import Collection, Mapping, Sequence
@@ -48,6 +47,7 @@ from seqlm.corpora_adapters.meds import (
     read_meds,
 )
 from seqlm.errors import InputError
+from seqlm.export.meds_dataset import write_meds_folder
 from seqlm.vocabularies.scheme import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 from seqlm.vocabularies.vocabulary import TokenInfo, Vocabulary
 
@@ -120,16 +120,17 @@ class _SequenceWriter:
         self.clock: int | None = None
         self.pending = 0
 
-    def add(self, info: TokenInfo, start_us: int) -> None:
+    def add(self, info: TokenInfo, start_us: int, known_us: int | None = None) -> None:
+        """One token; `known_us` is its event's real time when known (a prompt's tokens)."""
         if info.role == "time":
             self.in_prefix = False
             self.pending += self.gaps.get(info.token, 0)
         elif info.role == "value":
             self._add_separate_value(info.bin)
         elif info.role in ("event", "unknown"):
-            self._add_event(info, start_us)
+            self._add_event(info, start_us, known_us)
 
-    def _add_event(self, info: TokenInfo, start_us: int) -> None:
+    def _add_event(self, info: TokenInfo, start_us: int, known_us: int | None) -> None:
         if info.role == "unknown":
             code, kind, text = info.token, info.kind, None
         else:
@@ -139,7 +140,10 @@ class _SequenceWriter:
         time_us = None
         if not static:
             self.in_prefix = False
-            self.clock = (start_us if self.clock is None else self.clock) + self.pending
+            if known_us is not None:  # a real time replaces the rebuilt one
+                self.clock = known_us
+            else:
+                self.clock = (start_us if self.clock is None else self.clock) + self.pending
             self.pending = 0
             time_us = self.clock
         value = None
@@ -176,7 +180,8 @@ class _SequenceWriter:
         return out
 
 
-def _epoch_us(moment: datetime) -> int:
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since 1970-01-01 of a naive (UTC) datetime."""
     return (moment - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
@@ -219,15 +224,53 @@ class TrajectoryExporter:
         start: datetime = DEFAULT_START,
     ) -> list[tuple]:
         """(subject_id, time in epoch microseconds or None, code, value, text) tuples."""
-        start_us = _epoch_us(start)
+        start_us = epoch_us(start)
         writer = _SequenceWriter(self.vocab, self.static_kinds, self._gaps)
-        for token_id in self._ids(tokens).tolist():
+        self._feed(writer, self._ids(tokens), start_us)
+        return writer.finish(subject_id, start_us, self.age_as_birth)
+
+    def continuation_rows(
+        self,
+        prompt: Sequence[int] | np.ndarray,
+        sample: Sequence[int] | np.ndarray,
+        subject_id: int,
+        start: datetime = DEFAULT_START,
+        prompt_times_us: Sequence[int] | np.ndarray | None = None,
+    ) -> tuple[list[tuple], int]:
+        """Rows of a prompt and its generated continuation, and the prediction time.
+
+        With `prompt_times_us` (epoch microseconds, one per prompt token) the prompt's
+        events keep those real times; the continuation's events follow the last prompt
+        event by its time tokens. The prediction time (epoch microseconds) is the time of
+        the last timed prompt event, or `start` when the prompt has none.
+        """
+        start_us = epoch_us(start)
+        writer = _SequenceWriter(self.vocab, self.static_kinds, self._gaps)
+        prompt_ids = self._ids(prompt)
+        if prompt_times_us is not None and len(prompt_times_us) != prompt_ids.size:
+            raise InputError(f"{len(prompt_times_us)} prompt times for {prompt_ids.size} tokens")
+        going = self._feed(writer, prompt_ids, start_us, prompt_times_us)
+        prediction_us = writer.clock if writer.clock is not None else start_us
+        if going:
+            self._feed(writer, self._ids(sample), start_us)
+        return writer.finish(subject_id, start_us, self.age_as_birth), prediction_us
+
+    def _feed(
+        self,
+        writer: _SequenceWriter,
+        ids: np.ndarray,
+        start_us: int,
+        known_us: Sequence[int] | np.ndarray | None = None,
+    ) -> bool:
+        """Add tokens to `writer`; False when an `[EOS]` ended the sequence."""
+        for position, token_id in enumerate(ids.tolist()):
             if token_id == EOS_ID:
-                break
+                return False
             if token_id in (BOS_ID, PAD_ID, SEP_ID):
                 continue
-            writer.add(self._info(token_id), start_us)
-        return writer.finish(subject_id, start_us, self.age_as_birth)
+            known = None if known_us is None else int(known_us[position])
+            writer.add(self._info(token_id), start_us, known)
+        return True
 
 
 def rows_frame(rows: list[tuple]) -> pl.DataFrame:
@@ -296,16 +339,12 @@ def corpus_to_meds(
 def write_meds_dataset(
     rows: pl.DataFrame, folder: str | Path, split: str = "held_out", name: str = "seqlm export"
 ) -> Path:
-    """Write MEDS rows as a MEDS folder: `data/<split>/0.parquet` and `metadata/`."""
-    folder = Path(folder)
-    shard = folder / "data" / split / "0.parquet"
-    shard.parent.mkdir(parents=True, exist_ok=True)
-    rows.select(list(MEDS_ROW_SCHEMA)).cast(MEDS_ROW_SCHEMA).write_parquet(shard)
-    metadata = folder / "metadata"
-    metadata.mkdir(exist_ok=True)
-    info = {"dataset_name": name, "etl_name": "seqlm", "meds_version": "0.4.0"}
-    (metadata / "dataset.json").write_text(json.dumps(info), encoding="utf-8")
-    return folder
+    """Write MEDS rows as a MEDS 0.4 folder, every subject in `split`: `data/<split>/0.parquet`
+    and `metadata/` (`seqlm.export.meds_dataset.write_meds_folder`)."""
+    subjects = rows["subject_id"].unique().to_list()
+    return write_meds_folder(
+        rows, folder, dict.fromkeys(subjects, split), name=name, version="seqlm export"
+    )
 
 
 def meds_rows_to_tokens(
