@@ -180,8 +180,8 @@ def generate_command(
         return
     written = result.written
     console.print(f"  tokens: {written['tokens']}\n  text: {written['text']}")
-    if "MEDS rows" in written:
-        console.print(f"  MEDS rows: {written['MEDS rows']}")
+    if "MEDS dataset" in written:
+        console.print(f"  MEDS dataset: {written['MEDS dataset']}")
 
 
 def lesion_command(

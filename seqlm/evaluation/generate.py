@@ -98,7 +98,8 @@ class GenerationOptions:
 @dataclass
 class Generation:
     """The samples of one prompt. `samples[i]` holds the generated ids only (the prompt
-    is `prompt`); `elapsed_s[i]` is the time its time tokens add up to."""
+    is `prompt`); `elapsed_s[i]` is the time its time tokens add up to (0 when `generate`
+    was given no `time_seconds`)."""
 
     prompt: np.ndarray
     samples: list[np.ndarray]
@@ -239,9 +240,9 @@ def generate(
     """Sample `options.n_samples` continuations of `prompt` (ids, `[BOS]` first).
 
     `time_seconds[id]` is the time each token adds (0 for all but time tokens; see
-    `time_token_seconds`), needed for `time_horizon_s`. `never_ids` are never sampled
-    (conditioning tokens: `Vocabulary.condition_ids`). The model is put in eval mode
-    for the call and restored after.
+    `time_token_seconds`), needed for `time_horizon_s` and for `elapsed_s`. `never_ids`
+    are never sampled (conditioning tokens: `Vocabulary.condition_ids`). The model is put
+    in eval mode for the call and restored after.
     """
     options = options or GenerationOptions()
     ids = _prompt_ids(model, prompt)
@@ -272,6 +273,9 @@ def generate(
         )
     finally:
         model.train(was_training)
+    if time_seconds is not None and step_seconds is None:  # no horizon: sum the time tokens
+        seconds = np.asarray(time_seconds, dtype=np.float64)
+        elapsed = np.array([seconds[sample].sum() for sample in samples], dtype=np.float64)
     return Generation(
         prompt=ids,
         samples=samples,

@@ -4,13 +4,18 @@ samples, and the files (`seqlm generate`).
 `generate_from_run` opens the run and its corpus (checked to match), builds the prompts
 (token strings, corpus sequence prefixes, or just `[BOS]`), samples `n_samples` per
 prompt, and, when given a folder, writes `generations.jsonl`, `generations.txt` and, for a
-MEDS corpus, `generations.meds.parquet` (the samples as MEDS rows); the folder is locked
-against other seqlm writers from before the first sample until the last file is written.
+MEDS corpus, `meds/`: the samples as a MEDS dataset (`seqlm.export.meds_generated`: each
+sample a subject holding its prompt's history and continuation, mapped back to the prompt's
+subject and prediction time), which ACES and MEDS tools read as any MEDS dataset. The
+folder is locked against other seqlm writers from before the first sample until the last
+file is written; `meds/` is built beside it and moved into place, replacing only a `meds/`
+that seqlm wrote.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +33,26 @@ from seqlm.evaluation.generate import (
     generate,
     generation_records,
     generation_text,
-    generations_to_meds,
     prompt_from_sequence,
     prompt_from_tokens,
     time_token_seconds,
 )
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, load_run_model
-from seqlm.export.meds import corpus_static_kinds
-from seqlm.outputs import output_folder, output_lock
+from seqlm.export.meds_generated import PromptOrigin, write_generated_meds
+from seqlm.outputs import (
+    check_replaceable,
+    move_into_place,
+    new_staging,
+    output_folder,
+    output_lock,
+    write_marker,
+)
 from seqlm.progress import Progress
 from seqlm.vocabularies.time_gaps import parse_duration
 from seqlm.vocabularies.vocabulary import Vocabulary
+
+MEDS_FOLDER = "meds"  # the generated MEDS dataset, inside the output folder
+MEDS_NAMES = ("data", "metadata")
 
 
 @dataclass(frozen=True)
@@ -121,17 +135,27 @@ def generate_from_run(
     prompts += [
         prompt_from_sequence(opened.sequence(i), settings.prompt_length) for i in settings.sequences
     ]
+    origins = [PromptOrigin() for _ in settings.prompts]
+    origins += [PromptOrigin(int(i)) for i in settings.sequences]
     if not prompts:
-        prompts = [prompt_from_tokens(vocab, [])]  # just [BOS]: unconditional samples
+        prompts, origins = [prompt_from_tokens(vocab, [])], [PromptOrigin()]  # unconditional
     options = settings.generation_options()
-    seconds = time_token_seconds(vocab) if settings.horizon else None
+    seconds = time_token_seconds(vocab)  # for the horizon and each sample's generated time
     if out is None:
         return GeneratedRun(
             _sample(loaded.model, prompts, options, vocab, seconds, progress), vocab, {}
         )
     with output_lock(output_folder(out), "seqlm generate"):
+        if is_meds_corpus(opened) and (out / MEDS_FOLDER).exists():
+            check_replaceable(out / MEDS_FOLDER, MEDS_NAMES)  # before any sampling
         generations = _sample(loaded.model, prompts, options, vocab, seconds, progress)
-        return GeneratedRun(generations, vocab, write_generations(generations, opened, out))
+        written = write_generations(generations, opened, out)
+        if is_meds_corpus(opened):
+            version = f"{settings.checkpoint} checkpoint, seed {settings.seed}"
+            written["MEDS dataset"] = write_generated_meds_folder(
+                generations, opened, origins, out / MEDS_FOLDER, Path(run).name, version
+            )
+        return GeneratedRun(generations, vocab, written)
 
 
 def _sample(
@@ -159,18 +183,37 @@ def _sample(
 def write_generations(
     generations: Sequence[Generation], corpus: Corpus, out: Path
 ) -> dict[str, Path]:
-    """generations.jsonl (ids and tokens), generations.txt and, when the corpus came from
-    MEDS, generations.meds.parquet; returns {what: path} in that order."""
+    """generations.jsonl (ids and tokens) and generations.txt; returns {what: path}."""
     vocab = corpus.vocabulary
     records = generation_records(generations, vocab)
     tokens, text = out / "generations.jsonl", out / "generations.txt"
     with tokens.open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
     text.write_text(generation_text(generations, vocab), encoding="utf-8")
-    written = {"tokens": tokens, "text": text}
-    manifest = corpus.manifest
-    if manifest.get("source", {}).get("adapter") == "meds":
-        rows = generations_to_meds(generations, vocab, static_kinds=corpus_static_kinds(manifest))
-        written["MEDS rows"] = out / "generations.meds.parquet"
-        rows.write_parquet(written["MEDS rows"])
-    return written
+    return {"tokens": tokens, "text": text}
+
+
+def is_meds_corpus(corpus: Corpus) -> bool:
+    return corpus.manifest.get("source", {}).get("adapter") == "meds"
+
+
+def write_generated_meds_folder(
+    generations: Sequence[Generation],
+    corpus: Corpus,
+    origins: Sequence[PromptOrigin],
+    target: Path,
+    run_name: str,
+    version: str,
+) -> Path:
+    """The samples as a MEDS dataset at `target`, built in a staging folder beside it and
+    moved into place (a `meds/` seqlm wrote before is replaced, nothing else is)."""
+    staging = new_staging(target)
+    try:
+        name = f"seqlm generations of run {run_name}"
+        write_generated_meds(generations, corpus, origins, staging, name=name, version=version)
+        write_marker(staging, "generated MEDS dataset")
+        move_into_place(staging, target, overwrite=True, own_names=MEDS_NAMES)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
