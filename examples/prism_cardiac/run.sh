@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PRISM-style next-event prediction on the chest-pain cohort of a MEDS dataset: ingest
 # with prism_cardiac.toml, train, score beside the baselines (top-1/5/10 accuracy),
-# generate trajectories and write them back as MEDS rows.
+# generate trajectories and write them back as a MEDS dataset (generated/meds/).
 # Usage: examples/prism_cardiac/run.sh MEDS_FOLDER [OUT]   (BUDGET=2m by default)
 set -euo pipefail
 HERE=$(dirname "$0")

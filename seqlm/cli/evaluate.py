@@ -145,7 +145,11 @@ def generate_command(
     checkpoint: Annotated[str, typer.Option(help="best, latest or step_N.")] = "best",
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Folder for generations.jsonl/.txt (and MEDS)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for generations.jsonl/.txt and, for a MEDS corpus, a MEDS dataset (meds/).",
+        ),
     ] = None,
     show: Annotated[int, typer.Option(help="Samples to print.")] = 5,
 ) -> None:

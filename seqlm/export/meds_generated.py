@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -53,9 +53,6 @@ from seqlm.export.meds import (
 )
 from seqlm.export.meds_dataset import METADATA_FOLDER, write_meds_folder
 
-if TYPE_CHECKING:
-    from seqlm.evaluation.generate import Generation
-
 GENERATED_SUBJECTS_FILE = "generated_subjects.parquet"
 OTHER_PROMPTS_SPLIT = "held_out"
 MAPPING_SCHEMA: dict[str, pl.DataType] = {
@@ -71,6 +68,15 @@ MAPPING_SCHEMA: dict[str, pl.DataType] = {
     "prompt_tokens": pl.Int64(),
     "generated_tokens": pl.Int64(),
 }
+
+
+class Generation(Protocol):
+    """The samples of one prompt, as `seqlm.evaluation.generate.Generation` holds them
+    (export sits below evaluation, so it names only the fields it reads)."""
+
+    prompt: np.ndarray
+    samples: list[np.ndarray]
+    stop_reasons: list[str]
 
 
 @dataclass(frozen=True)
