@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +166,22 @@ def test_each_sample_is_a_subject_with_its_prompts_real_history(task, tmp_path) 
         assert (rows.tail(rows.height - history.height)["time"] >= truth).all()
 
 
+def test_token_prompts_have_no_real_subject(task, tmp_path) -> None:
+    _, corpus, run = task
+    settings = GenerateSettings(prompts=("GENDER//F LAB//A",), n_samples=2, max_tokens=6)
+    meds = generate_from_run(run, settings, out=tmp_path / "out").written["MEDS dataset"]
+    assert meds_dataset_problems(meds) == []
+    mapping = read_generated_subjects(meds)
+    assert mapping["prompt_subject_id"].to_list() == [None, None]
+    assert mapping["prompt_seq_id"].to_list() == [None, None]
+    assert mapping["split"].to_list() == ["held_out", "held_out"]
+    start = datetime(2000, 1, 1)  # the exporter's default start: LAB//A's time
+    assert mapping["prediction_time"].to_list() == [start, start]
+    data = pl.read_parquet(meds / "data" / "held_out" / "0.parquet", glob=False)
+    first = data.filter(pl.col("subject_id") == 0).head(2)
+    assert first.select("time", "code").rows() == [(None, "GENDER//F"), (start, "LAB//A")]
+
+
 def test_nothing_below_the_privacy_threshold_is_written(task, generated: Path) -> None:
     _, corpus, _ = task
     vocab = corpus.vocabulary
@@ -288,5 +304,46 @@ def test_in_process_extraction_equals_aces_cli(generated: Path, tmp_path) -> Non
     config = tmp_path / "task.yaml"
     config.write_text(TASK_YAML)
     theirs = read_labels(_run_aces_cli(config, generated, tmp_path)).frame
+    theirs = theirs.sort("subject_id", "prediction_time")
     ours = extract_aces_labels(config, generated)
+    assert ours["subject_id"].to_list() == theirs["subject_id"].to_list()
     assert ours["boolean_value"].to_list() == theirs["label"].to_list()
+
+
+@pytest.mark.slow
+@needs_aces_cli
+def test_aces_labels_of_a_trained_model_follow_the_planted_rule(tmp_path) -> None:
+    """A tiny GPT trained on the task (after `A B` comes OUTCOME an hour later, after
+    `B A` never) continues held-out prompts ending at the pair; ACES, run on the
+    generated MEDS dataset, labels the continuations of `A B` positive and of `B A` not."""
+    from helpers.task_data import train_task_run
+
+    root = write_task_dataset(tmp_path / "task", "future")
+    corpus = load_corpus(build_task_corpus(root))
+    run = train_task_run(root)
+    config = tmp_path / "task.yaml"
+    config.write_text(TASK_YAML)
+    by_length: dict[int, list[int]] = {}
+    for seq_id in corpus.index.filter(pl.col("split") == "held_out")["seq_id"].to_list():
+        by_length.setdefault(_prompt_length(corpus, seq_id), []).append(seq_id)
+    found = []
+    for length, seq_ids in sorted(by_length.items()):
+        out = tmp_path / f"length{length}"
+        settings = GenerateSettings(
+            sequences=tuple(seq_ids), prompt_length=length, n_samples=10, max_tokens=24
+        )
+        meds = generate_from_run(run, settings, out=out).written["MEDS dataset"]
+        cohort = out / "aces"
+        cohort.mkdir()
+        labels = read_labels(_run_aces_cli(config, meds, cohort)).frame.drop("file", "row")
+        found.append(labels_at_prediction_times(labels, meds))
+    at_prompts = pl.concat(found)
+    truth = pl.read_parquet(root / "labels" / "0.parquet", glob=False).select(
+        pl.col("subject_id").alias("prompt_subject_id"), pl.col("boolean_value").alias("truth")
+    )
+    rates = (
+        at_prompts.join(truth, on="prompt_subject_id").group_by("truth").agg(pl.col("label").mean())
+    )
+    rate = dict(rates.iter_rows())
+    assert at_prompts.height == 10 * corpus.index.filter(pl.col("split") == "held_out").height
+    assert rate[True] > 0.8 and rate[False] < 0.1, rate
