@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import polars as pl
 import pytest
 from helpers.cli_helpers import run_seqlm
 from helpers.eval_fixtures import tiny_gpt, write_run
+from helpers.shared_data import shared_path
 from helpers.task_data import build_task_corpus, write_task_dataset
 
+from seqlm.corpora_adapters.meds import MedsMetadataWarning
 from seqlm.corpus import Corpus, load_corpus
 from seqlm.errors import ConfigError
 from seqlm.evaluation.generate import (
@@ -30,6 +33,7 @@ from seqlm.evaluation.generate import (
 from seqlm.evaluation.generate_run import GenerateSettings, generate_from_run
 from seqlm.export.meds_dataset import meds_dataset_problems
 from seqlm.export.meds_generated import labels_at_prediction_times, read_generated_subjects
+from seqlm.ingest import ingest
 from seqlm.tasks.labels import read_labels
 
 RARE = "DX//RARE"  # in one held-out subject's history only: below any privacy threshold
@@ -259,6 +263,43 @@ def test_cli_writes_and_names_the_meds_dataset(task, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"MEDS dataset: {tmp_path / 'gen' / 'meds'}" in result.stdout
     assert meds_dataset_problems(tmp_path / "gen" / "meds") == []
+
+
+def test_real_meds_histories_keep_their_real_times(tmp_path) -> None:
+    """MIMIC-IV demo: each generated subject's rows before the prediction time are at
+    exactly the prompt subject's real event times (values binned, rare codes unknown)."""
+    source = shared_path("clinical", "mimic-iv-demo-meds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedsMetadataWarning)
+        corpus = ingest("meds", [source], tmp_path / "corpus", workers=1)
+    write_run(tmp_path / "run", tiny_gpt(vocab_size=corpus.vocab_size, block_size=64), corpus)
+    held = corpus.index.filter(pl.col("split") == "held_out")["seq_id"].to_list()[:3]
+    settings = GenerateSettings(
+        sequences=tuple(held), prompt_length=200, n_samples=2, max_tokens=16
+    )
+    meds = generate_from_run(tmp_path / "run", settings, out=tmp_path / "gen").written[
+        "MEDS dataset"
+    ]
+    assert meds_dataset_problems(meds) == []
+    data = pl.read_parquet(meds / "data" / "held_out" / "0.parquet", glob=False)
+    real = pl.concat(
+        [pl.read_parquet(p, glob=False) for p in sorted((source / "data").rglob("*.parquet"))],
+        how="diagonal_relaxed",
+    )
+    mapping = read_generated_subjects(meds)
+    assert mapping["prompt_subject_id"].to_list() == [
+        int(corpus.index["entity"][s]) for s in held for _ in range(2)
+    ]
+    for subject, prompt_subject, at in mapping.select(
+        "subject_id", "prompt_subject_id", "prediction_time"
+    ).rows():
+        before = (pl.col("time") < at) & (pl.col("code") != "MEDS_BIRTH")
+        ours = data.filter(pl.col("subject_id") == subject).filter(before)["time"].sort()
+        theirs = real.filter(pl.col("subject_id") == prompt_subject).filter(before)["time"]
+        assert len(ours) > 100
+        assert ours.equals(theirs.sort()), subject
+        last = real.filter(pl.col("subject_id") == prompt_subject, pl.col("time") <= at)
+        assert last["time"].max() == at  # the prediction time is a real event's time
 
 
 def _run_aces_cli(config: Path, dataset: Path, out: Path) -> Path:
