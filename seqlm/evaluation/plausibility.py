@@ -32,11 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from seqlm.evaluation.plausibility_rules import (
-    code_kind,
-    is_unknown_code,
-    paired_kinds,
-)
+from seqlm.evaluation.plausibility_rules import UNKNOWN_MARK, paired_kinds
 
 SECONDS_PER_HOUR = 3600.0
 STATIC_EXEMPT_CODES = frozenset({"MEDS_BIRTH"})  # written with a time from the AGE token
@@ -81,10 +77,12 @@ def _gap_summary(gaps_s: np.ndarray) -> dict[str, float | int | None]:
 
 
 def _prepared(rows: pl.DataFrame) -> pl.DataFrame:
-    """Rows with their order, kind and whether the code is a merged unknown."""
+    """Rows with their order, kind and whether the code is a merged unknown (the rules
+    of `plausibility_rules.code_kind` and `is_unknown_code`, as polars expressions)."""
+    code = pl.col("code")
     return rows.with_row_index("row").with_columns(
-        pl.col("code").map_elements(code_kind, return_dtype=pl.String).alias("kind"),
-        pl.col("code").map_elements(is_unknown_code, return_dtype=pl.Boolean).alias("unknown"),
+        code.str.split("//").list.first().alias("kind"),  # plausibility_rules.code_kind
+        ((code == UNKNOWN_MARK) | code.str.ends_with("//" + UNKNOWN_MARK)).alias("unknown"),
     )
 
 

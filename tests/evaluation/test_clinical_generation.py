@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from helpers.cli_helpers import run_seqlm
 from helpers.clinical_run import favouring_gpt, mimic_demo_corpus
 from helpers.eval_fixtures import write_run
@@ -151,3 +152,16 @@ def test_generate_check_needs_a_clinical_corpus_and_a_known_split(demo, tmp_path
     done = run_seqlm(*args, "--repeats", "sometimes")
     assert done.returncode == 2
     assert "repeats must be one of" in done.stderr + done.stdout
+
+
+def test_the_prompt_state_equals_reading_the_prompt_token_by_token(demo) -> None:
+    vocab = demo.vocabulary
+    grammar = Grammar.for_vocab(vocab, SamplerConstraints())
+    prompt = demo.sequence(0)[:400]
+    assert (grammar.tables.pair_of_id[prompt] >= 0).any()  # admissions, discharges
+    read = grammar.start(prompt[:1], 1, torch.device("cpu"))
+    for token_id in prompt[1:].tolist():
+        read.update(torch.tensor([token_id]))
+    at_once = grammar.start(prompt, 2, torch.device("cpu"))
+    for name in ("seen_group", "seen_token", "open"):
+        assert torch.equal(getattr(at_once, name)[1:], getattr(read, name)), name
