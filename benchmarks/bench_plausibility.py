@@ -2,16 +2,19 @@
 real continuations of the same prompts (what `seqlm generate --check` prints, for
 several samplers in one run).
 
-Every held-out sequence of CORPUS gives a prompt (its first `--prompt-length` tokens);
-each variant draws `--n` samples of `--max-tokens` per prompt from RUN with the same
-seed, and is measured by `seqlm.evaluation.plausibility_report.check_generations`
-against the real continuations of the same prefixes:
+Every held-out sequence of CORPUS gives up to `--per-sequence` prompts: its first
+`--prompt-length` tokens, then every `--stride` tokens further (while `--max-tokens` real
+tokens follow), so the real side is not only the first hours of each record. Each
+variant draws `--n` samples of `--max-tokens` per prompt from RUN with the same seed, and
+is measured by `seqlm.evaluation.plausibility_report.check_generations` against the real
+continuations of the same prompts:
 
 - `model alone`: what `seqlm generate` did before (only conditioning tokens banned);
-- `default`: static kinds (GENDER, AGE) never generated, no second value of a code at
-  one time, a discharge only while its admission is open;
-- `no-repeat + paired`: no second token of a code at one time at all;
-- the default with `--top-p` (0.95 unless given).
+- `no-conflict + paired`: static kinds (GENDER, AGE) never generated, no second value
+  of a code at one time, a discharge only while its admission is open;
+- `no-repeat + paired` (the default of `seqlm generate`): no second token of a code at
+  one time at all (static kinds banned, paired discharges, as in every variant below);
+- the last two with `--top-p` (0.95 unless given).
 
     python benchmarks/bench_plausibility.py RUN CORPUS            # table
     python benchmarks/bench_plausibility.py RUN CORPUS --json     # one JSON row per variant
@@ -39,13 +42,19 @@ class Variant:
     top_p: float | None = None
 
 
-def variants(top_p: float) -> list[Variant]:
-    return [
+def variants(top_p: float, names: str | None = None) -> list[Variant]:
+    """The variants (module docstring); `names` keeps those whose position (0-based,
+    comma-separated) is listed."""
+    every = [
         Variant("model alone", False, "allow", False),
-        Variant("default (static banned, no-conflict, paired)", True, "no-conflict", True),
-        Variant("no-repeat + paired", True, "no-repeat", True),
-        Variant(f"default, top-p {top_p}", True, "no-conflict", True, top_p),
+        Variant("static banned, no-conflict + paired", True, "no-conflict", True),
+        Variant("no-repeat + paired (default)", True, "no-repeat", True),
+        Variant(f"no-conflict + paired, top-p {top_p}", True, "no-conflict", True, top_p),
+        Variant(f"no-repeat + paired, top-p {top_p}", True, "no-repeat", True, top_p),
     ]
+    if names is None:
+        return every
+    return [every[int(number)] for number in names.split(",")]
 
 
 def prompt_cuts(corpus, args: argparse.Namespace) -> list[tuple[int, int]]:
@@ -150,6 +159,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1024)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--checkpoint", default="best")
+    parser.add_argument("--variants", help="Positions of the variants to run, e.g. 0,1.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -162,7 +172,7 @@ def main() -> None:
     loaded = load_run_model(args.run, args.checkpoint)
     corpus = load_corpus(args.corpus)
     rows = []
-    for variant in variants(args.top_p):
+    for variant in variants(args.top_p, args.variants):
         rows.append(run_variant(loaded, corpus, variant, args))
         if args.json:
             print(json.dumps(rows[-1]), flush=True)

@@ -120,8 +120,8 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
 RepeatsOption = Annotated[
     str,
     typer.Option(
-        help="Clinical grammar: the same code twice at one time: allow, no-conflict "
-        "(no second value) or no-repeat."
+        help="Clinical grammar: the same code twice at one time: no-repeat (never), "
+        "no-conflict (only the same value) or allow."
     ),
 ]
 PairedOption = Annotated[
@@ -176,7 +176,7 @@ def generate_command(
         typer.Option("--out", "-o", help="Folder for generations.jsonl/.txt (and MEDS)."),
     ] = None,
     show: Annotated[int, typer.Option(help="Samples to print.")] = 5,
-    repeats: RepeatsOption = "no-conflict",
+    repeats: RepeatsOption = "no-repeat",
     paired: PairedOption = True,
     check: CheckOption = False,
     check_split: CheckSplitOption = "held_out",

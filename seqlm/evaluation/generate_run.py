@@ -74,7 +74,7 @@ class GenerateSettings:
     use_cache: bool = field(default=True, metadata={"help": "Decode with the KV cache."})
     checkpoint: str = field(default="best", metadata={"help": "best, latest or step_N."})
     repeats: str = field(
-        default="no-conflict",
+        default="no-repeat",
         metadata={"help": "Same code twice at one time: allow, no-conflict or no-repeat."},
     )
     paired: bool = field(

@@ -245,6 +245,8 @@ def write_report(report: PlausibilityReport, out: Path) -> dict[str, Path]:
 @plain_text
 def plausibility_figure(report: PlausibilityReport, path: Path) -> Path:
     """Left: each rate, generated beside real (bars); right: the time-gap CDFs."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     figure = new_figure(figsize=(12.0, 4.8), layout="constrained")
     bars, cdf = figure.subplots(1, 2, width_ratios=(1.4, 1.0))
     rates = [r for r in report.rows if not str(r["measure"]).startswith("time gap")]
@@ -262,6 +264,9 @@ def plausibility_figure(report: PlausibilityReport, path: Path) -> Path:
             cdf.step(hours, np.arange(1, hours.size + 1) / hours.size, where="post", label=side)
     ks = "-" if report.gap_ks is None else f"{report.gap_ks:.3f}"
     cdf.set_xscale("log")
+    # plain numbers: with math text off (plain_text) the default log labels read as TeX
+    cdf.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    cdf.xaxis.set_minor_formatter(NullFormatter())
     cdf.set(xlabel="time gap (hours, log)", ylabel="share of gaps <= x", title=f"KS {ks}")
     cdf.legend()
     cdf.grid(alpha=0.3)

@@ -2,10 +2,11 @@
 take next, given what it (prompt included) already holds.
 
 - same-time repeats (`repeats`): events between two time-gap tokens share one time.
-  `"no-conflict"` bans the other tokens of a code already drawn in the current time step
-  (a lab cannot take two different values at one time; the same token again stays
-  allowed); `"no-repeat"` bans every token of that code until the next time-gap token;
-  `"allow"` leaves the model alone. Unknown tokens (`LAB//[UNK]`) are never constrained:
+  `"no-repeat"` (the default) bans every token of a code already drawn in the current
+  time step until the next time-gap token (an exact duplicate row says nothing new, a
+  different value contradicts the first); `"no-conflict"` bans only the code's other
+  tokens (a lab cannot take two values at one time; the same token again stays
+  allowed); `"allow"` leaves the model alone. Unknown tokens (`LAB//[UNK]`) are never constrained:
   they stand for many different rare codes.
 - paired events (`paired`): a closing kind (`ICU_DISCHARGE`) is banned while no event of
   its opening kind (`ICU_ADMISSION`) is open; the pairs and the counting rule are those
@@ -19,7 +20,6 @@ renormalised over the allowed tokens, not from the model's distribution. Turn th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
@@ -34,7 +34,6 @@ from seqlm.evaluation.plausibility_rules import (
 )
 from seqlm.vocabularies.vocabulary import Vocabulary
 
-RepeatRule = Literal["allow", "no-conflict", "no-repeat"]
 REPEAT_RULES: tuple[str, ...] = ("allow", "no-conflict", "no-repeat")
 
 
@@ -43,7 +42,7 @@ class SamplerConstraints:
     """Which grammar constraints the sampler applies (module docstring)."""
 
     repeats: str = field(
-        default="no-conflict",
+        default="no-repeat",
         metadata={"help": "Same code twice at one time: allow, no-conflict or no-repeat."},
     )
     paired: bool = field(
