@@ -115,6 +115,34 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
         console.print(f"  {name}: {path}")
 
 
+# `seqlm generate`'s clinical options (grammar constraints and --check), named here so
+# the command stays readable.
+RepeatsOption = Annotated[
+    str,
+    typer.Option(
+        help="Clinical grammar: the same code twice at one time: no-repeat (never), "
+        "no-conflict (only the same value) or allow."
+    ),
+]
+PairedOption = Annotated[
+    bool,
+    typer.Option(
+        "--paired/--no-paired", help="Clinical grammar: a discharge only after its admission."
+    ),
+]
+CheckOption = Annotated[
+    bool,
+    typer.Option(
+        "--check",
+        help="Print the plausibility of the samples beside the real data's "
+        "(MEDS corpora; writes plausibility.json/.png with --out).",
+    ),
+]
+CheckSplitOption = Annotated[
+    str, typer.Option(help="The real data --check compares with (its sequences' continuations).")
+]
+
+
 def generate_command(
     run: Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")],
     prompt: Annotated[
@@ -152,8 +180,13 @@ def generate_command(
         ),
     ] = None,
     show: Annotated[int, typer.Option(help="Samples to print.")] = 5,
+    repeats: RepeatsOption = "no-repeat",
+    paired: PairedOption = True,
+    check: CheckOption = False,
+    check_split: CheckSplitOption = "held_out",
 ) -> None:
-    """Sample continuations of prompts from a trained model."""
+    """Sample continuations of prompts from a trained model (clinical corpora: static tokens
+    never generated, grammar constraints, --check for plausibility)."""
     from seqlm.evaluation.generate_run import GenerateSettings, generate_from_run
 
     settings = GenerateSettings(
@@ -169,6 +202,9 @@ def generate_command(
         seed=seed,
         use_cache=not no_cache,
         checkpoint=checkpoint,
+        repeats=repeats,
+        paired=paired,
+        check_split=check_split if check else None,
     )
     progress = RichProgress()
     try:
@@ -180,12 +216,26 @@ def generate_command(
     for line in lines[:show]:
         console.print(line, markup=False, highlight=False)
     console.print(f"{len(lines)} samples, {result.tokens:,} tokens in {result.seconds:.1f} s")
+    if result.plausibility is not None:
+        _print_plausibility(result.plausibility, check_split, console)
     if out is None:
         return
     written = result.written
     console.print(f"  tokens: {written['tokens']}\n  text: {written['text']}")
     if "MEDS dataset" in written:
         console.print(f"  MEDS dataset: {written['MEDS dataset']}")
+    for name in ("plausibility", "plausibility figure"):  # --check
+        if name in written:
+            console.print(f"  {name}: {written[name]}", markup=False, highlight=False)
+
+
+def _print_plausibility(report: Any, split: str, console: Console) -> None:  # noqa: ANN401
+    from seqlm.evaluation.plausibility_report import plausibility_table
+
+    title = f"plausibility: generated beside the real {split} continuations"
+    console.print(plausibility_table(report, title=title))
+    verdict = "all within 2x of the real data" if report.all_within_2x else "NOT all within 2x"
+    console.print(f"  {verdict} (rates: at most 2x the real; time gaps: 1/2x to 2x)")
 
 
 def lesion_command(

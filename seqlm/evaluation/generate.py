@@ -33,6 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, InputError
+from seqlm.evaluation.decoder import Decoder, model_device
+from seqlm.evaluation.decoder import window_start as window_start  # re-exported
+from seqlm.evaluation.sampling_constraints import Grammar, TrajectoryGrammar
 from seqlm.export.meds import (
     DEFAULT_START,
     DEFAULT_STATIC_KINDS,
@@ -40,8 +43,6 @@ from seqlm.export.meds import (
     rows_frame,
     time_token_microseconds,
 )
-from seqlm.model.gpt import GPT
-from seqlm.model.kv_cache import KVCache
 from seqlm.progress import Progress, ensure_progress
 from seqlm.vocabularies.scheme import BOS_ID, EOS_ID
 from seqlm.vocabularies.vocabulary import Vocabulary
@@ -157,73 +158,6 @@ def choose_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-# ----- windows -----------------------------------------------------------------------------
-
-
-def window_start(length: int, block_size: int, shift: int) -> int:
-    """First position the model sees when the sequence has `length` tokens (see module)."""
-    if length <= block_size:
-        return 0
-    return -(-(length - block_size) // shift) * shift
-
-
-class _Decoder:
-    """Next-token logits for a batch of equal-length rows, cached or not."""
-
-    def __init__(self, model: nn.Module, use_cache: bool, shift: int | None) -> None:
-        self.model = model
-        self.cached = use_cache and isinstance(model, GPT)
-        self.block_size = _block_size(model)
-        if shift is not None and shift > self.block_size:
-            raise ConfigError(f"window_shift {shift} exceeds the block size {self.block_size}")
-        self.shift = shift or max(1, self.block_size // 2)
-        self.cache: KVCache | None = None
-        self.start = 0
-
-    def first(self, prompt: Tensor, batch: int) -> Tensor:
-        """Encode the (1, P) prompt once; logits (batch, V) for the first new token."""
-        self.start = window_start(prompt.shape[1], self.block_size, self.shift)
-        window = prompt[:, self.start :]
-        if not self.cached:
-            return self.model(window).logits[:, -1].expand(batch, -1)
-        self.cache = KVCache.empty(self.model, 1)
-        logits = self._cached_logits(window)
-        self.cache = self.cache.expand(batch)
-        return logits.expand(batch, -1)
-
-    def next(self, rows: Tensor) -> Tensor:
-        """Logits (B, V) after `rows` (B, L), whose last token is new since the last call."""
-        start = window_start(rows.shape[1], self.block_size, self.shift)
-        if not self.cached:
-            return self.model(rows[:, start:]).logits[:, -1]
-        assert self.cache is not None
-        if start != self.start:  # the window jumped: encode it afresh
-            self.start = start
-            self.cache = KVCache.empty(self.model, rows.shape[0])
-            return self._cached_logits(rows[:, start:])
-        return self._cached_logits(rows[:, -1:])
-
-    def _cached_logits(self, new: Tensor) -> Tensor:
-        """Logits (B, V) after the new tokens (B, T), which join the cache."""
-        return self.model(new, cache=self.cache).logits[:, -1]
-
-    def keep_rows(self, keep: Tensor) -> None:
-        if self.cache is not None:
-            self.cache.keep_rows(keep)
-
-
-def _block_size(model: nn.Module) -> int:
-    config = getattr(model, "config", None)
-    size = getattr(config, "block_size", None)
-    if not isinstance(size, int) or size < 1:
-        raise ConfigError(f"{type(model).__name__} has no config.block_size to bound its context")
-    return size
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 # ----- the loop ------------------------------------------------------------------------------
 
 
@@ -236,19 +170,21 @@ def generate(
     time_seconds: np.ndarray | None = None,
     progress: Progress | None = None,
     never_ids: Sequence[int] | np.ndarray = (),
+    grammar: Grammar | None = None,
 ) -> Generation:
     """Sample `options.n_samples` continuations of `prompt` (ids, `[BOS]` first).
 
     `time_seconds[id]` is the time each token adds (0 for all but time tokens; see
-    `time_token_seconds`), needed for `time_horizon_s` and for `elapsed_s`. `never_ids`
-    are never sampled (conditioning tokens: `Vocabulary.condition_ids`). The model is put
-    in eval mode for the call and restored after.
+    `time_token_seconds`), needed for `time_horizon_s` and for `elapsed_s`. `never_ids` are never sampled
+    (conditioning tokens; static ones of clinical corpora); `grammar` bans what its rules
+    rule out given the sample so far (`seqlm.evaluation.sampling_constraints`). The
+    model is put in eval mode for the call and restored after.
     """
     options = options or GenerationOptions()
     ids = _prompt_ids(model, prompt)
     if options.time_horizon_s is not None and time_seconds is None:
         raise ConfigError("a time horizon needs the seconds each time token adds")
-    device = _device_of(model)
+    device = model_device(model)
     step_seconds = None
     if options.time_horizon_s is not None:
         step_seconds = torch.as_tensor(np.asarray(time_seconds, dtype=np.float64), device=device)
@@ -257,7 +193,7 @@ def generate(
     model.eval()
     began = time.perf_counter()
     try:
-        decoder = _Decoder(model, options.use_cache, options.window_shift)
+        decoder = Decoder(model, options.use_cache, options.window_shift)
         prompt_ids = torch.as_tensor(ids, device=device)[None]
         never = torch.as_tensor(np.asarray(never_ids, dtype=np.int64), device=device)
         stop = torch.tensor([EOS_ID] if options.stop_at_eos else [], dtype=torch.long)
@@ -270,6 +206,7 @@ def generate(
             ensure_progress(progress),
             never,
             stop.to(device),
+            grammar.start(ids, options.n_samples, device) if grammar is not None else None,
         )
     finally:
         model.train(was_training)
@@ -287,7 +224,7 @@ def generate(
 
 
 def _sample_loop(
-    decoder: _Decoder,
+    decoder: Decoder,
     prompt: Tensor,
     options: GenerationOptions,
     step_seconds: Tensor | None,
@@ -295,9 +232,10 @@ def _sample_loop(
     progress: Progress,
     never: Tensor | None = None,
     stop_ids: Tensor | None = None,
+    grammar: TrajectoryGrammar | None = None,
 ) -> tuple[list[np.ndarray], list[str], np.ndarray]:
     """Sample every row until it stops (a stop id, kept; the budget; the horizon), with
-    finished rows dropped from the batch (and the cache)."""
+    finished rows dropped from the batch (and the cache, and the grammar's state)."""
     n = options.n_samples
     device = prompt.device
     rows = prompt.expand(n, -1)
@@ -311,7 +249,10 @@ def _sample_loop(
     for step in range(options.max_new_tokens):
         if never is not None and never.numel():
             logits = logits.index_fill(-1, never, float("-inf"))
+        logits = grammar.mask(logits) if grammar is not None else logits
         chosen = choose_next(logits, options.sampling, generator)
+        if grammar is not None:
+            grammar.update(chosen)
         stopped = torch.zeros_like(chosen, dtype=torch.bool)
         kept = torch.ones_like(stopped)
         if step_seconds is not None:
@@ -334,6 +275,8 @@ def _sample_loop(
         if still.numel() < active.numel():
             rows, active = rows[still], active[still]
             decoder.keep_rows(still)
+            if grammar is not None:
+                grammar.keep_rows(still)
         logits = decoder.next(rows)
     progress.finish()
     counts_np = counts.cpu().numpy()
@@ -385,13 +328,13 @@ def sample_trajectories(
         stop_at_eos=False,
     )
     ids = _prompt_ids(model, prompt)
-    device = _device_of(model)
+    device = model_device(model)
     stop = torch.as_tensor(np.asarray(stop_token_ids, dtype=np.int64), device=device)
     banned = torch.as_tensor(np.asarray(banned_token_ids, dtype=np.int64), device=device)
     was_training = model.training
     model.eval()
     try:
-        decoder = _Decoder(model, use_cache=True, shift=None)
+        decoder = Decoder(model, use_cache=True, shift=None)
         prompt_ids = torch.as_tensor(ids, device=device)[None]
         samples, _, _ = _sample_loop(
             decoder, prompt_ids, options, None, generator, ensure_progress(None), banned, stop

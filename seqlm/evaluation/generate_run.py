@@ -38,6 +38,15 @@ from seqlm.evaluation.generate import (
     time_token_seconds,
 )
 from seqlm.evaluation.model_scorer import check_run_matches_corpus, load_run_model
+from seqlm.evaluation.plausibility_report import (
+    PlausibilityReport,
+    check_generations,
+    split_cuts,
+    write_report,
+)
+from seqlm.evaluation.plausibility_rules import static_token_ids
+from seqlm.evaluation.sampling_constraints import Grammar, SamplerConstraints
+from seqlm.export.meds import corpus_static_kinds
 from seqlm.export.meds_generated import PromptOrigin, write_generated_meds
 from seqlm.outputs import (
     check_replaceable,
@@ -79,6 +88,20 @@ class GenerateSettings:
     seed: int = field(default=0, metadata={"help": "Random seed."})
     use_cache: bool = field(default=True, metadata={"help": "Decode with the KV cache."})
     checkpoint: str = field(default="best", metadata={"help": "best, latest or step_N."})
+    repeats: str = field(
+        default="no-repeat",
+        metadata={"help": "Same code twice at one time: allow, no-conflict or no-repeat."},
+    )
+    paired: bool = field(
+        default=True, metadata={"help": "A discharge only while its admission is open."}
+    )
+    check_split: str | None = field(
+        default=None,
+        metadata={"help": "Compare the samples' plausibility with this split's (e.g. held_out)."},
+    )
+
+    def constraints(self) -> SamplerConstraints:
+        return SamplerConstraints(repeats=self.repeats, paired=self.paired)
 
     def generation_options(self) -> GenerationOptions:
         return GenerationOptions(
@@ -100,6 +123,7 @@ class GeneratedRun:
     generations: list[Generation]
     vocab: Vocabulary
     written: dict[str, Path]
+    plausibility: PlausibilityReport | None = None
 
     def text_lines(self) -> list[str]:
         """One line per sample: the prompt's tokens, ` | `, the sample's."""
@@ -141,43 +165,96 @@ def generate_from_run(
         prompts, origins = [prompt_from_tokens(vocab, [])], [PromptOrigin()]  # unconditional
     options = settings.generation_options()
     seconds = time_token_seconds(vocab)  # for the horizon and each sample's generated time
+    _check_can_run(opened, settings)
+    sampler = _Sampler(loaded.model, vocab, options, seconds, progress)
+    sampler.clinical(opened, settings.constraints())
     if out is None:
-        return GeneratedRun(
-            _sample(loaded.model, prompts, options, vocab, seconds, progress), vocab, {}
-        )
+        generations = sampler.sample(prompts)
+        return GeneratedRun(generations, vocab, {}, _check(generations, opened, settings))
     with output_lock(output_folder(out), "seqlm generate"):
         if is_meds_corpus(opened) and (out / MEDS_FOLDER).exists():
             check_replaceable(out / MEDS_FOLDER, MEDS_NAMES)  # before any sampling
-        generations = _sample(loaded.model, prompts, options, vocab, seconds, progress)
+        generations = sampler.sample(prompts)
         written = write_generations(generations, opened, out)
         if is_meds_corpus(opened):
             version = f"{settings.checkpoint} checkpoint, seed {settings.seed}"
             written["MEDS dataset"] = write_generated_meds_folder(
                 generations, opened, origins, out / MEDS_FOLDER, Path(run).name, version
             )
-        return GeneratedRun(generations, vocab, written)
+        report = _check(generations, opened, settings)
+        if report is not None:
+            written.update(write_report(report, out))
+        return GeneratedRun(generations, vocab, written, report)
 
 
-def _sample(
-    model: nn.Module,
-    prompts: Sequence[np.ndarray],
-    options: GenerationOptions,
-    vocab: Vocabulary,
-    seconds: np.ndarray | None,
-    progress: Progress | None,
-) -> list[Generation]:
-    """`options.n_samples` samples per prompt; conditioning tokens are never drawn."""
-    return [
-        generate(
-            model,
-            p,
-            options,
-            time_seconds=seconds,
-            progress=progress,
-            never_ids=vocab.condition_ids,
-        )
-        for p in prompts
-    ]
+def _check_can_run(corpus: Corpus, settings: GenerateSettings) -> None:
+    """Refuse a check that cannot run before sampling, not after."""
+    settings.constraints()  # refuses an unknown repeat rule
+    if settings.check_split is None:
+        return
+    if not is_meds_corpus(corpus):
+        raise ConfigError("--check reads clinical codes: it needs a corpus built from MEDS")
+    if settings.check_split not in set(corpus.index["split"].unique().to_list()):
+        raise ConfigError(f"--check: the corpus has no split {settings.check_split!r}")
+
+
+def _check(
+    generations: list[Generation], corpus: Corpus, settings: GenerateSettings
+) -> PlausibilityReport | None:
+    """The plausibility report when asked for (`seqlm generate --check`); only a
+    clinical (MEDS) corpus has the codes it reads."""
+    if settings.check_split is None:
+        return None
+    prompt_length = settings.prompt_length if settings.sequences else 1
+    return check_generations(
+        generations,
+        corpus,
+        corpus_static_kinds(corpus.manifest),
+        real_cuts=split_cuts(corpus, settings.check_split, prompt_length),
+        max_tokens=settings.max_tokens,
+    )
+
+
+class _Sampler:
+    """`n_samples` samples per prompt; conditioning tokens are never drawn, nor, for a
+    clinical corpus, static tokens (they belong in the prefix), and the clinical grammar
+    constraints apply (`seqlm.evaluation.sampling_constraints`)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        vocab: Vocabulary,
+        options: GenerationOptions,
+        seconds: np.ndarray | None,
+        progress: Progress | None,
+    ) -> None:
+        self.model, self.options, self.seconds, self.progress = model, options, seconds, progress
+        self.never = vocab.condition_ids
+        self.vocab = vocab
+        self.grammar: Grammar | None = None
+
+    def clinical(self, corpus: Corpus, constraints: SamplerConstraints) -> None:
+        """Static tokens banned and the grammar on, for a corpus built from MEDS."""
+        if not is_meds_corpus(corpus):
+            return
+        static = static_token_ids(self.vocab, corpus_static_kinds(corpus.manifest))
+        self.never = np.union1d(self.never, static)
+        if constraints.active:
+            self.grammar = Grammar.for_vocab(self.vocab, constraints)
+
+    def sample(self, prompts: Sequence[np.ndarray]) -> list[Generation]:
+        return [
+            generate(
+                self.model,
+                p,
+                self.options,
+                time_seconds=self.seconds,
+                progress=self.progress,
+                never_ids=self.never,
+                grammar=self.grammar,
+            )
+            for p in prompts
+        ]
 
 
 def write_generations(
