@@ -218,13 +218,14 @@ def generate_command(
     console.print(f"{len(lines)} samples, {result.tokens:,} tokens in {result.seconds:.1f} s")
     if result.plausibility is not None:
         _print_plausibility(result.plausibility, check_split, console)
-    if out is None:
-        return
-    written = result.written
+    if out is not None:
+        _print_written(result.written, console)
+
+
+def _print_written(written: dict[str, Path], console: Console) -> None:
+    """The files `seqlm generate --out` wrote, one line each."""
     console.print(f"  tokens: {written['tokens']}\n  text: {written['text']}")
-    if "MEDS dataset" in written:
-        console.print(f"  MEDS dataset: {written['MEDS dataset']}")
-    for name in ("plausibility", "plausibility figure"):  # --check
+    for name in ("MEDS dataset", "plausibility", "plausibility figure"):
         if name in written:
             console.print(f"  {name}: {written[name]}", markup=False, highlight=False)
 
