@@ -170,8 +170,14 @@ def pair_fate_counts(vocab: Vocabulary, pairs: pl.DataFrame, pair: np.ndarray) -
     rows = np.bincount(pair, minlength=pairs.height)[: pairs.height]
     known = pl.Series(list(vocab.data_tokens), dtype=pl.String).implode()
     in_token = pairs["data_token"].is_in(known)
+    unknowns = pl.Series(list(vocab.token_to_id), dtype=pl.String).implode()
+    in_text_unknown = pairs["text_unknown"].is_in(unknowns).fill_null(False)
     return fate_counts(
-        pairs["text_fate"], pairs["value_fate"], in_token, pl.Series("rows", rows, pl.Int64)
+        pairs["text_fate"],
+        pairs["value_fate"],
+        in_token,
+        in_text_unknown,
+        pl.Series("rows", rows, pl.Int64),
     )
 
 

@@ -101,12 +101,23 @@ def with_values_and_fates(
 
 
 def fate_counts(
-    text_fate: pl.Series, value_fate: pl.Series, in_token: pl.Series, rows: pl.Series
+    text_fate: pl.Series,
+    value_fate: pl.Series,
+    in_token: pl.Series,
+    in_text_unknown: pl.Series,
+    rows: pl.Series,
 ) -> dict[str, int]:
     """What became of every text and numeric value, from per-pair fates, whether the
-    pair's own data token is in the vocabulary, and the pair's row counts."""
+    pair's own data token and its code's text unknown are in the vocabulary, and the
+    pair's row counts."""
     frame = pl.DataFrame(
-        {"text_fate": text_fate, "value_fate": value_fate, "in_token": in_token, "rows": rows}
+        {
+            "text_fate": text_fate,
+            "value_fate": value_fate,
+            "in_token": in_token,
+            "in_text_unknown": in_text_unknown,
+            "rows": rows,
+        }
     )
 
     def total(condition: pl.Expr) -> int:
@@ -118,6 +129,10 @@ def fate_counts(
         "text_in_token": total((fate == TEXT_TOKEN) & pl.col("in_token")),
         "text_as_number": total(fate == TEXT_NUMBER),
         "text_rare": total((fate == TEXT_TOKEN) & ~pl.col("in_token")),
+        # ...of which the code's text unknown took (the others: the kind's unknown or [UNK])
+        "text_rare_in_text_unknown": total(
+            (fate == TEXT_TOKEN) & ~pl.col("in_token") & pl.col("in_text_unknown")
+        ),
         "text_beside_binned_value": total(fate == BESIDE_VALUE),
         "text_use_text_off": total(fate == TEXT_OFF),
         "text_empty": total(fate == EMPTY_TEXT),
@@ -132,7 +147,9 @@ FATE_WORDS: dict[str, str] = {
     "text_in_token": "in a CODE//text token",
     "text_as_number": "read as a number and binned",
     "text_rare": "rare text (under the privacy threshold, or over scheme.text_max_values "
-    "for its code): the code's text unknown or coarser",
+    "for its code)",
+    "text_rare_in_text_unknown": "of which written as the code's CODE//[TEXT_UNK] (the "
+    "others as the kind's unknown or [UNK])",
     "text_beside_binned_value": "beside a numeric value in a bin (the value is used)",
     "text_use_text_off": "not used: scheme.use_text is off",
     "text_empty": "empty text",
