@@ -17,6 +17,14 @@ ICU_ADMISSION event, while 4 subjects held the unknown itself). The support of e
 kept token is recorded (`FittedTokens.support`, written to scheme.json). Only the number
 of merged tokens is kept, never their names.
 
+Text tokens (`CODE//text`, `scheme.use_text`) have one more level: a code keeps at most
+`text_max_values` of them (its most frequent supported texts), and the events of its
+merged texts go to the code's text unknown `CODE//[TEXT_UNK]` when those events meet
+the thresholds themselves (counted like a kind's unknown), else on to the kind's
+unknown. (Falling back to the bare code token instead would be as private, but its
+recorded support could not stay exact: a kept token past HOLDERS_KEPT entities has no
+names left to join with.)
+
 To count the distinct entities behind a kind's unknown exactly, the counter keeps the
 names of a token's entities while it has at most `HOLDERS_KEPT` of them (only such
 tokens can be merged); a threshold above that counts a lower bound, which can only
