@@ -90,6 +90,8 @@ def _print_summary(console: Console, report: CorpusReport) -> None:
         )
     if info.time_unit == "index":
         console.print("times are unitless positions (time_unit = index), not seconds")
+    for line in report.value_lines():
+        console.print(Text(line))
     for line in info.notes:
         console.print(Text(f"note: {line}"))
     for line in report.merge_check_lines():

@@ -23,7 +23,8 @@ Choices (documented in `seqlm adapters meds`):
   nulled (the test happened; its number is unusable); `non_finite = "reject"` rejects it.
 - unsorted events within a subject are sorted (the EventTable sorts by time anyway, with
   the file order as tie-break); `unsorted = "error"` makes them an InputError instead.
-- `text_value` goes to `text`; the vocabulary ignores it unless its scheme says so.
+- `text_value` goes to `text`; the MEDS scheme defaults use it (`scheme.use_text`,
+  docs/tokenization.md "Text values"): a `CODE//text` token, or a binned number.
 - a row timed before `earliest_time` (1800-01-01) or after `latest_time` (2400-01-01)
   is rejected as `time outside plausible range` (a year-9999 date is a data error).
 - codes used in the data but missing from `metadata/codes.parquet` are counted and
@@ -88,6 +89,9 @@ SECONDS_PER_YEAR = 365.25 * 86400.0
 MEDS_SCHEME_DEFAULTS: dict[str, Any] = {
     "min_entities": 5,
     "value_mode": "fused",
+    # text_value used (issue 20): `CODE//text` tokens, number-like texts of numeric codes
+    # binned as values, the rest counted in the manifest by reason.
+    "use_text": True,
     "value_bins": 10,
     "time_tokens": True,
     "time_gap_edges": list(CLINICAL_TIME_GAPS),

@@ -89,7 +89,10 @@ def token_kinds(vocab: Vocabulary) -> list[str | None]:
         elif role == "unknown":
             # `KIND//[UNK]` (kind with spaces restored, as data tokens' codes have them);
             # the plain `[UNK]` has no kind and counts as its own.
-            kinds.append(vocab.token_info(token).kind or token)
+            # A code's text unknown (`LAB//x//[TEXT_UNK]`) counts with its code's family.
+            info = vocab.token_info(token)
+            family = info.code.split("//", 1)[0] if info.code is not None else None
+            kinds.append(family or info.kind or token)
         elif role == "time":
             kinds.append(TIME_KIND)
         elif role == "value":

@@ -93,6 +93,9 @@ class CorpusInfo:
     # Record time a training window of each context covers, train split (timed corpora):
     # WindowTimeCoverage.to_dict() rows, so a user sees what a context can reach.
     window_time: tuple[dict, ...] = ()
+    # What became of text and numeric values (manifest `values`: text_values.fate_counts);
+    # empty for corpora written before they were counted.
+    values: dict[str, int] = field(default_factory=dict)
 
     def window_time_sentences(self) -> list[str]:
         return [WindowTimeCoverage(**row).sentence() for row in self.window_time]
@@ -184,6 +187,7 @@ def corpus_info(
         merge_checks=dict(manifest.get("merge_checks", {})),
         time_unit=corpus.time_unit,
         notes=tuple(manifest.get("notes", [])),
+        values={k: v for k, v in manifest.get("values", {}).items() if isinstance(v, int)},
         window_time=tuple(
             coverage.to_dict()
             for coverage in (window_time_coverage(corpus, c) for c in contexts)

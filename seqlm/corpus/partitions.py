@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,7 +31,13 @@ import polars as pl
 
 from seqlm.corpus.entities import entity_aggregates
 from seqlm.corpus.merge_checks import merge_checks
-from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
+from seqlm.corpus.token_rows import (
+    keyed_rows,
+    pair_fate_counts,
+    pair_ids,
+    pair_tokens,
+    train_counts,
+)
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
 from seqlm.vocabularies.fitting import TokenCounter, check_known_sources
@@ -52,6 +58,7 @@ SPILL_ROW_GROUP = 10_000
 SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
 # The pairs file: the strings of each distinct (kind, code, text, bin) of a partition.
 PAIR_COLUMNS = ["pair", "data_token", "unknown", "code", "text", "reserved_label"]
+PAIR_COLUMNS += ["text_unknown", "text_fate", "value_fate"]  # issue 20: text values
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ def sample_partition(
     """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
     sampler = ValueSampler(sample_size)
     if part.sorted_file.exists():
-        columns = ["entity", "time", "order", "code", "value"]
+        columns = ["entity", "time", "order", "code", "value", "text"]
         rows = pl.read_parquet(part.sorted_file, columns=columns, glob=False)
         sampler.add(rows.filter(pl.Series(_is_train(part_split))))
     return sampler
@@ -189,24 +196,13 @@ class EncodedPartition:
     times: np.ndarray | None
     # Events whose label spelled a scheme token or was empty (they became unknowns).
     reserved_labels: int = 0
+    # What became of texts and numeric values (token_rows.pair_fate_counts).
+    value_fates: dict[str, int] = field(default_factory=dict)
 
 
 @cache
 def _vocabulary(folder: str) -> Vocabulary:
     return Vocabulary.load(folder)
-
-
-def _pair_ids(vocab: Vocabulary, pairs: pl.DataFrame) -> np.ndarray:
-    """Each pair's id: its data token's, else its kind's unknown's, else [UNK]'s (the
-    lookup of `Vocabulary.encode_token_frame`, on the pair table)."""
-    tokens = pl.Series(list(vocab.token_to_id), dtype=pl.String)
-    ids = pl.Series(list(vocab.token_to_id.values()), dtype=pl.Int64)
-
-    def lookup(column: str) -> pl.Expr:
-        return pl.col(column).replace_strict(tokens, ids, default=None, return_dtype=pl.Int64)
-
-    found = pairs.select(pl.coalesce(lookup("data_token"), lookup("unknown"), pl.lit(UNK_ID)))
-    return found.to_series().to_numpy()
 
 
 def _scheme_ids(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray | None]:
@@ -241,15 +237,16 @@ def encode_partition(
     pair = rows["pair"].to_numpy()
     gaps = vocab.scheme.time_gap_tokens()
     time_ids, value_ids = _scheme_ids(vocab)
-    encoded = assemble_sequences(rows, _pair_ids(vocab, pairs)[pair], gaps, time_ids, value_ids)
+    encoded = assemble_sequences(rows, pair_ids(vocab, pairs)[pair], gaps, time_ids, value_ids)
     if len(encoded.lengths) != names.len():
         raise CorpusError("internal: a partition's sequences do not match its entities")
     reserved_count = int(pairs["reserved_label"].to_numpy()[pair].sum())
+    fates = pair_fate_counts(vocab, pairs, pair)
     part.tokens_file.unlink()
     part.pairs_file.unlink()
     times = finite_times(encoded) if has_times else None
     return EncodedPartition(
-        names, encoded.lengths, encoded.ids.astype(vocab.token_dtype), times, reserved_count
+        names, encoded.lengths, encoded.ids.astype(vocab.token_dtype), times, reserved_count, fates
     )
 
 

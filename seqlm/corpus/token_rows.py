@@ -15,7 +15,7 @@ Per row only numbers remain: entity run id, seconds, gap, bin, pair.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import polars as pl
@@ -23,12 +23,17 @@ import polars as pl
 from seqlm.corpora_adapters.base import time_in_seconds
 from seqlm.vocabularies.event_tokens import with_token_strings
 from seqlm.vocabularies.fitting import holders_of
-from seqlm.vocabularies.scheme import TokenScheme
-from seqlm.vocabularies.value_bins import CodeValueBins, stored_value, with_bin_numbers
+from seqlm.vocabularies.scheme import UNK_ID, TokenScheme
+from seqlm.vocabularies.text_values import fate_counts, with_values_and_fates
+from seqlm.vocabularies.value_bins import CodeValueBins, stored_value
+from seqlm.vocabularies.vocabulary import Vocabulary
 
 # What the per-row tokens file holds (all numeric).
 ROW_COLUMNS = ["entity", "time_s", "gap", "bin", "pair"]
-PAIR_KEY = ["kind_id", "code_id", "text_id", "bin"]
+PAIR_KEY = ["kind_id", "code_id", "text_id", "bin", "text_fate", "value_fate"]
+# What the pair table keeps per pair (the fates let the encode stage count what became of
+# every text and value: seqlm.vocabularies.text_values).
+PAIR_STRINGS = ["pair", "kind", "code", "text", "bin", "text_fate", "value_fate"]
 
 
 def _ids(column: pl.Expr) -> pl.Expr:
@@ -46,20 +51,17 @@ def keyed_rows(
     time and gap windows work on integers; the values are the same as
     `event_token_frame`'s (the same expressions per entity)."""
     time_type = rows.schema["time"]
-    text = pl.col("text") if scheme.use_text else pl.lit(None, dtype=pl.String)
     frame = rows.lazy().select(
         pl.col("entity").rle_id().cast(pl.Int64).alias("entity"),
         pl.col("time"),
         pl.col("kind"),
         pl.col("code").fill_null(""),
-        text.alias("text"),
+        pl.col("text"),
         stored_value(pl.col("value")).fill_nan(None),  # as event_token_frame: float32
     )
     frame = frame.with_columns(time_in_seconds(pl.col("time"), time_type).alias("time_s"))
-    if scheme.uses_values:
-        frame = with_bin_numbers(frame, bins)
-    else:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
+    # As event_token_frame: bins, numbers read from texts, each text's and value's fate.
+    frame = with_values_and_fates(frame, scheme, bins)
     # Without use_text every text is null: one id for all.
     text_id = _ids(pl.col("text")) if scheme.use_text else pl.lit(0, dtype=pl.Int64)
     frame = frame.with_columns(
@@ -77,7 +79,7 @@ def keyed_rows(
         .sort("row")
         .with_row_index("pair")
     )
-    pairs = frame.select("kind", "code", "text", "bin")[first_rows["row"]].with_columns(
+    pairs = frame.select(PAIR_STRINGS[1:])[first_rows["row"]].with_columns(
         first_rows["pair"].cast(pl.Int64)
     )
     keyed = frame.join(
@@ -87,7 +89,7 @@ def keyed_rows(
         nulls_equal=True,
         maintain_order="left",
     )
-    return keyed.select(ROW_COLUMNS), pairs.select("pair", "kind", "code", "text", "bin")
+    return keyed.select(ROW_COLUMNS), pairs.select(PAIR_STRINGS)
 
 
 def pair_tokens(pairs: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
@@ -123,11 +125,66 @@ def train_counts(
     per_token = rows.group_by("token_id").agg(
         pl.col("pair").first(), *support, holders_of(pl.col("entity"))
     )
-    named = tokens.select("pair", "data_token", "code", "text", "bin", "unknown")
+    named = tokens.select("pair", "data_token", "code", "text", "bin", "text_unknown", "unknown")
     per_token = per_token.join(named, on="pair", how="left")
     seen = tokens.filter(pl.col("pair").is_in(rows["pair"].unique().implode()))
     sources = seen.group_by("data_token").agg(pl.struct("code", "text").n_unique().alias("sources"))
     per_token = per_token.join(sources, on="data_token", how="left").select(
-        "data_token", "code", "text", "bin", "unknown", "count", "entities", "holders", "sources"
+        "data_token",
+        "code",
+        "text",
+        "bin",
+        "text_unknown",
+        "unknown",
+        "count",
+        "entities",
+        "holders",
+        "sources",
     )
     return per_token, seen.select("data_token", "code", "text")
+
+
+def pair_ids(vocab: Vocabulary, pairs: pl.DataFrame) -> np.ndarray:
+    """Each pair's id: its data token's, else its code's text unknown's, else its kind's
+    unknown's, else [UNK]'s (the lookup of `Vocabulary.encode_token_frame`)."""
+    tokens = pl.Series(list(vocab.token_to_id), dtype=pl.String)
+    ids = pl.Series(list(vocab.token_to_id.values()), dtype=pl.Int64)
+
+    def lookup(column: str) -> pl.Expr:
+        return pl.col(column).replace_strict(tokens, ids, default=None, return_dtype=pl.Int64)
+
+    found = pairs.select(
+        pl.coalesce(
+            lookup("data_token"),
+            lookup("text_unknown"),
+            lookup("unknown"),
+            pl.lit(UNK_ID, pl.Int64),
+        )
+    )
+    return found.to_series().to_numpy()
+
+
+def pair_fate_counts(vocab: Vocabulary, pairs: pl.DataFrame, pair: np.ndarray) -> dict[str, int]:
+    """What became of the texts and numeric values of one partition's rows (`pair`: each
+    row's pair number; `pairs` sorted by pair): `text_values.fate_counts`."""
+    rows = np.bincount(pair, minlength=pairs.height)[: pairs.height]
+    known = pl.Series(list(vocab.data_tokens), dtype=pl.String).implode()
+    in_token = pairs["data_token"].is_in(known)
+    unknowns = pl.Series(list(vocab.token_to_id), dtype=pl.String).implode()
+    in_text_unknown = pairs["text_unknown"].is_in(unknowns).fill_null(False)
+    return fate_counts(
+        pairs["text_fate"],
+        pairs["value_fate"],
+        in_token,
+        in_text_unknown,
+        pl.Series("rows", rows, pl.Int64),
+    )
+
+
+def summed_fates(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The partitions' `pair_fate_counts` added up (the manifest's `values`)."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for name, count in part.items():
+            total[name] = total.get(name, 0) + count
+    return total

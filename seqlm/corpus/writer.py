@@ -70,6 +70,7 @@ from seqlm.corpus.store import (
     Corpus,
     load_corpus,
 )
+from seqlm.corpus.token_rows import summed_fates
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.events import EVENT_COLUMNS, SPLITS
 from seqlm.outputs import (
@@ -176,6 +177,7 @@ def _build_locked(
         rejects.write_parquet(staging / REJECTS_FILE)
         manifest = _manifest(ingested, scheme, splits, vocab, index, n_events, rejects.height)
         manifest["counts"]["reserved_labels"] = sum(part.reserved_labels for part in encoded)
+        manifest["values"] = summed_fates(part.value_fates for part in encoded)
         manifest["times"] = has_times
         manifest["time_unit"] = ingested.time_unit
         manifest["notes"] = list(ingested.notes)
@@ -300,7 +302,12 @@ def _encode(
                     times_file.write(part.times.tobytes())
                 results.append(
                     EncodedPartition(
-                        part.entities, part.lengths, part.ids[:0], None, part.reserved_labels
+                        part.entities,
+                        part.lengths,
+                        part.ids[:0],
+                        None,
+                        part.reserved_labels,
+                        part.value_fates,
                     )
                 )
                 advance(int(part.lengths.sum()) - 2 * len(part.lengths))

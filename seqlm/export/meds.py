@@ -48,7 +48,7 @@ from seqlm.corpora_adapters.meds import (
 )
 from seqlm.errors import InputError
 from seqlm.export.meds_dataset import write_meds_folder
-from seqlm.vocabularies.scheme import BOS_ID, EOS_ID, PAD_ID, SEP_ID
+from seqlm.vocabularies.scheme import BOS_ID, EOS_ID, PAD_ID, SEP_ID, TEXT_UNK, UNK
 from seqlm.vocabularies.vocabulary import TokenInfo, Vocabulary
 
 DEFAULT_START = datetime(2000, 1, 1)
@@ -131,8 +131,15 @@ class _SequenceWriter:
             self._add_event(info, start_us, known_us)
 
     def _add_event(self, info: TokenInfo, start_us: int, known_us: int | None) -> None:
-        if info.role == "unknown":
-            code, kind, text = info.token, info.kind, None
+        if info.role == "unknown" and info.code is not None:
+            # A code's text unknown (`CODE//[TEXT_UNK]`): the code with a text the
+            # vocabulary does not hold, which reads back as the same token.
+            code, kind, text = info.code, info.code.split("//", 1)[0], TEXT_UNK
+        elif info.role == "unknown":
+            # The kind unescaped (`Height (Inches)//[UNK]`, not the token's `▁`), so the
+            # row reads back as the same unknown.
+            code = info.token if info.kind is None else f"{info.kind}//{UNK}"
+            kind, text = info.kind, None
         else:
             code, text = info.code or info.token, info.text
             kind = code.split("//", 1)[0]

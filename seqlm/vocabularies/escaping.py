@@ -71,6 +71,15 @@ def escaped_chars(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_many(_PATTERNS, _REPLACEMENTS).str.replace(r"^\[", "\\x5b")
 
 
+def escaped_text(expr: pl.Expr) -> pl.Expr:
+    """A text value as the last part of a `CODE//text` token: `escaped_chars`, and no
+    `//` and no leading `/` left in it (`/` as `\\x2f`), so the text part is always what
+    follows the token's last `//`: two (code, text) pairs never give one token."""
+    return (
+        escaped_chars(expr).str.replace_all("//", "/\\x2f", literal=True).str.replace("^/", "\\x2f")
+    )
+
+
 def _bin_lookalike(max_bin: int) -> str:
     """A final `//Q<k>` with k in 1..max_bin as written by `value_token` (no leading 0)."""
     numbers = "|".join(str(k) for k in range(max_bin, 0, -1))

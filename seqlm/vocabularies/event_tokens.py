@@ -20,19 +20,21 @@ import numpy as np
 import polars as pl
 
 from seqlm.events import SORT_KEY, time_in_seconds
-from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure
+from seqlm.vocabularies.escaping import escaped, escaped_chars, escaped_structure, escaped_text
 from seqlm.vocabularies.scheme import (
     BOS_ID,
     EOS_ID,
     PART_SEPARATOR,
     SPECIAL_TOKENS,
+    TEXT_UNK,
     TIME_TOKEN_PREFIX,
     UNK,
     VALUE_TOKEN_PREFIX,
     TokenScheme,
 )
+from seqlm.vocabularies.text_values import with_values_and_fates
 from seqlm.vocabularies.time_gaps import TimeGapTokens
-from seqlm.vocabularies.value_bins import CodeValueBins, stored_value, with_bin_numbers
+from seqlm.vocabularies.value_bins import CodeValueBins, stored_value
 
 # A polars frame, eager or lazy: the token strings are the same expressions on either.
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
@@ -50,6 +52,7 @@ def reserved(token: pl.Expr) -> pl.Expr:
         | token.str.starts_with(TIME_TOKEN_PREFIX)
         | token.str.starts_with(VALUE_TOKEN_PREFIX)
         | token.str.ends_with(PART_SEPARATOR + UNK)
+        | token.str.ends_with(PART_SEPARATOR + TEXT_UNK)
     )
 
 
@@ -59,21 +62,21 @@ def event_token_frame(
     bins: Mapping[str, CodeValueBins],
     edge_table: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
-    """One row per event (input sorted, whole entities): entity, time_s, gap, code, text,
-    bin, data_token, unknown."""
+    """One row per event (input sorted, whole entities): entity, time_s, gap, code, text
+    (where it joins the token), bin, text_fate, value_fate, data_token, text_unknown,
+    unknown."""
+    del edge_table  # bins are found without it (value_bins.with_bin_numbers)
     time_type = events.collect_schema()["time"]
     frame = events.select(
         "entity",
         time_in_seconds(pl.col("time"), time_type).alias("time_s"),
         pl.col("kind"),
         pl.col("code").fill_null(""),
-        pl.col("text") if scheme.use_text else pl.lit(None, dtype=pl.String).alias("text"),
+        pl.col("text"),
         stored_value(pl.col("value")).fill_nan(None),
     )
-    if scheme.uses_values:
-        frame = with_bin_numbers(frame, bins, edge_table)
-    else:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
+    # Bins, numbers read from texts, and what becomes of each text and value.
+    frame = with_values_and_fates(frame, scheme, bins)
 
     return (
         with_token_strings(frame, scheme)
@@ -85,17 +88,23 @@ def event_token_frame(
 
 
 def with_token_strings(frame: FrameT, scheme: TokenScheme) -> FrameT:
-    """Add `data_token`, `unknown` and `reserved_label` to rows of kind, code, text and
-    bin: the token strings, made the same way for every event (`event_token_frame`) or
+    """Add `data_token`, `text_unknown` (null for rows without a text in their token),
+    `unknown` and `reserved_label` to rows of kind, code, text and bin: the token strings, made the same way for every event (`event_token_frame`) or
     once per distinct pair (the corpus build's `token_rows.pair_tokens`)."""
-    base = escaped_chars(pl.col("code"))
+    code = escaped_chars(pl.col("code"))
+    base = code
+    has_text = pl.lit(False)
     if scheme.use_text:
         has_text = pl.col("text").is_not_null() & (pl.col("text").str.len_chars() > 0)
-        text = escaped_chars(pl.col("text"))
-        base = pl.when(has_text).then(base + PART_SEPARATOR + text).otherwise(base)
+        base = pl.when(has_text).then(code + PART_SEPARATOR + escaped_text(pl.col("text")))
+        base = base.otherwise(code)
     # After joining: a `[` opening a segment or a final `//Q3` is escaped in the whole
     # base, so neither a code nor a text can pass for a scheme token or a value bin.
     base = escaped_structure(base, scheme.value_bins)
+    # Where a text's own token is not kept: the code's text unknown (then coarser).
+    text_unknown = pl.when(has_text).then(
+        escaped_structure(code, scheme.value_bins) + PART_SEPARATOR + TEXT_UNK
+    )
     if scheme.value_mode == "fused":
         data_token = (
             pl.when(pl.col("bin").is_not_null())
@@ -110,7 +119,11 @@ def with_token_strings(frame: FrameT, scheme: TokenScheme) -> FrameT:
         .then(pl.lit(UNK))
         .otherwise(kind + PART_SEPARATOR + UNK)
     )
-    frame = frame.with_columns(data_token.alias("data_token"), unknown.alias("unknown"))
+    frame = frame.with_columns(
+        data_token.alias("data_token"),
+        text_unknown.otherwise(None).alias("text_unknown"),
+        unknown.alias("unknown"),
+    )
     # A code that is empty or spells a scheme token (`[PAD]`, `VALUE//Q3`) is an unknown.
     invalid = (pl.col("data_token").str.len_chars() == 0) | reserved(pl.col("data_token"))
     return frame.with_columns(

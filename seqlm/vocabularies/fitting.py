@@ -17,6 +17,14 @@ ICU_ADMISSION event, while 4 subjects held the unknown itself). The support of e
 kept token is recorded (`FittedTokens.support`, written to scheme.json). Only the number
 of merged tokens is kept, never their names.
 
+Text tokens (`CODE//text`, `scheme.use_text`) have one more level: a code keeps at most
+`text_max_values` of them (its most frequent supported texts), and the events of its
+merged texts go to the code's text unknown `CODE//[TEXT_UNK]` when those events meet
+the thresholds themselves (counted like a kind's unknown), else on to the kind's
+unknown. (Falling back to the bare code token instead would be as private, but its
+recorded support could not stay exact: a kept token past HOLDERS_KEPT entities has no
+names left to join with.)
+
 To count the distinct entities behind a kind's unknown exactly, the counter keeps the
 names of a token's entities while it has at most `HOLDERS_KEPT` of them (only such
 tokens can be merged); a threshold above that counts a lower bound, which can only
@@ -59,6 +67,8 @@ class FittedTokens:
     merged_tokens: int
     # Distinct train entities behind each kept data token and kind unknown.
     support: dict[str, int] | None = None
+    # What fitting did with train texts (counts only; `use_text` corpora).
+    text_summary: dict[str, int] | None = None
 
 
 def holders_of(entity: pl.Expr) -> pl.Expr:
@@ -86,6 +96,7 @@ class TokenCounter:
                 "code": pl.String,
                 "text": pl.String,
                 "bin": pl.Int64,
+                "text_unknown": pl.String,
                 "unknown": pl.String,
                 "count": pl.Int64,
                 "entities": pl.Int64,
@@ -105,6 +116,7 @@ class TokenCounter:
             pl.col("code").first(),
             pl.col("text").first(),
             pl.col("bin").first(),
+            pl.col("text_unknown").first(),
             pl.col("unknown").first(),
             *support,
             holders,
@@ -115,11 +127,11 @@ class TokenCounter:
 
     def add_counted(self, tokens: pl.DataFrame, sources: pl.DataFrame) -> None:
         """`add` from counts already made (seqlm.corpus.token_rows.train_counts): per
-        data token code, text, bin, unknown, count, entities, holders (at most
+        data token code, text, bin, text_unknown, unknown, count, entities, holders (at most
         HOLDERS_KEPT + 1 entities) and sources; `sources` the chunk's (data_token, code,
         text) pairs."""
         _check_one_source(tokens, sources)
-        self._absorb(_tagged_holders(tokens.drop("sources")))
+        self._absorb(_tagged_holders(tokens.drop("sources").select(self._tokens.columns)))
 
     def merge(self, other: TokenCounter) -> None:
         """Add another counter's counts (its chunks held other entities)."""
@@ -133,6 +145,7 @@ class TokenCounter:
             pl.col("code").first(),
             pl.col("text").first(),
             pl.col("bin").first(),
+            pl.col("text_unknown").first(),
             pl.col("unknown").first(),
             pl.col("count").sum(),
             pl.col("entities").sum(),
@@ -155,37 +168,32 @@ class TokenCounter:
         bins: Mapping[str, CodeValueBins],
         gaps: TimeGapTokens | None,
     ) -> FittedTokens:
-        """Apply the thresholds and order the vocabulary.
+        """Apply the thresholds and the per-code text cap, and order the vocabulary.
 
-        Ids: the five specials, the kinds' unknowns (sorted), time tokens (shortest gap
-        first), value tokens (separate mode), then data tokens by train count
-        (descending, ties by token) so that ids do not depend on chunking.
+        A data token is kept when it meets the thresholds (and, a `CODE//text` token,
+        when it is among its code's `text_max_values` most frequent); the train events
+        of a merged text token go to the code's text unknown, kept when they meet the
+        thresholds; everything else merged goes to the kind's unknown (same rule), and
+        past that to `[UNK]`. Ids: the five specials, the kinds' and codes' unknowns
+        (sorted), time tokens (shortest gap first), value tokens (separate mode), then
+        data tokens by train count (descending, ties by token) so that ids do not
+        depend on chunking.
         """
-        supported = (pl.col("count") >= scheme.min_count) & (
-            pl.col("entities") >= scheme.min_entities
-        )
-        candidates = self._tokens.filter(~reserved(pl.col("data_token")))
-        kept = candidates.filter(supported).sort(["count", "data_token"], descending=[True, False])
+        supported = _supported(scheme)
+        tokens = _with_keep(self._tokens, scheme)
+        candidates = tokens.filter(~reserved(pl.col("data_token")))
+        kept = candidates.filter("keep").sort(["count", "data_token"], descending=[True, False])
         merged = candidates.height - kept.height
-        # The events that become a kind's unknown: merged tokens, and labels that were
-        # empty or spelled a scheme token (their data_token is the unknown already).
-        to_unknown = self._tokens.filter(reserved(pl.col("data_token")) | ~supported)
-        # The union of the holders is exact while every token kept its names; a token
-        # past HOLDERS_KEPT entities alone shows the unknown has more than that.
-        holders = (
-            pl.col("holders")
-            .list.explode(keep_nulls=False, empty_as_null=False)
-            .drop_nulls()
-            .n_unique()
+        merged_rows = tokens.filter(reserved(pl.col("data_token")) | ~pl.col("keep"))
+        # Level 2: a text's token merged -> its code's text unknown.
+        texts = merged_rows.filter(pl.col("text_unknown").is_not_null())
+        text_unknowns = _pooled(texts, "text_unknown").filter(supported)
+        kept_text = text_unknowns["text_unknown"].implode()
+        # Level 3: everything merged that no text unknown took -> the kind's unknown.
+        to_unknown = merged_rows.filter(
+            pl.col("text_unknown").is_null() | ~pl.col("text_unknown").is_in(kept_text)
         )
-        kinds = (
-            to_unknown.group_by("unknown")
-            .agg(
-                pl.col("count").sum(),
-                pl.max_horizontal(holders, pl.col("entities").max()).alias("entities"),
-            )
-            .filter(supported & (pl.col("unknown") != UNK))
-        )
+        kinds = _pooled(to_unknown, "unknown").filter(supported & (pl.col("unknown") != UNK))
         # A kind whose train events all kept their own tokens has an unknown that no train
         # entity holds: kept for held-out codes of that kind, it names nobody (every code
         # of the kind is a kept token already, so even the kind's name is public).
@@ -193,15 +201,16 @@ class TokenCounter:
             to_unknown["unknown"].drop_nulls().to_list()
         )
         unused.discard(UNK)
-        unknowns = sorted({*kinds["unknown"].to_list(), *unused})
+        unknowns = sorted({*kinds["unknown"], *text_unknowns["text_unknown"], *unused})
         support = dict(kept.select("data_token", "entities").iter_rows())
         support.update(kinds.select("unknown", "entities").iter_rows())
+        support.update(text_unknowns.select("text_unknown", "entities").iter_rows())
         support.update(dict.fromkeys(unused, 0))
 
         scheme_tokens = list(gaps.tokens) if gaps is not None else []
         if scheme.value_mode == "separate":
             scheme_tokens += [value_token(k) for k in range(1, scheme.value_bins + 1)]
-        tokens = [*SPECIAL_TOKENS, *unknowns, *scheme_tokens, *kept["data_token"].to_list()]
+        vocabulary = [*SPECIAL_TOKENS, *unknowns, *scheme_tokens, *kept["data_token"]]
 
         data_tokens = {
             token: DataToken(code=code, text=text, bin=bin_number)
@@ -214,13 +223,64 @@ class TokenCounter:
         kept_codes = {entry.code for entry in data_tokens.values()}
         value_bins = {code: b for code, b in bins.items() if code in kept_codes}
         return FittedTokens(
-            tokens=tuple(tokens),
+            tokens=tuple(vocabulary),
             data_tokens=data_tokens,
             value_bins=value_bins,
             merged_tokens=merged,
             # In vocabulary order: scheme.json must not depend on polars' group order.
-            support={token: support[token] for token in tokens if token in support},
+            support={token: support[token] for token in vocabulary if token in support},
+            text_summary=_text_summary(tokens, scheme, value_bins) if scheme.use_text else None,
         )
+
+
+def _supported(scheme: TokenScheme) -> pl.Expr:
+    """The privacy rule on a row of `count` and `entities`."""
+    return (pl.col("count") >= scheme.min_count) & (pl.col("entities") >= scheme.min_entities)
+
+
+def _with_keep(tokens: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
+    """`keep`: supported, and for a text token among its code's `text_max_values` most
+    frequent supported texts (by train count, ties by token)."""
+    supported = _supported(scheme)
+    is_text = pl.col("text").is_not_null()
+    ordered = tokens.with_row_index("_row").sort(["count", "data_token"], descending=[True, False])
+    position = pl.int_range(pl.len()).over(pl.col("code"), is_text, supported)
+    keep = supported & (~is_text | (position < scheme.text_max_values))
+    return ordered.with_columns(keep.alias("keep")).sort("_row").drop("_row")
+
+
+def _pooled(rows: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Merged token rows pooled by the unknown they fall back to (`column`): train count
+    and distinct train entities of each unknown."""
+    # The union of the holders is exact while every token kept its names; a token
+    # past HOLDERS_KEPT entities alone shows the unknown has more than that.
+    holders = (
+        pl.col("holders")
+        .list.explode(keep_nulls=False, empty_as_null=False)
+        .drop_nulls()
+        .n_unique()
+    )
+    return rows.group_by(column).agg(
+        pl.col("count").sum(),
+        pl.max_horizontal(holders, pl.col("entities").max()).alias("entities"),
+    )
+
+
+def _text_summary(
+    tokens: pl.DataFrame, scheme: TokenScheme, value_bins: Mapping[str, CodeValueBins]
+) -> dict[str, int]:
+    """Counts (never names) of what fitting did with train texts."""
+    texts = tokens.filter(pl.col("text").is_not_null())
+    rare = texts.filter(~_supported(scheme))
+    capped = texts.filter(_supported(scheme) & ~pl.col("keep"))
+    return {
+        "text_tokens": int(texts["keep"].sum()),
+        "rare_text_tokens": rare.height,
+        "rare_text_rows": int(rare["count"].sum()),
+        "capped_text_tokens": capped.height,
+        "capped_text_rows": int(capped["count"].sum()),
+        "codes_reading_text_numbers": sum(b.text_numbers for b in value_bins.values()),
+    }
 
 
 def _check_one_source(tokens: pl.DataFrame, rows: pl.DataFrame) -> None:

@@ -25,6 +25,9 @@ from seqlm.vocabularies.escaping import (  # noqa: F401  (re-exported)
 from seqlm.vocabularies.time_gaps import TIME_TOKEN_PREFIX, TimeGapTokens
 
 PAD, BOS, EOS, UNK, SEP = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "[SEP]"
+# The last part of a code's text unknown (`LAB//220048//[TEXT_UNK]`): the code had a
+# text whose own token was not kept (rare, or over `text_max_values`).
+TEXT_UNK = "[TEXT_UNK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, SEP)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID, SEP_ID = range(5)
 
@@ -75,7 +78,13 @@ class TokenScheme:
     - `value_sample_size`: at most this many train values per code are kept (a
       deterministic hash-ranked sample) to compute the quantiles, so fitting needs
       bounded memory; codes with fewer values use all of them.
-    - `use_text`: whether an event's `text` joins its token (`CODE//text`).
+    - `use_text`: whether text values are used (seqlm.vocabularies.text_values): a text
+      joins its code's token (`CODE//text`) unless the row's numeric value is binned,
+      and a number-like text on a code whose train values are numeric is binned as a
+      value. `text_max_values`: at most this many text tokens per code (the most
+      frequent in train), so free text cannot flood the vocabulary; a text whose token
+      is not kept becomes the code's text unknown `CODE//[TEXT_UNK]` (which needs the
+      same support, else the kind's unknown).
     - `time_tokens`, `time_gap_edges`: insert `[TIME//<label>]` tokens for gaps
       between timed events; edges are durations such as `80ms`, `5m`, `2h`, `30d`.
       `time_gap_max_repeats`: a gap longer than this many last edges is one
@@ -108,7 +117,16 @@ class TokenScheme:
         },
     )
     use_text: bool = field(
-        default=False, metadata={"help": "Append an event's text to its token (CODE//text)."}
+        default=False,
+        metadata={
+            "help": "Use text values: a text joins its code's token (CODE//text), a number-like text on a code with numeric values is binned as a value."
+        },
+    )
+    text_max_values: int = field(
+        default=50,
+        metadata={
+            "help": "At most this many text tokens per code (the most frequent in train); other texts become the code's text unknown (CODE//[TEXT_UNK])."
+        },
     )
     time_tokens: bool = field(
         default=False,
@@ -146,7 +164,7 @@ class TokenScheme:
             raise ConfigError(
                 f"scheme.value_mode must be fused, separate or ignore, got {self.value_mode!r}"
             )
-        for name in ("value_bins", "min_values_per_bin", "value_sample_size"):
+        for name in ("value_bins", "min_values_per_bin", "value_sample_size", "text_max_values"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"scheme.{name} must be at least 1")
         if self.min_count < 1 or self.min_entities < 1:
@@ -187,4 +205,5 @@ def is_reserved(token: str) -> bool:
         or token.startswith(TIME_TOKEN_PREFIX)
         or token.startswith(VALUE_TOKEN_PREFIX)
         or token.endswith(PART_SEPARATOR + UNK)
+        or token.endswith(PART_SEPARATOR + TEXT_UNK)
     )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -39,6 +40,33 @@ def stored_value(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.Float32).cast(pl.Float64)
 
 
+# One decimal number, optional sign, fraction and exponent, surrounding spaces allowed:
+# "98.6", "-1", ".5", "1e3". Not "120/80", ">300", "0-2", "1,000", "inf", "NaN".
+NUMBER_PATTERN = r"^\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$"
+# A code reads its number-like texts as values when at least this share of its train
+# rows that hold a number or a text hold a number (a numeric value or a number-like
+# text): Weight (Lbs) written as text is numeric, a code of words with a stray "1" is not.
+NUMERIC_TEXT_SHARE = 0.5
+
+
+def parsed_number(text: pl.Expr) -> pl.Expr:
+    """The number a text spells, as the corpus stores values (float32), or null."""
+    number = stored_value(text.str.strip_chars().cast(pl.Float64, strict=False))
+    looks = text.str.contains(NUMBER_PATTERN).fill_null(False) & number.is_finite()
+    return pl.when(looks).then(number).otherwise(None)
+
+
+def reads_text_numbers(
+    numbers: pl.Expr, text_numbers: pl.Expr, text_words: pl.Expr, use_text: bool
+) -> pl.Expr:
+    """Whether a code's number-like texts are values, from its train counts: rows with a
+    numeric value (`numbers`), texts that are one number, other non-empty texts."""
+    if not use_text:
+        return pl.lit(False)
+    total = numbers + text_numbers
+    return (text_numbers > 0) & (total >= NUMERIC_TEXT_SHARE * (total + text_words))
+
+
 @dataclass(frozen=True)
 class CodeValueBins:
     """One code's bins: inner `edges` (increasing) and each bin's `centres` (the median
@@ -46,6 +74,8 @@ class CodeValueBins:
 
     edges: tuple[float, ...]
     centres: tuple[float, ...]
+    # Whether the code's number-like texts are values (fitted with them; text_values.py).
+    text_numbers: bool = False
 
     @property
     def n_bins(self) -> int:
@@ -65,14 +95,17 @@ class CodeValueBins:
         bounds = (-math.inf, *self.edges, math.inf)
         return (bounds[bin_number - 1], bounds[bin_number])
 
-    def to_json(self) -> dict[str, list[float]]:
-        return {"edges": list(self.edges), "centres": list(self.centres)}
+    def to_json(self) -> dict[str, Any]:
+        # `text_numbers` only when set: a corpus without text values keeps its bytes.
+        extra = {"text_numbers": True} if self.text_numbers else {}
+        return {"edges": list(self.edges), "centres": list(self.centres), **extra}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, list[float]]) -> CodeValueBins:
+    def from_json(cls, data: Mapping[str, Any]) -> CodeValueBins:
         return cls(
             edges=tuple(float(e) for e in data["edges"]),
             centres=tuple(float(c) for c in data["centres"]),
+            text_numbers=bool(data.get("text_numbers", False)),
         )
 
 
@@ -103,38 +136,73 @@ class ValueSampler:
 
     Each chunk passed to `add` must hold whole entities (all of an entity's rows in
     one chunk), so that distinct-entity counts add up exactly across chunks.
+
+    Numeric values (source 0) and number-like texts of rows without one (source 1) are
+    sampled apart, each with its own bounded sample per code: `fit` decides from the
+    counts whether a code reads its texts as numbers and only then merges the two
+    (the smallest keys of a union are among the smallest of each part, so the merged
+    sample is the one a joint sample would have kept).
     """
 
     def __init__(self, sample_size: int) -> None:
         self.sample_size = sample_size
-        self._stats = pl.DataFrame(
-            schema={"code": pl.String, "n_values": pl.Int64, "n_entities": pl.Int64}
-        )
+        self._stats = pl.DataFrame(schema=STAT_SCHEMA)
         self._sample = pl.DataFrame(
-            schema={"code": pl.Categorical, "value": pl.Float64, "rank_key": pl.UInt64}
+            schema={
+                "code": pl.Categorical,
+                "source": pl.Int8,
+                "value": pl.Float64,
+                "rank_key": pl.UInt64,
+            }
         )
         self._pending: list[tuple[pl.DataFrame, pl.DataFrame]] = []
         self._pending_rows = 0
 
     def add(self, events: pl.DataFrame) -> None:
-        """Take the finite values of `events` (columns entity, time, order, code, value)."""
+        """Take the finite values of `events` (columns entity, time, order, code, value,
+        and `text` when there is one)."""
         events = events.with_columns(stored_value(pl.col("value")))
-        valued = events.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
-        if valued.height == 0:
-            return
-        valued = valued.select(
+        text = pl.col("text") if "text" in events.columns else pl.lit(None, dtype=pl.String)
+        given = pl.col("value").is_not_null() & pl.col("value").is_finite()
+        number = parsed_number(text)
+        events = events.select(
             pl.col("code").fill_null(""),
             pl.col("entity"),
-            pl.col("value").cast(pl.Float64),
-            pl.struct("entity", "time", "order", "value").hash(SAMPLE_HASH_SEED).alias("rank_key"),
+            pl.col("time"),
+            pl.col("order"),
+            pl.when(given).then(pl.col("value")).otherwise(number).alias("value"),
+            pl.when(given)
+            .then(0)
+            .when(number.is_not_null())
+            .then(1)
+            .otherwise(None)
+            .cast(pl.Int8)
+            .alias("source"),
+            (~given & number.is_null() & (text.str.len_chars() > 0).fill_null(False)).alias("word"),
         )
-        stats = valued.group_by("code").agg(
-            pl.len().cast(pl.Int64).alias("n_values"),
-            pl.col("entity").n_unique().cast(pl.Int64).alias("n_entities"),
+        useful = events.filter(pl.col("source").is_not_null() | pl.col("word"))
+        if useful.height == 0:
+            return
+        entity, source = pl.col("entity"), pl.col("source")
+        stats = useful.group_by("code").agg(
+            (source == 0).sum().cast(pl.Int64).alias("n_values"),
+            entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
+            (source == 1).sum().cast(pl.Int64).alias("n_text_numbers"),
+            entity.filter(source.is_not_null())
+            .n_unique()
+            .cast(pl.Int64)
+            .alias("n_number_entities"),
+            pl.col("word").sum().cast(pl.Int64).alias("n_text_words"),
         )
+        valued = useful.filter(source.is_not_null())
         # Categorical, not String: a filtered string column keeps every chunk's text
         # buffers alive, so a String sample would grow with the rows seen.
-        kept = valued.select(pl.col("code").cast(pl.Categorical), "value", "rank_key")
+        kept = valued.select(
+            pl.col("code").cast(pl.Categorical),
+            "source",
+            "value",
+            pl.struct("entity", "time", "order", "value").hash(SAMPLE_HASH_SEED).alias("rank_key"),
+        )
         self._flush()  # keep the rows in the order they came
         self._absorb(stats, kept)
 
@@ -164,43 +232,80 @@ class ValueSampler:
         self._stats = (
             pl.concat([self._stats, stats])
             .group_by("code")
-            .agg(pl.col("n_values").sum(), pl.col("n_entities").sum())
+            .agg(pl.col(name).sum() for name in STAT_SCHEMA if name != "code")
         )
         merged = pl.concat([self._sample, kept])
         self._sample = merged.filter(
-            pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size
+            pl.col("rank_key").rank("ordinal").over("code", "source") <= self.sample_size
         )
 
     def value_counts(self) -> pl.DataFrame:
-        """Per code: number of finite train values and of entities that have them."""
+        """Per code: number of finite train values and of entities that have them
+        (numeric values; number-like texts are counted apart)."""
         self._flush()
-        return self._stats.sort("code")
+        numeric = self._stats.filter(pl.col("n_values") > 0)
+        return numeric.select("code", "n_values", "n_entities").sort("code")
 
     def fit(self, scheme: TokenScheme) -> dict[str, CodeValueBins]:
-        """Bins for every code with enough train values (the rule in TokenScheme)."""
+        """Bins for every code with enough train values (the rule in TokenScheme); a
+        code whose texts are read as numbers counts and bins them with its values."""
         if not scheme.uses_values:
             return {}
         self._flush()
-        eligible = self._stats.filter(
-            (pl.col("n_values") >= 2 * scheme.min_values_per_bin)
-            & (pl.col("n_values") >= scheme.min_count)
-            & (pl.col("n_entities") >= scheme.min_entities)
+        stats = self._stats.with_columns(
+            reads_text_numbers(
+                pl.col("n_values"),
+                pl.col("n_text_numbers"),
+                pl.col("n_text_words"),
+                scheme.use_text,
+            ).alias("text_numbers")
+        )
+        with_text = pl.col("text_numbers")
+        stats = stats.with_columns(
+            pl.when(with_text)
+            .then(pl.col("n_values") + pl.col("n_text_numbers"))
+            .otherwise(pl.col("n_values"))
+            .alias("n"),
+            pl.when(with_text)
+            .then(pl.col("n_number_entities"))
+            .otherwise(pl.col("n_entities"))
+            .alias("entities"),
+        )
+        eligible = stats.filter(
+            (pl.col("n") >= 2 * scheme.min_values_per_bin)
+            & (pl.col("n") >= scheme.min_count)
+            & (pl.col("entities") >= scheme.min_entities)
         )
         wanted = {
             code: min(scheme.value_bins, n // scheme.min_values_per_bin)
-            for code, n in eligible.select("code", "n_values").iter_rows()
+            for code, n in eligible.select("code", "n").iter_rows()
         }
+        text_codes = set(eligible.filter(with_text)["code"].to_list())
         sample = (
             self._sample.with_columns(pl.col("code").cast(pl.String))
-            .filter(pl.col("code").is_in(list(wanted)))
+            .filter(
+                pl.col("code").is_in(list(wanted))
+                & ((pl.col("source") == 0) | pl.col("code").is_in(list(text_codes)))
+            )
+            .filter(pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size)
             .sort("code", "value")
         )
         bins: dict[str, CodeValueBins] = {}
         for (code,), part in sample.group_by("code", maintain_order=True):
             fitted = fit_code_bins(part["value"].to_numpy(), wanted[str(code)])
             if fitted is not None:
-                bins[str(code)] = fitted
+                bins[str(code)] = replace(fitted, text_numbers=str(code) in text_codes)
         return dict(sorted(bins.items()))
+
+
+STAT_SCHEMA: dict[str, pl.DataType] = {
+    "code": pl.String,
+    "n_values": pl.Int64,
+    "n_entities": pl.Int64,
+    "n_text_numbers": pl.Int64,
+    "n_number_entities": pl.Int64,
+    "n_text_words": pl.Int64,
+}
 
 
 def edge_table(bins: Mapping[str, CodeValueBins]) -> pl.DataFrame:

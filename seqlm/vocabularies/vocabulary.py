@@ -45,6 +45,7 @@ from seqlm.vocabularies.scheme import (
     CONDITION_TOKEN_PREFIX,
     PART_SEPARATOR,
     SPECIAL_TOKENS,
+    TEXT_UNK,
     TIME_TOKEN_PREFIX,
     UNK,
     UNK_ID,
@@ -90,6 +91,8 @@ class Vocabulary:
     # Distinct train entities behind each data token and kind unknown (scheme.json
     # `support`, so the privacy threshold can be audited); None for older corpora.
     support: dict[str, int] | None = None
+    # What fitting did with train texts (counts only; scheme.json `text_summary`).
+    text_summary: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         self.tokens = tuple(self.tokens)
@@ -132,6 +135,7 @@ class Vocabulary:
             value_bins=dict(fitted.value_bins),
             merged_tokens=fitted.merged_tokens,
             support=None if fitted.support is None else dict(fitted.support),
+            text_summary=fitted.text_summary,
         )
 
     # -- lookups -------------------------------------------------------------------
@@ -215,6 +219,10 @@ class Vocabulary:
                 raise InputError(f"token id {token_id} outside 0..{len(self.tokens) - 1}")
         string = self.tokens[token_id]
         role = self.roles[token_id]
+        if role == "unknown" and string.endswith(PART_SEPARATOR + TEXT_UNK):
+            # A code's text unknown: the code is known, its text is not.
+            code = unescape_part(string[: -len(PART_SEPARATOR + TEXT_UNK)])
+            return TokenInfo(token_id, string, role, code=code)
         if role == "unknown" and string != UNK:
             kind = unescape_part(string[: -len(PART_SEPARATOR + UNK)])
             return TokenInfo(token_id, string, role, kind=kind)
@@ -269,8 +277,10 @@ class Vocabulary:
                 self._token_series, self._id_series, default=None, return_dtype=pl.Int64
             )
 
+        text_unknown = lookup("text_unknown") if "text_unknown" in frame.columns else None
+        fallbacks = [lookup("data_token"), text_unknown, lookup("unknown")]
         data_ids = frame.select(
-            pl.coalesce(lookup("data_token"), lookup("unknown"), pl.lit(UNK_ID, pl.Int64))
+            pl.coalesce(*[f for f in fallbacks if f is not None], pl.lit(UNK_ID, pl.Int64))
         ).to_series()
         gaps = self.scheme.time_gap_tokens()
         # A corpus written before the long-gap token existed has no id for it.
@@ -325,6 +335,7 @@ class Vocabulary:
             "value_bins": {code: b.to_json() for code, b in self.value_bins.items()},
             "data_tokens": {t: [e.code, e.text, e.bin] for t, e in self.data_tokens.items()},
             **({} if self.support is None else {"support": self.support}),
+            **({} if self.text_summary is None else {"text_summary": self.text_summary}),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -359,6 +370,8 @@ class Vocabulary:
             merged = int(data["merged_tokens"])
             support = data.get("support")
             support = None if support is None else {str(k): int(v) for k, v in support.items()}
+            summary = data.get("text_summary")
+            summary = None if summary is None else {str(k): int(v) for k, v in summary.items()}
         except CorpusError:
             raise
         except (SeqlmError, KeyError, TypeError, ValueError) as err:
@@ -366,13 +379,13 @@ class Vocabulary:
         tokens = sorted(vocab, key=vocab.__getitem__)
         if [vocab[t] for t in tokens] != list(range(len(tokens))):
             raise CorpusError(f"{tokenizer_path}: token ids are not 0..n-1")
-        return cls(scheme, tuple(tokens), data_tokens, bins, merged, support)
+        return cls(scheme, tuple(tokens), data_tokens, bins, merged, support, summary)
 
 
 def _role(token: str, is_data: bool) -> TokenRole:
     if is_data:
         return "event"
-    if token == UNK or token.endswith(PART_SEPARATOR + UNK):
+    if token == UNK or token.endswith((PART_SEPARATOR + UNK, PART_SEPARATOR + TEXT_UNK)):
         return "unknown"
     if token in SPECIAL_TOKENS:
         return "special"
