@@ -5,9 +5,10 @@
     python benchmarks/bench_train.py --json out.json
     python benchmarks/bench_train.py --long --json long.json   # dense mask vs block-wise
 
-`--long` is a different benchmark (benchmarks/train_long.py): one training step at
+`--long` is a different benchmark (benchmarks/long_step.py): one training step at
 contexts 1k-16k on packed MIMIC-IV demo subjects, dense document mask against
-block-wise attention: peak memory and tokens/s, same model, same batch tokens.
+block-wise attention: peak memory and tokens/s, same model, same batch tokens, same
+options (`--loss-impl`, `--checkpoint`, `--plain-mlp` apply to both).
 
 Same shape (4 layers x 128 wide, 4 heads), same batch (12 rows), same token file (the
 real pre-lesion finch corpus, built into a temporary folder unless `--corpus` names
@@ -205,6 +206,19 @@ def main() -> None:
     parser.add_argument(
         "--batch-tokens", type=int, default=16384, help="--long: tokens per step (rows x T)"
     )
+    parser.add_argument(
+        "--loss-impl", default="auto", help="--long: the model's loss_impl, in both modes"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="--long: activation checkpointing of the blocks, in both modes",
+    )
+    parser.add_argument(
+        "--plain-mlp",
+        action="store_true",
+        help="--long: the model's own MLP instead of the lean one (gelu recomputed), in both modes",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -279,13 +293,18 @@ def main() -> None:
 
 def main_long(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from train_long import build_mimic_corpus, print_long_table, run_long
+    from long_step import build_mimic_corpus, print_long_table, run_long
 
     raw = args.contexts if args.contexts != "64,256" else "1024,4096,8192,16384"
     contexts = [int(c) for c in raw.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         corpus = args.corpus or build_mimic_corpus(Path(scratch) / "mimic")
-        rows = run_long(corpus, contexts, args.repeats, args.batch_tokens, Path(scratch))
+        options = {
+            "loss_impl": args.loss_impl,
+            "checkpoint": args.checkpoint,
+            "lean_mlp": not args.plain_mlp,
+        }
+        rows = run_long(corpus, contexts, args.repeats, args.batch_tokens, Path(scratch), options)
     print_long_table(rows)
     print(json.dumps(rows))
     if args.json:

@@ -49,15 +49,20 @@ class LinearCrossEntropyOptions:
 
     `impl`: "auto", "reference", "chunked" or "triton". Auto uses the reference for
     vocabularies smaller than `vocab_threshold` (where the logits are small and one big
-    matmul is fastest) and a chunked path from there on.
+    matmul is fastest) and a chunked path from there on, and also for a small
+    vocabulary once the call's logits would reach `logit_limit_elements` (a long-context
+    batch: 16,384 tokens x a 4k vocabulary is 272 MB of fp32 logits, and the reference
+    keeps them and their gradient).
     `chunk_tokens`: tokens per chunk; None picks `chunk_logit_elements // V` so that a
-    chunk's logits take about `4 * chunk_logit_elements` bytes.
+    chunk's logits take about `4 * chunk_logit_elements` bytes (16 MiB by default:
+    larger chunks are no faster on CPU and a step's peak memory includes one).
     """
 
     impl: str = "auto"
     vocab_threshold: int = 8192
     chunk_tokens: int | None = None
-    chunk_logit_elements: int = 1 << 24
+    chunk_logit_elements: int = 1 << 22
+    logit_limit_elements: int = 1 << 25
 
     def __post_init__(self) -> None:
         if self.impl not in ("auto", *IMPLEMENTATIONS):
@@ -71,6 +76,8 @@ class LinearCrossEntropyOptions:
             raise ConfigError("linear_cross_entropy: chunk_tokens must be >= 1")
         if self.chunk_logit_elements < 1:
             raise ConfigError("linear_cross_entropy: chunk_logit_elements must be >= 1")
+        if self.logit_limit_elements < 1:
+            raise ConfigError("linear_cross_entropy: logit_limit_elements must be >= 1")
 
     def tokens_per_chunk(self, vocab_size: int) -> int:
         if self.chunk_tokens is not None:
@@ -379,11 +386,13 @@ def linear_cross_entropy(
     """Cross-entropy of `hidden @ weight.T (+ bias)` against `targets`: the dispatcher.
 
     hidden (..., D), weight (V, D), targets (...) with `ignore_index` for tokens that do
-    not count. `options.impl="auto"` picks the reference below `vocab_threshold`, else
-    the chunked path (or the Triton kernel on CUDA once it is verified there).
+    not count. `options.impl="auto"` picks the reference below `vocab_threshold` while
+    the logits stay under `logit_limit_elements`, else the chunked path (or the Triton
+    kernel on CUDA once it is verified there).
     """
     options = options or LinearCrossEntropyOptions()
-    impl = choose_linear_cross_entropy_impl(weight.shape[0], hidden.device, options)
+    tokens = hidden.numel() // max(1, hidden.shape[-1])
+    impl = choose_linear_cross_entropy_impl(weight.shape[0], hidden.device, options, tokens)
     if impl == "reference":
         return linear_cross_entropy_reference(
             hidden,
@@ -413,10 +422,16 @@ def linear_cross_entropy(
 
 
 def choose_linear_cross_entropy_impl(
-    vocab_size: int, device: torch.device, options: LinearCrossEntropyOptions
+    vocab_size: int,
+    device: torch.device,
+    options: LinearCrossEntropyOptions,
+    tokens: int | None = None,
 ) -> str:
-    """The implementation `linear_cross_entropy` will use for this vocabulary and device."""
-    if options.impl == "auto" and vocab_size < options.vocab_threshold:
+    """The implementation `linear_cross_entropy` will use for this vocabulary and device
+    (and, when given, this many tokens: many tokens make even a small vocabulary's
+    logits large)."""
+    small_logits = tokens is None or tokens * vocab_size < options.logit_limit_elements
+    if options.impl == "auto" and vocab_size < options.vocab_threshold and small_logits:
         return "reference"
     return choose_impl(
         "linear_cross_entropy", options.impl, IMPLEMENTATIONS, device, ("triton", "chunked")

@@ -5,8 +5,10 @@ fn(hidden (B, T, C), weight (V, C), targets (B, T), loss_mask (B, T) | None) -> 
 (`GPTConfig.loss_impl`); this module never imports the model (kernels are leaves):
 
 - `"auto"`: `linear_cross_entropy`'s dispatcher: the plain loss below
-  `LinearCrossEntropyOptions.vocab_threshold` (8,192 tokens), the chunked loss from
-  there on (what the trainer should use by default);
+  `LinearCrossEntropyOptions.vocab_threshold` (a vocabulary of 8,192 tokens) while the
+  logits stay under `logit_limit_elements` (2^25: 8,192 tokens of a 4k vocabulary),
+  the chunked loss otherwise (the model's default, so long-context steps never hold
+  (N, V) logits);
 - `"chunked"`: always the chunked loss;
 - `"triton"`: the chunked loss with the Triton chunk kernel (CUDA only).
 

@@ -41,6 +41,7 @@ from seqlm.training.distributed import (
     resolve_device,
     wrap_model,
 )
+from seqlm.training.efficient.long_context_memory import LEAN_MLP_MIN_CONTEXT, use_lean_mlp
 from seqlm.training.flops import device_peak_flops, flops_per_token
 from seqlm.training.metrics_log import MetricsLog
 from seqlm.training.nonfinite import (
@@ -112,6 +113,8 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.progress = ensure_progress(progress if self.ctx.is_main else None)
         self.module = model.to(self.device)  # the user's module, unwrapped
+        if train_data.config.context >= LEAN_MLP_MIN_CONTEXT:
+            use_lean_mlp(self.module)  # exact; one (N, 4C) activation fewer per block
         if config.compile:
             self.module.compile()  # in place: parameter names stay as they are
         self.model = wrap_model(self.module, self.ctx, config.parallel)

@@ -239,6 +239,26 @@ def test_dispatcher_picks_by_vocabulary_size_and_never_triton_on_cpu():
         choose_linear_cross_entropy_impl(50_257, cpu, LinearCrossEntropyOptions(impl="triton"))
 
 
+def test_auto_goes_chunked_for_many_tokens_of_a_small_vocabulary():
+    cpu = torch.device("cpu")
+    options = LinearCrossEntropyOptions(logit_limit_elements=10_000)
+    assert choose_linear_cross_entropy_impl(100, cpu, options, tokens=99) == "reference"
+    assert choose_linear_cross_entropy_impl(100, cpu, options, tokens=100) == "chunked"
+    assert choose_linear_cross_entropy_impl(100, cpu, options) == "reference"  # tokens unknown
+    # The default limit: a 16,384-token step of a 4k vocabulary is chunked, a short one not.
+    assert choose_linear_cross_entropy_impl(4162, cpu, LinearCrossEntropyOptions(), 16_384) == (
+        "chunked"
+    )
+    assert choose_linear_cross_entropy_impl(4162, cpu, LinearCrossEntropyOptions(), 3072) == (
+        "reference"
+    )
+    hidden, weight, bias, targets, _ = make_inputs(2, 40, 16, 60)
+    options = LinearCrossEntropyOptions(logit_limit_elements=80 * 60, chunk_tokens=7)
+    got = linear_cross_entropy(hidden, weight, targets, bias=bias, options=options)
+    expected = linear_cross_entropy_reference(hidden, weight, targets, bias=bias)
+    torch.testing.assert_close(got, expected, **FP32)
+
+
 def test_dispatcher_result_matches_reference_above_threshold():
     hidden, weight, bias, targets, _ = make_inputs(2, 40, 16, 600)
     options = LinearCrossEntropyOptions(vocab_threshold=500, chunk_logit_elements=6000)
@@ -255,6 +275,7 @@ def test_dispatcher_result_matches_reference_above_threshold():
         ({"vocab_threshold": -1}, "vocab_threshold"),
         ({"chunk_tokens": 0}, "chunk_tokens"),
         ({"chunk_logit_elements": 0}, "chunk_logit_elements"),
+        ({"logit_limit_elements": 0}, "logit_limit_elements"),
     ],
 )
 def test_options_reject_bad_values(kwargs, message):

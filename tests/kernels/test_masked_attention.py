@@ -4,6 +4,7 @@ gradients."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import pytest
@@ -21,6 +22,7 @@ from seqlm.kernels.windowed_attention import (
 )
 from seqlm.model import GPT, attention_mask, preset
 from seqlm.model.positions import document_positions
+from seqlm.training.efficient.long_context_memory import long_context_memory
 
 wa = importlib.import_module("seqlm.kernels.windowed_attention")
 
@@ -104,8 +106,8 @@ def test_model_mask_is_lazy():
     assert attention_mask(64) is None
 
 
-@pytest.mark.parametrize("span", [None, 96])
-def test_gpt_loss_and_gradients_match_the_dense_mask_model(monkeypatch, span):
+@pytest.mark.parametrize(("span", "checkpoint"), [(None, False), (96, False), (None, True)])
+def test_gpt_loss_and_gradients_match_the_dense_mask_model(monkeypatch, span, checkpoint):
     length = 1536
     config = preset(
         "micro",
@@ -126,8 +128,13 @@ def test_gpt_loss_and_gradients_match_the_dense_mask_model(monkeypatch, span):
     def loss_and_grads():
         torch.manual_seed(0)
         model = GPT(config)
-        loss = model(idx, idx, **kwargs).loss
-        loss.backward()
+        # The long-context options apply to both paths (lean MLP, activation
+        # checkpointing, the loss without logits), as bench_train.py --long compares them.
+        with (
+            long_context_memory(model, checkpoint=True) if checkpoint else contextlib.nullcontext()
+        ):
+            loss = model(idx, idx, **kwargs, return_logits=False).loss
+            loss.backward()
         return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 
     lazy_loss, lazy_grads = loss_and_grads()

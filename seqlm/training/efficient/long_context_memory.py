@@ -1,0 +1,107 @@
+"""Memory savers for long-context training steps, attached to a GPT from outside.
+
+At T = 8,192 a step's memory (with block-wise attention, which has no T x T tensor)
+is the activations autograd keeps for the backward, linear in T. Two savers, both
+exact (same loss and gradients as the plain model, to float rounding):
+
+- **lean MLP** (`lean_mlp`): each MLP computes `down(gelu(up(x)))` through
+  `seqlm.kernels.gelu_linear`, which keeps `up(x)` and recomputes the GELU in the
+  backward, instead of keeping both: one (N, 4C) tensor fewer per block, for one
+  extra elementwise pass. Off by default because the default model runs exactly
+  the reference loop's ops (tests/model/test_throughput.py).
+- **activation checkpointing** (`checkpointed_blocks`): each block's forward runs
+  under `torch.utils.checkpoint` (non-reentrant) while gradients are recorded; the
+  forward keeps only each block's input and the backward recomputes one block at a
+  time (about one more forward of compute; dropout's random state is replayed).
+  With a dense document mask the mask's float copy in SDPA (T x T per row) is then
+  rebuilt per layer in the backward instead of kept for every layer, so the dense
+  path saves more memory and pays its T^2 work twice.
+
+`long_context_memory(model, checkpoint=...)` applies both (checkpointing only when
+asked). The model is restored on exit; its state dict never changes (the savers are
+instance attributes, not new modules). `use_lean_mlp(model)` attaches the lean MLP for
+good: the trainer does so for contexts from `LEAN_MLP_MIN_CONTEXT` on.
+docs/long_context.md has the measured costs.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from seqlm.kernels.gelu_linear import gelu_linear
+from seqlm.model.gpt import GPT
+
+# From this context on the trainer gives a GPT the lean MLP (the length where CPU
+# attention turns block-wise and activations dominate a step's memory).
+LEAN_MLP_MIN_CONTEXT = 1024
+
+
+def _checkpointed_forward(block: nn.Module, x: Tensor, *args: object) -> Tensor:
+    plain = type(block).forward
+    # A KV cache (generation) or no gradients: nothing to save, run as is.
+    cache = args[2] if len(args) > 2 else None
+    if not torch.is_grad_enabled() or cache is not None:
+        return plain(block, x, *args)
+    return checkpoint(plain, block, x, *args, use_reentrant=False)
+
+
+def _lean_mlp_forward(mlp: nn.Module, x: Tensor) -> Tensor:
+    y = gelu_linear(mlp.up(x), mlp.down.weight, mlp.down.bias)
+    if mlp.dropout and mlp.training:
+        y = F.dropout(y, p=mlp.dropout, training=True)
+    return y
+
+
+@contextmanager
+def _instance_forwards(modules: list[nn.Module], forward) -> Iterator[None]:
+    # Bound methods, not closures: a deepcopy of the model (layer stacking, EMA) then
+    # binds the copy's forward to the copy, not to the original module.
+    wrapped = [module for module in modules if "forward" not in vars(module)]
+    for module in wrapped:
+        module.forward = types.MethodType(forward, module)
+    try:
+        yield
+    finally:
+        for module in wrapped:
+            del module.forward
+
+
+@contextmanager
+def checkpointed_blocks(model: GPT) -> Iterator[GPT]:
+    """Within the block, `model`'s blocks recompute their activations in the backward."""
+    with _instance_forwards(list(model.blocks), _checkpointed_forward):
+        yield model
+
+
+@contextmanager
+def lean_mlp(model: GPT) -> Iterator[GPT]:
+    """Within the block, `model`'s MLPs keep one (N, 4C) activation for the backward."""
+    with _instance_forwards([block.mlp for block in model.blocks], _lean_mlp_forward):
+        yield model
+
+
+def use_lean_mlp(model: nn.Module) -> bool:
+    """Give a GPT's MLPs the lean forward for good; False (nothing done) for other models."""
+    if not isinstance(model, GPT):
+        return False
+    for block in model.blocks:
+        if "forward" not in vars(block.mlp):
+            block.mlp.forward = types.MethodType(_lean_mlp_forward, block.mlp)
+    return True
+
+
+@contextmanager
+def long_context_memory(model: GPT, *, checkpoint: bool = False) -> Iterator[GPT]:
+    """The lean MLP, and activation checkpointing of the blocks when `checkpoint`."""
+    with ExitStack() as stack:
+        stack.enter_context(lean_mlp(model))
+        if checkpoint:
+            stack.enter_context(checkpointed_blocks(model))
+        yield model
