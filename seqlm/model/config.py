@@ -34,9 +34,9 @@ class GPTConfig:
     uses Post-LN for the first `int(mix_ln_fraction * n_layer)` layers and Pre-LN
     after them (Mix-LN). `loss_impl` names a loss in `seqlm.model.loss` ("dense" is
     built in; faster ones register themselves there). The default "auto" (from
-    `seqlm.kernels`) is the dense loss below 8,192 vocabulary tokens and the chunked
-    linear + cross-entropy above, so large clinical vocabularies never materialise
-    the logits.
+    `seqlm.kernels`) is the dense loss for a vocabulary below 8,192 tokens whose logits stay below 2^25
+    elements a step, and the chunked linear + cross-entropy otherwise, so large clinical
+    vocabularies and long contexts never materialise the logits.
     """
 
     vocab_size: int = field(
@@ -131,7 +131,7 @@ class GPTConfig:
     loss_impl: str = field(
         default="auto",
         metadata={
-            "help": "Loss implementation: auto (dense below 8,192 tokens, chunked above), dense, or a registered one."
+            "help": "Loss implementation: auto (dense for a vocabulary < 8,192 and logits < 2^25 elements, else chunked), dense, or a registered one."
         },
     )
     init_std: float = field(
