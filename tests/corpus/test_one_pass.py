@@ -54,6 +54,43 @@ def test_clinic_corpus_equals_the_old_builder(tmp_path, rows_per_bucket):
     assert new.manifest["build"]["partitions"] == -(-frame.height // rows_per_bucket)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_two_level_spill_gives_the_same_corpus(tmp_path, monkeypatch, workers):
+    """More partitions than one sink may hold open: spilled into fewer files, then split
+    (seqlm.corpus.partitions.SPILL_FILES); the corpus is the old builder's, and no spill
+    file is left."""
+    monkeypatch.setattr(partitions, "SPILL_FILES", 3)
+    frame = clinic_frame(60)
+    reference = reference_build(
+        ingested(frame), tmp_path / "old", CLINIC_SCHEME, SplitConfig(seed=3), 50
+    )
+    seen: list[str] = []
+    original = partitions.split_spill
+
+    def split_and_record(folder: Path, spill: int) -> None:
+        seen.extend(sorted(p.name for p in folder.iterdir()))
+        original(folder, spill)
+
+    if workers == 1:  # a worker process would need the function by its module name
+        monkeypatch.setattr("seqlm.corpus.writer.split_spill", split_and_record)
+    new = build_corpus(
+        ingested(frame),
+        tmp_path / "new",
+        CLINIC_SCHEME,
+        SplitConfig(seed=3),
+        rows_per_bucket=50,
+        workers=workers,
+    )
+    parts = -(-frame.height // 50)
+    assert parts > 3
+    assert new.manifest["build"]["partitions"] == parts
+    assert new.manifest["build"]["spill_files"] == 3
+    assert "splitting spill files" in new.manifest["seconds_per_stage"]
+    assert workers == 2 or "_spill" in seen
+    assert_same_files(reference, new.path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old"]
+
+
 def test_finch_corpus_equals_the_old_builder(tmp_path):
     frame = lesion_frame(shared_path("birdsong", "koparkar2024_mman_lesions"))
     splits = SplitConfig(held_out_groups=("bird7",), held_out=0.0, tuning=0.1, by="group")
@@ -77,7 +114,7 @@ def test_mimic_demo_corpus_equals_the_old_builder(tmp_path):
     events, scheme = read_demo()
     reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
     new = build_corpus(events, tmp_path / "new", scheme, SplitConfig(), rows_per_bucket=200_000)
-    assert new.manifest["build"] == {"partitions": 5, "workers": 1}
+    assert new.manifest["build"] == {"partitions": 5, "spill_files": 5, "workers": 1}
     assert_same_files(reference, new.path)
     seconds = new.manifest["seconds_per_stage"]
     assert set(seconds) >= {"partitioning events", "sorting partitions", "encoding tokens"}
