@@ -13,10 +13,15 @@ run in this process or in worker processes (`run_map`) with the same result.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +58,9 @@ SPILL_ROW_GROUP = 10_000
 # into its partitions by `split_spill` (one more write and read of the rows).
 SPILL_FILES = 48
 SPILL = "_spill"
+# How often a worker process looks whether the build that started it still runs.
+PARENT_CHECK_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # What sampling and tokens need of the sorted events (entity-level columns are in the
 # sort stage's aggregates).
 SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
@@ -339,8 +347,32 @@ def finite_times(encoded: EncodedSequences) -> np.ndarray:
     return times
 
 
-def _worker_start(threads: int) -> None:
+def _worker_start(threads: int, parent: int) -> None:
     os.environ["POLARS_MAX_THREADS"] = str(threads)
+    _exit_with_parent(parent)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose build was killed (its parent gone, the pool never shut down)
+    would wait for tasks forever, holding its memory, so it is killed with its parent:
+    by the kernel on Linux (a watching thread would need the GIL, which a busy worker
+    may hold), else by a thread that watches the parent. `parent` is passed in: a
+    worker still starting when the build died would find its new parent here."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        linux = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+    except (OSError, AttributeError):
+        linux = False
+    if not linux:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    elif os.getppid() != parent:  # it died before the kernel was told
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
 
 
 @contextmanager
@@ -384,7 +416,7 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
                 workers,
                 mp_context=get_context("spawn"),
                 initializer=_worker_start,
-                initargs=(threads,),
+                initargs=(threads, os.getpid()),
             ) as pool,
             _main_module_hidden(),
         ):

@@ -4,6 +4,7 @@ stage timings in the manifest; nothing left behind by a failure or a kill."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -207,3 +208,50 @@ def test_a_killed_build_leaves_no_corpus(tmp_path, workers):
     bird1 = Path(__file__).resolve().parents[1] / "fixtures" / "birdsong" / "bird1.csv"
     ingest("crowsetta-generic-seq", [bird1], tmp_path / "next")
     assert not list(tmp_path.glob(".corpus.partial-*"))
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The spawned worker processes among `pid`'s children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in command:
+                found.append(int(child))
+    return found
+
+
+def test_workers_leave_when_the_build_is_killed(tmp_path):
+    """SIGKILL of the building process alone (not its group): its worker processes
+    notice and exit instead of waiting for tasks forever."""
+    demo = shared_path("clinical", "mimic-iv-demo-meds")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(demo), str(tmp_path / "corpus"), "2"],
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(workers := worker_pids(process.pid)) < 2:
+            assert process.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(running(w) for w in workers):
+            assert time.monotonic() < deadline, "a worker outlived its build"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is alive (an exited process waiting to be reaped is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
