@@ -161,9 +161,7 @@ def sort_partition(
     pieces = part.pieces
     if not pieces:
         return pl.DataFrame(), {}
-    rows = pl.read_parquet(pieces, glob=False)
-    if not in_sequence_order(rows):
-        rows = _grouped_events(rows.lazy()).collect()
+    rows = _in_sequence_order(pl.read_parquet(pieces, glob=False))
     # On the sorted rows with entities as run ids (integers hash faster than names).
     checks = merge_checks(rows.with_columns(pl.col("entity").rle_id()))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
@@ -176,11 +174,31 @@ def sort_partition(
     return in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"), checks
 
 
+def _in_sequence_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` as `_grouped_events` orders them, sorting only what needs it: rows already
+    in that order stay (most sources are written so, and a partition keeps the source's
+    order); rows whose entities' runs are in order but interrupted (a streaming join
+    emits the source in pieces out of order) are put back in `order`, one integer key."""
+    state = sequence_order(rows)
+    if state == "ordered":
+        return rows
+    if state == "runs split":
+        by_order = rows.sort("order", maintain_order=True)
+        if sequence_order(by_order) == "ordered":
+            return by_order
+    return _grouped_events(rows.lazy()).collect()
+
+
 def in_sequence_order(rows: pl.DataFrame) -> bool:
     """Whether `rows` are already as `_grouped_events` puts them: each entity's rows in
-    one run, in (time, order) with null times first (most sources are written so, and
-    a partition keeps the source's order). Then the sort is skipped: it would keep
-    them as they are. Anything unusual (a null, a NaN) answers no."""
+    one run, in (time, order) with null times first (so its sort would keep them)."""
+    return sequence_order(rows) == "ordered"
+
+
+def sequence_order(rows: pl.DataFrame) -> str:
+    """ "ordered" (as `in_sequence_order`), "runs split" (every run of rows of one entity
+    is in (time, order) but an entity has several runs) or "unordered". Anything
+    unusual (a null entity or order, a NaN time) is "unordered"."""
     entity, time, order = pl.col("entity"), pl.col("time"), pl.col("order")
     new_run = entity.ne_missing(entity.shift(1))
     earlier_time = time.shift(1)
@@ -199,10 +217,10 @@ def in_sequence_order(rows: pl.DataFrame) -> bool:
         order.null_count().alias("null_orders"),
     ).row(0, named=True)
     if not flags["in_order"] or flags["nan"] or flags["null_entities"] or flags["null_orders"]:
-        return False
+        return "unordered"
     # Each entity in one run: the runs' names are distinct.
     starts = rows.filter(rows.select(new_run).to_series())["entity"]
-    return starts.n_unique() == starts.len()
+    return "ordered" if starts.n_unique() == starts.len() else "runs split"
 
 
 def _grouped_events(frame: pl.LazyFrame) -> pl.LazyFrame:

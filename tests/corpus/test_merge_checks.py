@@ -10,7 +10,12 @@ import polars as pl
 import pytest
 
 from seqlm.corpus.merge_checks import merge_checks
-from seqlm.corpus.partitions import _grouped_events, in_sequence_order
+from seqlm.corpus.partitions import (
+    _grouped_events,
+    _in_sequence_order,
+    in_sequence_order,
+    sequence_order,
+)
 
 
 def plain_merge_checks(events: pl.LazyFrame) -> dict[str, int]:
@@ -112,3 +117,25 @@ def test_ties_nulls_and_nans_are_judged_as_the_sort_would():
         }
     )
     assert not in_sequence_order(null_entity)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ordering_sorts_only_what_needs_it_and_equals_the_sort(seed):
+    events = random_events(seed)
+    ordered = _grouped_events(events.lazy()).collect()
+    # Entities' runs in order but cut in pieces and shuffled, as a streaming join may
+    # emit them: put back by `order` (the pieces were in `order` before).
+    by_order = ordered.sort("order")
+    if sequence_order(by_order) != "ordered":
+        by_order = ordered.with_columns(pl.int_range(pl.len()).alias("order"))
+    pieces = [by_order.slice(i, 97) for i in range(0, by_order.height, 97)]
+    shuffled = pl.concat([pieces[i] for i in np.random.default_rng(seed).permutation(len(pieces))])
+    assert sequence_order(shuffled) in ("runs split", "unordered")
+    for rows in (events, by_order, shuffled):
+        got = _in_sequence_order(rows)
+        want = _grouped_events(rows.lazy()).collect()
+        # The same rows in the same order within each entity (entities in any order).
+        assert got.sort("entity", maintain_order=True).equals(
+            want.sort("entity", maintain_order=True)
+        )
+        assert in_sequence_order(got)
