@@ -14,8 +14,10 @@ child process per run (so each run's peak RSS is its own):
 - `adapter`: the adapter alone: `read_tabular` and a streaming aggregate over every
   event column.
 
-Peak memory is the child's peak resident set (VmHWM) plus its corpus workers' (summed,
-an upper bound); `base_mb` is its peak after imports. Each figure is the median of
+Peak memory (`tree_peak_mb`, the table's `peak MB`) is the largest resident memory of
+the child and its corpus workers together, sampled every 50 ms; `peak_mb` (`sum MB`) is
+the child's VmHWM plus each worker's peak (an upper bound); `base_mb` is the child's
+peak after imports. `cpu_s`: CPU seconds of the child and its workers. Each figure is the median of
 `--repeats` runs. Per row, each result also gives `per_row_vs_1x` (time per row over the
 smallest size's, same format and mode) and, for the corpus, `x_floor`. Output: one JSON
 line per (format, mode, size), then a table.
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from process_usage import cpu_seconds, peak_rss_mb
+from process_usage import TreePeak, cpu_seconds, peak_rss_mb
 
 EVENTS_PER_ENTITY = 100
 N_CODES = 300
@@ -109,26 +111,27 @@ def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     cpu_start = cpu_seconds()
     workers = 1
-    if mode == "floor":
-        events = read_floor(data)
-    elif mode == "corpus":
-        corpus = ingest("tabular", [data], out, {"adapter": MAPPING})
-        events = int(corpus.manifest["counts"]["events"])
-        workers = corpus.manifest["build"]["workers"]
-    else:
-        ingested = read_tabular([data], options_from_mapping(TabularOptions, MAPPING))
-        # Every event column is read, by aggregates that stream. polars drops the
-        # EventTable's final sort before an aggregate, so this is the adapter's
-        # scan-and-parse alone. (Several `n_unique`s in one select do not stream in
-        # polars 2.1: they would measure polars, not the adapter.)
-        summary = ingested.events.frame.select(
-            pl.len(),
-            pl.col("entity", "code", "kind").str.len_bytes().sum(),
-            pl.col("time").max(),
-            pl.col("order").max(),
-            pl.col("value").sum(),
-        ).collect(engine="streaming")
-        events = int(summary["len"][0])
+    with TreePeak() as tree:
+        if mode == "floor":
+            events = read_floor(data)
+        elif mode == "corpus":
+            corpus = ingest("tabular", [data], out, {"adapter": MAPPING})
+            events = int(corpus.manifest["counts"]["events"])
+            workers = corpus.manifest["build"]["workers"]
+        else:
+            ingested = read_tabular([data], options_from_mapping(TabularOptions, MAPPING))
+            # Every event column is read, by aggregates that stream. polars drops the
+            # EventTable's final sort before an aggregate, so this is the adapter's
+            # scan-and-parse alone. (Several `n_unique`s in one select do not stream in
+            # polars 2.1: they would measure polars, not the adapter.)
+            summary = ingested.events.frame.select(
+                pl.len(),
+                pl.col("entity", "code", "kind").str.len_bytes().sum(),
+                pl.col("time").max(),
+                pl.col("order").max(),
+                pl.col("value").sum(),
+            ).collect(engine="streaming")
+            events = int(summary["len"][0])
     seconds = time.perf_counter() - start
     cpu = cpu_seconds() - cpu_start
     peak_mb = peak_rss_mb()
@@ -139,6 +142,7 @@ def child_run(mode: str, data: Path, out: Path) -> dict[str, float]:
         "seconds": seconds,
         "cpu_s": cpu,
         "peak_mb": peak_mb,
+        "tree_peak_mb": tree.peak_mb,
         "base_mb": base_mb,
     }
 
@@ -187,6 +191,7 @@ def run_sizes(args: argparse.Namespace, work: Path) -> list[dict]:
                     "rows_per_s": round(runs[0]["events"] / seconds),
                     "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
                     "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
+                    "tree_peak_mb": round(statistics.median(r["tree_peak_mb"] for r in runs)),
                     "base_mb": round(statistics.median(r["base_mb"] for r in runs)),
                 }
                 rows.append(with_ratios(row, rows))
@@ -221,13 +226,14 @@ def main() -> None:
         print(json.dumps(rows))
     print(
         f"\n{'format':<8} {'mode':<7} {'rows':>11} {'seconds':>8} {'rows/s':>11} "
-        f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8}"
+        f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8} {'sum MB':>7} {'cpu s':>7} {'rows/cpu-s':>10}"
     )
     for r in rows:
         print(
             f"{r['format']:<8} {r['mode']:<7} {r['rows']:>11,} {r['seconds']:>8.2f} "
             f"{r['rows_per_s']:>11,} {r.get('per_row_vs_1x', ''):>9} "
-            f"{r.get('x_floor', ''):>7} {r['peak_mb']:>8}"
+            f"{r.get('x_floor', ''):>7} {r['tree_peak_mb']:>8} {r['peak_mb']:>7} "
+            f"{r['cpu_s']:>7.1f} {round(r['events'] / max(r['cpu_s'], 1e-9)):>10,}"
         )
 
 

@@ -21,8 +21,12 @@ For each, in a fresh child process per run (so each peak is its own), it times:
   `seqlm ingest meds DIR --out OUT` without the CLI: adapter, entity pass, vocabulary
   fitting on train, token writing.
 
-Peak memory is the child's VmHWM plus its worker processes' (the corpus build's
-`--workers`); `base_mb` is its peak after imports, before the work. Per row, each row
+Peak memory (`tree_peak_mb`, the table's `peak MB`) is the largest resident memory of
+the child and its worker processes together, sampled every 50 ms (all that the machine
+had to hold at once); `peak_mb` (`sum MB`) is the child's VmHWM plus each worker's peak,
+an upper bound, since the workers' peaks need not coincide. `base_mb` is the child's
+peak after imports, before the work. `cpu_s` is CPU seconds of the child and its
+workers (on a loaded machine the figure to compare; wall seconds grow with the load). Per row, each row
 also gives `per_row_vs_1x` (time per row over the demo's, same mode) and, for the
 corpus, `x_floor` (corpus seconds over the floor's on the same files). Output: one JSON
 line per (dataset, mode), then a table.
@@ -30,6 +34,7 @@ line per (dataset, mode), then a table.
     python benchmarks/bench_ingest_meds.py                  # demo and x20, 1 run each
     python benchmarks/bench_ingest_meds.py --datasets demo x20 x100 --modes floor corpus
     python benchmarks/bench_ingest_meds.py --datasets demo --repeats 3
+    python benchmarks/bench_ingest_meds.py --datasets x100 --replicas /tmp/meds-replicas
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from process_usage import cpu_seconds, peak_rss_mb  # noqa: E402  (shared with the tabular bench)
+from process_usage import TreePeak, cpu_seconds, peak_rss_mb  # noqa: E402  (shared with the tabular bench)
 
 DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "clinical" / "mimic-iv-demo-meds"
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
@@ -96,25 +101,28 @@ def child_run(mode: str, data: Path, out: Path, workers: int | None) -> dict[str
     base_mb = peak_rss_mb()
     start = time.perf_counter()
     cpu_start = cpu_seconds()
-    if mode == "floor":
-        frame = pl.scan_parquet(data / "data" / "**" / "*.parquet").select(MEDS_COLUMNS).collect()
-        events = frame.height
-    elif mode == "adapter":
-        ingested = read_meds([data], MedsOptions())
-        # Every event column is consumed by an aggregate that streams in flat memory
-        # (`n_unique` on strings does not: it holds the values).
-        summary = ingested.events.frame.select(
-            pl.len(),
-            pl.col("entity").str.len_bytes().sum(),
-            pl.col("code").str.len_bytes().sum(),
-            pl.col("time").max(),
-            pl.col("value").sum(),
-            pl.col("split").is_null().sum(),
-        ).collect(engine="streaming")
-        events = int(summary["len"][0])
-    else:
-        corpus = ingest("meds", [data], out, workers=workers)
-        events = int(corpus.manifest["counts"]["events"])
+    with TreePeak() as tree:
+        if mode == "floor":
+            frame = (
+                pl.scan_parquet(data / "data" / "**" / "*.parquet").select(MEDS_COLUMNS).collect()
+            )
+            events = frame.height
+        elif mode == "adapter":
+            ingested = read_meds([data], MedsOptions())
+            # Every event column is consumed by an aggregate that streams in flat memory
+            # (`n_unique` on strings does not: it holds the values).
+            summary = ingested.events.frame.select(
+                pl.len(),
+                pl.col("entity").str.len_bytes().sum(),
+                pl.col("code").str.len_bytes().sum(),
+                pl.col("time").max(),
+                pl.col("value").sum(),
+                pl.col("split").is_null().sum(),
+            ).collect(engine="streaming")
+            events = int(summary["len"][0])
+        else:
+            corpus = ingest("meds", [data], out, workers=workers)
+            events = int(corpus.manifest["counts"]["events"])
     seconds = time.perf_counter() - start
     cpu = cpu_seconds() - cpu_start
     # Workers run at the same time as this process, so their peaks add up (an upper
@@ -126,6 +134,7 @@ def child_run(mode: str, data: Path, out: Path, workers: int | None) -> dict[str
         "seconds": seconds,
         "cpu_s": cpu,
         "peak_mb": peak_rss_mb() + workers_mb,
+        "tree_peak_mb": tree.peak_mb,
         "base_mb": base_mb,
     }
 
@@ -149,6 +158,7 @@ def run_meds_benchmark(
     repeats: int,
     work_parent: Path | None = None,
     workers: int | None = None,
+    replicas: Path | None = None,
 ) -> list[dict]:
     """Measure each (dataset, mode); print a JSON line per result; return the rows."""
     if not DEMO.is_dir():
@@ -159,8 +169,9 @@ def run_meds_benchmark(
         for name in datasets:
             data = DEMO
             if name != "demo":
-                data = work / name
-                replicate(DEMO, data, int(name.removeprefix("x")))
+                data = (replicas or work) / name
+                if not (replicas and (data / "metadata").is_dir()):
+                    replicate(DEMO, data, int(name.removeprefix("x")))
             for mode in modes:
                 runs = [measure(mode, data, work, workers) for _ in range(repeats)]
                 seconds = statistics.median(r["seconds"] for r in runs)
@@ -173,12 +184,13 @@ def run_meds_benchmark(
                     "rows_per_s": round(runs[0]["events"] / seconds),
                     "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
                     "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
+                    "tree_peak_mb": round(statistics.median(r["tree_peak_mb"] for r in runs)),
                     "base_mb": round(statistics.median(r["base_mb"] for r in runs)),
                 }
                 add_ratios(row, rows)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            if data != DEMO:
+            if data != DEMO and replicas is None:
                 shutil.rmtree(data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -199,13 +211,14 @@ def add_ratios(row: dict, earlier: list[dict]) -> None:
 def print_table(rows: list[dict]) -> None:
     print(
         f"\n{'dataset':<8} {'mode':<8} {'rows':>11} {'seconds':>8} {'rows/s':>10} "
-        f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8}"
+        f"{'vs 1x/row':>9} {'x floor':>7} {'peak MB':>8} {'sum MB':>7} {'cpu s':>7} {'rows/cpu-s':>10}"
     )
     for r in rows:
         print(
             f"{r['dataset']:<8} {r['mode']:<8} {r['events']:>11,} {r['seconds']:>8.2f} "
             f"{r['rows_per_s']:>10,} {r.get('per_row_vs_1x', ''):>9} {r.get('x_floor', ''):>7} "
-            f"{r['peak_mb']:>8}"
+            f"{r['tree_peak_mb']:>8} {r['peak_mb']:>7} {r['cpu_s']:>7.1f} "
+            f"{round(r['events'] / max(r['cpu_s'], 1e-9)):>10,}"
         )
 
 
@@ -217,13 +230,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     parser.add_argument("--json", action="store_true", help="also print all rows as one JSON list")
     parser.add_argument("--workers", type=int, default=None, help="corpus build processes")
+    parser.add_argument(
+        "--replicas",
+        type=Path,
+        default=None,
+        help="keep the xN replicas in this folder and reuse them on the next run",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         mode, data, out, workers = args.child
         print(json.dumps(child_run(mode, Path(data), Path(out), int(workers) or None)))
         return
-    rows = run_meds_benchmark(args.datasets, args.modes, args.repeats, args.work, args.workers)
+    rows = run_meds_benchmark(
+        args.datasets, args.modes, args.repeats, args.work, args.workers, args.replicas
+    )
     print_table(rows)
     if args.json:
         print(json.dumps(rows))

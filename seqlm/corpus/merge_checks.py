@@ -26,21 +26,40 @@ MERGE_CHECK_COUNTS = (
 )
 
 
-def merge_checks(events: pl.LazyFrame) -> dict[str, Any]:
-    """Counts of duplicate (entity, time, code) rows and of time restarts per entity."""
-    timed = events.filter(pl.col("time").is_not_null())
+def merge_checks(rows: pl.DataFrame) -> dict[str, Any]:
+    """Counts of duplicate (entity, time, code) rows and of time restarts per entity.
+
+    `rows` are in sequence order: each entity's rows together, by (time, order) with
+    static (null-time) rows first. That order makes both counts cheap: duplicates can
+    only sit in runs of rows sharing (entity, time), and an entity whose `order` rises
+    with its time cannot restart, so only the other entities are regrouped by `order`.
+    """
+    entity, time, order = pl.col("entity"), pl.col("time"), pl.col("order")
+    same_entity = entity.eq_missing(entity.shift(1))
+    same_time = same_entity & time.eq(time.shift(1)).fill_null(False)
+    flags = rows.select(
+        # A row sharing (entity, time) with a neighbour: the only possible duplicates.
+        (same_time | same_time.shift(-1).fill_null(False)).alias("shared"),
+        # `order` falling within an entity: the only entities that can restart.
+        (same_entity & (order < order.shift(1)).fill_null(True)).alias("back"),
+    )
+    shared = rows.filter(flags["shared"] & rows["time"].is_not_null())
     duplicates = (
         # Categorical codes: the grouping hashes integers.
-        timed.group_by("entity", "time", pl.col("code").cast(pl.Categorical))
+        shared.lazy()
+        .group_by("entity", "time", pl.col("code").cast(pl.Categorical))
         .len()
         .filter(pl.col("len") > 1)
         .group_by("entity")
         .agg((pl.col("len") - 1).sum().alias("rows"))
-        .collect(engine="streaming")
+        .collect()
     )
+    back = rows.filter(flags["back"])["entity"].unique().implode()
     restarts = (
-        timed.group_by("entity")
-        .agg(_restarts(pl.col("time").sort_by("order")).alias("restarts"))
+        rows.lazy()
+        .filter(entity.is_in(back) & time.is_not_null())
+        .group_by("entity")
+        .agg(_restarts(time.sort_by("order")).alias("restarts"))
         .filter(pl.col("restarts") > 0)
         .collect()
     )

@@ -13,10 +13,15 @@ run in this process or in worker processes (`run_map`) with the same result.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +58,15 @@ PART = "_part"
 # the partition stage flat (36.6M MEDS rows in 74 partitions: 0.72 GB peak at 10k rows
 # per group, 1.35 GB at polars' default).
 SPILL_ROW_GROUP = 10_000
+# At most this many partitions are open in one sink: its buffers grow with the number
+# of open partitions (MEDS 100x, 184 partitions in one sink: 1.4 GB), so more
+# partitions are spilled in two levels: `SPILL_FILES` spill files first, each then split
+# into its partitions by `split_spill` (one more write and read of the rows).
+SPILL_FILES = 48
+SPILL = "_spill"
+# How often a worker process looks whether the build that started it still runs.
+PARENT_CHECK_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # What sampling and tokens need of the sorted events (entity-level columns are in the
 # sort stage's aggregates).
 SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
@@ -93,20 +107,55 @@ def partition_of(entity: pl.Expr, n_partitions: int) -> pl.Expr:
     return (entity.hash(PARTITION_SEED) % n_partitions).fill_null(0).cast(pl.Int32)
 
 
+def spill_files(n_partitions: int) -> int:
+    """How many files the events stream into: one per partition, up to `SPILL_FILES`."""
+    return min(n_partitions, SPILL_FILES)
+
+
 def spill_partitions(events: pl.LazyFrame, folder: Path, n_partitions: int) -> None:
-    """Stream `events` once into `n_partitions` folders of lz4 Parquet by entity hash.
+    """Stream `events` once into `n_partitions` folders of lz4 Parquet by entity hash,
+    or, beyond `SPILL_FILES` partitions, into `SPILL_FILES` spill folders (partition
+    `p` in spill file `p % SPILL_FILES`, its number kept in a column) that
+    `split_spill` splits afterwards.
 
     polars' partitioned sink, in source order (the sort's tie-break), in flat memory:
     a Python loop over batches would let the engine run ahead and buffer them.
     """
     keyed = events.with_columns(partition_of(pl.col("entity"), n_partitions).alias(PART))
-    keyed.sink_parquet(
-        pl.PartitionBy(folder, key=PART, include_key=False),
+    n_files = spill_files(n_partitions)
+    if n_files == n_partitions:
+        _sink_by(keyed, folder, PART)
+    else:
+        # The partition number stays in the spill files for `split_spill`.
+        _sink_by(keyed.with_columns((pl.col(PART) % n_files).alias(SPILL)), folder / SPILL, SPILL)
+
+
+def _sink_by(frame: pl.LazyFrame, folder: Path, key: str) -> None:
+    """`frame` into `folder/<key>=N/*.parquet` by the column `key` (dropped from the
+    files), in source order, in small row groups."""
+    frame.sink_parquet(
+        pl.PartitionBy(folder, key=key, include_key=False),
         compression="lz4",
         row_group_size=SPILL_ROW_GROUP,
         maintain_order=True,
         mkdir=True,
     )
+
+
+def split_spill(folder: Path, spill: int) -> None:
+    """Split spill file `spill` (written by `spill_partitions` beyond `SPILL_FILES`
+    partitions) into its partitions' folders, in source order, then delete it."""
+    source = folder / SPILL / f"{SPILL}={spill}"
+    pieces = sorted(source.glob("*.parquet"))
+    if not pieces:
+        return
+    target = folder / f"{SPILL}-{spill}"
+    _sink_by(pl.scan_parquet(pieces, glob=False), target, PART)
+    # Each partition lives in one spill file, so the folders never collide.
+    for part in target.iterdir():
+        part.rename(folder / part.name)
+    target.rmdir()
+    shutil.rmtree(source)
 
 
 def sort_partition(
@@ -119,9 +168,9 @@ def sort_partition(
     pieces = part.pieces
     if not pieces:
         return pl.DataFrame(), {}
-    rows = _grouped_events(pl.scan_parquet(pieces, glob=False)).collect()
+    rows = _in_sequence_order(pl.read_parquet(pieces, glob=False))
     # On the sorted rows with entities as run ids (integers hash faster than names).
-    checks = merge_checks(rows.lazy().with_columns(pl.col("entity").rle_id()))
+    checks = merge_checks(rows.with_columns(pl.col("entity").rle_id()))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
     rows.select(SORTED_COLUMNS).write_parquet(part.sorted_file, compression="lz4")
     shutil.rmtree(pieces[0].parent)
@@ -130,6 +179,55 @@ def sort_partition(
     in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
     aggregates = entity_aggregates(rows.lazy(), attributes)
     return in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"), checks
+
+
+def _in_sequence_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` as `_grouped_events` orders them, sorting only what needs it: rows already
+    in that order stay (most sources are written so, and a partition keeps the source's
+    order); rows whose entities' runs are in order but interrupted (a streaming join
+    emits the source in pieces out of order) are put back in `order`, one integer key."""
+    state = sequence_order(rows)
+    if state == "ordered":
+        return rows
+    if state == "runs split":
+        by_order = rows.sort("order", maintain_order=True)
+        if sequence_order(by_order) == "ordered":
+            return by_order
+    return _grouped_events(rows.lazy()).collect()
+
+
+def in_sequence_order(rows: pl.DataFrame) -> bool:
+    """Whether `rows` are already as `_grouped_events` puts them: each entity's rows in
+    one run, in (time, order) with null times first (so its sort would keep them)."""
+    return sequence_order(rows) == "ordered"
+
+
+def sequence_order(rows: pl.DataFrame) -> str:
+    """ "ordered" (as `in_sequence_order`), "runs split" (every run of rows of one entity
+    is in (time, order) but an entity has several runs) or "unordered". Anything
+    unusual (a null entity or order, a NaN time) is "unordered"."""
+    entity, time, order = pl.col("entity"), pl.col("time"), pl.col("order")
+    new_run = entity.ne_missing(entity.shift(1))
+    earlier_time = time.shift(1)
+    same_time = (time == earlier_time) | (time.is_null() & earlier_time.is_null())
+    in_order = (
+        new_run
+        | (earlier_time.is_null() & time.is_not_null())
+        | (time > earlier_time).fill_null(False)
+        | (same_time & (order >= order.shift(1))).fill_null(False)
+    )
+    nan = time.is_nan().any() if rows.schema["time"].is_float() else pl.lit(False)
+    flags = rows.select(
+        in_order.all().alias("in_order"),
+        nan.alias("nan"),
+        entity.null_count().alias("null_entities"),
+        order.null_count().alias("null_orders"),
+    ).row(0, named=True)
+    if not flags["in_order"] or flags["nan"] or flags["null_entities"] or flags["null_orders"]:
+        return "unordered"
+    # Each entity in one run: the runs' names are distinct.
+    starts = rows.filter(rows.select(new_run).to_series())["entity"]
+    return "ordered" if starts.n_unique() == starts.len() else "runs split"
 
 
 def _grouped_events(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -264,8 +362,32 @@ def finite_times(encoded: EncodedSequences) -> np.ndarray:
     return times
 
 
-def _worker_start(threads: int) -> None:
+def _worker_start(threads: int, parent: int) -> None:
     os.environ["POLARS_MAX_THREADS"] = str(threads)
+    _exit_with_parent(parent)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose build was killed (its parent gone, the pool never shut down)
+    would wait for tasks forever, holding its memory, so it is killed with its parent:
+    by the kernel on Linux (a watching thread would need the GIL, which a busy worker
+    may hold), else by a thread that watches the parent. `parent` is passed in: a
+    worker still starting when the build died would find its new parent here."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        linux = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+    except (OSError, AttributeError):
+        linux = False
+    if not linux:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    elif os.getppid() != parent:  # it died before the kernel was told
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
 
 
 @contextmanager
@@ -309,7 +431,7 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
                 workers,
                 mp_context=get_context("spawn"),
                 initializer=_worker_start,
-                initargs=(threads,),
+                initargs=(threads, os.getpid()),
             ) as pool,
             _main_module_hidden(),
         ):

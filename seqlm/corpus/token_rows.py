@@ -65,7 +65,11 @@ def keyed_rows(
     # Without use_text every text is null: one id for all.
     text_id = _ids(pl.col("text")) if scheme.use_text else pl.lit(0, dtype=pl.Int64)
     frame = frame.with_columns(
-        pl.col("time_s").diff().over("entity").alias("gap"),
+        # The rows are in entity runs: a gap within the run, null at its start (as
+        # `diff().over("entity")`, without hashing the entities).
+        pl.when(pl.col("entity") == pl.col("entity").shift(1))
+        .then(pl.col("time_s").diff())
+        .alias("gap"),
         _ids(pl.col("kind")).alias("kind_id"),
         _ids(pl.col("code")).alias("code_id"),
         text_id.alias("text_id"),

@@ -53,7 +53,9 @@ from seqlm.corpus.partitions import (
     run_map,
     sample_partition,
     sort_partition,
+    spill_files,
     spill_partitions,
+    split_spill,
     worker_pool,
 )
 from seqlm.corpus.privacy import public_settings
@@ -161,6 +163,10 @@ def _build_locked(
             rejects = ingested.rejects.to_frame()
         parts = [PartitionPaths(work, p) for p in range(n_parts)]
         with worker_pool(workers) as pool:
+            n_spills = spill_files(n_parts)
+            if n_spills < n_parts:
+                with clock.stage("splitting spill files", ingested.rows_read):
+                    run_map(pool, split_spill, [(work, k) for k in range(n_spills)], _ignore)
             entities, part_splits, checks = _sort(
                 pool, parts, attributes, splits, clock, ingested, rejects.height, out
             )
@@ -184,7 +190,11 @@ def _build_locked(
         manifest["merge_checks"] = checks
         manifest["attributes"] = list(attributes)
         manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
-        manifest["build"] = {"partitions": n_parts, "workers": workers}
+        manifest["build"] = {
+            "partitions": n_parts,
+            "spill_files": spill_files(n_parts),
+            "workers": workers,
+        }
         manifest["seconds_per_stage"] = clock.seconds
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
@@ -194,6 +204,10 @@ def _build_locked(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_corpus(out)
+
+
+def _ignore(*_: Any) -> None:
+    pass
 
 
 def _check_rows(ingested: Ingested, n_events: int, n_rejects: int, out: Path) -> None:

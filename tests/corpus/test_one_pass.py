@@ -4,6 +4,7 @@ stage timings in the manifest; nothing left behind by a failure or a kill."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,6 +55,43 @@ def test_clinic_corpus_equals_the_old_builder(tmp_path, rows_per_bucket):
     assert new.manifest["build"]["partitions"] == -(-frame.height // rows_per_bucket)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_two_level_spill_gives_the_same_corpus(tmp_path, monkeypatch, workers):
+    """More partitions than one sink may hold open: spilled into fewer files, then split
+    (seqlm.corpus.partitions.SPILL_FILES); the corpus is the old builder's, and no spill
+    file is left."""
+    monkeypatch.setattr(partitions, "SPILL_FILES", 3)
+    frame = clinic_frame(60)
+    reference = reference_build(
+        ingested(frame), tmp_path / "old", CLINIC_SCHEME, SplitConfig(seed=3), 50
+    )
+    seen: list[str] = []
+    original = partitions.split_spill
+
+    def split_and_record(folder: Path, spill: int) -> None:
+        seen.extend(sorted(p.name for p in folder.iterdir()))
+        original(folder, spill)
+
+    if workers == 1:  # a worker process would need the function by its module name
+        monkeypatch.setattr("seqlm.corpus.writer.split_spill", split_and_record)
+    new = build_corpus(
+        ingested(frame),
+        tmp_path / "new",
+        CLINIC_SCHEME,
+        SplitConfig(seed=3),
+        rows_per_bucket=50,
+        workers=workers,
+    )
+    parts = -(-frame.height // 50)
+    assert parts > 3
+    assert new.manifest["build"]["partitions"] == parts
+    assert new.manifest["build"]["spill_files"] == 3
+    assert "splitting spill files" in new.manifest["seconds_per_stage"]
+    assert workers == 2 or "_spill" in seen
+    assert_same_files(reference, new.path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old"]
+
+
 def test_finch_corpus_equals_the_old_builder(tmp_path):
     frame = lesion_frame(shared_path("birdsong", "koparkar2024_mman_lesions"))
     splits = SplitConfig(held_out_groups=("bird7",), held_out=0.0, tuning=0.1, by="group")
@@ -77,7 +115,7 @@ def test_mimic_demo_corpus_equals_the_old_builder(tmp_path):
     events, scheme = read_demo()
     reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
     new = build_corpus(events, tmp_path / "new", scheme, SplitConfig(), rows_per_bucket=200_000)
-    assert new.manifest["build"] == {"partitions": 5, "workers": 1}
+    assert new.manifest["build"] == {"partitions": 5, "spill_files": 5, "workers": 1}
     assert_same_files(reference, new.path)
     seconds = new.manifest["seconds_per_stage"]
     assert set(seconds) >= {"partitioning events", "sorting partitions", "encoding tokens"}
@@ -170,3 +208,50 @@ def test_a_killed_build_leaves_no_corpus(tmp_path, workers):
     bird1 = Path(__file__).resolve().parents[1] / "fixtures" / "birdsong" / "bird1.csv"
     ingest("crowsetta-generic-seq", [bird1], tmp_path / "next")
     assert not list(tmp_path.glob(".corpus.partial-*"))
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The spawned worker processes among `pid`'s children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in command:
+                found.append(int(child))
+    return found
+
+
+def test_workers_leave_when_the_build_is_killed(tmp_path):
+    """SIGKILL of the building process alone (not its group): its worker processes
+    notice and exit instead of waiting for tasks forever."""
+    demo = shared_path("clinical", "mimic-iv-demo-meds")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(demo), str(tmp_path / "corpus"), "2"],
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(workers := worker_pids(process.pid)) < 2:
+            assert process.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(running(w) for w in workers):
+            assert time.monotonic() < deadline, "a worker outlived its build"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is alive (an exited process waiting to be reaped is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
