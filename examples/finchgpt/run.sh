@@ -22,7 +22,9 @@ seqlm subset "$OUT/corpus" --where condition=pre --out "$OUT/pre"
 seqlm train "$OUT/pre" --out "$OUT/pool" --budget "$BUDGET" "${ONE_THREAD[@]}"
 seqlm lesion "$OUT/corpus" --out "$OUT/lesion-pool" --run "$OUT/pool"
 
-# 3. One model per bird, fine-tuned from the pool on that bird's pre-lesion train bouts.
+# 3. One model per bird, fine-tuned from the pool on that bird's pre-lesion train bouts;
+#    a bird whose fine-tuned model is not better than the pool on its tuning bouts is
+#    scored with the pool (lesion/lesion.json: fine_tune_choice).
 seqlm lesion "$OUT/corpus" --out "$OUT/lesion" --per-bird --init "$OUT/pool" \
     --budget "$BIRD_BUDGET" "${ONE_THREAD[@]}"
 

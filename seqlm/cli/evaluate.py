@@ -269,6 +269,13 @@ def lesion_command(
         Path | None,
         typer.Option(help="With --per-bird: fine-tune each bird from this (pooled) run."),
     ] = None,
+    select_on_tuning: Annotated[
+        bool,
+        typer.Option(
+            help="With --init: score a bird with the pooled run unless its fine-tuned run "
+            "is better on the bird's tuning split beyond the 95% bootstrap interval."
+        ),
+    ] = True,
 ) -> None:
     """Per-bird perplexity on held-out pre-lesion vs post-lesion song, model beside n-grams."""
     from seqlm.studies.lesion import LesionOptions, lesion_comparison_lines, lesion_table
@@ -285,6 +292,7 @@ def lesion_command(
         sets=tuple(set_ or ()),
         budget=budget,
         init=init,
+        select_on_tuning=select_on_tuning,
     )
     progress = RichProgress()
     try:

@@ -42,6 +42,7 @@ from seqlm.evaluation.scores import TokenScores
 from seqlm.outputs import remove_output
 from seqlm.plotting import new_figure, plain_text
 from seqlm.progress import Progress
+from seqlm.studies.lesion_select import choose_fine_tuned_or_pool
 from seqlm.training.session import train_on_corpus
 
 ALL_GROUPS = "all"
@@ -322,10 +323,12 @@ def lesion_plot(result: LesionResult, path: str | Path, title: str | None = None
 
 def lesion_comparison_lines(result: LesionResult) -> list[str]:
     """One sentence per (run, condition, baseline): the paired comparison in words."""
-    return [
+    lines = [
         f"[{c['run']}, {c['condition']}] {c['sentence']}"
         for c in result.info.get("comparisons", [])
     ]
+    choices = result.info.get("fine_tune_choice", {}).values()
+    return lines + [c["sentence"] for c in choices]
 
 
 def lesion_json(result: LesionResult) -> dict[str, Any]:
@@ -362,11 +365,15 @@ def run_lesion_experiment(
     options: LesionOptions | None = None,
     progress: Progress | None = None,
     init: str | Path | None = None,
+    select_on_tuning: bool = True,
 ) -> LesionResult:
     """Subset to pre-lesion sequences, train (one model, or one per group), compare.
 
     `init`: a run (the model pooled over all groups) whose weights start each run, so
-    per-group models are fine-tuned from the pool instead of trained from scratch.
+    per-group models are fine-tuned from the pool instead of trained from scratch. With
+    `select_on_tuning`, a group whose fine-tuned run is not better than the pool on its
+    own tuning split (paired bootstrap, `seqlm.studies.lesion_select`) is scored with
+    the pool; `lesion.json` says which under `fine_tune_choice`.
 
     Writes OUT/pre (or OUT/pre-<group>) corpora, OUT/run (or OUT/run-<group>) runs, and
     OUT/lesion.json + OUT/lesion.png. A run that already finished is reused, so the
@@ -381,6 +388,7 @@ def run_lesion_experiment(
     else:
         groups = [ALL_GROUPS]
     runs: dict[str, Path] = {}
+    choices: dict[str, dict[str, Any]] = {}
     for key in groups:
         suffix = "" if key == ALL_GROUPS else f"-{key}"
         where: dict[str, Any] = {options.condition: options.pre}
@@ -393,6 +401,20 @@ def run_lesion_experiment(
                 remove_output(run)  # an unfinished run of an earlier call (only a seqlm run)
             train_on_corpus(pre.path, run, settings, progress=progress, init=init)
         runs[key] = run
+        if init is not None and per_group and select_on_tuning:
+            choice = choose_fine_tuned_or_pool(
+                key,
+                run,
+                init,
+                out / f"pre{suffix}",
+                tuning_split=options.tuning_split,
+                device=options.device,
+                checkpoint=options.checkpoint,
+            )
+            runs[key] = Path(choice.run)
+            choices[key] = {**choice.to_dict(), "sentence": choice.sentence()}
     result = lesion_comparison(corpus, runs, options, progress)
+    if choices:
+        result.info["fine_tune_choice"] = choices
     write_lesion_report(result, out)
     return result

@@ -44,6 +44,13 @@ class LesionRequest:
     init: Path | None = field(
         default=None, metadata={"help": "With per_group: fine-tune each group from this run."}
     )
+    select_on_tuning: bool = field(
+        default=True,
+        metadata={
+            "help": "With init: score a group with the pool unless its fine-tuned run is "
+            "better on the group's tuning split (paired bootstrap)."
+        },
+    )
 
     def given_runs(self) -> dict[str, str]:
         """{group: run}; a run given without `GROUP=` serves all groups."""
@@ -75,5 +82,6 @@ def lesion_study(
             options=options,
             progress=progress,
             init=request.init,
+            select_on_tuning=request.select_on_tuning,
         )
         return result, {"json": out / "lesion.json", "plot": out / "lesion.png"}
