@@ -47,6 +47,7 @@ from seqlm.training.recipe_basis import (
     largest_trainable_shape,
     parse_budget,
 )
+from seqlm.training.recipe_context import rows_per_step, rows_reason
 from seqlm.training.recipe_large import large_corpus_plan
 
 
@@ -109,7 +110,7 @@ def choose_recipe(
         data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
     epochs = tokens / max(facts.train_tokens, 1)
     dropout = _dropout(epochs)
-    batch = max(1, STEP_TOKENS // context)
+    batch = rows_per_step(context)  # STEP_TOKENS a step, more rows at long contexts
     steps = max(1, tokens // (batch * context))
     eval_every = max(10, steps // TARGET_EVALUATIONS)
     tuning_rows = max(1, math.ceil(facts.tuning_tokens / context))
@@ -147,7 +148,7 @@ def choose_recipe(
         f"({int(data_cap):,}) and at most 1/{BUDGET_TOKENS_PER_PARAM:g} of the "
         f"{tokens:,} tokens the budget reads",
         "dropout": f"the budget reads about {epochs:.1f} epochs of the train split",
-        "batch_size": f"about {STEP_TOKENS} tokens a step at context {context}",
+        "batch_size": rows_reason(context),
         "lr": "3e-3 up to width 128, times sqrt(128 / width) above",
         "eval_every": f"about {TARGET_EVALUATIONS} evaluations over ~{steps:,} steps",
         "eval_batches": "the tuning split, or a quarter of the tokens trained between "
