@@ -16,7 +16,8 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
   a 1.5M-token one ~1-3M; width and depth from a fixed ladder of shapes (heads of 32);
 - *regularisation*: dropout from how many epochs the budget reads (none under 10 epochs,
   0.1 from 10, 0.2 from 50), weight decay 0.1;
-- *batch*: about 1,024 tokens a step (small steps learn faster per token on a
+- *batch*: about 1,024 tokens a step, at least 8 rows from context 512 (recipe_context;
+  far dependencies need more sequences a step; small steps learn faster per token on a
   compute-bound CPU), learning rate 3e-3 at width 128 and below, falling as 1/sqrt(width);
 - *evaluation*: about 30 evaluations over the budget, each on up to a quarter of the
   tokens trained between two of them; early stopping after 10 evaluations (a third of
