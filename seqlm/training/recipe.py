@@ -16,7 +16,8 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
   a 1.5M-token one ~1-3M; width and depth from a fixed ladder of shapes (heads of 32);
 - *regularisation*: dropout from how many epochs the budget reads (none under 10 epochs,
   0.1 from 10, 0.2 from 50), weight decay 0.1;
-- *batch*: about 1,024 tokens a step (small steps learn faster per token on a
+- *batch*: about 1,024 tokens a step, at least 8 rows from context 512 (recipe_context;
+  far dependencies need more sequences a step; small steps learn faster per token on a
   compute-bound CPU), learning rate 3e-3 at width 128 and below, falling as 1/sqrt(width);
 - *evaluation*: about 30 evaluations over the budget, each on up to a quarter of the
   tokens trained between two of them; early stopping after 10 evaluations (a third of
@@ -47,6 +48,7 @@ from seqlm.training.recipe_basis import (
     largest_trainable_shape,
     parse_budget,
 )
+from seqlm.training.recipe_context import rows_per_step, rows_reason
 from seqlm.training.recipe_large import large_corpus_plan
 
 
@@ -109,7 +111,7 @@ def choose_recipe(
         data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
     epochs = tokens / max(facts.train_tokens, 1)
     dropout = _dropout(epochs)
-    batch = max(1, STEP_TOKENS // context)
+    batch = rows_per_step(context)  # STEP_TOKENS a step, more rows at long contexts
     steps = max(1, tokens // (batch * context))
     eval_every = max(10, steps // TARGET_EVALUATIONS)
     tuning_rows = max(1, math.ceil(facts.tuning_tokens / context))
@@ -147,7 +149,7 @@ def choose_recipe(
         f"({int(data_cap):,}) and at most 1/{BUDGET_TOKENS_PER_PARAM:g} of the "
         f"{tokens:,} tokens the budget reads",
         "dropout": f"the budget reads about {epochs:.1f} epochs of the train split",
-        "batch_size": f"about {STEP_TOKENS} tokens a step at context {context}",
+        "batch_size": rows_reason(context),
         "lr": "3e-3 up to width 128, times sqrt(128 / width) above",
         "eval_every": f"about {TARGET_EVALUATIONS} evaluations over ~{steps:,} steps",
         "eval_batches": "the tuning split, or a quarter of the tokens trained between "
