@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from seqlm.training.recipe_basis import (
     PARAMS_PER_TRAIN_TOKEN,
+    STEP_TOKENS,
     BudgetSpec,
     CorpusFacts,
     _non_embedding_params,
@@ -76,18 +77,22 @@ def is_large(facts: CorpusFacts) -> bool:
 WHOLE_SEQUENCE_MAX = 512
 
 
-def large_context(facts: CorpusFacts) -> int:
-    """95th percentile of train lengths, next power of two, from 32. When that fits the
-    common rule's 512, whole sequences are read as the common rule would (cutting them
-    would hide a dependency across the cut: a planted corpus with 50-300-token gaps has
-    600k+ train tokens); records windowed anyway get WINDOWED_CONTEXT."""
-    whole = max(32, 2 ** math.ceil(math.log2(max(facts.length_p95, 2))))
-    return int(whole if whole <= WHOLE_SEQUENCE_MAX else WINDOWED_CONTEXT)
+def _whole_sequence_context(facts: CorpusFacts) -> int:
+    """95th percentile of train lengths, next power of two, from 32."""
+    return int(max(32, 2 ** math.ceil(math.log2(max(facts.length_p95, 2)))))
 
 
 def is_windowed(facts: CorpusFacts) -> bool:
-    """Whether the records are longer than any whole-sequence window (p95 past 512)."""
-    return max(32, 2 ** math.ceil(math.log2(max(facts.length_p95, 2)))) > WHOLE_SEQUENCE_MAX
+    """Whether the records are longer than the common rule's longest window (512)."""
+    return _whole_sequence_context(facts) > WHOLE_SEQUENCE_MAX
+
+
+def large_context(facts: CorpusFacts) -> int:
+    """When the whole-sequence context fits the common rule's 512, whole sequences are
+    read as the common rule would (cutting them would hide a dependency across the cut:
+    a planted corpus with 50-300-token gaps has 600k+ train tokens); records windowed
+    anyway get WINDOWED_CONTEXT."""
+    return WINDOWED_CONTEXT if is_windowed(facts) else _whole_sequence_context(facts)
 
 
 def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> LargePlan | None:
@@ -107,7 +112,8 @@ def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> La
             + (
                 f"records pass {WHOLE_SEQUENCE_MAX} tokens and are windowed anyway "
                 f"(corpus of {LARGE_CORPUS_TRAIN_TOKENS:,}+ train tokens): windows of "
-                f"{WINDOWED_CONTEXT} with {WINDOWED_POSITIONS} positions, 16 windows a step "
+                f"{WINDOWED_CONTEXT} with {WINDOWED_POSITIONS} positions, "
+                f"{STEP_TOKENS // WINDOWED_CONTEXT} windows a step "
                 "(learns faster per token and per CPU second than 256, docs/training.md)"
                 if windowed
                 else f"the next power of two: sequences up to {WHOLE_SEQUENCE_MAX} tokens "
