@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Next-event prediction on the MIMIC-IV demo (MEDS): ingest with the default clinical
 # tokens, train the recipe's GPT for a budget, score the dataset's own held-out subjects
-# beside the n-grams (perplexity, top-1/5/10).
+# beside the n-grams and an LSTM trained with the same settings (perplexity, top-1/5/10).
 # Usage: examples/mimic_next_event/run.sh MEDS_FOLDER [OUT]   (BUDGET=1Mtok by default)
 # A budget in tokens gives the same model and result on a busy or an idle machine.
 set -euo pipefail
@@ -14,5 +14,6 @@ seqlm ingest meds "$MEDS" --out "$OUT/corpus"
 # No shape given: the recipe chooses it from the corpus and the budget (RUN/recipe.json).
 # One torch thread: on a shared or small CPU it is as fast as two and disturbs less.
 seqlm train "$OUT/corpus" --out "$OUT/run" --budget "$BUDGET" --set train.cpu_threads=1
-seqlm eval "$OUT/run" --corpus "$OUT/corpus" --out "$OUT/eval"
-echo "results in $OUT: run/recipe.json, eval/eval.json (model beside the n-grams)"
+# The LSTM baseline reads the same budget with the run's training settings.
+seqlm eval "$OUT/run" --corpus "$OUT/corpus" --out "$OUT/eval" --baselines ngram,lstm
+echo "results in $OUT: run/recipe.json, eval/eval.json (model beside the n-grams and the LSTM)"

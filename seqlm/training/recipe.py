@@ -159,6 +159,7 @@ def choose_recipe(
     }
     if large is not None:
         reasons.update(large.reasons)
+        model["positions"] = large.positions
     return Recipe(model, train, reasons, facts, budget, tokens)
 
 

@@ -86,7 +86,7 @@ def test_context_covers_the_sequences_within_limits():
     assert choose_recipe(facts(50_000, p95=145)).model["block_size"] == 256
     assert choose_recipe(facts(50_000, p95=10)).model["block_size"] == 32
     assert choose_recipe(facts(400_000, p95=9000)).model["block_size"] == 512
-    assert choose_recipe(facts(5_000_000, p95=9000)).model["block_size"] == 256  # large
+    assert choose_recipe(facts(5_000_000, p95=9000)).model["block_size"] == 64  # large
 
 
 def test_heads_divide_the_width():

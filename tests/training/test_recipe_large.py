@@ -12,8 +12,8 @@ from seqlm.training.recipe import CorpusFacts, choose_recipe, parse_budget
 from seqlm.training.recipe_basis import SHAPE_LADDER
 from seqlm.training.recipe_large import (
     LARGE_BUDGET_TOKENS_PER_PARAM,
-    LARGE_CONTEXT_CAP,
     LARGE_CORPUS_TRAIN_TOKENS,
+    WINDOWED_CONTEXT,
     is_large,
     large_corpus_plan,
 )
@@ -55,18 +55,27 @@ def test_below_the_threshold_the_small_data_rule_decides_unchanged(budget):
     assert "large-corpus" not in recipe.reasons["n_layer/n_embd"]
 
 
-def test_long_records_get_the_capped_window_and_short_ones_their_length():
-    assert choose_recipe(mimic_like(), parse_budget("1Mtok")).model["block_size"] == 256
-    assert LARGE_CONTEXT_CAP == 256
+def test_long_records_get_short_rotary_windows_and_short_ones_their_length():
+    long = choose_recipe(mimic_like(), parse_budget("1Mtok"))
+    assert WINDOWED_CONTEXT == 64
+    assert long.model["block_size"] == 64 and long.model["positions"] == "rotary"
+    assert long.train["batch_size"] == 16  # 16 windows in a step of 1,024 tokens
+    assert "rotary" in long.reasons["positions"] and "windowed" in long.reasons["block_size"]
     short = choose_recipe(mimic_like(p95=100), parse_budget("1Mtok"))
     assert short.model["block_size"] == 128 and short.train["batch_size"] == 8
+    assert short.model["positions"] == "learned"
+
+
+def test_the_small_data_rule_leaves_positions_to_the_model_default():
+    recipe = choose_recipe(mimic_like(LARGE_CORPUS_TRAIN_TOKENS - 1), parse_budget("1Mtok"))
+    assert "positions" not in recipe.model
 
 
 def test_the_size_is_the_largest_shape_the_data_and_the_budget_allow():
     # 3.5M tokens: the data cap (2.5 x 849,879) decides: 4 x 192 (1.77M parameters).
     recipe = choose_recipe(mimic_like(), parse_budget("3.5Mtok"))
     assert (recipe.model["n_layer"], recipe.model["n_embd"]) == (4, 192)
-    assert recipe.model["n_head"] == 6 and recipe.train["batch_size"] == 4
+    assert recipe.model["n_head"] == 6 and recipe.train["batch_size"] == 16
     assert recipe.train["lr"] == pytest.approx(3e-3 * (128 / 192) ** 0.5, rel=1e-3)
     # 1M tokens: the budget decides (at most one parameter per token read): 4 x 128.
     small = choose_recipe(mimic_like(), parse_budget("1Mtok"))
@@ -91,7 +100,8 @@ def test_the_record_says_the_large_corpus_rule_chose_and_why():
     recipe = choose_recipe(mimic_like(), parse_budget("3.5Mtok"))
     record = json.loads(json.dumps(recipe.to_dict()))
     assert "large-corpus rule" in record["reasons"]["n_layer/n_embd"]
-    assert "32..256" in record["reasons"]["block_size"]
+    assert "windows of 64 with rotary positions" in record["reasons"]["block_size"]
+    assert record["model"]["positions"] == "rotary"
     assert "1,769,472 non-embedding parameters" in record["reasons"]["n_layer/n_embd"]
     assert record["model"]["dropout"] == 0.0  # about 4 epochs: no dropout (common rule)
 
@@ -103,4 +113,6 @@ def test_sequences_that_fit_512_are_read_whole():
     recipe = choose_recipe(mimic_like(p95=350), parse_budget("1Mtok"))
     assert recipe.model["block_size"] == 512
     assert "read whole" in recipe.reasons["block_size"]
-    assert choose_recipe(mimic_like(p95=600), parse_budget("1Mtok")).model["block_size"] == 256
+    assert recipe.model["positions"] == "learned"
+    windowed = choose_recipe(mimic_like(p95=600), parse_budget("1Mtok"))
+    assert windowed.model["block_size"] == 64 and windowed.model["positions"] == "rotary"
