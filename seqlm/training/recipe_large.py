@@ -10,8 +10,9 @@ Why large corpora get a rule of their own (MIMIC-IV demo, docs/training.md):
 - *size*: the common rule keeps non-embedding parameters at most a tenth of the tokens
   the budget reads, so 1.5M tokens bought 3 x 64 (held-out perplexity 304, level with
   the 8-gram's 306) where this rule's 4 x 128 on 1M tokens, in the same CPU time (3.9
-  vs 4.0 minutes), reached 259 (on the demo re-split by another seed the same pair was
-  closer: 229 vs 236). With a vocabulary of thousands of tokens and a corpus
+  vs 4.0 minutes), reached 259 (both at the context-256 windows this rule used before
+  the window rule below; on the demo re-split by another seed the same pair was closer:
+  229 vs 236; with 64-token rotary windows 4 x 128 on 1M tokens reaches 170). With a vocabulary of thousands of tokens and a corpus
   read only a few times, a wide model learns more per token than a long-trained narrow
   one (issues 13 and 20 point the same way: a 4 x 256 GPT and a 2 x 256 LSTM in 14
   minutes reached 152 and 102 against 3 x 96's 193), so the budget cap here is one
