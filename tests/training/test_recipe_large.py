@@ -66,9 +66,10 @@ def test_long_records_get_short_rotary_windows_and_short_ones_their_length():
     assert short.model["positions"] == "learned"
 
 
-def test_the_small_data_rule_leaves_positions_to_the_model_default():
+def test_the_small_data_rule_chooses_rotary_positions_and_says_why():
     recipe = choose_recipe(mimic_like(LARGE_CORPUS_TRAIN_TOKENS - 1), parse_budget("1Mtok"))
-    assert "positions" not in recipe.model
+    assert recipe.model["positions"] == "rotary"
+    assert "small corpora" in recipe.reasons["positions"]
 
 
 def test_the_size_is_the_largest_shape_the_data_and_the_budget_allow():
