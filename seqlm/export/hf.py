@@ -63,7 +63,14 @@ def check_exportable(model_config: dict[str, Any]) -> None:
     if problems:
         raise ConfigError(
             "this model cannot be exported to Hugging Face GPT-2 without changing what it "
-            "computes: " + "; ".join(problems)
+            "computes: "
+            + "; ".join(problems)
+            + (
+                " - train with --set model.positions=learned for an exportable run "
+                "(the recipe chooses rotary)"
+                if model_config.get("positions", "learned") != "learned"
+                else ""
+            )
         )
 
 

@@ -121,7 +121,8 @@ def test_rare_codes_reach_no_run_report_generation_or_export(ingested):
     commands = [
         ("train", corpus, "--out", run, "--set", "model.layers=1", "--set", "model.width=32",
          "--set", "model.heads=2", "--set", "model.context=64", "--set", "train.steps=4",
-         "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2"),
+         "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2",
+         "--set", "model.positions=learned"),  # exported to GPT-2 below
         ("runs", "show", run),
         ("eval", run, "--corpus", corpus, "--baselines", "ngram", "--out", work / "eval"),
         ("generate", run, "--corpus", corpus, "--sequence", "0", "--prompt-length", "8",
