@@ -16,6 +16,7 @@ writes `lesion.json` and `lesion.png`. `lesion_comparison` takes runs trained el
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -49,13 +50,18 @@ ALL_GROUPS = "all"
 MODEL = "model"
 NGRAM = "n-gram"
 PER_GROUP_NGRAM = "per-bird n-gram"
+# `LesionOptions.condition` for a corpus without conditions (one day of song per bird):
+# every sequence counts as pre-lesion, held out in its split, and there is no post
+# comparison. The study then compares each bird's model with its n-gram on held-out song.
+NO_CONDITION = ""
+IMPLIED_CONDITION = "_lesion_condition"
 
 
 @dataclass
 class LesionOptions:
     """Column names and values of the experiment, and how models are scored."""
 
-    condition: str = "condition"
+    condition: str = "condition"  # NO_CONDITION: the corpus has none (all pre, no post)
     pre: str = "pre"
     post: str = "post"
     group: str = "group"
@@ -75,6 +81,16 @@ class LesionResult:
     rows: pl.DataFrame
     models: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def with_implied_condition(corpus: Any, options: LesionOptions) -> tuple[Any, LesionOptions]:
+    """The corpus and options to use: unchanged, or with `condition=""` (`NO_CONDITION`)
+    an in-memory condition column that makes every sequence pre-lesion."""
+    if options.condition != NO_CONDITION:
+        return corpus, options
+    column = pl.lit(options.pre).alias(IMPLIED_CONDITION)
+    implied = dataclasses.replace(corpus, index=corpus.index.with_columns(column))
+    return implied, dataclasses.replace(options, condition=IMPLIED_CONDITION)
 
 
 def _sequences(corpus: Any, rows: pl.DataFrame) -> list[np.ndarray]:
@@ -108,7 +124,8 @@ def _evaluation_rows(corpus: Any, options: LesionOptions, groups: Sequence[str])
         pl.col("split") == options.held_out_split
     )
     post = _rows(corpus, options, options.post, groups)
-    if held.height == 0 or post.height == 0:
+    needs_post = options.condition != IMPLIED_CONDITION
+    if held.height == 0 or (needs_post and post.height == 0):
         raise CorpusError(
             f"{corpus.path}: groups {list(groups)} need held-out {options.pre!r} and "
             f"{options.post!r} sequences"
@@ -154,11 +171,12 @@ def lesion_comparison(
     model. The n-gram beside a model is fitted on the pre-lesion train sequences of the
     groups that model covers, as the model was.
     """
-    options = options or LesionOptions()
+    corpus, options = with_implied_condition(corpus, options or LesionOptions())
     if not runs:
         raise ConfigError("the lesion comparison needs at least one run")
     all_groups = sorted(str(g) for g in corpus.index[options.group].drop_nulls().unique().to_list())
     frames, info = [], {"runs": {}, "ngram_orders": {}}
+    per_group: list[tuple[pl.DataFrame, dict[str, TokenScores]]] = []
     for key, run in runs.items():
         groups = all_groups if key == ALL_GROUPS else [str(key)]
         scorer, loaded = scorer_from_run(
@@ -180,6 +198,10 @@ def lesion_comparison(
         frames.append(_token_tables(index, scores, options))
         info["scoring"] = scorer.describe()
         info.setdefault("comparisons", []).extend(_paired(index, scores, options, str(key)))
+        if key != ALL_GROUPS:
+            per_group.append((index, scores))
+    if len(per_group) > 1:
+        info["comparisons"].extend(_pooled_over_groups(per_group, options))
     table = pl.concat(frames, how="vertical")
     models = table["model"].unique(maintain_order=True).to_list()
     rows = _summaries(table)
@@ -208,6 +230,22 @@ def _per_group_ngram(
         max_order=options.ngram_max_order,
     )
     return scores
+
+
+def _pooled_over_groups(
+    parts: Sequence[tuple[pl.DataFrame, Mapping[str, TokenScores]]], options: LesionOptions
+) -> list[dict[str, Any]]:
+    """One model per group, pooled: every group scored by its own model against every
+    group scored by its own n-gram (the per-bird n-grams), one paired interval over all
+    groups' sequences (run `all`)."""
+    indexes, models, ngrams, offset = [], [], [], 0
+    for index, scores in parts:
+        indexes.append(index)
+        for found, name in ((models, MODEL), (ngrams, NGRAM)):
+            found.append(dataclasses.replace(scores[name], sequence=scores[name].sequence + offset))
+        offset += index.height
+    pooled = {MODEL: TokenScores.concat(models), PER_GROUP_NGRAM: TokenScores.concat(ngrams)}
+    return _paired(pl.concat(indexes, how="vertical"), pooled, options, ALL_GROUPS)
 
 
 def _paired(
@@ -380,9 +418,8 @@ def run_lesion_experiment(
     command can be repeated to re-score. `settings` is a `RunSettings` (preset, model
     and train overrides).
     """
-    options = options or LesionOptions()
     out = Path(out)
-    corpus = load_corpus(corpus_path)
+    corpus, options = with_implied_condition(load_corpus(corpus_path), options or LesionOptions())
     if per_group:
         groups = sorted(str(g) for g in corpus.index[options.group].drop_nulls().unique())
     else:

@@ -21,6 +21,7 @@ from seqlm.studies.lesion import (
     ALL_GROUPS,
     MODEL,
     NGRAM,
+    NO_CONDITION,
     PER_GROUP_NGRAM,
     LesionOptions,
     lesion_comparison,
@@ -135,6 +136,54 @@ def test_one_command_trains_on_pre_lesion_song_per_bird(finch, tmp_path) -> None
     )
     assert weights.stat().st_mtime_ns == before
     assert again.rows.equals(result.rows)
+
+
+def test_per_bird_runs_are_pooled_against_the_per_bird_ngrams(finch, tmp_path) -> None:
+    """One model per bird: besides each bird's interval, one over all birds' held-out
+    sequences, each bird scored by its own model against its own n-gram."""
+    runs = {}
+    for seed, bird in enumerate(("bird1", "bird6")):
+        model = tiny_gpt(seed=seed, vocab_size=finch.vocab_size, block_size=32)
+        runs[bird] = write_run(tmp_path / bird, model, finch)
+    result = lesion_comparison(finch, runs, LesionOptions(device="cpu"))
+    found = {(c["run"], c["condition"], c["baseline"]): c for c in result.info["comparisons"]}
+    assert set(found) == {
+        (run, condition, baseline)
+        for run, baseline in (("bird1", NGRAM), ("bird6", NGRAM), (ALL_GROUPS, PER_GROUP_NGRAM))
+        for condition in ("pre", "post")
+    }
+    rows = result.rows.filter(pl.col("group") == ALL_GROUPS)
+    for condition in ("pre", "post"):
+        ce = dict(
+            rows.filter(pl.col("condition") == condition)
+            .select("model", "cross_entropy_nats")
+            .iter_rows()
+        )
+        pooled = found[(ALL_GROUPS, condition, PER_GROUP_NGRAM)]["metrics"]["cross_entropy"]
+        # the `all` n-gram row pools the per-bird n-grams, as the interval does
+        assert pooled["difference"] == pytest.approx(ce[MODEL] - ce[NGRAM])
+        assert pooled["ci_low"] <= pooled["difference"] <= pooled["ci_high"]
+    lines = lesion_comparison_lines(result)
+    assert any(
+        line.startswith(f"[all, pre] model is worse than {PER_GROUP_NGRAM}") for line in lines
+    )
+
+
+def test_a_corpus_without_conditions_compares_held_out_song_only(finch, tmp_path) -> None:
+    model = tiny_gpt(vocab_size=finch.vocab_size, block_size=32)
+    run = write_run(tmp_path / "run", model, finch)
+    options = LesionOptions(condition=NO_CONDITION, device="cpu")
+    result = lesion_comparison(finch, {"bird1": run, "bird6": run}, options)
+    assert set(result.rows["condition"]) == {"pre"}  # every sequence counts as pre
+    held = finch.index.filter(pl.col("split") == "held_out")
+    pooled = result.rows.filter((pl.col("group") == ALL_GROUPS) & (pl.col("model") == MODEL))
+    assert pooled["tokens"].to_list() == [int((held["length"] - 1).sum())]
+    assert {c["condition"] for c in result.info["comparisons"]} == {"pre"}
+    assert lesion_wide(result)[f"{MODEL} post"].is_null().all()
+    write_lesion_report(result, tmp_path / "out")  # the plot copes with no post bars
+    # a named condition column that is missing is still an error
+    with pytest.raises(CorpusError, match="'state'"):
+        lesion_comparison(finch, {ALL_GROUPS: run}, LesionOptions(condition="state"))
 
 
 def test_missing_columns_and_runs_are_reported(finch, tmp_path) -> None:
