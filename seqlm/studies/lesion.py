@@ -198,6 +198,8 @@ def lesion_comparison(
         frames.append(_token_tables(index, scores, options))
         info["scoring"] = scorer.describe()
         info.setdefault("comparisons", []).extend(_paired(index, scores, options, str(key)))
+        if PER_GROUP_NGRAM in scores:
+            info["comparisons"].extend(_each_group_paired(index, scores, options))
         if key != ALL_GROUPS:
             per_group.append((index, scores))
     if len(per_group) > 1:
@@ -230,6 +232,28 @@ def _per_group_ngram(
         max_order=options.ngram_max_order,
     )
     return scores
+
+
+def _each_group_paired(
+    index: pl.DataFrame, scores: Mapping[str, TokenScores], options: LesionOptions
+) -> list[dict[str, Any]]:
+    """One model for all groups, against each group's own n-gram on that group's
+    sequences: one paired interval per group (run = the group's name)."""
+    labels = index[options.group].cast(pl.String).to_numpy()
+    found = []
+    for group in sorted(set(labels.tolist())):
+        members = labels == group
+        renumber = np.cumsum(members) - 1  # index row -> row within the group
+        part = {}
+        for name in (MODEL, PER_GROUP_NGRAM):
+            keep = members[scores[name].sequence]
+            picked = {
+                f.name: getattr(scores[name], f.name)[keep] for f in dataclasses.fields(TokenScores)
+            }
+            picked["sequence"] = renumber[picked["sequence"]]
+            part[name] = TokenScores(**picked)
+        found += _paired(index.filter(pl.Series(members)), part, options, group)
+    return found
 
 
 def _pooled_over_groups(

@@ -99,8 +99,19 @@ def test_per_bird_perplexities_side_by_side(finch, tmp_path) -> None:
     payload = json.loads(written["json"].read_text())
     assert payload["setting"] == "one model for all groups" and len(payload["rows"]) == 18
     # the model against each n-gram, with intervals, on held-out pre and on post song
-    comparisons = {(c["condition"], c["baseline"]): c for c in payload["comparisons"]}
+    pooled_runs = [c for c in payload["comparisons"] if c["run"] == ALL_GROUPS]
+    comparisons = {(c["condition"], c["baseline"]): c for c in pooled_runs}
     assert set(comparisons) == {(c, m) for c in ("pre", "post") for m in (NGRAM, PER_GROUP_NGRAM)}
+    # and per bird: the one model against that bird's own n-gram, on its sequences
+    for c in payload["comparisons"]:
+        if c["run"] == ALL_GROUPS:
+            continue
+        assert c["run"] in ("bird1", "bird6") and c["baseline"] == PER_GROUP_NGRAM
+        mine = rows.filter((pl.col("group") == c["run"]) & (pl.col("condition") == c["condition"]))
+        ce = dict(zip(mine["model"], mine["cross_entropy_nats"], strict=True))
+        difference = c["metrics"]["cross_entropy"]["difference"]
+        assert difference == pytest.approx(ce[MODEL] - ce[PER_GROUP_NGRAM])
+    assert len(payload["comparisons"]) == len(pooled_runs) + 2 * 2  # birds x conditions
     pooled = rows.filter((pl.col("group") == ALL_GROUPS) & (pl.col("condition") == "pre"))
     ce = dict(zip(pooled["model"], pooled["cross_entropy_nats"], strict=True))
     pre_ngram = comparisons[("pre", NGRAM)]["metrics"]["cross_entropy"]
