@@ -21,6 +21,7 @@ minutes; the slow test checks it. `fast` is a smoke version with a tiny model th
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ class QuickstartResult:
     fast: bool = False
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     caution: list[str] = field(default_factory=list)
+    # the model against each bird's own n-gram on its held-out pre-lesion bouts
+    per_bird: list[dict[str, Any]] = field(default_factory=list)
 
     def headline_comparisons(self) -> list[dict[str, Any]]:
         """The model against the pooled best n-gram and the per-group n-grams."""
@@ -297,6 +300,7 @@ def _run_quickstart(
             next_commands=list(NEXT_COMMANDS),
             comparisons=[c.to_dict() for c in evaluation.comparisons],
             caution=caution.lines(),
+            per_bird=_per_bird_comparisons(lesion.info),
         ),
         out / REPORT_FILE,
     )
@@ -316,6 +320,7 @@ def _run_quickstart(
         fast=fast,
         comparisons=[c.to_dict() for c in evaluation.comparisons],
         caution=caution.lines(),
+        per_bird=_per_bird_comparisons(lesion.info),
     )
     _write_result(result)
     return result
@@ -387,6 +392,27 @@ def _per_bird_ngram(rows: pl.DataFrame) -> float | None:
     return float(row["perplexity"][0]) if row.height else None
 
 
+def _per_bird_comparisons(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lesion comparison's per-bird intervals on held-out pre-lesion bouts: the pooled
+    model against each bird's own n-gram (`seqlm.studies.lesion`)."""
+    return [
+        c for c in info.get("comparisons", []) if c["run"] != ALL_GROUPS and c["condition"] == "pre"
+    ]
+
+
+def _per_bird_summary(comparison: dict[str, Any]) -> dict[str, Any]:
+    ce = comparison["metrics"]["cross_entropy"]
+    return {
+        "bird": comparison["run"],
+        "bouts": comparison["units"],
+        "model_perplexity": math.exp(ce["model"]),
+        "ngram_perplexity": math.exp(ce["baseline"]),
+        "ce_difference": ce["difference"],
+        "ci95": [ce["ci_low"], ce["ci_high"]],
+        "verdict": comparison["verdict"],
+    }
+
+
 def _facts(corpus: Any, pre: Any, out: Path, seconds: dict, fast: bool) -> dict:
     """The small key/value table at the top of the report."""
     index = corpus.index
@@ -433,6 +459,7 @@ def _write_result(result: QuickstartResult) -> None:
         "seconds": result.seconds,
         "fast": result.fast,
         "comparisons": result.comparisons,
+        "per_bird": [_per_bird_summary(c) for c in result.per_bird],
         "interpretation_warning": result.caution,
         "figures": {k: str(Path(v).relative_to(result.out)) for k, v in result.figures.items()},
     }

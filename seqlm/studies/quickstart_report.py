@@ -79,6 +79,9 @@ class QuickstartReport:
     # interpretation gate's warning lines (empty when the model may be interpreted)
     comparisons: Sequence[Mapping] = ()
     caution: Sequence[str] = ()
+    # the same, per bird: the pooled model against that bird's own n-gram on its held-out
+    # pre-lesion bouts (`lesion.json` comparisons whose run is the bird)
+    per_bird: Sequence[Mapping] = ()
 
 
 def _cell(value: object) -> str:
@@ -204,6 +207,29 @@ def comparisons_table(comparisons: Sequence[Mapping]) -> str:
     return html_table(frame) + note
 
 
+def per_bird_table(comparisons: Sequence[Mapping]) -> str:
+    """One row per bird: the model minus the bird's own n-gram, with its interval."""
+    if not comparisons:
+        return ""
+    frame = pl.DataFrame(
+        {
+            "bird": [c["run"] for c in comparisons],
+            "held-out bouts": [c["units"] for c in comparisons],
+            "Δ cross-entropy vs its n-gram (nats)": [
+                _interval(c["metrics"]["cross_entropy"]) for c in comparisons
+            ],
+            "Δ top-1 (points)": [_interval(c["metrics"]["top1"], 100) for c in comparisons],
+            "model is": [c["verdict"] for c in comparisons],
+        }
+    )
+    note = (
+        "<p>Per bird: the pooled model against an n-gram fitted on that bird's song alone, "
+        "on the bird's held-out pre-lesion bouts (95% paired bootstrap by bout). A bird "
+        "with few held-out bouts gives a wide interval.</p>"
+    )
+    return html_table(frame) + note
+
+
 def _comparison_line(comparisons: Sequence[Mapping]) -> str:
     """The headline's comparisons with the n-grams, in words."""
     sentences = [c["sentence"] for c in comparisons if "n-gram" in c["baseline"]]
@@ -293,6 +319,7 @@ def render_html_report(report: QuickstartReport, folder: Path | None = None) -> 
             parts.append(_figure(name, report.figures[name], folder))
     parts.append("<h2>Lesion comparison: before and after mMAN lesions</h2>")
     parts.append(html_table(_lesion_wide(report.lesion_rows)))
+    parts.append(per_bird_table(report.per_bird))
     if "lesion" in report.figures:
         parts.append(_figure("lesion", report.figures["lesion"], folder))
     parts.append("<h2>Attention statistics</h2>")

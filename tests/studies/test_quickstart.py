@@ -5,6 +5,7 @@ of it, and (slow) the full version's promise that the model beats the best n-gra
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -85,6 +86,18 @@ def test_fast_quickstart_writes_the_report_folder(fast_report, capsys):
     assert 1.0 < result["ngram_perplexity"] < 3.0
     assert result["model_perplexity"] > 1.0
     assert result["ngram_order"] >= 2
+    # Per bird: the pooled model against that bird's own n-gram, with an interval.
+    per_bird = {row["bird"]: row for row in result["per_bird"]}
+    assert set(per_bird) == {f"bird{n}" for n in range(1, 8)}
+    for row in per_bird.values():
+        low, high = row["ci95"]
+        assert low <= row["ce_difference"] <= high
+        assert row["ce_difference"] == pytest.approx(
+            math.log(row["model_perplexity"]) - math.log(row["ngram_perplexity"])
+        )
+        assert row["verdict"] in ("better", "worse", "not distinguishable")
+    page = (fast_report / "report.html").read_text(encoding="utf-8")
+    assert "Per bird: the pooled model against an n-gram fitted on that bird" in page
 
 
 def test_report_is_self_contained(fast_report):
