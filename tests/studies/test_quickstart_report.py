@@ -75,3 +75,43 @@ def test_the_page_shows_the_comparisons_with_intervals_and_the_caution():
     # the caution under the headline and again above the attention section
     assert page.count('class="caution"') == 2
     assert page.index('class="caution"') < page.index("<h2>Attention statistics</h2>")
+
+
+def test_the_page_has_one_row_per_bird_against_its_own_ngram():
+    import numpy as np
+
+    from seqlm.evaluation.paired import paired_comparison
+    from seqlm.evaluation.scores import TokenScores
+    from seqlm.studies.quickstart_report import QuickstartReport, per_bird_table, render_html_report
+
+    n = 30
+    sequence = np.repeat(np.arange(6), 5)
+    ints = np.zeros(n, dtype=np.int64)
+
+    def scores(log_prob: float) -> TokenScores:
+        return TokenScores(
+            sequence, ints + 1, ints + 7, ints, np.full(n, log_prob), ints, ints, ints + 0.5
+        )
+
+    rows = []
+    for bird, log_prob in (("bird1", -0.6), ("bird2", -0.3)):
+        found = paired_comparison(scores(log_prob), scores(-0.5)).to_dict()
+        rows.append({"run": bird, "condition": "pre", **found})
+    assert per_bird_table([]) == ""
+    table = per_bird_table(rows)
+    assert "<td>bird1</td><td>6</td><td>+0.1000 [+0.1000, +0.1000]</td>" in table
+    assert "<td>bird2</td><td>6</td><td>-0.2000 [-0.2000, -0.2000]</td>" in table
+    assert "<td>worse</td>" in table and "<td>better</td>" in table
+    page = render_html_report(
+        QuickstartReport(
+            title="t",
+            summary=pl.DataFrame({"model": ["model"], "perplexity": [1.5]}),
+            lesion_rows=pl.DataFrame(
+                {"group": ["all"], "model": ["model"], "condition": ["pre"], "perplexity": [1.5]}
+            ),
+            attention_heads=None,
+            figures={},
+            per_bird=rows,
+        )
+    )
+    assert table in page
