@@ -257,7 +257,9 @@ def lesion_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="table.key=value for training.")
     ] = None,
-    condition: Annotated[str, typer.Option(help="Index column of the condition.")] = "condition",
+    condition: Annotated[
+        str, typer.Option(help="Condition column ('': none, held-out only).")
+    ] = "condition",
     pre: Annotated[str, typer.Option(help="Value of the pre-lesion condition.")] = "pre",
     post: Annotated[str, typer.Option(help="Value of the post-lesion condition.")] = "post",
     group: Annotated[str, typer.Option(help="Index column naming the bird.")] = "group",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
+from helpers.cli_helpers import run_seqlm
 from helpers.eval_fixtures import small_finch_corpus, tiny_gpt, write_run
 
 from seqlm.studies.lesion import ALL_GROUPS, LesionOptions, lesion_comparison, lesion_json
@@ -27,3 +29,23 @@ def test_given_runs_are_compared_and_written(tmp_path) -> None:
     assert set(written) == {"json", "plot"} and written["plot"].is_file()
     payload = json.loads(written["json"].read_text())
     assert payload["rows"] == json.loads(json.dumps(lesion_json(expected)["rows"]))
+
+
+def test_cli_compares_a_corpus_without_conditions(tmp_path) -> None:
+    """`seqlm lesion --condition ''`: one day of song per bird (no lesion), held-out only;
+    a condition column that does not exist is still one clear line and exit 2."""
+    finch = small_finch_corpus(tmp_path / "finch", birds=(3,))
+    model = tiny_gpt(seed=2, vocab_size=finch.vocab_size, block_size=32, init_std=0.05)
+    run = write_run(tmp_path / "run", model, finch)
+    out = tmp_path / "out"
+    args = ("lesion", str(finch.path), "--run", str(run), "--out", str(out))
+    done = run_seqlm(*args, "--condition", "")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[all, pre] model is" in done.stdout and "[all, post]" not in done.stdout
+    payload = json.loads((out / "lesion.json").read_text())
+    assert {row["condition"] for row in payload["rows"]} == {"pre"}
+    held = finch.index.filter(pl.col("split") == "held_out")
+    model_rows = [r for r in payload["rows"] if r["model"] == "model" and r["group"] == "all"]
+    assert model_rows[0]["tokens"] == int((held["length"] - 1).sum())
+    missing = run_seqlm(*args, "--condition", "state")
+    assert missing.returncode == 2 and "'state'" in missing.stderr
