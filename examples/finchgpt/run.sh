@@ -20,11 +20,13 @@ seqlm subset "$OUT/corpus" --where condition=pre --out "$OUT/pre"
 
 # 2. The pooled model: no shape given, so the recipe chooses it for the budget.
 seqlm train "$OUT/pre" --out "$OUT/pool" --budget "$BUDGET" "${ONE_THREAD[@]}"
+#    Scored against the pooled and the per-bird n-grams, with one interval per bird too.
 seqlm lesion "$OUT/corpus" --out "$OUT/lesion-pool" --run "$OUT/pool"
 
 # 3. One model per bird, fine-tuned from the pool on that bird's pre-lesion train bouts;
 #    a bird whose fine-tuned model is not better than the pool on its tuning bouts is
-#    scored with the pool (lesion/lesion.json: fine_tune_choice).
+#    scored with the pool (lesion/lesion.json: fine_tune_choice). The `[all, pre]` line
+#    compares every bird's model with its own n-gram over all birds' held-out bouts.
 seqlm lesion "$OUT/corpus" --out "$OUT/lesion" --per-bird --init "$OUT/pool" \
     --budget "$BIRD_BUDGET" "${ONE_THREAD[@]}"
 
