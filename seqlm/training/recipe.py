@@ -7,6 +7,10 @@ choice. Explicit settings (`--preset`, `--set model.X=`, `--set train.X=`, a con
 file) always win; `apply_recipe` fills in only what the user left unset and the run
 writes `recipe.json` saying what was chosen, why, and what the user set.
 
+A budget in minutes is turned into tokens at the speed measured on this machine
+(`recipe_minutes`, `throughput`: the planned shape timed with the real trainer before
+the plan is fixed; recorded under `throughput` in recipe.json; a resume measures nothing).
+
 The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 
 - *context*: the 95th percentile of the train sequence lengths, rounded up to a power of
