@@ -194,3 +194,28 @@ def test_a_resumed_minute_budget_run_reuses_the_plan_and_matches_a_straight_run(
     ).read_bytes()
     again = json.loads((tmp_path / "resumed" / "config.json").read_text())
     assert again["train"] == config["train"]
+
+
+def test_the_run_times_what_it_will_train_and_fine_tuning_times_nothing(song_corpus, monkeypatch):
+    from seqlm.training import recipe as recipe_module
+
+    timed = []
+
+    def fake(corpus, model, train, threads):
+        timed.append((model["n_layer"], model["n_embd"], train.batch_size, threads))
+        return timing(model, train.batch_size, 5_000.0)
+
+    monkeypatch.setattr(recipe_module, "measure_throughput", fake)
+    sets = ["model.n_layer=1", "train.batch_size=2", "train.cpu_threads=1"]
+    settings = resolve_settings(None, sets, None, budget="2m", recipe=True)
+    resolved, record = recipe_module.apply_recipe(settings, song_corpus)
+    assert timed and all(t[0] == 1 and t[2] == 2 and t[3] == 1 for t in timed)
+    assert resolved.train.max_tokens == record["expected_tokens"]
+    assert resolved.train.max_minutes == 2.0 and resolved.model["n_layer"] == 1
+    assert record["throughput"]["plan"]["tokens"] == record["expected_tokens"]
+
+    timed.clear()
+    recipe_module.apply_recipe(settings, song_corpus, fine_tune=True)
+    tokens = resolve_settings(None, ["train.cpu_threads=1"], None, budget="50ktok", recipe=True)
+    recipe_module.apply_recipe(tokens, song_corpus)
+    assert timed == []
