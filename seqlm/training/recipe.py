@@ -34,6 +34,7 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -335,7 +336,10 @@ def apply_recipe(
     facts = CorpusFacts.of(corpus, settings.train.train_split, settings.train.eval_split)
     budget = _budget_from_settings(settings)
     measure = None
-    if settings.use_recipe and budget.minutes is not None and not fine_tune:
+    # Under torchrun every process resolves its own settings: timings would differ
+    # between them and so would the plans, so several processes keep the assumed speed.
+    one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if settings.use_recipe and budget.minutes is not None and not fine_tune and one_process:
         measure = _measure_on(corpus, settings)
     recipe = choose_recipe(facts, budget, device, measure)
     model = dict(settings.model)

@@ -26,7 +26,6 @@ from seqlm.model.config import GPTConfig
 from seqlm.model.gpt import GPT
 from seqlm.training.checkpoint import RunFolder
 from seqlm.training.config import TrainConfig
-from seqlm.training.distributed import DistContext
 from seqlm.training.flops import flops_per_token
 from seqlm.training.trainer import Trainer
 
@@ -116,9 +115,8 @@ def measure_throughput(
         )
         train_data, eval_data = _loaders(corpus, settings, context)
         with tempfile.TemporaryDirectory(prefix="seqlm-throughput-") as scratch:
-            trainer = Trainer(
-                gpt, settings, train_data, eval_data, run=RunFolder(scratch), ctx=DistContext()
-            )
+            # ctx None: one process on the device train.device resolves to
+            trainer = Trainer(gpt, settings, train_data, eval_data, run=RunFolder(scratch))
             timing = _time_trainer(trainer)
             record = Throughput(
                 n_layer=int(model["n_layer"]),
