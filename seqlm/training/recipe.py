@@ -7,6 +7,10 @@ choice. Explicit settings (`--preset`, `--set model.X=`, `--set train.X=`, a con
 file) always win; `apply_recipe` fills in only what the user left unset and the run
 writes `recipe.json` saying what was chosen, why, and what the user set.
 
+A budget in minutes is turned into tokens at the speed measured on this machine
+(`recipe_minutes`, `throughput`: the planned shape timed with the real trainer before
+the plan is fixed; recorded under `throughput` in recipe.json; a resume measures nothing).
+
 The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 
 - *context*: the 95th percentile of the train sequence lengths, rounded up to a power of
@@ -30,7 +34,9 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from seqlm.errors import ConfigError
@@ -46,12 +52,15 @@ from seqlm.training.recipe_basis import (
     BudgetSpec,
     CorpusFacts,
     _non_embedding_params,
+    expected_tokens,
     heads_for,
     largest_trainable_shape,
     parse_budget,
 )
 from seqlm.training.recipe_context import rows_per_step, rows_reason
-from seqlm.training.recipe_large import large_corpus_plan
+from seqlm.training.recipe_large import LargePlan, large_corpus_plan
+from seqlm.training.recipe_minutes import evaluation_interval, measured_plan, tokens_in_minutes
+from seqlm.training.throughput import Throughput, measure_throughput
 
 # Small corpora (below the large-corpus rule) get rotary positions: measured in
 # docs/training.md ("Positions"), better on the finch pool and level with the true model
@@ -69,9 +78,13 @@ class Recipe:
     facts: CorpusFacts = field(metadata={"help": "the corpus figures the rule read"})
     budget: BudgetSpec = field(metadata={"help": "the budget the rule planned for"})
     expected_tokens: int = field(metadata={"help": "training tokens the budget should read"})
+    throughput: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "the speed measured for a budget in minutes (None: not measured)"},
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "rule": "seqlm.training.recipe (docs/training.md)",
             "budget": self.budget.describe(),
             "expected_tokens": self.expected_tokens,
@@ -80,6 +93,9 @@ class Recipe:
             "train": dict(self.train),
             "reasons": dict(self.reasons),
         }
+        if self.throughput is not None:
+            record["throughput"] = self.throughput
+        return record
 
 
 def _context(facts: CorpusFacts) -> int:
@@ -90,6 +106,34 @@ def _context(facts: CorpusFacts) -> int:
 def _size(facts: CorpusFacts, budget: BudgetSpec, context: int, device: str):
     """Shape and expected tokens: the data cap, lowered until the budget can train it."""
     return largest_trainable_shape(facts, budget, context, device, BUDGET_TOKENS_PER_PARAM)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Context, shape and the tokens the budget reads: what the rest is derived from."""
+
+    context: int = field(metadata={"help": "context (block_size) chosen"})
+    shape: tuple[int, int] = field(metadata={"help": "(n_layer, n_embd) chosen"})
+    tokens: int = field(metadata={"help": "training tokens the budget reads"})
+    data_cap: float = field(metadata={"help": "non-embedding parameters the data allow"})
+    large: LargePlan | None = field(metadata={"help": "the large-corpus plan, if it applies"})
+
+
+def _plan(
+    facts: CorpusFacts, budget: BudgetSpec, device: str, shape: tuple[int, int] | None = None
+) -> _Plan:
+    """The plan for a budget; `shape` fixes the shape (a measured one) instead of the
+    ladder's choice."""
+    large = large_corpus_plan(facts, budget, device)  # None below its threshold
+    if large is None:
+        context = _context(facts)
+        chosen, tokens, data_cap = _size(facts, budget, context, device)
+    else:
+        context, chosen, tokens = large.context, large.shape, large.tokens
+        data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
+    if shape is not None and shape != chosen:
+        chosen, tokens = shape, expected_tokens(budget, shape, facts, context, device)
+    return _Plan(context, chosen, tokens, data_cap, large)
 
 
 def _dropout(epochs: float) -> float:
@@ -104,76 +148,131 @@ def _dropout(epochs: float) -> float:
     return 0.2
 
 
-def choose_recipe(
-    facts: CorpusFacts, budget: BudgetSpec | None = None, device: str = "cpu"
-) -> Recipe:
-    """The recipe for a corpus and budget (see the module docstring for the rule)."""
-    budget = budget or parse_budget(DEFAULT_BUDGET)
-    large = large_corpus_plan(facts, budget, device)  # None below its threshold
-    if large is None:
-        context = _context(facts)
-        (n_layer, n_embd), tokens, data_cap = _size(facts, budget, context, device)
-    else:
-        context, (n_layer, n_embd), tokens = large.context, large.shape, large.tokens
-        data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
-    epochs = tokens / max(facts.train_tokens, 1)
-    dropout = _dropout(epochs)
-    batch = rows_per_step(context)  # STEP_TOKENS a step, more rows at long contexts
-    steps = max(1, tokens // (batch * context))
-    eval_every = max(10, steps // TARGET_EVALUATIONS)
+def _eval_batches(facts: CorpusFacts, context: int, rows: int, eval_every: int) -> int:
+    """The tuning split, or a quarter of the tokens trained between two evaluations."""
     tuning_rows = max(1, math.ceil(facts.tuning_tokens / context))
     quarter = max(1, math.ceil(0.25 * eval_every))  # eval batches, each as big as a step's
-    eval_batches = max(1, min(math.ceil(tuning_rows / batch), quarter))
-    lr = 3e-3 * min(1.0, math.sqrt(128 / n_embd))
-    model = {
+    return max(1, min(math.ceil(tuning_rows / rows), quarter))
+
+
+def _model_table(facts: CorpusFacts, plan: _Plan) -> dict[str, Any]:
+    n_layer, n_embd = plan.shape
+    return {
         "n_layer": n_layer,
         "n_embd": n_embd,
         "n_head": heads_for(n_embd),
-        "block_size": context,
-        "dropout": dropout,
+        "block_size": plan.context,
+        "dropout": _dropout(plan.tokens / max(facts.train_tokens, 1)),
+        "positions": plan.large.positions if plan.large is not None else SMALL_DATA_POSITIONS,
     }
-    train: dict[str, Any] = {
+
+
+def _train_table(facts: CorpusFacts, plan: _Plan, tokens: int) -> dict[str, Any]:
+    batch = rows_per_step(plan.context)  # STEP_TOKENS a step, more rows at long contexts
+    steps = max(1, tokens // (batch * plan.context))
+    eval_every = evaluation_interval(steps)
+    lr = 3e-3 * min(1.0, math.sqrt(128 / plan.shape[1]))
+    return {
         "batch_size": batch,
         "lr": round(lr, 6),
         "weight_decay": 0.1,
         "warmup_steps": min(100, max(10, steps // 50)),
         "eval_every": eval_every,
-        "eval_batches": eval_batches,
+        "eval_batches": _eval_batches(facts, plan.context, batch, eval_every),
         "checkpoint_every": eval_every,
         "early_stopping": PATIENCE,
         "log_every": max(1, min(50, eval_every // 2)),
     }
-    if budget.minutes is not None:
-        train["max_minutes"] = budget.minutes
-    else:
-        train["max_tokens"] = tokens
+
+
+def _reasons(facts: CorpusFacts, plan: _Plan, tokens: int, train: dict[str, Any]) -> dict:
+    n_layer, n_embd = plan.shape
     params = _non_embedding_params(n_layer, n_embd)
+    epochs = tokens / max(facts.train_tokens, 1)
+    steps = max(1, tokens // (train["batch_size"] * plan.context))
     reasons = {
         "block_size": f"95% of train sequences are at most {facts.length_p95} tokens "
         f"(longest {facts.length_max}); power of two within 32..512",
         "n_layer/n_embd": f"{params:,} non-embedding parameters: at most "
         f"{PARAMS_PER_TRAIN_TOKEN:g} x {facts.train_tokens:,} train tokens "
-        f"({int(data_cap):,}) and at most 1/{BUDGET_TOKENS_PER_PARAM:g} of the "
+        f"({int(plan.data_cap):,}) and at most 1/{BUDGET_TOKENS_PER_PARAM:g} of the "
         f"{tokens:,} tokens the budget reads",
         "dropout": f"the budget reads about {epochs:.1f} epochs of the train split",
-        "batch_size": rows_reason(context),
+        "batch_size": rows_reason(plan.context),
         "lr": "3e-3 up to width 128, times sqrt(128 / width) above",
         "eval_every": f"about {TARGET_EVALUATIONS} evaluations over ~{steps:,} steps",
         "eval_batches": "the tuning split, or a quarter of the tokens trained between "
         "evaluations if that is less",
         "early_stopping": f"stop after {PATIENCE} evaluations without a lower tuning loss; "
         "scoring reads best/ (the lowest tuning loss)",
+        "positions": "rotary: relative positions generalise better on small corpora (finch "
+        "quickstart 1.331 against 1.350 with learned ones; a local-only planted corpus level "
+        "with the n-gram, docs/training.md)",
     }
-    model["positions"] = SMALL_DATA_POSITIONS
-    reasons["positions"] = (
-        "rotary: relative positions generalise better on small corpora (finch quickstart "
-        "1.331 against 1.350 with learned ones; a local-only planted corpus level with the "
-        "n-gram, docs/training.md)"
+    if plan.large is not None:
+        reasons.update(plan.large.reasons)
+    return reasons
+
+
+Measure = Callable[[dict[str, Any], int], Throughput]
+
+
+def choose_recipe(
+    facts: CorpusFacts,
+    budget: BudgetSpec | None = None,
+    device: str = "cpu",
+    measure: Measure | None = None,
+) -> Recipe:
+    """The recipe for a corpus and budget (see the module docstring for the rule).
+
+    `measure(model_table, rows)` times a candidate on this machine; with it a budget in
+    minutes is planned from measured speed (recipe_minutes), without it from
+    ASSUMED_FLOPS_PER_S."""
+    budget = budget or parse_budget(DEFAULT_BUDGET)
+    plan = _plan(facts, budget, device)
+    tokens, measured = plan.tokens, None
+    if budget.minutes is not None and measure is not None:
+        found = measured_plan(
+            budget,
+            lambda spec, shape: _plan(facts, spec, device, shape),
+            lambda candidate: candidate.shape,
+            lambda candidate: measure(
+                _model_table(facts, candidate), rows_per_step(candidate.context)
+            ),
+        )
+        plan = found.plan
+        tokens, arithmetic = tokens_in_minutes(
+            found.timing,
+            budget.minutes,
+            lambda every: _eval_batches(facts, plan.context, rows_per_step(plan.context), every),
+        )
+        plan = replace(plan, tokens=tokens)
+        measured = {
+            "timed": [t.to_dict() for t in found.timings],
+            "chosen": found.timing.to_dict(),
+            "plan": arithmetic,
+        }
+    model = _model_table(facts, plan)
+    train = _train_table(facts, plan, tokens)
+    reasons = _reasons(facts, plan, tokens, train)
+    if budget.minutes is not None:
+        train["max_minutes"] = budget.minutes
+        if measured is not None:
+            train["max_tokens"] = tokens
+            reasons["max_tokens"] = _minutes_reason(budget.minutes, measured)
+    else:
+        train["max_tokens"] = tokens
+    return Recipe(model, train, reasons, facts, budget, tokens, measured)
+
+
+def _minutes_reason(minutes: float, measured: dict[str, Any]) -> str:
+    chosen, plan = measured["chosen"], measured["plan"]
+    return (
+        f"{minutes:g} minutes at the measured {chosen['tokens_per_s']:,.0f} tokens/s "
+        f"({chosen['flops_per_s']:.3g} FLOP/s, {chosen['timed_steps']} steps timed), less "
+        f"{100 * plan['evaluation_share']:.1f}% for evaluations and checkpoints; training "
+        "still stops at the minute limit if the machine slows down"
     )
-    if large is not None:
-        reasons.update(large.reasons)
-        model["positions"] = large.positions
-    return Recipe(model, train, reasons, facts, budget, tokens)
 
 
 def budget_train_settings(budget: BudgetSpec, recipe: Recipe | None = None) -> dict[str, Any]:
@@ -204,6 +303,24 @@ def _budget_from_settings(settings: RunSettings) -> BudgetSpec:
     return parse_budget(DEFAULT_BUDGET)
 
 
+def _measure_on(corpus: Any, settings: RunSettings) -> Measure:
+    """Times a candidate as the run will train it: the user's model and train settings
+    win over the candidate's, as they will in the run."""
+
+    def measure(model: dict[str, Any], rows: int) -> Throughput:
+        train = settings.train.to_dict()
+        if "batch_size" not in settings.train_explicit:
+            train["batch_size"] = rows
+        table = {**model, **settings.model}
+        if "n_embd" in settings.model and "n_head" not in settings.model:
+            table["n_head"] = heads_for(int(settings.model["n_embd"]))
+        return measure_throughput(
+            corpus, table, TrainConfig.from_dict(train), settings.train.cpu_threads
+        )
+
+    return measure
+
+
 def apply_recipe(
     settings: RunSettings, corpus: Any, device: str = "cpu", *, fine_tune: bool = False
 ) -> tuple[RunSettings, dict[str, Any] | None]:
@@ -217,7 +334,14 @@ def apply_recipe(
         return settings, None
     explicit = set(settings.train_explicit)
     facts = CorpusFacts.of(corpus, settings.train.train_split, settings.train.eval_split)
-    recipe = choose_recipe(facts, _budget_from_settings(settings), device)
+    budget = _budget_from_settings(settings)
+    measure = None
+    # Under torchrun every process resolves its own settings: timings would differ
+    # between them and so would the plans, so several processes keep the assumed speed.
+    one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if settings.use_recipe and budget.minutes is not None and not fine_tune and one_process:
+        measure = _measure_on(corpus, settings)
+    recipe = choose_recipe(facts, budget, device, measure)
     model = dict(settings.model)
     if settings.use_recipe:
         for key, value in recipe.model.items():

@@ -12,11 +12,10 @@ import numpy as np
 
 from seqlm.errors import ConfigError
 
-# Sustained training FLOP/s assumed when the budget is in minutes, to turn time into
-# tokens for the size rule. Measured on the project's 2-core CPU with one thread
-# (quickstart-sized models, docs/training.md); a GPU reads many more tokens, so its
-# budget in minutes buys a larger model. Only the shape depends on it: training still
-# stops at the wall-clock limit.
+# Sustained training FLOP/s assumed when the budget is in minutes and nothing was
+# measured (a first guess of the shape to time, and `choose_recipe` without a corpus).
+# `seqlm train` replaces it with the speed it measures (recipe_minutes,
+# BudgetSpec.flops_per_s): on a loaded 2-core machine the real rate was a seventh of this.
 ASSUMED_FLOPS_PER_S = {"cpu": 1.2e10, "cuda": 1.0e14}
 # (n_layer, n_embd) from small to large: non-embedding parameters 12 L d^2.
 SHAPE_LADDER: tuple[tuple[int, int], ...] = (
@@ -62,6 +61,13 @@ class BudgetSpec:
     minutes: float | None = field(default=None, metadata={"help": "wall-clock minutes"})
     tokens: int | None = field(default=None, metadata={"help": "training tokens to read"})
     flops: float | None = field(default=None, metadata={"help": "training FLOPs to spend"})
+    flops_per_s: float | None = field(
+        default=None,
+        metadata={
+            "help": "measured training FLOP/s for a budget in minutes "
+            "(seqlm.training.throughput); None: the assumed ASSUMED_FLOPS_PER_S"
+        },
+    )
 
     def describe(self) -> str:
         if self.minutes is not None:
@@ -156,7 +162,7 @@ def largest_trainable_shape(
     data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
     shape = _shape(data_cap)
     while True:
-        tokens = _expected_tokens(budget, shape, facts, context, device)
+        tokens = expected_tokens(budget, shape, facts, context, device)
         if tokens >= tokens_per_param * _non_embedding_params(*shape):
             break
         smaller = SHAPE_LADDER.index(shape) - 1
@@ -166,11 +172,15 @@ def largest_trainable_shape(
     return shape, tokens, data_cap
 
 
-def _expected_tokens(budget: BudgetSpec, shape: tuple[int, int], facts, context, device) -> int:
+def expected_tokens(
+    budget: BudgetSpec, shape: tuple[int, int], facts: CorpusFacts, context: int, device: str
+) -> int:
+    """Tokens `budget` reads with `shape` (tokens given, or FLOPs or minutes turned into
+    tokens at the shape's FLOPs a token and the measured or assumed FLOP/s)."""
     if budget.tokens is not None:
         return budget.tokens
     per_token = _flops_per_token(*shape, facts.vocab_size, context)
     if budget.flops is not None:
         return int(budget.flops / per_token)
-    rate = ASSUMED_FLOPS_PER_S["cuda" if device.startswith("cuda") else "cpu"]
+    rate = budget.flops_per_s or ASSUMED_FLOPS_PER_S["cuda" if device.startswith("cuda") else "cpu"]
     return int(60.0 * budget.minutes * rate / per_token)
