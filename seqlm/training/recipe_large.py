@@ -17,6 +17,13 @@ Why large corpora get a rule of their own (MIMIC-IV demo, docs/training.md):
   one (issues 13 and 20 point the same way: a 4 x 256 GPT and a 2 x 256 LSTM in 14
   minutes reached 152 and 102 against 3 x 96's 193), so the budget cap here is one
   token read per parameter; the data cap (2.5 x train tokens) is the common one.
+- *depth*: the shapes have two blocks and grow wider first (`LARGE_SHAPE_LADDER`). At
+  the same width two blocks learned more per token and per CPU second than four (MIMIC,
+  64-token rotary windows: tuning loss 5.352 vs 5.465 at 300k tokens in 45 vs 66 CPU s;
+  held-out perplexity 165.8 vs 169.7 at 1M tokens in 155 vs 210 CPU s), and at
+  `--budget 1Mtok` this ladder's 2 x 192 beat the four-block ladder's 4 x 128 (held-out
+  perplexity 262.7 vs 278.4 with text values as tokens; paired -0.058 nats [-0.066,
+  -0.052]; 238 vs 217 CPU s). Larger budgets were not compared.
 - *context and positions*: records longer than 512 tokens are windowed anyway (MIMIC:
   95% of train subjects run past 512 tokens), so the window is a free choice, not the
   length of a record. It is `WINDOWED_CONTEXT` = 64 tokens with rotary (relative)
@@ -39,11 +46,12 @@ from dataclasses import dataclass, field
 
 from seqlm.training.recipe_basis import (
     PARAMS_PER_TRAIN_TOKEN,
+    SHAPE_LADDER,
     STEP_TOKENS,
     BudgetSpec,
     CorpusFacts,
+    _expected_tokens,
     _non_embedding_params,
-    largest_trainable_shape,
 )
 
 # The train-split size from which this rule applies. The MIMIC-IV demo's default
@@ -56,6 +64,19 @@ WINDOWED_CONTEXT = 64
 WINDOWED_POSITIONS = "rotary"
 # Tokens the budget must read per non-embedding parameter (the common rule asks 10).
 LARGE_BUDGET_TOKENS_PER_PARAM = 1.0
+# Blocks of the large-corpus shapes: two blocks learned more per token and per CPU second
+# than four at the same width (MIMIC, 300k and 1M tokens; docs/training.md "Large
+# corpora"). Width grows first; deeper shapes come only past LARGE_WIDEST_SHALLOW
+# (data caps above 3.5M parameters: corpora of 1.4M+ train tokens, none measured here).
+LARGE_DEPTH = 2
+LARGE_WIDEST_SHALLOW = 384
+LARGE_SHAPE_LADDER: tuple[tuple[int, int], ...] = tuple(
+    (LARGE_DEPTH, width) for width in (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384)
+) + tuple(
+    shape
+    for shape in SHAPE_LADDER
+    if _non_embedding_params(*shape) > _non_embedding_params(LARGE_DEPTH, LARGE_WIDEST_SHALLOW)
+)
 
 
 @dataclass(frozen=True)
@@ -96,15 +117,31 @@ def large_context(facts: CorpusFacts) -> int:
     return WINDOWED_CONTEXT if is_windowed(facts) else _whole_sequence_context(facts)
 
 
+def large_shape(
+    facts: CorpusFacts, budget: BudgetSpec, context: int, device: str
+) -> tuple[tuple[int, int], int, float]:
+    """(shape, tokens the budget reads, data cap): the largest LARGE_SHAPE_LADDER shape
+    within PARAMS_PER_TRAIN_TOKEN x train tokens and within one parameter per token the
+    budget reads (a smaller model reads more of a budget in minutes or FLOPs, so the
+    walk down re-estimates the tokens at each step)."""
+    data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
+    fitting = [s for s in LARGE_SHAPE_LADDER if _non_embedding_params(*s) <= data_cap]
+    index = LARGE_SHAPE_LADDER.index(fitting[-1]) if fitting else 0
+    while True:
+        shape = LARGE_SHAPE_LADDER[index]
+        tokens = _expected_tokens(budget, shape, facts, context, device)
+        if index == 0 or tokens >= LARGE_BUDGET_TOKENS_PER_PARAM * _non_embedding_params(*shape):
+            return shape, tokens, data_cap
+        index -= 1
+
+
 def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> LargePlan | None:
     """The large-corpus choices, or None when the train split is below the threshold."""
     if not is_large(facts):
         return None
     context = large_context(facts)
     windowed = is_windowed(facts)
-    shape, tokens, data_cap = largest_trainable_shape(
-        facts, budget, context, device, LARGE_BUDGET_TOKENS_PER_PARAM
-    )
+    shape, tokens, data_cap = large_shape(facts, budget, context, device)
     params = _non_embedding_params(*shape)
     reasons = {
         "block_size": (
@@ -125,7 +162,9 @@ def large_corpus_plan(facts: CorpusFacts, budget: BudgetSpec, device: str) -> La
         f"{PARAMS_PER_TRAIN_TOKEN:g} x {facts.train_tokens:,} train tokens "
         f"({int(data_cap):,}) and at most the {tokens:,} tokens the budget reads "
         f"({LARGE_BUDGET_TOKENS_PER_PARAM:g} per parameter: large-corpus rule, a wide "
-        "model learns more per token of a large vocabulary)",
+        f"model learns more per token of a large vocabulary; {LARGE_DEPTH} blocks, wider "
+        f"before deeper up to width {LARGE_WIDEST_SHALLOW}: two blocks learned more per "
+        "token and per CPU second than four, docs/training.md)",
     }
     reasons["positions"] = (
         f"{WINDOWED_POSITIONS}: a window starts anywhere in its record, so only relative "

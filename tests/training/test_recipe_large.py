@@ -13,6 +13,8 @@ from seqlm.training.recipe_basis import SHAPE_LADDER
 from seqlm.training.recipe_large import (
     LARGE_BUDGET_TOKENS_PER_PARAM,
     LARGE_CORPUS_TRAIN_TOKENS,
+    LARGE_DEPTH,
+    LARGE_SHAPE_LADDER,
     WINDOWED_CONTEXT,
     is_large,
     large_corpus_plan,
@@ -72,23 +74,44 @@ def test_the_small_data_rule_chooses_rotary_positions_and_says_why():
     assert "small corpora" in recipe.reasons["positions"]
 
 
-def test_the_size_is_the_largest_shape_the_data_and_the_budget_allow():
-    # 3.5M tokens: the data cap (2.5 x 849,879) decides: 4 x 192 (1.77M parameters).
-    recipe = choose_recipe(mimic_like(), parse_budget("3.5Mtok"))
-    assert (recipe.model["n_layer"], recipe.model["n_embd"]) == (4, 192)
-    assert recipe.model["n_head"] == 6 and recipe.train["batch_size"] == 16
-    assert recipe.train["lr"] == pytest.approx(3e-3 * (128 / 192) ** 0.5, rel=1e-3)
-    # 1M tokens: the budget decides (at most one parameter per token read): 4 x 128.
+def test_the_size_is_the_widest_two_block_shape_the_data_and_the_budget_allow():
+    # 2M+ tokens: the data cap (2.5 x 849,879 = 2.12M) decides: 2 x 256 (1.57M
+    # parameters; 2 x 320 would hold 2.46M), whatever the budget above it.
+    for budget in ("2Mtok", "6Mtok"):
+        recipe = choose_recipe(mimic_like(), parse_budget(budget))
+        assert (recipe.model["n_layer"], recipe.model["n_embd"]) == (2, 256)
+        assert recipe.model["n_head"] == 8 and recipe.train["batch_size"] == 16
+        assert recipe.train["lr"] == pytest.approx(3e-3 * (128 / 256) ** 0.5, rel=1e-3)
+    # 1M tokens: the budget decides (at most one parameter per token read): 2 x 192.
     small = choose_recipe(mimic_like(), parse_budget("1Mtok"))
-    assert (small.model["n_layer"], small.model["n_embd"]) == (4, 128)
+    assert (small.model["n_layer"], small.model["n_embd"]) == (2, 192)
     for recipe in (small, choose_recipe(mimic_like(), parse_budget("400ktok"))):
         n = params(recipe)
         tokens = recipe.expected_tokens
         assert n * LARGE_BUDGET_TOKENS_PER_PARAM <= tokens and n <= 2.5 * 849_879
-        larger = SHAPE_LADDER[
-            SHAPE_LADDER.index((recipe.model["n_layer"], recipe.model["n_embd"])) + 1
+        larger = LARGE_SHAPE_LADDER[
+            LARGE_SHAPE_LADDER.index((recipe.model["n_layer"], recipe.model["n_embd"])) + 1
         ]
         assert 12 * larger[0] * larger[1] ** 2 > min(tokens, 2.5 * 849_879)
+
+
+def test_the_large_ladder_grows_wider_before_deeper_and_only_grows():
+    sizes = [12 * layers * width**2 for layers, width in LARGE_SHAPE_LADDER]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    shallow = [shape for shape in LARGE_SHAPE_LADDER if shape[0] == LARGE_DEPTH]
+    assert LARGE_DEPTH == 2 and shallow == list(LARGE_SHAPE_LADDER[: len(shallow)])
+    assert shallow[-1] == (2, 384)
+    deeper = list(LARGE_SHAPE_LADDER[len(shallow) :])
+    assert deeper and all(shape in SHAPE_LADDER for shape in deeper)
+    # a corpus whose data cap passes 2 x 384 gets the common ladder's deeper shapes
+    big = choose_recipe(mimic_like(train_tokens=3_000_000), parse_budget("20Mtok"))
+    assert big.model["n_layer"] > LARGE_DEPTH
+    assert params(big) <= 2.5 * 3_000_000
+
+
+def test_a_tiny_budget_still_gets_the_smallest_shape():
+    recipe = choose_recipe(mimic_like(), parse_budget("1ktok"))
+    assert (recipe.model["n_layer"], recipe.model["n_embd"]) == LARGE_SHAPE_LADDER[0]
 
 
 def test_a_budget_in_minutes_walks_down_until_the_model_can_be_trained():
@@ -103,7 +126,8 @@ def test_the_record_says_the_large_corpus_rule_chose_and_why():
     assert "large-corpus rule" in record["reasons"]["n_layer/n_embd"]
     assert "windows of 64 with rotary positions" in record["reasons"]["block_size"]
     assert record["model"]["positions"] == "rotary"
-    assert "1,769,472 non-embedding parameters" in record["reasons"]["n_layer/n_embd"]
+    assert "1,572,864 non-embedding parameters" in record["reasons"]["n_layer/n_embd"]
+    assert "2 blocks, wider before deeper" in record["reasons"]["n_layer/n_embd"]
     assert record["model"]["dropout"] == 0.0  # about 4 epochs: no dropout (common rule)
 
 

@@ -1,0 +1,216 @@
+"""Where a model's top-10 fails on a clinical corpus: held-out top-10 by token kind, and
+how much of the miss is the order of events that share a timestamp.
+
+For a run (GPT or LSTM) and the best Kneser-Ney n-gram (order chosen on the tuning
+split, as `seqlm eval` does), each held-out target is put in one kind (time gap; code
+alone; code + value bin; code + text value; other: a rare code or text folded into an
+`[UNK]` token; special) and the table gives each kind's share of the targets and its
+top-10 accuracy. The *order-free* column counts a target as found when the top-10 holds
+any token still due at the target's timestamp (the target or a later token with the
+same time; time-gap tokens only for a time-gap target): what a model that knew the set
+of events at a time, but not the file's order among them, could reach at most.
+
+    python benchmarks/bench_topk_by_kind.py --run RUN --corpus CORPUS [--json]
+
+`--ngram-only CORPUS ...` prints the best n-gram's held-out perplexity, top-1 and top-10
+for each corpus (e.g. the same MEDS data ingested with the events of a timestamp in code
+order: `--write-code-sorted-meds MEDS --out COPY` writes that copy of the shards, with
+the metadata folder linked, for `seqlm ingest meds COPY`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from seqlm.corpus import load_corpus
+from seqlm.evaluation.baselines import select_ngram_order
+from seqlm.evaluation.model_scorer import load_run_model
+from seqlm.evaluation.ngram import KneserNeyModel, count_ngrams
+from seqlm.evaluation.scores import PredictionTargets, prediction_targets
+
+TOP_K = 10
+TIME_GAP = "time gap"
+KINDS = (TIME_GAP, "code", "code + value bin", "code + text", "other ([UNK])", "special")
+
+
+def split_sequences(corpus: Any, split: str) -> list[np.ndarray]:
+    ids = corpus.split(split)["seq_id"].to_list()
+    return [np.asarray(corpus.sequence(i)).astype(np.int64) for i in ids]
+
+
+def token_kinds(corpus_path: Path) -> np.ndarray:
+    """One kind per vocabulary id, from the tokenizer and the scheme's data tokens."""
+    vocab = json.loads((corpus_path / "tokenizer.json").read_text())["model"]["vocab"]
+    data_tokens = json.loads((corpus_path / "scheme.json").read_text())["data_tokens"]
+    kinds = np.empty(len(vocab), dtype=object)
+    for name, token_id in vocab.items():
+        parts = data_tokens.get(name)
+        if name.startswith("[TIME//"):
+            kinds[token_id] = TIME_GAP
+        elif parts is None:
+            kinds[token_id] = "special" if name.startswith("[") else "other ([UNK])"
+        elif parts[1] is not None and parts[1] != "[TEXT_UNK]":
+            kinds[token_id] = "code + text"
+        else:
+            kinds[token_id] = "code + value bin" if parts[2] is not None else "code"
+    return kinds
+
+
+@torch.no_grad()
+def model_top_k(run: Path, sequences: list[np.ndarray]) -> np.ndarray:
+    """The run's top-k ids per target, in windows of its context with stride context/2
+    (every target after the first window sees at least half a window, as `seqlm eval`)."""
+    loaded = load_run_model(run)
+    model, context = loaded.model, int(loaded.config["model"]["block_size"])
+    parts = []
+    for sequence in sequences:
+        start, done = 0, 1
+        while done < len(sequence):
+            stop = min(start + context, len(sequence))
+            hidden = model.hidden_states(torch.as_tensor(sequence[start:stop])[None])
+            new = np.arange(max(done, start + 1), stop)
+            logits = model.lm_head(hidden[0, new - start - 1])
+            parts.append(torch.topk(logits, TOP_K, dim=-1).indices.numpy())
+            done, start = stop, stop - context // 2
+    return np.concatenate(parts)
+
+
+def best_ngram(corpus: Any) -> KneserNeyModel:
+    counts = count_ngrams(split_sequences(corpus, "train"), corpus.vocab_size, 8)
+    order = select_ngram_order(counts, split_sequences(corpus, "tuning")).best_order
+    return KneserNeyModel(counts, order, name=f"{order}-gram KN")
+
+
+def ngram_top_k(model: KneserNeyModel, targets: PredictionTargets) -> np.ndarray:
+    context_ids = model._context_ids(model._preceding(targets))
+    top = np.zeros((len(targets), TOP_K), dtype=np.int64)
+    for low in range(0, len(targets), 1000):
+        rows = model._dense_rows(context_ids[low : low + 1000])
+        top[low : low + 1000] = np.argsort(-rows, axis=1)[:, :TOP_K]
+    return top
+
+
+def due_at_time(targets: PredictionTargets, times: np.ndarray, kinds: np.ndarray) -> list[set]:
+    """Per target: the ids still due at its timestamp (itself and later same-time ids)."""
+    due, flat = [], targets.flat_tokens
+    ends = targets.sequence_start + np.bincount(targets.sequence)[targets.sequence] + 1
+    for j, at in enumerate(targets.flat_index):
+        stop = at
+        while stop < ends[j] and times[stop] == times[at]:
+            stop += 1
+        ids = set(flat[at:stop].tolist())
+        if kinds[flat[at]] != TIME_GAP:
+            ids = {i for i in ids if kinds[i] != TIME_GAP}
+        due.append(ids)
+    return due
+
+
+def kind_table(tops: dict[str, np.ndarray], targets, due, kinds) -> list[dict[str, Any]]:
+    target_kind = kinds[targets.token]
+    rows = []
+    for kind in ("all", *KINDS):
+        chosen = np.ones(len(targets), bool) if kind == "all" else target_kind == kind
+        if not chosen.any():
+            continue
+        row: dict[str, Any] = {"kind": kind, "targets": int(chosen.sum())}
+        row["share"] = round(float(chosen.mean()), 4)
+        for name, top in tops.items():
+            hit = (top == targets.token[:, None]).any(axis=1)
+            free = np.array([bool(due[j].intersection(top[j].tolist())) for j in range(len(due))])
+            row[f"{name} top-10"] = round(float(hit[chosen].mean()), 4)
+            row[f"{name} order-free"] = round(float(free[chosen].mean()), 4)
+        rows.append(row)
+    return rows
+
+
+def by_kind(run: Path, corpus_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    corpus = load_corpus(corpus_path)
+    held_out = split_sequences(corpus, "held_out")
+    targets = prediction_targets(held_out, corpus.vocab_size)
+    ids = corpus.split("held_out")["seq_id"].to_list()
+    times = np.concatenate([np.asarray(corpus.sequence_times(i)) for i in ids])
+    kinds = token_kinds(corpus_path)
+    ngram = best_ngram(corpus)
+    tops = {"model": model_top_k(run, held_out), "n-gram": ngram_top_k(ngram, targets)}
+    due = due_at_time(targets, times, kinds)
+    shared = times[targets.flat_index] == times[targets.flat_index - 1]
+    facts = {"n-gram": ngram.name, "same time as the token before": round(float(shared.mean()), 4)}
+    return kind_table(tops, targets, due, kinds), facts
+
+
+def ngram_only(corpus_path: Path) -> dict[str, Any]:
+    corpus = load_corpus(corpus_path)
+    model = best_ngram(corpus)
+    scores = model.score(split_sequences(corpus, "held_out"))
+    return {
+        "corpus": str(corpus_path),
+        "n-gram": model.name,
+        "perplexity": round(float(np.exp(-scores.log_prob.mean())), 2),
+        "top-1": round(float(scores.top_k_hit(1).mean()), 4),
+        "top-10": round(float(scores.top_k_hit(TOP_K).mean()), 4),
+    }
+
+
+def write_code_sorted_meds(source: Path, out: Path) -> None:
+    """A copy of a MEDS dataset's shards with the rows of a (subject, time) in code order
+    (file order breaks ties; static rows first); metadata/ is linked, not copied."""
+    (out / "data").mkdir(parents=True, exist_ok=False)
+    if (source / "metadata").is_dir():
+        os.symlink((source / "metadata").resolve(), out / "metadata")
+    for shard in sorted((source / "data").rglob("*.parquet")):
+        frame = pl.read_parquet(shard, glob=False).with_row_index("_row")
+        frame = frame.sort(["subject_id", "time", "code", "_row"], nulls_last=False)
+        target = out / "data" / shard.relative_to(source / "data")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame.drop("_row").write_parquet(target)
+
+
+def _cell(column: str, value: Any) -> str:
+    fraction = column == "share" or "top-" in column or "order-free" in column
+    return f"{value:.1%}" if fraction else str(value)
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    columns = list(rows[0])
+    print(" | ".join(columns))
+    for row in rows:
+        print(" | ".join(_cell(c, row[c]) for c in columns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--corpus", type=Path)
+    parser.add_argument("--ngram-only", type=Path, nargs="+")
+    parser.add_argument("--write-code-sorted-meds", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.process_time()
+    if args.write_code_sorted_meds:
+        write_code_sorted_meds(args.write_code_sorted_meds, args.out)
+        return
+    if args.ngram_only:
+        rows, facts = [ngram_only(path) for path in args.ngram_only], {}
+    else:
+        rows, facts = by_kind(args.run, args.corpus)
+    facts["cpu_s"] = round(time.process_time() - started, 1)
+    if args.json:
+        print(json.dumps({"rows": rows, **facts}))
+        return
+    print_rows(rows)
+    print(", ".join(f"{k}: {v}" for k, v in facts.items()))
+
+
+if __name__ == "__main__":
+    main()
