@@ -115,6 +115,29 @@ def train(corpus: Path, run: Path, budget: str | None, sets: list[str]) -> dict:
     }
 
 
+# How far below chance (log 4 nats) the planted answers must go to count as found: the
+# curves that never move wander 1.39-1.50 with 300 answers, so 0.05 is above that noise.
+LEFT_CHANCE_MARGIN = 0.05
+
+
+def left_chance(rows: list[dict], answers: str, margin: float = LEFT_CHANCE_MARGIN) -> dict:
+    """The first checkpoint from which `answers` ("first" or "later") stay more than
+    `margin` nats below chance to the end, or None: separates a plateau that ended (the
+    dependency found late) from a curve that never moved."""
+    chance = math.log(4)
+    found = None
+    for row in rows:
+        score = row[answers]
+        below = score.get("n", 0) > 0 and score["ce"] < chance - margin
+        if below and found is None:
+            found = row
+        elif not below:
+            found = None
+    if found is None:
+        return {"answers": answers, "left_chance": None}
+    return {"answers": answers, "left_chance": found["step"], "tokens": found["tokens"]}
+
+
 def print_curve(rows: list[dict]) -> None:
     print("step | tokens | tuning loss | first answer CE (top-1) | later answers CE (top-1)")
     for r in rows:
@@ -124,6 +147,13 @@ def print_curve(rows: list[dict]) -> None:
             cells.append(f"{s['ce']:.3f} ({s['top1']:.0%}, n={s['n']})" if s["n"] else "-")
         print(" | ".join(cells))
     print(f"(chance on the planted answers: log 4 = {math.log(4):.3f})")
+    for answers in ("first", "later"):
+        verdict = left_chance(rows, answers)
+        where = verdict["left_chance"]
+        print(
+            f"{answers} answers: "
+            + ("never left chance" if where is None else f"below chance from step {where}")
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out / "curve.jsonl", "a", encoding="utf-8") as log:
         log.write(json.dumps({"run": str(run), **timing, "curve": rows}) + "\n")
     if args.json:
-        print(json.dumps({"run": str(run), **timing, "curve": rows}, indent=1))
+        verdicts = [left_chance(rows, a) for a in ("first", "later")]
+        print(
+            json.dumps({"run": str(run), **timing, "curve": rows, "verdicts": verdicts}, indent=1)
+        )
     else:
         print(f"{run} {timing}")
         print_curve(rows)
