@@ -168,12 +168,22 @@ def sort_partition(
     pieces = part.pieces
     if not pieces:
         return pl.DataFrame(), {}
-    rows = _in_sequence_order(pl.read_parquet(pieces, glob=False))
+    result = sort_rows(part, pl.read_parquet(pieces, glob=False), attributes)
+    shutil.rmtree(pieces[0].parent)
+    return result
+
+
+def sort_rows(
+    part: PartitionPaths, rows: pl.DataFrame, attributes: Sequence[str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """`sort_partition` of the partition's events `rows` (whole entities)."""
+    if not rows.height:
+        return pl.DataFrame(), {}
+    rows = _in_sequence_order(rows)
     # On the sorted rows with entities as run ids (integers hash faster than names).
     checks = merge_checks(rows.with_columns(pl.col("entity").rle_id()))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
     rows.select(SORTED_COLUMNS).write_parquet(part.sorted_file, compression="lz4")
-    shutil.rmtree(pieces[0].parent)
     # The entities in the file's order: the later stages number them by their runs.
     entity = pl.col("entity")
     in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
