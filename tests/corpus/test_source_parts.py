@@ -87,6 +87,7 @@ def test_shards_as_partitions_equal_hashed_partitions(tmp_path, workers):
     assert new.manifest["build"]["partitions"] == 4
     assert new.manifest["build"]["spill_files"] == 0
     assert "partitioning events" not in new.manifest["seconds_per_stage"]
+    assert new.manifest["cpu_seconds_per_stage"].keys() == new.manifest["seconds_per_stage"].keys()
     rows = max(rows for rows, _ in events.source_parts)
     old = build_corpus(
         hashed(events), tmp_path / "hashed", scheme, SplitConfig(), rows_per_bucket=rows
