@@ -329,21 +329,7 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
     events = _events(joined, options)
     # The same events per shard: MEDS shards hold whole subjects, so the corpus builder
     # can use them as its partitions (it checks, and hashes the events when not).
-    source_parts = tuple(
-        (
-            shard.rows,
-            _events(
-                _with_reasons(
-                    scan_rows(dataset, options.code_suffix_columns, only=[number]),
-                    subjects,
-                    options,
-                    split_source,
-                ),
-                options,
-            ).unsorted,
-        )
-        for number, shard in enumerate(dataset.shards)
-    )
+    source_parts = _shard_events(dataset, subjects, options, split_source)
 
     rejects = RejectLog()
     rejects.extend(
@@ -379,6 +365,18 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         notes=metadata_notes(dataset, options, split_source, codes.missing_from_metadata is None),
         source_parts=source_parts,
     )
+
+
+def _shard_events(
+    dataset: MedsDataset, subjects: pl.DataFrame, options: MedsOptions, split_source: str
+) -> tuple[tuple[int, pl.LazyFrame], ...]:
+    """(input rows, unsorted events) of every shard alone (`Ingested.source_parts`)."""
+    parts = []
+    for number, shard in enumerate(dataset.shards):
+        rows = scan_rows(dataset, options.code_suffix_columns, only=[number])
+        events = _events(_with_reasons(rows, subjects, options, split_source), options)
+        parts.append((shard.rows, events.unsorted))
+    return tuple(parts)
 
 
 def _with_reasons(

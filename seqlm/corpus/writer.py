@@ -187,14 +187,7 @@ def _build_locked(
         manifest["merge_checks"] = checks
         manifest["attributes"] = list(attributes)
         manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
-        hashed = not from_source
-        manifest["build"] = {
-            "partitions": len(parts),
-            # "source": the adapter's own parts (MEDS shards), else hashed by entity.
-            "partitions_from": "hash" if hashed else "source",
-            "spill_files": spill_files(len(parts)) if hashed else 0,
-            "workers": workers,
-        }
+        manifest["build"] = _build_record(len(parts), from_source, workers)
         manifest["seconds_per_stage"] = clock.seconds
         # CPU seconds of this process only (all of a stage's CPU at one worker).
         manifest["cpu_seconds_per_stage"] = clock.cpu_seconds
@@ -206,6 +199,17 @@ def _build_locked(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_corpus(out)
+
+
+def _build_record(partitions: int, from_source: bool, workers: int) -> dict[str, Any]:
+    """The manifest's `build`: how the events were partitioned and how many processes."""
+    return {
+        "partitions": partitions,
+        # "source": the adapter's own parts (MEDS shards), else hashed by entity.
+        "partitions_from": "source" if from_source else "hash",
+        "spill_files": 0 if from_source else spill_files(partitions),
+        "workers": workers,
+    }
 
 
 def _fit_vocabulary(
