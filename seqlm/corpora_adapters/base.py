@@ -125,6 +125,12 @@ class Ingested:
     # Lines for the user after ingest (label counts, a likely intro note, a missing bird
     # name); kept in the manifest. Never identifiers.
     notes: list[str] = field(default_factory=list)
+    # The events again, split the way the source is stored (MEDS: per shard), as
+    # (input rows, unsorted events) pairs that should each hold whole entities: the
+    # corpus builder uses them as its partitions instead of hashing the events into
+    # spill files, and falls back to hashing when an entity turns up in two of them
+    # (seqlm.corpus.source_parts). Empty: the builder hashes.
+    source_parts: tuple[tuple[int, pl.LazyFrame], ...] = ()
 
 
 @dataclass(frozen=True)

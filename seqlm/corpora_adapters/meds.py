@@ -246,17 +246,18 @@ def _reject_reason(options: MedsOptions) -> pl.Expr:
     return reason.otherwise(pl.lit(None, dtype=pl.String))
 
 
-def _age_at_first_event(kept: pl.LazyFrame) -> pl.DataFrame:
-    """The first kept timed event other than birth, per subject (its age is taken there)."""
+def _age_at_first_event(kept: pl.LazyFrame) -> pl.LazyFrame:
+    """The first kept timed event other than birth, per subject (its age is taken there).
+    Lazy, so that it is computed with the events it joins: per shard when the corpus
+    builder reads the shards as partitions, at no cost of a pass of its own."""
     return (
         kept.filter(pl.col("time").is_not_null() & (pl.col("code") != BIRTH_CODE))
         .group_by("entity")
         .agg(first_time=pl.col("time").min())
-        .collect(engine="streaming")
     )
 
 
-def _event_columns(options: MedsOptions, ages: pl.DataFrame | None) -> list[pl.Expr]:
+def _event_columns(options: MedsOptions, ages: bool) -> list[pl.Expr]:
     code = rewrite_codes(pl.col("code"), options.truncate_icd, options.rewrite)
     for column in options.code_suffix_columns:
         suffix = pl.col(f"suffix__{column}")
@@ -264,7 +265,7 @@ def _event_columns(options: MedsOptions, ages: pl.DataFrame | None) -> list[pl.E
     value = pl.col("value")
     value = pl.when(value.is_finite()).then(value).otherwise(pl.lit(None, dtype=pl.Float64))
     time = pl.col("time")
-    if ages is not None:
+    if ages:
         is_birth = pl.col("code") == BIRTH_CODE
         # Completed years, as de-identified data states ages: value-bin edges are
         # observed values, and an exact age to the microsecond is one person's (issue 20).
@@ -323,21 +324,12 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         pl.col("entity").is_not_null() & pl.col("code").is_not_null() & ~_implausible(options)
     )
     subjects = _subject_table(valid, options, splits)
-    # The per-subject tables are small: build the join on them and stream the rows past
-    # (left to itself polars may build on the rows, holding them all in memory).
-    joined = rows.join(subjects.lazy(), on="entity", how="left", build_side="force_right")
-    if split_source == "data folders":
-        joined = joined.with_columns(split=pl.col("folder_split"))
-    elif split_source == "none":
-        joined = joined.with_columns(split=pl.lit(None, dtype=pl.String))
-    joined = joined.with_columns(reason=_reject_reason(options))
-
-    kept = joined.filter(pl.col("reason").is_null())
-    ages = None
-    if options.birth == "age":
-        ages = _age_at_first_event(kept)
-        kept = kept.join(ages.lazy(), on="entity", how="left", build_side="force_right")
-    events = EventTable.from_frame(kept.select(_event_columns(options, ages)))
+    joined = _with_reasons(rows, subjects, options, split_source)
+    ages = options.birth == "age"
+    events = _events(joined, options)
+    # The same events per shard: MEDS shards hold whole subjects, so the corpus builder
+    # can use them as its partitions (it checks, and hashes the events when not).
+    source_parts = _shard_events(dataset, subjects, options, split_source)
 
     rejects = RejectLog()
     rejects.extend(
@@ -361,7 +353,7 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         "codes_in_data": codes.used,
         "codes_missing_from_metadata": codes.missing_from_metadata,
         # Kinds of the static prefix (for trajectory export): coarse, never a code.
-        "static_kinds": sorted({*codes.static_kinds, *([AGE_CODE] if ages is not None else [])}),
+        "static_kinds": sorted({*codes.static_kinds, *([AGE_CODE] if ages else [])}),
         "options": dataclasses.asdict(options),
     }
     return Ingested(
@@ -371,7 +363,51 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
         adapter="meds",
         settings=settings,
         notes=metadata_notes(dataset, options, split_source, codes.missing_from_metadata is None),
+        source_parts=source_parts,
     )
+
+
+def _shard_events(
+    dataset: MedsDataset, subjects: pl.DataFrame, options: MedsOptions, split_source: str
+) -> tuple[tuple[int, pl.LazyFrame], ...]:
+    """(input rows, unsorted events) of every shard alone (`Ingested.source_parts`)."""
+    parts = []
+    for number, shard in enumerate(dataset.shards):
+        rows = scan_rows(dataset, options.code_suffix_columns, only=[number])
+        events = _events(_with_reasons(rows, subjects, options, split_source), options)
+        parts.append((shard.rows, events.unsorted))
+    return tuple(parts)
+
+
+def _with_reasons(
+    rows: pl.LazyFrame, subjects: pl.DataFrame, options: MedsOptions, split_source: str
+) -> pl.LazyFrame:
+    """`rows` with their subject's facts, split and `reason` (null: the row is used)."""
+    # The per-subject tables are small: build the join on them and stream the rows past
+    # (left to itself polars may build on the rows, holding them all in memory).
+    joined = rows.join(
+        subjects.lazy(), on="entity", how="left", build_side="force_right", maintain_order="left"
+    )
+    if split_source == "data folders":
+        joined = joined.with_columns(split=pl.col("folder_split"))
+    elif split_source == "none":
+        joined = joined.with_columns(split=pl.lit(None, dtype=pl.String))
+    return joined.with_columns(reason=_reject_reason(options))
+
+
+def _events(joined: pl.LazyFrame, options: MedsOptions) -> EventTable:
+    """The used rows of `_with_reasons` as events (birth as an age by default)."""
+    kept = joined.filter(pl.col("reason").is_null())
+    ages = options.birth == "age"
+    if ages:
+        kept = kept.join(
+            _age_at_first_event(kept),
+            on="entity",
+            how="left",
+            build_side="force_right",
+            maintain_order="left",
+        )
+    return EventTable.from_frame(kept.select(_event_columns(options, ages)))
 
 
 def metadata_notes(

@@ -239,10 +239,13 @@ def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.E
     return columns
 
 
-def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.LazyFrame:
-    """All shards as one lazy frame: `file`, `row` (1-based in its shard), `order` (global
-    file order, the tie-break for equal times), `folder_split`, then `entity`, `time`,
-    `code`, `value`, `text` and the requested `suffix__<column>` columns."""
+def scan_rows(
+    dataset: MedsDataset, suffix_columns: Sequence[str] = (), only: Sequence[int] | None = None
+) -> pl.LazyFrame:
+    """All shards (or the shards numbered `only`) as one lazy frame: `file`, `row`
+    (1-based in its shard), `order` (global file order over all shards, the tie-break
+    for equal times), `folder_split`, then `entity`, `time`, `code`, `value`, `text` and
+    the requested `suffix__<column>` columns."""
     for name in suffix_columns:
         if not any(name in shard.schema for shard in dataset.shards):
             raise InputError(
@@ -255,7 +258,8 @@ def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.La
     # each, concatenated, do not); a small join turns it into the row within the shard.
     groups: dict[tuple, list[int]] = {}
     for number, shard in enumerate(dataset.shards):
-        groups.setdefault(tuple(shard.schema.items()), []).append(number)
+        if only is None or number in only:
+            groups.setdefault(tuple(shard.schema.items()), []).append(number)
     starts = [0]
     for shard in dataset.shards:
         starts.append(starts[-1] + shard.rows)
@@ -289,7 +293,13 @@ def scan_rows(dataset: MedsDataset, suffix_columns: Sequence[str] = ()) -> pl.La
             glob=False,
         )
         frames.append(
-            scan.join(table.lazy(), on="_path", how="inner", build_side="force_right").select(
+            scan.join(
+                table.lazy(),
+                on="_path",
+                how="inner",
+                build_side="force_right",
+                maintain_order="left",
+            ).select(
                 "file",
                 row.alias("row"),
                 (pl.col("_start") + row).alias("order"),

@@ -42,9 +42,6 @@ import polars as pl
 import seqlm
 from seqlm.artefacts import record_files
 from seqlm.corpora_adapters.base import Ingested
-from seqlm.corpus.empty_ingest import no_events_message
-from seqlm.corpus.entities import checked_entities
-from seqlm.corpus.merge_checks import MERGE_CHECK_COUNTS
 from seqlm.corpus.partitions import (
     EncodedPartition,
     PartitionPaths,
@@ -52,14 +49,13 @@ from seqlm.corpus.partitions import (
     encode_partition,
     run_map,
     sample_partition,
-    sort_partition,
     spill_files,
-    spill_partitions,
-    split_spill,
     worker_pool,
 )
 from seqlm.corpus.privacy import public_settings
-from seqlm.corpus.splits import SplitConfig, assign_splits
+from seqlm.corpus.sort_stage import entity_tables, partition_and_sort, sort_source_parts
+from seqlm.corpus.source_parts import source_groups
+from seqlm.corpus.splits import SplitConfig
 from seqlm.corpus.stages import StageClock
 from seqlm.corpus.store import (
     CHECKSUMMED_FILES,
@@ -149,26 +145,27 @@ def _build_locked(
         raise CorpusError(f"adapter {ingested.adapter!r} gave events without columns {missing}")
     check_time_gap_units(scheme, ingested.time_unit)
     n_parts = max(1, math.ceil(ingested.rows_read / rows_per_bucket))
+    groups = source_groups([rows for rows, _ in ingested.source_parts], rows_per_bucket)
     if workers is None:
         workers = min(os.cpu_count() or 1, ingested.rows_read // MIN_ROWS_PER_WORKER)
-    workers = max(1, min(workers, n_parts))
+    workers = max(1, min(workers, max(n_parts, len(groups or ()))))
 
     staging = new_staging(out)
     try:
         work = staging / "_work"
-        with clock.stage("partitioning events", ingested.rows_read) as advance:
-            spill_partitions(events, work, n_parts)
-            advance(ingested.rows_read)
+        work.mkdir()
         with clock.stage("reading rejects"):
             rejects = ingested.rejects.to_frame()
-        parts = [PartitionPaths(work, p) for p in range(n_parts)]
         with worker_pool(workers) as pool:
-            n_spills = spill_files(n_parts)
-            if n_spills < n_parts:
-                with clock.stage("splitting spill files", ingested.rows_read):
-                    run_map(pool, split_spill, [(work, k) for k in range(n_spills)], _ignore)
-            entities, part_splits, checks = _sort(
-                pool, parts, attributes, splits, clock, ingested, rejects.height, out
+            done = None
+            if groups is not None:
+                done = sort_source_parts(pool, work, groups, ingested, attributes, clock)
+            from_source = done is not None
+            if done is None:
+                done = partition_and_sort(pool, events, work, n_parts, attributes, clock, ingested)
+            parts, aggregates, checks = done
+            entities, part_splits = entity_tables(
+                aggregates, attributes, splits, ingested, rejects.height, out
             )
             n_events = int(entities["n_events"].sum())
             vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock)
@@ -190,12 +187,10 @@ def _build_locked(
         manifest["merge_checks"] = checks
         manifest["attributes"] = list(attributes)
         manifest["files"] = record_files(staging, CHECKSUMMED_FILES)
-        manifest["build"] = {
-            "partitions": n_parts,
-            "spill_files": spill_files(n_parts),
-            "workers": workers,
-        }
+        manifest["build"] = _build_record(len(parts), from_source, workers)
         manifest["seconds_per_stage"] = clock.seconds
+        # CPU seconds of this process only (all of a stage's CPU at one worker).
+        manifest["cpu_seconds_per_stage"] = clock.cpu_seconds
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=1, default=str), encoding="utf-8"
         )
@@ -206,62 +201,15 @@ def _build_locked(
     return load_corpus(out)
 
 
-def _ignore(*_: Any) -> None:
-    pass
-
-
-def _check_rows(ingested: Ingested, n_events: int, n_rejects: int, out: Path) -> None:
-    if ingested.rows_read != n_events + n_rejects:
-        raise CorpusError(
-            f"adapter {ingested.adapter!r} read {ingested.rows_read} rows but returned "
-            f"{n_events} events and {n_rejects} rejects; rows read must equal events + rejects"
-        )
-    if n_events == 0:
-        raise CorpusError(no_events_message(ingested, out))
-
-
-def _sort(
-    pool: Any,
-    parts: list[PartitionPaths],
-    attributes: Sequence[str],
-    splits: SplitConfig,
-    clock: StageClock,
-    ingested: Ingested,
-    n_rejects: int,
-    out: Path,
-) -> tuple[pl.DataFrame, list[pl.DataFrame], dict[str, int]]:
-    """Sort every partition; the checked entity table with splits (sorted by name),
-    each partition's (entity, split, n_events) rows, and the summed merge checks.
-    Checks rows read = used + rejected."""
-    aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(parts)
-    checks = dict.fromkeys(MERGE_CHECK_COUNTS, 0)
-
-    def done(i: int, result: tuple[pl.DataFrame, dict[str, int]]) -> None:
-        frame, part_checks = result
-        aggregates[i] = frame
-        for name, count in part_checks.items():
-            checks[name] += count
-        advance(int(frame["n_events"].sum()) if frame.height else 0)
-
-    with clock.stage("sorting partitions", ingested.rows_read - n_rejects) as advance:
-        run_map(pool, sort_partition, [(p, attributes) for p in parts], done)
-    found = [a for a in aggregates if a.height]
-    if found:
-        entities = checked_entities(pl.concat(found).sort("entity"), attributes)
-    else:
-        entities = pl.DataFrame(schema={"entity": pl.String, "n_events": pl.Int64})
-    _check_rows(ingested, int(entities["n_events"].sum()), n_rejects, out)
-    entities = entities.join(
-        assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
-    )
-    split_of = entities.select("entity", "split", "n_events")
-    part_splits = [
-        a.select("entity").join(split_of, on="entity", how="left", maintain_order="left")
-        if a.height
-        else split_of.clear()
-        for a in aggregates
-    ]
-    return entities, part_splits, checks
+def _build_record(partitions: int, from_source: bool, workers: int) -> dict[str, Any]:
+    """The manifest's `build`: how the events were partitioned and how many processes."""
+    return {
+        "partitions": partitions,
+        # "source": the adapter's own parts (MEDS shards), else hashed by entity.
+        "partitions_from": "source" if from_source else "hash",
+        "spill_files": 0 if from_source else spill_files(partitions),
+        "workers": workers,
+    }
 
 
 def _fit_vocabulary(

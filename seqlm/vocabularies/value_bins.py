@@ -161,10 +161,14 @@ class ValueSampler:
     def add(self, events: pl.DataFrame) -> None:
         """Take the finite values of `events` (columns entity, time, order, code, value,
         and `text` when there is one)."""
-        events = events.with_columns(stored_value(pl.col("value")))
         text = pl.col("text") if "text" in events.columns else pl.lit(None, dtype=pl.String)
+        # The parsed number once, in its own column: three expressions use it, and an
+        # eager select would parse every text three times.
+        events = events.with_columns(
+            stored_value(pl.col("value")), parsed_number(text).alias("_number")
+        )
         given = pl.col("value").is_not_null() & pl.col("value").is_finite()
-        number = parsed_number(text)
+        number = pl.col("_number")
         events = events.select(
             pl.col("code").fill_null(""),
             pl.col("entity"),

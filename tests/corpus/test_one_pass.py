@@ -73,7 +73,7 @@ def test_two_level_spill_gives_the_same_corpus(tmp_path, monkeypatch, workers):
         original(folder, spill)
 
     if workers == 1:  # a worker process would need the function by its module name
-        monkeypatch.setattr("seqlm.corpus.writer.split_spill", split_and_record)
+        monkeypatch.setattr("seqlm.corpus.sort_stage.split_spill", split_and_record)
     new = build_corpus(
         ingested(frame),
         tmp_path / "new",
@@ -115,7 +115,12 @@ def test_mimic_demo_corpus_equals_the_old_builder(tmp_path):
     events, scheme = read_demo()
     reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
     new = build_corpus(events, tmp_path / "new", scheme, SplitConfig(), rows_per_bucket=200_000)
-    assert new.manifest["build"] == {"partitions": 5, "spill_files": 5, "workers": 1}
+    assert new.manifest["build"] == {
+        "partitions": 5,
+        "partitions_from": "hash",
+        "spill_files": 5,
+        "workers": 1,
+    }
     assert_same_files(reference, new.path)
     seconds = new.manifest["seconds_per_stage"]
     assert set(seconds) >= {"partitioning events", "sorting partitions", "encoding tokens"}

@@ -1,0 +1,136 @@
+"""The first map stage of `build_corpus` and its reduce: the events put into partitions
+that hold whole entities (the source's own parts, else hashed into spill files), each
+sorted into sequence order, then the entity table, the row check and the splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from seqlm.corpora_adapters.base import Ingested
+from seqlm.corpus.empty_ingest import no_events_message
+from seqlm.corpus.entities import checked_entities
+from seqlm.corpus.merge_checks import MERGE_CHECK_COUNTS
+from seqlm.corpus.partitions import (
+    PartitionPaths,
+    run_map,
+    sort_partition,
+    spill_files,
+    spill_partitions,
+    split_spill,
+)
+from seqlm.corpus.source_parts import entity_in_two_parts, sort_source_part
+from seqlm.corpus.splits import SplitConfig, assign_splits
+from seqlm.corpus.stages import StageClock
+from seqlm.errors import CorpusError
+
+SortedParts = tuple[list[PartitionPaths], list[pl.DataFrame], dict[str, int]]
+
+
+def sort_source_parts(
+    pool: Any,
+    work: Path,
+    groups: list[list[int]],
+    ingested: Ingested,
+    attributes: Sequence[str],
+    clock: StageClock,
+) -> SortedParts | None:
+    """Sort the adapter's source parts (grouped) as the partitions; None (and nothing
+    left behind) when an entity is in two groups, so that the caller hashes instead."""
+    parts = [PartitionPaths(work, p) for p in range(len(groups))]
+    frames = [frame for _, frame in ingested.source_parts]
+    tasks = [(p, [frames[i] for i in g], attributes) for p, g in zip(parts, groups, strict=True)]
+    aggregates, checks = _sorted(pool, sort_source_part, tasks, clock, ingested.rows_read)
+    if entity_in_two_parts(aggregates):
+        for part in parts:
+            part.sorted_file.unlink(missing_ok=True)
+        return None
+    return parts, aggregates, checks
+
+
+def partition_and_sort(
+    pool: Any,
+    events: pl.LazyFrame,
+    work: Path,
+    n_parts: int,
+    attributes: Sequence[str],
+    clock: StageClock,
+    ingested: Ingested,
+) -> SortedParts:
+    """Hash the events into `n_parts` partitions (two levels beyond `SPILL_FILES`), then
+    sort each."""
+    with clock.stage("partitioning events", ingested.rows_read) as advance:
+        spill_partitions(events, work, n_parts)
+        advance(ingested.rows_read)
+    n_spills = spill_files(n_parts)
+    if n_spills < n_parts:
+        with clock.stage("splitting spill files", ingested.rows_read):
+            run_map(pool, split_spill, [(work, k) for k in range(n_spills)], _ignore)
+    parts = [PartitionPaths(work, p) for p in range(n_parts)]
+    tasks = [(p, attributes) for p in parts]
+    return (parts, *_sorted(pool, sort_partition, tasks, clock, ingested.rows_read))
+
+
+def _sorted(
+    pool: Any, function: Any, tasks: list[tuple[Any, ...]], clock: StageClock, rows: int
+) -> tuple[list[pl.DataFrame], dict[str, int]]:
+    """Run a sort stage: each partition's entity aggregates and the summed merge checks."""
+    aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(tasks)
+    checks = dict.fromkeys(MERGE_CHECK_COUNTS, 0)
+
+    def done(i: int, result: tuple[pl.DataFrame, dict[str, int]]) -> None:
+        frame, part_checks = result
+        aggregates[i] = frame
+        for name, count in part_checks.items():
+            checks[name] += count
+        advance(int(frame["n_events"].sum()) if frame.height else 0)
+
+    with clock.stage("sorting partitions", rows) as advance:
+        run_map(pool, function, tasks, done)
+    return aggregates, checks
+
+
+def entity_tables(
+    aggregates: list[pl.DataFrame],
+    attributes: Sequence[str],
+    splits: SplitConfig,
+    ingested: Ingested,
+    n_rejects: int,
+    out: Path,
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """The checked entity table with splits (sorted by name) and each partition's
+    (entity, split, n_events) rows; checks rows read = used + rejected."""
+    found = [a for a in aggregates if a.height]
+    if found:
+        entities = checked_entities(pl.concat(found).sort("entity"), attributes)
+    else:
+        entities = pl.DataFrame(schema={"entity": pl.String, "n_events": pl.Int64})
+    _check_rows(ingested, int(entities["n_events"].sum()), n_rejects, out)
+    entities = entities.join(
+        assign_splits(entities, splits), on="entity", how="left", maintain_order="left"
+    )
+    split_of = entities.select("entity", "split", "n_events")
+    part_splits = [
+        a.select("entity").join(split_of, on="entity", how="left", maintain_order="left")
+        if a.height
+        else split_of.clear()
+        for a in aggregates
+    ]
+    return entities, part_splits
+
+
+def _check_rows(ingested: Ingested, n_events: int, n_rejects: int, out: Path) -> None:
+    if ingested.rows_read != n_events + n_rejects:
+        raise CorpusError(
+            f"adapter {ingested.adapter!r} read {ingested.rows_read} rows but returned "
+            f"{n_events} events and {n_rejects} rejects; rows read must equal events + rejects"
+        )
+    if n_events == 0:
+        raise CorpusError(no_events_message(ingested, out))
+
+
+def _ignore(*_: Any) -> None:
+    pass

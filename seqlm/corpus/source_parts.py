@@ -1,0 +1,61 @@
+"""Partitions taken from the way the source stores its events instead of hashed.
+
+MEDS shards each hold whole subjects, sorted by (subject, time) (MEDS-Extract writes
+them so): used as the build's partitions, they need no partition stage (a hash, a
+write and a read of every row), no splitting of spill files, and mostly no sort (the
+sort stage finds their rows in sequence order and keeps them). The adapter offers them
+(`Ingested.source_parts`); the builder groups small consecutive ones, reads each
+group in one task, and checks afterwards that no entity is in two groups. When one is
+(shards split by time, not by subject), or a part is too large to hold in memory, it
+hashes the events into partitions as for any other source: the corpus is the same
+either way (tests/corpus/test_source_parts.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from seqlm.corpus.partitions import PartitionPaths, sort_rows
+
+# A source part over this many partitions' rows is not read whole (memory): the
+# builder hashes the events instead.
+MAX_PART_BUCKETS = 2
+
+
+def source_groups(sizes: Sequence[int], rows_per_bucket: int) -> list[list[int]] | None:
+    """Consecutive source parts (their input rows: `sizes`) grouped into partitions of
+    at most `rows_per_bucket` rows (a larger part alone); None when there are none or one
+    is over `MAX_PART_BUCKETS` partitions' rows."""
+    if not sizes or max(sizes) > MAX_PART_BUCKETS * rows_per_bucket:
+        return None
+    groups: list[list[int]] = []
+    current: list[int] = []
+    rows = 0
+    for number, size in enumerate(sizes):
+        if current and rows + size > rows_per_bucket:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(number)
+        rows += size
+    groups.append(current)
+    return groups
+
+
+def sort_source_part(
+    part: PartitionPaths, frames: Sequence[pl.LazyFrame], attributes: Sequence[str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """`sort_partition` for a partition made of source parts (read here, in the worker)."""
+    rows = pl.concat(list(frames), how="vertical").collect()
+    return sort_rows(part, rows, attributes)
+
+
+def entity_in_two_parts(aggregates: Sequence[pl.DataFrame]) -> bool:
+    """Whether an entity appears in the aggregates of two partitions (so the source's
+    parts do not hold whole entities and the build must hash instead)."""
+    found = [a.select("entity") for a in aggregates if a.height]
+    if not found:
+        return False
+    names = pl.concat(found)["entity"].drop_nulls()
+    return names.len() != names.n_unique()

@@ -1,0 +1,135 @@
+"""The MEDS shards used as the build's partitions (seqlm.corpus.source_parts): the
+corpus equals the one built from hashed partitions and the old builder's; shards that
+split a subject, or hold it out of order, still give the same corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers.reference_writer import reference_build
+from helpers.shared_data import shared_path
+
+from seqlm.corpora_adapters import get_adapter
+from seqlm.corpora_adapters.base import Ingested
+from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
+from seqlm.corpus import SplitConfig, build_corpus
+from seqlm.corpus.source_parts import MAX_PART_BUCKETS, source_groups
+from seqlm.vocabularies import TokenScheme
+
+COMPARED = ("tokens.bin", "times.bin", "index.parquet", "tokenizer.json", "scheme.json")
+DEMO = "mimic-iv-demo-meds"
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    for name in COMPARED:
+        assert (a / name).exists() == (b / name).exists(), name
+        if (a / name).exists():
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def read(root: Path) -> tuple[Ingested, TokenScheme]:
+    spec = get_adapter("meds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedsMetadataWarning)
+        events = spec.read([root], MedsOptions())
+    scheme = TokenScheme(**{**spec.scheme_defaults, "min_entities": 2})
+    return events, scheme
+
+
+def small_demo(root: Path, split_subjects: bool = False, shuffle: bool = False) -> Path:
+    """The demo's 12 smallest train subjects in two shards, and 3 of tuning and of
+    held_out; `split_subjects`: the train shards cut by time instead (every subject in
+    both); `shuffle`: each shard's rows in a random order."""
+    demo = shared_path("clinical", DEMO) / "data"
+    for split, keep in (("train", 12), ("tuning", 3), ("held_out", 3)):
+        frame = pl.read_parquet(demo / split / "0.parquet", columns=None)
+        sizes = frame.group_by("subject_id").len().sort("len", "subject_id")
+        frame = frame.filter(pl.col("subject_id").is_in(sizes["subject_id"].head(keep).implode()))
+        if split == "train" and split_subjects:
+            cut = frame["time"].drop_nulls().median()
+            early = pl.col("time").is_null() | (pl.col("time") <= cut)
+            shards = [frame.filter(early), frame.filter(~early)]
+        elif split == "train":
+            first = sizes["subject_id"].head(keep // 2).implode()
+            shards = [frame.filter(pl.col("subject_id").is_in(first)), frame]
+            shards[1] = frame.filter(~pl.col("subject_id").is_in(first))
+        else:
+            shards = [frame]
+        (root / "data" / split).mkdir(parents=True)
+        for number, shard in enumerate(shards):
+            if shuffle:
+                shard = shard.sample(fraction=1.0, shuffle=True, seed=number)
+            shard.write_parquet(root / "data" / split / f"{number}.parquet")
+    return root
+
+
+def build(events: Ingested, out: Path, scheme: TokenScheme, **kwargs):
+    """Built with partitions of the largest shard's rows (so no two shards are grouped)."""
+    rows = max(rows for rows, _ in events.source_parts)
+    return build_corpus(events, out, scheme, SplitConfig(), rows_per_bucket=rows, **kwargs)
+
+
+def hashed(events: Ingested) -> Ingested:
+    """The same events without their shards: the builder hashes them."""
+    return dataclasses.replace(events, source_parts=())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_as_partitions_equal_hashed_partitions(tmp_path, workers):
+    events, scheme = read(small_demo(tmp_path / "meds"))
+    assert len(events.source_parts) == 4
+    new = build(events, tmp_path / "shards", scheme, workers=workers)
+    assert new.manifest["build"]["partitions_from"] == "source"
+    assert new.manifest["build"]["partitions"] == 4
+    assert new.manifest["build"]["spill_files"] == 0
+    assert "partitioning events" not in new.manifest["seconds_per_stage"]
+    assert new.manifest["cpu_seconds_per_stage"].keys() == new.manifest["seconds_per_stage"].keys()
+    rows = max(rows for rows, _ in events.source_parts)
+    old = build_corpus(
+        hashed(events), tmp_path / "hashed", scheme, SplitConfig(), rows_per_bucket=rows
+    )
+    assert old.manifest["build"]["partitions_from"] == "hash"
+    assert_same_files(old.path, new.path)
+    reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
+    assert_same_files(reference, new.path)
+
+
+def test_shards_splitting_a_subject_fall_back_to_hashing(tmp_path):
+    events, scheme = read(small_demo(tmp_path / "meds", split_subjects=True))
+    new = build(events, tmp_path / "new", scheme)
+    assert new.manifest["build"]["partitions_from"] == "hash"
+    # Only the corpus is left beside the data: the abandoned sorted files went with it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meds", "new"]
+    reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
+    assert_same_files(reference, new.path)
+
+
+def test_shards_out_of_order_are_sorted(tmp_path):
+    """Rows shuffled within their shards (so ties at one time take the new file
+    order): the shards are still used, sorted, and give the old builder's corpus."""
+    events, scheme = read(small_demo(tmp_path / "meds", shuffle=True))
+    new = build(events, tmp_path / "new", scheme)
+    assert new.manifest["build"]["partitions_from"] == "source"
+    reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
+    assert_same_files(reference, new.path)
+
+
+def test_source_groups():
+    assert source_groups([], 10) is None
+    assert source_groups([4, 4, 4, 12, 1], 10) == [[0, 1], [2], [3], [4]]
+    assert source_groups([10 * MAX_PART_BUCKETS + 1], 10) is None
+    assert source_groups([3, 0, 3], 10) == [[0, 1, 2]]
+
+
+@pytest.mark.slow
+def test_mimic_demo_from_its_shards_equals_the_old_builder(tmp_path):
+    events, _ = read(shared_path("clinical", DEMO))
+    scheme = TokenScheme(**get_adapter("meds").scheme_defaults)
+    new = build_corpus(events, tmp_path / "new", scheme, SplitConfig())
+    assert new.manifest["build"]["partitions_from"] == "source"
+    reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
+    assert_same_files(reference, new.path)
