@@ -34,7 +34,10 @@ the batch, all allocated before), the same measure in both modes. RSS is what th
 machine has to find, so it includes what glibc's allocator keeps after frees
 (fragmentation), not only live tensors; tokens/s is B x T over the step's wall time
 (`cpu_s` is its process time, and `cpu_speedup` compares tokens per CPU second, the
-figure that load from other processes disturbs least). Medians over `--repeats` subprocesses. The first repeat
+figure that load from other processes disturbs least). Run by hand, the worker with
+mode `blockwise-live` or `dense-live` reports the step's live tensor peak from torch's
+profiler instead (`live_step`: allocator-independent), e.g.
+`python benchmarks/long_step.py CORPUS 8192 blockwise-live 16384 - auto sublayers 1`. Medians over `--repeats` subprocesses. The first repeat
 of each mode also saves the loss and gradients, and the row reports their largest
 difference between the modes. Two more subprocesses per context measure one
 attention call alone (forward and backward, q/k/v of the model's shape): the dense
@@ -129,8 +132,12 @@ def long_worker(
     batch_tokens: int,
     save: Path | None,
     options: dict,
+    live: bool = False,
 ):
-    """One measured training step in this process; prints its figures as JSON."""
+    """One measured training step in this process; prints its figures as JSON.
+
+    With `live`, the step runs under torch's profiler instead and the figures are its
+    live tensor peak (`live_step`), not RSS or time."""
     import torch
 
     import seqlm.model.gpt as gpt_module
@@ -167,6 +174,9 @@ def long_worker(
             stack.enter_context(checkpointed_blocks(model))
         elif options["checkpoint"] == "sublayers":
             stack.enter_context(checkpointed_sublayers(model))
+        if live:
+            print(json.dumps(live_step(model, batch)))
+            return
         figures = measured_step(model, batch, save)
     tokens = batch.idx.numel()
     figures["tokens_per_s"] = round(tokens / figures["wall_s"], 1)
@@ -216,6 +226,40 @@ def measured_step(model, batch, save: Path | None) -> dict:
         "peak_mb": round(peak / 1024, 1),
         "loss": out.loss.item(),
     }
+
+
+def live_step(model, batch) -> dict:
+    """The live tensor bytes at the peak of one step (allocations minus frees, in order,
+    from `torch.profiler` with `profile_memory`), and the innermost ops running then.
+
+    Allocator-independent (no glibc fragmentation, unlike `peak_mb`); the profiler
+    records one-thread CPU allocations of the step only, AdamW's state made before.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    step = {"doc_ids": batch.doc_ids, "position_ids": batch.position_ids}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(batch.idx, batch.targets, **step, return_logits=False).loss.backward()
+        optimizer.step()
+    events = prof.profiler.kineto_results.events()
+    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    live = peak = peak_ns = 0
+    for when, nbytes in memory:
+        live += nbytes
+        if live > peak:
+            peak, peak_ns = live, when
+    running = sorted(
+        (e.start_ns(), e.name())
+        for e in events
+        if e.name() != "[memory]" and e.start_ns() <= peak_ns <= e.start_ns() + e.duration_ns()
+    )
+    return {"live_peak_mb": round(peak / 2**20, 1), "at_peak": [name for _, name in running][-4:]}
 
 
 def attention_worker(corpus_path: Path, context: int, mode: str, batch_tokens: int) -> None:
@@ -355,6 +399,8 @@ def print_long_table(rows: list[dict]) -> None:
 if __name__ == "__main__":
     corpus_arg, context_arg, mode_arg, tokens_arg, save_arg = sys.argv[1:6]
     loss_arg, checkpoint_arg, lean_arg = sys.argv[6:9]
+    live_arg = mode_arg.endswith("-live")
+    mode_arg = mode_arg.removesuffix("-live")
     if mode_arg.endswith("-attention"):
         attention_worker(
             Path(corpus_arg), int(context_arg), mode_arg[: -len("-attention")], int(tokens_arg)
@@ -367,4 +413,5 @@ if __name__ == "__main__":
         int(tokens_arg),
         None if save_arg == "-" else Path(save_arg),
         {"loss_impl": loss_arg, "checkpoint": checkpoint_arg, "lean_mlp": lean_arg == "1"},
+        live_arg,
     )
