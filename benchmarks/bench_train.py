@@ -8,7 +8,7 @@
 `--long` is a different benchmark (benchmarks/long_step.py): one training step at
 contexts 1k-16k on packed MIMIC-IV demo subjects, dense document mask against
 block-wise attention: peak memory and tokens/s, same model, same batch tokens, same
-options (`--loss-impl`, `--checkpoint`, `--plain-mlp` apply to both).
+options (`--loss-impl`, `--checkpoint [blocks|sublayers]`, `--plain-mlp` apply to both).
 
 Same shape (4 layers x 128 wide, 4 heads), same batch (12 rows), same token file (the
 real pre-lesion finch corpus, built into a temporary folder unless `--corpus` names
@@ -211,8 +211,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        action="store_true",
-        help="--long: activation checkpointing of the blocks, in both modes",
+        nargs="?",
+        const="blocks",
+        default="none",
+        choices=("none", "blocks", "sublayers"),
+        help="--long: activation checkpointing in both modes: of whole blocks (the "
+        "flag alone), or of each sublayer (sublayers)",
     )
     parser.add_argument(
         "--plain-mlp",

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py --long                          # T = 1k, 4k, 8k, 16k
     python benchmarks/bench_train.py --long --contexts 1024,8192 --repeats 3 --json out.json
-    python benchmarks/bench_train.py --long --checkpoint             # both modes checkpointed
+    python benchmarks/bench_train.py --long --checkpoint sublayers   # both modes checkpointed
 
 The batch is real: the MIMIC-IV demo (`../shared/data/clinical/mimic-iv-demo-meds`)
 ingested with the clinical defaults into a temporary folder (or `--corpus`), read by
@@ -14,8 +14,10 @@ train the same model (2 layers x 128 wide, 4 heads, rotary) with the same option
 that same batch: the model's default loss `auto` (at these sizes the chunked linear +
 cross-entropy; `--loss-impl` for another), the lean MLP of
 `seqlm.training.efficient.long_context_memory` (`--plain-mlp` for the model's own),
-and with `--checkpoint` activation checkpointing of the blocks. The modes differ only
-in the attention path:
+and with `--checkpoint blocks` activation checkpointing of whole blocks, with
+`--checkpoint sublayers` `seqlm.training.efficient.sublayer_checkpoint` (each sublayer
+keeps only its input; attention keeps its kernel's output; the MLP runs in token
+chunks). The modes differ only in the attention path:
 
 - `dense`: the mask as the model built it before block-wise attention existed (a dense
   (B, 1, T, T) boolean tensor from `dense_attention_mask`, straight into SDPA);
@@ -25,10 +27,17 @@ in the attention path:
 Every measurement is a fresh subprocess on one thread: AdamW's state is allocated
 first (a zero-gradient step), a 64-token forward and backward warms the libraries up,
 the RSS high-water mark is reset (/proc/self/clear_refs),
-then one step (forward, backward, AdamW) is timed. `peak_mb` is the high-water mark
-during the step minus the RSS before it; tokens/s is B x T over the step's wall time
+then one step (forward, backward, AdamW) is timed. `peak_mb` is the process's RSS
+high-water mark during the step minus its RSS just before it: what the step adds on
+top of the fixed baseline (Python, torch, the corpus, the model, AdamW's state and
+the batch, all allocated before), the same measure in both modes. RSS is what the
+machine has to find, so it includes what glibc's allocator keeps after frees
+(fragmentation), not only live tensors; tokens/s is B x T over the step's wall time
 (`cpu_s` is its process time, and `cpu_speedup` compares tokens per CPU second, the
-figure that load from other processes disturbs least). Medians over `--repeats` subprocesses. The first repeat
+figure that load from other processes disturbs least). Run by hand, the worker with
+mode `blockwise-live` or `dense-live` reports the step's live tensor peak from torch's
+profiler instead (`live_step`: allocator-independent), e.g.
+`python benchmarks/long_step.py CORPUS 8192 blockwise-live 16384 - auto sublayers 1`. Medians over `--repeats` subprocesses. The first repeat
 of each mode also saves the loss and gradients, and the row reports their largest
 difference between the modes. Two more subprocesses per context measure one
 attention call alone (forward and backward, q/k/v of the model's shape): the dense
@@ -123,14 +132,19 @@ def long_worker(
     batch_tokens: int,
     save: Path | None,
     options: dict,
+    live: bool = False,
 ):
-    """One measured training step in this process; prints its figures as JSON."""
+    """One measured training step in this process; prints its figures as JSON.
+
+    With `live`, the step runs under torch's profiler instead and the figures are its
+    live tensor peak (`live_step`), not RSS or time."""
     import torch
 
     import seqlm.model.gpt as gpt_module
     from seqlm.kernels.lazy_mask import dense_attention_mask
     from seqlm.model import GPT, preset
     from seqlm.training.efficient.long_context_memory import checkpointed_blocks, lean_mlp
+    from seqlm.training.efficient.sublayer_checkpoint import checkpointed_sublayers
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -156,8 +170,13 @@ def long_worker(
     with ExitStack() as stack:
         if options["lean_mlp"]:
             stack.enter_context(lean_mlp(model))
-        if options["checkpoint"]:
+        if options["checkpoint"] == "blocks":
             stack.enter_context(checkpointed_blocks(model))
+        elif options["checkpoint"] == "sublayers":
+            stack.enter_context(checkpointed_sublayers(model))
+        if live:
+            print(json.dumps(live_step(model, batch)))
+            return
         figures = measured_step(model, batch, save)
     tokens = batch.idx.numel()
     figures["tokens_per_s"] = round(tokens / figures["wall_s"], 1)
@@ -209,6 +228,40 @@ def measured_step(model, batch, save: Path | None) -> dict:
     }
 
 
+def live_step(model, batch) -> dict:
+    """The live tensor bytes at the peak of one step (allocations minus frees, in order,
+    from `torch.profiler` with `profile_memory`), and the innermost ops running then.
+
+    Allocator-independent (no glibc fragmentation, unlike `peak_mb`); the profiler
+    records one-thread CPU allocations of the step only, AdamW's state made before.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    step = {"doc_ids": batch.doc_ids, "position_ids": batch.position_ids}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(batch.idx, batch.targets, **step, return_logits=False).loss.backward()
+        optimizer.step()
+    events = prof.profiler.kineto_results.events()
+    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    live = peak = peak_ns = 0
+    for when, nbytes in memory:
+        live += nbytes
+        if live > peak:
+            peak, peak_ns = live, when
+    running = sorted(
+        (e.start_ns(), e.name())
+        for e in events
+        if e.name() != "[memory]" and e.start_ns() <= peak_ns <= e.start_ns() + e.duration_ns()
+    )
+    return {"live_peak_mb": round(peak / 2**20, 1), "at_peak": [name for _, name in running][-4:]}
+
+
 def attention_worker(corpus_path: Path, context: int, mode: str, batch_tokens: int) -> None:
     """Peak memory of one layer's attention alone (forward and backward) on the batch."""
     import torch
@@ -257,7 +310,7 @@ def run_long(
     options: dict,
 ):
     """Rows of the long benchmark: per context, medians over fresh subprocesses."""
-    settings = [options["loss_impl"], "1" if options["checkpoint"] else "0"]
+    settings = [options["loss_impl"], options["checkpoint"]]
     settings += ["1" if options["lean_mlp"] else "0"]
     rows = []
     for context in contexts:
@@ -346,6 +399,8 @@ def print_long_table(rows: list[dict]) -> None:
 if __name__ == "__main__":
     corpus_arg, context_arg, mode_arg, tokens_arg, save_arg = sys.argv[1:6]
     loss_arg, checkpoint_arg, lean_arg = sys.argv[6:9]
+    live_arg = mode_arg.endswith("-live")
+    mode_arg = mode_arg.removesuffix("-live")
     if mode_arg.endswith("-attention"):
         attention_worker(
             Path(corpus_arg), int(context_arg), mode_arg[: -len("-attention")], int(tokens_arg)
@@ -357,5 +412,6 @@ if __name__ == "__main__":
         mode_arg,
         int(tokens_arg),
         None if save_arg == "-" else Path(save_arg),
-        {"loss_impl": loss_arg, "checkpoint": checkpoint_arg == "1", "lean_mlp": lean_arg == "1"},
+        {"loss_impl": loss_arg, "checkpoint": checkpoint_arg, "lean_mlp": lean_arg == "1"},
+        live_arg,
     )

@@ -75,10 +75,10 @@ def max_segment_length(doc_ids: Tensor) -> int:
 
 
 def _flat_heads(x: Tensor) -> Tensor:
-    """(B, H, T, d) -> (B*T + 1, H, d): one row per position, plus a zero row for padding."""
+    """(B, H, T, d) -> (B*T, H, d): one row per position (a view when x is laid out
+    (B, T, H, d), as the model's q/k/v projections are; else one copy)."""
     batch, heads, length, width = x.shape
-    flat = x.transpose(1, 2).reshape(batch * length, heads, width)
-    return torch.cat([flat, flat.new_zeros(1, heads, width)])
+    return x.transpose(1, 2).reshape(batch * length, heads, width)
 
 
 def document_attention(
@@ -90,30 +90,31 @@ def document_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
 ) -> Tensor:
-    """Causal attention inside each document segment, batched by segment length."""
+    """Causal attention inside each document segment, batched by segment length.
+
+    A padded position reads its segment's first row (any real row would do: the causal
+    rule hides end padding from every real query) and writes its output to one spare
+    row past the end, which is dropped; so besides each bucket's gathered q, k, v and
+    output nothing T-sized is copied.
+    """
     batch, heads, length, width = q.shape
     starts, lengths = document_segments(doc_ids)
-    padding_row = batch * length
+    rows = batch * length
     flat = [_flat_heads(x) for x in (q, k, v)]
     buckets = torch.tensor([bucket_length(int(n)) for n in lengths])
-    outputs, positions = [], []
+    result = q.new_empty(rows + 1, heads, width)  # the last row takes padded outputs
     for size in buckets.unique().tolist():
         chosen = (buckets == size).nonzero().flatten()
-        offsets = torch.arange(size)
-        index = starts[chosen, None] + offsets[None, :]
-        real = offsets[None, :] < lengths[chosen, None]
-        index = torch.where(real, index, torch.full_like(index, padding_row)).to(q.device)
-        real = real.to(q.device)
-        qb, kb, vb = (x[index].transpose(1, 2) for x in flat)  # (n, H, size, d)
+        index = starts[chosen, None] + torch.arange(size)[None, :]
+        real = index < (starts + lengths)[chosen, None]
+        read = torch.where(real, index, starts[chosen, None]).to(q.device)
+        write = torch.where(real, index, torch.full_like(index, rows)).to(q.device)
+        qb, kb, vb = (x[read].transpose(1, 2) for x in flat)  # (n, H, size, d)
         out = F.scaled_dot_product_attention(
             qb, kb, vb, is_causal=True, scale=scale, dropout_p=dropout_p
         )
-        outputs.append(out.transpose(1, 2)[real])  # (tokens, H, d) in index order
-        positions.append(index[real])
-    order = torch.empty(padding_row, dtype=torch.long, device=q.device)
-    order[torch.cat(positions)] = torch.arange(padding_row, device=q.device)
-    result = torch.cat(outputs).index_select(0, order)
-    return result.view(batch, length, heads, width).transpose(1, 2)
+        result.index_put_((write.flatten(),), out.transpose(1, 2).reshape(-1, heads, width))
+    return result[:rows].view(batch, length, heads, width).transpose(1, 2)
 
 
 def _query_blocks(x: Tensor, block: int, blocks: int) -> Tensor:

@@ -106,7 +106,9 @@ def test_model_mask_is_lazy():
     assert attention_mask(64) is None
 
 
-@pytest.mark.parametrize(("span", "checkpoint"), [(None, False), (96, False), (None, True)])
+@pytest.mark.parametrize(
+    ("span", "checkpoint"), [(None, False), (96, False), (None, True), (None, "sublayers")]
+)
 def test_gpt_loss_and_gradients_match_the_dense_mask_model(monkeypatch, span, checkpoint):
     length = 1536
     config = preset(
@@ -129,7 +131,8 @@ def test_gpt_loss_and_gradients_match_the_dense_mask_model(monkeypatch, span, ch
         torch.manual_seed(0)
         model = GPT(config)
         # The long-context options apply to both paths (lean MLP, activation
-        # checkpointing, the loss without logits), as bench_train.py --long compares them.
+        # checkpointing of blocks or sublayers, the loss without logits), as
+        # bench_train.py --long compares them.
         with (
             long_context_memory(model, checkpoint=True) if checkpoint else contextlib.nullcontext()
         ):

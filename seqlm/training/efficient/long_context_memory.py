@@ -18,7 +18,10 @@ exact (same loss and gradients as the plain model, to float rounding):
   path saves more memory and pays its T^2 work twice.
 
 `long_context_memory(model, checkpoint=...)` applies both (checkpointing only when
-asked). The model is restored on exit; its state dict never changes (the savers are
+asked: `True` or "blocks" for whole blocks, "sublayers" for
+`seqlm.training.efficient.sublayer_checkpoint`, which keeps each sublayer's input only,
+keeps the attention kernel's output instead of recomputing it, and runs the MLP in
+token chunks). The model is restored on exit; its state dict never changes (the savers are
 instance attributes, not new modules). `use_lean_mlp(model)` attaches the lean MLP for
 good: the trainer does so for contexts from `LEAN_MLP_MIN_CONTEXT` on.
 docs/long_context.md has the measured costs.
@@ -37,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from seqlm.kernels.gelu_linear import gelu_linear
 from seqlm.model.gpt import GPT
+from seqlm.training.efficient.sublayer_checkpoint import checkpointed_sublayers
 
 # From this context on the trainer gives a GPT the lean MLP (the length where CPU
 # attention turns block-wise and activations dominate a step's memory).
@@ -97,11 +101,19 @@ def use_lean_mlp(model: nn.Module) -> bool:
     return True
 
 
+CHECKPOINT_CHOICES = (False, True, "blocks", "sublayers")
+
+
 @contextmanager
-def long_context_memory(model: GPT, *, checkpoint: bool = False) -> Iterator[GPT]:
-    """The lean MLP, and activation checkpointing of the blocks when `checkpoint`."""
+def long_context_memory(model: GPT, *, checkpoint: bool | str = False) -> Iterator[GPT]:
+    """The lean MLP, and activation checkpointing when `checkpoint` (True or "blocks":
+    whole blocks; "sublayers": each sublayer keeps only its input)."""
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINT_CHOICES}, not {checkpoint!r}")
     with ExitStack() as stack:
         stack.enter_context(lean_mlp(model))
-        if checkpoint:
+        if checkpoint == "sublayers":
+            stack.enter_context(checkpointed_sublayers(model))
+        elif checkpoint:
             stack.enter_context(checkpointed_blocks(model))
         yield model

@@ -1,0 +1,174 @@
+"""Sublayer checkpointing: each residual sublayer keeps only its input for the backward.
+
+With block-wise attention (no T x T tensor) a long-context step's memory is what
+autograd keeps per block: the norms' inputs and outputs, q/k/v and the attention
+output, the MLP's (N, 4C) hidden. `checkpointed_sublayers(model)` replaces that, per
+block, by the two residual-stream tensors entering the sublayers (2 x N x C), and keeps
+the recomputation in the backward small and cheap:
+
+- **attention sublayer** (norm, q/k/v projection, rotary, attention, output
+  projection): selective checkpointing (`torch.utils.checkpoint` with a policy)
+  keeps the fused attention kernel's outputs (its output and log-sum-exp, what its
+  backward needs besides q, k, v) and recomputes the rest, so the backward pays the
+  norm, two projections and the rotation again (linear in T) but not the attention.
+- **MLP sublayer** (norm, up, GELU, down, all per token): `token_chunked_checkpoint`
+  runs it in chunks of tokens without recording a graph, and the backward recomputes
+  and differentiates one chunk at a time, so the (N, 4C) hidden never exists whole
+  (one chunk of `chunk_elements` at a time). Where that would not be the same
+  computation (dropout draws, forward hooks that may count their calls) it falls
+  back to plain checkpointing of the sublayer.
+
+Exact: the same ops on the same values; parameter gradients of the chunked MLP are
+sums over chunks (float rounding). tests/training/test_efficient_sublayer_checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
+
+# Elements of the MLP's hidden (N, 4C) per chunk: 4 MiB in float32.
+MLP_CHUNK_ELEMENTS = 1 << 20
+
+# Fused attention kernels whose outputs a checkpointed attention sublayer keeps.
+_ATTENTION_KERNELS = tuple(
+    getattr(torch.ops.aten, name).default
+    for name in (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+    )
+    if hasattr(torch.ops.aten, name)
+)
+
+
+def _keep_attention_outputs(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    if op in _ATTENTION_KERNELS:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def attention_saving_contexts():
+    """`context_fn` for `checkpoint`: keep attention kernels' outputs, recompute the rest."""
+    return create_selective_checkpoint_contexts(_keep_attention_outputs)
+
+
+class _TokenChunked(torch.autograd.Function):
+    """`fn` over the last dimension's rows in chunks; the backward recomputes per chunk."""
+
+    @staticmethod
+    def forward(ctx, fn, chunk_tokens: int, x: Tensor, *params: Tensor) -> Tensor:
+        ctx.fn, ctx.chunk_tokens = fn, chunk_tokens
+        ctx.autocast = (x.device.type, torch.is_autocast_enabled(x.device.type))
+        ctx.autocast_dtype = torch.get_autocast_dtype(x.device.type)
+        ctx.save_for_backward(x, *params)
+        flat = x.reshape(-1, x.shape[-1])
+        pieces = [fn(chunk) for chunk in flat.split(chunk_tokens)]
+        out = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, *params = ctx.saved_tensors
+        trainable = [p for p, need in zip(params, ctx.needs_input_grad[3:], strict=True) if need]
+        flat = x.detach().reshape(-1, x.shape[-1])
+        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = torch.empty_like(flat) if ctx.needs_input_grad[2] else None
+        totals: list[Tensor | None] = [None] * len(trainable)
+        device_type, enabled = ctx.autocast
+        start = 0
+        for chunk, chunk_grad in zip(
+            flat.split(ctx.chunk_tokens), flat_grad.split(ctx.chunk_tokens), strict=True
+        ):
+            chunk = chunk.requires_grad_()
+            with (
+                torch.enable_grad(),
+                torch.autocast(device_type, dtype=ctx.autocast_dtype, enabled=enabled),
+            ):
+                y = ctx.fn(chunk)
+            grads = torch.autograd.grad(y, [chunk, *trainable], chunk_grad, allow_unused=True)
+            if grad_x is not None:
+                grad_x[start : start + len(chunk)] = grads[0]
+            for i, grad in enumerate(grads[1:]):
+                if grad is not None:
+                    totals[i] = grad if totals[i] is None else totals[i].add_(grad)
+            start += len(chunk)
+        per_param = iter(totals)
+        param_grads = [next(per_param) if need else None for need in ctx.needs_input_grad[3:]]
+        grad_x = None if grad_x is None else grad_x.view_as(x)
+        return None, None, grad_x, *param_grads
+
+
+def token_chunked_checkpoint(
+    fn: Callable[[Tensor], Tensor], x: Tensor, params: Sequence[Tensor], chunk_tokens: int
+) -> Tensor:
+    """`fn(x)` for a per-token `fn` (rows of x independent), keeping only `x` for backward.
+
+    `params` are the tensors `fn` uses that may need gradients (its module's
+    parameters). The forward runs `fn` on `chunk_tokens` rows at a time without a
+    graph; the backward recomputes and differentiates one chunk at a time.
+    """
+    if not torch.is_grad_enabled():
+        return fn(x)
+    return _TokenChunked.apply(fn, chunk_tokens, x, *params)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in module.modules()
+    )
+
+
+def _chunkable_mlp(block: nn.Module) -> bool:
+    dropout = block.mlp.dropout and block.training
+    return not dropout and not _has_hooks(block.mlp) and not _has_hooks(block.mlp_norms)
+
+
+def _sublayer_checkpointed_forward(
+    block: nn.Module,
+    x: Tensor,
+    rotary: tuple[Tensor, Tensor] | None = None,
+    mask: Tensor | None = None,
+    cache: object = None,
+) -> Tensor:
+    plain = type(block).forward
+    # A KV cache (generation) or no gradients: nothing to save, run as is.
+    if not torch.is_grad_enabled() or cache is not None:
+        return plain(block, x, rotary, mask, cache)
+
+    def attention_step(h: Tensor) -> Tensor:
+        return block.attn_norms.residual_step(h, lambda n: block.attn(n, rotary, mask, None))
+
+    def mlp_step(h: Tensor) -> Tensor:
+        return block.mlp_norms.residual_step(h, block.mlp)
+
+    x = checkpoint(attention_step, x, use_reentrant=False, context_fn=attention_saving_contexts)
+    if not _chunkable_mlp(block):
+        return checkpoint(mlp_step, x, use_reentrant=False)
+    params = [*block.mlp_norms.parameters(), *block.mlp.parameters()]
+    hidden = max(1, block.mlp.up.out_features)
+    return token_chunked_checkpoint(mlp_step, x, params, max(1, MLP_CHUNK_ELEMENTS // hidden))
+
+
+@contextmanager
+def checkpointed_sublayers(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, each block of the GPT `model` keeps its two sublayer inputs."""
+    wrapped = [block for block in model.blocks if "forward" not in vars(block)]
+    for block in wrapped:
+        # A bound method: a deepcopy of the model binds the copy's forward to the copy.
+        block.forward = types.MethodType(_sublayer_checkpointed_forward, block)
+    try:
+        yield model
+    finally:
+        for block in wrapped:
+            del block.forward
