@@ -97,7 +97,10 @@ def curve(run: Path, corpus_path: Path, split: str = "tuning") -> list[dict]:
     return rows
 
 
-def train(corpus: Path, run: Path, budget: str | None, sets: list[str]) -> dict:
+def train(
+    corpus: Path, run: Path, budget: str | None, sets: list[str], init: Path | None = None
+) -> dict:
+    """Train `run` on `corpus` (from `init`'s weights when given) unless it exists."""
     import torch
 
     from seqlm.training.config import resolve_settings
@@ -108,7 +111,7 @@ def train(corpus: Path, run: Path, budget: str | None, sets: list[str]) -> dict:
     if not (run / "metrics.jsonl").is_file():
         overrides = ["train.cpu_threads=1", "train.keep_last=1000", *sets]
         settings = resolve_settings(None, overrides, None, budget=budget, recipe=True)
-        train_on_corpus(corpus, run, settings)
+        train_on_corpus(corpus, run, settings, init=init)
     return {
         "train_s": round(time.perf_counter() - began, 1),
         "train_cpu_s": round(time.process_time() - began_cpu, 1),
