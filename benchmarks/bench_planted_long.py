@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +37,13 @@ from bench_planted_curve import _eval_losses
 from bench_planted_curve import train as train_run
 
 from seqlm.datasets.planted import write_strings
-from seqlm.datasets.planted_multi import multi_pair_sequences, query_symbols
+from seqlm.datasets.planted_multi import (
+    KEY_BASE,
+    QUERY_BASE,
+    VALUES,
+    multi_pair_sequences,
+    query_symbols,
+)
 
 MODEL_SETS = [
     "model.block_size=8192",
@@ -54,6 +61,23 @@ MODEL_SETS = [
     "train.eval_batches=2",
     "train.early_stopping=0",
 ]
+
+
+def widened_run(run: Path, block_size: int, dest: Path) -> Path:
+    """A copy of `run` whose config says `block_size` (rotary models only).
+
+    A rotary GPT has no weight that depends on the block size (the cos/sin tables are
+    rebuilt from the config), so a model trained on short rows is the same model at
+    8,192; `--init` and scoring read the block size from config.json, hence the copy.
+    """
+    if not (dest / "config.json").is_file():
+        config = json.loads((run / "config.json").read_text())
+        if config["model"]["positions"] != "rotary":
+            raise SystemExit(f"{run}: only a rotary run can be widened to {block_size}")
+        shutil.copytree(run, dest)
+        config["model"]["block_size"] = block_size
+        (dest / "config.json").write_text(json.dumps(config, indent=1))
+    return dest
 
 
 def build_corpus(out: Path, args: argparse.Namespace) -> Path:
@@ -102,6 +126,67 @@ def planted_scores(run: Path, corpus, checkpoint: str, pairs: int) -> dict:
             nll.extend((-picked.gather(1, answers[:, None])[:, 0]).tolist())
             hits.extend((picked.argmax(-1) == answers).tolist())
     return {"n": len(nll), "ce": float(np.mean(nll)), "top1": float(np.mean(hits))}
+
+
+def _key_positions(seq: np.ndarray, tokens: tuple[str, ...], pairs: int) -> list[tuple[int, int]]:
+    """(query position, its key's position) for every pair of one sequence."""
+    keys, found = {}, []
+    for i, t in enumerate(seq.tolist()):
+        code = ord(tokens[t][0]) if len(tokens[t]) == 1 else 0
+        if KEY_BASE <= code < QUERY_BASE:
+            keys[(code - KEY_BASE) // VALUES] = i
+        elif QUERY_BASE <= code < QUERY_BASE + pairs:
+            found.append((i, keys[code - QUERY_BASE]))
+    return found
+
+
+def query_attention(run: Path, corpus, checkpoint: str, pairs: int, near: int = 100) -> list[dict]:
+    """Per layer and head, over the tuning query rows: mean weight on the row's own key
+    and mass within `near` positions of the key's distance, against uniform attention."""
+    import torch
+
+    from seqlm.analysis.attention_capture import capture_attention_inputs
+    from seqlm.evaluation.model_scorer import load_run_model
+
+    model = load_run_model(run, checkpoint).model.eval()
+    tokens = corpus.vocabulary.tokens
+    sums: dict[tuple[int, int], np.ndarray] = {}
+    count = 0
+    for seq in _sequences(corpus, "tuning"):
+        found = _key_positions(seq, tokens, pairs)
+        rows = torch.tensor([q for q, _ in found])
+        keys = torch.tensor([k for _, k in found])
+        captured = capture_attention_inputs(model, seq)
+        for layer, inputs in captured.layers.items():
+            q, k = inputs.q[0][:, rows].float(), inputs.k[0].float()  # (H, n, d), (H, T, d)
+            scores = (q @ k.transpose(-1, -2)) * inputs.scale
+            causal = torch.arange(k.shape[1])[None, :] > rows[:, None]
+            weights = scores.masked_fill(causal, float("-inf")).softmax(-1)  # (H, n, T)
+            lag = rows[:, None] - torch.arange(k.shape[1])[None, :]
+            band = (lag - (rows - keys)[:, None]).abs() <= near
+            on_key = weights.gather(-1, keys[None, :, None].expand(len(weights), -1, 1))[..., 0]
+            for head in range(len(weights)):
+                row = np.array(
+                    [
+                        on_key[head].sum(),
+                        (weights[head] * band).sum(),
+                        (1.0 / (rows + 1)).sum(),
+                        (band & ~causal).sum(-1).div(rows + 1).sum(),
+                    ]
+                )
+                sums[(layer, head)] = sums.get((layer, head), 0) + row
+        count += len(found)
+    return [
+        {
+            "layer": layer,
+            "head": head,
+            "on_key": v[0] / count,
+            "near_key": v[1] / count,
+            "uniform_on_key": v[2] / count,
+            "uniform_near_key": v[3] / count,
+        }
+        for (layer, head), v in sorted(sums.items())
+    ]
 
 
 def key_distances(corpus, pairs: int) -> dict:
@@ -174,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spread", type=int, default=None, help="keys in the first N")
     parser.add_argument("--ngram-order", type=int, default=4)
     parser.add_argument("--init", type=Path, default=None, help="start from this run")
+    parser.add_argument(
+        "--widen", type=int, default=None, help="use --init/--score-only at this block size"
+    )
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--name", default="run", help="run folder under --out")
     parser.add_argument("--score-only", type=Path, default=None, help="score this run only")
@@ -181,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     corpus = build_corpus(args.out, args)
+    if args.widen is not None:
+        for attr in ("init", "score_only"):
+            given = getattr(args, attr)
+            if given is not None:
+                wide = args.out / f"{given.name}-{attr}-{args.widen}"
+                setattr(args, attr, widened_run(given, args.widen, wide))
     run = args.score_only or args.out / args.name
     timing = {}
     if args.score_only is None:
