@@ -1,5 +1,6 @@
 """Planted long-range corpus: train one GPT and follow the planted answers checkpoint by
-checkpoint (issue 13's 50-500 gaps, issue 19's 4,000-token gap at T = 8,192).
+checkpoint (issue 13's 50-500 gaps; issue 19's 4,000-token gap at T = 8,192, which
+`bench_planted_long.py` now learns with many pairs a sequence and a gap curriculum).
 
 The overall tuning loss hides the planted dependency (1-2% of targets, 0.1% at a 4,000
 gap); this prints, for every kept checkpoint, the cross-entropy and top-1 on the planted

@@ -166,7 +166,7 @@ def query_attention(run: Path, corpus, checkpoint: str, pairs: int, near: int = 
             band = (lag - (rows - keys)[:, None]).abs() <= near
             on_key = weights.gather(-1, keys[None, :, None].expand(len(weights), -1, 1))[..., 0]
             for head in range(len(weights)):
-                row = np.array(
+                row = np.array(  # summed over query rows; divided by their count below
                     [
                         on_key[head].sum(),
                         (weights[head] * band).sum(),
@@ -180,10 +180,10 @@ def query_attention(run: Path, corpus, checkpoint: str, pairs: int, near: int = 
         {
             "layer": layer,
             "head": head,
-            "on_key": v[0] / count,
-            "near_key": v[1] / count,
-            "uniform_on_key": v[2] / count,
-            "uniform_near_key": v[3] / count,
+            "on_key": float(v[0] / count),
+            "near_key": float(v[1] / count),
+            "uniform_on_key": float(v[2] / count),
+            "uniform_near_key": float(v[3] / count),
         }
         for (layer, head), v in sorted(sums.items())
     ]
@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-gap", type=int, default=3990)
     parser.add_argument("--max-gap", type=int, default=4010)
     parser.add_argument("--spread", type=int, default=None, help="keys in the first N")
+    parser.add_argument("--near", type=int, default=10, help="band around the key distance")
     parser.add_argument("--ngram-order", type=int, default=4)
     parser.add_argument("--init", type=Path, default=None, help="start from this run")
     parser.add_argument(
@@ -289,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         "chance": math.log(4),
         "curve": curve(run, corpus, args.pairs),
     }
+    last = sorted((run / "checkpoints").glob("step_*"))[-1].name
+    result["query_attention"] = {
+        "checkpoint": last,
+        "near": args.near,
+        "heads": query_attention(run, load_corpus(corpus), last, args.pairs, args.near),
+    }
     with open(args.out / "planted_long.jsonl", "a", encoding="utf-8") as log:
         log.write(json.dumps(result) + "\n")
     if args.json:
@@ -296,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{run} {timing} key distance {result['key_distance']} n-gram {result['ngram']}")
         print_rows(result["curve"])
+        print(f"attention of the query rows at {last} (within {args.near} of the key's distance)")
+        for h in result["query_attention"]["heads"]:
+            print(
+                f"layer {h['layer']} head {h['head']}: on the key {h['on_key']:.4f} "
+                f"(uniform {h['uniform_on_key']:.5f}), near it {h['near_key']:.4f} "
+                f"(uniform {h['uniform_near_key']:.4f})"
+            )
     return 0
 
 
