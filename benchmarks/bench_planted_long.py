@@ -42,6 +42,7 @@ from seqlm.datasets.planted_multi import (
     QUERY_BASE,
     VALUES,
     multi_pair_sequences,
+    planted_targets,
     query_symbols,
 )
 
@@ -108,8 +109,8 @@ def _queries(corpus, pairs: int) -> set[int]:
     return {ids[q] for q in query_symbols(pairs) if q in ids}
 
 
-def planted_scores(run: Path, corpus, checkpoint: str, pairs: int) -> dict:
-    """CE, top-1 and key distance over the planted answers of the tuning split."""
+def planted_scores(run: Path, corpus, checkpoint: str, pairs: int, split: str = "tuning") -> dict:
+    """CE and top-1 over the planted answers of `split`."""
     import torch
 
     from seqlm.evaluation.model_scorer import load_run_model
@@ -118,8 +119,8 @@ def planted_scores(run: Path, corpus, checkpoint: str, pairs: int) -> dict:
     queries = _queries(corpus, pairs)
     nll, hits = [], []
     with torch.no_grad():
-        for seq in _sequences(corpus, "tuning"):
-            at = np.flatnonzero(np.isin(seq[:-1], sorted(queries)))
+        for seq in _sequences(corpus, split):
+            at = planted_targets(seq, queries)
             logp = model(torch.from_numpy(seq)[None]).logits.float().log_softmax(-1)[0]
             answers = torch.from_numpy(seq[at + 1])
             picked = logp[torch.from_numpy(at)]
@@ -208,15 +209,15 @@ def key_distances(corpus, pairs: int) -> dict:
     }
 
 
-def ngram_planted(corpus, pairs: int, order: int) -> dict:
-    """CE of a Kneser-Ney n-gram fitted on the train split, on the tuning planted answers."""
+def ngram_planted(corpus, pairs: int, order: int, split: str = "tuning") -> dict:
+    """CE of a Kneser-Ney n-gram fitted on the train split, on `split`'s planted answers."""
     from seqlm.evaluation.ngram import KneserNeyModel
 
     model = KneserNeyModel.fit(_sequences(corpus, "train"), corpus.vocab_size, order)
-    queries = sorted(_queries(corpus, pairs))
+    queries = _queries(corpus, pairs)
     nll = []
-    for seq in _sequences(corpus, "tuning"):
-        for i in np.flatnonzero(np.isin(seq[:-1], queries)).tolist():
+    for seq in _sequences(corpus, split):
+        for i in planted_targets(seq, queries).tolist():
             nll.append(-math.log(model.next_token_distribution(seq[: i + 1])[seq[i + 1]]))
     return {"order": order, "ce": float(np.mean(nll)), "n": len(nll)}
 
