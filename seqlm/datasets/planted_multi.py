@@ -27,6 +27,7 @@ from bisect import bisect_right
 import numpy as np
 
 from seqlm.datasets.planted import ANSWERS, FILLER, _chain
+from seqlm.errors import ConfigError
 
 KEY_BASE = 0x100  # 'Ā'...: key token of pair j, value v is chr(KEY_BASE + 4 * j + v)
 QUERY_BASE = 0x180  # 'ƀ'...: query mark of pair j is chr(QUERY_BASE + j)
@@ -61,11 +62,11 @@ def _filler(rng: np.random.Generator, cumulative: list[list[float]], length: int
 
 def _check(pairs: int, min_gap: int, max_gap: int, spread: int) -> None:
     if not 1 <= pairs <= MAX_PAIRS:
-        raise ValueError(f"pairs must be 1..{MAX_PAIRS}, not {pairs}")
+        raise ConfigError(f"pairs must be 1..{MAX_PAIRS}, not {pairs}")
     if not 1 <= min_gap <= max_gap:
-        raise ValueError(f"need 1 <= min_gap <= max_gap, got {min_gap}..{max_gap}")
+        raise ConfigError(f"need 1 <= min_gap <= max_gap, got {min_gap}..{max_gap}")
     if spread < pairs:
-        raise ValueError(f"spread {spread} cannot hold {pairs} keys")
+        raise ConfigError(f"spread {spread} cannot hold {pairs} keys")
 
 
 def multi_pair_sequences(

@@ -15,6 +15,7 @@ from seqlm.datasets.planted_multi import (
     planted_targets,
     query_symbol,
 )
+from seqlm.errors import ConfigError
 
 
 def _pairs_of(seq: str) -> dict[int, tuple[int, int, int]]:
@@ -92,5 +93,5 @@ def test_symbols_are_distinct_per_pair_and_value():
     ],
 )
 def test_bad_settings_are_refused(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         multi_pair_sequences(1, **kwargs)
