@@ -50,8 +50,8 @@ from seqlm.training.recipe_basis import (
     STEP_TOKENS,
     BudgetSpec,
     CorpusFacts,
-    _expected_tokens,
     _non_embedding_params,
+    expected_tokens,
 )
 
 # The train-split size from which this rule applies. The MIMIC-IV demo's default
@@ -129,7 +129,7 @@ def large_shape(
     index = LARGE_SHAPE_LADDER.index(fitting[-1]) if fitting else 0
     while True:
         shape = LARGE_SHAPE_LADDER[index]
-        tokens = _expected_tokens(budget, shape, facts, context, device)
+        tokens = expected_tokens(budget, shape, facts, context, device)
         if index == 0 or tokens >= LARGE_BUDGET_TOKENS_PER_PARAM * _non_embedding_params(*shape):
             return shape, tokens, data_cap
         index -= 1
