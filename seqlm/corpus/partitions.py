@@ -104,6 +104,12 @@ class PartitionPaths:
         return self.folder / f"pairs-{self.number:05d}.parquet"
 
 
+def read_work_file(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """A work file read back; glob=False because the output folder may hold `[` or `*`."""
+    frame = pl.scan_ipc(path, glob=False)
+    return (frame.select(columns) if columns is not None else frame).collect()
+
+
 def partition_of(entity: pl.Expr, n_partitions: int) -> pl.Expr:
     """The partition of each entity (a fixed hash of its name)."""
     # A null entity (an error the entity table reports) goes to partition 0.
@@ -269,7 +275,7 @@ def sample_partition(
     sampler = ValueSampler(sample_size)
     if part.sorted_file.exists():
         columns = ["entity", "time", "order", "code", "value", "text"]
-        rows = pl.read_ipc(part.sorted_file, columns=columns)
+        rows = read_work_file(part.sorted_file, columns)
         sampler.add(rows.filter(pl.Series(_is_train(part_split))))
     return sampler
 
@@ -286,7 +292,7 @@ def count_partition(
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter
-    rows = pl.read_ipc(part.sorted_file)
+    rows = read_work_file(part.sorted_file)
     keyed, pairs = keyed_rows(rows, scheme, bins)
     del rows
     tokens = pair_tokens(pairs, scheme)
@@ -341,7 +347,7 @@ def encode_partition(
     empty = pl.Series("entity", [], dtype=pl.String)
     if not part.tokens_file.exists():
         return EncodedPartition(empty, np.zeros(0, np.int64), np.zeros(0, vocab.token_dtype), None)
-    rows = pl.read_ipc(part.tokens_file)
+    rows = read_work_file(part.tokens_file)
     pairs = pl.read_parquet(part.pairs_file, glob=False).sort("pair")
     if vocab.scheme.use_text:
         check_known_sources(pairs, vocab.data_tokens)
