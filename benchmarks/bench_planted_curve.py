@@ -82,8 +82,9 @@ def _eval_losses(run: Path) -> dict[int, tuple[int, float]]:
     return losses
 
 
-def curve(run: Path, corpus_path: Path, split: str = "tuning") -> list[dict]:
-    """One row per kept checkpoint: step, tokens, tuning loss, planted scores."""
+def checkpoint_rows(run: Path, corpus_path: Path, score) -> list[dict]:
+    """One row per kept checkpoint: step, tokens, tuning loss, then `score(corpus,
+    checkpoint_name)`'s planted scores and the CPU seconds they took."""
     from seqlm.corpus import load_corpus
 
     corpus = load_corpus(corpus_path)
@@ -92,10 +93,19 @@ def curve(run: Path, corpus_path: Path, split: str = "tuning") -> list[dict]:
     for folder in sorted((run / "checkpoints").glob("step_*")):
         step = int(folder.name.split("_")[1])
         tokens, loss = losses.get(step, (None, float("nan")))
+        began = time.process_time()
         row = {"step": step, "tokens": tokens, "tuning_loss": loss}
-        row.update(planted_scores(run, corpus, folder.name, split))
+        row.update(score(corpus, folder.name))
+        row["score_cpu_s"] = round(time.process_time() - began, 1)
         rows.append(row)
     return rows
+
+
+def curve(run: Path, corpus_path: Path, split: str = "tuning") -> list[dict]:
+    """One row per kept checkpoint: step, tokens, tuning loss, planted scores."""
+    return checkpoint_rows(
+        run, corpus_path, lambda corpus, name: planted_scores(run, corpus, name, split)
+    )
 
 
 def train(

@@ -29,11 +29,10 @@ import argparse
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
-from bench_planted_curve import _eval_losses
+from bench_planted_curve import checkpoint_rows
 from bench_planted_curve import train as train_run
 
 from seqlm.datasets.planted import write_strings
@@ -224,20 +223,9 @@ def ngram_planted(corpus, pairs: int, order: int, split: str = "tuning") -> dict
 
 def curve(run: Path, corpus_path: Path, pairs: int) -> list[dict]:
     """One row per kept checkpoint: step, tokens, tuning loss, planted scores."""
-    from seqlm.corpus import load_corpus
-
-    corpus = load_corpus(corpus_path)
-    losses = _eval_losses(run)
-    rows = []
-    for folder in sorted((run / "checkpoints").glob("step_*")):
-        step = int(folder.name.split("_")[1])
-        tokens, loss = losses.get(step, (None, float("nan")))
-        began = time.process_time()
-        row = {"step": step, "tokens": tokens, "tuning_loss": loss}
-        row.update(planted_scores(run, corpus, folder.name, pairs))
-        row["score_cpu_s"] = round(time.process_time() - began, 1)
-        rows.append(row)
-    return rows
+    return checkpoint_rows(
+        run, corpus_path, lambda corpus, name: planted_scores(run, corpus, name, pairs)
+    )
 
 
 def print_rows(rows: list[dict]) -> None:
