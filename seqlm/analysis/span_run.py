@@ -92,7 +92,9 @@ def span_experiment(
         loaded.index, settings.split, per_group=settings.max_sequences, group_column=by, seed=seed
     )
     groups = rows[by].cast(pl.String).fill_null("(none)").to_list()
-    sweep = span_sweep(model, corpus_sequences(loaded, rows), groups, settings.sweep, progress)
+    sequences = corpus_sequences(loaded, rows)
+    conditioning = loaded.vocabulary.condition_ids
+    sweep = span_sweep(model, sequences, groups, settings.sweep, progress, conditioning)
     folder = output_folder(out if out is not None else run / "analysis" / "span")
     result = SpanRun(sweep, folder, [], caution)
     with output_lock(folder, "seqlm attention span"):

@@ -117,9 +117,11 @@ def span_sweep(
     groups: Sequence[str] | None = None,
     config: SpanSweepConfig | None = None,
     progress: Progress | None = None,
+    context_only_ids: Sequence[int] = (),
 ) -> SpanSweep:
     """Evaluate with full context, then each span and truncation of the sweep, and derive
-    the per-group tables and effective context lengths (see the module docstring)."""
+    the per-group tables and effective context lengths (see the module docstring).
+    Targets whose true id is in `context_only_ids` (conditioning tokens) are not scored."""
     config = config or SpanSweepConfig()
     block_size = int(model.config.block_size)
     too_long = [w for w in config.windows if w > block_size]
@@ -157,6 +159,13 @@ def span_sweep(
                 progress.advance()
     finally:
         progress.finish()
+    # Scored with every target (the window batches follow each sequence target by
+    # target), then the conditioning targets are dropped from every figure.
+    keep = ~np.isin(targets.token, np.asarray(context_only_ids, dtype=np.int64))
+    targets, full = targets.without_tokens(context_only_ids), full[keep]
+    log_probs = {key: values[keep] for key, values in log_probs.items()}
+    if len(targets) == 0:
+        raise ConfigError("no tokens to evaluate: every target is a conditioning token")
     target_groups = names[targets.sequence]
     table = _sweep_table(targets, target_groups, full, log_probs, config)
     effective = {

@@ -17,7 +17,7 @@ predicted positions (`prediction_targets` says which) and call
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 import numpy as np
@@ -51,6 +51,16 @@ class PredictionTargets:
 
     def __len__(self) -> int:
         return int(self.token.shape[0])
+
+    def without_tokens(self, ids: np.ndarray | Sequence[int]) -> PredictionTargets:
+        """These targets less those whose true id is in `ids` (conditioning tokens are
+        context only, never a target); `flat_tokens` is kept, so contexts are unchanged."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return self
+        keep = ~np.isin(self.token, ids)
+        per_target = ("flat_index", "sequence_start", "sequence", "position", "token", "previous")
+        return replace(self, **{name: getattr(self, name)[keep] for name in per_target})
 
     def context_token(self, distance: int) -> np.ndarray:
         """The id `distance` places before each target, `[BOS]` before the sequence start."""

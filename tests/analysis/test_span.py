@@ -211,3 +211,21 @@ def test_training_with_a_span_shorter_than_the_dependency_cannot_learn_it() -> N
         assert model.config.attention_span == span
         losses[span] = -float(target_log_probs(model, targets).mean())
     assert losses[DISTANCE - 1] > losses[DISTANCE] + 1.0, losses
+
+
+def test_conditioning_tokens_are_context_not_targets() -> None:
+    """Issue 13 item 3: a conditioning token is read as context and never scored."""
+    model = random_model(block_size=16)
+    sequences = random_sequences([6, 9, 12])
+    condition_id = 5
+    for seq in sequences:
+        seq[1] = condition_id  # a prefix token, as `seqlm corpus condition` writes it
+    config = SpanSweepConfig(windows=(2,), bootstrap=5)
+    every = span_sweep(model, sequences, config=config)
+    without = span_sweep(model, sequences, config=config, context_only_ids=[condition_id])
+    kept = every.targets.token != condition_id
+    assert (~kept).sum() >= len(sequences)
+    assert len(without.targets) == int(kept.sum())
+    assert not np.isin(without.targets.token, [condition_id]).any()
+    # the other targets keep their contexts, so their scores are the same
+    np.testing.assert_allclose(without.full, every.full[kept], atol=1e-6)
