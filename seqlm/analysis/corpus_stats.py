@@ -10,6 +10,12 @@ For each layer and head, over the data queries of the chosen sequences:
   chosen durations;
 - the sink mass: what the model put on the excluded keys (in practice [BOS]).
 
+Query-row filters (`query_tokens`, `query_targets`): only data queries whose own token,
+and/or whose next token (the target the row predicts), is one of the given tokens are
+counted; every key stays visible to them. A sparse dependency (256 planted query rows
+among 125,607) is lost in a whole-split average and shows when only its rows count.
+`counted_queries` says how many rows every figure then averages over.
+
 What is excluded, exactly (also written into the output, `EXCLUSION_NOTE`): tokens
 [PAD], [BOS] and [EOS] are neither counted queries nor keys. Each data query's
 attention is renormalised over the data keys it may see (causal, within the layer's
@@ -78,6 +84,8 @@ class AttentionStatsOptions:
     corpus's times (`time_bin_edges` of the shortest positive gap's 1st percentile and
     the longest window). `batch_tokens` bounds padded tokens per forward;
     `chunk_queries` None = about `STATS_CHUNK_SCORES` scores per chunk.
+    `query_tokens` / `query_targets` (token strings; empty = no filter) count only the
+    data queries whose token / next token is one of them (both given: both must hold).
     """
 
     split: str = "held_out"
@@ -91,6 +99,21 @@ class AttentionStatsOptions:
     batch_tokens: int = 16384
     chunk_queries: int | None = None
     impl: str = "auto"
+    query_tokens: tuple[str, ...] = ()
+    query_targets: tuple[str, ...] = ()
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.query_tokens or self.query_targets)
+
+    def describe_filter(self) -> str:
+        """The query-row filter in words ("" when none): for captions and tables."""
+        parts = []
+        if self.query_tokens:
+            parts.append("token in {" + ",".join(self.query_tokens) + "}")
+        if self.query_targets:
+            parts.append("next token in {" + ",".join(self.query_targets) + "}")
+        return " and ".join(parts)
 
     def __post_init__(self) -> None:
         if self.max_sequences is not None and self.max_sequences < 1:
@@ -107,6 +130,14 @@ class AttentionStatsOptions:
                 raise ConfigError(f"time_edges must start at 0 and increase, not {edges}")
         if any(not s >= 0 for s in self.beyond_seconds):
             raise ConfigError("beyond_seconds must be >= 0")
+        if self.distance_edges is not None:
+            edges = list(self.distance_edges)
+            if (
+                not edges
+                or edges[0] != 0
+                or any(b <= a for a, b in zip(edges, edges[1:], strict=False))
+            ):
+                raise ConfigError(f"distance edges must start at 0 and increase, not {edges}")
 
 
 @dataclass
@@ -131,7 +162,8 @@ class CorpusAttentionStatistics:
     layers: dict[int, LayerSums]
     sequences: int = 0
     windows: int = 0
-    queries: int = 0
+    queries: int = 0  # data queries seen
+    counted_queries: int = 0  # those the figures average over (all, unless filtered)
     seq_ids: list[int] = field(default_factory=list)
     # What the corpus's times count: "s" or "index" (unitless); labels follow it.
     time_unit: str = "s"
@@ -139,6 +171,15 @@ class CorpusAttentionStatistics:
     @property
     def has_times(self) -> bool:
         return self.time_edges is not None
+
+    def rows_note(self) -> str:
+        """Which query rows the figures average over, in words (for captions, tables)."""
+        if not self.options.filtered:
+            return f"all {self.queries:,} data query rows"
+        return (
+            f"only {self.counted_queries:,} of {self.queries:,} data query rows "
+            f"({self.options.describe_filter()})"
+        )
 
 
 def select_sequences(corpus, split: str, max_sequences: int | None) -> list[int]:
@@ -228,13 +269,17 @@ def accumulate_batch(
     stats: CorpusAttentionStatistics,
     inputs: AttentionInputs,
     times: Tensor | None,
+    query_rows: Tensor | None = None,
 ) -> None:
     """Add one captured batch (rows of single sequences, right-padded with [PAD]) to
-    `stats`. Public so that other analyses can feed batches they captured themselves."""
+    `stats`. Public so that other analyses can feed batches they captured themselves.
+    `query_rows` (B, T) bool, when given, limits the counted queries to those rows (keys
+    are every data token all the same)."""
     options = stats.options
     tokens = inputs.tokens.cpu()
     data = ~torch.isin(tokens, torch.tensor(EXCLUDED_TOKEN_IDS))
     runs = _special_runs(data)
+    counted = data if query_rows is None else data & query_rows.cpu()
     layers = list(stats.layers)
     rows, length = tokens.shape
     chunk = options.chunk_queries or max(1, STATS_CHUNK_SCORES // (rows * inputs.n_heads * length))
@@ -247,7 +292,7 @@ def accumulate_batch(
             beyond_distances=options.beyond_distances,
             window=inputs.spans[layer],
             doc_ids=runs.to(captured.q.device),
-            query_mask=data.to(captured.q.device),
+            query_mask=counted.to(captured.q.device),
             scale=captured.scale,
             impl=options.impl,
             chunk_queries=chunk,
@@ -255,15 +300,69 @@ def accumulate_batch(
         sums = stats.layers[layer]
         sums.distance = distance if sums.distance is None else sums.distance.merge(distance)
     sinks, key_counts, time_parts = sink_and_time_pass(
-        inputs, layers, data, times, stats.time_edges, options.beyond_seconds, chunk
+        inputs, layers, data, times, stats.time_edges, options.beyond_seconds, chunk, counted
     )  # fmt: skip
     for layer in layers:
         sums = stats.layers[layer]
         sums.sink_mass_sum += sinks[layer]
         uniform = _uniform_bin_mass(key_counts[layer].cpu(), stats.distance_edges)
-        sums.uniform_distance_mass_sum += as_numpy((uniform * data[..., None]).sum((0, 1)))
+        sums.uniform_distance_mass_sum += as_numpy((uniform * counted[..., None]).sum((0, 1)))
         sums.time = _merge_time(sums.time, time_parts[layer])
     stats.queries += int(data.sum())
+    stats.counted_queries += int(counted.sum())
+
+
+def _token_ids(corpus, names: tuple[str, ...], option: str) -> np.ndarray | None:
+    """Vocabulary ids of token strings (None when no filter); unknown: one clear error."""
+    if not names:
+        return None
+    ids = corpus.vocabulary.token_to_id
+    unknown = [name for name in names if name not in ids]
+    if unknown:
+        raise ConfigError(
+            f"{option}: {', '.join(repr(n) for n in unknown)} not in the corpus's vocabulary "
+            f"({corpus.vocab_size} tokens, e.g. {', '.join(corpus.vocabulary.tokens[5:9])})"
+        )
+    return np.array(sorted({ids[name] for name in names}), dtype=np.int64)
+
+
+def _query_rows(sequence: np.ndarray, start: int, stop: int, filters) -> np.ndarray:
+    """Which positions start..stop-1 of `sequence` pass the query-row filters: their token
+    is in `filters[0]` and their next token (the target) in `filters[1]` (None = any)."""
+    tokens, targets = filters
+    rows = np.ones(stop - start, dtype=bool)
+    if tokens is not None:
+        rows &= np.isin(sequence[start:stop], tokens)
+    if targets is not None:
+        following = np.full(stop - start, PAD_ID, dtype=np.int64)
+        after = sequence[start + 1 : stop + 1]
+        following[: len(after)] = after
+        rows &= np.isin(following, targets)
+    return rows
+
+
+def _check_filters(corpus, windows, filters, options: AttentionStatsOptions) -> None:
+    """Refuse a filter that no data query of the chosen windows passes."""
+    if all(f is None for f in filters):
+        return
+    excluded = np.array(EXCLUDED_TOKEN_IDS)
+    for seq_id, start, stop in windows:
+        sequence = np.asarray(corpus.sequence(seq_id), dtype=np.int64)
+        rows = _query_rows(sequence, start, stop, filters)
+        if (rows & ~np.isin(sequence[start:stop], excluded)).any():
+            return
+    raise ConfigError(
+        f"no data query of the {options.split} split has {options.describe_filter()}: "
+        "nothing to count"
+    )
+
+
+def _check_distance_edges(edges: tuple[int, ...], context: int) -> None:
+    if edges[-1] >= context:
+        raise ConfigError(
+            f"distance edge {edges[-1]} is not below the model's context {context}: "
+            "no query sees a key that far back"
+        )
 
 
 def corpus_attention_statistics(
@@ -286,6 +385,13 @@ def corpus_attention_statistics(
     seq_ids = select_sequences(corpus, options.split, options.max_sequences)
     windows = corpus_windows(corpus, seq_ids, context)
     distance_edges = options.distance_edges or distance_bin_edges(context)
+    _check_distance_edges(tuple(distance_edges), context)
+    filters = (
+        _token_ids(corpus, options.query_tokens, "--queries"),
+        _token_ids(corpus, options.query_targets, "--query-targets"),
+    )
+    _check_filters(corpus, windows, filters, options)
+    filtered = any(f is not None for f in filters)
     use_times = options.use_times and corpus.times is not None
     time_edges = None
     if use_times:
@@ -312,12 +418,21 @@ def corpus_attention_statistics(
         width = batch[0][2] - batch[0][1]
         tokens = np.full((len(batch), width), PAD_ID, dtype=np.int64)
         times = np.zeros((len(batch), width), dtype=np.float64) if use_times else None
+        rows = np.zeros((len(batch), width), dtype=bool) if filtered else None
         for row, (seq_id, start, stop) in enumerate(batch):
-            tokens[row, : stop - start] = corpus.sequence(seq_id)[start:stop]
+            sequence = np.asarray(corpus.sequence(seq_id), dtype=np.int64)
+            tokens[row, : stop - start] = sequence[start:stop]
             if times is not None:
                 times[row, : stop - start] = corpus.sequence_times(seq_id)[start:stop]
+            if rows is not None:
+                rows[row, : stop - start] = _query_rows(sequence, start, stop, filters)
         inputs = capture_attention_inputs(model, tokens, layers=layers)
-        accumulate_batch(stats, inputs, None if times is None else torch.from_numpy(times))
+        accumulate_batch(
+            stats,
+            inputs,
+            None if times is None else torch.from_numpy(times),
+            None if rows is None else torch.from_numpy(rows),
+        )
         tracker.advance(len(batch))
     tracker.finish()
     return stats

@@ -52,9 +52,11 @@ def _chunk_geometry(
     edges: Tensor | None,
     counts_out: Tensor,
     time_sums: ElapsedTimeSums | None,
+    counted: Tensor,
 ) -> _ChunkGeometry:
     """The chunk's geometry for one span; writes the data-key counts into `counts_out` and
-    adds the uniform-attention elapsed-time baselines of the counted queries to `time_sums`."""
+    adds the uniform-attention elapsed-time baselines of the `counted` queries (B, chunk)
+    to `time_sums`."""
     first = 0 if span is None else max(0, start - span + 1)
     visible = mask[..., start:stop, first:stop]
     data_key = data[:, None, None, first:stop]
@@ -63,7 +65,6 @@ def _chunk_geometry(
     counts_out[:, start:stop] = counts
     if times is None:
         return _ChunkGeometry(first, visible, data_key, None, None)
-    counted = data[:, start:stop]
     elapsed = (times[:, start:stop, None] - times[:, None, first:stop]).clamp(min=0)
     bins = (torch.bucketize(elapsed, edges, right=True) - 1).clamp(min=0)
     uniform = data_visible.double() / counts.clamp(min=1)[..., None]
@@ -135,8 +136,12 @@ def sink_and_time_pass(
     time_edges: tuple[float, ...] | None,
     beyond_seconds: tuple[float, ...],
     chunk_queries: int | None,
+    counted: Tensor | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, Tensor], dict[int, ElapsedTimeSums | None]]:
     """Sink mass, data-key counts and (with times) elapsed-time sums of every layer.
+
+    `data` (B, T) marks the data tokens (the keys, and the queries counted unless
+    `counted`, a subset of them, says which query rows to count).
 
     Chunks of queries outside, layers inside: the elapsed times, their bins and the
     uniform baselines of a chunk are computed once per distinct span, not per layer.
@@ -146,6 +151,7 @@ def sink_and_time_pass(
     device = reference.q.device
     rows, heads, length, _ = reference.q.shape
     data = data.to(device)
+    counted_rows = data if counted is None else counted.to(device)
     step = chunk_queries or default_chunk_queries(rows, heads, length)
     spans = {layer: inputs.spans[layer] for layer in layers}
     edges = None
@@ -167,14 +173,14 @@ def sink_and_time_pass(
     n_bins = 0 if time_edges is None else len(time_edges)
     for start in range(0, length, step):
         stop = min(start + step, length)
-        counted = data[:, start:stop]
+        counted = counted_rows[:, start:stop]
         geometry: dict[int | None, _ChunkGeometry] = {}
         for layer in layers:
             span = spans[layer]
             if span not in geometry:
                 geometry[span] = _chunk_geometry(
                     inputs.layers[layer].mask, span, start, stop, data, times, edges,
-                    counts[span], uniform_sums[span],
+                    counts[span], uniform_sums[span], counted,
                 )  # fmt: skip
             sinks[layer] += _layer_chunk(
                 inputs.layers[layer], geometry[span], start, stop, counted, beyond_seconds,

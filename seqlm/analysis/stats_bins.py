@@ -29,6 +29,17 @@ def distance_bin_edges(context: int) -> tuple[int, ...]:
     return tuple(edges)
 
 
+def chosen_distance_edges(edges: tuple[int, ...]) -> tuple[int, ...]:
+    """Distance bin edges a user chose (e.g. (3990, 4010), a band around a planted
+    distance): 0 is put first when missing; they must be >= 0 and increase."""
+    if not edges:
+        raise ConfigError("--distance-edges: give at least one edge, e.g. 3990,4010")
+    values = list(edges) if edges[0] == 0 else [0, *edges]
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ConfigError(f"--distance-edges: {list(edges)} must be positive and increase")
+    return tuple(values)
+
+
 # Above 10 s the ladder follows clock and calendar units (so labels read "6 h", "2 d",
 # "30 d"), still about three steps per decade: 10 s ... 1 min ... 1 h ... 1 d ... 1 y.
 _CLOCK_EDGES: tuple[float, ...] = tuple(

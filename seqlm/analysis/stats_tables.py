@@ -11,6 +11,12 @@ Three tables, one row per (layer, head[, bin]):
 - `attention_heads`: mean distance beside its uniform baseline, entropy (nats) and
   normalised entropy, mass beyond each distance k, sink mass, and by time the mean
   elapsed seconds beside its uniform baseline and mass beyond each duration.
+
+Every table ends with `query_rows`: which query rows were averaged, in words ("all
+125,607 data query rows", or "only 256 of 125,607 data query rows (next token in
+{W,X,Z,V})" under a query-row filter), so a filtered figure read from the CSV alone is
+not taken for the whole split's. The JSON summary has `counted_queries` and
+`query_filter` too.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def distance_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:
                 records.append(
                     (layer, head, start, stop, histogram[head, index], uniform[index], queries)
                 )
-    return pl.DataFrame(
+    table = pl.DataFrame(
         records,
         schema={
             "layer": pl.Int64,
@@ -65,6 +71,7 @@ def distance_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:
         },
         orient="row",
     )
+    return _with_rows_note(table, stats)
 
 
 def time_table(stats: CorpusAttentionStatistics) -> pl.DataFrame | None:
@@ -101,7 +108,7 @@ def time_table(stats: CorpusAttentionStatistics) -> pl.DataFrame | None:
                         queries,
                     )
                 )
-    return pl.DataFrame(
+    table = pl.DataFrame(
         records,
         schema={
             "layer": pl.Int64,
@@ -115,6 +122,12 @@ def time_table(stats: CorpusAttentionStatistics) -> pl.DataFrame | None:
         },
         orient="row",
     )
+    return _with_rows_note(table, stats)
+
+
+def _with_rows_note(table: pl.DataFrame, stats: CorpusAttentionStatistics) -> pl.DataFrame:
+    """`table` with the `query_rows` column (which query rows were averaged)."""
+    return table.with_columns(pl.lit(stats.rows_note(), dtype=pl.String).alias("query_rows"))
 
 
 def _seconds_column(seconds: float, unit: str = "s") -> str:
@@ -164,7 +177,7 @@ def head_table(stats: CorpusAttentionStatistics) -> pl.DataFrame:
                 for index, seconds in enumerate(stats.options.beyond_seconds):
                     value = float(sums.time.beyond_sum[head, index] / queries)
                     columns[_seconds_column(seconds, stats.time_unit)].append(value)
-    return pl.DataFrame(columns)
+    return _with_rows_note(pl.DataFrame(columns), stats)
 
 
 def summary(stats: CorpusAttentionStatistics) -> dict:
@@ -175,6 +188,15 @@ def summary(stats: CorpusAttentionStatistics) -> dict:
         "sequences": stats.sequences,
         "windows": stats.windows,
         "data_queries": stats.queries,
+        # Every figure averages over these rows: all data queries, or under a query-row
+        # filter only those it kept (query_filter).
+        "counted_queries": stats.counted_queries,
+        "query_filter": (
+            {"queries": list(options.query_tokens), "query_targets": list(options.query_targets)}
+            if options.filtered
+            else None
+        ),
+        "query_rows": stats.rows_note(),
         "context": stats.context,
         "layers": sorted(stats.layers),
         "heads": stats.n_heads,

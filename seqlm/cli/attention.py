@@ -96,6 +96,32 @@ def maps_command(
     )
 
 
+QueriesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queries",
+        help="Count only query rows whose token is one of these (comma-separated "
+        "token strings); keys stay all data tokens.",
+    ),
+]
+QueryTargetsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--query-targets",
+        help="Count only query rows whose next token (the target) is one of these, e.g. "
+        "a planted dependency's answers.",
+    ),
+]
+DistanceEdgesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--distance-edges",
+        help="Token-distance bin edges, e.g. 3990,4010 for a band (0 is added first; "
+        "default: unit bins to 16, then half-octaves).",
+    ),
+]
+
+
 @attention_app.command("stats")
 def stats_command(
     run: RunArgument,
@@ -117,6 +143,9 @@ def stats_command(
     times: Annotated[
         bool, typer.Option(help="Elapsed-time statistics when the corpus has times.bin.")
     ] = True,
+    queries: QueriesOption = None,
+    query_targets: QueryTargetsOption = None,
+    distance_edges: DistanceEdgesOption = None,
     plots: Annotated[bool, typer.Option(help="Draw the figures.")] = True,
     batch_tokens: Annotated[
         int, typer.Option("--batch-tokens", help="Padded tokens per forward pass.")
@@ -130,15 +159,11 @@ def stats_command(
     from seqlm.analysis.attention_capture import load_analysis_model
     from seqlm.analysis.corpus_stats import AttentionStatsOptions, corpus_attention_statistics
     from seqlm.analysis.run_inputs import parse_indices, parse_numbers, resolve_device
-    from seqlm.analysis.stats_plots import write_stats_plots
-    from seqlm.analysis.stats_tables import (
-        distance_table,
-        head_table,
-        time_table,
-        write_statistics,
-    )
+    from seqlm.analysis.stats_bins import chosen_distance_edges
     from seqlm.corpus import load_corpus
 
+    edges = parse_numbers(distance_edges, int, "distance-edges")
+    edges = None if edges is None else chosen_distance_edges(edges)
     claim_output(out, "seqlm attention stats")
     model = load_analysis_model(run, weights, resolve_device(device, strict=True))
     data = load_corpus(corpus)
@@ -155,25 +180,59 @@ def stats_command(
         use_times=times,
         beyond_seconds=parse_numbers(beyond_seconds, float, "beyond-seconds") or (),
         batch_tokens=batch_tokens,
+        distance_edges=edges,
+        query_tokens=_token_list(queries, "--queries"),
+        query_targets=_token_list(query_targets, "--query-targets"),
     )
     progress = RichProgress()
     try:
         stats = corpus_attention_statistics(model, data, options, progress=progress)
     finally:
         progress.finish()
-    written = write_statistics(stats, out)
-    files = list(written.values())
-    if plots:
-        title = with_caution(caution, f"run {run.name!r}, {split.replace('_', '-')} split:")
-        tables = head_table(stats), distance_table(stats), time_table(stats)
-        figures = write_stats_plots(*tables, out, title=title, dpi=dpi, time_unit=stats.time_unit)
-        files += [path for paths in figures.values() for path in paths]
+    title = f"run {run.name!r}, {split.replace('_', '-')} split"
+    files = _write_stats(stats, out, with_caution(caution, title), dpi if plots else None)
     console.print(
         f"{stats.sequences:,} sequences ({stats.windows:,} windows), {stats.queries:,} data "
         f"queries, {len(stats.layers)} layers x {stats.n_heads} heads"
         + ("" if stats.has_times else "; no times.bin, so token distance only")
     )
+    if options.filtered:
+        console.print(f"every figure averages over {stats.rows_note()}")
     console.print(f"{len(files)} files written to {out}")
+
+
+def _write_stats(stats: Any, out: Path, title: str, dpi: int | None) -> list[Path]:  # noqa: ANN401
+    """Tables and summary, and (`dpi` given) the figures, titled with `title` and, under a
+    query-row filter, which rows were counted."""
+    from seqlm.analysis.stats_plots import write_stats_plots
+    from seqlm.analysis.stats_tables import (
+        distance_table,
+        head_table,
+        time_table,
+        write_statistics,
+    )
+
+    files = list(write_statistics(stats, out).values())
+    if dpi is not None:
+        rows = f" ({stats.rows_note()})" if stats.options.filtered else ""
+        tables = head_table(stats), distance_table(stats), time_table(stats)
+        figures = write_stats_plots(
+            *tables, out, title=f"{title}{rows}:", dpi=dpi, time_unit=stats.time_unit
+        )
+        files += [path for paths in figures.values() for path in paths]
+    return files
+
+
+def _token_list(text: str | None, option: str) -> tuple[str, ...]:
+    """'W,X,Z' -> ('W', 'X', 'Z'); None -> () (no filter); given but empty: an error."""
+    from seqlm.errors import ConfigError
+
+    if text is None:
+        return ()
+    tokens = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not tokens:
+        raise ConfigError(f"{option}: {text!r} names no token; give comma-separated tokens")
+    return tokens
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,12 @@ from seqlm.analysis.corpus_stats import (
     corpus_attention_statistics,
     select_sequences,
 )
-from seqlm.analysis.stats_bins import distance_bin_edges, format_seconds, time_bin_edges
+from seqlm.analysis.stats_bins import (
+    chosen_distance_edges,
+    distance_bin_edges,
+    format_seconds,
+    time_bin_edges,
+)
 from seqlm.analysis.stats_tables import distance_table, head_table, time_table
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model import GPT, GPTConfig
@@ -41,8 +46,9 @@ def _random_corpus(path: Path, seed: int = 0, count: int = 9):
     return event_corpus(path, sequences, times)
 
 
-def _dense_statistics(model: GPT, corpus, seq_ids, distance_edges, time_edges, beyond_s):
-    """Every statistic from full maps (the dense reference), summed over data queries."""
+def _dense_statistics(model: GPT, corpus, seq_ids, distance_edges, time_edges, beyond_s, keep=None):
+    """Every statistic from full maps (the dense reference), summed over data queries
+    (only those at positions p of a sequence where `keep(sequence, p)` holds, if given)."""
     context, heads = model.config.block_size, model.config.n_head
     sums = {}
     for layer in range(model.config.n_layer):
@@ -71,6 +77,8 @@ def _dense_statistics(model: GPT, corpus, seq_ids, distance_edges, time_edges, b
             for layer in range(model.config.n_layer):
                 s = sums[layer]
                 for i in np.flatnonzero(data):
+                    if keep is not None and not keep(ids_all, start + i):
+                        continue
                     keys = np.flatnonzero(masks[layer][0, i] & data)
                     sink_keys = np.flatnonzero(masks[layer][0, i] & ~data)
                     distance = i - keys
@@ -103,12 +111,35 @@ def _dense_statistics(model: GPT, corpus, seq_ids, distance_edges, time_edges, b
     return sums
 
 
+def _filter_keep(corpus, tokens: tuple[str, ...], targets: tuple[str, ...]):
+    """The dense reference's row filter: token in `tokens` and next token in `targets`."""
+    ids = corpus.vocabulary.token_to_id
+    own, nexts = {ids[t] for t in tokens}, {ids[t] for t in targets}
+
+    def keep(sequence: np.ndarray, position: int) -> bool:
+        following = int(sequence[position + 1]) if position + 1 < len(sequence) else -1
+        return (not own or int(sequence[position]) in own) and (not nexts or following in nexts)
+
+    return keep
+
+
 @pytest.mark.parametrize(
-    "overrides",
-    [{"positions": "rotary", "attention_span": 6}, {"layer_spans": [None, 4]}],
-    ids=["rotary span 6", "per-layer spans"],
+    ("overrides", "tokens", "targets"),
+    [
+        ({"positions": "rotary", "attention_span": 6}, (), ()),
+        ({"layer_spans": [None, 4]}, (), ()),
+        ({"positions": "rotary"}, ("a", "b", "c"), ()),
+        ({"layer_spans": [None, 4]}, ("a", "b", "c", "d"), ("e", "f", "g")),
+        ({"positions": "rotary"}, (), ("h",)),
+    ],
+    ids=["rotary span 6", "per-layer spans", "queries", "queries and targets", "targets"],
 )
-def test_streaming_statistics_equal_the_dense_computation(tmp_path: Path, overrides) -> None:
+def test_streaming_statistics_equal_the_dense_computation(
+    tmp_path: Path, overrides, tokens, targets
+) -> None:
+    """All data queries, or only the rows a query-row filter keeps (their own token and
+    the token after them, also across a window's end): every figure equals the dense
+    computation over exactly those rows."""
     corpus = _random_corpus(tmp_path / "corpus")
     model = random_gpt(seed=7, vocab_size=corpus.vocab_size, block_size=16, **overrides)
     options = AttentionStatsOptions(
@@ -118,12 +149,16 @@ def test_streaming_statistics_equal_the_dense_computation(tmp_path: Path, overri
         beyond_seconds=(0.05, 1.5),
         batch_tokens=40,  # several batches with padding
         chunk_queries=3,  # several query chunks per window
+        query_tokens=tokens,
+        query_targets=targets,
     )
     stats = corpus_attention_statistics(model, corpus, options)
     seq_ids = select_sequences(corpus, "held_out", None)
+    keep = _filter_keep(corpus, tokens, targets) if tokens or targets else None
     dense = _dense_statistics(
-        model, corpus, seq_ids, stats.distance_edges, options.time_edges, options.beyond_seconds
-    )
+        model, corpus, seq_ids, stats.distance_edges, options.time_edges, options.beyond_seconds,
+        keep,
+    )  # fmt: skip
     heads = head_table(stats)
     distance = distance_table(stats)
     times = time_table(stats)
@@ -161,6 +196,8 @@ def test_streaming_statistics_equal_the_dense_computation(tmp_path: Path, overri
         np.testing.assert_allclose(totals["mass"], 1.0, atol=1e-6)
         np.testing.assert_allclose(totals["uniform_mass"], 1.0, atol=1e-9)
     assert stats.queries == sum(len(corpus.sequence(i)) - 2 for i in seq_ids)
+    assert stats.counted_queries == dense[0]["n"] > 0
+    assert (stats.counted_queries < stats.queries) == bool(tokens or targets)
 
 
 def test_a_planted_dependency_at_distance_d_peaks_at_d(tmp_path: Path) -> None:
@@ -258,11 +295,27 @@ def test_sequence_selection_and_option_errors(tmp_path: Path) -> None:
         AttentionStatsOptions(max_sequences=0)
     with pytest.raises(ConfigError):
         AttentionStatsOptions(time_edges=(0.1, 1.0))
+    with pytest.raises(ConfigError, match="start at 0 and increase"):
+        AttentionStatsOptions(distance_edges=(0, 5, 5))
+    assert chosen_distance_edges((3990, 4010)) == (0, 3990, 4010)
+    assert chosen_distance_edges((0, 7)) == (0, 7)
+    for bad in ((), (-1,), (9, 3)):
+        with pytest.raises(ConfigError, match="--distance-edges"):
+            chosen_distance_edges(bad)
     model = random_gpt(vocab_size=corpus.vocab_size, block_size=16)
     with pytest.raises(ConfigError):
         corpus_attention_statistics(model, corpus, AttentionStatsOptions(layers=(5,)))
     with pytest.raises(CorpusError):
         corpus_attention_statistics(random_gpt(vocab_size=99), corpus)
+    refused = {
+        "'zz' not in the corpus's vocabulary": AttentionStatsOptions(query_tokens=("a", "zz")),
+        "--query-targets: 'Q'": AttentionStatsOptions(query_targets=("Q",)),
+        "no data query of the held_out split": AttentionStatsOptions(query_targets=("[BOS]",)),
+        "not below the model's context 16": AttentionStatsOptions(distance_edges=(0, 16)),
+    }
+    for message, options in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            corpus_attention_statistics(model, corpus, options)
 
 
 def test_bundled_finch_corpus_without_times(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def small_stats(tmp_path_factory):
 def test_tables_are_long_form_with_stated_bins(small_stats) -> None:
     distance = distance_table(small_stats)
     assert distance.columns == [
-        "layer", "head", "bin_start", "bin_stop", "mass", "uniform_mass", "queries",
+        "layer", "head", "bin_start", "bin_stop", "mass", "uniform_mass", "queries", "query_rows",
     ]  # fmt: skip
     # 5 sequences of 12 symbols + BOS/EOS, cut into windows of 10: 60 data queries
     assert distance["queries"].unique().to_list() == [60]
