@@ -68,7 +68,8 @@ def widened_run(run: Path, block_size: int, dest: Path) -> Path:
 
     A rotary GPT has no weight that depends on the block size (the cos/sin tables are
     rebuilt from the config), so a model trained on short rows is the same model at
-    8,192; `--init` and scoring read the block size from config.json, hence the copy.
+    8,192; scoring reads the block size from config.json, hence the copy. Training
+    needs none: `--init RUN --set model.block_size=N` takes a rotary run to N.
     """
     if not (dest / "config.json").is_file():
         config = json.loads((run / "config.json").read_text())
@@ -250,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ngram-order", type=int, default=4)
     parser.add_argument("--init", type=Path, default=None, help="start from this run")
     parser.add_argument(
-        "--widen", type=int, default=None, help="use --init/--score-only at this block size"
+        "--widen",
+        type=int,
+        default=None,
+        help="score --score-only RUN (or copy --init) at this block size; a rotary --init "
+        "needs no copy: --set model.block_size=N changes it (seqlm.training.transfer)",
     )
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--name", default="run", help="run folder under --out")

@@ -8,6 +8,12 @@ tokens (conditioning tokens, a post-lesion syllable) or orders them differently 
 gets each known token's learned embedding; a token RUN never saw starts at the mean of
 RUN's embeddings. The vocabularies must share most tokens (`MIN_SHARED`), otherwise
 the init is refused: a run of another domain is not a starting point.
+
+`block_size` may change too when the init run's positions are rotary: no weight of a
+rotary GPT depends on it (the cos/sin tables are rebuilt from the config), so a model
+trained on short rows is the same model on longer ones (a gap curriculum: short rows
+first, then `--init RUN --set model.block_size=8192`). Learned positions have one
+embedding row per position, so their block size cannot change.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ MIN_SHARED = 0.5
 VOCAB_ROWS = ("token_embedding.weight", "lm_head.weight")
 # Model fields the new run may change from the init run's shape.
 CHANGEABLE = ("dropout", "vocab_size")
+# Model fields the new run may change when the init run's positions are rotary.
+ROTARY_CHANGEABLE = ("block_size",)
 
 
 @dataclass
@@ -79,12 +87,24 @@ def init_model_config(init: str | Path, model: dict[str, Any], vocab_size: int) 
         raise ConfigError(f"{init}: --init needs a GPT run, not {config.get('model_type')!r}")
     table = dict(config["model"])
     for key, value in model.items():
-        if key not in CHANGEABLE and table.get(key) != value:
+        if key in CHANGEABLE or table.get(key) == value:
+            table[key] = value
+            continue
+        positions = table.get("positions", "learned")
+        if key in ROTARY_CHANGEABLE and positions == "rotary":
+            table[key] = value
+            continue
+        if key in ROTARY_CHANGEABLE:
             raise ConfigError(
-                f"--init keeps {init}'s model shape; model.{key}={value!r} differs from its "
-                f"{table.get(key)!r} (only {', '.join(CHANGEABLE)} may change)"
+                f"--init {init}: model.{key}={value!r} differs from its {table.get(key)!r}, "
+                f"and its {positions} positions have one weight row per position; only a "
+                "rotary run's block size may change"
             )
-        table[key] = value
+        raise ConfigError(
+            f"--init keeps {init}'s model shape; model.{key}={value!r} differs from its "
+            f"{table.get(key)!r} (only {', '.join(CHANGEABLE)} may change, and block_size "
+            "for rotary positions)"
+        )
     table["vocab_size"] = vocab_size
     return table
 

@@ -83,3 +83,50 @@ def test_fine_tuning_with_the_recipe_keeps_the_pools_dropout_unless_set(
     )
     train_on_corpus(song_corpus.path, chosen, settings, init=pooled)
     assert json.loads((chosen / "config.json").read_text())["model"]["dropout"] == 0.3
+
+
+def test_a_rotary_run_may_change_its_block_size_a_learned_one_may_not(
+    song_corpus, pooled, tmp_path
+):
+    """No weight of a rotary GPT depends on the block size: `--init` at a longer context
+    is the same model (same weights, same logits on a short row) on longer rows. Learned
+    positions have a weight row per position: refused, saying why."""
+    from seqlm.evaluation.model_scorer import load_run_model
+
+    rotary = tmp_path / "rotary"
+    sets = [*SETS, "model.positions=rotary"]
+    train_on_corpus(song_corpus.path, rotary, resolve_settings(None, sets, "tiny"))
+    wider = ["train.cpu_threads=1", "train.steps=1", "model.context=64"]
+    settings = resolve_settings(None, wider, None)
+    settings.train.lr = 1e-12  # one step that changes nothing measurable
+    out = tmp_path / "wide"
+    train_on_corpus(song_corpus.path, out, settings, init=rotary)
+    old = json.loads((rotary / "config.json").read_text())["model"]
+    new = json.loads((out / "config.json").read_text())["model"]
+    assert (old["block_size"], new["block_size"]) == (32, 64)
+    assert {k: v for k, v in new.items() if k != "block_size"} == {
+        k: v for k, v in old.items() if k != "block_size"
+    }
+    before, after = load_weights(rotary / "best" / WEIGHTS_FILE), load_weights(out / WEIGHTS_FILE)
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        torch.testing.assert_close(after[name], tensor, atol=1e-6, rtol=0)
+    short, wide = load_run_model(rotary, "best").model, load_run_model(out).model
+    assert wide.config.block_size == 64
+    row = torch.tensor(song_corpus.sequence(0)[:32].astype("int64"))[None]
+    with torch.no_grad():
+        torch.testing.assert_close(wide(row).logits, short(row).logits, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="learned positions have one weight row per position"):
+        train_on_corpus(song_corpus.path, tmp_path / "refused", settings, init=pooled)
+
+
+def test_seqlm_train_init_refuses_a_learned_runs_block_size_with_exit_2(
+    song_corpus, pooled, tmp_path
+):
+    from helpers.cli_helpers import run_seqlm
+
+    argv = ["train", str(song_corpus.path), "--out", str(tmp_path / "r"), "--init", str(pooled)]
+    result = run_seqlm(*argv, "--set", "model.context=64", "--set", "train.cpu_threads=1")
+    assert result.returncode == 2, result.stderr
+    assert "only a rotary run's block size may change" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
