@@ -215,7 +215,9 @@ def heads_command(
     rows = select_index(loaded.index, split, per_group=max_sequences, seed=seed)
     progress = RichProgress()
     try:
-        analysis = analyse_heads(model, corpus_sequences(loaded, rows), config, progress)
+        sequences = corpus_sequences(loaded, rows)
+        conditioning = loaded.vocabulary.condition_ids
+        analysis = analyse_heads(model, sequences, config, progress, conditioning)
     finally:
         progress.finish()
     folder = _out_folder(out, run, "heads")
@@ -251,6 +253,11 @@ def heads_command(
             f"{row['loss_change']:+.4f}",
         )
     console.print(curve)
+    if analysis.context_only:
+        console.print(
+            f"{analysis.context_only:,} conditioning targets ([COND]) read as context only, "
+            "not counted in any loss"
+        )
     console.print(f"written: {folder / 'heads.csv'}, {folder / 'prune_curve.csv'}")
     console.print(f"figure: {figure}")
 
