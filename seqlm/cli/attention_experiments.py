@@ -9,7 +9,7 @@ The analysis modules are imported inside the commands: they import torch, which
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import polars as pl
@@ -22,6 +22,9 @@ from seqlm.cli.progress_bar import RichProgress
 from seqlm.cli.trust_gate import CheckOption, interpretation_caution
 from seqlm.errors import ConfigError
 from seqlm.outputs import claim_output
+
+if TYPE_CHECKING:
+    from seqlm.analysis.heads import HeadAnalysis
 
 RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
 CorpusOption = Annotated[
@@ -226,6 +229,15 @@ def heads_command(
     analysis.prune_curve.write_csv(folder / "prune_curve.csv")
     figure = plot_heads(analysis, folder / "heads.png", caution=caution)
 
+    _print_heads(console, analysis, table, split, ablation)
+    console.print(f"written: {folder / 'heads.csv'}, {folder / 'prune_curve.csv'}")
+    console.print(f"figure: {figure}")
+
+
+def _print_heads(
+    console: Console, analysis: HeadAnalysis, table: pl.DataFrame, split: str, ablation: bool
+) -> None:
+    """The heads and prune-curve tables, and how many [COND] targets were left out."""
     columns = ["layer", "head", "importance", "raw", "rank"]
     columns += ["loss if removed", "change"] if ablation else []
     shown = _table(
@@ -258,8 +270,6 @@ def heads_command(
             f"{analysis.context_only:,} conditioning targets ([COND]) read as context only, "
             "not counted in any loss"
         )
-    console.print(f"written: {folder / 'heads.csv'}, {folder / 'prune_curve.csv'}")
-    console.print(f"figure: {figure}")
 
 
 def probe_command(
