@@ -317,7 +317,11 @@ def probe_command(
     progress = RichProgress()
     try:
         states = layer_states(
-            model, corpus_sequences(loaded, rows), skip_ids=special_ids(tokens), progress=progress
+            model,
+            corpus_sequences(loaded, rows),
+            skip_ids=special_ids(tokens),
+            context_only_ids=loaded.vocabulary.condition_ids,
+            progress=progress,
         )
         labels = token_labels(states, rows, label, tokens)
         entities = np.asarray(rows["entity"].to_list(), dtype=object)[states.sequence]
@@ -347,6 +351,11 @@ def probe_command(
             f"{row['majority']:.3f}",
         )
     console.print(shown)
+    if result.context_only:
+        console.print(
+            f"{result.context_only:,} conditioning positions ([COND]) excluded: "
+            "context only, never probed"
+        )
     console.print(f"written: {folder / 'probe.csv'}")
     console.print(f"figure: {figure}")
 

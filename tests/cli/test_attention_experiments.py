@@ -136,6 +136,21 @@ def test_probe_reports_accuracy_control_and_selectivity(corpus_and_run, tmp_path
     assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_probe_never_reads_a_conditioning_position(conditioned_run, tmp_path, capsys):
+    """Issue 13 item 3: probing for the bird, the [COND//group=bird] positions (which
+    spell out the answer) are not examples; the output says how many were left out."""
+    corpus, run_dir = conditioned_run
+    out = tmp_path / "probe"
+    argv = ["probe", str(run_dir), "-C", str(corpus.path), "--label", "group", "--split", "all"]
+    assert run([*argv, "--folds", "3", "--no-check", "--out", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    index = load_corpus(corpus.path).index
+    assert f"{index.height} conditioning positions ([COND]) excluded" in printed
+    # every token but [BOS], [COND] and the closing [EOS] (no [UNK] in this corpus)
+    probed = int(index["length"].sum()) - 3 * index.height
+    assert f"all: {probed:,} tokens" in printed
+
+
 def test_the_gate_warns_first_and_on_the_figures(corpus_and_run, tmp_path, capsys):
     """An untrained model: the warning comes before any result, as a user sees it."""
     corpus, run_dir = corpus_and_run
