@@ -25,6 +25,7 @@ from seqlm.outputs import claim_output
 
 if TYPE_CHECKING:
     from seqlm.analysis.heads import HeadAnalysis
+    from seqlm.analysis.probes import ProbeResult
 
 RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
 CorpusOption = Annotated[
@@ -332,6 +333,13 @@ def probe_command(
     result.table.write_csv(folder / "probe.csv")
     figure = plot_probes(result, folder / "probe.png", caution=caution)
 
+    _print_probes(console, result, label, split)
+    console.print(f"written: {folder / 'probe.csv'}")
+    console.print(f"figure: {figure}")
+
+
+def _print_probes(console: Console, result: ProbeResult, label: str, split: str) -> None:
+    """The per-layer probe table, and how many [COND] positions were not probed."""
     shown = _table(
         f"Probes for {label!r} ({split}: {result.tokens:,} tokens, {result.entities:,} "
         f"entities, {result.folds} grouped folds; classes {', '.join(result.classes[:8])}"
@@ -356,8 +364,6 @@ def probe_command(
             f"{result.context_only:,} conditioning positions ([COND]) excluded: "
             "context only, never probed"
         )
-    console.print(f"written: {folder / 'probe.csv'}")
-    console.print(f"figure: {figure}")
 
 
 def register(app: typer.Typer) -> None:
