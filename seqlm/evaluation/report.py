@@ -298,7 +298,10 @@ def _baselines(
         )
         if "ngram" not in chosen:
             tuning = []
-        fitted = fit_baselines(train, corpus.vocab_size, tuning, baseline_options, progress)
+        context_only = corpus.vocabulary.condition_ids  # not counted in the order choice
+        fitted = fit_baselines(
+            train, corpus.vocab_size, tuning, baseline_options, progress, context_only
+        )
         scorers += fitted.scorers
         if fitted.selection is not None:
             info["ngram"] = {
