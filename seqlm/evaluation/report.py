@@ -243,8 +243,8 @@ def evaluate_run(
         },
         "split": options.split,
         "sequences": len(sequences),
-        "targets": "every token after [BOS] through [EOS] of each sequence; all models "
-        "score exactly these",
+        "targets": "every token after [BOS] through [EOS] of each sequence, less conditioning "
+        "tokens ([COND], context only); all models score exactly these",
         "scoring": {MODEL_NAME: scorer.describe()},
         "baselines_fitted_on": options.train_split,
     }
