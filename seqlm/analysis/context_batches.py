@@ -3,12 +3,14 @@
 The batch machinery behind the context-length sweep (`seqlm.analysis.span`) and head
 analysis: `context_batches` cuts each sequence into windows the model reads (the full
 context by block-size windows, or every target from its last w tokens only),
-`batch_log_probs` / `target_log_probs` score the kept predictions.
+`batch_log_probs` / `target_log_probs` score the kept predictions. Targets whose true id is
+context only (conditioning tokens, `Vocabulary.condition_ids`) can be left out of the
+kept predictions while staying in every window's input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,18 +69,21 @@ def context_batches(
     stride: int | None = None,
     batch_tokens: int = 16384,
     device: torch.device | str = "cpu",
+    context_only_ids: Sequence[int] | np.ndarray = (),
 ) -> Iterator[WindowBatch]:
     """Batches that predict every target once: from its full context (`truncation`
     None) or from exactly its last `truncation` tokens (targets whose prefix is that
-    short are skipped: their full-context prediction is the truncated one)."""
+    short are skipped: their full-context prediction is the truncated one). Targets
+    whose true id is in `context_only_ids` are never kept (they stay in the inputs)."""
     if truncation is not None and not 1 <= truncation <= context:
         raise ConfigError(f"truncation must be in 1..{context} (the context), got {truncation}")
     stride = max(1, context // 2) if stride is None else stride
     if not 1 <= stride <= context:
         raise ConfigError(f"stride must be in 1..{context}, got {stride}")
     flat = targets.flat_tokens
+    scored = ~np.isin(targets.token, np.asarray(context_only_ids, dtype=np.int64))
     if truncation is not None:
-        chosen = np.flatnonzero(targets.position > truncation)
+        chosen = np.flatnonzero((targets.position > truncation) & scored)
         if chosen.size == 0:  # every prefix is shorter than w (and flat may be too)
             return
         per_batch = max(1, batch_tokens // truncation)
@@ -103,7 +108,9 @@ def context_batches(
         width = batch[0][2] - batch[0][1]
         last = position == len(order) - 1
         if last or (len(batch) + 1) * width > batch_tokens:
-            yield _pack_windows(batch, width, flat, targets, device)
+            packed = _pack_windows(batch, width, flat, targets, scored, device)
+            if packed.target.size:
+                yield packed
             batch = []
 
 
@@ -112,6 +119,7 @@ def _pack_windows(
     width: int,
     flat: np.ndarray,
     targets: PredictionTargets,
+    scored: np.ndarray,
     device: torch.device | str,
 ) -> WindowBatch:
     inputs = np.full((len(batch), width), PAD_ID, dtype=np.int64)
@@ -123,10 +131,12 @@ def _pack_windows(
         cols.append(new - start)
         picked.append(first_target + new)  # input i predicts the sequence's target i
     target = np.concatenate(picked)
+    keep = scored[target]  # context-only targets are read, never predicted
+    target = target[keep]
     return WindowBatch(
         inputs=torch.as_tensor(inputs, device=device),
-        rows=torch.as_tensor(np.concatenate(rows), device=device),
-        cols=torch.as_tensor(np.concatenate(cols), device=device),
+        rows=torch.as_tensor(np.concatenate(rows)[keep], device=device),
+        cols=torch.as_tensor(np.concatenate(cols)[keep], device=device),
         true_ids=torch.as_tensor(targets.token[target], device=device),
         target=target,
     )

@@ -13,6 +13,9 @@ Really Better than One?"):
   to 0, minus the loss of the intact model.
 - **prune curve**: heads removed in order of increasing (normalised) importance, the
   loss after each step.
+
+Conditioning tokens (`context_only_ids`) are read as context and never a target: no loss
+above counts them (issue 13 item 3).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class HeadAnalysisConfig:
 class HeadAnalysis:
     """Arrays are (n_layer, n_head). `prune_curve` has columns heads_pruned,
     fraction_pruned, loss, loss_change; `prune_order` lists (layer, head) pruned first to
-    last. `ablation_loss` is None when ablation was skipped."""
+    last. `ablation_loss` is None when ablation was skipped. `tokens` counts the scored
+    targets, `context_only` the conditioning targets left out."""
 
     base_loss: float
     importance_raw: np.ndarray
@@ -65,6 +69,7 @@ class HeadAnalysis:
     prune_curve: pl.DataFrame
     tokens: int
     windows: int
+    context_only: int = 0  # conditioning targets read as context, not counted in `tokens`
 
     def table(self) -> pl.DataFrame:
         """One row per head: layer, head, importance_raw, importance, importance_rank
@@ -147,14 +152,19 @@ def analyse_heads(
     sequences: Sequence[np.ndarray],
     config: HeadAnalysisConfig | None = None,
     progress: Progress | None = None,
+    context_only_ids: Sequence[int] | np.ndarray = (),
 ) -> HeadAnalysis:
     """Importance, single-head ablation and the prune-by-importance curve on sequences
-    (full context; see the module docstring)."""
+    (full context; see the module docstring). Targets whose true id is in
+    `context_only_ids` (conditioning tokens) are never counted."""
     config = config or HeadAnalysisConfig()
     n_layer, n_head = _shape(model)
     targets = prediction_targets(sequences, int(model.config.vocab_size))
+    scored = len(targets.without_tokens(context_only_ids))
     if len(targets) == 0:
         raise ConfigError("no tokens to evaluate: every sequence is only [BOS]")
+    if scored == 0:
+        raise ConfigError("no tokens to evaluate: every target is a conditioning token")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -167,6 +177,7 @@ def analyse_heads(
                 stride=config.stride,
                 batch_tokens=config.batch_tokens,
                 device=device,
+                context_only_ids=context_only_ids,
             )
         )
         levels = _prune_levels(n_layer * n_head, config.prune_points)
@@ -209,8 +220,9 @@ def analyse_heads(
         prune_curve=pl.DataFrame(
             curve, schema=["heads_pruned", "fraction_pruned", "loss", "loss_change"], orient="row"
         ),
-        tokens=len(targets),
-        windows=sum(int(b.inputs.shape[0]) for b in batches),
+        tokens=scored,
+        context_only=len(targets) - scored,
+        windows=sum(int(torch.unique(b.rows).numel()) for b in batches),
     )
 
 

@@ -1,6 +1,8 @@
 """Linear probes: what each layer of a trained GPT encodes about a label.
 
-For every probed token (each non-special token of the chosen sequences) the residual
+For every probed token (each non-special token of the chosen sequences; conditioning
+tokens such as `[COND//group=bird3]` are context only, never probed, since they spell out
+a sequence label) the residual
 stream is read at its position in every layer (layer 0 = the embeddings entering block
 0, layer i = the output of block i) by forward hooks, from the same full-context windows
 the span analysis uses. A label is either token-level (`token_kind`: the token's event
@@ -60,12 +62,13 @@ class ProbeConfig:
 @dataclass(frozen=True)
 class LayerStates:
     """Per probed token: its id, sequence number and position, and one (N, C) array per
-    layer (layer 0 = embeddings)."""
+    layer (layer 0 = embeddings); `context_only`: conditioning positions left out."""
 
     token: np.ndarray
     sequence: np.ndarray
     position: np.ndarray
     layers: list[np.ndarray]
+    context_only: int = 0
 
 
 @torch.no_grad()
@@ -74,11 +77,14 @@ def layer_states(
     sequences: Sequence[np.ndarray],
     *,
     skip_ids: Sequence[int] = (),
+    context_only_ids: Sequence[int] | np.ndarray = (),
     batch_tokens: int = 16384,
     progress: Progress | None = None,
 ) -> LayerStates:
-    """The residual stream at every token (except `skip_ids` and the closing token,
-    which is never an input) in every layer, from full-context windows."""
+    """The residual stream at every token (except `skip_ids`, `context_only_ids` and the
+    closing token, which is never an input) in every layer, from full-context windows.
+    Conditioning tokens (`context_only_ids`) name a sequence's label, so a probe on their
+    positions would read the answer; they are skipped and counted."""
     targets = prediction_targets(sequences, int(model.config.vocab_size))
     blocks = model.blocks
     captured: list[torch.Tensor] = []
@@ -97,6 +103,7 @@ def layer_states(
     model.eval()
     progress = ensure_progress(progress)
     progress.start("hidden states", total=len(targets))
+    skipped = np.asarray([*skip_ids, *np.asarray(context_only_ids).tolist()], dtype=np.int64)
     try:
         for batch in context_batches(
             targets,
@@ -107,7 +114,7 @@ def layer_states(
             captured.clear()
             model.hidden_states(batch.inputs)
             # Target t's input is the token before it: the token being probed.
-            keep = ~np.isin(targets.previous[batch.target], np.asarray(skip_ids, dtype=np.int64))
+            keep = ~np.isin(targets.previous[batch.target], skipped)
             rows, cols = batch.rows[keep], batch.cols[keep]
             for layer, states in enumerate(captured):
                 per_layer[layer].append(states[rows, cols].float().cpu().numpy())
@@ -125,6 +132,7 @@ def layer_states(
         sequence=targets.sequence[chosen][order],
         position=targets.position[chosen][order] - 1,
         layers=[np.concatenate(parts)[order] for parts in per_layer],
+        context_only=int(np.isin(targets.previous, np.asarray(context_only_ids, np.int64)).sum()),
     )
 
 
@@ -174,7 +182,8 @@ def probe_accuracy(
 class ProbeResult:
     """`table`: one row per layer with accuracy, accuracy_sd, control_accuracy,
     control_sd, selectivity (accuracy - control accuracy) and majority (the majority
-    class's accuracy); means and standard deviations over the folds."""
+    class's accuracy); means and standard deviations over the folds. `context_only`:
+    conditioning positions that were not probed."""
 
     label: str
     classes: list[str]
@@ -182,6 +191,7 @@ class ProbeResult:
     tokens: int
     entities: int
     folds: int
+    context_only: int = 0
 
 
 def run_probes(
@@ -240,6 +250,7 @@ def run_probes(
         tokens=int(labels.shape[0]),
         entities=int(n_entities),
         folds=min(config.folds, int(n_entities)),
+        context_only=states.context_only,
     )
 
 
@@ -265,7 +276,9 @@ def token_labels(
 
 
 def special_ids(tokens: Sequence[str]) -> list[int]:
-    """Ids of the special tokens ([PAD] [BOS] [EOS] [UNK] [SEP]); they are not probed."""
+    """Ids of the special tokens ([PAD] [BOS] [EOS] [UNK] [SEP]); they are not probed.
+    Conditioning tokens are not among them: pass them to `layer_states` as
+    `context_only_ids` (`Vocabulary.condition_ids`), which skips and counts them."""
     return [i for i, token in enumerate(tokens) if token in SPECIAL_TOKENS]
 
 
@@ -311,9 +324,11 @@ def plot_probes(result: ProbeResult, out: str | Path, *, caution: str = "") -> P
     axes.set_xlabel("layer (emb = token + position embeddings)")
     axes.set_ylabel("held-out accuracy (grouped by entity)")
     axes.set_ylim(0, 1.05)
+    excluded = f"; {result.context_only:,} [COND] not probed" if result.context_only else ""
     axes.set_title(
         f"Linear probes for {result.label!r} ({len(result.classes)} classes, "
-        f"{result.tokens:,} tokens, {result.entities:,} entities, {result.folds} folds)",
+        f"{result.tokens:,} tokens, {result.entities:,} entities, {result.folds} folds"
+        f"{excluded})",
         fontsize=10,
     )
     axes.grid(alpha=0.3)

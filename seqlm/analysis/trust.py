@@ -208,11 +208,12 @@ def computed_comparison(run: Path, corpus: Any, options: TrustOptions) -> tuple[
     sequences = [np.asarray(corpus.sequence(int(i))) for i in index["seq_id"].to_list()]
     _, train = split_sequences(corpus, "train")
     _, tuning = split_sequences(corpus, "tuning")
-    fitted = fit_baselines(train, corpus.vocab_size, tuning, BaselineOptions(ngram_orders=()))
+    context_only = getattr(corpus.vocabulary, "condition_ids", ())
+    fixed = BaselineOptions(ngram_orders=())
+    fitted = fit_baselines(train, corpus.vocab_size, tuning, fixed, None, context_only)
     scorers = [scorer, *fitted.scorers]
     scores = {s.name: s.score(sequences) for s in scorers}
     scores.update(group_ngram_baseline(corpus, index, sequences, {}))
-    context_only = getattr(corpus.vocabulary, "condition_ids", ())
     scores = {name: s.without_tokens(context_only) for name, s in scores.items()}
     units, unit = resampling_units(index)
     comparisons = compare_with_baselines(

@@ -9,7 +9,7 @@ The analysis modules are imported inside the commands: they import torch, which
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import polars as pl
@@ -22,6 +22,10 @@ from seqlm.cli.progress_bar import RichProgress
 from seqlm.cli.trust_gate import CheckOption, interpretation_caution
 from seqlm.errors import ConfigError
 from seqlm.outputs import claim_output
+
+if TYPE_CHECKING:
+    from seqlm.analysis.heads import HeadAnalysis
+    from seqlm.analysis.probes import ProbeResult
 
 RunArgument = Annotated[Path, typer.Argument(help="Run folder written by `seqlm train`.")]
 CorpusOption = Annotated[
@@ -215,7 +219,9 @@ def heads_command(
     rows = select_index(loaded.index, split, per_group=max_sequences, seed=seed)
     progress = RichProgress()
     try:
-        analysis = analyse_heads(model, corpus_sequences(loaded, rows), config, progress)
+        sequences = corpus_sequences(loaded, rows)
+        conditioning = loaded.vocabulary.condition_ids
+        analysis = analyse_heads(model, sequences, config, progress, conditioning)
     finally:
         progress.finish()
     folder = _out_folder(out, run, "heads")
@@ -224,6 +230,15 @@ def heads_command(
     analysis.prune_curve.write_csv(folder / "prune_curve.csv")
     figure = plot_heads(analysis, folder / "heads.png", caution=caution)
 
+    _print_heads(console, analysis, table, split, ablation)
+    console.print(f"written: {folder / 'heads.csv'}, {folder / 'prune_curve.csv'}")
+    console.print(f"figure: {figure}")
+
+
+def _print_heads(
+    console: Console, analysis: HeadAnalysis, table: pl.DataFrame, split: str, ablation: bool
+) -> None:
+    """The heads and prune-curve tables, and how many [COND] targets were left out."""
     columns = ["layer", "head", "importance", "raw", "rank"]
     columns += ["loss if removed", "change"] if ablation else []
     shown = _table(
@@ -251,8 +266,11 @@ def heads_command(
             f"{row['loss_change']:+.4f}",
         )
     console.print(curve)
-    console.print(f"written: {folder / 'heads.csv'}, {folder / 'prune_curve.csv'}")
-    console.print(f"figure: {figure}")
+    if analysis.context_only:
+        console.print(
+            f"{analysis.context_only:,} conditioning targets ([COND]) read as context only, "
+            "not counted in any loss"
+        )
 
 
 def probe_command(
@@ -300,7 +318,11 @@ def probe_command(
     progress = RichProgress()
     try:
         states = layer_states(
-            model, corpus_sequences(loaded, rows), skip_ids=special_ids(tokens), progress=progress
+            model,
+            corpus_sequences(loaded, rows),
+            skip_ids=special_ids(tokens),
+            context_only_ids=loaded.vocabulary.condition_ids,
+            progress=progress,
         )
         labels = token_labels(states, rows, label, tokens)
         entities = np.asarray(rows["entity"].to_list(), dtype=object)[states.sequence]
@@ -311,6 +333,13 @@ def probe_command(
     result.table.write_csv(folder / "probe.csv")
     figure = plot_probes(result, folder / "probe.png", caution=caution)
 
+    _print_probes(console, result, label, split)
+    console.print(f"written: {folder / 'probe.csv'}")
+    console.print(f"figure: {figure}")
+
+
+def _print_probes(console: Console, result: ProbeResult, label: str, split: str) -> None:
+    """The per-layer probe table, and how many [COND] positions were not probed."""
     shown = _table(
         f"Probes for {label!r} ({split}: {result.tokens:,} tokens, {result.entities:,} "
         f"entities, {result.folds} grouped folds; classes {', '.join(result.classes[:8])}"
@@ -330,8 +359,11 @@ def probe_command(
             f"{row['majority']:.3f}",
         )
     console.print(shown)
-    console.print(f"written: {folder / 'probe.csv'}")
-    console.print(f"figure: {figure}")
+    if result.context_only:
+        console.print(
+            f"{result.context_only:,} conditioning positions ([COND]) excluded: "
+            "context only, never probed"
+        )
 
 
 def register(app: typer.Typer) -> None:

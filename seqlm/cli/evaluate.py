@@ -278,13 +278,25 @@ def lesion_command(
             "is better on the bird's tuning split beyond the 95% bootstrap interval."
         ),
     ] = True,
+    calibrate_on_tuning: Annotated[
+        bool,
+        typer.Option(
+            help="Fit one temperature per scored run on its pre-lesion tuning split "
+            "before scoring (lesion.json: temperature_fit)."
+        ),
+    ] = True,
 ) -> None:
     """Per-bird perplexity on held-out pre-lesion vs post-lesion song, model beside n-grams."""
     from seqlm.studies.lesion import LesionOptions, lesion_comparison_lines, lesion_table
     from seqlm.studies.lesion_run import LesionRequest, lesion_study
 
     options = LesionOptions(
-        condition=condition, pre=pre, post=post, group=group, checkpoint=checkpoint
+        condition=condition,
+        pre=pre,
+        post=post,
+        group=group,
+        checkpoint=checkpoint,
+        calibrate_on_tuning=calibrate_on_tuning,
     )
     request = LesionRequest(
         runs=tuple(run or ()),

@@ -87,20 +87,31 @@ class OrderSelection:
 
 
 def select_ngram_order(
-    counts: NgramCounts, tuning_sequences: Sequence[np.ndarray], orders: Sequence[int] | None = None
+    counts: NgramCounts,
+    tuning_sequences: Sequence[np.ndarray],
+    orders: Sequence[int] | None = None,
+    context_only_ids: Sequence[int] | np.ndarray = (),
 ) -> OrderSelection:
     """Pick the order (default 1..counts.max_order) that best predicts the tuning split.
 
     Ties go to the lower order; only true-token probabilities are needed, so this is
-    cheap even for large vocabularies.
+    cheap even for large vocabularies. Targets whose true id is in `context_only_ids`
+    (conditioning tokens) are not counted in the tuning perplexity.
     """
     orders = list(orders) if orders is not None else list(range(1, counts.max_order + 1))
     if not orders:
         raise ConfigError("select_ngram_order needs at least one order")
     if not any(len(s) > 1 for s in tuning_sequences):
         raise ConfigError("the tuning split has no tokens to predict; cannot pick an order")
+    true_ids = prediction_targets(tuning_sequences, counts.vocab_size).token
+    counted = ~np.isin(true_ids, np.asarray(context_only_ids, dtype=np.int64))
+    if not counted.any():
+        raise ConfigError("the tuning split has only conditioning tokens; cannot pick an order")
     perplexity = {
-        order: KneserNeyModel(counts, order).perplexity(tuning_sequences) for order in orders
+        order: float(
+            np.exp(-KneserNeyModel(counts, order).log_prob(tuning_sequences)[counted].mean())
+        )
+        for order in orders
     }
     best = min(orders, key=lambda order: (perplexity[order], order))
     return OrderSelection(best_order=best, tuning_perplexity=perplexity)
@@ -143,11 +154,13 @@ def fit_baselines(
     tuning_sequences: Sequence[np.ndarray] | None = None,
     options: BaselineOptions | None = None,
     progress: Progress | None = None,
+    context_only_ids: Sequence[int] | np.ndarray = (),
 ) -> FittedBaselines:
     """Fit uniform, unigram and Kneser-Ney n-grams on the train sequences.
 
     One n-gram count pass serves every order. Without tuning sequences (or with none
     holding a token to predict) no best order is chosen and only the fixed orders appear.
+    The best order's tuning perplexity leaves out `context_only_ids` targets.
     """
     options = options or BaselineOptions()
     scorers: list[Scorer] = []
@@ -164,7 +177,7 @@ def fit_baselines(
     scorers.extend(KneserNeyModel(counts, order) for order in options.ngram_orders)
     selection = None
     if has_tuning:
-        selection = select_ngram_order(counts, tuning)
+        selection = select_ngram_order(counts, tuning, context_only_ids=context_only_ids)
         best_name = f"best n-gram ({selection.best_order}-gram KN)"
         scorers.append(KneserNeyModel(counts, selection.best_order, name=best_name))
     return FittedBaselines(scorers, selection, counts)
@@ -215,9 +228,9 @@ def evaluate_baselines(
     if not any(len(s) > 1 for s in train):
         raise CorpusError(f"split {train_split!r} has no tokens to fit baselines on")
     _, tuning = split_sequences(corpus, tuning_split)
-    fitted = fit_baselines(train, corpus.vocab_size, tuning, options, progress)
-    index, sequences = split_sequences(corpus, eval_splits)
     context_only = getattr(getattr(corpus, "vocabulary", None), "condition_ids", [])
+    fitted = fit_baselines(train, corpus.vocab_size, tuning, options, progress, context_only)
+    index, sequences = split_sequences(corpus, eval_splits)
     scores = {
         scorer.name: scorer.score(sequences, progress).without_tokens(context_only)
         for scorer in fitted.scorers

@@ -5,6 +5,11 @@ Tokens are put in equal-width bins of their top-1 confidence (the probability of
 most likely id); a calibrated model's accuracy in each bin matches its mean confidence.
 ECE = sum over bins of (tokens in bin / all tokens) * |accuracy - confidence|. Accuracy
 is the expected top-1 hit with ties broken at random (see `TokenScores.top_k_hit`).
+
+`fit_temperature` is temperature scaling (Guo et al. 2017): one scalar T that divides the
+logits, chosen to minimise the mean negative log-likelihood of held-aside targets (the
+tuning split, never the scored one). The NLL is convex in 1/T, so a golden-section search
+over 1/T finds the minimum; T = 1 leaves the model unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from seqlm.evaluation.scores import TokenScores
 from seqlm.plotting import new_figure, plain_text
 
 DEFAULT_BINS = 15
+TEMPERATURE_RANGE = (0.05, 20.0)  # the search's bounds on T
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclass(frozen=True)
@@ -111,3 +118,60 @@ def reliability_diagram(
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=dpi)
     return out
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """The fitted T and the mean NLL (nats per target) at T = 1 and at T on `tokens`
+    targets."""
+
+    temperature: float
+    tokens: int
+    nll_before: float
+    nll_after: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def mean_nll(logits: np.ndarray, true_ids: np.ndarray, inverse_temperature: float) -> float:
+    """Mean -log softmax(logits / T)[true id] with 1/T = `inverse_temperature`."""
+    scaled = np.asarray(logits, dtype=np.float64) * inverse_temperature
+    top = scaled.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(scaled - top).sum(axis=1)) + top[:, 0]
+    true = scaled[np.arange(scaled.shape[0]), np.asarray(true_ids, dtype=np.int64)]
+    return float(np.mean(log_norm - true))
+
+
+def fit_temperature(
+    logits: np.ndarray, true_ids: np.ndarray, *, tolerance: float = 1e-6
+) -> TemperatureFit:
+    """The T in `TEMPERATURE_RANGE` minimising the mean NLL of `true_ids` under
+    softmax(logits / T) (rows of `logits` are targets, columns ids)."""
+    logits = np.asarray(logits)
+    true_ids = np.asarray(true_ids, dtype=np.int64)
+    if logits.ndim != 2 or logits.shape[0] != true_ids.shape[0]:
+        raise ConfigError("fit_temperature needs one row of logits per target id")
+    if logits.shape[0] == 0:
+        raise ConfigError("fit_temperature needs at least one target")
+    if not np.isfinite(logits).all():
+        raise ConfigError("fit_temperature needs finite logits")
+    low, high = 1.0 / TEMPERATURE_RANGE[1], 1.0 / TEMPERATURE_RANGE[0]
+    a, b = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
+    fa, fb = mean_nll(logits, true_ids, a), mean_nll(logits, true_ids, b)
+    while high - low > tolerance * max(1.0, a):
+        if fa < fb:  # the minimum lies in [low, b]
+            high, b, fb = b, a, fa
+            a = high - _GOLDEN * (high - low)
+            fa = mean_nll(logits, true_ids, a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + _GOLDEN * (high - low)
+            fb = mean_nll(logits, true_ids, b)
+    best = (low + high) / 2.0
+    before, after = mean_nll(logits, true_ids, 1.0), mean_nll(logits, true_ids, best)
+    if before <= after:  # T = 1 is as good (the flat or bounded case): leave the model be
+        best, after = 1.0, before
+    return TemperatureFit(
+        temperature=float(1.0 / best), tokens=int(true_ids.size), nll_before=before, nll_after=after
+    )

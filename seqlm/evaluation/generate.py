@@ -347,15 +347,30 @@ def sample_trajectories(
 # ----- prompts and what a sample means -----------------------------------------------------
 
 
-def prompt_from_sequence(sequence: np.ndarray, length: int | None = None) -> np.ndarray:
+def conditioning_prefix(sequence: np.ndarray, condition_ids: Sequence[int] | np.ndarray) -> int:
+    """How many tokens open `sequence` before its first event: `[BOS]` and the
+    conditioning tokens right after it (`[COND//group=bird3]`, context only)."""
+    ids = np.asarray(sequence, dtype=np.int64)
+    opening = np.isin(ids[1:], np.asarray(condition_ids, dtype=np.int64))
+    return 1 + (int(np.argmin(opening)) if not opening.all() else int(opening.size))
+
+
+def prompt_from_sequence(
+    sequence: np.ndarray,
+    length: int | None = None,
+    condition_ids: Sequence[int] | np.ndarray = (),
+) -> np.ndarray:
     """The first `length` tokens of a corpus sequence (at least `[BOS]`), never its
-    `[EOS]`: a prompt to be continued. `None` gives just `[BOS]`."""
+    `[EOS]`: a prompt to be continued. `None` gives just `[BOS]`. The sequence's
+    conditioning tokens (`condition_ids` after `[BOS]`) are always kept: a model never
+    generates them, so a prompt without them would be one it never read."""
     ids = np.asarray(sequence, dtype=np.int64)
     if ids.size == 0 or ids[0] != BOS_ID:
         raise ConfigError("a corpus sequence starts with [BOS]; this one does not")
     if length is not None and length < 1:
         raise ConfigError(f"a prompt length must be at least 1, got {length}")
-    cut = 1 if length is None else min(length, ids.size)
+    cut = max(1 if length is None else length, conditioning_prefix(ids, condition_ids))
+    cut = min(cut, ids.size)
     if ids[cut - 1] == EOS_ID:
         cut -= 1
     return ids[: max(cut, 1)].copy()

@@ -30,6 +30,7 @@ from seqlm.evaluation.generate import (
     Generation,
     GenerationOptions,
     SamplingOptions,
+    conditioning_prefix,
     generate,
     generation_records,
     generation_text,
@@ -156,11 +157,19 @@ def generate_from_run(
     check_run_matches_corpus(loaded.config, opened)
     vocab = opened.vocabulary
     prompts = [prompt_from_tokens(vocab, text) for text in settings.prompts]
+    conditioning = vocab.condition_ids
     prompts += [
-        prompt_from_sequence(opened.sequence(i), settings.prompt_length) for i in settings.sequences
+        prompt_from_sequence(opened.sequence(i), settings.prompt_length, conditioning)
+        for i in settings.sequences
     ]
     origins = [PromptOrigin() for _ in settings.prompts]
     origins += [PromptOrigin(int(i)) for i in settings.sequences]
+    if not prompts and len(conditioning):
+        raise ConfigError(
+            "a conditioned corpus: every sequence opens with its conditioning tokens, which "
+            f"are never generated; give them as --prompt (e.g. {vocab.tokens[conditioning[0]]!r}) "
+            "or prompt with --sequence"
+        )
     if not prompts:
         prompts, origins = [prompt_from_tokens(vocab, [])], [PromptOrigin()]  # unconditional
     options = settings.generation_options()
@@ -206,11 +215,16 @@ def _check(
     if settings.check_split is None:
         return None
     prompt_length = settings.prompt_length if settings.sequences else 1
+    # The real continuations start after the conditioning tokens too (never generated).
+    conditioning = corpus.vocabulary.condition_ids
+    cuts = split_cuts(corpus, settings.check_split, prompt_length)
+    if len(conditioning):
+        cuts = [(i, max(n, conditioning_prefix(corpus.sequence(i), conditioning))) for i, n in cuts]
     return check_generations(
         generations,
         corpus,
         corpus_static_kinds(corpus.manifest),
-        real_cuts=split_cuts(corpus, settings.check_split, prompt_length),
+        real_cuts=cuts,
         max_tokens=settings.max_tokens,
     )
 

@@ -46,7 +46,8 @@ def best_ngram_on(
     options = BaselineOptions(
         ngram_orders=(), max_order=max_order, include_uniform=False, include_unigram=False
     )
-    fitted = fit_baselines(train, corpus.vocab_size, tuning, options)
+    context_only = getattr(getattr(corpus, "vocabulary", None), "condition_ids", ())
+    fitted = fit_baselines(train, corpus.vocab_size, tuning, options, None, context_only)
     assert fitted.selection is not None  # tuning sequences were given
     return fitted.scorers[-1], fitted.selection.best_order
 

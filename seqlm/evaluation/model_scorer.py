@@ -17,7 +17,7 @@ shorter). `ModelScorer.describe()` states this in eval.json.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.evaluation.lstm import LSTMConfig, LSTMLanguageModel
-from seqlm.evaluation.scores import TokenScores, prediction_targets
+from seqlm.evaluation.scores import PredictionTargets, TokenScores, prediction_targets
 from seqlm.model.config import GPTConfig
 from seqlm.model.gpt import GPT
 from seqlm.progress import Progress, ensure_progress
@@ -192,7 +192,8 @@ class ModelScorer:
     """Scores sequences with a model whose forward gives `.logits` (B, T, V).
 
     `context` defaults to the model's block size and `stride` to half of it;
-    `batch_tokens` bounds the padded input tokens per forward.
+    `batch_tokens` bounds the padded input tokens per forward; `temperature` divides the
+    logits (1 = the model as trained; `seqlm lesion` fits one on the tuning split).
     """
 
     model: nn.Module
@@ -201,8 +202,11 @@ class ModelScorer:
     stride: int | None = None
     batch_tokens: int = 8192
     device: str = "auto"
+    temperature: float = 1.0  # logits are divided by it (fitted on a tuning split)
 
     def __post_init__(self) -> None:
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
         block = _model_context(self.model)
         self.context = block if self.context is None else self.context
         if not 1 <= self.context <= block:
@@ -214,8 +218,10 @@ class ModelScorer:
             raise ConfigError(f"batch_tokens must be at least the context ({self.context})")
 
     def describe(self) -> dict[str, Any]:
-        """The windowing, for eval.json."""
+        """The windowing (and a temperature other than 1), for eval.json."""
+        scaled = {} if self.temperature == 1.0 else {"temperature": self.temperature}
         return {
+            **scaled,
             "context": self.context,
             "stride": self.stride,
             "min_context_after_first_window": self.context - self.stride + 1,
@@ -231,21 +237,64 @@ class ModelScorer:
     def score(
         self, sequences: Sequence[np.ndarray], progress: Progress | None = None
     ) -> TokenScores:
-        vocab_size = int(self.model.config.vocab_size)
-        targets = prediction_targets(sequences, vocab_size)
-        lengths = [int(np.asarray(s).shape[0]) for s in sequences]
-        plan = plan_windows(lengths, self.context, self.stride)
-        seq_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        # Target index of (sequence s, input i): targets are listed in sequence order, one
-        # per position >= 1, so sequence s's targets begin at seq_start[s] - s.
-        first_target = seq_start - np.arange(len(lengths))
+        targets = prediction_targets(sequences, int(self.model.config.vocab_size))
         n = len(targets)
         log_prob = np.full(n, np.nan)
         n_greater = np.zeros(n, dtype=np.int64)
         n_tied = np.zeros(n, dtype=np.int64)
         max_prob = np.zeros(n)
         covered = np.zeros(n, dtype=np.int64)
+        for target_rows, logits in self._predictions(sequences, targets, progress):
+            true_ids = torch.as_tensor(targets.token[target_rows], device=logits.device)
+            for low in range(0, target_rows.size, _SCORE_ROWS):
+                part = slice(low, low + _SCORE_ROWS)
+                values = _scores_of_rows(logits[part], true_ids[part])
+                at = target_rows[part]
+                log_prob[at], n_greater[at], n_tied[at], max_prob[at] = (
+                    v.cpu().numpy() for v in values
+                )
+                covered[at] += 1
+        if n and not (covered == 1).all():  # a planning bug, never the user's input
+            raise AssertionError("sliding windows did not predict every target exactly once")
+        return TokenScores(
+            sequence=targets.sequence,
+            position=targets.position,
+            token=targets.token,
+            previous=targets.previous,
+            log_prob=log_prob,
+            n_greater=n_greater,
+            n_tied=n_tied,
+            max_prob=max_prob,
+        )
 
+    @torch.no_grad()
+    def target_logits(
+        self, sequences: Sequence[np.ndarray], context_only_ids: Sequence[int] | np.ndarray = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The logits (float32, at temperature 1) and true id of every target whose id is
+        not in `context_only_ids`, in target order: what a temperature is fitted on."""
+        targets = prediction_targets(sequences, int(self.model.config.vocab_size))
+        rows = np.zeros((len(targets), int(self.model.config.vocab_size)), dtype=np.float32)
+        temperature, self.temperature = self.temperature, 1.0
+        try:
+            for target_rows, logits in self._predictions(sequences, targets, None):
+                rows[target_rows] = logits.cpu().numpy()
+        finally:
+            self.temperature = temperature
+        keep = ~np.isin(targets.token, np.asarray(context_only_ids, dtype=np.int64))
+        return rows[keep], targets.token[keep]
+
+    def _predictions(
+        self, sequences: Sequence[np.ndarray], targets: PredictionTargets, progress: Progress | None
+    ) -> Iterator[tuple[np.ndarray, Tensor]]:
+        """(target rows, their logits divided by the temperature) batch by batch, every
+        target once, through the sliding windows of the module docstring."""
+        lengths = [int(np.asarray(s).shape[0]) for s in sequences]
+        plan = plan_windows(lengths, self.context, self.stride)
+        seq_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        # Target index of (sequence s, input i): targets are listed in sequence order, one
+        # per position >= 1, so sequence s's targets begin at seq_start[s] - s.
+        first_target = seq_start - np.arange(len(lengths))
         device = resolve_device(self.device)
         was_training = self.model.training
         self.model.to(device).eval()
@@ -268,33 +317,14 @@ class ModelScorer:
                     where.append(first_target[plan.sequence[w]] + new)
                 rows_t = torch.as_tensor(np.concatenate(rows), device=device)
                 cols_t = torch.as_tensor(np.concatenate(cols), device=device)
-                target_rows = np.concatenate(where)
                 logits = self._logits_at(torch.as_tensor(idx, device=device), rows_t, cols_t)
-                true_ids = torch.as_tensor(targets.token[target_rows], device=device)
-                for low in range(0, target_rows.size, _SCORE_ROWS):
-                    part = slice(low, low + _SCORE_ROWS)
-                    values = _scores_of_rows(logits[part], true_ids[part])
-                    at = target_rows[part]
-                    log_prob[at], n_greater[at], n_tied[at], max_prob[at] = (
-                        v.cpu().numpy() for v in values
-                    )
-                    covered[at] += 1
+                if self.temperature != 1.0:
+                    logits = logits / self.temperature
+                yield np.concatenate(where), logits
                 progress.advance(batch.size)
         finally:
             self.model.train(was_training)
             progress.finish()
-        if n and not (covered == 1).all():  # a planning bug, never the user's input
-            raise AssertionError("sliding windows did not predict every target exactly once")
-        return TokenScores(
-            sequence=targets.sequence,
-            position=targets.position,
-            token=targets.token,
-            previous=targets.previous,
-            log_prob=log_prob,
-            n_greater=n_greater,
-            n_tied=n_tied,
-            max_prob=max_prob,
-        )
 
     def _batches(self, order: np.ndarray, plan: WindowPlan):
         """Windows (longest first) grouped so that padded tokens stay within budget."""

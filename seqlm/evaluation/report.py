@@ -243,8 +243,8 @@ def evaluate_run(
         },
         "split": options.split,
         "sequences": len(sequences),
-        "targets": "every token after [BOS] through [EOS] of each sequence; all models "
-        "score exactly these",
+        "targets": "every token after [BOS] through [EOS] of each sequence, less conditioning "
+        "tokens ([COND], context only); all models score exactly these",
         "scoring": {MODEL_NAME: scorer.describe()},
         "baselines_fitted_on": options.train_split,
     }
@@ -298,7 +298,10 @@ def _baselines(
         )
         if "ngram" not in chosen:
             tuning = []
-        fitted = fit_baselines(train, corpus.vocab_size, tuning, baseline_options, progress)
+        context_only = corpus.vocabulary.condition_ids  # not counted in the order choice
+        fitted = fit_baselines(
+            train, corpus.vocab_size, tuning, baseline_options, progress, context_only
+        )
         scorers += fitted.scorers
         if fitted.selection is not None:
             info["ngram"] = {

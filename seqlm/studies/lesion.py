@@ -43,6 +43,7 @@ from seqlm.evaluation.scores import TokenScores
 from seqlm.outputs import remove_output
 from seqlm.plotting import new_figure, plain_text
 from seqlm.progress import Progress
+from seqlm.studies.lesion_calibration import calibrate_on_tuning
 from seqlm.studies.lesion_select import choose_fine_tuned_or_pool
 from seqlm.training.session import train_on_corpus
 
@@ -71,6 +72,7 @@ class LesionOptions:
     ngram_max_order: int = DEFAULT_MAX_ORDER
     checkpoint: str = "best"
     device: str = "auto"
+    calibrate_on_tuning: bool = True  # a temperature per run, fitted on its tuning song
 
 
 @dataclass
@@ -176,6 +178,7 @@ def lesion_comparison(
         raise ConfigError("the lesion comparison needs at least one run")
     all_groups = sorted(str(g) for g in corpus.index[options.group].drop_nulls().unique().to_list())
     frames, info = [], {"runs": {}, "ngram_orders": {}}
+    context_only = corpus.vocabulary.condition_ids
     per_group: list[tuple[pl.DataFrame, dict[str, TokenScores]]] = []
     for key, run in runs.items():
         groups = all_groups if key == ALL_GROUPS else [str(key)]
@@ -187,13 +190,16 @@ def lesion_comparison(
         sequences = _sequences(corpus, index)
         pre = _rows(corpus, options, options.pre, groups)
         ngram, order = _best_ngram(corpus, pre, options, str(key))
+        if options.calibrate_on_tuning:  # T from the tuning split, as the n-gram's order
+            tuning = pre.filter(pl.col("split") == options.tuning_split)
+            fit = calibrate_on_tuning(scorer, corpus, tuning, context_only, str(key))
+            info.setdefault("temperature_fit", {})[key] = fit
         scores = {MODEL: scorer.score(sequences, progress), NGRAM: ngram.score(sequences)}
         info["runs"][key] = {"path": str(Path(run).resolve()), "step": loaded.step}
         info["ngram_orders"][key] = order
         if key == ALL_GROUPS and len(groups) > 1:
             scores[PER_GROUP_NGRAM] = _per_group_ngram(corpus, index, sequences, options, info)
         # Conditioning tokens are context only: no model is scored on them.
-        context_only = corpus.vocabulary.condition_ids
         scores = {name: s.without_tokens(context_only) for name, s in scores.items()}
         frames.append(_token_tables(index, scores, options))
         info["scoring"] = scorer.describe()
@@ -390,7 +396,8 @@ def lesion_comparison_lines(result: LesionResult) -> list[str]:
         for c in result.info.get("comparisons", [])
     ]
     choices = result.info.get("fine_tune_choice", {}).values()
-    return lines + [c["sentence"] for c in choices]
+    fits = result.info.get("temperature_fit", {}).values()
+    return lines + [c["sentence"] for c in choices] + [f["sentence"] for f in fits]
 
 
 def lesion_json(result: LesionResult) -> dict[str, Any]:

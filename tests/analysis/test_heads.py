@@ -112,3 +112,50 @@ def test_the_copying_head_of_the_planted_model_is_found(tmp_path) -> None:
     assert curve[-1] > curve[1] + 0.5
     png = plot_heads(analysis, tmp_path / "heads.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_conditioning_targets_are_context_only_never_counted() -> None:
+    """Issue 13 item 3: a [COND] target is read as context, never counted in a loss; every
+    other target keeps its loss exactly (same windows, same batches)."""
+    model = random_model()
+    sequences = random_sequences([6, 9, 12, 16])
+    condition_id = 5
+    for seq in sequences:
+        seq[1] = condition_id  # a prefix token, as `seqlm corpus condition` writes it
+    every = analyse_heads(model, sequences, HeadAnalysisConfig(batch_tokens=20))
+    without = analyse_heads(
+        model, sequences, HeadAnalysisConfig(batch_tokens=20), context_only_ids=[condition_id]
+    )
+    targets = [(seq[:-1], seq[1:]) for seq in sequences]
+    counted = sum(int((y != condition_id).sum()) for _, y in targets)
+    assert without.tokens == counted and without.context_only == every.tokens - counted
+    assert without.context_only >= len(sequences) and every.context_only == 0
+
+    def loss(gates, keep_condition: bool) -> float:
+        total, count = 0.0, 0
+        with torch.no_grad(), gated_heads(model, gates):
+            for x, y in targets:
+                logits = model(torch.as_tensor(x[None])).logits[0].double()
+                nll = -torch.log_softmax(logits, -1)[torch.arange(len(y)), torch.as_tensor(y)]
+                keep = torch.as_tensor(keep_condition | (y != condition_id))
+                total, count = total + float(nll[keep].sum()), count + int(keep.sum())
+        return total / count
+
+    assert every.base_loss == pytest.approx(loss(None, True), rel=1e-6)
+    assert without.base_loss == pytest.approx(loss(None, False), rel=1e-6)
+    assert without.base_loss != pytest.approx(every.base_loss, rel=1e-3)
+    gates = torch.ones(2, 3)
+    gates[1, 2] = 0
+    assert without.ablation_loss[1, 2] == pytest.approx(loss(gates, False), rel=1e-6)
+    # importance: each window's mean loss over its counted targets only
+    expected = np.zeros((2, 3))
+    for x, y in targets:
+        gates = torch.ones(2, 3, requires_grad=True)
+        with gated_heads(model, gates):
+            logits = model(torch.as_tensor(x[None])).logits[0]
+        nll = -torch.log_softmax(logits, -1)[torch.arange(len(y)), torch.as_tensor(y)]
+        nll[torch.as_tensor(y != condition_id)].mean().backward()
+        expected += gates.grad.abs().double().numpy()
+    np.testing.assert_allclose(without.importance_raw, expected / len(targets), rtol=1e-4)
+    with pytest.raises(ConfigError, match="conditioning"):
+        analyse_heads(model, [np.array([1, condition_id])], context_only_ids=[condition_id])

@@ -152,3 +152,30 @@ def test_labels_from_the_index_and_from_token_kinds(tmp_path) -> None:
         probe_accuracy(states.layers[0], kinds.astype(str), np.zeros(len(kinds)), ProbeConfig())
     with pytest.raises(ConfigError):
         ProbeConfig(folds=1)
+
+
+def test_conditioning_positions_are_never_probe_examples() -> None:
+    """Issue 13 item 3: a [COND//group=...] position spells out the label, so a probe for
+    that label would read the answer there; it is context only, skipped and counted."""
+    tokens = [*TOKENS, "[COND//group=a]", "[COND//group=b]"]
+    torch.manual_seed(1)
+    config = GPTConfig(vocab_size=len(tokens), n_layer=2, n_head=2, n_embd=16, block_size=16)
+    model = GPT(config).eval()
+    conditioned = [np.insert(seq, 1, 9 + s % 2) for s, seq in enumerate(sequences())]
+    states = layer_states(
+        model, conditioned, skip_ids=special_ids(tokens), context_only_ids=[9, 10]
+    )
+    assert states.context_only == len(conditioned)
+    assert not np.isin(states.token, [9, 10]).any()
+    # The other positions are the same tokens with the same states as probing them with
+    # the [COND] ids skipped outright (they stay in every window's context).
+    plain = layer_states(model, conditioned, skip_ids=[*special_ids(tokens), 9, 10])
+    np.testing.assert_array_equal(states.token, plain.token)
+    np.testing.assert_array_equal(states.position, plain.position)
+    for ours, theirs in zip(states.layers, plain.layers, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert plain.context_only == 0
+    entities = np.array(["p1", "p2", "p3"], dtype=object)[states.sequence]
+    labels = np.array(["a", "b", "a"], dtype=object)[states.sequence]
+    result = run_probes(states, labels, entities, label="group", config=ProbeConfig(folds=2))
+    assert result.context_only == len(conditioned) and result.tokens == states.token.shape[0]

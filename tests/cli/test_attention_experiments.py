@@ -15,7 +15,8 @@ import torch
 from helpers.cli_helpers import run
 from helpers.corpus_helpers import ingested
 
-from seqlm.corpus import SplitConfig, build_corpus
+from seqlm.corpus import SplitConfig, build_corpus, load_corpus
+from seqlm.corpus.conditioning import condition_corpus
 from seqlm.model import GPT, GPTConfig
 from seqlm.training.checkpoint import WEIGHTS_FILE, RunFolder, save_weights
 from seqlm.vocabularies import TokenScheme
@@ -49,6 +50,19 @@ def corpus_and_run(tmp_path_factory):
     run_folder.write_config({"model_type": "gpt", "model": config.to_dict()})
     save_weights(model.state_dict(), run_folder.path / WEIGHTS_FILE)
     return folder / "corpus", run_folder.path
+
+
+@pytest.fixture(scope="module")
+def conditioned_run(corpus_and_run, tmp_path_factory):
+    """The corpus with a [COND//group=bird] prefix on every bout, and an untrained GPT."""
+    folder = tmp_path_factory.mktemp("conditioned")
+    corpus = condition_corpus(corpus_and_run[0], folder / "corpus", ["group"], min_sequences=1)
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=corpus.vocab_size, n_layer=2, n_head=2, n_embd=16, block_size=16)
+    run_folder = RunFolder(folder / "run")
+    run_folder.write_config({"model_type": "gpt", "model": config.to_dict()})
+    save_weights(GPT(config).state_dict(), run_folder.path / WEIGHTS_FILE)
+    return corpus, run_folder.path
 
 
 def test_span_writes_the_table_figures_and_effective_lengths(corpus_and_run, tmp_path, capsys):
@@ -95,6 +109,19 @@ def test_heads_writes_importance_ablation_and_prune_curve(corpus_and_run, tmp_pa
     assert (out / "heads.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_heads_never_count_conditioning_targets(conditioned_run, tmp_path, capsys):
+    """Issue 13 item 3: the [COND] targets are context only, not in any loss."""
+    corpus, run_dir = conditioned_run
+    out = tmp_path / "heads"
+    argv = ["attention", "heads", str(run_dir), "-C", str(corpus.path), "--split", "all"]
+    assert run([*argv, "--no-ablation", "--no-check", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    sequences = load_corpus(corpus.path).index.height
+    assert f"{sequences} conditioning targets ([COND]) read as context only" in printed
+    targets = int((load_corpus(corpus.path).index["length"] - 1).sum())
+    assert f"all: {targets - sequences:,} tokens" in printed
+
+
 def test_probe_reports_accuracy_control_and_selectivity(corpus_and_run, tmp_path, capsys):
     corpus, run_dir = corpus_and_run
     out = tmp_path / "probe"
@@ -107,6 +134,21 @@ def test_probe_reports_accuracy_control_and_selectivity(corpus_and_run, tmp_path
     assert table["layer"].to_list() == [0, 1, 2]
     assert ((table["accuracy"] >= 0) & (table["accuracy"] <= 1)).all()
     assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_never_reads_a_conditioning_position(conditioned_run, tmp_path, capsys):
+    """Issue 13 item 3: probing for the bird, the [COND//group=bird] positions (which
+    spell out the answer) are not examples; the output says how many were left out."""
+    corpus, run_dir = conditioned_run
+    out = tmp_path / "probe"
+    argv = ["probe", str(run_dir), "-C", str(corpus.path), "--label", "group", "--split", "all"]
+    assert run([*argv, "--folds", "3", "--no-check", "--out", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    index = load_corpus(corpus.path).index
+    assert f"{index.height} conditioning positions ([COND]) excluded" in printed
+    # every token but [BOS], [COND] and the closing [EOS] (no [UNK] in this corpus)
+    probed = int(index["length"].sum()) - 3 * index.height
+    assert f"all: {probed:,} tokens" in printed
 
 
 def test_the_gate_warns_first_and_on_the_figures(corpus_and_run, tmp_path, capsys):

@@ -17,7 +17,7 @@ from seqlm.evaluation.baselines import (
     split_sequences,
 )
 from seqlm.evaluation.metrics import breakdowns, token_kinds, token_table
-from seqlm.evaluation.ngram import count_ngrams
+from seqlm.evaluation.ngram import KneserNeyModel, count_ngrams
 
 
 def perplexity(scores) -> float:
@@ -72,6 +72,28 @@ def test_best_order_is_chosen_on_the_tuning_split() -> None:
     )
     with pytest.raises(ConfigError):
         select_ngram_order(counts, [np.array([1])])
+
+
+def test_order_choice_never_counts_conditioning_targets() -> None:
+    """Issue 13 item 3: the tuning perplexity that picks the n-gram's order (and is
+    reported) is over the same targets as every metric: conditioning tokens left out."""
+    rng = np.random.default_rng(0)
+
+    def conditioned(n: int) -> list[np.ndarray]:  # [BOS] [COND a|b] ... as `corpus condition`
+        return [np.insert(s, 1, 10 + i % 2) for i, s in enumerate(markov_sequences(rng, n))]
+
+    train, tuning = conditioned(200), conditioned(40)
+    counts = count_ngrams(train, 12, max_order=4)
+    every = select_ngram_order(counts, tuning)
+    selection = select_ngram_order(counts, tuning, context_only_ids=[10, 11])
+    for order, value in selection.tuning_perplexity.items():
+        scores = KneserNeyModel(counts, order).score(tuning).without_tokens([10, 11])
+        assert value == pytest.approx(perplexity(scores), rel=1e-12)
+        assert value != pytest.approx(every.tuning_perplexity[order], rel=1e-3)
+    fitted = fit_baselines(train, 12, tuning, BaselineOptions(max_order=4), None, [10, 11])
+    assert fitted.selection == selection
+    with pytest.raises(ConfigError, match="only conditioning"):
+        select_ngram_order(counts, [np.array([1, 10])], context_only_ids=[10])
 
 
 def test_fit_baselines_names_and_options() -> None:

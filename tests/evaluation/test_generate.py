@@ -22,6 +22,7 @@ from seqlm.evaluation.generate import (
     STOP_HORIZON,
     GenerationOptions,
     SamplingOptions,
+    conditioning_prefix,
     filter_logits,
     generate,
     generation_records,
@@ -327,6 +328,21 @@ def test_prompts_from_sequences_never_include_eos() -> None:
     assert prompt_from_sequence(sequence, 99).tolist() == [1, 7, 8, 9]
     with pytest.raises(ConfigError):
         prompt_from_sequence(np.array([7, 8, 2]))
+
+
+def test_prompts_from_sequences_keep_their_conditioning_tokens() -> None:
+    """Issue 13 item 3: conditioning tokens are never generated, so a prompt cut from a
+    conditioned sequence keeps them whatever its length (else the model reads a start it
+    never saw)."""
+    sequence = np.array([1, 20, 21, 7, 8, 2])  # [BOS] two [COND] tokens, two events, [EOS]
+    assert prompt_from_sequence(sequence, None, [20, 21]).tolist() == [1, 20, 21]
+    assert prompt_from_sequence(sequence, 1, [20, 21]).tolist() == [1, 20, 21]
+    assert prompt_from_sequence(sequence, 4, [20, 21]).tolist() == [1, 20, 21, 7]
+    assert prompt_from_sequence(sequence, 1).tolist() == [1]  # not a conditioned corpus
+    assert conditioning_prefix(sequence, [20, 21]) == 3
+    assert conditioning_prefix(np.array([1, 20, 2]), [20]) == 2
+    assert conditioning_prefix(np.array([1]), [20]) == 1
+    assert conditioning_prefix(np.array([1, 7, 20, 2]), [20]) == 1  # only the opening counts
 
 
 class _Vocab:

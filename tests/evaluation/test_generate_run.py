@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers.eval_fixtures import small_finch_corpus, tiny_gpt, write_run
 
+from seqlm.corpus.conditioning import condition_corpus
 from seqlm.errors import ConfigError
 from seqlm.evaluation.generate import generate, prompt_from_sequence
 from seqlm.evaluation.generate_run import GenerateSettings, generate_from_run
@@ -53,3 +54,23 @@ def test_a_missing_corpus_is_named(finch_run, tmp_path) -> None:
     _, run, _ = finch_run
     with pytest.raises(ConfigError, match="pass --corpus"):
         generate_from_run(run, GenerateSettings(), corpus=tmp_path / "nowhere")
+
+
+def test_a_conditioned_corpus_prompts_with_its_conditioning_tokens(tmp_path) -> None:
+    """Issue 13 item 3: [COND] tokens are never generated; a sequence prompt keeps its
+    own, and a prompt with none (which the model never read) is refused in words."""
+    source = small_finch_corpus(tmp_path / "corpus", birds=(3, 4))
+    corpus = condition_corpus(source, tmp_path / "conditioned", ["group"], min_sequences=1)
+    model = tiny_gpt(vocab_size=corpus.vocab_size, block_size=32)
+    write_run(tmp_path / "run", model, corpus)
+    conditioning = corpus.vocabulary.condition_ids
+    settings = GenerateSettings(sequences=(0,), prompt_length=1, n_samples=4, max_tokens=6)
+    (generation,) = generate_from_run(tmp_path / "run", settings).generations
+    assert generation.prompt.tolist() == corpus.sequence(0)[:2].tolist()
+    assert np.isin(generation.prompt[1], conditioning)
+    assert not any(np.isin(sample, conditioning).any() for sample in generation.samples)
+    with pytest.raises(ConfigError, match="conditioned corpus"):
+        generate_from_run(tmp_path / "run", GenerateSettings(n_samples=1, max_tokens=2))
+    given = GenerateSettings(prompts=(corpus.vocabulary.tokens[conditioning[0]],), n_samples=1)
+    (generation,) = generate_from_run(tmp_path / "run", given).generations
+    assert generation.prompt.tolist() == [1, int(conditioning[0])]

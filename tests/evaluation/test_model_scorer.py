@@ -152,3 +152,25 @@ def test_broken_or_mismatched_runs_are_corpus_errors(tmp_path) -> None:
     )
     with pytest.raises(CorpusError, match="do not fit"):
         load_run_model(run)
+
+
+def test_a_temperature_divides_the_logits_and_target_logits_are_at_one() -> None:
+    model = tiny_gpt(seed=1)
+    sequences = random_sequences([5, 9, 17])
+    sequences[1][1] = 29  # a conditioning token, say
+    plain = ModelScorer(model, device="cpu")
+    scaled = ModelScorer(model, device="cpu", temperature=2.0)
+    rows = np.concatenate([direct_rows(model, s, 0, len(s) - 1) for s in sequences])
+    true_ids = np.concatenate([s[1:] for s in sequences])
+    halved = torch.log_softmax(torch.as_tensor(rows) / 2.0, dim=-1).numpy()
+    expected = halved[np.arange(len(true_ids)), true_ids]
+    np.testing.assert_allclose(scaled.score(sequences).log_prob, expected, atol=2e-5)
+    assert scaled.describe()["temperature"] == 2.0 and "temperature" not in plain.describe()
+    logits, ids = scaled.target_logits(sequences, context_only_ids=[29])
+    keep = true_ids != 29
+    np.testing.assert_array_equal(ids, true_ids[keep])
+    direct = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1).numpy()
+    np.testing.assert_allclose(direct, rows[keep], atol=2e-5)  # at T = 1, not 2
+    assert scaled.temperature == 2.0
+    with pytest.raises(ConfigError, match="temperature"):
+        ModelScorer(model, temperature=0.0)

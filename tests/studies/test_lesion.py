@@ -16,7 +16,9 @@ from rich.console import Console
 
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.evaluation.baselines import BaselineOptions, fit_baselines
+from seqlm.evaluation.calibration import fit_temperature
 from seqlm.evaluation.lstm import run_finished
+from seqlm.evaluation.model_scorer import ModelScorer
 from seqlm.studies.lesion import (
     ALL_GROUPS,
     MODEL,
@@ -223,3 +225,48 @@ def test_all_seven_birds_match_the_published_reference(tmp_path, finch_lesions) 
     assert pre.min() > 1.1 and pre.max() < 1.75
     assert post.min() > 1.5 and post.max() < 3.6
     assert (post > pre).all()
+
+
+def test_a_temperature_is_fitted_on_the_tuning_split_before_scoring(finch, tmp_path) -> None:
+    """One temperature per run, fitted on the pre-lesion tuning song of the birds it
+    covers (never on the scored held-out or post song); the held-out scores are the
+    model's at that temperature, and lesion.json records the fit."""
+    model = tiny_gpt(seed=1, vocab_size=finch.vocab_size, block_size=32, init_std=0.5)
+    run = write_run(tmp_path / "run", model, finch)
+    runs = {"bird1": run, "bird6": run}
+    calibrated = lesion_comparison(finch, runs, LesionOptions(device="cpu"))
+    plain = lesion_comparison(finch, runs, LesionOptions(device="cpu", calibrate_on_tuning=False))
+    assert "temperature_fit" not in plain.info
+    fits = calibrated.info["temperature_fit"]
+    assert set(fits) == {"bird1", "bird6"}
+    for bird, fit in fits.items():
+        tuning = finch.index.filter(
+            (pl.col("group") == bird)
+            & (pl.col("condition") == "pre")
+            & (pl.col("split") == "tuning")
+        )
+        sequences = [np.asarray(finch.sequence(int(i))) for i in tuning["seq_id"]]
+        scorer = ModelScorer(model, device="cpu")
+        logits, true_ids = scorer.target_logits(sequences)
+        assert fit == {
+            **fit_temperature(logits, true_ids).to_dict(),
+            "sequences": tuning.height,
+            "sentence": fit["sentence"],
+        }
+        assert fit["nll_after"] < fit["nll_before"] and fit["temperature"] != 1.0
+        held = finch.index.filter(
+            (pl.col("group") == bird)
+            & (pl.col("condition") == "pre")
+            & (pl.col("split") == "held_out")
+        )
+        scorer.temperature = fit["temperature"]
+        expected = scorer.score([np.asarray(finch.sequence(int(i))) for i in held["seq_id"]])
+        row = calibrated.rows.filter(
+            (pl.col("group") == bird) & (pl.col("model") == MODEL) & (pl.col("condition") == "pre")
+        ).row(0, named=True)
+        assert row["cross_entropy_nats"] == pytest.approx(-expected.log_prob.mean())
+        assert any(
+            line.startswith(f"[{bird}] temperature") for line in lesion_comparison_lines(calibrated)
+        )
+    ngram = lambda r: r.filter(pl.col("model") == NGRAM)["perplexity"].to_list()  # noqa: E731
+    assert ngram(calibrated.rows) == ngram(plain.rows)  # the baselines are untouched
