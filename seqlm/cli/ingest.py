@@ -93,8 +93,7 @@ def ingest_command(
         if key in counts:
             console.print(f"  {key:>10}: {counts[key]:,}")
     console.print(f"  vocabulary: {corpus.vocab_size:,} tokens")
-    if corpus.manifest.get("within_time_order", "file") != "file":
-        order = corpus.manifest["within_time_order"]
+    if (order := corpus.manifest.get("within_time_order", "file")) != "file":
         console.print(f"  events of one timestamp in {order} order (--within-time-order)")
     for line in corpus.manifest.get("notes", []):
         console.print(Text(f"note: {line}"))
