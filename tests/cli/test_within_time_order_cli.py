@@ -51,6 +51,9 @@ def test_tabular_events_of_one_time_in_code_order_and_file_order_by_default(tmp_
     assert load_corpus(file).manifest["counts"] == load_corpus(code).manifest["counts"]
     for name in ("times.bin", "index.parquet", "tokenizer.json"):
         assert (file / name).read_bytes() == (code / name).read_bytes(), name
+    # A subset keeps the order its source was built with.
+    assert run(["subset", str(code), "--where", "entity=p2", "--out", str(tmp_path / "p2")]) == 0
+    assert load_corpus(tmp_path / "p2").manifest["within_time_order"] == "code"
 
 
 @pytest.mark.parametrize(
