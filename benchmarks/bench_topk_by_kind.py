@@ -13,25 +13,25 @@ of events at a time, but not the file's order among them, could reach at most.
     python benchmarks/bench_topk_by_kind.py --run RUN --corpus CORPUS [--json]
 
 `--ngram-only CORPUS ...` prints the best n-gram's held-out perplexity, top-1 and top-10
-for each corpus (e.g. the same MEDS data ingested with the events of a timestamp in code
-order: `--write-code-sorted-meds MEDS --out COPY` writes that copy of the shards, with
-the metadata folder linked, for `seqlm ingest meds COPY`).
+for each corpus (e.g. the same MEDS data ingested twice, `seqlm ingest meds MEDS --out
+FILE` and `seqlm ingest meds MEDS --out CODE --within-time-order code`: the events of a
+timestamp in the file's order and in code order; docs/formats.md, "Events that share a
+timestamp"). Each row names the corpus's within-time order.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 
 from seqlm.corpus import load_corpus
+from seqlm.corpus.within_time_order import corpus_within_time_order
 from seqlm.evaluation.baselines import select_ngram_order
 from seqlm.evaluation.model_scorer import load_run_model
 from seqlm.evaluation.ngram import KneserNeyModel, count_ngrams
@@ -143,7 +143,11 @@ def by_kind(run: Path, corpus_path: Path) -> tuple[list[dict[str, Any]], dict[st
     tops = {"model": model_top_k(run, held_out), "n-gram": ngram_top_k(ngram, targets)}
     due = due_at_time(targets, times, kinds)
     shared = times[targets.flat_index] == times[targets.flat_index - 1]
-    facts = {"n-gram": ngram.name, "same time as the token before": round(float(shared.mean()), 4)}
+    facts = {
+        "within-time order": corpus_within_time_order(corpus.manifest),
+        "n-gram": ngram.name,
+        "same time as the token before": round(float(shared.mean()), 4),
+    }
     return kind_table(tops, targets, due, kinds), facts
 
 
@@ -153,25 +157,12 @@ def ngram_only(corpus_path: Path) -> dict[str, Any]:
     scores = model.score(split_sequences(corpus, "held_out"))
     return {
         "corpus": str(corpus_path),
+        "within-time order": corpus_within_time_order(corpus.manifest),
         "n-gram": model.name,
         "perplexity": round(float(np.exp(-scores.log_prob.mean())), 2),
         "top-1": round(float(scores.top_k_hit(1).mean()), 4),
         "top-10": round(float(scores.top_k_hit(TOP_K).mean()), 4),
     }
-
-
-def write_code_sorted_meds(source: Path, out: Path) -> None:
-    """A copy of a MEDS dataset's shards with the rows of a (subject, time) in code order
-    (file order breaks ties; static rows first); metadata/ is linked, not copied."""
-    (out / "data").mkdir(parents=True, exist_ok=False)
-    if (source / "metadata").is_dir():
-        os.symlink((source / "metadata").resolve(), out / "metadata")
-    for shard in sorted((source / "data").rglob("*.parquet")):
-        frame = pl.read_parquet(shard, glob=False).with_row_index("_row")
-        frame = frame.sort(["subject_id", "time", "code", "_row"], nulls_last=False)
-        target = out / "data" / shard.relative_to(source / "data")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        frame.drop("_row").write_parquet(target)
 
 
 def _cell(column: str, value: Any) -> str:
@@ -191,15 +182,10 @@ def main() -> None:
     parser.add_argument("--run", type=Path)
     parser.add_argument("--corpus", type=Path)
     parser.add_argument("--ngram-only", type=Path, nargs="+")
-    parser.add_argument("--write-code-sorted-meds", type=Path)
-    parser.add_argument("--out", type=Path)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.process_time()
-    if args.write_code_sorted_meds:
-        write_code_sorted_meds(args.write_code_sorted_meds, args.out)
-        return
     if args.ngram_only:
         rows, facts = [ngram_only(path) for path in args.ngram_only], {}
     else:

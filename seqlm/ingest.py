@@ -24,6 +24,7 @@ from seqlm.config import load_toml, options_from_mapping, parse_option_strings
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpus import Corpus, SplitConfig, build_corpus
 from seqlm.corpus.store import CORPUS_FILES
+from seqlm.corpus.within_time_order import DEFAULT_WITHIN_TIME_ORDER, check_within_time_order
 from seqlm.errors import ConfigError, InputError, SeqlmError
 from seqlm.outputs import OutputError, check_output, output_lock
 from seqlm.progress import Progress
@@ -82,9 +83,12 @@ def ingest(
     overwrite: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    within_time_order: str = DEFAULT_WITHIN_TIME_ORDER,
 ) -> Corpus:
     """Read `inputs` with the named adapter and write a corpus folder at `out`
-    (`workers`: processes for the corpus build, None = the cores)."""
+    (`workers`: processes for the corpus build, None = the cores; `within_time_order`:
+    `file` or `code`, the order of an entity's events that share a timestamp)."""
+    check_within_time_order(within_time_order)
     spec = get_adapter(adapter)
     sections = merge_configs(config or {})
     paths = [Path(p) for p in inputs]
@@ -118,6 +122,7 @@ def ingest(
                 overwrite=overwrite,
                 workers=workers,
                 progress=progress,
+                within_time_order=within_time_order,
             )
         except (pl.exceptions.PolarsError, ArrowException) as err:
             # Scans are lazy: a damaged page surfaces while the corpus is built, where

@@ -1,40 +1,65 @@
-"""benchmarks/bench_topk_by_kind.py writes the code-sorted MEDS copy its docs figures
-compare against: the same rows per shard, each (subject, time) in code order."""
+"""benchmarks/bench_topk_by_kind.py on a corpus in each within-time order: the best
+n-gram's held-out figures per corpus (`--ngram-only`), and the table by target kind
+with its order-free column for a run (slow: it trains one)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
-from helpers.shared_data import shared_path
+import pytest
+from helpers.cli_helpers import run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_topk_by_kind.py"
+MAPPING = ["-O", 'entity="patient"', "-O", 'time="hour"', "-O", 'code="code"']
+MAPPING += ["-O", "splits.tuning=0.2", "-O", "splits.held_out=0.2", "-O", "scheme.min_entities=1"]
 
 
-def test_the_code_sorted_copy_keeps_every_row_and_orders_each_timestamp(tmp_path):
-    meds = shared_path("clinical", "mimic-iv-demo-meds")
-    out = tmp_path / "sorted"
-    command = [
-        sys.executable,
-        str(SCRIPT),
-        "--write-code-sorted-meds",
-        str(meds),
-        "--out",
-        str(out),
-    ]
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    assert (out / "metadata").resolve() == (meds / "metadata").resolve()
-    for shard in sorted((meds / "data").rglob("*.parquet")):
-        before = pl.read_parquet(shard, glob=False)
-        after = pl.read_parquet(out / "data" / shard.relative_to(meds / "data"), glob=False)
-        assert after.height == before.height
-        assert after.sort(["subject_id", "time", "code"], maintain_order=True).equals(
-            before.sort(["subject_id", "time", "code"], maintain_order=True)
-        )
-        groups = after.group_by(["subject_id", "time"], maintain_order=True).agg("code")
-        assert all(codes == sorted(codes) for codes in groups["code"].to_list())
-    # the copy refuses to write over a folder that exists
-    again = subprocess.run(command, capture_output=True, text=True)
-    assert again.returncode != 0
+def corpora(tmp_path: Path) -> dict[str, Path]:
+    """Twenty patients whose hours hold a few codes written in reverse code order,
+    ingested in file order and in code order."""
+    lines = ["patient,hour,code"]
+    for patient in range(20):
+        for hour in range(6):
+            lines += [f"p{patient},{hour},{c}" for c in ("D", "C", "B", "A")[: 2 + hour % 3]]
+    source = tmp_path / "events.csv"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    built = {}
+    for order in ("file", "code"):
+        built[order] = tmp_path / order
+        argv = ["ingest", "tabular", str(source), "--out", str(built[order]), *MAPPING]
+        assert run([*argv, "--within-time-order", order]) == 0
+    return built
+
+
+def bench(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_ngram_only_names_each_corpus_order(tmp_path):
+    built = corpora(tmp_path)
+    rows = bench("--ngram-only", str(built["file"]), str(built["code"]))["rows"]
+    assert [row["within-time order"] for row in rows] == ["file", "code"]
+    for row in rows:
+        assert row["perplexity"] >= 1.0 and 0.0 <= row["top-1"] <= row["top-10"] <= 1.0
+
+
+@pytest.mark.slow
+def test_by_kind_table_has_the_order_free_column(tmp_path):
+    built = corpora(tmp_path)
+    sets = ["model.context=16", "train.steps=2", "train.batch=2", "train.eval_batches=1"]
+    argv = ["train", str(built["code"]), "--out", str(tmp_path / "run"), "--preset", "tiny"]
+    assert run(argv + [a for s in sets for a in ("--set", s)]) == 0
+    result = bench("--run", str(tmp_path / "run"), "--corpus", str(built["code"]))
+    assert result["within-time order"] == "code"
+    first = result["rows"][0]
+    assert first["kind"] == "all" and first["share"] == 1.0
+    # A token still due at the target's time is found at least as often as the target.
+    assert first["model order-free"] >= first["model top-10"]
+    assert first["n-gram order-free"] >= first["n-gram top-10"]

@@ -95,6 +95,7 @@ def eval_command(
 
 
 def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (EvaluatedRun)
+    from seqlm.corpus.within_time_order import describe_within_time_order
     from seqlm.evaluation.paired import comparison_table
     from seqlm.evaluation.report import summary_table
 
@@ -111,6 +112,8 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
         f"(targets past the first window see >= {scoring['min_context_after_first_window']} "
         "tokens)"
     )
+    order = evaluation.info.get("corpus", {}).get("within_time_order", "file")
+    console.print(describe_within_time_order(order), markup=False, highlight=False)
     for name, path in result.written.items():
         console.print(f"  {name}: {path}")
 

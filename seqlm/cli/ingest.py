@@ -57,6 +57,15 @@ def ingest_command(
             help="Processes for the corpus build (default: the cores; one for small inputs).",
         ),
     ] = None,
+    within_time_order: Annotated[
+        str,
+        typer.Option(
+            "--within-time-order",
+            help="Order of an entity's events that share a timestamp: file (as the source "
+            "has them; MEDS defines none) or code (sorted by code, then value and text). "
+            "docs/formats.md, 'Events that share a timestamp'.",
+        ),
+    ] = "file",
 ) -> None:
     """Read raw event files with an adapter and write a tokenized corpus folder."""
     from seqlm.corpus.merge_checks import describe_merge_checks
@@ -66,7 +75,14 @@ def ingest_command(
     progress = RichProgress()
     try:
         corpus = ingest(
-            adapter, inputs, out, sections, overwrite=overwrite, workers=workers, progress=progress
+            adapter,
+            inputs,
+            out,
+            sections,
+            overwrite=overwrite,
+            workers=workers,
+            progress=progress,
+            within_time_order=within_time_order,
         )
     finally:
         progress.finish()
@@ -77,6 +93,8 @@ def ingest_command(
         if key in counts:
             console.print(f"  {key:>10}: {counts[key]:,}")
     console.print(f"  vocabulary: {corpus.vocab_size:,} tokens")
+    if (order := corpus.manifest.get("within_time_order", "file")) != "file":
+        console.print(f"  events of one timestamp in {order} order (--within-time-order)")
     for line in corpus.manifest.get("notes", []):
         console.print(Text(f"note: {line}"))
     for line in describe_merge_checks(corpus.manifest.get("merge_checks", {})):

@@ -69,6 +69,12 @@ from seqlm.corpus.store import (
     load_corpus,
 )
 from seqlm.corpus.token_rows import summed_fates
+from seqlm.corpus.within_time_order import (
+    DEFAULT_WITHIN_TIME_ORDER,
+    MANIFEST_KEY,
+    check_within_time_order,
+    order_within_time,
+)
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.events import EVENT_COLUMNS, SPLITS
 from seqlm.outputs import (
@@ -105,19 +111,30 @@ def build_corpus(
     rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET,
     workers: int | None = None,
     progress: Progress | None = None,
+    within_time_order: str = DEFAULT_WITHIN_TIME_ORDER,
 ) -> Corpus:
     """Split, fit the vocabulary on train, tokenize and write the corpus folder `out`.
 
     `workers`: processes for the per-partition stages (None: the number of cores, or
     one when the input is too small for more to pay off). The corpus does not depend
-    on it, nor on `rows_per_bucket` (the partition size).
+    on it, nor on `rows_per_bucket` (the partition size). `within_time_order`: `file`
+    or `code`, the order of the events of one timestamp (seqlm.corpus.within_time_order).
     """
     out = Path(out)
+    check_within_time_order(within_time_order)
     with output_lock(out, "seqlm ingest"):
         check_output(out, overwrite=overwrite, own_names=CORPUS_FILES)
         clean_stale_staging(out.parent)
         return _build_locked(
-            ingested, out, scheme, splits, overwrite, rows_per_bucket, workers, progress
+            ingested,
+            out,
+            scheme,
+            splits,
+            overwrite,
+            rows_per_bucket,
+            workers,
+            progress,
+            within_time_order,
         )
 
 
@@ -130,6 +147,7 @@ def _build_locked(
     rows_per_bucket: int,
     workers: int | None,
     progress: Progress | None,
+    within_time: str,
 ) -> Corpus:
     clock = StageClock(ensure_progress(progress))
     if rows_per_bucket < 1:
@@ -168,7 +186,7 @@ def _build_locked(
                 aggregates, attributes, splits, ingested, rejects.height, out
             )
             n_events = int(entities["n_events"].sum())
-            vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock)
+            vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock, within_time)
             vocab.save(staging)
             has_times = entities["first_time"].null_count() < entities.height
             encoded = _encode(pool, parts, part_splits, staging, has_times, n_events, clock)
@@ -183,6 +201,7 @@ def _build_locked(
         manifest["values"] = summed_fates(part.value_fates for part in encoded)
         manifest["times"] = has_times
         manifest["time_unit"] = ingested.time_unit
+        manifest[MANIFEST_KEY] = within_time
         manifest["notes"] = list(ingested.notes)
         manifest["merge_checks"] = checks
         manifest["attributes"] = list(attributes)
@@ -219,9 +238,12 @@ def _fit_vocabulary(
     scheme: TokenScheme,
     n_events: int,
     clock: StageClock,
+    within_time_order: str,
 ) -> Vocabulary:
-    """Merge the partitions' train value samples into the value bins, then make and
-    count their tokens and merge the counts into the vocabulary."""
+    """Put the events of each timestamp in `within_time_order`, merge the partitions'
+    train value samples into the value bins, then make and count their tokens and merge
+    the counts into the vocabulary."""
+    order_within_time(pool, parts, within_time_order, n_events, clock)
     rows = [int(s["n_events"].sum()) for s in part_splits]
     sampler = ValueSampler(scheme.value_sample_size)
     if scheme.uses_values:

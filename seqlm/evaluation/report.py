@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 from rich.table import Table
 
+from seqlm.corpus.within_time_order import corpus_within_time_order
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.evaluation.baselines import BaselineOptions, fit_baselines, split_sequences
 from seqlm.evaluation.calibration import (
@@ -240,6 +241,8 @@ def evaluate_run(
             "path": str(Path(corpus.path).resolve()),
             "vocabulary_hash": (corpus.manifest.get("vocabulary") or {}).get("hash"),
             "vocab_size": corpus.vocab_size,
+            # The order of the events of one timestamp: the figures score that order.
+            "within_time_order": corpus_within_time_order(corpus.manifest),
         },
         "split": options.split,
         "sequences": len(sequences),
