@@ -10,7 +10,8 @@ build"); every stage shows rows/s and an ETA and its seconds go into the manifes
 2. sort (map): each partition's entities are grouped and their events put in
    (time, order) order into a work file; it gives its entity aggregates and merge
    checks; reduce: the entity table (checked, sorted by name), rows read = events +
-   rejects, and the splits;
+   rejects, and the splits; with `within_time_order="code"` each partition's events of
+   one timestamp are then sorted by code (seqlm.corpus.within_time_order);
 3. sample (map): train values per code, a bounded sample per partition; reduce: merged
    samples, the value bins;
 4. count (map): event tokens per partition, numbers per row and strings per distinct
