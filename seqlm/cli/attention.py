@@ -116,8 +116,9 @@ DistanceEdgesOption = Annotated[
     str | None,
     typer.Option(
         "--distance-edges",
-        help="Token-distance bin edges, e.g. 3990,4010 for a band (0 is added first; "
-        "default: unit bins to 16, then half-octaves).",
+        help="Token-distance bin edges; a bin runs from its edge up to, not including, the "
+        "next, so 3990,4011 is the band 3,990-4,010 (0 is added first; default: unit bins "
+        "to 16, then half-octaves).",
     ),
 ]
 
