@@ -15,6 +15,7 @@ from helpers.cli_helpers import run
 
 from seqlm.corpus import load_corpus
 from seqlm.datasets import finch_lesions_path
+from seqlm.studies.lesion import ALL_GROUPS as ALL
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,12 @@ def test_subset_then_lesion_with_a_given_run(trained, tmp_path, capsys) -> None:
     payload = json.loads((tmp_path / "les" / "lesion.json").read_text())
     assert {r["condition"] for r in payload["rows"]} == {"pre", "post"}
     assert (tmp_path / "les" / "lesion.png").is_file()
+    # one temperature fitted on the pre-lesion tuning bouts, printed and recorded
+    fit = payload["temperature_fit"][ALL]
+    assert fit["temperature"] > 0 and fit["nll_after"] <= fit["nll_before"]
+    assert f"[{ALL}] temperature {fit['temperature']:.3f} fitted on" in " ".join(out.split())
+    assert run([*argv[:-1], str(tmp_path / "plain"), "--no-calibrate-on-tuning"]) == 0
+    assert "temperature_fit" not in json.loads((tmp_path / "plain" / "lesion.json").read_text())
 
 
 def test_errors_are_one_line_messages(trained, tmp_path, capsys) -> None:
