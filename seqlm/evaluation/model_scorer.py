@@ -269,20 +269,32 @@ class ModelScorer:
 
     @torch.no_grad()
     def target_logits(
-        self, sequences: Sequence[np.ndarray], context_only_ids: Sequence[int] | np.ndarray = ()
+        self,
+        sequences: Sequence[np.ndarray],
+        context_only_ids: Sequence[int] | np.ndarray = (),
+        max_rows: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The logits (float32, at temperature 1) and true id of every target whose id is
-        not in `context_only_ids`, in target order: what a temperature is fitted on."""
-        targets = prediction_targets(sequences, int(self.model.config.vocab_size))
-        rows = np.zeros((len(targets), int(self.model.config.vocab_size)), dtype=np.float32)
+        not in `context_only_ids`, in target order: what a temperature is fitted on. With
+        `max_rows`, at most that many evenly spaced targets (bounds the rows x vocab copy)."""
+        vocab_size = int(self.model.config.vocab_size)
+        targets = prediction_targets(sequences, vocab_size)
+        chosen = np.flatnonzero(~np.isin(targets.token, np.asarray(context_only_ids, np.int64)))
+        if max_rows is not None and chosen.size > max_rows:
+            chosen = chosen[np.linspace(0, chosen.size - 1, max(max_rows, 1)).astype(np.int64)]
+        slot = np.full(len(targets), -1, dtype=np.int64)
+        slot[chosen] = np.arange(chosen.size)
+        rows = np.zeros((chosen.size, vocab_size), dtype=np.float32)
         temperature, self.temperature = self.temperature, 1.0
         try:
             for target_rows, logits in self._predictions(sequences, targets, None):
-                rows[target_rows] = logits.cpu().numpy()
+                into = slot[target_rows]
+                wanted = into >= 0
+                picked = torch.as_tensor(wanted, device=logits.device)
+                rows[into[wanted]] = logits[picked].cpu().numpy()
         finally:
             self.temperature = temperature
-        keep = ~np.isin(targets.token, np.asarray(context_only_ids, dtype=np.int64))
-        return rows[keep], targets.token[keep]
+        return rows, targets.token[chosen]
 
     def _predictions(
         self, sequences: Sequence[np.ndarray], targets: PredictionTargets, progress: Progress | None

@@ -21,6 +21,8 @@ import polars as pl
 from seqlm.evaluation.calibration import fit_temperature
 from seqlm.evaluation.model_scorer import ModelScorer
 
+FIT_ELEMENTS = 2**25  # logits held for the fit: targets x vocabulary
+
 
 def calibrate_on_tuning(
     scorer: ModelScorer,
@@ -33,7 +35,11 @@ def calibrate_on_tuning(
     `lesion.json` records (the temperature, the tuning targets, the mean NLL before and
     after), or why no temperature was fitted (the scorer is then left at T = 1)."""
     sequences = [np.asarray(corpus.sequence(int(i))) for i in tuning_rows["seq_id"].to_list()]
-    logits, true_ids = scorer.target_logits(sequences, context_only_ids) if sequences else ([], [])
+    # at most ~128 MB of float32 logits: evenly spaced targets beyond that
+    rows = max(1, FIT_ELEMENTS // int(scorer.model.config.vocab_size))
+    logits, true_ids = (
+        scorer.target_logits(sequences, context_only_ids, max_rows=rows) if sequences else ([], [])
+    )
     if len(true_ids) == 0:
         scorer.temperature = 1.0
         reason = "no tuning targets: not calibrated (T = 1)"

@@ -172,5 +172,9 @@ def test_a_temperature_divides_the_logits_and_target_logits_are_at_one() -> None
     direct = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1).numpy()
     np.testing.assert_allclose(direct, rows[keep], atol=2e-5)  # at T = 1, not 2
     assert scaled.temperature == 2.0
+    few, few_ids = scaled.target_logits(sequences, context_only_ids=[29], max_rows=4)
+    spaced = np.linspace(0, len(ids) - 1, 4).astype(int)  # evenly spaced, the ends kept
+    np.testing.assert_array_equal(few_ids, ids[spaced])
+    np.testing.assert_array_equal(few, logits[spaced])
     with pytest.raises(ConfigError, match="temperature"):
         ModelScorer(model, temperature=0.0)
