@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlm.kernels.blockwise_attention import is_run_layout, max_segment_length
 from seqlm.kernels.lazy_mask import LazyAttentionMask
-from seqlm.kernels.windowed_attention import masked_attention
+from seqlm.kernels.projected_attention import projected_attention
+from seqlm.kernels.windowed_attention import BLOCKWISE_MIN_LENGTH, masked_attention
 from seqlm.model.kv_cache import KVCache
 from seqlm.model.positions import apply_rotary
 
@@ -120,6 +122,56 @@ class CausalSelfAttention(nn.Module):
             q = apply_rotary(q, cos, sin)
             k = apply_rotary(k, cos, sin)
         return q, k, v
+
+    def uses_projected_path(self, x: Tensor, mask: Tensor | None) -> bool:
+        """Whether `normed_forward` can take `seqlm.kernels.projected_attention` for `x`.
+
+        On the CPU, in float32/64 without autocast, with no dropout and no hooks on this
+        module or its q/k/v projection (which that kernel would bypass), from
+        `BLOCKWISE_MIN_LENGTH` positions, for plain causal attention or a lazy document
+        mask of contiguous runs whose span (if any) binds no document.
+        """
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return False
+        if torch.is_autocast_enabled("cpu") or (self.dropout and self.training):
+            return False
+        if any(m._forward_hooks or m._forward_pre_hooks for m in (self, self.qkv)):
+            return False
+        length = x.shape[1]
+        if length < BLOCKWISE_MIN_LENGTH or mask is None:
+            return length >= BLOCKWISE_MIN_LENGTH
+        if not isinstance(mask, LazyAttentionMask):
+            return False
+        doc_ids, span = mask.doc_ids, mask.span
+        if doc_ids is not None and not is_run_layout(doc_ids):
+            return False
+        if span is None or span >= length:
+            return True
+        return doc_ids is not None and span >= max_segment_length(doc_ids)
+
+    def normed_forward(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """`self(norm(x), rotary, mask)` (no norm: `self(x, ...)`); through the fused
+        kernel, which keeps only x, its output and the log-sum-exp for the backward,
+        where `uses_projected_path(x, mask)`."""
+        if not self.uses_projected_path(x, mask):
+            return self(x if norm is None else norm(x), rotary, mask)
+        y = projected_attention(
+            x,
+            self.qkv.weight,
+            self.qkv.bias,
+            self.n_head,
+            None if mask is None else mask.doc_ids,
+            rotary,
+            norm=norm,
+            norm_params=() if norm is None else list(norm.parameters()),
+        )
+        return self.proj(y)  # no dropout on this path
 
     def forward(
         self,

@@ -134,6 +134,24 @@ def _chunkable_mlp(block: nn.Module) -> bool:
     return not dropout and not _has_hooks(block.mlp) and not _has_hooks(block.mlp_norms)
 
 
+def _projected_attention_step(
+    block: nn.Module, x: Tensor, rotary: tuple[Tensor, Tensor] | None, mask: Tensor | None
+) -> Tensor:
+    """The attention sublayer through `attn.normed_forward` (the fused kernel keeps x,
+    its output and log-sum-exp), under the block's norm placement as `residual_step`."""
+    norms, attn = block.attn_norms, block.attn
+    if norms.placement == "pre":
+        return x + attn.normed_forward(x, norms.inner, rotary, mask)
+    if norms.placement == "peri":
+        return x + norms.outer(attn.normed_forward(x, norms.inner, rotary, mask))
+    return norms.outer(x + attn.normed_forward(x, None, rotary, mask))
+
+
+def _uses_projected_attention(block: nn.Module, x: Tensor, mask: Tensor | None) -> bool:
+    uses = getattr(block.attn, "uses_projected_path", None)
+    return uses is not None and not _has_hooks(block.attn_norms) and uses(x, mask)
+
+
 def _sublayer_checkpointed_forward(
     block: nn.Module,
     x: Tensor,
@@ -152,7 +170,10 @@ def _sublayer_checkpointed_forward(
     def mlp_step(h: Tensor) -> Tensor:
         return block.mlp_norms.residual_step(h, block.mlp)
 
-    x = checkpoint(attention_step, x, use_reentrant=False, context_fn=attention_saving_contexts)
+    if _uses_projected_attention(block, x, mask):
+        x = _projected_attention_step(block, x, rotary, mask)
+    else:
+        x = checkpoint(attention_step, x, use_reentrant=False, context_fn=attention_saving_contexts)
     if not _chunkable_mlp(block):
         return checkpoint(mlp_step, x, use_reentrant=False)
     params = [*block.mlp_norms.parameters(), *block.mlp.parameters()]

@@ -1,0 +1,261 @@
+"""Causal document attention fused with its norm, q/k/v projection and rotary (CPU).
+
+`projected_attention(x, weight, bias, n_head, doc_ids, rotary, norm=...)` is, exactly,
+
+    q, k, v = (norm(x) @ weight.T + bias) split into heads, rotary on q and k,
+    causal attention within each document segment (`blockwise_attention`'s rule),
+
+returned as (B, T, C) with head h in channels h*d..(h+1)*d (what the output projection
+takes). It is one autograd Function that keeps only its input `x`, its output and the
+attention's log-sum-exp for the backward: no q/k/v projection, rotated q/k or gathered
+bucket is kept, and none exists for more than one group of segments and one head at a
+time, forward or backward. The work goes segment bucket by bucket (as in
+`blockwise_attention.document_attention`: segments padded at the end to a bucket
+length, one `is_causal` flash call per bucket), each bucket split into groups of
+segments of at most `GROUP_TOKENS` padded tokens, and each group head by head:
+
+- forward: gather the group's rows of `x`, norm them, project one head's q, k, v,
+  rotate, run the flash kernel (`aten._scaled_dot_product_flash_attention_for_cpu`),
+  write its output and log-sum-exp;
+- backward: the same gathers, norm and projections again (linear in T), then the
+  flash kernel's own backward with the saved output and log-sum-exp (the attention is
+  not recomputed), the rotation's and projection's backward by hand, and the norm's
+  by autograd on the group.
+
+A padded position reads its segment's first row; under the causal rule no real query
+sees it, its output goes to a spare row, and its gradient is zero. Kernels are leaves:
+the norm arrives as a callable with its parameters, the rotation is done here.
+tests/kernels/test_projected_attention.py checks it against the dense reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seqlm.kernels.blockwise_attention import bucket_length, document_segments
+
+# Padded tokens per group of segments: bounds every per-group temporary (the gathered
+# rows, their norm, one head's q/k/v) at GROUP_TOKENS x width; a longer segment is its
+# own group.
+GROUP_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class _Group:
+    read: Tensor  # (n, size) flat row each padded position reads
+    write: Tensor  # (n, size) flat row its output goes to (the spare row when padded)
+    real: Tensor  # (n, size) bool: a real position
+
+
+def _plan(doc_ids: Tensor | None, batch: int, length: int, group_tokens: int) -> list[_Group]:
+    """The groups of segments, bucket by bucket, of a (B, T) layout."""
+    if doc_ids is None:  # one segment per row
+        starts = torch.arange(batch) * length
+        lengths = torch.full((batch,), length)
+    else:
+        starts, lengths = document_segments(doc_ids)
+    rows = batch * length
+    buckets = torch.tensor([bucket_length(int(n)) for n in lengths])
+    groups = []
+    for size in buckets.unique().tolist():
+        chosen = (buckets == size).nonzero().flatten()
+        per_group = max(1, group_tokens // size)
+        for part in chosen.split(per_group):
+            index = starts[part, None] + torch.arange(size)[None, :]
+            real = index < (starts + lengths)[part, None]
+            read = torch.where(real, index, starts[part, None])
+            write = torch.where(real, index, torch.full_like(index, rows))
+            groups.append(_Group(read, write, real))
+    return groups
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Half-split rotary (pairs (c, c + d/2)), as `seqlm.model.positions.apply_rotary`."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class _Setup:
+    """Per-call constants shared by forward and backward."""
+
+    def __init__(self, x: Tensor, weight: Tensor, bias: Tensor | None, n_head: int, rotary):
+        batch, length, width = x.shape
+        self.batch, self.length, self.width, self.heads = batch, length, width, n_head
+        self.head_dim = width // n_head
+        d = self.head_dim
+        # (H, 3d, C): head h's q, k and v rows of the fused projection.
+        self.weights = weight.detach().view(3, n_head, d, width).transpose(0, 1).reshape(-1, width)
+        self.weights = self.weights.view(n_head, 3 * d, width)
+        self.biases = (
+            None
+            if bias is None
+            else bias.detach().view(3, n_head, d).transpose(0, 1).reshape(n_head, 3 * d)
+        )
+        self.rotary = None
+        if rotary is not None:
+            cos, sin = rotary
+            if cos.dim() == 2:  # (T, d/2): the same positions in every row
+                cos = cos.repeat(batch, 1)
+                sin = sin.repeat(batch, 1)
+            self.rotary = (cos.reshape(batch * length, -1), sin.reshape(batch * length, -1))
+
+    def angles(self, group: _Group) -> tuple[Tensor, Tensor] | None:
+        if self.rotary is None:
+            return None
+        cos, sin = (t[group.read][:, None] for t in self.rotary)  # (n, 1, size, d/2)
+        return cos.to(self.weights.dtype), sin.to(self.weights.dtype)
+
+    def head_qkv(self, normed: Tensor, head: int, angles) -> tuple[Tensor, Tensor, Tensor]:
+        """One head's q, k, v (n, 1, size, d) of a group's normed rows (n, size, C)."""
+        bias = None if self.biases is None else self.biases[head]
+        qkv = torch.nn.functional.linear(normed, self.weights[head], bias)[:, None]
+        q, k, v = qkv.split(self.head_dim, dim=-1)
+        if angles is not None:
+            q, k = _rotate(q, *angles), _rotate(k, *angles)
+        return q, k, v
+
+
+def _normed(norm: Callable[[Tensor], Tensor] | None, x: Tensor) -> Tensor:
+    return x if norm is None else norm(x)
+
+
+class _ProjectedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, n_norm, *params):
+        setup = _Setup(x, weight, bias, n_head, rotary)
+        rows = setup.batch * setup.length
+        groups = _plan(doc_ids, setup.batch, setup.length, GROUP_TOKENS)
+        flat = x.detach().reshape(rows, setup.width)
+        result = x.new_zeros(rows + 1, n_head, setup.head_dim)  # the last row: padding
+        lses = []
+        for group in groups:
+            normed = _normed(norm, flat[group.read])
+            angles = setup.angles(group)
+            lse = []
+            for head in range(n_head):
+                q, k, v = setup.head_qkv(normed, head, angles)
+                out, head_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, 0.0, True, scale=scale
+                )
+                result[:, head].index_put_(
+                    (group.write.flatten(),), out.reshape(-1, setup.head_dim)
+                )
+                lse.append(head_lse)
+                del q, k, v, out
+            lses.append(torch.cat(lse, dim=1))  # (n, H, size)
+            del normed
+        output = result[:rows].view(setup.batch, setup.length, setup.width)
+        ctx.setup, ctx.groups, ctx.norm, ctx.scale, ctx.n_norm = setup, groups, norm, scale, n_norm
+        ctx.lses, ctx.params = lses, params  # parameters: alive anyway, not saved
+        ctx.save_for_backward(x, result)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, result = ctx.saved_tensors
+        setup, norm, params = ctx.setup, ctx.norm, ctx.params
+        rows, d = setup.batch * setup.length, setup.head_dim
+        flat = x.detach().reshape(rows, setup.width)
+        grad_flat = grad_output.reshape(rows, setup.heads, d)
+        grad_x = torch.zeros_like(flat)
+        grad_w = torch.zeros_like(setup.weights)
+        grad_b = None if setup.biases is None else torch.zeros_like(setup.biases)
+        grad_params = [torch.zeros_like(p) for p in params]
+        for group, lse in zip(ctx.groups, ctx.lses, strict=True):
+            with torch.enable_grad():
+                inputs = flat[group.read].requires_grad_(norm is not None)
+                normed = _normed(norm, inputs)
+            plain = normed.detach()
+            grad_normed = torch.zeros_like(plain)
+            angles = setup.angles(group)
+            keep = group.real[:, None, :, None].to(grad_flat.dtype)
+            outs = result[group.read]  # (n, size, H, d); padded rows: any finite values
+            for head in range(setup.heads):
+                q, k, v = setup.head_qkv(plain, head, angles)
+                go = grad_flat[group.read, head][:, None] * keep  # padded rows: no gradient
+                dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    go,
+                    q,
+                    k,
+                    v,
+                    outs[:, :, head][:, None],
+                    lse[:, head : head + 1],
+                    0.0,
+                    True,
+                    scale=ctx.scale,
+                )
+                del q, k, v, go
+                if angles is not None:
+                    cos, sin = angles
+                    dq, dk = _rotate(dq, cos, -sin), _rotate(dk, cos, -sin)
+                dqkv = torch.cat((dq, dk, dv), dim=-1)[:, 0]  # (n, size, 3d)
+                del dq, dk, dv
+                grad_w[head] += dqkv.flatten(0, 1).T @ plain.flatten(0, 1)
+                if grad_b is not None:
+                    grad_b[head] += dqkv.sum(dim=(0, 1))
+                grad_normed += dqkv @ setup.weights[head]
+                del dqkv
+            if norm is not None:
+                grads = torch.autograd.grad(
+                    normed, [inputs, *params], grad_normed, allow_unused=True
+                )
+                grad_inputs = grads[0]
+                for total, grad in zip(grad_params, grads[1:], strict=True):
+                    if grad is not None:
+                        total += grad
+            else:
+                grad_inputs = grad_normed
+            grad_x.index_add_(0, group.read.flatten(), grad_inputs.flatten(0, 1))
+            del inputs, normed, plain, grad_normed, grad_inputs, outs
+        heads, width = setup.heads, setup.width
+        grad_weight = grad_w.view(heads, 3, d, width).transpose(0, 1).reshape(3 * width, width)
+        grad_bias = None
+        if grad_b is not None:
+            grad_bias = grad_b.view(heads, 3, d).transpose(0, 1).reshape(3 * width)
+        return (
+            grad_x.view_as(x),
+            grad_weight,
+            grad_bias,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            *grad_params,
+        )
+
+
+def projected_attention(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    n_head: int,
+    doc_ids: Tensor | None = None,
+    rotary: tuple[Tensor, Tensor] | None = None,
+    *,
+    norm: Callable[[Tensor], Tensor] | None = None,
+    norm_params: Sequence[Tensor] = (),
+    scale: float | None = None,
+) -> Tensor:
+    """Causal attention of `norm(x)`'s heads within documents; (B, T, C), see the module.
+
+    `weight` (3C, C) and `bias` (3C,) are the fused q/k/v projection; `rotary` is
+    (cos, sin) of shape (T, d/2) or (B, 1, T, d/2) (the model's rotary output); `doc_ids`
+    (B, T) must be contiguous runs of ids (`is_run_layout`), None is one document per
+    row. `norm` acts per token; `norm_params` are the tensors it uses that may need
+    gradients. CPU, no dropout; x, weight and bias of one floating dtype.
+    """
+    if x.device.type != "cpu":
+        raise ValueError("projected_attention runs on the CPU (the flash kernel for CPU)")
+    if x.shape[-1] % n_head or weight.shape != (3 * x.shape[-1], x.shape[-1]):
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit x {tuple(x.shape)}")
+    params = tuple(norm_params)
+    return _ProjectedAttention.apply(
+        x, weight, bias, n_head, doc_ids, rotary, norm, scale, len(params), *params
+    )
