@@ -30,6 +30,8 @@ tests/kernels/test_projected_attention.py checks it against the dense reference.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -73,6 +75,23 @@ def _plan(doc_ids: Tensor | None, batch: int, length: int, group_tokens: int) ->
     return groups
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the pages glibc holds free back to the system (`malloc_trim(0)`; nothing
+    elsewhere). The backward runs where a step's memory peaks, after the forward's
+    temporaries were freed into the heap's middle, where glibc keeps them resident."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Half-split rotary (pairs (c, c + d/2)), as `seqlm.model.positions.apply_rotary`."""
     half = x.shape[-1] // 2
@@ -110,14 +129,35 @@ class _Setup:
         cos, sin = (t[group.read][:, None] for t in self.rotary)  # (n, 1, size, d/2)
         return cos.to(self.weights.dtype), sin.to(self.weights.dtype)
 
-    def head_qkv(self, normed: Tensor, head: int, angles) -> tuple[Tensor, Tensor, Tensor]:
-        """One head's q, k, v (n, 1, size, d) of a group's normed rows (n, size, C)."""
-        bias = None if self.biases is None else self.biases[head]
-        qkv = torch.nn.functional.linear(normed, self.weights[head], bias)[:, None]
-        q, k, v = qkv.split(self.head_dim, dim=-1)
-        if angles is not None:
-            q, k = _rotate(q, *angles), _rotate(k, *angles)
-        return q, k, v
+    def head_parts(self, head: int) -> list[tuple[Tensor, Tensor | None]]:
+        """Head `head`'s (weight (d, C), bias (d,) or None) of q, k and v."""
+        weights = self.weights[head].split(self.head_dim)
+        if self.biases is None:
+            return [(w, None) for w in weights]
+        return list(zip(weights, self.biases[head].split(self.head_dim), strict=True))
+
+    def head_qkv(self, normed: Tensor, head: int, angles) -> list[Tensor]:
+        """One head's q, k, v (n, 1, size, d) of a group's normed rows (n, size, C), each
+        its own tensor (so the unrotated q and k are freed at once)."""
+        parts = []
+        for i, (weight, bias) in enumerate(self.head_parts(head)):
+            part = torch.nn.functional.linear(normed, weight, bias)[:, None]
+            parts.append(part if angles is None or i == 2 else _rotate(part, *angles))
+        return parts
+
+
+def _project_back(setup, head, grads, plain, grad_normed, grad_w, grad_b) -> None:
+    """Add one head's q/k/v gradients (n, 1, size, d) through its projection into the
+    normed rows' gradient and the weight's and bias's, in place (no (n, size, 3d) copy)."""
+    d = setup.head_dim
+    rows = plain.flatten(0, 1)
+    into = grad_normed.view(-1, grad_normed.shape[-1])
+    for i, (grad, (weight, _)) in enumerate(zip(grads, setup.head_parts(head), strict=True)):
+        flat = grad.reshape(-1, d)
+        grad_w[head, i * d : (i + 1) * d].addmm_(flat.T, rows)
+        if grad_b is not None:
+            grad_b[head, i * d : (i + 1) * d] += flat.sum(dim=0)
+        into.addmm_(flat, weight)
 
 
 def _normed(norm: Callable[[Tensor], Tensor] | None, x: Tensor) -> Tensor:
@@ -157,6 +197,7 @@ class _ProjectedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        release_free_memory()
         x, result = ctx.saved_tensors
         setup, norm, params = ctx.setup, ctx.norm, ctx.params
         rows, d = setup.batch * setup.length, setup.head_dim
@@ -174,16 +215,15 @@ class _ProjectedAttention(torch.autograd.Function):
             grad_normed = torch.zeros_like(plain)
             angles = setup.angles(group)
             keep = group.real[:, None, :, None].to(grad_flat.dtype)
-            outs = result[group.read]  # (n, size, H, d); padded rows: any finite values
             for head in range(setup.heads):
                 q, k, v = setup.head_qkv(plain, head, angles)
-                go = grad_flat[group.read, head][:, None] * keep  # padded rows: no gradient
+                go = grad_flat[group.read, head][:, None].mul_(keep)  # padded rows: 0
                 dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                     go,
                     q,
                     k,
                     v,
-                    outs[:, :, head][:, None],
+                    result[:, head][group.read][:, None],  # padded rows: any finite value
                     lse[:, head : head + 1],
                     0.0,
                     True,
@@ -193,13 +233,8 @@ class _ProjectedAttention(torch.autograd.Function):
                 if angles is not None:
                     cos, sin = angles
                     dq, dk = _rotate(dq, cos, -sin), _rotate(dk, cos, -sin)
-                dqkv = torch.cat((dq, dk, dv), dim=-1)[:, 0]  # (n, size, 3d)
+                _project_back(setup, head, (dq, dk, dv), plain, grad_normed, grad_w, grad_b)
                 del dq, dk, dv
-                grad_w[head] += dqkv.flatten(0, 1).T @ plain.flatten(0, 1)
-                if grad_b is not None:
-                    grad_b[head] += dqkv.sum(dim=(0, 1))
-                grad_normed += dqkv @ setup.weights[head]
-                del dqkv
             if norm is not None:
                 grads = torch.autograd.grad(
                     normed, [inputs, *params], grad_normed, allow_unused=True
@@ -211,7 +246,7 @@ class _ProjectedAttention(torch.autograd.Function):
             else:
                 grad_inputs = grad_normed
             grad_x.index_add_(0, group.read.flatten(), grad_inputs.flatten(0, 1))
-            del inputs, normed, plain, grad_normed, grad_inputs, outs
+            del inputs, normed, plain, grad_normed, grad_inputs
         heads, width = setup.heads, setup.width
         grad_weight = grad_w.view(heads, 3, d, width).transpose(0, 1).reshape(3 * width, width)
         grad_bias = None

@@ -161,7 +161,18 @@ class CausalSelfAttention(nn.Module):
         where `uses_projected_path(x, mask)`."""
         if not self.uses_projected_path(x, mask):
             return self(x if norm is None else norm(x), rotary, mask)
-        y = projected_attention(
+        return self.proj(self.projected_heads(x, norm, rotary, mask))  # no dropout here
+
+    def projected_heads(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """The heads' output (B, T, C) before `proj`, through the fused kernel; only
+        where `uses_projected_path(x, mask)`."""
+        return projected_attention(
             x,
             self.qkv.weight,
             self.qkv.bias,
@@ -171,7 +182,6 @@ class CausalSelfAttention(nn.Module):
             norm=norm,
             norm_params=() if norm is None else list(norm.parameters()),
         )
-        return self.proj(y)  # no dropout on this path
 
     def forward(
         self,
