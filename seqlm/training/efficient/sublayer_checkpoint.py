@@ -201,7 +201,7 @@ def _fuses_block(block: nn.Module) -> bool:
     return pre and _chunkable_mlp(block) and not _has_hooks(block.attn.proj)
 
 
-def _sublayer_checkpointed_forward(
+def sublayer_checkpointed_forward(
     block: nn.Module,
     x: Tensor,
     rotary: tuple[Tensor, Tensor] | None = None,
@@ -232,7 +232,7 @@ def _sublayer_checkpointed_forward(
     return token_chunked_checkpoint(mlp_step, x, params, max(1, MLP_CHUNK_ELEMENTS // hidden))
 
 
-def _small_chunk_loss(model: nn.Module):
+def small_chunk_loss(model: nn.Module):
     """The model's kernel loss with `LOSS_CHUNK_ELEMENTS` chunks, or None (another loss,
     or a loss_fn the user assigned)."""
     name = getattr(getattr(model, "config", None), "loss_impl", None)
@@ -248,8 +248,8 @@ def checkpointed_sublayers(model: nn.Module) -> Iterator[nn.Module]:
     wrapped = [block for block in model.blocks if "forward" not in vars(block)]
     for block in wrapped:
         # A bound method: a deepcopy of the model binds the copy's forward to the copy.
-        block.forward = types.MethodType(_sublayer_checkpointed_forward, block)
-    loss_fn, small = model.loss_fn, _small_chunk_loss(model)
+        block.forward = types.MethodType(sublayer_checkpointed_forward, block)
+    loss_fn, small = model.loss_fn, small_chunk_loss(model)
     if small is not None:
         model.loss_fn = small
     try:
