@@ -164,106 +164,176 @@ def _normed(norm: Callable[[Tensor], Tensor] | None, x: Tensor) -> Tensor:
     return x if norm is None else norm(x)
 
 
+def _attend(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, params) -> Tensor:
+    """The heads' output (B*T + 1, H, d) (last row: padding); fills `ctx` for the backward."""
+    setup = _Setup(x, weight, bias, n_head, rotary)
+    rows = setup.batch * setup.length
+    groups = _plan(doc_ids, setup.batch, setup.length, GROUP_TOKENS)
+    flat = x.detach().reshape(rows, setup.width)
+    result = x.new_zeros(rows + 1, n_head, setup.head_dim)
+    lses = []
+    for group in groups:
+        normed = _normed(norm, flat[group.read])
+        angles = setup.angles(group)
+        lse = []
+        for head in range(n_head):
+            q, k, v = setup.head_qkv(normed, head, angles)
+            out, head_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, True, scale=scale
+            )
+            result[:, head].index_put_((group.write.flatten(),), out.reshape(-1, setup.head_dim))
+            lse.append(head_lse)
+            del q, k, v, out
+        lses.append(torch.cat(lse, dim=1))  # (n, H, size)
+        del normed
+    ctx.setup, ctx.groups, ctx.norm, ctx.scale = setup, groups, norm, scale
+    ctx.lses, ctx.params = lses, params  # parameters: alive anyway, not saved
+    return result
+
+
+class _Grads:
+    """The attention's gradient totals over groups."""
+
+    def __init__(self, ctx, x: Tensor) -> None:
+        setup = ctx.setup
+        self.x = torch.zeros(setup.batch * setup.length, setup.width, dtype=x.dtype)
+        self.w = torch.zeros_like(setup.weights)
+        self.b = None if setup.biases is None else torch.zeros_like(setup.biases)
+        self.params = [torch.zeros_like(p) for p in ctx.params]
+
+    def weight_and_bias(self, setup) -> tuple[Tensor, Tensor | None]:
+        heads, width, d = setup.heads, setup.width, setup.head_dim
+        weight = self.w.view(heads, 3, d, width).transpose(0, 1).reshape(3 * width, width)
+        if self.b is None:
+            return weight, None
+        return weight, self.b.view(heads, 3, d).transpose(0, 1).reshape(3 * width)
+
+
+def _group_backward(ctx, flat, result, group, lse, head_grad, grads: _Grads) -> None:
+    """Add one group's gradients; `head_grad(head)` is that head's output gradient
+    (n, 1, size, d), zero on padded rows."""
+    setup, norm, params = ctx.setup, ctx.norm, ctx.params
+    with torch.enable_grad():
+        inputs = flat[group.read].requires_grad_(norm is not None)
+        normed = _normed(norm, inputs)
+    plain = normed.detach()
+    grad_normed = torch.zeros_like(plain)
+    angles = setup.angles(group)
+    for head in range(setup.heads):
+        q, k, v = setup.head_qkv(plain, head, angles)
+        go = head_grad(head)
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            go,
+            q,
+            k,
+            v,
+            result[:, head][group.read][:, None],  # padded rows: any finite value
+            lse[:, head : head + 1],
+            0.0,
+            True,
+            scale=ctx.scale,
+        )
+        del q, k, v, go
+        if angles is not None:
+            cos, sin = angles
+            dq, dk = _rotate(dq, cos, -sin), _rotate(dk, cos, -sin)
+        _project_back(setup, head, (dq, dk, dv), plain, grad_normed, grads.w, grads.b)
+        del dq, dk, dv
+    if norm is not None:
+        found = torch.autograd.grad(normed, [inputs, *params], grad_normed, allow_unused=True)
+        grad_inputs = found[0]
+        for total, grad in zip(grads.params, found[1:], strict=True):
+            if grad is not None:
+                total += grad
+    else:
+        grad_inputs = grad_normed
+    grads.x.index_add_(0, group.read.flatten(), grad_inputs.flatten(0, 1))
+
+
 class _ProjectedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, n_norm, *params):
-        setup = _Setup(x, weight, bias, n_head, rotary)
-        rows = setup.batch * setup.length
-        groups = _plan(doc_ids, setup.batch, setup.length, GROUP_TOKENS)
-        flat = x.detach().reshape(rows, setup.width)
-        result = x.new_zeros(rows + 1, n_head, setup.head_dim)  # the last row: padding
-        lses = []
-        for group in groups:
-            normed = _normed(norm, flat[group.read])
-            angles = setup.angles(group)
-            lse = []
-            for head in range(n_head):
-                q, k, v = setup.head_qkv(normed, head, angles)
-                out, head_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                    q, k, v, 0.0, True, scale=scale
-                )
-                result[:, head].index_put_(
-                    (group.write.flatten(),), out.reshape(-1, setup.head_dim)
-                )
-                lse.append(head_lse)
-                del q, k, v, out
-            lses.append(torch.cat(lse, dim=1))  # (n, H, size)
-            del normed
-        output = result[:rows].view(setup.batch, setup.length, setup.width)
-        ctx.setup, ctx.groups, ctx.norm, ctx.scale, ctx.n_norm = setup, groups, norm, scale, n_norm
-        ctx.lses, ctx.params = lses, params  # parameters: alive anyway, not saved
+    def forward(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, *params):
+        result = _attend(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, params)
         ctx.save_for_backward(x, result)
-        return output
+        return result[:-1].view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_output):
         release_free_memory()
         x, result = ctx.saved_tensors
-        setup, norm, params = ctx.setup, ctx.norm, ctx.params
-        rows, d = setup.batch * setup.length, setup.head_dim
-        flat = x.detach().reshape(rows, setup.width)
-        grad_flat = grad_output.reshape(rows, setup.heads, d)
-        grad_x = torch.zeros_like(flat)
-        grad_w = torch.zeros_like(setup.weights)
-        grad_b = None if setup.biases is None else torch.zeros_like(setup.biases)
-        grad_params = [torch.zeros_like(p) for p in params]
+        setup = ctx.setup
+        flat = x.detach().reshape(-1, setup.width)
+        grad_flat = grad_output.reshape(-1, setup.heads, setup.head_dim)
+        grads = _Grads(ctx, x)
         for group, lse in zip(ctx.groups, ctx.lses, strict=True):
-            with torch.enable_grad():
-                inputs = flat[group.read].requires_grad_(norm is not None)
-                normed = _normed(norm, inputs)
-            plain = normed.detach()
-            grad_normed = torch.zeros_like(plain)
-            angles = setup.angles(group)
             keep = group.real[:, None, :, None].to(grad_flat.dtype)
-            for head in range(setup.heads):
-                q, k, v = setup.head_qkv(plain, head, angles)
-                go = grad_flat[group.read, head][:, None].mul_(keep)  # padded rows: 0
-                dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                    go,
-                    q,
-                    k,
-                    v,
-                    result[:, head][group.read][:, None],  # padded rows: any finite value
-                    lse[:, head : head + 1],
-                    0.0,
-                    True,
-                    scale=ctx.scale,
-                )
-                del q, k, v, go
-                if angles is not None:
-                    cos, sin = angles
-                    dq, dk = _rotate(dq, cos, -sin), _rotate(dk, cos, -sin)
-                _project_back(setup, head, (dq, dk, dv), plain, grad_normed, grad_w, grad_b)
-                del dq, dk, dv
-            if norm is not None:
-                grads = torch.autograd.grad(
-                    normed, [inputs, *params], grad_normed, allow_unused=True
-                )
-                grad_inputs = grads[0]
-                for total, grad in zip(grad_params, grads[1:], strict=True):
-                    if grad is not None:
-                        total += grad
-            else:
-                grad_inputs = grad_normed
-            grad_x.index_add_(0, group.read.flatten(), grad_inputs.flatten(0, 1))
-            del inputs, normed, plain, grad_normed, grad_inputs
-        heads, width = setup.heads, setup.width
-        grad_weight = grad_w.view(heads, 3, d, width).transpose(0, 1).reshape(3 * width, width)
-        grad_bias = None
-        if grad_b is not None:
-            grad_bias = grad_b.view(heads, 3, d).transpose(0, 1).reshape(3 * width)
-        return (
-            grad_x.view_as(x),
-            grad_weight,
-            grad_bias,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            *grad_params,
-        )
+
+            def head_grad(head, group=group, keep=keep):
+                return grad_flat[group.read, head][:, None].mul_(keep)
+
+            _group_backward(ctx, flat, result, group, lse, head_grad, grads)
+        weight, bias = grads.weight_and_bias(setup)
+        return grads.x.view_as(x), weight, bias, None, None, None, None, None, *grads.params
+
+
+class _ProjectedBlock(torch.autograd.Function):
+    """`rest(x, heads(x))` for a per-token `rest`: the heads' gradient never exists
+    whole; each group's rows get theirs from `rest`'s backward just before use."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, rest, chunk, n, *p):
+        params, rest_params = p[:n], p[n:]
+        result = _attend(ctx, x, weight, bias, n_head, doc_ids, rotary, norm, scale, params)
+        ctx.rest, ctx.chunk, ctx.rest_params = rest, chunk, rest_params
+        ctx.save_for_backward(x, result)
+        flat, heads = x.detach().reshape(-1, x.shape[-1]), result[:-1].view(-1, x.shape[-1])
+        out = None
+        for start in range(0, flat.shape[0], chunk):  # written in place: no list + cat copy
+            piece = rest(flat[start : start + chunk], heads[start : start + chunk])
+            if out is None:
+                out = piece.new_empty(flat.shape[0], piece.shape[-1])
+            out[start : start + chunk] = piece
+            del piece
+        return out.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        release_free_memory()
+        x, result = ctx.saved_tensors
+        setup = ctx.setup
+        flat = x.detach().reshape(-1, setup.width)
+        heads_flat = result[:-1].view(-1, setup.width)
+        grad_y = grad_y.reshape(-1, grad_y.shape[-1])
+        grads = _Grads(ctx, x)
+        trainable = [q for q in ctx.rest_params if q.requires_grad]
+        rest_totals: list[Tensor | None] = [None] * len(trainable)
+        for group, lse in zip(ctx.groups, ctx.lses, strict=True):
+            rows = group.read[group.real]  # the group's real rows, in layout order
+            grad_heads = torch.zeros(*group.read.shape, setup.width, dtype=x.dtype)
+            grad_real = grad_heads.view(-1, setup.width)
+            real_at = group.real.flatten().nonzero().flatten()
+            for part, at in zip(rows.split(ctx.chunk), real_at.split(ctx.chunk), strict=True):
+                pieces = (flat[part].requires_grad_(), heads_flat[part].requires_grad_())
+                with torch.enable_grad():
+                    y = ctx.rest(*pieces)
+                found = torch.autograd.grad(y, [*pieces, *trainable], grad_y[part])
+                grads.x[part] += found[0]
+                grad_real[at] = found[1]
+                for i, grad in enumerate(found[2:]):
+                    rest_totals[i] = grad if rest_totals[i] is None else rest_totals[i].add_(grad)
+                del y, found, pieces
+            per_head = grad_heads.view(*group.read.shape, setup.heads, setup.head_dim)
+
+            def head_grad(head, per_head=per_head):
+                return per_head[:, :, head][:, None]
+
+            _group_backward(ctx, flat, result, group, lse, head_grad, grads)
+            del grad_heads, grad_real, per_head
+        weight, bias = grads.weight_and_bias(setup)
+        totals = iter(rest_totals)
+        rest_grads = [next(totals) if q.requires_grad else None for q in ctx.rest_params]
+        nones = (None,) * 8
+        return grads.x.view_as(x), weight, bias, *nones, *grads.params, *rest_grads
 
 
 def projected_attention(
@@ -286,11 +356,59 @@ def projected_attention(
     row. `norm` acts per token; `norm_params` are the tensors it uses that may need
     gradients. CPU, no dropout; x, weight and bias of one floating dtype.
     """
+    _check(x, weight, n_head)
+    return _ProjectedAttention.apply(
+        x, weight, bias, n_head, doc_ids, rotary, norm, scale, *tuple(norm_params)
+    )
+
+
+def projected_attention_block(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    n_head: int,
+    doc_ids: Tensor | None,
+    rotary: tuple[Tensor, Tensor] | None,
+    rest: Callable[[Tensor, Tensor], Tensor],
+    rest_params: Sequence[Tensor],
+    *,
+    chunk_tokens: int,
+    norm: Callable[[Tensor], Tensor] | None = None,
+    norm_params: Sequence[Tensor] = (),
+    scale: float | None = None,
+) -> Tensor:
+    """`rest(x, projected_attention(x, ...))` for a per-token `rest` (rows independent:
+    a block's output projection, residual and MLP sublayer), keeping only `x`, the
+    heads' output and the log-sum-exp. `rest` runs on `chunk_tokens` rows at a time
+    without a graph, and its backward recomputes it one chunk at a time, group by group,
+    so neither its activations nor the heads' gradient exist whole. `rest_params` are
+    the tensors `rest` uses that may need gradients."""
+    _check(x, weight, n_head)
+    norm_params = tuple(norm_params)
+    if not torch.is_grad_enabled():
+        heads = projected_attention(
+            x, weight, bias, n_head, doc_ids, rotary, norm=norm, scale=scale
+        )
+        return rest(x, heads)
+    return _ProjectedBlock.apply(
+        x,
+        weight,
+        bias,
+        n_head,
+        doc_ids,
+        rotary,
+        norm,
+        scale,
+        rest,
+        chunk_tokens,
+        len(norm_params),
+        *norm_params,
+        *rest_params,
+    )
+
+
+def _check(x: Tensor, weight: Tensor, n_head: int) -> None:
     if x.device.type != "cpu":
         raise ValueError("projected_attention runs on the CPU (the flash kernel for CPU)")
     if x.shape[-1] % n_head or weight.shape != (3 * x.shape[-1], x.shape[-1]):
         raise ValueError(f"weight {tuple(weight.shape)} does not fit x {tuple(x.shape)}")
-    params = tuple(norm_params)
-    return _ProjectedAttention.apply(
-        x, weight, bias, n_head, doc_ids, rotary, norm, scale, len(params), *params
-    )

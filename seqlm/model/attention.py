@@ -15,6 +15,7 @@ The diagonal is always allowed, so no row is ever empty.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from seqlm.kernels.blockwise_attention import is_run_layout, max_segment_length
 from seqlm.kernels.lazy_mask import LazyAttentionMask
-from seqlm.kernels.projected_attention import projected_attention
+from seqlm.kernels.projected_attention import projected_attention, projected_attention_block
 from seqlm.kernels.windowed_attention import BLOCKWISE_MIN_LENGTH, masked_attention
 from seqlm.model.kv_cache import KVCache
 from seqlm.model.positions import apply_rotary
@@ -179,6 +180,33 @@ class CausalSelfAttention(nn.Module):
             self.n_head,
             None if mask is None else mask.doc_ids,
             rotary,
+            norm=norm,
+            norm_params=() if norm is None else list(norm.parameters()),
+        )
+
+    def projected_block(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        rotary: tuple[Tensor, Tensor] | None,
+        mask: Tensor | None,
+        rest: Callable[[Tensor, Tensor], Tensor],
+        rest_params: list[Tensor],
+        chunk_tokens: int,
+    ) -> Tensor:
+        """`rest(x, heads)` with the heads from the fused kernel and a per-token `rest`
+        (`seqlm.kernels.projected_attention.projected_attention_block`); only where
+        `uses_projected_path(x, mask)`."""
+        return projected_attention_block(
+            x,
+            self.qkv.weight,
+            self.qkv.bias,
+            self.n_head,
+            None if mask is None else mask.doc_ids,
+            rotary,
+            rest,
+            rest_params,
+            chunk_tokens=chunk_tokens,
             norm=norm,
             norm_params=() if norm is None else list(norm.parameters()),
         )

@@ -166,3 +166,66 @@ def test_refuses_a_weight_that_does_not_fit():
     x = torch.randn(1, 8, WIDTH)
     with pytest.raises(ValueError, match="does not fit"):
         projected_attention(x, torch.randn(WIDTH, WIDTH), None, HEADS)
+
+
+def test_block_form_equals_rest_of_the_reference_heads(monkeypatch):
+    # rest: output projection, residual, a per-token MLP; chunks of 50 rows, groups of 64.
+    monkeypatch.setattr(kernel, "GROUP_TOKENS", 64)
+    dtype, batch, length = torch.float64, 2, 301
+    doc_ids = _layout("many short", batch, length)
+    x, weight, b, module = _inputs(dtype, batch, length)
+    rotary = _rotary(dtype, batch, length, doc_ids, "per document")
+    proj = torch.nn.Linear(WIDTH, WIDTH, dtype=dtype)
+    mlp = torch.nn.Sequential(
+        torch.nn.LayerNorm(WIDTH, dtype=dtype),
+        torch.nn.Linear(WIDTH, 4 * WIDTH, dtype=dtype),
+        torch.nn.GELU(),
+        torch.nn.Linear(4 * WIDTH, WIDTH, dtype=dtype),
+    )
+
+    def rest(h, a):
+        h = h + proj(a)
+        return h + mlp(h)
+
+    norm_params = list(module.parameters())
+    rest_params = [*proj.parameters(), *mlp.parameters()]
+    tensors = [x, weight, b, *norm_params, *rest_params]
+    grad_out = torch.randn(batch, length, WIDTH, dtype=dtype)
+    want = _run(
+        lambda: rest(x, _reference(x, weight, b, doc_ids, rotary, module)), tensors, grad_out
+    )
+    got = _run(
+        lambda: kernel.projected_attention_block(
+            x,
+            weight,
+            b,
+            HEADS,
+            doc_ids,
+            rotary,
+            rest,
+            rest_params,
+            chunk_tokens=50,
+            norm=module,
+            norm_params=norm_params,
+        ),
+        tensors,
+        grad_out,
+    )
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-10)
+    for a, c in zip(got[1], want[1], strict=True):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-9)
+    with torch.no_grad():
+        plain = kernel.projected_attention_block(
+            x,
+            weight,
+            b,
+            HEADS,
+            doc_ids,
+            rotary,
+            rest,
+            rest_params,
+            chunk_tokens=50,
+            norm=module,
+            norm_params=norm_params,
+        )
+    torch.testing.assert_close(plain, want[0], rtol=0, atol=1e-10)

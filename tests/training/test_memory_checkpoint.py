@@ -63,3 +63,23 @@ def test_the_trainer_attaches_sublayers_exactly_and_records_it(
     assert auto[1].train_loss == pytest.approx(plain[1].train_loss, abs=1e-5)
     for name, value in plain[2].items():
         torch.testing.assert_close(auto[2][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_token_chunked_checkpoint_takes_several_row_aligned_inputs():
+    generator = torch.Generator().manual_seed(4)
+    layer = torch.nn.Linear(6, 6)
+    x, a = (torch.randn(3, 7, 6, generator=generator, requires_grad=True) for _ in range(2))
+    weights = torch.randn(3, 7, 6, generator=generator)
+
+    def fn(h, b):
+        return torch.tanh(h + layer(b))
+
+    (fn(x, a) * weights).sum().backward()
+    want = [x.grad.clone(), a.grad.clone(), *(p.grad.clone() for p in layer.parameters())]
+    x.grad = a.grad = None
+    layer.zero_grad(set_to_none=True)
+    y = sublayer_checkpoint.token_chunked_checkpoint(fn, (x, a), list(layer.parameters()), 4)
+    (y * weights).sum().backward()
+    got = [x.grad, a.grad, *(p.grad for p in layer.parameters())]
+    for u, v in zip(got, want, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)

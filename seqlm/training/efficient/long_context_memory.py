@@ -42,6 +42,7 @@ from seqlm.kernels.gelu_linear import gelu_linear
 from seqlm.model.gpt import GPT
 from seqlm.training.efficient.sublayer_checkpoint import (
     checkpointed_sublayers,
+    map_large_allocations,
     small_chunk_loss,
     sublayer_checkpointed_forward,
 )
@@ -135,6 +136,7 @@ def use_memory_checkpoint(model: nn.Module, choice: str) -> bool:
         if "forward" not in vars(block):
             block.forward = types.MethodType(forward, block)
     if choice == "sublayers":
+        map_large_allocations()
         small = small_chunk_loss(model)
         if small is not None:
             model.loss_fn = small
