@@ -10,9 +10,10 @@ takes). It is one autograd Function that keeps only its input `x`, its output an
 attention's log-sum-exp for the backward: no q/k/v projection, rotated q/k or gathered
 bucket is kept, and none exists for more than one group of segments and one head at a
 time, forward or backward. The work goes segment bucket by bucket (as in
-`blockwise_attention.document_attention`: segments padded at the end to a bucket
-length, one `is_causal` flash call per bucket), each bucket split into groups of
-segments of at most `GROUP_TOKENS` padded tokens, and each group head by head:
+`blockwise_attention.document_attention`: segments of similar length share a bucket,
+one `is_causal` flash call each), each bucket split into groups of segments of at
+most `GROUP_TOKENS` padded tokens, padded at the end to the group's longest segment,
+and each group head by head:
 
 - forward: gather the group's rows of `x`, norm them, project one head's q, k, v,
   rotate, run the flash kernel (`aten._scaled_dot_product_flash_attention_for_cpu`),
@@ -67,7 +68,10 @@ def _plan(doc_ids: Tensor | None, batch: int, length: int, group_tokens: int) ->
         chosen = (buckets == size).nonzero().flatten()
         per_group = max(1, group_tokens // size)
         for part in chosen.split(per_group):
-            index = starts[part, None] + torch.arange(size)[None, :]
+            # Padded to the group's longest segment, not the bucket: a segment alone in
+            # its group is not padded at all (attention work is quadratic in it).
+            longest = int(lengths[part].max())
+            index = starts[part, None] + torch.arange(longest)[None, :]
             real = index < (starts + lengths)[part, None]
             read = torch.where(real, index, starts[part, None])
             write = torch.where(real, index, torch.full_like(index, rows))
