@@ -17,7 +17,11 @@ cross-entropy; `--loss-impl` for another), the lean MLP of
 and with `--checkpoint blocks` activation checkpointing of whole blocks, with
 `--checkpoint sublayers` `seqlm.training.efficient.sublayer_checkpoint` (each sublayer
 keeps only its input; attention keeps its kernel's output; the MLP runs in token
-chunks). The modes differ only in the attention path:
+chunks; the loss in chunks of 2^20 logits; glibc's mmap threshold fixed at 1 MiB, in
+both modes, set before the warm-up; where attention is block-wise, a Pre-LN block
+goes through `seqlm.kernels.projected_attention`, which is what the block-wise path
+is now and what the trainer attaches: `train.memory_checkpoint`). The modes differ
+only in the attention path:
 
 - `dense`: the mask as the model built it before block-wise attention existed (a dense
   (B, 1, T, T) boolean tensor from `dense_attention_mask`, straight into SDPA);

@@ -58,6 +58,15 @@ def lm_loss(
     return total / counted.sum().clamp_min(torch.finfo(total.dtype).tiny)
 
 
+def kernel_loss(name: str, chunk_logit_elements: int):
+    """The kernel loss `name` with chunks of `chunk_logit_elements` logits (None: `name`
+    is not a kernel loss). Smaller chunks lower a long-context step's peak memory."""
+    if name not in KERNEL_LOSS_IMPLS:
+        return None
+    options = LinearCrossEntropyOptions(impl=name, chunk_logit_elements=chunk_logit_elements)
+    return functools.partial(lm_loss, options=options)
+
+
 def kernel_losses() -> dict[str, Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]]:
     """{name: loss function} for each kernel implementation."""
     return {

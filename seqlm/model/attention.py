@@ -15,13 +15,16 @@ The diagonal is always allowed, so no row is ever empty.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlm.kernels.blockwise_attention import is_run_layout, max_segment_length
 from seqlm.kernels.lazy_mask import LazyAttentionMask
-from seqlm.kernels.windowed_attention import masked_attention
+from seqlm.kernels.projected_attention import projected_attention, projected_attention_block
+from seqlm.kernels.windowed_attention import BLOCKWISE_MIN_LENGTH, masked_attention
 from seqlm.model.kv_cache import KVCache
 from seqlm.model.positions import apply_rotary
 
@@ -120,6 +123,93 @@ class CausalSelfAttention(nn.Module):
             q = apply_rotary(q, cos, sin)
             k = apply_rotary(k, cos, sin)
         return q, k, v
+
+    def uses_projected_path(self, x: Tensor, mask: Tensor | None) -> bool:
+        """Whether `normed_forward` can take `seqlm.kernels.projected_attention` for `x`.
+
+        On the CPU, in float32/64 without autocast, with no dropout and no hooks on this
+        module or its q/k/v projection (which that kernel would bypass), from
+        `BLOCKWISE_MIN_LENGTH` positions, for plain causal attention or a lazy document
+        mask of contiguous runs whose span (if any) binds no document.
+        """
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return False
+        if torch.is_autocast_enabled("cpu") or (self.dropout and self.training):
+            return False
+        if any(m._forward_hooks or m._forward_pre_hooks for m in (self, self.qkv)):
+            return False
+        length = x.shape[1]
+        if length < BLOCKWISE_MIN_LENGTH or mask is None:
+            return length >= BLOCKWISE_MIN_LENGTH
+        if not isinstance(mask, LazyAttentionMask):
+            return False
+        doc_ids, span = mask.doc_ids, mask.span
+        if doc_ids is not None and not is_run_layout(doc_ids):
+            return False
+        if span is None or span >= length:
+            return True
+        return doc_ids is not None and span >= max_segment_length(doc_ids)
+
+    def normed_forward(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """`self(norm(x), rotary, mask)` (no norm: `self(x, ...)`); through the fused
+        kernel, which keeps only x, its output and the log-sum-exp for the backward,
+        where `uses_projected_path(x, mask)`."""
+        if not self.uses_projected_path(x, mask):
+            return self(x if norm is None else norm(x), rotary, mask)
+        return self.proj(self.projected_heads(x, norm, rotary, mask))  # no dropout here
+
+    def projected_heads(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """The heads' output (B, T, C) before `proj`, through the fused kernel; only
+        where `uses_projected_path(x, mask)`."""
+        return projected_attention(
+            x,
+            self.qkv.weight,
+            self.qkv.bias,
+            self.n_head,
+            None if mask is None else mask.doc_ids,
+            rotary,
+            norm=norm,
+            norm_params=() if norm is None else list(norm.parameters()),
+        )
+
+    def projected_block(
+        self,
+        x: Tensor,
+        norm: nn.Module | None,
+        rotary: tuple[Tensor, Tensor] | None,
+        mask: Tensor | None,
+        rest: Callable[[Tensor, Tensor], Tensor],
+        rest_params: list[Tensor],
+        chunk_tokens: int,
+    ) -> Tensor:
+        """`rest(x, heads)` with the heads from the fused kernel and a per-token `rest`
+        (`seqlm.kernels.projected_attention.projected_attention_block`); only where
+        `uses_projected_path(x, mask)`."""
+        return projected_attention_block(
+            x,
+            self.qkv.weight,
+            self.qkv.bias,
+            self.n_head,
+            None if mask is None else mask.doc_ids,
+            rotary,
+            rest,
+            rest_params,
+            chunk_tokens=chunk_tokens,
+            norm=norm,
+            norm_params=() if norm is None else list(norm.parameters()),
+        )
 
     def forward(
         self,

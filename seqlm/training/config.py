@@ -175,6 +175,14 @@ class TrainConfig:
             "min": 0,
         },
     )
+    memory_checkpoint: Literal["auto", "none", "blocks", "sublayers"] = field(
+        default="auto",
+        metadata={
+            "help": "Activation memory of long contexts: sublayers (each sublayer keeps only its "
+            "input; fused CPU attention), blocks (whole blocks recomputed) or none; auto is "
+            "sublayers on the CPU from context 1,024, else none. Exact; config.json records it."
+        },
+    )
     parallel: Literal["ddp", "fsdp"] = field(
         default="ddp",
         metadata={

@@ -41,7 +41,12 @@ from seqlm.training.distributed import (
     resolve_device,
     wrap_model,
 )
-from seqlm.training.efficient.long_context_memory import LEAN_MLP_MIN_CONTEXT, use_lean_mlp
+from seqlm.training.efficient.long_context_memory import (
+    LEAN_MLP_MIN_CONTEXT,
+    memory_checkpoint_choice,
+    use_lean_mlp,
+    use_memory_checkpoint,
+)
 from seqlm.training.flops import device_peak_flops, flops_per_token
 from seqlm.training.metrics_log import MetricsLog
 from seqlm.training.nonfinite import (
@@ -113,8 +118,7 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.progress = ensure_progress(progress if self.ctx.is_main else None)
         self.module = model.to(self.device)  # the user's module, unwrapped
-        if train_data.config.context >= LEAN_MLP_MIN_CONTEXT:
-            use_lean_mlp(self.module)  # exact; one (N, 4C) activation fewer per block
+        self._attach_memory_savers(train_data.config.context)
         if config.compile:
             self.module.compile()  # in place: parameter names stay as they are
         self.model = wrap_model(self.module, self.ctx, config.parallel)
@@ -149,8 +153,26 @@ class Trainer:
         self._shown: dict[str, str] = {}
         self.nonfinite = NonFiniteGuard(config.nonfinite_skips)
 
-    # -- the loop -----------------------------------------------------------------------
+    def _attach_memory_savers(self, context: int) -> None:
+        """Exact memory savers for long contexts (`seqlm.training.efficient.
+        long_context_memory`): the lean MLP from `LEAN_MLP_MIN_CONTEXT`, and the
+        checkpointing `train.memory_checkpoint` picks; recorded in config.json["memory"]."""
+        lean = context >= LEAN_MLP_MIN_CONTEXT and use_lean_mlp(self.module)
+        setting = self.config.memory_checkpoint
+        choice = memory_checkpoint_choice(setting, context, self.device, self.config.compile)
+        attached = use_memory_checkpoint(self.module, choice)
+        self.memory = {
+            "setting": setting,
+            "checkpoint": choice if attached else "none",
+            "lean_mlp": bool(lean),
+        }
+        run = self.run
+        if run is not None and self.ctx.is_main and run.config_path.is_file():
+            config = run.read_config()
+            if config.get("memory") != self.memory:
+                run.write_config({**config, "memory": self.memory})
 
+    # -- the loop -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
         self.callbacks.on_train_start(self)
         unit, total = self.budget.bar_total()

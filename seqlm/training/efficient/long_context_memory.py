@@ -40,7 +40,12 @@ from torch.utils.checkpoint import checkpoint
 
 from seqlm.kernels.gelu_linear import gelu_linear
 from seqlm.model.gpt import GPT
-from seqlm.training.efficient.sublayer_checkpoint import checkpointed_sublayers
+from seqlm.training.efficient.sublayer_checkpoint import (
+    checkpointed_sublayers,
+    map_large_allocations,
+    small_chunk_loss,
+    sublayer_checkpointed_forward,
+)
 
 # From this context on the trainer gives a GPT the lean MLP (the length where CPU
 # attention turns block-wise and activations dominate a step's memory).
@@ -102,6 +107,40 @@ def use_lean_mlp(model: nn.Module) -> bool:
 
 
 CHECKPOINT_CHOICES = (False, True, "blocks", "sublayers")
+# `TrainConfig.memory_checkpoint` values.
+MEMORY_SETTINGS = ("auto", "none", "blocks", "sublayers")
+
+
+def memory_checkpoint_choice(
+    setting: str, context: int, device: torch.device | str, compiled: bool = False
+) -> str:
+    """The checkpointing a run gets: "none", "blocks" or "sublayers". Auto takes
+    sublayers on the CPU from `LEAN_MLP_MIN_CONTEXT` on (the fused attention kernel is
+    CPU-only; same loss and gradients), none elsewhere or for a compiled model."""
+    if setting not in MEMORY_SETTINGS:
+        raise ValueError(f"memory_checkpoint must be one of {MEMORY_SETTINGS}, not {setting!r}")
+    if setting != "auto":
+        return setting
+    cpu = torch.device(device).type == "cpu" and not compiled
+    return "sublayers" if cpu and context >= LEAN_MLP_MIN_CONTEXT else "none"
+
+
+def use_memory_checkpoint(model: nn.Module, choice: str) -> bool:
+    """Give a GPT block ("blocks") or sublayer ("sublayers") checkpointing for good, as
+    `long_context_memory` does within its block; False (nothing done) for "none" or
+    other models. The state dict never changes (instance forwards only)."""
+    if not isinstance(model, GPT) or choice == "none":
+        return False
+    forward = sublayer_checkpointed_forward if choice == "sublayers" else _checkpointed_forward
+    for block in model.blocks:
+        if "forward" not in vars(block):
+            block.forward = types.MethodType(forward, block)
+    if choice == "sublayers":
+        map_large_allocations()
+        small = small_chunk_loss(model)
+        if small is not None:
+            model.loss_fn = small
+    return True
 
 
 @contextmanager
