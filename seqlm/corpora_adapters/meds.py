@@ -46,6 +46,11 @@ from typing import Any, Literal
 import polars as pl
 
 from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter
+from seqlm.corpora_adapters.meds_checks import (
+    check_sorted,
+    check_split_consistency,
+    code_summary,
+)
 from seqlm.corpora_adapters.meds_cohort import (
     PREFIX_REASON,
     CodeRewrite,
@@ -59,9 +64,6 @@ from seqlm.corpora_adapters.meds_cohort import (
 from seqlm.corpora_adapters.meds_layout import (
     TIME_DTYPE,
     MedsDataset,
-    check_sorted,
-    check_split_consistency,
-    code_summary,
     locate_dataset,
     metadata_splits,
     scan_rows,
@@ -337,7 +339,7 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
             "file", "row", pl.lit(None, dtype=pl.String).alias("column"), "reason"
         )
     )
-    codes = code_summary(rows, dataset)
+    codes = code_summary(dataset)
     if codes.missing_from_metadata:
         warnings.warn(
             f"{codes.missing_from_metadata:,} of {codes.used:,} codes used in the data "
