@@ -23,6 +23,11 @@ from seqlm.errors import ConfigError, InputError
 from seqlm.events import SPLITS
 
 TIME_DTYPE = pl.Datetime("us")
+# A shard over this many rows is offered to the corpus builder in pieces of at most
+# this many, cut between subjects (`shard_pieces`): the builder reads a partition whole,
+# and its default partition (seqlm.corpus.source_parts.DEFAULT_ROWS_PER_BUCKET) is as
+# large. A full MIMIC-IV export has shards of millions of rows.
+SHARD_PIECE_ROWS = 500_000
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
 
 # Folder and split names seen in MEDS exports, mapped to the canonical three.
@@ -240,12 +245,16 @@ def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.E
 
 
 def scan_rows(
-    dataset: MedsDataset, suffix_columns: Sequence[str] = (), only: Sequence[int] | None = None
+    dataset: MedsDataset,
+    suffix_columns: Sequence[str] = (),
+    only: Sequence[int] | None = None,
+    piece: tuple[int, int] | None = None,
 ) -> pl.LazyFrame:
     """All shards (or the shards numbered `only`) as one lazy frame: `file`, `row`
     (1-based in its shard), `order` (global file order over all shards, the tie-break
     for equal times), `folder_split`, then `entity`, `time`, `code`, `value`, `text` and
-    the requested `suffix__<column>` columns."""
+    the requested `suffix__<column>` columns. `piece` = (first row, rows): only those
+    rows of the one shard in `only` (read from the file alone)."""
     for name in suffix_columns:
         if not any(name in shard.schema for shard in dataset.shards):
             raise InputError(
@@ -292,6 +301,8 @@ def scan_rows(
             include_file_paths="_path",
             glob=False,
         )
+        if piece is not None:
+            scan = scan.slice(*piece)
         frames.append(
             scan.join(
                 table.lazy(),
@@ -344,3 +355,26 @@ def metadata_splits(dataset: MedsDataset, extra: Mapping[str, str]) -> pl.DataFr
             column="split",
         )
     return table.select("entity", "split").unique(subset="entity", keep="first")
+
+
+def shard_pieces(shard: MedsShard, rows: int | None = None) -> list[tuple[int, int]]:
+    """(first row, rows) of consecutive pieces of a shard, each of at most `rows` rows
+    (`SHARD_PIECE_ROWS` when None) unless one subject's run of rows is longer, cut where
+    `subject_id` changes (read from that column alone). A shard not in subject order may still have a subject in two
+    pieces; the builder finds that and hashes the events instead."""
+    rows = SHARD_PIECE_ROWS if rows is None else rows
+    if shard.rows <= rows:
+        return [(0, shard.rows)]
+    ids = pl.scan_parquet(shard.path, glob=False).select("subject_id").collect()["subject_id"]
+    starts = (ids != ids.shift(1)).fill_null(True).arg_true().to_numpy()
+    pieces, first = [], 0
+    while shard.rows - first > rows:
+        # The last subject start within `rows` of `first`, else the next one after it.
+        inside = starts[(starts > first) & (starts <= first + rows)]
+        later = starts[starts > first + rows]
+        cut = int(inside[-1]) if inside.size else int(later[0]) if later.size else shard.rows
+        pieces.append((first, cut - first))
+        first = cut
+    if first < shard.rows:
+        pieces.append((first, shard.rows - first))
+    return pieces
