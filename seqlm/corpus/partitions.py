@@ -68,10 +68,6 @@ SPILL = "_spill"
 # How often a worker process looks whether the build that started it still runs.
 PARENT_CHECK_SECONDS = 0.5
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# polars' allocator (jemalloc) in a worker gives freed pages back at once: its resident
-# memory is what it holds, not the largest partition it has seen.
-ALLOCATOR_SETTING = "_RJEM_MALLOC_CONF"
-WORKER_ALLOCATOR = "dirty_decay_ms:0,muzzy_decay_ms:0"
 # Tasks a worker that `run_map` keeps in flight (results wait in order for the merge).
 MAP_AHEAD = 2
 # What sampling and tokens need of the sorted events (entity-level columns are in the
@@ -447,11 +443,10 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    # Read when a worker imports polars (this process's polars has read its own; polars
-    # puts its defaults before the allocator setting, and the last value counts).
-    settings = {"POLARS_MAX_THREADS": str(threads), ALLOCATOR_SETTING: WORKER_ALLOCATOR}
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
+    saved = os.environ.get("POLARS_MAX_THREADS")
+    # Read by polars when a worker imports it, so it must be in the environment the
+    # workers inherit; this process's polars has read its own setting already.
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
     try:
         with (
             ProcessPoolExecutor(
@@ -464,11 +459,10 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         ):
             yield pool
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if saved is None:
+            os.environ.pop("POLARS_MAX_THREADS", None)
+        else:
+            os.environ["POLARS_MAX_THREADS"] = saved
 
 
 def run_map(
@@ -480,9 +474,10 @@ def run_map(
     """Call `function(*task)` for every task, here or in `pool`; `on_done(i, result)`
     is called in task order, so merges happen in the same order either way.
 
-    At most `MAP_AHEAD` tasks a worker are in flight and each result is dropped once
-    `on_done` has it (a future keeps its result: all submitted at once, every
-    partition's sample, counts or token ids stayed here until the stage ended)."""
+    At most `MAP_AHEAD` tasks a worker are in flight, and each result is dropped once
+    `on_done` has it: a future keeps its result, so submitting every task at once held
+    every partition's sample, counts or token ids in this process until the stage ended
+    (MEDS 100x: several hundred MB)."""
     if pool is None:
         for i, task in enumerate(tasks):
             on_done(i, function(*task))

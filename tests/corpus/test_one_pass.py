@@ -293,16 +293,3 @@ def test_run_map_holds_a_bounded_number_of_results_in_task_order():
     partitions.run_map(pool, pow, [(k, 2) for k in range(50)], done)
     assert seen == [(k, k * k) for k in range(50)]
     assert pool.most_held <= partitions.MAP_AHEAD * pool._max_workers
-
-
-def test_workers_get_their_share_of_threads_and_return_freed_memory(monkeypatch):
-    monkeypatch.setenv(partitions.ALLOCATOR_SETTING, "dirty_decay_ms:500")
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    seen = {}
-    names = [(partitions.ALLOCATOR_SETTING,), ("POLARS_MAX_THREADS",)]
-    with partitions.worker_pool(2) as pool:
-        partitions.run_map(pool, os.getenv, names, lambda i, value: seen.update({i: value}))
-    # polars puts its defaults first when a worker imports it; the last value counts.
-    assert seen[0].endswith("," + partitions.WORKER_ALLOCATOR)
-    assert seen[1] == "2"
-    assert os.environ[partitions.ALLOCATOR_SETTING] == "dirty_decay_ms:500"  # restored
