@@ -46,6 +46,11 @@ from typing import Any, Literal
 import polars as pl
 
 from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter
+from seqlm.corpora_adapters.meds_checks import (
+    check_sorted,
+    check_split_consistency,
+    code_summary,
+)
 from seqlm.corpora_adapters.meds_cohort import (
     PREFIX_REASON,
     CodeRewrite,
@@ -59,12 +64,10 @@ from seqlm.corpora_adapters.meds_cohort import (
 from seqlm.corpora_adapters.meds_layout import (
     TIME_DTYPE,
     MedsDataset,
-    check_sorted,
-    check_split_consistency,
-    code_summary,
     locate_dataset,
     metadata_splits,
     scan_rows,
+    shard_pieces,
 )
 from seqlm.corpora_adapters.time_range import (
     DEFAULT_EARLIEST,
@@ -337,7 +340,7 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
             "file", "row", pl.lit(None, dtype=pl.String).alias("column"), "reason"
         )
     )
-    codes = code_summary(rows, dataset)
+    codes = code_summary(dataset)
     if codes.missing_from_metadata:
         warnings.warn(
             f"{codes.missing_from_metadata:,} of {codes.used:,} codes used in the data "
@@ -370,12 +373,16 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
 def _shard_events(
     dataset: MedsDataset, subjects: pl.DataFrame, options: MedsOptions, split_source: str
 ) -> tuple[tuple[int, pl.LazyFrame], ...]:
-    """(input rows, unsorted events) of every shard alone (`Ingested.source_parts`)."""
+    """(input rows, unsorted events) of every shard alone (`Ingested.source_parts`), a
+    large shard in pieces cut between subjects (`shard_pieces`)."""
     parts = []
     for number, shard in enumerate(dataset.shards):
-        rows = scan_rows(dataset, options.code_suffix_columns, only=[number])
-        events = _events(_with_reasons(rows, subjects, options, split_source), options)
-        parts.append((shard.rows, events.unsorted))
+        pieces = shard_pieces(shard)
+        for piece in pieces:
+            cut = piece if len(pieces) > 1 else None
+            rows = scan_rows(dataset, options.code_suffix_columns, only=[number], piece=cut)
+            events = _events(_with_reasons(rows, subjects, options, split_source), options)
+            parts.append((piece[1], events.unsorted))
     return tuple(parts)
 
 

@@ -23,6 +23,11 @@ from seqlm.errors import ConfigError, InputError
 from seqlm.events import SPLITS
 
 TIME_DTYPE = pl.Datetime("us")
+# A shard over this many rows is offered to the corpus builder in pieces of at most
+# this many, cut between subjects (`shard_pieces`): the builder reads a partition whole,
+# and its default partition (seqlm.corpus.source_parts.DEFAULT_ROWS_PER_BUCKET) is as
+# large. A full MIMIC-IV export has shards of millions of rows.
+SHARD_PIECE_ROWS = 500_000
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
 
 # Folder and split names seen in MEDS exports, mapped to the canonical three.
@@ -240,12 +245,16 @@ def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.E
 
 
 def scan_rows(
-    dataset: MedsDataset, suffix_columns: Sequence[str] = (), only: Sequence[int] | None = None
+    dataset: MedsDataset,
+    suffix_columns: Sequence[str] = (),
+    only: Sequence[int] | None = None,
+    piece: tuple[int, int] | None = None,
 ) -> pl.LazyFrame:
     """All shards (or the shards numbered `only`) as one lazy frame: `file`, `row`
     (1-based in its shard), `order` (global file order over all shards, the tie-break
     for equal times), `folder_split`, then `entity`, `time`, `code`, `value`, `text` and
-    the requested `suffix__<column>` columns."""
+    the requested `suffix__<column>` columns. `piece` = (first row, rows): only those
+    rows of the one shard in `only` (read from the file alone)."""
     for name in suffix_columns:
         if not any(name in shard.schema for shard in dataset.shards):
             raise InputError(
@@ -292,6 +301,8 @@ def scan_rows(
             include_file_paths="_path",
             glob=False,
         )
+        if piece is not None:
+            scan = scan.slice(*piece)
         frames.append(
             scan.join(
                 table.lazy(),
@@ -346,95 +357,24 @@ def metadata_splits(dataset: MedsDataset, extra: Mapping[str, str]) -> pl.DataFr
     return table.select("entity", "split").unique(subset="entity", keep="first")
 
 
-def check_split_consistency(
-    rows: pl.LazyFrame, dataset: MedsDataset, splits: pl.DataFrame | None
-) -> None:
-    """A subject must sit in one split: one split folder, agreeing with the metadata."""
-    if not any(shard.folder_split for shard in dataset.shards):
-        return
-    places = (
-        rows.filter(pl.col("entity").is_not_null() & pl.col("folder_split").is_not_null())
-        .group_by("entity", "folder_split")
-        .agg(pl.col("file", "row").sort_by("order").first())
-        .collect(engine="streaming")
-        .sort("file", "row")
-    )
-    twice = places.filter(pl.len().over("entity") > 1)
-    if twice.height:
-        first = twice.filter(pl.col("entity") == twice["entity"][0]).rows(named=True)
-        a, b = first[0], first[1]
-        raise InputError(
-            f"subject is in two splits: {a['folder_split']!r} (first at {a['file']} row "
-            f"{a['row']}) and {b['folder_split']!r} (first at {b['file']} row {b['row']})",
-            file=dataset.root / b["file"],
-            row=b["row"],
-            column="subject_id",
-        )
-    if splits is None:
-        return
-    disagree = places.join(splits, on="entity").filter(
-        pl.col("split").is_not_null() & (pl.col("split") != pl.col("folder_split"))
-    )
-    if disagree.height:
-        place = disagree.row(0, named=True)
-        raise InputError(
-            f"subject's rows are in split folder {place['folder_split']!r} but "
-            f"metadata/subject_splits.parquet puts it in {place['split']!r}",
-            file=dataset.root / place["file"],
-            row=place["row"],
-            column="subject_id",
-        )
-
-
-def check_sorted(rows: pl.LazyFrame, dataset: MedsDataset) -> None:
-    """InputError at the first row whose time is earlier than a previous row's time for
-    the same subject in the same shard (MEDS requires time order within a subject)."""
-    time = pl.col("time").sort_by("row")
-    row = pl.col("row").sort()
-    late = (
-        rows.filter(pl.col("entity").is_not_null() & pl.col("time").is_not_null())
-        .group_by("file", "entity")
-        .agg(bad=row.filter(time < time.cum_max().shift(1)).first())
-        .filter(pl.col("bad").is_not_null())
-        .select("file", "bad")
-        .sort("file", "bad")
-        .collect(engine="streaming")
-    )
-    if late.height:
-        file, bad = late.row(0)
-        raise InputError(
-            "events of a subject are not in time order (set unsorted = 'sort' to sort them)",
-            file=dataset.root / file,
-            row=int(bad),
-            column="time",
-        )
-
-
-@dataclass(frozen=True)
-class CodeSummary:
-    used: int  # distinct codes in the data
-    missing_from_metadata: int | None  # of those, absent from codes.parquet (None: no file)
-    static_kinds: tuple[str, ...]  # kinds (first `//` segment) seen with null time
-
-
-def code_summary(rows: pl.LazyFrame, dataset: MedsDataset) -> CodeSummary:
-    """Which codes the data uses, against metadata/codes.parquet, in one streaming pass.
-
-    A missing or incomplete codes.parquet is common in real exports and never an error.
-    """
-    used = (
-        rows.filter(pl.col("code").is_not_null() & pl.col("entity").is_not_null())
-        .group_by("code")
-        .agg(static=pl.col("time").is_null().any())
-        .collect(engine="streaming")
-    )
-    static = used.filter("static")["code"].str.split("//").list.first().unique().sort()
-    path = dataset.metadata / "codes.parquet"
-    try:
-        described = pl.read_parquet(path, columns=["code"], glob=False)
-    except (pl.exceptions.PolarsError, OSError):
-        missing = None
-    else:
-        described = described.select(pl.col("code").cast(pl.String))
-        missing = used.join(described, on="code", how="anti").height
-    return CodeSummary(used.height, missing, tuple(static.to_list()))
+def shard_pieces(shard: MedsShard, rows: int | None = None) -> list[tuple[int, int]]:
+    """(first row, rows) of consecutive pieces of a shard, each of at most `rows` rows
+    (`SHARD_PIECE_ROWS` when None) unless one subject's run of rows is longer, cut where
+    `subject_id` changes (read from that column alone). A shard not in subject order may still have a subject in two
+    pieces; the builder finds that and hashes the events instead."""
+    rows = SHARD_PIECE_ROWS if rows is None else rows
+    if shard.rows <= rows:
+        return [(0, shard.rows)]
+    ids = pl.scan_parquet(shard.path, glob=False).select("subject_id").collect()["subject_id"]
+    starts = (ids != ids.shift(1)).fill_null(True).arg_true().to_numpy()
+    pieces, first = [], 0
+    while shard.rows - first > rows:
+        # The last subject start within `rows` of `first`, else the next one after it.
+        inside = starts[(starts > first) & (starts <= first + rows)]
+        later = starts[starts > first + rows]
+        cut = int(inside[-1]) if inside.size else int(later[0]) if later.size else shard.rows
+        pieces.append((first, cut - first))
+        first = cut
+    if first < shard.rows:
+        pieces.append((first, shard.rows - first))
+    return pieces

@@ -55,7 +55,7 @@ from seqlm.corpus.partitions import (
 )
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.sort_stage import entity_tables, partition_and_sort, sort_source_parts
-from seqlm.corpus.source_parts import source_groups
+from seqlm.corpus.source_parts import DEFAULT_ROWS_PER_BUCKET, source_groups
 from seqlm.corpus.splits import SplitConfig
 from seqlm.corpus.stages import StageClock
 from seqlm.corpus.store import (
@@ -93,9 +93,6 @@ from seqlm.vocabularies.value_bins import ValueSampler
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 CORPUS_FORMAT = "seqlm-corpus/1"
-# Rows per partition: a partition is sorted and encoded in memory (about 0.3 GB at
-# 500k MEDS rows); the number of partitions does not change the cost per row.
-DEFAULT_ROWS_PER_BUCKET = 500_000
 # Below this many rows per worker, starting worker processes costs more than it saves.
 MIN_ROWS_PER_WORKER = 1_000_000
 # Tokens copied per step when putting the sequences in entity order.

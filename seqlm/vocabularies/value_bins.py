@@ -28,7 +28,7 @@ from seqlm.vocabularies.scheme import TokenScheme
 # reproducible (polars documents its hash as stable within one polars version).
 SAMPLE_HASH_SEED = 20240611
 # Merged samples are ranked together once they hold this many rows (bounded memory).
-PENDING_ROWS = 4_000_000
+PENDING_ROWS = 1_000_000
 
 
 def stored_value(expr: pl.Expr) -> pl.Expr:
@@ -157,6 +157,10 @@ class ValueSampler:
         )
         self._pending: list[tuple[pl.DataFrame, pl.DataFrame]] = []
         self._pending_rows = 0
+        # Per (code, source) whose sample is full: its largest kept key (`_cut`).
+        self._cuts = pl.DataFrame(
+            schema={"code": pl.Categorical, "source": pl.Int8, "cut": pl.UInt64}
+        )
 
     def add(self, events: pl.DataFrame) -> None:
         """Take the finite values of `events` (columns entity, time, order, code, value,
@@ -217,10 +221,15 @@ class ValueSampler:
         Merged samples wait in a list and are ranked together once they hold
         `PENDING_ROWS` rows (or when the sample is read): ranking the whole sample
         again for every merged partition cost as much as sampling them. Keeping the
-        smallest keys per code commutes with batching, so the sample is the same."""
+        smallest keys per code commutes with batching, so the sample is the same. A
+        merged row whose key is not below the largest key of its code's full sample can
+        never be kept (that key only gets smaller, and a tie ranks after the rows kept
+        already), so it is dropped on arrival: once the common codes' samples are full,
+        few rows wait (memory and ranking stay small whatever the number of rows)."""
         other._flush()
-        self._pending.append((other._stats, other._sample))
-        self._pending_rows += other._sample.height
+        kept = self._below_cuts(other._sample)
+        self._pending.append((other._stats, kept))
+        self._pending_rows += kept.height
         if self._pending_rows >= PENDING_ROWS:
             self._flush()
 
@@ -242,6 +251,19 @@ class ValueSampler:
         self._sample = merged.filter(
             pl.col("rank_key").rank("ordinal").over("code", "source") <= self.sample_size
         )
+        self._cuts = (
+            self._sample.group_by("code", "source")
+            .agg(pl.len(), pl.col("rank_key").max().alias("cut"))
+            .filter(pl.col("len") >= self.sample_size)
+            .drop("len")
+        )
+
+    def _below_cuts(self, kept: pl.DataFrame) -> pl.DataFrame:
+        """The rows of a merged sample that may still enter this one's."""
+        if self._cuts.height == 0 or kept.height == 0:
+            return kept
+        cut = kept.join(self._cuts, on=["code", "source"], how="left", maintain_order="left")
+        return kept.filter((cut["cut"].is_null() | (cut["rank_key"] < cut["cut"])).to_numpy())
 
     def value_counts(self) -> pl.DataFrame:
         """Per code: number of finite train values and of entities that have them

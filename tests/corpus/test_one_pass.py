@@ -260,3 +260,36 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+class _CountingPool:
+    """A stand-in worker pool that runs each task at once and counts the results that
+    were submitted but not yet handed to the merge (held by their futures)."""
+
+    _max_workers = 2
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.most_held = 0
+
+    def submit(self, function, *args):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(function(*args))
+        self.held += 1
+        self.most_held = max(self.most_held, self.held)
+        return future
+
+
+def test_run_map_holds_a_bounded_number_of_results_in_task_order():
+    pool = _CountingPool()
+    seen = []
+
+    def done(i, result):
+        pool.held -= 1
+        seen.append((i, result))
+
+    partitions.run_map(pool, pow, [(k, 2) for k in range(50)], done)
+    assert seen == [(k, k * k) for k in range(50)]
+    assert pool.most_held <= partitions.MAP_AHEAD * pool._max_workers

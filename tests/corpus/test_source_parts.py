@@ -13,7 +13,7 @@ import pytest
 from helpers.reference_writer import reference_build
 from helpers.shared_data import shared_path
 
-from seqlm.corpora_adapters import get_adapter
+from seqlm.corpora_adapters import get_adapter, meds_layout
 from seqlm.corpora_adapters.base import Ingested
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
 from seqlm.corpus import SplitConfig, build_corpus
@@ -116,6 +116,38 @@ def test_shards_out_of_order_are_sorted(tmp_path):
     assert new.manifest["build"]["partitions_from"] == "source"
     reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
     assert_same_files(reference, new.path)
+
+
+def test_large_shards_are_cut_between_subjects_and_give_the_same_corpus(tmp_path, monkeypatch):
+    """A shard over SHARD_PIECE_ROWS rows is offered in pieces cut where the subject
+    changes (each piece whole subjects), used as partitions, and the corpus is the
+    old builder's."""
+    root = small_demo(tmp_path / "meds")
+    whole, scheme = read(root)
+    largest = max(rows for rows, _ in whole.source_parts)
+    monkeypatch.setattr(meds_layout, "SHARD_PIECE_ROWS", largest // 3)
+    events, _ = read(root)
+    assert len(events.source_parts) > len(whole.source_parts)
+    assert sum(r for r, _ in events.source_parts) == events.rows_read
+    assert max(r for r, _ in events.source_parts) <= largest // 3 + 2000  # one subject's run
+    new = build_corpus(
+        events, tmp_path / "new", scheme, SplitConfig(), rows_per_bucket=largest // 3
+    )
+    assert new.manifest["build"]["partitions_from"] == "source"
+    assert new.manifest["build"]["partitions"] > len(whole.source_parts)
+    reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
+    assert_same_files(reference, new.path)
+
+
+def test_shard_pieces_cut_where_the_subject_changes(tmp_path):
+    ids = [1] * 3 + [2] * 5 + [3] * 1 + [4] * 2 + [5] * 4  # starts at 0, 3, 8, 9, 11
+    path = tmp_path / "0.parquet"
+    pl.DataFrame({"subject_id": ids}).write_parquet(path)
+    shard = meds_layout.MedsShard(path, "0.parquet", None, len(ids), pl.Schema())
+    assert meds_layout.shard_pieces(shard, 100) == [(0, 15)]
+    assert meds_layout.shard_pieces(shard, 4) == [(0, 3), (3, 5), (8, 3), (11, 4)]
+    assert meds_layout.shard_pieces(shard, 9) == [(0, 9), (9, 6)]
+    assert meds_layout.shard_pieces(shard, 2) == [(0, 3), (3, 5), (8, 1), (9, 2), (11, 4)]
 
 
 def test_source_groups():

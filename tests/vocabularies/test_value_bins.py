@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqlm.vocabularies import CodeValueBins, TokenScheme
+from seqlm.vocabularies import CodeValueBins, TokenScheme, value_bins
 from seqlm.vocabularies.value_bins import (
     ValueSampler,
     fit_code_bins,
@@ -116,6 +116,36 @@ def test_sampler_is_bounded_and_independent_of_chunking():
     assert whole.value_counts().row(0) == ("LAB//x", 2000, 40)
     scheme = TokenScheme()
     assert whole.fit(scheme) == chunked.fit(scheme)
+
+
+def test_merged_samples_drop_rows_that_cannot_enter_and_keep_the_same_sample(monkeypatch):
+    """Once a code's merged sample is full, rows at or above its largest key are dropped
+    on arrival (few rows wait); the sample equals ranking everything at once."""
+    rng = np.random.default_rng(1)
+    parts = []
+    for k in range(12):  # partitions of whole, distinct entities
+        pairs = [(f"p{k}e{i % 30}", float(v)) for i, v in enumerate(rng.normal(size=300))]
+        pairs += [(f"p{k}e{i}", float(i % 3)) for i in range(20)]  # tied values
+        sampler = ValueSampler(sample_size=50)
+        sampler.add(_events({"LAB//x": pairs[:300], "LAB//y": pairs[300:]}))
+        parts.append(sampler)
+    monkeypatch.setattr(value_bins, "PENDING_ROWS", 10**9)
+    at_once = ValueSampler(sample_size=50)
+    for part in parts:
+        at_once._pending.append((part._stats, part._sample))
+    monkeypatch.setattr(value_bins, "PENDING_ROWS", 60)
+    merged = ValueSampler(sample_size=50)
+    waited = 0
+    for part in parts:
+        merged.merge(part)
+        waited += merged._pending_rows
+    at_once._flush()
+    merged._flush()
+    assert merged._sample.equals(at_once._sample)
+    assert merged.value_counts().equals(at_once.value_counts())
+    assert merged.fit(TokenScheme()) == at_once.fit(TokenScheme())
+    assert merged._cuts.height == 2  # both codes have more than 50 values
+    assert waited < sum(p._sample.height for p in parts) // 2
 
 
 def test_sampler_fit_rules():

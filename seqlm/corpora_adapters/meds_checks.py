@@ -1,0 +1,155 @@
+"""Dataset-wide checks and summaries of a MEDS dataset, each from a small aggregate.
+
+The split check looks at the distinct subjects of each shard (its `subject_id` column
+alone; a shard's folder is one split), and the code summary at the raw `code`,
+`subject_id` and `time` columns: neither reads the other columns nor the reader's
+joined rows. The rows a message names are looked up only when a check fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from seqlm.corpora_adapters.meds_layout import MedsDataset, MedsShard
+from seqlm.errors import InputError
+
+
+def _raw(shards: list[MedsShard], columns: list[str]) -> pl.LazyFrame:
+    """Columns of the shards as stored, `subject_id` and `code` as strings, `time` as
+    `untimed` (whether it is null); one multi-file scan per set of column types."""
+    groups: dict[tuple, list[MedsShard]] = {}
+    for shard in shards:
+        groups.setdefault(tuple(str(shard.schema[c]) for c in columns), []).append(shard)
+    exprs = [
+        pl.col(c).is_null().alias("untimed") if c == "time" else pl.col(c).cast(pl.String)
+        for c in columns
+    ]
+    frames = [
+        pl.scan_parquet([s.path for s in group], glob=False).select(exprs)
+        for group in groups.values()
+    ]
+    return pl.concat(frames, how="vertical")
+
+
+def _split_pairs(dataset: MedsDataset) -> pl.DataFrame:
+    """Distinct (entity, folder_split) over the shards in split folders."""
+    folders: dict[str, list[MedsShard]] = {}
+    for shard in dataset.shards:
+        if shard.folder_split:
+            folders.setdefault(shard.folder_split, []).append(shard)
+    frames = [
+        _raw(shards, ["subject_id"])
+        .drop_nulls()
+        .unique()
+        .select(pl.col("subject_id").alias("entity"), folder_split=pl.lit(split))
+        for split, shards in folders.items()
+    ]
+    return pl.concat(frames).collect(engine="streaming")
+
+
+def _places(rows: pl.LazyFrame, entities: pl.Series) -> pl.DataFrame:
+    """Where each of `entities` first appears in each split folder, in file order."""
+    return (
+        rows.filter(
+            pl.col("entity").is_in(entities.implode()) & pl.col("folder_split").is_not_null()
+        )
+        .group_by("entity", "folder_split")
+        .agg(pl.col("file", "row").sort_by("order").first())
+        .collect(engine="streaming")
+        .sort("file", "row")
+    )
+
+
+def check_split_consistency(
+    rows: pl.LazyFrame, dataset: MedsDataset, splits: pl.DataFrame | None
+) -> None:
+    """A subject must sit in one split: one split folder, agreeing with the metadata."""
+    if not any(shard.folder_split for shard in dataset.shards):
+        return
+    pairs = _split_pairs(dataset)
+    twice = pairs.filter(pl.len().over("entity") > 1)["entity"].unique()
+    if twice.len():
+        places = _places(rows, twice)
+        first = places.filter(pl.col("entity") == places["entity"][0]).rows(named=True)
+        a, b = first[0], first[1]
+        raise InputError(
+            f"subject is in two splits: {a['folder_split']!r} (first at {a['file']} row "
+            f"{a['row']}) and {b['folder_split']!r} (first at {b['file']} row {b['row']})",
+            file=dataset.root / b["file"],
+            row=b["row"],
+            column="subject_id",
+        )
+    if splits is None:
+        return
+    disagree = pairs.join(splits, on="entity").filter(
+        pl.col("split").is_not_null() & (pl.col("split") != pl.col("folder_split"))
+    )
+    if disagree.height:
+        places = _places(rows, disagree["entity"])
+        places = places.join(splits, on="entity", maintain_order="left")
+        place = places.row(0, named=True)
+        raise InputError(
+            f"subject's rows are in split folder {place['folder_split']!r} but "
+            f"metadata/subject_splits.parquet puts it in {place['split']!r}",
+            file=dataset.root / place["file"],
+            row=place["row"],
+            column="subject_id",
+        )
+
+
+def check_sorted(rows: pl.LazyFrame, dataset: MedsDataset) -> None:
+    """InputError at the first row whose time is earlier than a previous row's time for
+    the same subject in the same shard (MEDS requires time order within a subject)."""
+    time = pl.col("time").sort_by("row")
+    row = pl.col("row").sort()
+    late = (
+        rows.filter(pl.col("entity").is_not_null() & pl.col("time").is_not_null())
+        .group_by("file", "entity")
+        .agg(bad=row.filter(time < time.cum_max().shift(1)).first())
+        .filter(pl.col("bad").is_not_null())
+        .select("file", "bad")
+        .sort("file", "bad")
+        .collect(engine="streaming")
+    )
+    if late.height:
+        file, bad = late.row(0)
+        raise InputError(
+            "events of a subject are not in time order (set unsorted = 'sort' to sort them)",
+            file=dataset.root / file,
+            row=int(bad),
+            column="time",
+        )
+
+
+@dataclass(frozen=True)
+class CodeSummary:
+    used: int  # distinct codes in the data
+    missing_from_metadata: int | None  # of those, absent from codes.parquet (None: no file)
+    static_kinds: tuple[str, ...]  # kinds (first `//` segment) seen with null time
+
+
+def code_summary(dataset: MedsDataset) -> CodeSummary:
+    """Which codes the data uses, against metadata/codes.parquet, in one streaming pass
+    over the raw `subject_id`, `code` and `time` columns.
+
+    A missing or incomplete codes.parquet is common in real exports and never an error.
+    """
+    used = (
+        _raw(list(dataset.shards), ["subject_id", "code", "time"])
+        .filter(pl.col("code").is_not_null() & pl.col("subject_id").is_not_null())
+        .group_by("code")
+        .agg(static=pl.col("untimed").any())
+        .collect(engine="streaming")
+    )
+    static = used.filter("static")["code"].str.split("//").list.first().unique().sort()
+    path = dataset.metadata / "codes.parquet"
+    try:
+        described = pl.read_parquet(path, columns=["code"], glob=False)
+    except (pl.exceptions.PolarsError, OSError):
+        missing = None
+    else:
+        described = described.select(pl.col("code").cast(pl.String))
+        missing = used.join(described, on="code", how="anti").height
+    return CodeSummary(used.height, missing, tuple(static.to_list()))
