@@ -42,6 +42,16 @@ from seqlm.corpora_adapters.tabular_mapping import (
     SECONDS_PER_UNIT,
     TabularOptions,
 )
+from seqlm.corpora_adapters.tabular_parse import (
+    REASON,
+    REJECT_COLUMN,
+    FileRange,
+    check_group,
+    counted,
+    disjoint_files,
+    file_groups,
+    rejects_in_files,
+)
 from seqlm.corpora_adapters.time_range import (
     TIME_RANGE_REASON,
     datetime_outside,
@@ -50,9 +60,6 @@ from seqlm.corpora_adapters.time_range import (
 from seqlm.errors import InputError
 from seqlm.events import SPLITS, EventTable
 from seqlm.progress import Progress, ensure_progress
-
-REASON = "__seqlm_reject_reason"
-REJECT_COLUMN = "__seqlm_reject_column"
 
 
 def _cleaned(name: str, dtype: pl.DataType, options: TabularOptions) -> pl.Expr:
@@ -293,52 +300,49 @@ def read_tabular(
     """Read files and folders of tabular events with the mapping `options`."""
     progress = ensure_progress(progress)
     sources = read_schemas(discover_files([Path(p) for p in inputs]), options)
-    progress.start("counting rows", total=len(sources))
+    progress.start("counting rows", total=sum(s.fmt == "parquet" for s in sources))
     sources = count_rows(sources, options, progress)
     progress.finish()
     attributes_as_text = any(s.fmt != "parquet" for s in sources)
 
-    events_parts, reject_parts = [], []
+    # One checking pass per scan group: row counts, rejects, each file's entity range.
+    progress.start("checking rows", total=len(sources))
+    passes = []
     for group in scan_groups(sources, options):
         paths = [s.path for s in group.sources]
-        fmt = group.sources[0].fmt
-        parsed = parse_rows(scan_files(paths, fmt, options), group, options, attributes_as_text)
-        events_parts.append(
-            parsed.filter(pl.col(REASON).is_null()).drop(ROW, REASON, REJECT_COLUMN)
+        scan = scan_files(paths, group.sources[0].fmt, options, file_column=len(paths) > 1)
+        passes.append(
+            check_group(parse_rows(scan, group, options, attributes_as_text), group, options)
         )
-        # Rejects come from their own scan, which also carries each row's file name: a
-        # column that the events plan would otherwise drag through every row.
-        scan = scan_files(paths, fmt, options, file_column=True)
-        rejects = parse_rows(scan, group, options, attributes_as_text)
-        file_start = pl.col(FILE).replace_strict(group.file_starts(), return_dtype=pl.Int64)
-        reject_parts.append(
-            rejects.filter(pl.col(REASON).is_not_null()).select(
-                pl.col(FILE).alias("file"),
-                # 0-based row in the group -> 1-based row in its file, plus the header.
-                (pl.col(ROW) - file_start + 1 + group.sources[0].line_offset).alias("row"),
-                pl.col(REJECT_COLUMN).alias("column"),
-                pl.col(REASON).alias("reason"),
-            )
-        )
+        progress.advance(len(paths))
+    progress.finish()
+    files = {name: found for done in passes for name, found in done.files.items()}
+    sources = counted(sources, files)
+    groups = scan_groups(sources, options)  # the same groups, now with their rows
 
     rejects = RejectLog()
-    rejects.extend(pl.concat(reject_parts, how="vertical"))
-    try:
-        stacked = pl.concat(events_parts, how="vertical_relaxed")
-        stacked.collect_schema()
-    except READ_ERRORS as err:
-        raise InputError(
-            f"the input files cannot be stacked (do the attribute columns hold the same "
-            f"kind of values in every file?): {first_line(err)}"
-        ) from None
+    for group, done in zip(groups, passes, strict=True):
+        rejects.extend(rejects_in_files(done.rejects, group))
+    stacked = _stacked([_group_events(g, options, attributes_as_text) for g in groups])
     events = EventTable.from_frame(stacked, attributes=options.attributes)
+    rows_read = sum(s.rows for s in sources)
+    source_parts: tuple[tuple[int, pl.LazyFrame], ...] = ()
+    if disjoint_files([files.get(str(s.path), FileRange(s.rows)) for s in sources], rows_read):
+        schema = stacked.collect_schema()
+        source_parts = tuple(
+            (
+                single.rows,
+                _as_events(_group_events(single, options, attributes_as_text), schema, options),
+            )
+            for group in groups
+            for single in file_groups(group)
+        )
     settings = {
         "mapping": dataclasses.asdict(options),
         "inputs": [str(p) for p in inputs],
         "files": len(sources),
         "formats": sorted({s.fmt for s in sources}),
     }
-    rows_read = sum(s.rows for s in sources)
     return Ingested(
         events=events,
         rejects=rejects,
@@ -346,4 +350,36 @@ def read_tabular(
         adapter="tabular",
         settings=settings,
         time_unit="index" if options.time_unit == "index" else "s",
+        source_parts=source_parts,
     )
+
+
+def _group_events(
+    group: ScanGroup, options: TabularOptions, attributes_as_text: bool
+) -> pl.LazyFrame:
+    """The kept rows of a scan group, parsed (a plan: the corpus build reads it)."""
+    paths = [s.path for s in group.sources]
+    parsed = parse_rows(
+        scan_files(paths, group.sources[0].fmt, options), group, options, attributes_as_text
+    )
+    return parsed.filter(pl.col(REASON).is_null()).drop(ROW, REASON, REJECT_COLUMN)
+
+
+def _stacked(parts: list[pl.LazyFrame]) -> pl.LazyFrame:
+    try:
+        stacked = pl.concat(parts, how="vertical_relaxed")
+        stacked.collect_schema()
+    except READ_ERRORS as err:
+        raise InputError(
+            f"the input files cannot be stacked (do the attribute columns hold the same "
+            f"kind of values in every file?): {first_line(err)}"
+        ) from None
+    return stacked
+
+
+def _as_events(part: pl.LazyFrame, schema: pl.Schema, options: TabularOptions) -> pl.LazyFrame:
+    """One file's events with the stacked events' column types (as the hash path has)."""
+    typed = part.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    unsorted = EventTable.from_frame(typed, attributes=options.attributes).unsorted
+    assert unsorted is not None
+    return unsorted

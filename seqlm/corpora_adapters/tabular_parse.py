@@ -1,0 +1,145 @@
+"""The tabular adapter's one checking pass, and its files offered as source partitions.
+
+Each scan group (`tabular_files.ScanGroup`) is read once, every mapped cell parsed once,
+by one streaming query with two outputs that share the scan: the rejected rows (file,
+row, column, reason) and, per file, its data rows and the smallest and largest entity
+of its kept rows. That pass gives the row counts, the reject log and the files' entity
+ranges; the events themselves are parsed again only by the corpus build, which reads
+them once.
+
+When every file's kept entities lie in a range that no other file's range overlaps (a
+folder of shards each holding whole entities, as an export by patient writes them) and
+the files are not tiny (`MIN_ROWS_PER_PART` on average), the files are offered to the
+corpus build as its partitions (`Ingested.source_parts`), as MEDS shards are: no hash
+partition stage, no spill files. Otherwise the build hashes the events, as for any
+source; the corpus is the same either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from seqlm.corpora_adapters.tabular_files import (
+    FILE,
+    READ_ERRORS,
+    ROW,
+    ScanGroup,
+    TabularSource,
+    first_line,
+    scan_files,
+)
+from seqlm.corpora_adapters.tabular_mapping import TabularOptions
+from seqlm.errors import InputError
+
+# Files are offered as source partitions only when they hold this many rows on average:
+# each part is a scan of its own, whose fixed cost outweighs the partition stage it
+# saves when files are small (a folder of thousands of tiny files is hashed).
+MIN_ROWS_PER_PART = 5_000
+
+REASON = "__seqlm_reject_reason"
+REJECT_COLUMN = "__seqlm_reject_column"
+_TOUCH = "__seqlm_touch"
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """One file's data rows and the smallest and largest entity of its kept rows (None
+    when it keeps none)."""
+
+    rows: int
+    low: str | None = None
+    high: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupPass:
+    """What the checking pass of one scan group found."""
+
+    files: dict[str, FileRange]  # keyed by the file's path as the scan names it
+    rejects: pl.DataFrame  # FILE, ROW (0-based in the group), REJECT_COLUMN, REASON
+
+
+def check_group(parsed: pl.LazyFrame, group: ScanGroup, options: TabularOptions) -> GroupPass:
+    """Run the checking pass over `parsed` (`parse_rows` of the group's scan, with the
+    FILE column when the group has several files); a file that cannot be read is an
+    InputError that names it."""
+    kept = pl.col(REASON).is_null()
+    names = parsed.collect_schema().names()
+    file = pl.col(FILE) if FILE in names else pl.lit(str(group.sources[0].path)).alias(FILE)
+    rejects = parsed.filter(~kept).select(file, ROW, REJECT_COLUMN, REASON)
+    entity = pl.col("entity").filter(kept)
+    # Every mapped column is read (its cells parsed) so that a malformed cell anywhere
+    # fails here, naming its file, and not later in the corpus build.
+    others = [c for c in ("group", "kind", "text", *options.attributes) if c in names]
+    touched = [pl.any_horizontal(pl.col(others).is_null()).alias(_TOUCH)] if others else []
+    ranges = (
+        parsed.select(file, REASON, "entity", *touched)
+        .group_by(FILE)
+        .agg(
+            pl.len().alias("rows"),
+            entity.min().alias("low"),
+            entity.max().alias("high"),
+            *([pl.col(_TOUCH).sum()] if touched else []),
+        )
+    )
+    try:
+        found, ranges_found = pl.collect_all([rejects, ranges], engine="streaming")
+    except READ_ERRORS:
+        _name_unreadable(group, options)
+        raise
+    files = {
+        name: FileRange(int(rows), low, high)
+        for name, rows, low, high in ranges_found.select(FILE, "rows", "low", "high").iter_rows()
+    }
+    return GroupPass(files=files, rejects=found)
+
+
+def _name_unreadable(group: ScanGroup, options: TabularOptions) -> None:
+    """Raise an InputError naming the group's first file that cannot be read."""
+    for source in group.sources:
+        scan = scan_files([source.path], source.fmt, options, row_index=False)
+        try:
+            scan.select(pl.col(options.input_columns()).null_count()).collect(engine="streaming")
+        except READ_ERRORS as err:
+            raise InputError(f"cannot read the file: {first_line(err)}", file=source.path) from None
+
+
+def rejects_in_files(found: pl.DataFrame, group: ScanGroup) -> pl.DataFrame:
+    """The pass's rejects with 1-based rows in their own files (plus the CSV header)."""
+    file_start = pl.col(FILE).replace_strict(group.file_starts(), return_dtype=pl.Int64)
+    return found.select(
+        pl.col(FILE).alias("file"),
+        (pl.col(ROW) - file_start + 1 + group.sources[0].line_offset).alias("row"),
+        pl.col(REJECT_COLUMN).alias("column"),
+        pl.col(REASON).alias("reason"),
+    )
+
+
+def disjoint_files(ranges: list[FileRange], rows_read: int) -> bool:
+    """Whether the files can be the build's partitions: no entity in two files (their
+    kept entities' ranges do not overlap) and `MIN_ROWS_PER_PART` rows a file on average."""
+    if len(ranges) < 2 or rows_read < MIN_ROWS_PER_PART * len(ranges):
+        return False
+    spans = sorted((r.low, r.high) for r in ranges if r.low is not None and r.high is not None)
+    return all(high < low for (_, high), (low, _) in zip(spans, spans[1:], strict=False))
+
+
+def file_groups(group: ScanGroup) -> list[ScanGroup]:
+    """Each file of `group` as a group of its own, its rows numbered as in the group."""
+    singles, first_order = [], group.first_order
+    for source in group.sources:
+        singles.append(ScanGroup((source,), first_order))
+        first_order += source.rows
+    return singles
+
+
+def counted(sources: list[TabularSource], files: dict[str, FileRange]) -> list[TabularSource]:
+    """The sources with their data-row counts from the pass (Parquet: kept as counted)."""
+    return [
+        s
+        if s.fmt == "parquet"
+        else TabularSource(s.path, s.fmt, s.schema, files.get(str(s.path), FileRange(0)).rows)
+        for s in sources
+    ]
