@@ -43,8 +43,8 @@ from seqlm.corpora_adapters.tabular_mapping import (
     TabularOptions,
 )
 from seqlm.corpora_adapters.tabular_parse import (
-    REASON,
-    REJECT_COLUMN,
+    MAX_REJECTS_BY_NUMBER,
+    REASON_CODE,
     FileRange,
     check_group,
     counted,
@@ -150,14 +150,6 @@ def _as_order(name: str, dtype: pl.DataType, options: TabularOptions, file: Path
     raise InputError(f"column holds {dtype} values, not integers", file=file, column=name)
 
 
-def _first_failing(flags: list[str], labels: list[str]) -> pl.Expr:
-    """The label of the first flag column that is true in a row, else null."""
-    chain = pl.when(pl.col(flags[0])).then(pl.lit(labels[0]))
-    for flag, label in zip(flags[1:], labels[1:], strict=True):
-        chain = chain.when(pl.col(flag)).then(pl.lit(label))
-    return chain.otherwise(pl.lit(None, dtype=pl.String))
-
-
 Check = tuple[pl.Expr, str, str]  # (row is bad, column, reason)
 
 
@@ -210,9 +202,13 @@ def parse_rows(
     group: ScanGroup,
     options: TabularOptions,
     attributes_as_text: bool,
-) -> pl.LazyFrame:
-    """A scan group's rows as canonical event columns plus, per row, the reject reason
-    and column (null when the row is kept); the scan's ROW (and FILE) columns pass through."""
+    checked: bool = True,
+) -> tuple[pl.LazyFrame, list[tuple[str, str]]]:
+    """A scan group's rows as canonical event columns plus, per row, `REASON_CODE`: the
+    number of its first failed check (null when the row is kept); and the (column,
+    reason) of each check by number. The scan's ROW (and FILE) columns pass through.
+    `checked=False`: the event columns only, without the checks (for rows known to pass
+    them: a kept row's columns are the same either way)."""
     o = options
     # The group's files share one schema; errors about column types name its first file.
     schema, file = group.sources[0].schema, group.sources[0].path
@@ -264,15 +260,18 @@ def parse_rows(
         *attributes,
         *[pl.col(c) for c in (ROW, FILE) if c in frame.collect_schema().names()],
     ]
-    return _with_reject_reason(frame, columns, checks)
+    if not checked:
+        return frame.select(columns), []
+    return _with_reject_code(frame, columns, checks), [(c, why) for _, c, why in checks]
 
 
-def _with_reject_reason(
+def _with_reject_code(
     frame: pl.LazyFrame, columns: list[pl.Expr], checks: list[Check]
 ) -> pl.LazyFrame:
-    """`columns` of `frame` plus the reason and column of each row's first failed check."""
-    # Each check is evaluated once, into a flag column; the reason and the column of the
-    # first failed check are then picked from the flags.
+    """`columns` of `frame` plus the number of each row's first failed check."""
+    # Each check is evaluated once, into a flag column; the number of the first failed
+    # one is picked from the flags (a small integer: the reason's text is looked up for
+    # the rejected rows alone, after they are filtered out).
     flags = [f"__seqlm_bad_{i}" for i in range(len(checks))]
     with_flags = frame.select(
         *columns,
@@ -283,10 +282,11 @@ def _with_reject_reason(
             for (bad, _, _), flag in zip(checks, flags, strict=True)
         ],
     )
-    return with_flags.with_columns(
-        _first_failing(flags, [why for _, _, why in checks]).alias(REASON),
-        _first_failing(flags, [name for _, name, _ in checks]).alias(REJECT_COLUMN),
-    ).drop(flags)
+    code = pl.when(pl.col(flags[0])).then(pl.lit(0, dtype=pl.UInt8))
+    for number, flag in enumerate(flags[1:], start=1):
+        code = code.when(pl.col(flag)).then(pl.lit(number, dtype=pl.UInt8))
+    code = code.otherwise(pl.lit(None, dtype=pl.UInt8))
+    return with_flags.with_columns(code.alias(REASON_CODE)).drop(flags)
 
 
 @register_adapter(
@@ -323,7 +323,13 @@ def read_tabular(
     rejects = RejectLog()
     for group, done in zip(groups, passes, strict=True):
         rejects.extend(rejects_in_files(done.rejects, group))
-    stacked = _stacked([_group_events(g, options, attributes_as_text) for g in groups])
+    rejected = [done.rejects[ROW] for done in passes]
+    stacked = _stacked(
+        [
+            _group_events(g, r, options, attributes_as_text)
+            for g, r in zip(groups, rejected, strict=True)
+        ]
+    )
     events = EventTable.from_frame(stacked, attributes=options.attributes)
     rows_read = sum(s.rows for s in sources)
     source_parts: tuple[tuple[int, pl.LazyFrame], ...] = ()
@@ -332,10 +338,10 @@ def read_tabular(
         source_parts = tuple(
             (
                 single.rows,
-                _as_events(_group_events(single, options, attributes_as_text), schema, options),
+                _as_events(_group_events(single, r, options, attributes_as_text), schema, options),
             )
-            for group in groups
-            for single in file_groups(group)
+            for group, group_rejected in zip(groups, rejected, strict=True)
+            for single, r in file_groups(group, group_rejected)
         )
     settings = {
         "mapping": dataclasses.asdict(options),
@@ -355,14 +361,23 @@ def read_tabular(
 
 
 def _group_events(
-    group: ScanGroup, options: TabularOptions, attributes_as_text: bool
+    group: ScanGroup, rejected: pl.Series, options: TabularOptions, attributes_as_text: bool
 ) -> pl.LazyFrame:
-    """The kept rows of a scan group, parsed (a plan: the corpus build reads it)."""
+    """The kept rows of a scan group, parsed (a plan: the corpus build reads it).
+
+    `rejected`: the group's rows (0-based) that the checking pass rejected. They are left
+    out by their numbers, so that the checks are not evaluated again; past
+    `MAX_REJECTS_BY_NUMBER` of them, by the checks.
+    """
     paths = [s.path for s in group.sources]
-    parsed = parse_rows(
-        scan_files(paths, group.sources[0].fmt, options), group, options, attributes_as_text
-    )
-    return parsed.filter(pl.col(REASON).is_null()).drop(ROW, REASON, REJECT_COLUMN)
+    scan = scan_files(paths, group.sources[0].fmt, options)
+    if rejected.len() > MAX_REJECTS_BY_NUMBER:
+        parsed, _ = parse_rows(scan, group, options, attributes_as_text)
+        return parsed.filter(pl.col(REASON_CODE).is_null()).drop(ROW, REASON_CODE)
+    parsed, _ = parse_rows(scan, group, options, attributes_as_text, checked=False)
+    if rejected.len():
+        parsed = parsed.filter(~pl.col(ROW).is_in(rejected.implode()))
+    return parsed.drop(ROW)
 
 
 def _stacked(parts: list[pl.LazyFrame]) -> pl.LazyFrame:

@@ -38,8 +38,12 @@ from seqlm.errors import InputError
 # saves when files are small (a folder of thousands of tiny files is hashed).
 MIN_ROWS_PER_PART = 5_000
 
-REASON = "__seqlm_reject_reason"
-REJECT_COLUMN = "__seqlm_reject_column"
+# Rejected rows are left out of the events by their row numbers (the checks are not
+# evaluated twice) up to this many in a scan group; beyond, by the checks again.
+MAX_REJECTS_BY_NUMBER = 200_000
+
+# The number of a row's first failed check (null: the row is kept).
+REASON_CODE = "__seqlm_reject_code"
 _TOUCH = "__seqlm_touch"
 
 
@@ -58,24 +62,27 @@ class GroupPass:
     """What the checking pass of one scan group found."""
 
     files: dict[str, FileRange]  # keyed by the file's path as the scan names it
-    rejects: pl.DataFrame  # FILE, ROW (0-based in the group), REJECT_COLUMN, REASON
+    rejects: pl.DataFrame  # FILE, ROW (0-based in the group), "column", "reason"
 
 
-def check_group(parsed: pl.LazyFrame, group: ScanGroup, options: TabularOptions) -> GroupPass:
+def check_group(
+    parsed: tuple[pl.LazyFrame, list[tuple[str, str]]], group: ScanGroup, options: TabularOptions
+) -> GroupPass:
     """Run the checking pass over `parsed` (`parse_rows` of the group's scan, with the
     FILE column when the group has several files); a file that cannot be read is an
     InputError that names it."""
-    kept = pl.col(REASON).is_null()
-    names = parsed.collect_schema().names()
+    parsed_rows, labels = parsed
+    kept = pl.col(REASON_CODE).is_null()
+    names = parsed_rows.collect_schema().names()
     file = pl.col(FILE) if FILE in names else pl.lit(str(group.sources[0].path)).alias(FILE)
-    rejects = parsed.filter(~kept).select(file, ROW, REJECT_COLUMN, REASON)
+    rejects = parsed_rows.filter(~kept).select(file, ROW, REASON_CODE)
     entity = pl.col("entity").filter(kept)
     # Every mapped column is read (its cells parsed) so that a malformed cell anywhere
     # fails here, naming its file, and not later in the corpus build.
     others = [c for c in ("group", "kind", "text", *options.attributes) if c in names]
     touched = [pl.any_horizontal(pl.col(others).is_null()).alias(_TOUCH)] if others else []
     ranges = (
-        parsed.select(file, REASON, "entity", *touched)
+        parsed_rows.select(file, REASON_CODE, "entity", *touched)
         .group_by(FILE)
         .agg(
             pl.len().alias("rows"),
@@ -93,7 +100,18 @@ def check_group(parsed: pl.LazyFrame, group: ScanGroup, options: TabularOptions)
         name: FileRange(int(rows), low, high)
         for name, rows, low, high in ranges_found.select(FILE, "rows", "low", "high").iter_rows()
     }
-    return GroupPass(files=files, rejects=found)
+    code = pl.col(REASON_CODE).cast(pl.Int64)
+    named = found.select(
+        FILE,
+        ROW,
+        code.replace_strict(dict(enumerate(c for c, _ in labels)), return_dtype=pl.String).alias(
+            "column"
+        ),
+        code.replace_strict(dict(enumerate(r for _, r in labels)), return_dtype=pl.String).alias(
+            "reason"
+        ),
+    )
+    return GroupPass(files=files, rejects=named)
 
 
 def _name_unreadable(group: ScanGroup, options: TabularOptions) -> None:
@@ -112,8 +130,8 @@ def rejects_in_files(found: pl.DataFrame, group: ScanGroup) -> pl.DataFrame:
     return found.select(
         pl.col(FILE).alias("file"),
         (pl.col(ROW) - file_start + 1 + group.sources[0].line_offset).alias("row"),
-        pl.col(REJECT_COLUMN).alias("column"),
-        pl.col(REASON).alias("reason"),
+        "column",
+        "reason",
     )
 
 
@@ -126,12 +144,14 @@ def disjoint_files(ranges: list[FileRange], rows_read: int) -> bool:
     return all(high < low for (_, high), (low, _) in zip(spans, spans[1:], strict=False))
 
 
-def file_groups(group: ScanGroup) -> list[ScanGroup]:
-    """Each file of `group` as a group of its own, its rows numbered as in the group."""
-    singles, first_order = [], group.first_order
+def file_groups(group: ScanGroup, rejected: pl.Series) -> list[tuple[ScanGroup, pl.Series]]:
+    """Each file of `group` as a group of its own, its rows numbered as in the group,
+    with its rejected rows (`rejected`: the group's) numbered in the file."""
+    singles, start = [], 0
     for source in group.sources:
-        singles.append(ScanGroup((source,), first_order))
-        first_order += source.rows
+        mine = rejected.filter((rejected >= start) & (rejected < start + source.rows)) - start
+        singles.append((ScanGroup((source,), group.first_order + start), mine))
+        start += source.rows
     return singles
 
 
