@@ -75,27 +75,38 @@ def check_group(
     kept = pl.col(REASON_CODE).is_null()
     names = parsed_rows.collect_schema().names()
     file = pl.col(FILE) if FILE in names else pl.lit(str(group.sources[0].path)).alias(FILE)
-    rejects = parsed_rows.filter(~kept).select(file, ROW, REASON_CODE)
-    entity = pl.col("entity").filter(kept)
     # Every mapped column is read (its cells parsed) so that a malformed cell anywhere
     # fails here, naming its file, and not later in the corpus build.
     others = [c for c in ("group", "kind", "text", *options.attributes) if c in names]
     touched = [pl.any_horizontal(pl.col(others).is_null()).alias(_TOUCH)] if others else []
-    ranges = (
-        parsed_rows.select(file, REASON_CODE, "entity", *touched)
-        .group_by(FILE)
-        .agg(
-            pl.len().alias("rows"),
-            entity.min().alias("low"),
-            entity.max().alias("high"),
-            *([pl.col(_TOUCH).sum()] if touched else []),
-        )
+    query = parsed_rows.select(
+        file, ROW, REASON_CODE, pl.when(kept).then(pl.col("entity")).alias("entity"), *touched
     )
+    # One streaming query whose batches are reduced here: two queries sharing the scan
+    # (`collect_all`) buffer rows without bound when one runs ahead (peak memory grew
+    # with the input: 0.6 GB at 20M rows).
+    rejects, stats = [], []
     try:
-        found, ranges_found = pl.collect_all([rejects, ranges], engine="streaming")
+        for batch in query.collect_batches(engine="streaming"):
+            rejects.append(batch.filter(~kept).select(FILE, ROW, REASON_CODE))
+            stats.append(
+                batch.group_by(FILE).agg(
+                    pl.len().alias("rows"),
+                    pl.col("entity").min().alias("low"),
+                    pl.col("entity").max().alias("high"),
+                )
+            )
     except READ_ERRORS:
         _name_unreadable(group, options)
         raise
+    schema = {FILE: pl.String, ROW: pl.UInt32, REASON_CODE: pl.UInt8}
+    found = pl.concat(rejects) if rejects else pl.DataFrame(schema=schema)
+    stats_schema = {FILE: pl.String, "rows": pl.UInt32, "low": pl.String, "high": pl.String}
+    ranges_found = (
+        pl.concat(stats).group_by(FILE).agg(pl.sum("rows"), pl.min("low"), pl.max("high"))
+        if stats
+        else pl.DataFrame(schema=stats_schema)
+    )
     files = {
         name: FileRange(int(rows), low, high)
         for name, rows, low, high in ranges_found.select(FILE, "rows", "low", "high").iter_rows()
