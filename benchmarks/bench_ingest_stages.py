@@ -1,4 +1,5 @@
-"""CPU microseconds per row of each corpus-build stage, for one in-process MEDS ingest.
+"""CPU microseconds per row of each corpus-build stage, for one in-process MEDS ingest
+(or, with `--adapter tabular`, one tabular ingest of `bench_ingest.py`'s generated files).
 
 At `--workers 1` (the default) every stage runs in this process, so the CPU seconds
 that the build's `StageClock` records per stage are the whole cost of the stage; what
@@ -10,7 +11,9 @@ the manifest, so the same script measures an older tree as well:
     PYTHONPATH=/path/to/old/tree python benchmarks/bench_ingest_stages.py /tmp/meds-replicas/x20
 
 (the replicas are written by `bench_ingest_meds.py --replicas DIR`). `--json` prints
-the figures as one JSON object as well.
+the figures as one JSON object as well. `--adapter tabular DATA` reads a folder of CSV
+or Parquet files with `bench_ingest.py`'s mapping; `--rows N` writes one first (N rows,
+CSV unless `--format parquet`) into DATA, which must not exist.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import warnings
 from pathlib import Path
 
 
-def profile(data: Path, workers: int) -> dict:
-    """One `ingest("meds", ...)` of `data`; CPU and wall seconds in all and per stage."""
+def profile(data: Path, workers: int, adapter: str = "meds") -> dict:
+    """One `ingest(adapter, ...)` of `data`; CPU and wall seconds in all and per stage."""
     import seqlm
     import seqlm.corpus.stages as stages
     from seqlm.ingest import ingest
@@ -43,7 +46,7 @@ def profile(data: Path, workers: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix="bench_stages_")) / "corpus"
     try:
         start, cpu_start = time.perf_counter(), time.process_time()
-        corpus = ingest("meds", [data], out, workers=workers)
+        corpus = ingest(adapter, [data], out, _config(adapter), workers=workers)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
@@ -63,13 +66,28 @@ def profile(data: Path, workers: int) -> dict:
     }
 
 
+def _config(adapter: str) -> dict | None:
+    if adapter == "meds":
+        return None
+    from bench_ingest import MAPPING
+
+    return {"adapter": MAPPING}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="a MEDS dataset folder")
+    parser.add_argument("data", type=Path, help="a MEDS dataset folder (tabular: files)")
+    parser.add_argument("--adapter", choices=["meds", "tabular"], default="meds")
+    parser.add_argument("--rows", type=int, help="tabular: first write this many rows")
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = profile(args.data, args.workers)
+    if args.rows:
+        from bench_ingest import generate_events
+
+        generate_events(args.data, args.rows, args.format)
+    result = profile(args.data, args.workers, args.adapter)
     print(
         f"{result['seqlm']}\n{result['rows']:,} rows, {result['wall_s']} s wall, "
         f"{result['cpu_s']} CPU s ({result['rows_per_cpu_s']:,} rows per CPU s; this "

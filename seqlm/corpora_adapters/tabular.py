@@ -42,6 +42,16 @@ from seqlm.corpora_adapters.tabular_mapping import (
     SECONDS_PER_UNIT,
     TabularOptions,
 )
+from seqlm.corpora_adapters.tabular_parse import (
+    MAX_REJECTS_BY_NUMBER,
+    REASON_CODE,
+    FileRange,
+    check_group,
+    counted,
+    disjoint_files,
+    file_groups,
+    rejects_in_files,
+)
 from seqlm.corpora_adapters.time_range import (
     TIME_RANGE_REASON,
     datetime_outside,
@@ -50,9 +60,6 @@ from seqlm.corpora_adapters.time_range import (
 from seqlm.errors import InputError
 from seqlm.events import SPLITS, EventTable
 from seqlm.progress import Progress, ensure_progress
-
-REASON = "__seqlm_reject_reason"
-REJECT_COLUMN = "__seqlm_reject_column"
 
 
 def _cleaned(name: str, dtype: pl.DataType, options: TabularOptions) -> pl.Expr:
@@ -143,14 +150,6 @@ def _as_order(name: str, dtype: pl.DataType, options: TabularOptions, file: Path
     raise InputError(f"column holds {dtype} values, not integers", file=file, column=name)
 
 
-def _first_failing(flags: list[str], labels: list[str]) -> pl.Expr:
-    """The label of the first flag column that is true in a row, else null."""
-    chain = pl.when(pl.col(flags[0])).then(pl.lit(labels[0]))
-    for flag, label in zip(flags[1:], labels[1:], strict=True):
-        chain = chain.when(pl.col(flag)).then(pl.lit(label))
-    return chain.otherwise(pl.lit(None, dtype=pl.String))
-
-
 Check = tuple[pl.Expr, str, str]  # (row is bad, column, reason)
 
 
@@ -203,9 +202,13 @@ def parse_rows(
     group: ScanGroup,
     options: TabularOptions,
     attributes_as_text: bool,
-) -> pl.LazyFrame:
-    """A scan group's rows as canonical event columns plus, per row, the reject reason
-    and column (null when the row is kept); the scan's ROW (and FILE) columns pass through."""
+    checked: bool = True,
+) -> tuple[pl.LazyFrame, list[tuple[str, str]]]:
+    """A scan group's rows as canonical event columns plus, per row, `REASON_CODE`: the
+    number of its first failed check (null when the row is kept); and the (column,
+    reason) of each check by number. The scan's ROW (and FILE) columns pass through.
+    `checked=False`: the event columns only, without the checks (for rows known to pass
+    them: a kept row's columns are the same either way)."""
     o = options
     # The group's files share one schema; errors about column types name its first file.
     schema, file = group.sources[0].schema, group.sources[0].path
@@ -257,15 +260,18 @@ def parse_rows(
         *attributes,
         *[pl.col(c) for c in (ROW, FILE) if c in frame.collect_schema().names()],
     ]
-    return _with_reject_reason(frame, columns, checks)
+    if not checked:
+        return frame.select(columns), []
+    return _with_reject_code(frame, columns, checks), [(c, why) for _, c, why in checks]
 
 
-def _with_reject_reason(
+def _with_reject_code(
     frame: pl.LazyFrame, columns: list[pl.Expr], checks: list[Check]
 ) -> pl.LazyFrame:
-    """`columns` of `frame` plus the reason and column of each row's first failed check."""
-    # Each check is evaluated once, into a flag column; the reason and the column of the
-    # first failed check are then picked from the flags.
+    """`columns` of `frame` plus the number of each row's first failed check."""
+    # Each check is evaluated once, into a flag column; the number of the first failed
+    # one is picked from the flags (a small integer: the reason's text is looked up for
+    # the rejected rows alone, after they are filtered out).
     flags = [f"__seqlm_bad_{i}" for i in range(len(checks))]
     with_flags = frame.select(
         *columns,
@@ -276,10 +282,11 @@ def _with_reject_reason(
             for (bad, _, _), flag in zip(checks, flags, strict=True)
         ],
     )
-    return with_flags.with_columns(
-        _first_failing(flags, [why for _, _, why in checks]).alias(REASON),
-        _first_failing(flags, [name for _, name, _ in checks]).alias(REJECT_COLUMN),
-    ).drop(flags)
+    code = pl.when(pl.col(flags[0])).then(pl.lit(0, dtype=pl.UInt8))
+    for number, flag in enumerate(flags[1:], start=1):
+        code = code.when(pl.col(flag)).then(pl.lit(number, dtype=pl.UInt8))
+    code = code.otherwise(pl.lit(None, dtype=pl.UInt8))
+    return with_flags.with_columns(code.alias(REASON_CODE)).drop(flags)
 
 
 @register_adapter(
@@ -293,52 +300,55 @@ def read_tabular(
     """Read files and folders of tabular events with the mapping `options`."""
     progress = ensure_progress(progress)
     sources = read_schemas(discover_files([Path(p) for p in inputs]), options)
-    progress.start("counting rows", total=len(sources))
+    progress.start("counting rows", total=sum(s.fmt == "parquet" for s in sources))
     sources = count_rows(sources, options, progress)
     progress.finish()
     attributes_as_text = any(s.fmt != "parquet" for s in sources)
 
-    events_parts, reject_parts = [], []
+    # One checking pass per scan group: row counts, rejects, each file's entity range.
+    progress.start("checking rows", total=len(sources))
+    passes = []
     for group in scan_groups(sources, options):
         paths = [s.path for s in group.sources]
-        fmt = group.sources[0].fmt
-        parsed = parse_rows(scan_files(paths, fmt, options), group, options, attributes_as_text)
-        events_parts.append(
-            parsed.filter(pl.col(REASON).is_null()).drop(ROW, REASON, REJECT_COLUMN)
+        scan = scan_files(paths, group.sources[0].fmt, options, file_column=len(paths) > 1)
+        passes.append(
+            check_group(parse_rows(scan, group, options, attributes_as_text), group, options)
         )
-        # Rejects come from their own scan, which also carries each row's file name: a
-        # column that the events plan would otherwise drag through every row.
-        scan = scan_files(paths, fmt, options, file_column=True)
-        rejects = parse_rows(scan, group, options, attributes_as_text)
-        file_start = pl.col(FILE).replace_strict(group.file_starts(), return_dtype=pl.Int64)
-        reject_parts.append(
-            rejects.filter(pl.col(REASON).is_not_null()).select(
-                pl.col(FILE).alias("file"),
-                # 0-based row in the group -> 1-based row in its file, plus the header.
-                (pl.col(ROW) - file_start + 1 + group.sources[0].line_offset).alias("row"),
-                pl.col(REJECT_COLUMN).alias("column"),
-                pl.col(REASON).alias("reason"),
-            )
-        )
+        progress.advance(len(paths))
+    progress.finish()
+    files = {name: found for done in passes for name, found in done.files.items()}
+    sources = counted(sources, files)
+    groups = scan_groups(sources, options)  # the same groups, now with their rows
 
     rejects = RejectLog()
-    rejects.extend(pl.concat(reject_parts, how="vertical"))
-    try:
-        stacked = pl.concat(events_parts, how="vertical_relaxed")
-        stacked.collect_schema()
-    except READ_ERRORS as err:
-        raise InputError(
-            f"the input files cannot be stacked (do the attribute columns hold the same "
-            f"kind of values in every file?): {first_line(err)}"
-        ) from None
+    for group, done in zip(groups, passes, strict=True):
+        rejects.extend(rejects_in_files(done.rejects, group))
+    rejected = [done.rejects[ROW] for done in passes]
+    stacked = _stacked(
+        [
+            _group_events(g, r, options, attributes_as_text)
+            for g, r in zip(groups, rejected, strict=True)
+        ]
+    )
     events = EventTable.from_frame(stacked, attributes=options.attributes)
+    rows_read = sum(s.rows for s in sources)
+    source_parts: tuple[tuple[int, pl.LazyFrame], ...] = ()
+    if disjoint_files([files.get(str(s.path), FileRange(s.rows)) for s in sources], rows_read):
+        schema = stacked.collect_schema()
+        source_parts = tuple(
+            (
+                single.rows,
+                _as_events(_group_events(single, r, options, attributes_as_text), schema, options),
+            )
+            for group, group_rejected in zip(groups, rejected, strict=True)
+            for single, r in file_groups(group, group_rejected)
+        )
     settings = {
         "mapping": dataclasses.asdict(options),
         "inputs": [str(p) for p in inputs],
         "files": len(sources),
         "formats": sorted({s.fmt for s in sources}),
     }
-    rows_read = sum(s.rows for s in sources)
     return Ingested(
         events=events,
         rejects=rejects,
@@ -346,4 +356,45 @@ def read_tabular(
         adapter="tabular",
         settings=settings,
         time_unit="index" if options.time_unit == "index" else "s",
+        source_parts=source_parts,
     )
+
+
+def _group_events(
+    group: ScanGroup, rejected: pl.Series, options: TabularOptions, attributes_as_text: bool
+) -> pl.LazyFrame:
+    """The kept rows of a scan group, parsed (a plan: the corpus build reads it).
+
+    `rejected`: the group's rows (0-based) that the checking pass rejected. They are left
+    out by their numbers, so that the checks are not evaluated again; past
+    `MAX_REJECTS_BY_NUMBER` of them, by the checks.
+    """
+    paths = [s.path for s in group.sources]
+    scan = scan_files(paths, group.sources[0].fmt, options)
+    if rejected.len() > MAX_REJECTS_BY_NUMBER:
+        parsed, _ = parse_rows(scan, group, options, attributes_as_text)
+        return parsed.filter(pl.col(REASON_CODE).is_null()).drop(ROW, REASON_CODE)
+    parsed, _ = parse_rows(scan, group, options, attributes_as_text, checked=False)
+    if rejected.len():
+        parsed = parsed.filter(~pl.col(ROW).is_in(rejected.implode()))
+    return parsed.drop(ROW)
+
+
+def _stacked(parts: list[pl.LazyFrame]) -> pl.LazyFrame:
+    try:
+        stacked = pl.concat(parts, how="vertical_relaxed")
+        stacked.collect_schema()
+    except READ_ERRORS as err:
+        raise InputError(
+            f"the input files cannot be stacked (do the attribute columns hold the same "
+            f"kind of values in every file?): {first_line(err)}"
+        ) from None
+    return stacked
+
+
+def _as_events(part: pl.LazyFrame, schema: pl.Schema, options: TabularOptions) -> pl.LazyFrame:
+    """One file's events with the stacked events' column types (as the hash path has)."""
+    typed = part.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    unsorted = EventTable.from_frame(typed, attributes=options.attributes).unsorted
+    assert unsorted is not None
+    return unsorted

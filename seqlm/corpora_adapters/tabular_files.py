@@ -166,31 +166,22 @@ def read_schemas(files: list[tuple[Path, str]], options: TabularOptions) -> list
 def count_rows(
     sources: list[TabularSource], options: TabularOptions, progress: Progress
 ) -> list[TabularSource]:
-    """The sources with their data-row counts.
-
-    For delimited text this is a streaming pass that parses every mapped cell, so that a
-    malformed file fails here, with its name, rather than later in the corpus (every
-    later cast is non-strict and cannot fail). Parquet files give their row count from
-    their metadata.
-    """
+    """The Parquet sources with their data-row counts (from their metadata, checked
+    against inflation); delimited text is counted by the checking pass
+    (`tabular_parse.check_group`), which reads every row once anyway."""
     mapped = options.input_columns()
-    queries = []
-    for source in sources:
-        frame = scan_files([source.path], source.fmt, options, row_index=False)
-        if source.fmt == "parquet":
-            queries.append(frame.select(pl.len().alias("rows")))
-        else:
-            nulls = pl.sum_horizontal(pl.col(mapped).null_count()).alias("nulls")
-            queries.append(frame.select(pl.len().alias("rows"), nulls))
-    counted: list[TabularSource] = []
-    for start in range(0, len(queries), FILES_PER_COUNT):
-        batch = queries[start : start + FILES_PER_COUNT]
-        batch_sources = sources[start : start + FILES_PER_COUNT]
+    parquet = [s for s in sources if s.fmt == "parquet"]
+    rows: dict[Path, int] = {}
+    for start in range(0, len(parquet), FILES_PER_COUNT):
+        batch = parquet[start : start + FILES_PER_COUNT]
+        queries = [
+            scan_files([s.path], s.fmt, options, row_index=False).select(pl.len()) for s in batch
+        ]
         try:
-            results = pl.collect_all(batch, engine="streaming")
+            results = pl.collect_all(queries, engine="streaming")
         except READ_ERRORS:
             # Find the file at fault by counting the batch one file at a time.
-            for query, source in zip(batch, batch_sources, strict=True):
+            for query, source in zip(queries, batch, strict=True):
                 try:
                     query.collect(engine="streaming")
                 except READ_ERRORS as err:
@@ -198,14 +189,11 @@ def count_rows(
                         f"cannot read the file: {first_line(err)}", file=source.path
                     ) from None
             raise
-        for source, result in zip(batch_sources, results, strict=True):
-            if source.fmt == "parquet":
-                check_parquet_inflation(source.path, int(result["rows"][0]), len(mapped))
-            counted.append(
-                TabularSource(source.path, source.fmt, source.schema, int(result["rows"][0]))
-            )
+        for source, result in zip(batch, results, strict=True):
+            rows[source.path] = int(result.item())
+            check_parquet_inflation(source.path, rows[source.path], len(mapped))
         progress.advance(len(batch))
-    return counted
+    return [TabularSource(s.path, s.fmt, s.schema, rows.get(s.path, 0)) for s in sources]
 
 
 def scan_groups(sources: list[TabularSource], options: TabularOptions) -> list[ScanGroup]:
