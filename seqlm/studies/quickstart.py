@@ -395,8 +395,14 @@ def _per_bird_ngram(rows: pl.DataFrame) -> float | None:
 def _per_bird_comparisons(info: dict[str, Any]) -> list[dict[str, Any]]:
     """The lesion comparison's per-bird intervals on held-out pre-lesion bouts: the pooled
     model against each bird's own n-gram (`seqlm.studies.lesion`)."""
+    # The lesion comparison divides the model's logits by a temperature fitted on the
+    # pre-lesion tuning bouts; each row says which, since the headline is scored at T = 1.
+    fit = info.get("temperature_fit", {}).get(ALL_GROUPS)
+    temperature = None if fit is None else fit["temperature"]
     return [
-        c for c in info.get("comparisons", []) if c["run"] != ALL_GROUPS and c["condition"] == "pre"
+        {**c, "temperature": temperature}
+        for c in info.get("comparisons", [])
+        if c["run"] != ALL_GROUPS and c["condition"] == "pre"
     ]
 
 
@@ -410,6 +416,7 @@ def _per_bird_summary(comparison: dict[str, Any]) -> dict[str, Any]:
         "ce_difference": ce["difference"],
         "ci95": [ce["ci_low"], ce["ci_high"]],
         "verdict": comparison["verdict"],
+        "model_temperature": comparison.get("temperature"),
     }
 
 

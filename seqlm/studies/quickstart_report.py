@@ -225,9 +225,24 @@ def per_bird_table(comparisons: Sequence[Mapping]) -> str:
     note = (
         "<p>Per bird: the pooled model against an n-gram fitted on that bird's song alone, "
         "on the bird's held-out pre-lesion bouts (95% paired bootstrap by bout). A bird "
-        "with few held-out bouts gives a wide interval.</p>"
+        "with few held-out bouts gives a wide interval."
+        + _temperature_sentence(comparisons)
+        + "</p>"
     )
     return html_table(frame) + note
+
+
+def _temperature_sentence(comparisons: Sequence[Mapping]) -> str:
+    """Say when the per-bird rows score the model at a fitted temperature: the headline
+    above them is at T = 1, so the two must not be read as the same scoring."""
+    temperatures = {c.get("temperature") for c in comparisons} - {None}
+    if not temperatures:
+        return ""
+    shown = ", ".join(f"{t:.3f}" for t in sorted(temperatures))
+    return (
+        f" Here the model's logits are divided by T = {shown}, fitted on the pre-lesion "
+        "tuning bouts (`seqlm lesion --calibrate-on-tuning`); the headline is at T = 1."
+    )
 
 
 def _comparison_line(comparisons: Sequence[Mapping]) -> str:

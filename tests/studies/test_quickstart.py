@@ -96,6 +96,8 @@ def test_fast_quickstart_writes_the_report_folder(fast_report, capsys):
             math.log(row["model_perplexity"]) - math.log(row["ngram_perplexity"])
         )
         assert row["verdict"] in ("better", "worse", "not distinguishable")
+        # scored at the temperature fitted on the tuning bouts (calibration is on)
+        assert 0.05 <= row["model_temperature"] <= 20.0
     page = (fast_report / "report.html").read_text(encoding="utf-8")
     assert "Per bird: the pooled model against an n-gram fitted on that bird" in page
 

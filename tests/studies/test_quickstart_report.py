@@ -102,6 +102,9 @@ def test_the_page_has_one_row_per_bird_against_its_own_ngram():
     assert "<td>bird1</td><td>6</td><td>+0.1000 [+0.1000, +0.1000]</td>" in table
     assert "<td>bird2</td><td>6</td><td>-0.2000 [-0.2000, -0.2000]</td>" in table
     assert "<td>worse</td>" in table and "<td>better</td>" in table
+    assert "T = " not in table  # no fitted temperature: nothing to say
+    fitted = per_bird_table([{**row, "temperature": 1.0523} for row in rows])
+    assert "divided by T = 1.052, fitted on the pre-lesion tuning bouts" in fitted
     page = render_html_report(
         QuickstartReport(
             title="t",
