@@ -80,9 +80,11 @@ def _plan(doc_ids: Tensor | None, batch: int, length: int, group_tokens: int) ->
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def glibc_function(name: str) -> Callable[..., int] | None:
+    """glibc's function `name` through ctypes (loaded once), or None where the C library
+    is not glibc."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):  # not glibc
         return None
 
@@ -91,7 +93,7 @@ def release_free_memory() -> None:
     """Hand the pages glibc holds free back to the system (`malloc_trim(0)`; nothing
     elsewhere). The backward runs where a step's memory peaks, after the forward's
     temporaries were freed into the heap's middle, where glibc keeps them resident."""
-    trim = _malloc_trim()
+    trim = glibc_function("malloc_trim")
     if trim is not None:
         trim(0)
 

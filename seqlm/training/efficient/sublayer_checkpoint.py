@@ -24,7 +24,6 @@ sums over chunks (float rounding). tests/training/test_efficient_sublayer_checkp
 
 from __future__ import annotations
 
-import ctypes
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +37,7 @@ from torch.utils.checkpoint import (
 )
 
 from seqlm.kernels.model_loss import kernel_loss
-from seqlm.kernels.projected_attention import release_free_memory
+from seqlm.kernels.projected_attention import glibc_function, release_free_memory
 from seqlm.model.loss import loss_impl
 
 # Elements of the MLP's hidden (N, 4C) per chunk: 4 MiB in float32.
@@ -257,11 +256,8 @@ def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     the system when freed, so resident memory follows the live tensors, for a page
     fault per new page of a large tensor.
     """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    mallopt = glibc_function("mallopt")
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def small_chunk_loss(model: nn.Module):
