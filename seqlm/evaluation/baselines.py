@@ -32,9 +32,11 @@ from seqlm.evaluation.scores import (
 from seqlm.progress import Progress
 
 
-def _predictable(vocab_size: int) -> np.ndarray:
+def _predictable(vocab_size: int, excluded: Sequence[int] = ()) -> np.ndarray:
+    """Ids a baseline may predict: all but [PAD], [BOS] and `excluded` (conditioning
+    tokens, context only: the GPT is never trained to predict them either)."""
     mask = np.ones(vocab_size, dtype=bool)
-    mask[[i for i in NEVER_PREDICTED_IDS if i < vocab_size]] = False
+    mask[[i for i in (*NEVER_PREDICTED_IDS, *excluded) if 0 <= i < vocab_size]] = False
     return mask
 
 
@@ -44,9 +46,10 @@ class UniformBaseline:
 
     vocab_size: int
     name: str = "uniform"
+    excluded: tuple[int, ...] = ()
 
     def distribution(self) -> np.ndarray:
-        mask = _predictable(self.vocab_size)
+        mask = _predictable(self.vocab_size, self.excluded)
         return mask / mask.sum()
 
     def score(
@@ -65,9 +68,16 @@ class UnigramBaseline:
     name: str = "unigram"
 
     @classmethod
-    def fit(cls, sequences: Sequence[np.ndarray], vocab_size: int) -> UnigramBaseline:
-        targets = prediction_targets(sequences, vocab_size)
-        mask = _predictable(vocab_size)
+    def fit(
+        cls,
+        sequences: Sequence[np.ndarray],
+        vocab_size: int,
+        context_only_ids: Sequence[int] | np.ndarray = (),
+    ) -> UnigramBaseline:
+        """Fit on every target except `context_only_ids` (given no probability)."""
+        excluded = [int(i) for i in np.asarray(context_only_ids).reshape(-1)]
+        targets = prediction_targets(sequences, vocab_size).without_tokens(excluded)
+        mask = _predictable(vocab_size, excluded)
         counts = np.bincount(targets.token, minlength=vocab_size) + mask
         return cls(probabilities=counts / counts.sum())
 
@@ -160,20 +170,22 @@ def fit_baselines(
 
     One n-gram count pass serves every order. Without tuning sequences (or with none
     holding a token to predict) no best order is chosen and only the fixed orders appear.
-    The best order's tuning perplexity leaves out `context_only_ids` targets.
+    `context_only_ids` (conditioning tokens) are never a target: not counted, given no
+    probability, and left out of the best order's tuning perplexity.
     """
     options = options or BaselineOptions()
+    excluded = tuple(int(i) for i in np.asarray(context_only_ids).reshape(-1))
     scorers: list[Scorer] = []
     if options.include_uniform:
-        scorers.append(UniformBaseline(vocab_size))
+        scorers.append(UniformBaseline(vocab_size, excluded=excluded))
     if options.include_unigram:
-        scorers.append(UnigramBaseline.fit(train_sequences, vocab_size))
+        scorers.append(UnigramBaseline.fit(train_sequences, vocab_size, excluded))
     tuning = list(tuning_sequences) if tuning_sequences is not None else []
     has_tuning = any(len(s) > 1 for s in tuning)
     top = options.max_order if has_tuning else max(options.ngram_orders, default=0)
     if top == 0:
         return FittedBaselines(scorers)
-    counts = count_ngrams(train_sequences, vocab_size, top, progress)
+    counts = count_ngrams(train_sequences, vocab_size, top, progress, excluded)
     scorers.extend(KneserNeyModel(counts, order) for order in options.ngram_orders)
     selection = None
     if has_tuning:

@@ -64,6 +64,9 @@ class NgramCounts:
     context_start: tuple[np.ndarray, ...]
     raw_counts: tuple[np.ndarray, ...]
     continuation_counts: tuple[np.ndarray, ...]
+    # Ids left out as targets (conditioning tokens: context only); a model built on these
+    # counts gives them no probability, like [PAD] and [BOS].
+    excluded_targets: tuple[int, ...] = ()
 
     def ngram_context(self, order: int) -> np.ndarray:
         return self.ngram_keys[order - 1] // self.vocab_size
@@ -77,11 +80,18 @@ def count_ngrams(
     vocab_size: int,
     max_order: int = DEFAULT_MAX_ORDER,
     progress: Progress | None = None,
+    context_only_ids: Sequence[int] | np.ndarray = (),
 ) -> NgramCounts:
-    """Count the n-grams (orders 1..max_order) ending at every predicted position."""
+    """Count the n-grams (orders 1..max_order) ending at every predicted position.
+
+    Positions whose token is in `context_only_ids` are not counted as targets (they stay
+    in the contexts of the tokens after them): a model that never has to predict a
+    conditioning token should not spend probability on it, as the GPT does not.
+    """
     if max_order < 1:
         raise ConfigError(f"n-gram order must be at least 1, got {max_order}")
-    targets = prediction_targets(sequences, vocab_size)
+    excluded = tuple(sorted({int(i) for i in np.asarray(context_only_ids).reshape(-1)}))
+    targets = prediction_targets(sequences, vocab_size).without_tokens(excluded)
     if len(targets) == 0:
         raise CorpusError("no tokens to count: every training sequence is empty ([BOS] only)")
     bar = ensure_progress(progress)
@@ -125,7 +135,15 @@ def count_ngrams(
         context_start=context_start,
         raw_counts=tuple(raw_counts),
         continuation_counts=tuple(continuation),
+        excluded_targets=excluded,
     )
+
+
+def _log(probabilities: np.ndarray) -> np.ndarray:
+    """Natural log; an excluded target (probability 0) gets -inf, which callers drop
+    with `TokenScores.without_tokens` before any metric."""
+    with np.errstate(divide="ignore"):
+        return np.log(probabilities)
 
 
 def modified_kn_discounts(counts: np.ndarray) -> np.ndarray:
@@ -160,7 +178,8 @@ class KneserNeyModel:
         self.name = name or f"{order}-gram KN"
         v = counts.vocab_size
         self.uniform = np.ones(v, dtype=np.float64)
-        self.uniform[[i for i in never_predicted if 0 <= i < v]] = 0.0
+        never = {*never_predicted, *counts.excluded_targets}
+        self.uniform[[i for i in never if 0 <= i < v]] = 0.0
         self.uniform /= self.uniform.sum()
         discounts, alphas, gammas = [], [], []
         for m in range(1, order + 1):
@@ -291,7 +310,7 @@ class KneserNeyModel:
         """Natural log-probability of every predicted token, in sequence order."""
         targets = prediction_targets(sequences, self.counts.vocab_size)
         ids = self._context_ids(self._preceding(targets))
-        return np.log(self._true_probs(ids, targets.token))
+        return _log(self._true_probs(ids, targets.token))
 
     def perplexity(self, sequences: Sequence[np.ndarray]) -> float:
         log_prob = self.log_prob(sequences)
@@ -313,7 +332,7 @@ class KneserNeyModel:
         targets = prediction_targets(sequences, self.counts.vocab_size)
         n = len(targets)
         ids = self._context_ids(self._preceding(targets))
-        log_prob = np.log(self._true_probs(ids, targets.token))
+        log_prob = _log(self._true_probs(ids, targets.token))
         depth = np.count_nonzero(ids >= 0, axis=1) - 1
         distribution_key = ids[np.arange(n), depth] * self.order + depth
         _, first, inverse = np.unique(distribution_key, return_index=True, return_inverse=True)

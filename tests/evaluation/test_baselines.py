@@ -18,6 +18,7 @@ from seqlm.evaluation.baselines import (
 )
 from seqlm.evaluation.metrics import breakdowns, token_kinds, token_table
 from seqlm.evaluation.ngram import KneserNeyModel, count_ngrams
+from seqlm.vocabularies.scheme import BOS_ID
 
 
 def perplexity(scores) -> float:
@@ -91,9 +92,40 @@ def test_order_choice_never_counts_conditioning_targets() -> None:
         assert value == pytest.approx(perplexity(scores), rel=1e-12)
         assert value != pytest.approx(every.tuning_perplexity[order], rel=1e-3)
     fitted = fit_baselines(train, 12, tuning, BaselineOptions(max_order=4), None, [10, 11])
-    assert fitted.selection == selection
+    unconditioned_counts = count_ngrams(train, 12, max_order=4, context_only_ids=[10, 11])
+    assert fitted.selection == select_ngram_order(
+        unconditioned_counts, tuning, context_only_ids=[10, 11]
+    )
     with pytest.raises(ConfigError, match="only conditioning"):
         select_ngram_order(counts, [np.array([1, 10])], context_only_ids=[10])
+
+
+def test_baselines_give_conditioning_tokens_no_probability() -> None:
+    """Conditioning tokens are never a target of the GPT (the loader ignores them), so the
+    baselines compared with it must not spend probability on them either: counted as
+    targets they took mass from every real token (a handicap for the baseline)."""
+    rng = np.random.default_rng(0)
+
+    def conditioned(n: int) -> list[np.ndarray]:
+        return [np.insert(s, 1, 10 + i % 2) for i, s in enumerate(markov_sequences(rng, n))]
+
+    train, tuning = conditioned(200), conditioned(40)
+    options = BaselineOptions(ngram_orders=(1, 3), max_order=4)
+    plain = fit_baselines(train, 12, tuning, options, None, ())
+    excluded = fit_baselines(train, 12, tuning, options, None, [10, 11])
+    for scorer in excluded.scorers:
+        scores = scorer.score(tuning)
+        assert np.all(np.isneginf(scores.log_prob[np.isin(scores.token, [10, 11])])), scorer.name
+    ngram = excluded.scorers[-1]
+    for history in ([], [10], [10, 3, 4], [5, 6, 7]):
+        row = ngram.next_token_distribution([BOS_ID, *history])
+        assert row[[10, 11]].sum() == 0.0
+        assert row.sum() == pytest.approx(1.0, abs=1e-12)
+    assert excluded.scorers[0].distribution()[[10, 11]].sum() == 0.0  # uniform
+    for before, after in zip(plain.scorers, excluded.scorers, strict=True):
+        kept_before = perplexity(before.score(tuning).without_tokens([10, 11]))
+        kept_after = perplexity(after.score(tuning).without_tokens([10, 11]))
+        assert kept_after < kept_before, before.name  # the mass went to real tokens
 
 
 def test_fit_baselines_names_and_options() -> None:
