@@ -37,11 +37,17 @@ from torch.utils.checkpoint import (
 )
 
 from seqlm.kernels.model_loss import kernel_loss
-from seqlm.kernels.projected_attention import glibc_function, release_free_memory
+from seqlm.kernels.projected_attention import (
+    fix_mmap_threshold,
+    heap_allocations,
+    release_free_memory,
+)
 from seqlm.model.loss import loss_impl
 
-# Elements of the MLP's hidden (N, 4C) per chunk: 4 MiB in float32.
-MLP_CHUNK_ELEMENTS = 1 << 20
+# Elements of the MLP's hidden (N, 4C) per chunk: just under 1 MiB in float32, under
+# the fixed mmap threshold (`map_large_allocations`), so each chunk's hidden tensors
+# come from glibc's heap and are reused, not mapped and faulted in afresh per chunk.
+MLP_CHUNK_ELEMENTS = (1 << 18) - (1 << 10)
 # Logits per chunk of the model's chunked loss while sublayers are checkpointed (the
 # kernel default is 2^22): the loss runs when every saved activation is alive.
 LOSS_CHUNK_ELEMENTS = 1 << 20
@@ -242,7 +248,6 @@ def sublayer_checkpointed_forward(
 # Allocations from this size on get their own memory map from glibc, returned to the
 # system when freed (see `map_large_allocations`).
 MMAP_THRESHOLD_BYTES = 1 << 20
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
@@ -256,8 +261,18 @@ def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     the system when freed, so resident memory follows the live tensors, for a page
     fault per new page of a large tensor.
     """
-    mallopt = glibc_function("mallopt")
-    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    return fix_mmap_threshold(threshold)
+
+
+class _HeapLoss:
+    """`loss(...)` under `heap_allocations` (its chunks from the heap)."""
+
+    def __init__(self, loss: Callable[..., Tensor]) -> None:
+        self.loss = loss
+
+    def __call__(self, *args, **kwargs) -> Tensor:
+        with heap_allocations():
+            return self.loss(*args, **kwargs)
 
 
 def small_chunk_loss(model: nn.Module):
@@ -266,7 +281,7 @@ def small_chunk_loss(model: nn.Module):
     name = getattr(getattr(model, "config", None), "loss_impl", None)
     if name is None or model.loss_fn is not loss_impl(name):
         return None
-    return kernel_loss(name, LOSS_CHUNK_ELEMENTS)
+    return _HeapLoss(kernel_loss(name, LOSS_CHUNK_ELEMENTS))
 
 
 @contextmanager
