@@ -76,6 +76,31 @@ def attention_saving_contexts():
     return create_selective_checkpoint_contexts(_keep_attention_outputs)
 
 
+def _chunk_backward(ctx, flats, flat_grad, trainable, grad_inputs, totals) -> None:
+    """`_TokenChunked`'s backward, chunk by chunk: recompute, differentiate, write the
+    inputs' gradients into `grad_inputs` and add the parameters' into `totals`."""
+    device_type, enabled = ctx.autocast
+    start = 0
+    for chunk_grad in flat_grad.split(ctx.chunk_tokens):
+        stop = start + len(chunk_grad)
+        chunks = [f[start:stop].requires_grad_() for f in flats]
+        with (
+            torch.enable_grad(),
+            torch.autocast(device_type, dtype=ctx.autocast_dtype, enabled=enabled),
+        ):
+            y = ctx.fn(*chunks)
+        grads = torch.autograd.grad(y, [*chunks, *trainable], chunk_grad, allow_unused=True)
+        for total, grad in zip(grad_inputs, grads[: ctx.n_inputs], strict=True):
+            if total is not None and grad is not None:
+                total[start:stop] = grad
+            elif total is not None:
+                total[start:stop] = 0
+        for i, grad in enumerate(grads[ctx.n_inputs :]):
+            if grad is not None:
+                totals[i] = grad if totals[i] is None else totals[i].add_(grad)
+        start = stop
+
+
 class _TokenChunked(torch.autograd.Function):
     """`fn(*inputs)` over the inputs' rows in chunks; the backward recomputes per chunk.
 
@@ -92,12 +117,13 @@ class _TokenChunked(torch.autograd.Function):
         ctx.save_for_backward(*inputs, *params)
         flats = [t.reshape(-1, t.shape[-1]) for t in inputs]
         out = None
-        for start in range(0, flats[0].shape[0], chunk_tokens):  # in place: no list + cat
-            piece = fn(*(f[start : start + chunk_tokens] for f in flats))
-            if out is None:
-                out = piece.new_empty(flats[0].shape[0], piece.shape[-1])
-            out[start : start + chunk_tokens] = piece
-            del piece
+        with heap_allocations():  # the chunks' tensors reused from the heap
+            for start in range(0, flats[0].shape[0], chunk_tokens):  # in place: no cat
+                piece = fn(*(f[start : start + chunk_tokens] for f in flats))
+                if out is None:
+                    out = piece.new_empty(flats[0].shape[0], piece.shape[-1])
+                out[start : start + chunk_tokens] = piece
+                del piece
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
@@ -115,26 +141,8 @@ class _TokenChunked(torch.autograd.Function):
             for f, need in zip(flats, need_inputs, strict=True)
         ]
         totals: list[Tensor | None] = [None] * len(trainable)
-        device_type, enabled = ctx.autocast
-        start = 0
-        for chunk_grad in flat_grad.split(ctx.chunk_tokens):
-            stop = start + len(chunk_grad)
-            chunks = [f[start:stop].requires_grad_() for f in flats]
-            with (
-                torch.enable_grad(),
-                torch.autocast(device_type, dtype=ctx.autocast_dtype, enabled=enabled),
-            ):
-                y = ctx.fn(*chunks)
-            grads = torch.autograd.grad(y, [*chunks, *trainable], chunk_grad, allow_unused=True)
-            for total, grad in zip(grad_inputs, grads[: ctx.n_inputs], strict=True):
-                if total is not None and grad is not None:
-                    total[start:stop] = grad
-                elif total is not None:
-                    total[start:stop] = 0
-            for i, grad in enumerate(grads[ctx.n_inputs :]):
-                if grad is not None:
-                    totals[i] = grad if totals[i] is None else totals[i].add_(grad)
-            start = stop
+        with heap_allocations(threshold=None):  # the peak: large tensors still mapped
+            _chunk_backward(ctx, flats, flat_grad, trainable, grad_inputs, totals)
         per_param = iter(totals)
         param_grads = [next(per_param) if need else None for need in need_params]
         grad_inputs = [
