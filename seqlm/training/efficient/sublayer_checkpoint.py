@@ -289,7 +289,8 @@ def small_chunk_loss(model: nn.Module):
     name = getattr(getattr(model, "config", None), "loss_impl", None)
     if name is None or model.loss_fn is not loss_impl(name):
         return None
-    return _HeapLoss(kernel_loss(name, LOSS_CHUNK_ELEMENTS))
+    loss = kernel_loss(name, LOSS_CHUNK_ELEMENTS)
+    return None if loss is None else _HeapLoss(loss)
 
 
 @contextmanager
