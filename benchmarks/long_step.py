@@ -18,7 +18,8 @@ and with `--checkpoint blocks` activation checkpointing of whole blocks, with
 `--checkpoint sublayers` `seqlm.training.efficient.sublayer_checkpoint` (each sublayer
 keeps only its input; attention keeps its kernel's output; the MLP runs in token
 chunks; the loss in chunks of 2^20 logits; glibc's mmap threshold fixed at 1 MiB, in
-both modes, set before the warm-up; where attention is block-wise, a Pre-LN block
+both modes, set before the warm-up, with the loss's and the MLP chunks' tensors from
+glibc's heap, `projected_attention.heap_allocations`; where attention is block-wise, a Pre-LN block
 goes through `seqlm.kernels.projected_attention`, which is what the block-wise path
 is now and what the trainer attaches: `train.memory_checkpoint`). The modes differ
 only in the attention path:

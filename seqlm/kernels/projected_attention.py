@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +97,56 @@ def release_free_memory() -> None:
     trim = glibc_function("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers
+_M_TRIM_THRESHOLD = -1
+# glibc's M_TRIM_THRESHOLD once the mmap threshold is fixed (its default), and within
+# `heap_allocations`.
+DEFAULT_TRIM_BYTES = 128 << 10
+HEAP_TRIM_BYTES = 1 << 30
+# The threshold `fix_mmap_threshold` fixed (None: glibc's own, adjusting one).
+_fixed_threshold: int | None = None
+# Largest M_MMAP_THRESHOLD glibc takes on 64-bit (HEAP_MAX_SIZE / 2).
+HEAP_THRESHOLD_BYTES = 32 << 20
+
+
+def fix_mmap_threshold(threshold: int) -> bool:
+    """glibc's `mallopt(M_MMAP_THRESHOLD, threshold)`, remembered for `heap_allocations`;
+    False where malloc is not glibc's."""
+    global _fixed_threshold
+    mallopt = glibc_function("mallopt")
+    if mallopt is None or not mallopt(_M_MMAP_THRESHOLD, threshold):
+        return False
+    _fixed_threshold = threshold
+    return True
+
+
+@contextmanager
+def heap_allocations(threshold: int | None = HEAP_THRESHOLD_BYTES) -> Iterator[None]:
+    """Within: glibc maps allocations from `threshold` bytes on (None: the fixed
+    threshold, unchanged) and does not shrink its heap at each free (M_TRIM_THRESHOLD
+    1 GiB); on exit the heap's free pages go back (`malloc_trim(0)`) and the fixed
+    thresholds return. Nothing where `fix_mmap_threshold` fixed none.
+
+    For a loop that allocates and frees tensors of the same few sizes many times (the
+    loss's chunks, the MLP's token chunks): a mapped tensor, or a heap top given back
+    at each free, is zero-filled page by page by the kernel at first touch again (page
+    faults, system CPU time); a freed heap chunk is reused as it is. The loop's
+    temporaries are freed by its end, so the trim leaves resident what is live."""
+    mallopt = glibc_function("mallopt")
+    fixed = _fixed_threshold
+    if mallopt is None or fixed is None:
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, fixed if threshold is None else threshold)
+    mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_BYTES)
+    try:
+        yield
+    finally:
+        release_free_memory()
+        mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM_BYTES)
+        mallopt(_M_MMAP_THRESHOLD, fixed)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -294,12 +345,13 @@ class _ProjectedBlock(torch.autograd.Function):
         ctx.save_for_backward(x, result)
         flat, heads = x.detach().reshape(-1, x.shape[-1]), result[:-1].view(-1, x.shape[-1])
         out = None
-        for start in range(0, flat.shape[0], chunk):  # written in place: no list + cat copy
-            piece = rest(flat[start : start + chunk], heads[start : start + chunk])
-            if out is None:
-                out = piece.new_empty(flat.shape[0], piece.shape[-1])
-            out[start : start + chunk] = piece
-            del piece
+        with heap_allocations():
+            for start in range(0, flat.shape[0], chunk):  # in place: no list + cat copy
+                piece = rest(flat[start : start + chunk], heads[start : start + chunk])
+                if out is None:
+                    out = piece.new_empty(flat.shape[0], piece.shape[-1])
+                out[start : start + chunk] = piece
+                del piece
         return out.view(*x.shape[:-1], -1)
 
     @staticmethod
@@ -318,16 +370,18 @@ class _ProjectedBlock(torch.autograd.Function):
             grad_heads = torch.zeros(*group.read.shape, setup.width, dtype=x.dtype)
             grad_real = grad_heads.view(-1, setup.width)
             real_at = group.real.flatten().nonzero().flatten()
-            for part, at in zip(rows.split(ctx.chunk), real_at.split(ctx.chunk), strict=True):
-                pieces = (flat[part].requires_grad_(), heads_flat[part].requires_grad_())
-                with torch.enable_grad():
-                    y = ctx.rest(*pieces)
-                found = torch.autograd.grad(y, [*pieces, *trainable], grad_y[part])
-                grads.x[part] += found[0]
-                grad_real[at] = found[1]
-                for i, grad in enumerate(found[2:]):
-                    rest_totals[i] = grad if rest_totals[i] is None else rest_totals[i].add_(grad)
-                del y, found, pieces
+            with heap_allocations(threshold=None):  # the peak: large tensors still mapped
+                for part, at in zip(rows.split(ctx.chunk), real_at.split(ctx.chunk), strict=True):
+                    pieces = (flat[part].requires_grad_(), heads_flat[part].requires_grad_())
+                    with torch.enable_grad():
+                        y = ctx.rest(*pieces)
+                    found = torch.autograd.grad(y, [*pieces, *trainable], grad_y[part])
+                    grads.x[part] += found[0]
+                    grad_real[at] = found[1]
+                    for i, grad in enumerate(found[2:]):
+                        total = rest_totals[i]
+                        rest_totals[i] = grad if total is None else total.add_(grad)
+                    del y, found, pieces
             per_head = grad_heads.view(*group.read.shape, setup.heads, setup.head_dim)
 
             def head_grad(head, per_head=per_head):

@@ -180,7 +180,7 @@ class TrainConfig:
         metadata={
             "help": "Activation memory of long contexts: sublayers (each sublayer keeps only its "
             "input; fused CPU attention), blocks (whole blocks recomputed) or none; auto is "
-            "sublayers on the CPU from context 1,024, else none. Exact; config.json records it."
+            "sublayers on the CPU from context 2,048, else none. Exact; config.json records it."
         },
     )
     parallel: Literal["ddp", "fsdp"] = field(

@@ -4,6 +4,8 @@ gradient, odd lengths, many short documents, one long one, split groups."""
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -229,3 +231,45 @@ def test_block_form_equals_rest_of_the_reference_heads(monkeypatch):
             norm_params=norm_params,
         )
     torch.testing.assert_close(plain, want[0], rtol=0, atol=1e-10)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mapped_while_alive(elements: int) -> int:
+    """Bytes glibc holds in its own memory maps grow by this much while a float tensor
+    of `elements` is alive."""
+    mallinfo2 = kernel.glibc_function("mallinfo2")
+    mallinfo2.restype = _MallInfo2
+    before = mallinfo2().hblkhd
+    tensor = torch.ones(elements)
+    grown = mallinfo2().hblkhd - before
+    del tensor
+    return grown
+
+
+@pytest.mark.skipif(kernel.glibc_function("mallinfo2") is None, reason="glibc's malloc only")
+def test_heap_allocations_takes_large_tensors_from_the_heap_then_maps_them_again():
+    four_mib = 1 << 20  # float32 elements
+    assert kernel.fix_mmap_threshold(1 << 20)
+    assert _mapped_while_alive(four_mib) >= 4 << 20  # its own map under the fixed threshold
+    with kernel.heap_allocations():
+        assert _mapped_while_alive(four_mib) == 0  # from the heap
+    assert _mapped_while_alive(four_mib) >= 4 << 20  # the fixed threshold is back
+    with kernel.heap_allocations(threshold=None):  # the threshold kept, only no trimming
+        assert _mapped_while_alive(four_mib) >= 4 << 20

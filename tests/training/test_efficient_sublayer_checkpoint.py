@@ -190,3 +190,26 @@ def test_unknown_checkpoint_choice_is_refused():
         long_context_memory(model, checkpoint="layers"),
     ):
         pass
+
+
+def test_a_loss_other_than_the_kernels_is_kept_and_trains():
+    model = _model(loss_impl="dense")
+    idx, kwargs = _batch()
+    want = _step(model, idx, kwargs)
+    loss_fn = model.loss_fn
+    with checkpointed_sublayers(model):
+        assert model.loss_fn is loss_fn
+        got = _step(model, idx, kwargs)
+    _assert_same(got, want)
+
+
+def test_the_kernel_loss_runs_in_small_chunks_from_the_heap_and_is_restored():
+    model = _model()
+    idx, kwargs = _batch()
+    want = _step(model, idx, kwargs)
+    loss_fn = model.loss_fn
+    with checkpointed_sublayers(model):
+        assert model.loss_fn is not loss_fn
+        got = _step(model, idx, kwargs)
+    assert model.loss_fn is loss_fn
+    _assert_same(got, want)

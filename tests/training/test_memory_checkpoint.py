@@ -13,15 +13,22 @@ from seqlm.errors import ConfigError
 from seqlm.training.checkpoint import RunFolder
 from seqlm.training.config import TrainConfig
 from seqlm.training.efficient import sublayer_checkpoint
-from seqlm.training.efficient.long_context_memory import memory_checkpoint_choice
+from seqlm.training.efficient.long_context_memory import (
+    SUBLAYER_MIN_CONTEXT,
+    memory_checkpoint_choice,
+)
 from seqlm.training.trainer import Trainer
 
-CONTEXT = 1024  # where auto starts checkpointing sublayers (and attention goes block-wise)
+CONTEXT = 2048  # where auto starts checkpointing sublayers (attention is block-wise)
 
 
-def test_auto_checkpoints_sublayers_on_the_cpu_from_context_1024():
-    assert memory_checkpoint_choice("auto", 1024, "cpu") == "sublayers"
-    assert memory_checkpoint_choice("auto", 1023, "cpu") == "none"
+def test_auto_checkpoints_sublayers_on_the_cpu_from_context_2048():
+    assert SUBLAYER_MIN_CONTEXT == CONTEXT
+    assert memory_checkpoint_choice("auto", 2048, "cpu") == "sublayers"
+    assert memory_checkpoint_choice("auto", 8192, "cpu") == "sublayers"
+    # At 1,024 the block-wise step without it is faster and beats the dense one.
+    assert memory_checkpoint_choice("auto", 2047, "cpu") == "none"
+    assert memory_checkpoint_choice("auto", 1024, "cpu") == "none"
     assert memory_checkpoint_choice("auto", 8192, "cuda") == "none"
     assert memory_checkpoint_choice("auto", 8192, "cpu", compiled=True) == "none"
     for setting in ("none", "blocks", "sublayers"):

@@ -50,6 +50,12 @@ from seqlm.training.efficient.sublayer_checkpoint import (
 # From this context on the trainer gives a GPT the lean MLP (the length where CPU
 # attention turns block-wise and activations dominate a step's memory).
 LEAN_MLP_MIN_CONTEXT = 1024
+# From this context on `train.memory_checkpoint=auto` checkpoints sublayers on the CPU.
+# Below it a step's activations are small and the checkpointing's per-segment, per-head
+# and per-chunk work costs more than it saves: measured side by side at 1,024 (one
+# thread), the block-wise step without it ran ~20% faster than with it (and as fast as
+# the dense-mask step with it); at 2,048 it still beat the dense step (docs/long_context.md).
+SUBLAYER_MIN_CONTEXT = 2048
 
 
 def _checkpointed_forward(block: nn.Module, x: Tensor, *args: object) -> Tensor:
@@ -115,14 +121,14 @@ def memory_checkpoint_choice(
     setting: str, context: int, device: torch.device | str, compiled: bool = False
 ) -> str:
     """The checkpointing a run gets: "none", "blocks" or "sublayers". Auto takes
-    sublayers on the CPU from `LEAN_MLP_MIN_CONTEXT` on (the fused attention kernel is
+    sublayers on the CPU from `SUBLAYER_MIN_CONTEXT` on (the fused attention kernel is
     CPU-only; same loss and gradients), none elsewhere or for a compiled model."""
     if setting not in MEMORY_SETTINGS:
         raise ValueError(f"memory_checkpoint must be one of {MEMORY_SETTINGS}, not {setting!r}")
     if setting != "auto":
         return setting
     cpu = torch.device(device).type == "cpu" and not compiled
-    return "sublayers" if cpu and context >= LEAN_MLP_MIN_CONTEXT else "none"
+    return "sublayers" if cpu and context >= SUBLAYER_MIN_CONTEXT else "none"
 
 
 def use_memory_checkpoint(model: nn.Module, choice: str) -> bool:

@@ -37,11 +37,17 @@ from torch.utils.checkpoint import (
 )
 
 from seqlm.kernels.model_loss import kernel_loss
-from seqlm.kernels.projected_attention import glibc_function, release_free_memory
+from seqlm.kernels.projected_attention import (
+    fix_mmap_threshold,
+    heap_allocations,
+    release_free_memory,
+)
 from seqlm.model.loss import loss_impl
 
-# Elements of the MLP's hidden (N, 4C) per chunk: 4 MiB in float32.
-MLP_CHUNK_ELEMENTS = 1 << 20
+# Elements of the MLP's hidden (N, 4C) per chunk: just under 1 MiB in float32, under
+# the fixed mmap threshold (`map_large_allocations`), so each chunk's hidden tensors
+# come from glibc's heap and are reused, not mapped and faulted in afresh per chunk.
+MLP_CHUNK_ELEMENTS = (1 << 18) - (1 << 10)
 # Logits per chunk of the model's chunked loss while sublayers are checkpointed (the
 # kernel default is 2^22): the loss runs when every saved activation is alive.
 LOSS_CHUNK_ELEMENTS = 1 << 20
@@ -70,6 +76,31 @@ def attention_saving_contexts():
     return create_selective_checkpoint_contexts(_keep_attention_outputs)
 
 
+def _chunk_backward(ctx, flats, flat_grad, trainable, grad_inputs, totals) -> None:
+    """`_TokenChunked`'s backward, chunk by chunk: recompute, differentiate, write the
+    inputs' gradients into `grad_inputs` and add the parameters' into `totals`."""
+    device_type, enabled = ctx.autocast
+    start = 0
+    for chunk_grad in flat_grad.split(ctx.chunk_tokens):
+        stop = start + len(chunk_grad)
+        chunks = [f[start:stop].requires_grad_() for f in flats]
+        with (
+            torch.enable_grad(),
+            torch.autocast(device_type, dtype=ctx.autocast_dtype, enabled=enabled),
+        ):
+            y = ctx.fn(*chunks)
+        grads = torch.autograd.grad(y, [*chunks, *trainable], chunk_grad, allow_unused=True)
+        for total, grad in zip(grad_inputs, grads[: ctx.n_inputs], strict=True):
+            if total is not None and grad is not None:
+                total[start:stop] = grad
+            elif total is not None:
+                total[start:stop] = 0
+        for i, grad in enumerate(grads[ctx.n_inputs :]):
+            if grad is not None:
+                totals[i] = grad if totals[i] is None else totals[i].add_(grad)
+        start = stop
+
+
 class _TokenChunked(torch.autograd.Function):
     """`fn(*inputs)` over the inputs' rows in chunks; the backward recomputes per chunk.
 
@@ -86,12 +117,13 @@ class _TokenChunked(torch.autograd.Function):
         ctx.save_for_backward(*inputs, *params)
         flats = [t.reshape(-1, t.shape[-1]) for t in inputs]
         out = None
-        for start in range(0, flats[0].shape[0], chunk_tokens):  # in place: no list + cat
-            piece = fn(*(f[start : start + chunk_tokens] for f in flats))
-            if out is None:
-                out = piece.new_empty(flats[0].shape[0], piece.shape[-1])
-            out[start : start + chunk_tokens] = piece
-            del piece
+        with heap_allocations():  # the chunks' tensors reused from the heap
+            for start in range(0, flats[0].shape[0], chunk_tokens):  # in place: no cat
+                piece = fn(*(f[start : start + chunk_tokens] for f in flats))
+                if out is None:
+                    out = piece.new_empty(flats[0].shape[0], piece.shape[-1])
+                out[start : start + chunk_tokens] = piece
+                del piece
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
@@ -109,26 +141,8 @@ class _TokenChunked(torch.autograd.Function):
             for f, need in zip(flats, need_inputs, strict=True)
         ]
         totals: list[Tensor | None] = [None] * len(trainable)
-        device_type, enabled = ctx.autocast
-        start = 0
-        for chunk_grad in flat_grad.split(ctx.chunk_tokens):
-            stop = start + len(chunk_grad)
-            chunks = [f[start:stop].requires_grad_() for f in flats]
-            with (
-                torch.enable_grad(),
-                torch.autocast(device_type, dtype=ctx.autocast_dtype, enabled=enabled),
-            ):
-                y = ctx.fn(*chunks)
-            grads = torch.autograd.grad(y, [*chunks, *trainable], chunk_grad, allow_unused=True)
-            for total, grad in zip(grad_inputs, grads[: ctx.n_inputs], strict=True):
-                if total is not None and grad is not None:
-                    total[start:stop] = grad
-                elif total is not None:
-                    total[start:stop] = 0
-            for i, grad in enumerate(grads[ctx.n_inputs :]):
-                if grad is not None:
-                    totals[i] = grad if totals[i] is None else totals[i].add_(grad)
-            start = stop
+        with heap_allocations(threshold=None):  # the peak: large tensors still mapped
+            _chunk_backward(ctx, flats, flat_grad, trainable, grad_inputs, totals)
         per_param = iter(totals)
         param_grads = [next(per_param) if need else None for need in need_params]
         grad_inputs = [
@@ -242,7 +256,6 @@ def sublayer_checkpointed_forward(
 # Allocations from this size on get their own memory map from glibc, returned to the
 # system when freed (see `map_large_allocations`).
 MMAP_THRESHOLD_BYTES = 1 << 20
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
@@ -256,8 +269,18 @@ def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     the system when freed, so resident memory follows the live tensors, for a page
     fault per new page of a large tensor.
     """
-    mallopt = glibc_function("mallopt")
-    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    return fix_mmap_threshold(threshold)
+
+
+class _HeapLoss:
+    """`loss(...)` under `heap_allocations` (its chunks from the heap)."""
+
+    def __init__(self, loss: Callable[..., Tensor]) -> None:
+        self.loss = loss
+
+    def __call__(self, *args, **kwargs) -> Tensor:
+        with heap_allocations():
+            return self.loss(*args, **kwargs)
 
 
 def small_chunk_loss(model: nn.Module):
@@ -266,7 +289,8 @@ def small_chunk_loss(model: nn.Module):
     name = getattr(getattr(model, "config", None), "loss_impl", None)
     if name is None or model.loss_fn is not loss_impl(name):
         return None
-    return kernel_loss(name, LOSS_CHUNK_ELEMENTS)
+    loss = kernel_loss(name, LOSS_CHUNK_ELEMENTS)
+    return None if loss is None else _HeapLoss(loss)
 
 
 @contextmanager
