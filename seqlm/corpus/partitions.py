@@ -279,7 +279,7 @@ def sample_partition(
     if part.sorted_file.exists():
         columns = ["entity", "time", "order", "code", "value", "text"]
         rows = read_work_file(part.sorted_file, columns)
-        sampler.add(rows.filter(pl.Series(_is_train(part_split))))
+        sampler.add(rows.filter(pl.Series(_is_train(part_split))), entity_runs=True)
     return sampler
 
 
