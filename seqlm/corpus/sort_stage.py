@@ -4,7 +4,10 @@ sorted into sequence order, then the entity table, the row check and the splits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,35 @@ def _check_rows(ingested: Ingested, n_events: int, n_rejects: int, out: Path) ->
 
 def _ignore(*_: Any) -> None:
     pass
+
+
+@contextmanager
+def read_rejects(
+    ingested: Ingested, clock: StageClock, pool: Any
+) -> Iterator[Callable[[], pl.DataFrame]]:
+    """The adapter's rejects as a frame, from the function this yields. In one process
+    they are read first (a stage of their own, so its CPU is the stage's alone); with
+    worker processes they are read in a thread of this process while the workers sort,
+    which otherwise waited for this pass of the source (MEDS 20x: 2.8 CPU s) with a
+    core idle. The stage's seconds are then its wall time and this process's CPU
+    during it, both overlapping the sort's."""
+    if pool is None:
+        with clock.stage("reading rejects"):
+            frame = ingested.rejects.to_frame()
+        yield lambda: frame
+        return
+
+    def timed() -> tuple[pl.DataFrame, float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        frame = ingested.rejects.to_frame()
+        return frame, time.perf_counter() - start, time.process_time() - cpu_start
+
+    with ThreadPoolExecutor(1, thread_name_prefix="seqlm-rejects") as thread:
+        future = thread.submit(timed)
+
+        def result() -> pl.DataFrame:
+            frame, seconds, cpu = future.result()
+            clock.record("reading rejects", seconds, cpu)
+            return frame
+
+        yield result

@@ -54,7 +54,12 @@ from seqlm.corpus.partitions import (
     worker_pool,
 )
 from seqlm.corpus.privacy import public_settings
-from seqlm.corpus.sort_stage import entity_tables, partition_and_sort, sort_source_parts
+from seqlm.corpus.sort_stage import (
+    entity_tables,
+    partition_and_sort,
+    read_rejects,
+    sort_source_parts,
+)
 from seqlm.corpus.source_parts import DEFAULT_ROWS_PER_BUCKET, source_groups
 from seqlm.corpus.splits import SplitConfig
 from seqlm.corpus.stages import StageClock
@@ -170,9 +175,7 @@ def _build_locked(
     try:
         work = staging / "_work"
         work.mkdir()
-        with clock.stage("reading rejects"):
-            rejects = ingested.rejects.to_frame()
-        with worker_pool(workers) as pool:
+        with worker_pool(workers) as pool, read_rejects(ingested, clock, pool) as rejects_read:
             done = None
             if groups is not None:
                 done = sort_source_parts(pool, work, groups, ingested, attributes, clock)
@@ -180,6 +183,7 @@ def _build_locked(
             if done is None:
                 done = partition_and_sort(pool, events, work, n_parts, attributes, clock, ingested)
             parts, aggregates, checks = done
+            rejects = rejects_read()
             entities, part_splits = entity_tables(
                 aggregates, attributes, splits, ingested, rejects.height, out
             )
