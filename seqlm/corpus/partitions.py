@@ -188,8 +188,9 @@ def sort_rows(
     if not rows.height:
         return pl.DataFrame(), {}, ValueSampler(sample_size) if sample_size else None
     rows = _in_sequence_order(rows)
-    # On the sorted rows with entities as run ids (integers hash faster than names).
-    checks = merge_checks(rows.with_columns(pl.col("entity").rle_id()))
+    # On the sorted rows with entities as run ids (integers hash faster than names), and
+    # only the columns it reads (its filters would copy every column).
+    checks = merge_checks(rows.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
     rows.select(SORTED_COLUMNS).write_ipc(part.sorted_file, compression=WORK_COMPRESSION)
     # The entities in the file's order: the later stages number them by their runs.
