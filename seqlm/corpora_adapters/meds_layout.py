@@ -298,19 +298,28 @@ def scan_rows(
         scan = pl.scan_parquet(
             [shard.path for shard in shards],
             row_index_name="_index",
-            include_file_paths="_path",
+            include_file_paths="_path" if len(shards) > 1 else None,
             glob=False,
         )
         if piece is not None:
             scan = scan.slice(*piece)
-        frames.append(
-            scan.join(
+        if len(shards) == 1:
+            # One shard (the corpus builder's partitions): its facts are constants, not
+            # a join on every row's file path.
+            scan = scan.with_columns(
+                pl.lit(value, table.schema[name]).alias(name)
+                for name, value in table.drop("_path").row(0, named=True).items()
+            )
+        else:
+            scan = scan.join(
                 table.lazy(),
                 on="_path",
                 how="inner",
                 build_side="force_right",
                 maintain_order="left",
-            ).select(
+            )
+        frames.append(
+            scan.select(
                 "file",
                 row.alias("row"),
                 (pl.col("_start") + row).alias("order"),
