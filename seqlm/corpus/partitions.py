@@ -292,7 +292,7 @@ def source_train_sample(rows: pl.DataFrame, sample_size: int) -> ValueSampler | 
     if rows["split"].null_count() == rows.height:
         return None
     sampler = ValueSampler(sample_size)
-    train = rows.filter(pl.col("split") == "train").select(SAMPLED_COLUMNS)
+    train = rows.select(SAMPLED_COLUMNS).filter(rows["split"] == "train")
     sampler.add(train, entity_runs=True)
     return sampler
 
