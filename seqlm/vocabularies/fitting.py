@@ -57,8 +57,9 @@ class DataToken:
 
 # Entity names kept per token while it has at most this many distinct train entities.
 HOLDERS_KEPT = 64
-# Rows of merged token tables `TokenCounter.merge` lets wait before absorbing them.
-PENDING_TOKENS = 500_000
+# Bytes of merged token tables `TokenCounter.merge` lets wait before absorbing them
+# (tables of rare tokens carry up to HOLDERS_KEPT + 1 entity names a token).
+PENDING_BYTES = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class TokenCounter:
         )
         # Merged counters' tables wait here and are absorbed together (`merge`).
         self._pending: list[pl.DataFrame] = []
-        self._pending_rows = 0
+        self._pending_bytes = 0
 
     def add(self, event_tokens: pl.DataFrame) -> None:
         """Count one chunk of `event_token_frame` rows (train events, whole entities)."""
@@ -141,21 +142,23 @@ class TokenCounter:
     def merge(self, other: TokenCounter) -> None:
         """Add another counter's counts (its chunks held other entities).
 
-        Merged tables wait and are absorbed together once they hold `PENDING_TOKENS`
-        rows (or when the counts are read): absorbing regroups the whole table, so doing
+        Merged tables wait and are absorbed together once they hold `PENDING_BYTES`
+        (or when the counts are read): absorbing regroups the whole table, so doing
         it once per partition cost the building process time that grew with partitions
         times vocabulary. The result is the same: sums, the first row's strings (the
         tables keep their order), holders sorted and cut per token."""
         other._flush()
         self._pending.append(other._tokens)
-        self._pending_rows += other._tokens.height
-        if self._pending_rows >= PENDING_TOKENS:
+        # By size: a chunk's rare tokens carry their holders' names (a tabular
+        # partition's table: 2 MB for 3,300 tokens), so counting rows let 300 MB wait.
+        self._pending_bytes += other._tokens.estimated_size()
+        if self._pending_bytes >= PENDING_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if self._pending:
             tokens = pl.concat(self._pending)
-            self._pending, self._pending_rows = [], 0
+            self._pending, self._pending_bytes = [], 0
             self._absorb(tokens)
 
     def _absorb(self, tokens: pl.DataFrame) -> None:
