@@ -283,7 +283,8 @@ def _event_columns(options: MedsOptions, ages: bool) -> list[pl.Expr]:
         pl.col("entity"),
         time.alias("time"),
         pl.col("order"),
-        code.str.split("//").list.first().alias("kind"),
+        # The part before the first "//" (splitn: no list per row).
+        code.str.splitn("//", 2).struct.field("field_0").alias("kind"),
         code.alias("code"),
         value.alias("value"),
         pl.col("text"),

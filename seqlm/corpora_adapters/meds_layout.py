@@ -298,19 +298,13 @@ def scan_rows(
         scan = pl.scan_parquet(
             [shard.path for shard in shards],
             row_index_name="_index",
-            include_file_paths="_path",
+            include_file_paths="_path" if len(shards) > 1 else None,
             glob=False,
         )
         if piece is not None:
             scan = scan.slice(*piece)
         frames.append(
-            scan.join(
-                table.lazy(),
-                on="_path",
-                how="inner",
-                build_side="force_right",
-                maintain_order="left",
-            ).select(
+            _with_shard_facts(scan, table).select(
                 "file",
                 row.alias("row"),
                 (pl.col("_start") + row).alias("order"),
@@ -319,6 +313,19 @@ def scan_rows(
             )
         )
     return pl.concat(frames, how="vertical")
+
+
+def _with_shard_facts(scan: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
+    """The scan's rows with their shard's row `table` facts: a join on each row's file
+    path, or for one shard (the corpus builder's partitions) its facts as constants."""
+    if table.height > 1:
+        return scan.join(
+            table.lazy(), on="_path", how="inner", build_side="force_right", maintain_order="left"
+        )
+    return scan.with_columns(
+        pl.lit(value, table.schema[name]).alias(name)
+        for name, value in table.drop("_path").row(0, named=True).items()
+    )
 
 
 def metadata_splits(dataset: MedsDataset, extra: Mapping[str, str]) -> pl.DataFrame | None:

@@ -13,15 +13,10 @@ run in this process or in worker processes (`run_map`) with the same result.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,6 +39,7 @@ from seqlm.corpus.token_rows import (
     pair_tokens,
     train_counts,
 )
+from seqlm.corpus.worker_exit import worker_start
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
 from seqlm.vocabularies.fitting import TokenCounter, check_known_sources
@@ -65,14 +61,12 @@ SPILL_ROW_GROUP = 10_000
 # into its partitions by `split_spill` (one more write and read of the rows).
 SPILL_FILES = 48
 SPILL = "_spill"
-# How often a worker process looks whether the build that started it still runs.
-PARENT_CHECK_SECONDS = 0.5
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Tasks a worker that `run_map` keeps in flight (results wait in order for the merge).
 MAP_AHEAD = 2
 # What sampling and tokens need of the sorted events (entity-level columns are in the
 # sort stage's aggregates).
 SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
+SAMPLED_COLUMNS = ["entity", "time", "order", "code", "value", "text"]
 # The sorted and tokens work files are Arrow IPC with lz4: written once and read back
 # by this build only, they need no Parquet encoding (a third cheaper to write).
 WORK_COMPRESSION = "lz4"
@@ -170,37 +164,45 @@ def split_spill(folder: Path, spill: int) -> None:
     shutil.rmtree(source)
 
 
-def sort_partition(
-    part: PartitionPaths, attributes: Sequence[str]
-) -> tuple[pl.DataFrame, dict[str, int]]:
+# What the sort stage gives per partition: entity aggregates, merge checks, train sample.
+Sorted = tuple[pl.DataFrame, dict[str, int], ValueSampler | None]
+
+
+def sort_partition(part: PartitionPaths, attributes: Sequence[str], sample_size: int = 0) -> Sorted:
     """Sort one partition's events into its sorted file; return its entity aggregates
     in the file's entity order (unchecked `entity_aggregates`: exact, since a partition
-    holds whole entities) and
-    its `merge_checks` counts (they add up over partitions for the same reason)."""
+    holds whole entities), its `merge_checks` counts (they add up over partitions for
+    the same reason) and, given a `sample_size`, `source_train_sample`."""
     pieces = part.pieces
     if not pieces:
-        return pl.DataFrame(), {}
-    result = sort_rows(part, pl.read_parquet(pieces, glob=False), attributes)
+        return pl.DataFrame(), {}, ValueSampler(sample_size) if sample_size else None
+    result = sort_rows(part, pl.read_parquet(pieces, glob=False), attributes, sample_size)
     shutil.rmtree(pieces[0].parent)
     return result
 
 
 def sort_rows(
-    part: PartitionPaths, rows: pl.DataFrame, attributes: Sequence[str]
-) -> tuple[pl.DataFrame, dict[str, int]]:
+    part: PartitionPaths, rows: pl.DataFrame, attributes: Sequence[str], sample_size: int = 0
+) -> Sorted:
     """`sort_partition` of the partition's events `rows` (whole entities)."""
     if not rows.height:
-        return pl.DataFrame(), {}
+        return pl.DataFrame(), {}, ValueSampler(sample_size) if sample_size else None
     rows = _in_sequence_order(rows)
-    # On the sorted rows with entities as run ids (integers hash faster than names).
-    checks = merge_checks(rows.with_columns(pl.col("entity").rle_id()))
+    # On the sorted rows with entities as run ids (integers hash faster than names), and
+    # only the columns it reads (its filters would copy every column).
+    checks = merge_checks(rows.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
     rows.select(SORTED_COLUMNS).write_ipc(part.sorted_file, compression=WORK_COMPRESSION)
     # The entities in the file's order: the later stages number them by their runs.
     entity = pl.col("entity")
     in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
     aggregates = entity_aggregates(rows.lazy(), attributes)
-    return in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"), checks
+    sample = source_train_sample(rows, sample_size) if sample_size else None
+    return (
+        in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"),
+        checks,
+        sample,
+    )
 
 
 def _in_sequence_order(rows: pl.DataFrame) -> pl.DataFrame:
@@ -277,9 +279,21 @@ def sample_partition(
     """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
     sampler = ValueSampler(sample_size)
     if part.sorted_file.exists():
-        columns = ["entity", "time", "order", "code", "value", "text"]
-        rows = read_work_file(part.sorted_file, columns)
-        sampler.add(rows.filter(pl.Series(_is_train(part_split))))
+        rows = read_work_file(part.sorted_file, SAMPLED_COLUMNS)
+        sampler.add(rows.filter(pl.Series(_is_train(part_split))), entity_runs=True)
+    return sampler
+
+
+def source_train_sample(rows: pl.DataFrame, sample_size: int) -> ValueSampler | None:
+    """`sample_partition` of sorted `rows`, made by the sort stage from the rows' own
+    (source) split, which saves the sampling stage's read of the sorted file: the same
+    sample wherever the build's splits are the source's (the writer checks). None when
+    the rows have no source split."""
+    if rows["split"].null_count() == rows.height:
+        return None
+    sampler = ValueSampler(sample_size)
+    train = rows.select(SAMPLED_COLUMNS).filter(rows["split"] == "train")
+    sampler.add(train, entity_runs=True)
     return sampler
 
 
@@ -384,34 +398,6 @@ def finite_times(encoded: EncodedSequences) -> np.ndarray:
     return times
 
 
-def _worker_start(threads: int, parent: int) -> None:
-    os.environ["POLARS_MAX_THREADS"] = str(threads)
-    _exit_with_parent(parent)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker whose build was killed (its parent gone, the pool never shut down)
-    would wait for tasks forever, holding its memory, so it is killed with its parent:
-    by the kernel on Linux (a watching thread would need the GIL, which a busy worker
-    may hold), else by a thread that watches the parent. `parent` is passed in: a
-    worker still starting when the build died would find its new parent here."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        linux = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
-    except (OSError, AttributeError):
-        linux = False
-    if not linux:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    elif os.getppid() != parent:  # it died before the kernel was told
-        os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(1)
-
-
 @contextmanager
 def _main_module_hidden() -> Iterator[None]:
     """Spawned workers (started as tasks arrive) re-run the parent's main script unless
@@ -452,7 +438,7 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
             ProcessPoolExecutor(
                 workers,
                 mp_context=get_context("spawn"),
-                initializer=_worker_start,
+                initializer=worker_start,
                 initargs=(threads, os.getpid()),
             ) as pool,
             _main_module_hidden(),

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from seqlm.corpus.partitions import PartitionPaths, sort_rows
+from seqlm.corpus.partitions import PartitionPaths, Sorted, sort_rows
 
 # Rows per partition: a partition is sorted and encoded in memory (about 0.3 GB at
 # 500k MEDS rows); the number of partitions does not change the cost per row. The
@@ -48,11 +48,14 @@ def source_groups(sizes: Sequence[int], rows_per_bucket: int) -> list[list[int]]
 
 
 def sort_source_part(
-    part: PartitionPaths, frames: Sequence[pl.LazyFrame], attributes: Sequence[str]
-) -> tuple[pl.DataFrame, dict[str, int]]:
+    part: PartitionPaths,
+    frames: Sequence[pl.LazyFrame],
+    attributes: Sequence[str],
+    sample_size: int = 0,
+) -> Sorted:
     """`sort_partition` for a partition made of source parts (read here, in the worker)."""
     rows = pl.concat(list(frames), how="vertical").collect()
-    return sort_rows(part, rows, attributes)
+    return sort_rows(part, rows, attributes, sample_size)
 
 
 def entity_in_two_parts(aggregates: Sequence[pl.DataFrame]) -> bool:

@@ -43,3 +43,8 @@ class StageClock:
             self.progress.finish()
             self.seconds[name] = round(time.perf_counter() - start, 3)
             self.cpu_seconds[name] = round(time.process_time() - cpu_start, 3)
+
+    def record(self, name: str, seconds: float, cpu_seconds: float) -> None:
+        """A stage timed elsewhere (run beside another, with no progress bar)."""
+        self.seconds[name] = round(seconds, 3)
+        self.cpu_seconds[name] = round(cpu_seconds, 3)

@@ -54,7 +54,12 @@ from seqlm.corpus.partitions import (
     worker_pool,
 )
 from seqlm.corpus.privacy import public_settings
-from seqlm.corpus.sort_stage import entity_tables, partition_and_sort, sort_source_parts
+from seqlm.corpus.sort_stage import (
+    entity_tables,
+    read_rejects,
+    sorted_partitions,
+    source_sample,
+)
 from seqlm.corpus.source_parts import DEFAULT_ROWS_PER_BUCKET, source_groups
 from seqlm.corpus.splits import SplitConfig
 from seqlm.corpus.stages import StageClock
@@ -170,21 +175,18 @@ def _build_locked(
     try:
         work = staging / "_work"
         work.mkdir()
-        with clock.stage("reading rejects"):
-            rejects = ingested.rejects.to_frame()
-        with worker_pool(workers) as pool:
-            done = None
-            if groups is not None:
-                done = sort_source_parts(pool, work, groups, ingested, attributes, clock)
-            from_source = done is not None
-            if done is None:
-                done = partition_and_sort(pool, events, work, n_parts, attributes, clock, ingested)
-            parts, aggregates, checks = done
+        with worker_pool(workers) as pool, read_rejects(ingested, clock, pool) as rejects_read:
+            sample_size = _sort_sample_size(scheme, splits, within_time)
+            tasks = (events, n_parts, ingested, attributes, clock, sample_size)
+            done, from_source = sorted_partitions(pool, work, groups, *tasks)
+            parts, aggregates, checks, sampled = done
+            rejects = rejects_read()
             entities, part_splits = entity_tables(
                 aggregates, attributes, splits, ingested, rejects.height, out
             )
             n_events = int(entities["n_events"].sum())
-            vocab = _fit_vocabulary(pool, parts, part_splits, scheme, n_events, clock, within_time)
+            fit = (scheme, n_events, clock, source_sample(sampled, entities), within_time)
+            vocab = _fit_vocabulary(pool, parts, part_splits, *fit)
             vocab.save(staging)
             has_times = entities["first_time"].null_count() < entities.height
             encoded = _encode(pool, parts, part_splits, staging, has_times, n_events, clock)
@@ -229,6 +231,13 @@ def _build_record(partitions: int, from_source: bool, workers: int) -> dict[str,
     }
 
 
+def _sort_sample_size(scheme: TokenScheme, splits: SplitConfig, within_time: str) -> int:
+    """The sample size for the sort stage's train sample by source splits (0: none):
+    only where the splits may be the source's and the sorted files keep their order."""
+    wanted = scheme.uses_values and splits.use_source_split and within_time == "file"
+    return scheme.value_sample_size if wanted else 0
+
+
 def _fit_vocabulary(
     pool: Any,
     parts: list[PartitionPaths],
@@ -236,15 +245,16 @@ def _fit_vocabulary(
     scheme: TokenScheme,
     n_events: int,
     clock: StageClock,
+    sampled: ValueSampler | None,
     within_time_order: str,
 ) -> Vocabulary:
     """Put the events of each timestamp in `within_time_order`, merge the partitions'
-    train value samples into the value bins, then make and count their tokens and merge
-    the counts into the vocabulary."""
+    train value samples into the value bins (`sampled`: made by the sort stage already),
+    then make and count their tokens and merge the counts into the vocabulary."""
     order_within_time(pool, parts, within_time_order, n_events, clock)
     rows = [int(s["n_events"].sum()) for s in part_splits]
-    sampler = ValueSampler(scheme.value_sample_size)
-    if scheme.uses_values:
+    sampler = sampled if sampled is not None else ValueSampler(scheme.value_sample_size)
+    if scheme.uses_values and sampled is None:
         with clock.stage("sampling train values", n_events) as advance:
             tasks = [
                 (p, s, scheme.value_sample_size) for p, s in zip(parts, part_splits, strict=True)

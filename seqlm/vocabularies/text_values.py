@@ -54,11 +54,9 @@ def with_values_and_fates(
     given = pl.col("value").is_not_null()
     number_codes = [c for c, b in bins.items() if b.text_numbers]
     if scheme.uses_values and scheme.use_text and number_codes:
-        from_text = (
-            pl.when(~given & pl.col("code").is_in(number_codes))
-            .then(parsed_number(text))
-            .otherwise(None)
-        )
+        # Only the texts that may give a value are parsed (a when/then evaluates both
+        # branches on every row).
+        from_text = parsed_number(pl.when(~given & pl.col("code").is_in(number_codes)).then(text))
         frame = frame.with_columns(from_text.alias("_number"))
         frame = frame.with_columns(
             pl.coalesce(pl.col("value"), pl.col("_number")).alias("value"),

@@ -162,20 +162,27 @@ class ValueSampler:
             schema={"code": pl.Categorical, "source": pl.Int8, "cut": pl.UInt64}
         )
 
-    def add(self, events: pl.DataFrame) -> None:
+    def add(self, events: pl.DataFrame, entity_runs: bool = False) -> None:
         """Take the finite values of `events` (columns entity, time, order, code, value,
-        and `text` when there is one)."""
+        and `text` when there is one). `entity_runs`: each entity's rows are one run
+        (a sorted partition), so entities are counted by run ids, not by hashing names."""
         text = pl.col("text") if "text" in events.columns else pl.lit(None, dtype=pl.String)
+        stored = stored_value(pl.col("value"))
         # The parsed number once, in its own column: three expressions use it, and an
-        # eager select would parse every text three times.
+        # eager select would parse every text three times. Only texts of rows without a
+        # finite (stored) value are parsed: the others' numbers are never used.
         events = events.with_columns(
-            stored_value(pl.col("value")), parsed_number(text).alias("_number")
+            stored,
+            parsed_number(pl.when(~(stored.is_not_null() & stored.is_finite())).then(text)).alias(
+                "_number"
+            ),
         )
         given = pl.col("value").is_not_null() & pl.col("value").is_finite()
         number = pl.col("_number")
         events = events.select(
             pl.col("code").fill_null(""),
             pl.col("entity"),
+            (pl.col("entity").rle_id() if entity_runs else pl.col("entity")).alias("_unit"),
             pl.col("time"),
             pl.col("order"),
             pl.when(given).then(pl.col("value")).otherwise(number).alias("value"),
@@ -191,7 +198,7 @@ class ValueSampler:
         useful = events.filter(pl.col("source").is_not_null() | pl.col("word"))
         if useful.height == 0:
             return
-        entity, source = pl.col("entity"), pl.col("source")
+        entity, source = pl.col("_unit"), pl.col("source")
         stats = useful.group_by("code").agg(
             (source == 0).sum().cast(pl.Int64).alias("n_values"),
             entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
@@ -314,7 +321,9 @@ class ValueSampler:
                 & ((pl.col("source") == 0) | pl.col("code").is_in(list(text_codes)))
             )
             .filter(pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size)
-            .sort("code", "value")
+            # By value alone: `fit_code_bins` sorts each code's values again and the
+            # bins are returned in code order, so sorting the (string) codes is not needed.
+            .sort("value")
         )
         bins: dict[str, CodeValueBins] = {}
         for (code,), part in sample.group_by("code", maintain_order=True):

@@ -13,12 +13,15 @@ import pytest
 from helpers.reference_writer import reference_build
 from helpers.shared_data import shared_path
 
+import seqlm.corpus.writer as writer
 from seqlm.corpora_adapters import get_adapter, meds_layout
 from seqlm.corpora_adapters.base import Ingested
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
 from seqlm.corpus import SplitConfig, build_corpus
+from seqlm.corpus.sort_stage import source_sample
 from seqlm.corpus.source_parts import MAX_PART_BUCKETS, source_groups
 from seqlm.vocabularies import TokenScheme
+from seqlm.vocabularies.value_bins import ValueSampler
 
 COMPARED = ("tokens.bin", "times.bin", "index.parquet", "tokenizer.json", "scheme.json")
 DEMO = "mimic-iv-demo-meds"
@@ -165,3 +168,35 @@ def test_mimic_demo_from_its_shards_equals_the_old_builder(tmp_path):
     assert new.manifest["build"]["partitions_from"] == "source"
     reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
     assert_same_files(reference, new.path)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_train_values_sampled_by_the_sort_stage_give_the_same_corpus(
+    tmp_path, monkeypatch, workers
+):
+    """With the source's own splits (MEDS), the sort stage samples the train values and
+    the sampling stage (a read of every sorted file) is skipped; the corpus is the one
+    the sampling stage gives, and the old builder's."""
+    events, scheme = read(small_demo(tmp_path / "meds"))
+    new = build(events, tmp_path / "in_sort", scheme, workers=workers)
+    assert "sampling train values" not in new.manifest["seconds_per_stage"]
+    assert new.manifest["vocabulary"]["value_binned_codes"] > 0
+    monkeypatch.setattr(writer, "_sort_sample_size", lambda *_: 0)
+    staged = build(events, tmp_path / "staged", scheme, workers=workers)
+    assert "sampling train values" in staged.manifest["seconds_per_stage"]
+    assert_same_files(staged.path, new.path)
+    reference = reference_build(events, tmp_path / "old", scheme, SplitConfig())
+    assert_same_files(reference, new.path)
+
+
+def test_a_sort_stage_sample_is_used_only_where_the_splits_are_the_sources():
+    sampler = ValueSampler(8)
+    entities = pl.DataFrame(
+        {"entity": ["a", "b"], "source_split": ["train", "tuning"], "split": ["train", "tuning"]}
+    )
+    assert source_sample(sampler, entities) is sampler
+    seeded = entities.with_columns(split=pl.Series(["tuning", "tuning"]))
+    assert source_sample(sampler, seeded) is None
+    unsplit = entities.with_columns(source_split=pl.lit(None, dtype=pl.String))
+    assert source_sample(sampler, unsplit) is None
+    assert source_sample(None, entities) is None

@@ -7,6 +7,7 @@ import pytest
 
 from seqlm.config import options_from_mapping
 from seqlm.corpus import SplitConfig, assign_splits
+from seqlm.corpus.splits import unit_rank_key
 from seqlm.errors import ConfigError, InputError
 
 
@@ -133,3 +134,34 @@ def test_split_by_an_attribute_keeps_its_entities_together():
     assert set(joined["split"]) == {"train", "tuning", "held_out"}
     with pytest.raises(ConfigError, match="no such attribute"):
         assign_splits(entities(4), SplitConfig(by="bird"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 9, 250])
+@pytest.mark.parametrize("by", ["entity", "group"])
+def test_splits_follow_the_documented_ranking(n, by):
+    """Units ranked by unit_rank_key (sha256 hex of seed and name), the first
+    round(n * held_out) held_out, then tuning, then train (one kept in train)."""
+    names = [f"é{i}\x00{i * 7919 % 1000}" for i in range(n)]
+    groups = [None if i % 3 == 0 else f"g{i % 5}" for i in range(n)]
+    frame = pl.DataFrame(
+        {"entity": names, "group": pl.Series(groups, dtype=pl.String), "source_split": None},
+        schema_overrides={"source_split": pl.String},
+    )
+    config = SplitConfig(seed=5, tuning=0.3, held_out=0.2, by=by)
+    unit_of = {
+        name: (f"group\x00{g}" if g is not None else f"entity\x00{name}") if by == "group" else name
+        for name, g in zip(names, groups, strict=True)
+    }
+    ranked = sorted(set(unit_of.values()), key=lambda u: unit_rank_key(5, u))
+    held, tuning = round(len(ranked) * 0.2), round(len(ranked) * 0.3)
+    over = held + tuning - (len(ranked) - 1)
+    if ranked and over > 0:
+        cut = min(over, tuning)
+        tuning, held = tuning - cut, held - (over - cut)
+    expected = {
+        u: "held_out" if i < held else "tuning" if i < held + tuning else "train"
+        for i, u in enumerate(ranked)
+    }
+    got = assign_splits(frame, config)
+    assert got["entity"].to_list() == names
+    assert got["split"].to_list() == [expected[unit_of[name]] for name in names]
