@@ -4,13 +4,19 @@ measurement, the run records it, and a resumed run reuses the plan without measu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from seqlm.training.callbacks import TrainCallback
 from seqlm.training.config import resolve_settings
-from seqlm.training.recipe import CorpusFacts, choose_recipe, parse_budget
+from seqlm.training.recipe import (
+    MAX_MINUTE_BUDGET_EPOCHS,
+    CorpusFacts,
+    choose_recipe,
+    parse_budget,
+)
 from seqlm.training.recipe_basis import _flops_per_token
 from seqlm.training.recipe_minutes import (
     MAX_TIMED_SHAPES,
@@ -76,7 +82,7 @@ def test_a_minute_budget_reads_the_tokens_the_measured_speed_gives():
 
 def test_a_slower_machine_gets_fewer_tokens_a_smaller_model_and_closer_evaluations():
     fast = choose_recipe(FINCH_LIKE, parse_budget("10m"), measure=lambda m, r: timing(m, r, 2e4))
-    slow = choose_recipe(FINCH_LIKE, parse_budget("10m"), measure=lambda m, r: timing(m, r, 1e3))
+    slow = choose_recipe(FINCH_LIKE, parse_budget("10m"), measure=lambda m, r: timing(m, r, 5e2))
     assert slow.expected_tokens < fast.expected_tokens / 10
     slow_params = slow.model["n_layer"] * slow.model["n_embd"] ** 2
     assert slow_params < fast.model["n_layer"] * fast.model["n_embd"] ** 2
@@ -85,9 +91,33 @@ def test_a_slower_machine_gets_fewer_tokens_a_smaller_model_and_closer_evaluatio
 
 
 def test_without_a_measurement_the_assumed_speed_plans_as_before():
-    recipe = choose_recipe(FINCH_LIKE, parse_budget("10m"))
+    larger = replace(FINCH_LIKE, train_tokens=400_000)  # 10 minutes read it < 100 times
+    recipe = choose_recipe(larger, parse_budget("10m"))
     assert "max_tokens" not in recipe.train and recipe.throughput is None
     assert "throughput" not in recipe.to_dict()
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_a_minute_budget_plans_at_most_100_epochs_of_a_small_corpus(measured):
+    """Ten minutes read a 45k-token corpus hundreds of times: the plan stops at 100 epochs
+    (so the decay ends within them), with the same shape; a token budget is the user's."""
+    measure = (lambda m, r: timing(m, r, 2e4)) if measured else None
+    recipe = choose_recipe(FINCH_LIKE, parse_budget("10m"), measure=measure)
+    cap = MAX_MINUTE_BUDGET_EPOCHS * FINCH_LIKE.train_tokens
+    assert recipe.expected_tokens == cap == recipe.train["max_tokens"]
+    assert recipe.train["max_minutes"] == 10.0
+    assert recipe.reasons["max_tokens"].startswith("100 epochs of the 45,445 train tokens")
+    assert recipe.model["dropout"] == 0.2  # 100 epochs read
+    steps = cap // (recipe.train["batch_size"] * recipe.model["block_size"])
+    assert recipe.train["eval_every"] == evaluation_interval(steps)
+    if measured:
+        assert "measured 20,000 tokens/s" in recipe.reasons["max_tokens"]
+        uncapped = recipe.throughput["plan"]["tokens"]
+        assert uncapped > cap  # what the minutes would have read, still recorded
+        shape = (recipe.model["n_layer"], recipe.model["n_embd"])
+        tokens_budget = choose_recipe(FINCH_LIKE, parse_budget(f"{uncapped}tok"))
+        assert (tokens_budget.model["n_layer"], tokens_budget.model["n_embd"]) == shape
+        assert tokens_budget.train["max_tokens"] == uncapped  # never capped
 
 
 def test_token_budgets_measure_nothing():
