@@ -9,7 +9,8 @@ writes `recipe.json` saying what was chosen, why, and what the user set.
 
 A budget in minutes is turned into tokens at the speed measured on this machine
 (`recipe_minutes`, `throughput`: the planned shape timed with the real trainer before
-the plan is fixed; recorded under `throughput` in recipe.json; a resume measures nothing).
+the plan is fixed; recorded under `throughput` in recipe.json; a resume measures nothing),
+and never to more than MAX_MINUTE_BUDGET_EPOCHS passes over the train split.
 
 The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 
