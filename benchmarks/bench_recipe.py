@@ -130,6 +130,12 @@ def run_one(
     for label, name in compared:
         mean, low, high = paired_ci(-model.log_prob, -scores[name].log_prob, model.sequence)
         row[f"vs_{label}"] = {"ce_diff": mean, "ci95": [low, high]}
+        if planted is not None and planted.any():  # the rest: filler, Q marks, ends
+            rest = ~planted
+            mean, low, high = paired_ci(
+                -model.log_prob[rest], -scores[name].log_prob[rest], model.sequence[rest]
+            )
+            row[f"vs_{label}_unplanted"] = {"ce_diff": mean, "ci95": [low, high]}
     row["ngram_name"] = ngram_name
     return row
 
