@@ -48,11 +48,13 @@ def planted_scores(run: Path, corpus, checkpoint: str, split: str = "tuning") ->
     from seqlm.evaluation.model_scorer import load_run_model
 
     model = load_run_model(run, checkpoint).model.eval()
+    block = int(model.config.block_size)  # a short-context run: answers in its first block
     query = corpus.vocabulary.token_to_id[QUERY]
     rows = corpus.split(split)
     first, later = [], []  # (nll, hit)
     with torch.no_grad():
         for offset, length in zip(rows["offset"].to_list(), rows["length"].to_list(), strict=True):
+            length = min(length, block)
             seq = torch.from_numpy(np.asarray(corpus.tokens[offset : offset + length], np.int64))
             logp = model(seq[None]).logits.float().log_softmax(-1)[0]
             at = (seq[:-1] == query).nonzero().flatten().tolist()
@@ -180,12 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--name", default="run", help="run folder under --out")
     parser.add_argument("--run", type=Path, default=None, help="score this run only")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from this run's weights (seqlm train --init)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     corpus = planted_corpus(args.out, args.sequences, args.seed, args.min_gap, args.max_gap)
     run = args.run or args.out / args.name
-    timing = {} if args.run else train(corpus, run, args.budget, args.sets)
+    timing = {} if args.run else train(corpus, run, args.budget, args.sets, args.init)
     rows = curve(run, corpus)
     with open(args.out / "curve.jsonl", "a", encoding="utf-8") as log:
         log.write(json.dumps({"run": str(run), **timing, "curve": rows}) + "\n")

@@ -64,8 +64,17 @@ def paired_ci(model: np.ndarray, other: np.ndarray, sequence: np.ndarray, seed: 
 
 
 def run_one(
-    corpus_path: Path, out: Path, budget: str, lstm: bool = True, sets: tuple[str, ...] = ()
+    corpus_path: Path,
+    out: Path,
+    budget: str,
+    lstm: bool = True,
+    sets: tuple[str, ...] = (),
+    init: Path | None = None,
+    lstm_sets: tuple[str, ...] = (),
 ) -> dict:
+    """Train (or reuse) `out/run`, from `init`'s weights when given (a warm-up run: its
+    tokens are not counted here), and score it against the baselines; `lstm_sets`
+    (`train.max_tokens=N`) override the LSTM's training settings."""
     import torch
 
     from seqlm.corpus import load_corpus
@@ -79,7 +88,7 @@ def run_one(
     if not (run / "best").is_dir():
         overrides = ["train.cpu_threads=1", *sets]
         settings = resolve_settings(None, overrides, None, budget=budget, recipe=True)
-        train_on_corpus(corpus_path, run, settings)
+        train_on_corpus(corpus_path, run, settings, init=init)
     train_s = time.perf_counter() - began
     train_cpu_s = time.process_time() - began_cpu  # the machine is shared: CPU time too
     corpus = load_corpus(corpus_path)
@@ -87,7 +96,10 @@ def run_one(
         run,
         corpus,
         EvalOptions(
-            split="held_out", baselines=("ngram", "lstm") if lstm else ("ngram",), device="cpu"
+            split="held_out",
+            baselines=("ngram", "lstm") if lstm else ("ngram",),
+            device="cpu",
+            lstm_train=_train_overrides(lstm_sets),
         ),
     )
     scores = evaluation.scores
@@ -99,6 +111,8 @@ def run_one(
         "corpus": str(corpus_path),
         "budget": budget,
         "sets": list(sets),
+        "init": str(init) if init else None,
+        "lstm_sets": list(lstm_sets),
         "shape": {k: config["model"][k] for k in ("n_layer", "n_embd", "n_head", "block_size")},
         "dropout": config["model"]["dropout"],
         "train_s": round(train_s, 1),
@@ -116,8 +130,27 @@ def run_one(
     for label, name in compared:
         mean, low, high = paired_ci(-model.log_prob, -scores[name].log_prob, model.sequence)
         row[f"vs_{label}"] = {"ce_diff": mean, "ci95": [low, high]}
+        if planted is not None and planted.any():  # the rest: filler, Q marks, ends
+            rest = ~planted
+            mean, low, high = paired_ci(
+                -model.log_prob[rest], -scores[name].log_prob[rest], model.sequence[rest]
+            )
+            row[f"vs_{label}_unplanted"] = {"ce_diff": mean, "ci95": [low, high]}
     row["ngram_name"] = ngram_name
     return row
+
+
+def _train_overrides(sets: tuple[str, ...]) -> dict:
+    """`train.max_tokens=6000000` -> {"max_tokens": 6000000} (TOML literals)."""
+    import tomllib
+
+    out = {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        if not key.startswith("train."):
+            raise SystemExit(f"--lstm-set takes train.KEY=VALUE, got {item!r}")
+        out[key.removeprefix("train.")] = tomllib.loads(f"v = {value}")["v"]
+    return out
 
 
 def _sets_suffix(sets: list[str]) -> str:
@@ -165,6 +198,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting that overrides the recipe (model.dropout=0.2), for sweeps; repeatable",
     )
     parser.add_argument("--no-lstm", action="store_true", help="skip the LSTM baseline (time)")
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="generated corpora: start the GPT from this run folder under the corpus's "
+        "folder (a context warm-up run, e.g. cw128/run from bench_planted_curve.py)",
+    )
+    parser.add_argument(
+        "--lstm-set",
+        dest="lstm_sets",
+        action="append",
+        default=[],
+        help="train.KEY=VALUE for the LSTM baseline only (train.max_tokens=6000000: the "
+        "tokens of the GPT's warm-up and main runs together); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_recipe_out"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -177,10 +224,22 @@ def main(argv: list[str] | None = None) -> int:
                 gaps = (args.min_gap, args.max_gap)
                 corpus = _generated(spec, seed, args.out, args.sequences, gaps)
                 out = corpus.parent / f"budget-{args.budget}{_sets_suffix(args.sets)}"
+                if args.init:
+                    init = corpus.parent / args.init
+                    out = out.with_name(f"{out.name}-init-{Path(args.init).parts[0]}")
             else:
                 corpus = Path(spec)
                 out = args.out / f"{corpus.name}-budget-{args.budget}{_sets_suffix(args.sets)}"
-            rows.append(run_one(corpus, out, args.budget, not args.no_lstm, tuple(args.sets)))
+            row = run_one(
+                corpus,
+                out,
+                args.budget,
+                not args.no_lstm,
+                tuple(args.sets),
+                init if generated and args.init else None,
+                tuple(args.lstm_sets),
+            )
+            rows.append(row)
             with open(args.out / "rows.jsonl", "a", encoding="utf-8") as log:
                 log.write(json.dumps(rows[-1]) + "\n")  # each row as soon as it is measured
     if args.json:
