@@ -58,6 +58,9 @@ from seqlm.training.recipe_basis import (
 # clinical tokens give 849,879 train tokens; the small-data corpora the common rule was
 # measured on (birdsong, music, planted) hold at most a few hundred thousand.
 LARGE_CORPUS_TRAIN_TOKENS = 500_000
+# ... and the vocabulary from which it applies (MIMIC: 4,164-5,123 tokens; birdsong,
+# music and the planted corpora: 15-110).
+LARGE_CORPUS_MIN_VOCAB = 1_000
 # The window for records that are windowed anyway (see the module docstring), and the
 # positions it uses: relative, since a window's first token is anywhere in its record.
 WINDOWED_CONTEXT = 64
@@ -91,8 +94,13 @@ class LargePlan:
 
 
 def is_large(facts: CorpusFacts) -> bool:
-    """Whether the large-corpus rule decides the context and the size."""
-    return facts.train_tokens >= LARGE_CORPUS_TRAIN_TOKENS
+    """Whether the large-corpus rule decides the context and the size: a large train
+    split with a vocabulary of clinical size (its wide two-block shapes were chosen for
+    thousands of tokens; a large corpus of a few dozen symbols keeps the common rule)."""
+    return (
+        facts.train_tokens >= LARGE_CORPUS_TRAIN_TOKENS
+        and facts.vocab_size >= LARGE_CORPUS_MIN_VOCAB
+    )
 
 
 # The common rule's longest context: sequences that fit it are read whole.

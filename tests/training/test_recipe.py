@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -76,7 +77,7 @@ def test_a_small_budget_caps_the_size_and_reads_under_an_epoch_without_dropout()
     assert params * 10 <= 200_000
     assert recipe.model["dropout"] == 0.0
     # a large corpus (recipe_large.py) allows one parameter per token read
-    recipe = choose_recipe(facts(1_500_000), parse_budget("500ktok"))
+    recipe = choose_recipe(facts(1_500_000, vocab=5_000), parse_budget("500ktok"))
     params = 12 * recipe.model["n_layer"] * recipe.model["n_embd"] ** 2
     assert params * 10 > 500_000 >= params
     assert recipe.model["dropout"] == 0.0
@@ -86,7 +87,30 @@ def test_context_covers_the_sequences_within_limits():
     assert choose_recipe(facts(50_000, p95=145)).model["block_size"] == 256
     assert choose_recipe(facts(50_000, p95=10)).model["block_size"] == 32
     assert choose_recipe(facts(400_000, p95=9000)).model["block_size"] == 512
-    assert choose_recipe(facts(5_000_000, p95=9000)).model["block_size"] == 64  # large
+    large = facts(5_000_000, p95=9000, vocab=5_000)
+    assert choose_recipe(large).model["block_size"] == 64  # the large-corpus rule's windows
+
+
+def test_a_large_corpus_of_few_symbols_keeps_the_common_rule():
+    """The large-corpus rule (wide two-block shapes, learned positions for whole
+    sequences) was chosen for clinical vocabularies; a 680k-token corpus of 27 symbols
+    keeps the common rule, whose plan found a planted 50-500 dependency on two corpus
+    seeds (docs/training.md, session 9): 4 x 96, rotary, lr 3e-3, 8 rows of 512."""
+    planted = CorpusFacts(
+        train_tokens=683_502,
+        train_sequences=2_400,
+        tuning_tokens=85_000,
+        vocab_size=27,
+        length_p50=270,
+        length_p95=488,
+        length_max=511,
+    )
+    recipe = choose_recipe(planted, parse_budget("6Mtok"))
+    model = recipe.model
+    assert (model["n_layer"], model["n_embd"], model["positions"]) == (4, 96, "rotary")
+    assert (model["block_size"], recipe.train["batch_size"], recipe.train["lr"]) == (512, 8, 0.003)
+    clinical = choose_recipe(replace(planted, vocab_size=5_123), parse_budget("6Mtok"))
+    assert clinical.model["n_layer"] == 2  # the large-corpus rule's two blocks
 
 
 def test_heads_divide_the_width():
