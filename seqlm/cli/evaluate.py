@@ -112,8 +112,13 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
         f"(targets past the first window see >= {scoring['min_context_after_first_window']} "
         "tokens)"
     )
-    order = evaluation.info.get("corpus", {}).get("within_time_order", "file")
-    console.print(describe_within_time_order(order), markup=False, highlight=False)
+    corpus_info = evaluation.info.get("corpus", {})
+    share = corpus_info.get("shared_time_share")
+    if share is None or share > 0:  # silent where no two events share a time (song)
+        line = describe_within_time_order(corpus_info.get("within_time_order", "file"))
+        if share is not None:
+            line += f" ({100 * share:.1f}% of the targets share their time with the token before)"
+        console.print(line, markup=False, highlight=False)
     for name, path in result.written.items():
         console.print(f"  {name}: {path}")
 

@@ -243,6 +243,7 @@ def evaluate_run(
             "vocab_size": corpus.vocab_size,
             # The order of the events of one timestamp: the figures score that order.
             "within_time_order": corpus_within_time_order(corpus.manifest),
+            "shared_time_share": shared_time_share(corpus, index),
         },
         "split": options.split,
         "sequences": len(sequences),
@@ -319,6 +320,21 @@ def _baselines(
         scorers.append(scorer)
         info["lstm"] = lstm_info
     return scorers, info
+
+
+def shared_time_share(corpus: Any, index: pl.DataFrame) -> float | None:
+    """Share of the scored sequences' event targets (after the first; [EOS] left out: it
+    takes the last event's time) whose time equals the token's before them: how much of a next-event figure scores the order of events that
+    share a timestamp. None for a corpus without times."""
+    if getattr(corpus, "times", None) is None:
+        return None
+    shared = total = 0
+    for seq_id in index["seq_id"].to_list():
+        times = np.asarray(corpus.sequence_times(int(seq_id)))[1:-1]  # events, no [EOS]
+        if times.shape[0] > 1:
+            shared += int(np.count_nonzero(times[1:] == times[:-1]))
+            total += times.shape[0] - 1
+    return shared / total if total else 0.0
 
 
 def _lstm_scorer(

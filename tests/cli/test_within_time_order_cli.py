@@ -98,6 +98,31 @@ def test_eval_says_which_order_the_corpus_is_in(tmp_path):
         "eval", str(run_folder), "--corpus", str(corpus), "--baselines", "none", "-o", str(out)
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "events that share a timestamp are in code order" in " ".join(done.stdout.split())
+    printed = " ".join(done.stdout.split())
+    assert "events that share a timestamp are in code order" in printed
     payload = json.loads((out / "eval.json").read_text())
     assert payload["corpus"]["within_time_order"] == "code"
+    share = payload["corpus"]["shared_time_share"]
+    assert 0.3 < share < 1.0  # 2-4 codes an hour: most targets share their hour
+    assert f"({100 * share:.1f}% of the targets share their time with the token before)" in printed
+
+
+def test_eval_is_silent_about_shared_times_where_no_two_events_share_one(tmp_path):
+    """Timed syllables each have their own onset: the line about the order of events
+    that share a timestamp would only mislead there."""
+    from seqlm.corpus import load_corpus
+    from seqlm.evaluation.report import shared_time_share
+
+    corpus = tmp_path / "song"
+    source = BIRDSONG_FIXTURES / "bird1.csv"
+    splits = ["-O", "splits.tuning=0.2", "-O", "splits.held_out=0.2"]
+    assert run(["ingest", "crowsetta-generic-seq", str(source), "--out", str(corpus), *splits]) == 0
+    loaded = load_corpus(corpus)
+    assert shared_time_share(loaded, loaded.split("held_out")) == 0.0
+    run_folder = tmp_path / "run"
+    sets = ["model.context=16", "train.steps=2", "train.batch=2", "train.eval_batches=1"]
+    argv = ["train", str(corpus), "--out", str(run_folder), "--preset", "tiny"]
+    assert run(argv + [a for s in sets for a in ("--set", s)]) == 0
+    done = run_seqlm("eval", str(run_folder), "--corpus", str(corpus), "--baselines", "none")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "share a timestamp" not in " ".join(done.stdout.split())
