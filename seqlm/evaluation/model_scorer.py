@@ -256,16 +256,7 @@ class ModelScorer:
                 covered[at] += 1
         if n and not (covered == 1).all():  # a planning bug, never the user's input
             raise AssertionError("sliding windows did not predict every target exactly once")
-        return TokenScores(
-            sequence=targets.sequence,
-            position=targets.position,
-            token=targets.token,
-            previous=targets.previous,
-            log_prob=log_prob,
-            n_greater=n_greater,
-            n_tied=n_tied,
-            max_prob=max_prob,
-        )
+        return TokenScores.of_targets(targets, log_prob, n_greater, n_tied, max_prob)
 
     @torch.no_grad()
     def target_logits(

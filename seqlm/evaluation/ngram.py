@@ -365,16 +365,7 @@ class KneserNeyModel:
             max_prob[members] = top
             bar.advance(members.shape[0])
         bar.finish()
-        return TokenScores(
-            sequence=targets.sequence,
-            position=targets.position,
-            token=targets.token,
-            previous=targets.previous,
-            log_prob=log_prob,
-            n_greater=n_greater,
-            n_tied=n_tied,
-            max_prob=max_prob,
-        )
+        return TokenScores.of_targets(targets, log_prob, n_greater, n_tied, max_prob)
 
     def _rank_chunk(
         self, context_ids: np.ndarray, row: np.ndarray, token: np.ndarray

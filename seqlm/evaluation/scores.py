@@ -140,6 +140,27 @@ class TokenScores:
     def __len__(self) -> int:
         return int(self.token.shape[0])
 
+    @classmethod
+    def of_targets(
+        cls,
+        targets: PredictionTargets,
+        log_prob: np.ndarray,
+        n_greater: np.ndarray,
+        n_tied: np.ndarray,
+        max_prob: np.ndarray,
+    ) -> TokenScores:
+        """A scorer's figures for every target of `targets`, in their order."""
+        return cls(
+            sequence=targets.sequence,
+            position=targets.position,
+            token=targets.token,
+            previous=targets.previous,
+            log_prob=log_prob,
+            n_greater=n_greater,
+            n_tied=n_tied,
+            max_prob=max_prob,
+        )
+
     def top_k_hit(self, k: int) -> np.ndarray:
         """Chance that the true id is among the k most probable, ties broken at random.
 
@@ -245,11 +266,8 @@ def scores_from_fixed_distribution(targets: PredictionTargets, probs: np.ndarray
     ids = targets.token
     with np.errstate(divide="ignore"):
         log_prob = np.log(probs[ids])
-    return TokenScores(
-        sequence=targets.sequence,
-        position=targets.position,
-        token=ids,
-        previous=targets.previous,
+    return TokenScores.of_targets(
+        targets,
         log_prob=log_prob,
         n_greater=above[ids].astype(np.int64),
         n_tied=(equal[ids] - 1).astype(np.int64),
