@@ -8,7 +8,11 @@ alone; code + value bin; code + text value; other: a rare code or text folded in
 top-10 accuracy. The *order-free* column counts a target as found when the top-10 holds
 any token still due at the target's timestamp (the target or a later token with the
 same time; time-gap tokens only for a time-gap target): what a model that knew the set
-of events at a time, but not the file's order among them, could reach at most.
+of events at a time, but not the file's order among them, could reach at most. The
+*set oracle* row is such a model made exact: it is told the tokens still due at the
+target's timestamp (with their counts) and ranks the most frequent of them first (ties
+in a fixed random order), so its top-10 is what knowing the set, and nothing of the
+order, reaches; where 10 or fewer distinct tokens are due it always hits.
 
     python benchmarks/bench_topk_by_kind.py --run RUN --corpus CORPUS [--json]
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -99,23 +104,40 @@ def ngram_top_k(model: KneserNeyModel, targets: PredictionTargets) -> np.ndarray
     return top
 
 
-def due_at_time(targets: PredictionTargets, times: np.ndarray, kinds: np.ndarray) -> list[set]:
-    """Per target: the ids still due at its timestamp (itself and later same-time ids)."""
+def due_at_time(
+    targets: PredictionTargets, times: np.ndarray, kinds: np.ndarray
+) -> list[list[int]]:
+    """Per target: the ids still due at its timestamp (itself and later same-time ids),
+    one entry per due token, so a token due twice is listed twice."""
     due, flat = [], targets.flat_tokens
     ends = targets.sequence_start + np.bincount(targets.sequence)[targets.sequence] + 1
     for j, at in enumerate(targets.flat_index):
         stop = at
         while stop < ends[j] and times[stop] == times[at]:
             stop += 1
-        ids = set(flat[at:stop].tolist())
+        ids = flat[at:stop].tolist()
         if kinds[flat[at]] != TIME_GAP:
-            ids = {i for i in ids if kinds[i] != TIME_GAP}
+            ids = [i for i in ids if kinds[i] != TIME_GAP]
         due.append(ids)
     return due
 
 
+def set_oracle_top_k(due: list[list[int]], vocab_size: int, seed: int = 0) -> np.ndarray:
+    """Per target, the top-10 of a model told the due tokens but not their order: the
+    most frequent due ids first, ties in one fixed random order of the vocabulary (so no
+    id order, which may follow the file's, breaks them); -1 fills unused places."""
+    tie_rank = np.random.default_rng(seed).permutation(vocab_size)
+    top = np.full((len(due), TOP_K), -1, dtype=np.int64)
+    for j, ids in enumerate(due):
+        counted = Counter(ids)
+        ranked = sorted(counted, key=lambda i: (-counted[i], tie_rank[i]))[:TOP_K]
+        top[j, : len(ranked)] = ranked
+    return top
+
+
 def kind_table(tops: dict[str, np.ndarray], targets, due, kinds) -> list[dict[str, Any]]:
     target_kind = kinds[targets.token]
+    due_sets = [set(ids) for ids in due]
     rows = []
     for kind in ("all", *KINDS):
         chosen = np.ones(len(targets), bool) if kind == "all" else target_kind == kind
@@ -125,7 +147,9 @@ def kind_table(tops: dict[str, np.ndarray], targets, due, kinds) -> list[dict[st
         row["share"] = round(float(chosen.mean()), 4)
         for name, top in tops.items():
             hit = (top == targets.token[:, None]).any(axis=1)
-            free = np.array([bool(due[j].intersection(top[j].tolist())) for j in range(len(due))])
+            free = np.array(
+                [bool(due_sets[j].intersection(top[j].tolist())) for j in range(len(due))]
+            )
             row[f"{name} top-10"] = round(float(hit[chosen].mean()), 4)
             row[f"{name} order-free"] = round(float(free[chosen].mean()), 4)
         rows.append(row)
@@ -140,8 +164,12 @@ def by_kind(run: Path, corpus_path: Path) -> tuple[list[dict[str, Any]], dict[st
     times = np.concatenate([np.asarray(corpus.sequence_times(i)) for i in ids])
     kinds = token_kinds(corpus_path)
     ngram = best_ngram(corpus)
-    tops = {"model": model_top_k(run, held_out), "n-gram": ngram_top_k(ngram, targets)}
     due = due_at_time(targets, times, kinds)
+    tops = {
+        "model": model_top_k(run, held_out),
+        "n-gram": ngram_top_k(ngram, targets),
+        "set oracle": set_oracle_top_k(due, corpus.vocab_size),
+    }
     shared = times[targets.flat_index] == times[targets.flat_index - 1]
     facts = {
         "within-time order": corpus_within_time_order(corpus.manifest),

@@ -4,6 +4,7 @@ with its order-free column for a run (slow: it trains one)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -63,3 +64,26 @@ def test_by_kind_table_has_the_order_free_column(tmp_path):
     # A token still due at the target's time is found at least as often as the target.
     assert first["model order-free"] >= first["model top-10"]
     assert first["n-gram order-free"] >= first["n-gram top-10"]
+    # At most four tokens are due at any hour, so a model told them always hits.
+    assert first["set oracle top-10"] == 1.0
+
+
+def load_bench_module():
+    spec = importlib.util.spec_from_file_location("bench_topk_by_kind", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_set_oracle_ranks_due_tokens_by_count_and_hits_small_sets():
+    bench_module = load_bench_module()
+    # Target 1 of twelve distinct due tokens, token 7 due three times and token 9 twice.
+    crowded = [1, 2, 3, 4, 5, 6, 7, 7, 7, 8, 9, 9, 10, 11, 12]
+    small = [4, 3, 3]
+    top = bench_module.set_oracle_top_k([crowded, small], vocab_size=20)
+    assert list(top[0][:2]) == [7, 9]  # the most frequent due tokens come first
+    assert len(set(top[0].tolist())) == 10 and set(top[0].tolist()) <= set(crowded)
+    assert list(top[1][:2]) == [3, 4] and (top[1][2:] == -1).all()  # three places used
+    # Ties are broken by a fixed random order, the same on every call.
+    again = bench_module.set_oracle_top_k([crowded, small], vocab_size=20)
+    assert (top == again).all()
