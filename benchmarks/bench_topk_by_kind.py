@@ -12,7 +12,11 @@ of events at a time, but not the file's order among them, could reach at most. T
 *set oracle* row is such a model made exact: it is told the tokens still due at the
 target's timestamp (with their counts) and ranks the most frequent of them first (ties
 in a fixed random order), so its top-10 is what knowing the set, and nothing of the
-order, reaches; where 10 or fewer distinct tokens are due it always hits.
+order, reaches; where 10 or fewer distinct tokens are due it always hits. The
+*code-set oracle* is told only the codes still due (a lab's code, not its value bin or
+text): it scores each token as the due share of its code times the token's share of
+that code in the train split, what knowing which tests a draw holds, but not their
+results, reaches.
 
     python benchmarks/bench_topk_by_kind.py --run RUN --corpus CORPUS [--json]
 
@@ -135,6 +139,43 @@ def set_oracle_top_k(due: list[list[int]], vocab_size: int, seed: int = 0) -> np
     return top
 
 
+def token_codes(corpus_path: Path) -> np.ndarray:
+    """The code of every vocabulary id (a data token's code; any other token is its own)."""
+    vocab = json.loads((corpus_path / "tokenizer.json").read_text())["model"]["vocab"]
+    data_tokens = json.loads((corpus_path / "scheme.json").read_text())["data_tokens"]
+    codes = np.empty(len(vocab), dtype=object)
+    for name, token_id in vocab.items():
+        codes[token_id] = data_tokens[name][0] if name in data_tokens else name
+    return codes
+
+
+def code_set_oracle_top_k(
+    due: list[list[int]], codes: np.ndarray, train_counts: np.ndarray
+) -> np.ndarray:
+    """Per target, the top-10 of a model told the codes still due but not their values:
+    token score = (due events of its code / due events) x P(token | code) in train."""
+    by_code: dict[Any, list[tuple[float, int]]] = {}
+    code_totals: Counter = Counter()
+    for token_id, code in enumerate(codes):
+        code_totals[code] += int(train_counts[token_id])
+    for token_id, code in enumerate(codes):
+        share = (int(train_counts[token_id]) + 1e-9) / (code_totals[code] + 1e-9 * len(codes))
+        by_code.setdefault(code, []).append((share, token_id))
+    for code, tokens in by_code.items():  # only a code's ten likeliest can reach a top-10
+        by_code[code] = sorted(tokens, reverse=True)[:TOP_K]
+    top = np.full((len(due), TOP_K), -1, dtype=np.int64)
+    for j, ids in enumerate(due):
+        due_codes = Counter(codes[i] for i in ids)
+        scored = [
+            (n * share, token_id)
+            for code, n in due_codes.items()
+            for share, token_id in by_code[code]
+        ]
+        ranked = [token_id for _, token_id in sorted(scored, reverse=True)[:TOP_K]]
+        top[j, : len(ranked)] = ranked
+    return top
+
+
 def kind_table(tops: dict[str, np.ndarray], targets, due, kinds) -> list[dict[str, Any]]:
     target_kind = kinds[targets.token]
     due_sets = [set(ids) for ids in due]
@@ -170,6 +211,10 @@ def by_kind(run: Path, corpus_path: Path) -> tuple[list[dict[str, Any]], dict[st
         "n-gram": ngram_top_k(ngram, targets),
         "set oracle": set_oracle_top_k(due, corpus.vocab_size),
     }
+    train_counts = np.bincount(
+        np.concatenate(split_sequences(corpus, "train")), minlength=corpus.vocab_size
+    )
+    tops["code-set oracle"] = code_set_oracle_top_k(due, token_codes(corpus_path), train_counts)
     shared = times[targets.flat_index] == times[targets.flat_index - 1]
     facts = {
         "within-time order": corpus_within_time_order(corpus.manifest),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.cli_helpers import run
 
@@ -66,6 +67,7 @@ def test_by_kind_table_has_the_order_free_column(tmp_path):
     assert first["n-gram order-free"] >= first["n-gram top-10"]
     # At most four tokens are due at any hour, so a model told them always hits.
     assert first["set oracle top-10"] == 1.0
+    assert first["code-set oracle order-free"] == 1.0
 
 
 def load_bench_module():
@@ -87,3 +89,14 @@ def test_set_oracle_ranks_due_tokens_by_count_and_hits_small_sets():
     # Ties are broken by a fixed random order, the same on every call.
     again = bench_module.set_oracle_top_k([crowded, small], vocab_size=20)
     assert (top == again).all()
+
+
+def test_code_set_oracle_weighs_due_codes_by_their_train_values():
+    bench_module = load_bench_module()
+    codes = np.array(["A", "A", "B", "B", "C", "T"], dtype=object)
+    train_counts = np.array([8, 2, 5, 5, 1, 1])
+    # Due: one A (told only the code), two B, one C; T is not due.
+    top = bench_module.code_set_oracle_top_k([[1, 2, 2, 4]], codes, train_counts)[0]
+    # B's tokens 0.5 x 0.5, C's 0.25 x 1, then A's likelier value 0.25 x 0.8, then 0.25 x 0.2.
+    assert set(top[:3].tolist()) == {2, 3, 4}
+    assert top[3:5].tolist() == [0, 1] and (top[5:] == -1).all()
