@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,8 +146,15 @@ def heap_allocations(threshold: int | None = HEAP_THRESHOLD_BYTES) -> Iterator[N
         yield
     finally:
         release_free_memory()
-        mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM_BYTES)
+        mallopt(_M_TRIM_THRESHOLD, _trim_threshold_at_start())
         mallopt(_M_MMAP_THRESHOLD, fixed)
+
+
+def _trim_threshold_at_start() -> int:
+    """The trim threshold the process started with: the user's MALLOC_TRIM_THRESHOLD_
+    (glibc reads it at start-up) where set, glibc's default otherwise."""
+    value = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    return int(value) if value.isdigit() else DEFAULT_TRIM_BYTES
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

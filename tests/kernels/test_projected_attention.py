@@ -5,6 +5,7 @@ gradient, odd lengths, many short documents, one long one, split groups."""
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
 
@@ -286,5 +287,38 @@ def test_heap_allocations_takes_large_tensors_from_the_heap_then_maps_them_again
     assert done.returncode == 0, done.stderr
 
 
+def _check_trim_threshold_kept() -> None:
+    """Under MALLOC_TRIM_THRESHOLD_ = 1 GiB the heap keeps a freed chunk at its top
+    after `heap_allocations` as before it (glibc's default 128 KiB would trim it)."""
+    mallinfo2 = kernel.glibc_function("mallinfo2")
+    mallinfo2.restype = _MallInfo2
+    assert kernel.fix_mmap_threshold(64 << 20)  # 48 MiB blocks come from the heap
+    with kernel.heap_allocations():
+        pass
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    # 48 MiB: larger than any free heap chunk, so it extends the heap's top; malloc and
+    # free straight from libc, so nothing else lands above it in between.
+    block = libc.malloc(48 << 20)
+    alive = mallinfo2().arena
+    libc.free(block)
+    assert mallinfo2().arena >= alive  # the heap not shrunk: the user's threshold holds
+
+
+@pytest.mark.skipif(kernel.glibc_function("mallinfo2") is None, reason="glibc's malloc only")
+def test_heap_allocations_gives_back_the_users_trim_threshold():
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+    done = subprocess.run(
+        [sys.executable, __file__, "--trim-check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--heap-check"]:
     _check_heap_allocations()
+if __name__ == "__main__" and sys.argv[1:] == ["--trim-check"]:
+    _check_trim_threshold_kept()
