@@ -126,11 +126,32 @@ class _Plan:
     large: LargePlan | None = field(metadata={"help": "the large-corpus plan, if it applies"})
 
 
+@dataclass(frozen=True)
+class UserShape:
+    """The sizes the user set (`--set model.block_size=`, `n_layer`, `n_embd`): the plan
+    derives the batch, learning rate and evaluation from them, not from its own."""
+
+    context: int | None = field(default=None, metadata={"help": "block_size set"})
+    n_layer: int | None = field(default=None, metadata={"help": "n_layer set"})
+    n_embd: int | None = field(default=None, metadata={"help": "n_embd set"})
+
+    @classmethod
+    def of(cls, model: dict[str, Any]) -> UserShape:
+        def size(key: str) -> int | None:
+            return int(model[key]) if model.get(key) is not None else None
+
+        return cls(size("block_size"), size("n_layer"), size("n_embd"))
+
+
 def _plan(
-    facts: CorpusFacts, budget: BudgetSpec, device: str, shape: tuple[int, int] | None = None
+    facts: CorpusFacts,
+    budget: BudgetSpec,
+    device: str,
+    shape: tuple[int, int] | None = None,
+    user: UserShape = UserShape(),
 ) -> _Plan:
     """The plan for a budget; `shape` fixes the shape (a measured one) instead of the
-    ladder's choice."""
+    ladder's choice, and the user's sizes win over both."""
     large = large_corpus_plan(facts, budget, device)  # None below its threshold
     if large is None:
         context = _context(facts)
@@ -138,8 +159,11 @@ def _plan(
     else:
         context, chosen, tokens = large.context, large.shape, large.tokens
         data_cap = PARAMS_PER_TRAIN_TOKEN * facts.train_tokens
-    if shape is not None and shape != chosen:
-        chosen, tokens = shape, expected_tokens(budget, shape, facts, context, device)
+    wanted = shape if shape is not None else chosen
+    wanted = (user.n_layer or wanted[0], user.n_embd or wanted[1])
+    if wanted != chosen or (user.context or context) != context:
+        context = user.context or context
+        chosen, tokens = wanted, expected_tokens(budget, wanted, facts, context, device)
     return _Plan(context, chosen, tokens, data_cap, large)
 
 
@@ -229,19 +253,20 @@ def choose_recipe(
     budget: BudgetSpec | None = None,
     device: str = "cpu",
     measure: Measure | None = None,
+    user: UserShape = UserShape(),
 ) -> Recipe:
     """The recipe for a corpus and budget (see the module docstring for the rule).
 
     `measure(model_table, rows)` times a candidate on this machine; with it a budget in
     minutes is planned from measured speed (recipe_minutes), without it from
-    ASSUMED_FLOPS_PER_S."""
+    ASSUMED_FLOPS_PER_S. `user`: the sizes the user set, which the rest follows."""
     budget = budget or parse_budget(DEFAULT_BUDGET)
-    plan = _plan(facts, budget, device)
+    plan = _plan(facts, budget, device, user=user)
     tokens, measured = plan.tokens, None
     if budget.minutes is not None and measure is not None:
         found = measured_plan(
             budget,
-            lambda spec, shape: _plan(facts, spec, device, shape),
+            lambda spec, shape: _plan(facts, spec, device, shape, user),
             lambda candidate: candidate.shape,
             lambda candidate: measure(
                 _model_table(facts, candidate), rows_per_step(candidate.context)
@@ -266,7 +291,7 @@ def choose_recipe(
         plan = replace(plan, tokens=tokens)
     model = _model_table(facts, plan)
     train = _train_table(facts, plan, tokens)
-    reasons = _reasons(facts, plan, tokens, train)
+    reasons = _reasons(facts, plan, tokens, train) | _user_reasons(user)
     if budget.minutes is not None:
         train["max_minutes"] = budget.minutes
         if measured is not None:
@@ -284,6 +309,21 @@ def choose_recipe(
     else:
         train["max_tokens"] = tokens
     return Recipe(model, train, reasons, facts, budget, tokens, measured)
+
+
+def _user_reasons(user: UserShape) -> dict[str, str]:
+    reasons = {}
+    if user.context is not None:
+        reasons["block_size"] = (
+            f"set by the user ({user.context}); the rows a step, the evaluation "
+            "batches and the tokens follow it"
+        )
+    if user.n_layer is not None or user.n_embd is not None:
+        reasons["n_layer/n_embd"] = (
+            "set by the user (the ladder's choice kept for the size not set); the "
+            "learning rate, heads and tokens follow it"
+        )
+    return reasons
 
 
 def _minutes_reason(minutes: float, measured: dict[str, Any]) -> str:
@@ -362,7 +402,7 @@ def apply_recipe(
     one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
     if settings.use_recipe and budget.minutes is not None and not fine_tune and one_process:
         measure = _measure_on(corpus, settings)
-    recipe = choose_recipe(facts, budget, device, measure)
+    recipe = choose_recipe(facts, budget, device, measure, UserShape.of(settings.model))
     model = dict(settings.model)
     if settings.use_recipe:
         for key, value in recipe.model.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -22,6 +23,7 @@ from seqlm.training.recipe import (
     heads_for,
     parse_budget,
 )
+from seqlm.training.recipe_context import rows_per_step
 
 
 def facts(train_tokens: int, p95: int = 100, vocab: int = 30) -> CorpusFacts:
@@ -152,6 +154,22 @@ def test_explicit_settings_win_over_the_recipe(song_corpus):
     assert resolved.train.max_minutes is None and resolved.train.max_tokens is None
     assert record["user_set"] == {"model": ["n_embd"], "train": ["lr", "max_steps"]}
     assert resolved.train.early_stopping > 0  # unset values come from the recipe
+
+
+def test_the_plan_follows_the_sizes_the_user_set(song_corpus):
+    sets = ["model.block_size=256", "model.width=512"]
+    settings = resolve_settings(None, sets, None, budget="200ktok", recipe=True)
+    resolved, record = apply_recipe(settings, song_corpus)
+    plain, _ = apply_recipe(
+        resolve_settings(None, [], None, budget="200ktok", recipe=True), song_corpus
+    )
+    assert plain.model["block_size"] < 256 and plain.model["n_embd"] < 512
+    assert resolved.model["block_size"] == 256
+    assert resolved.train.batch_size == rows_per_step(256)  # 1,024 tokens a step, as planned
+    assert resolved.train.lr == pytest.approx(3e-3 * math.sqrt(128 / 512), rel=1e-3)
+    assert "set by the user" in record["reasons"]["block_size"]
+    assert "set by the user" in record["reasons"]["n_layer/n_embd"]
+    assert record["model"]["block_size"] == 256 and record["model"]["n_embd"] == 512
 
 
 def test_a_preset_keeps_its_shape_and_budget_sets_only_the_limit(song_corpus):
