@@ -231,7 +231,11 @@ def _finished_on(folder: Path, corpus: Any, model: LSTMConfig, train: TrainConfi
     config = RunFolder(folder).read_config()
     recorded, current = config.get("corpus", {}), corpus_identity(corpus)
     same_corpus = all(recorded.get(k) == current[k] for k in ("tokens", "vocabulary_hash"))
-    same_settings = config.get("model") == model.to_dict() and config.get("train") == (
+    try:  # a run written before a setting existed ran with its default (train.ema_decay 0)
+        recorded_train = TrainConfig.from_dict(config.get("train", {})).to_dict()
+    except ConfigError:
+        return False
+    same_settings = config.get("model") == model.to_dict() and recorded_train == (
         json.loads(json.dumps(train.to_dict()))  # as config.json holds it
     )
     return config.get("model_type") == MODEL_TYPE and same_corpus and same_settings
@@ -249,7 +253,7 @@ def lstm_baseline_run(
     """The LSTM baseline beside a GPT run: reused from `folder` when a finished LSTM run
     on this corpus with the same shape, dropout and training settings is there, else
     trained into it with the GPT run's training settings (same split, budget, batch,
-    schedule, weight decay, seed) updated by `overrides` (TrainConfig field names, e.g.
+    schedule, weight decay, weight averaging `ema_decay`, seed) updated by `overrides` (TrainConfig field names, e.g.
     {"max_minutes": 2}). Returns the folder and whether it trained."""
     folder = Path(folder)
     train = TrainConfig.from_dict({**dict(train_config), **dict(overrides or {})})

@@ -9,6 +9,7 @@ Layout (see docs/architecture.md, "Run folder"):
     RUN/optimizer.pt           checkpoints/, replaced one by one, state.json last)
     RUN/state.json
     RUN/checkpoints/step_0000100/{model.safetensors, optimizer.pt, state.json}
+                               (+ model_raw.safetensors with train.ema_decay)
     RUN/best/{model.safetensors, state.json}   lowest tuning loss so far
 
 A checkpoint folder is written under a temporary name and renamed into place, so a kill
@@ -38,6 +39,7 @@ from seqlm.outputs import OutputError, apply_umask
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 WEIGHTS_FILE = "model.safetensors"
+RAW_WEIGHTS_FILE = "model_raw.safetensors"  # the un-averaged weights (train.ema_decay)
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -212,9 +214,12 @@ class RunFolder:
         optimizer_state: dict[str, Any],
         state: dict[str, Any],
         keep_last: int,
+        raw_state: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write checkpoints/step_N atomically, point the top-level files at it, and
-        delete all but the newest `keep_last` checkpoints."""
+        delete all but the newest `keep_last` checkpoints. `raw_state`: with weight
+        averaging, the optimizer's own weights (`model_state` is the average), kept in
+        the checkpoint folder only, for resuming."""
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         name = f"step_{step:07d}"
         final = self.checkpoints_dir / name
@@ -222,6 +227,10 @@ class RunFolder:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
         save_weights(model_state, temporary / WEIGHTS_FILE)
+        files = [WEIGHTS_FILE, OPTIMIZER_FILE]
+        if raw_state is not None:
+            save_weights(raw_state, temporary / RAW_WEIGHTS_FILE)
+            files.append(RAW_WEIGHTS_FILE)
         torch.save(optimizer_state, temporary / OPTIMIZER_FILE)
         _fsync_file(temporary / OPTIMIZER_FILE)
         state = {
@@ -229,7 +238,7 @@ class RunFolder:
             "format": STATE_FORMAT,
             "step": step,
             "checkpoint": f"{CHECKPOINTS_DIR}/{name}",
-            "files": record_files(temporary, (WEIGHTS_FILE, OPTIMIZER_FILE)),
+            "files": record_files(temporary, tuple(files)),
         }
         _write_json(temporary / STATE_FILE, state)
         _replace_dir(temporary, final)
@@ -295,6 +304,12 @@ class RunFolder:
 
     def load_checkpoint_weights(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         return load_weights(checkpoint.path / WEIGHTS_FILE)
+
+    def load_training_weights(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+        """The weights the optimizer goes on from: the raw ones where the checkpoint has
+        them (weight averaging), else the model's."""
+        raw = checkpoint.path / RAW_WEIGHTS_FILE
+        return load_weights(raw if raw.is_file() else checkpoint.path / WEIGHTS_FILE)
 
     def check_fresh(self) -> None:
         """A new run may not overwrite a folder that already holds checkpoints."""

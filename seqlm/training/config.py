@@ -98,6 +98,16 @@ class TrainConfig:
             "min": 0,
         },
     )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight averaging: an exponential moving average of the weights with this "
+            "decay a step (it spans about 1 / (1 - decay) steps); the tuning loss, best/ and "
+            "the run's model use the average. 0 = off.",
+            "min": 0,
+            "below": 1,
+        },
+    )
     beta1: float = field(
         default=0.9, metadata={"help": "AdamW first-moment decay.", "min": 0, "below": 1}
     )

@@ -8,9 +8,36 @@ user only learns by watching the run unless it is said up front.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from seqlm.errors import Notice
 from seqlm.training.config import DEFAULT_STEPS, TrainConfig
+
+
+@dataclass
+class EarlyStopping:
+    """Best tuning loss so far and evaluations since it improved (the trainer's)."""
+
+    best_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "evals_since_best": self.evals_since_best,
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> EarlyStopping:
+        return cls(
+            best_loss=state.get("best_loss"),
+            best_step=state.get("best_step"),
+            evals_since_best=int(state.get("evals_since_best", 0)),
+        )
 
 
 class StoppingRuleNotice(Notice):

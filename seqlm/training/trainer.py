@@ -58,6 +58,8 @@ from seqlm.training.nonfinite import (
 from seqlm.training.optim import build_adamw, set_learning_rate
 from seqlm.training.rng_state import capture_rng_state, restore_rng_state, step_seed
 from seqlm.training.schedule import lr_multiplier
+from seqlm.training.stopping import EarlyStopping
+from seqlm.training.weight_average import WeightAverage
 
 
 @dataclass
@@ -72,22 +74,6 @@ class TrainResult:
     eval_loss: float | None
     best_eval_loss: float | None
     best_step: int | None
-
-
-@dataclass
-class EarlyStopping:
-    """Best tuning loss so far and evaluations since it improved."""
-
-    best_loss: float | None = None
-    best_step: int | None = None
-    evals_since_best: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "best_loss": self.best_loss,
-            "best_step": self.best_step,
-            "evals_since_best": self.evals_since_best,
-        }
 
 
 class Trainer:
@@ -123,6 +109,7 @@ class Trainer:
             self.module.compile()  # in place: parameter names stay as they are
         self.model = wrap_model(self.module, self.ctx, config.parallel)
         self.optimizer = build_adamw(self.model, config)
+        self.average = WeightAverage(self.module, config.ema_decay)  # train.ema_decay
         # Models that can skip materialising logits (a fused or chunked loss) are asked to.
         accepts = inspect.signature(self.module.forward).parameters
         self._loss_only = {"return_logits": False} if "return_logits" in accepts else {}
@@ -191,6 +178,7 @@ class Trainer:
             self.metrics.close()
             raise
         self._write_final()
+        self.average.copy_to_module()  # the run's model is the average (as saved)
         self.callbacks.on_train_end(self)
         self.progress.finish()
         self.metrics.close()
@@ -261,6 +249,7 @@ class Trainer:
         finite = self._step_is_finite(step_loss, grad_norm)
         if finite:
             self.optimizer.step()
+            self.average.update(counters.step + 1)
         else:  # no update; raises once the skip budget is spent
             self.nonfinite.record_skip(
                 counters.step + 1, float(step_loss.item()), self.last_checkpoint_note()
@@ -381,7 +370,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean per-token loss on the tuning split; the same batches every time."""
+        """Mean per-token loss on the tuning split; the same batches every time (with
+        the averaged weights under `train.ema_decay`)."""
+        with self.average.applied():
+            return self._evaluate()
+
+    def _evaluate(self) -> float:
         assert self.eval_data is not None
         self.model.eval()
         self.eval_data.seek(DataPosition())
@@ -451,7 +445,7 @@ class Trainer:
         if not weights_are_finite(self.module.parameters()):
             step = self.counters.step
             raise diverged("the weights are", step, None, self.last_checkpoint_note())
-        model_state = full_model_state(self.model)
+        model_state, raw_state = self.average.states(lambda: full_model_state(self.model))
         optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if self.ctx.is_main:
             self.run.save_checkpoint(
@@ -460,6 +454,7 @@ class Trainer:
                 optimizer_state,
                 self.state_dict(),
                 keep_last=self.config.keep_last,
+                raw_state=raw_state,
             )
         self._last_saved_step = self.counters.step
         self.ctx.barrier()
@@ -467,7 +462,7 @@ class Trainer:
     def _save_best(self, loss: float) -> None:
         if self.run is None:
             return
-        model_state = full_model_state(self.model)
+        model_state, _ = self.average.states(lambda: full_model_state(self.model))
         if self.ctx.is_main:
             state = {"step": self.counters.step, "tokens": self.counters.tokens, "loss": loss}
             self.run.save_best(model_state, state)
@@ -477,18 +472,17 @@ class Trainer:
         """Restore weights, optimizer, counters, RNG, data position and callback state,
         so the next step is exactly the one an uninterrupted run would take."""
         assert self.run is not None
-        load_full_model_state(self.model, self.run.load_checkpoint_weights(checkpoint))
+        load_full_model_state(self.model, self.run.load_training_weights(checkpoint))
+        run = self.run
+        self.average.load(
+            lambda: load_full_model_state(self.model, run.load_checkpoint_weights(checkpoint))
+        )
         load_full_optimizer_state(self.model, self.optimizer, self.run.load_optimizer(checkpoint))
         state = checkpoint.state
         self.counters = Counters.from_dict(state["counters"])
         self.train_data.seek(DataPosition.from_dict(state["data_position"]))
         restore_rng_state(state["rng"])
-        stopping = state.get("early_stopping", {})
-        self.early_stopping = EarlyStopping(
-            best_loss=stopping.get("best_loss"),
-            best_step=stopping.get("best_step"),
-            evals_since_best=int(stopping.get("evals_since_best", 0)),
-        )
+        self.early_stopping = EarlyStopping.from_dict(state.get("early_stopping", {}))
         self.last_eval_loss = state.get("last_eval_loss")
         self._last_train_loss = state.get("last_train_loss")
         self._last_eval_step = int(state.get("last_eval_step", -1))

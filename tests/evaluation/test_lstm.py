@@ -108,3 +108,27 @@ def test_train_lstm_writes_a_run_that_is_reused(tmp_path) -> None:
     assert retrained and load_run_model(tmp_path / "lstm2").step == 3
     with pytest.raises(CorpusError, match="vocabulary"):
         train_lstm(corpus.path, tmp_path / "bad", LSTMConfig(vocab_size=3), TrainConfig())
+
+
+def test_the_baseline_gets_the_runs_weight_averaging(tmp_path) -> None:
+    import json
+
+    corpus = small_finch_corpus(tmp_path / "corpus")
+    train = TrainConfig(max_steps=6, batch_size=4, eval_every=3, eval_batches=2).to_dict()
+    gpt_model = {"vocab_size": corpus.vocab_size, "n_embd": 16, "block_size": 32}
+    averaged = {**train, "ema_decay": 0.9}
+    folder, trained = lstm_baseline_run(corpus, tmp_path / "lstm", gpt_model, averaged)
+    assert trained and load_run_model(folder).config["train"]["ema_decay"] == 0.9
+    assert (folder / "checkpoints" / "step_0000006" / "model_raw.safetensors").is_file()
+    # a GPT run without averaging gets a baseline without it
+    _, retrained = lstm_baseline_run(corpus, folder, gpt_model, train)
+    assert retrained and load_run_model(folder).config["train"]["ema_decay"] == 0.0
+    # a baseline written before the setting existed ran without it: reused, not retrained
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["train"]["ema_decay"]
+    config_path.write_text(json.dumps(config))
+    _, trained_again = lstm_baseline_run(corpus, folder, gpt_model, train)
+    assert not trained_again
+    _, trained_again = lstm_baseline_run(corpus, folder, gpt_model, averaged)
+    assert trained_again

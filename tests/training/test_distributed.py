@@ -81,3 +81,27 @@ def test_fsdp2_two_processes_match_one_process(song_corpus, one_process_run, tmp
     out = tmp_path / "fsdp"
     train_torchrun(Path(song_corpus.path), out, 2, "--set", "train.parallel=fsdp")
     assert_same_parameters(out, one_process_run)
+
+
+AVERAGING = ["--set", "train.ema_decay=0.5"]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_weight_averaging_with_two_processes_matches_one_process(song_corpus, tmp_path, parallel):
+    # The average is kept on each process's own (possibly sharded) parameters and
+    # gathered for the checkpoint: the saved model and raw weights match one process.
+    corpus = Path(song_corpus.path)
+    one = tmp_path / "one"
+    run(
+        [sys.executable, "-m", "seqlm.train", str(corpus), "--out", str(one), *SETTINGS]
+        + ["--set", "train.batch_size=4", *AVERAGING]
+    )
+    two = tmp_path / parallel
+    train_torchrun(corpus, two, 2, "--set", f"train.parallel={parallel}", *AVERAGING)
+    assert_same_parameters(two, one)
+    step = f"checkpoints/step_{STEPS:07d}"
+    first = load_weights(one / step / "model_raw.safetensors")
+    second = load_weights(two / step / "model_raw.safetensors")
+    for name in first:
+        torch.testing.assert_close(second[name], first[name], rtol=0, atol=1e-6)
+        assert not torch.equal(first[name], load_weights(one / "model.safetensors")[name])

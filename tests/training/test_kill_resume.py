@@ -43,11 +43,14 @@ def latest_step(run: RunFolder) -> int:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
-def test_sigkill_then_resume_matches_an_uninterrupted_run(song_corpus, tmp_path):
+@pytest.mark.parametrize("averaging", [(), ("--set", "train.ema_decay=0.9")])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(song_corpus, tmp_path, averaging):
+    # With weight averaging the saved model is the average, which must resume too.
+    settings = [*SETTINGS, *averaging]
     corpus = Path(song_corpus.path)
     straight = tmp_path / "straight"
     subprocess.run(
-        train_command(corpus, straight, *SETTINGS),
+        train_command(corpus, straight, *settings),
         check=True,
         env=environment(),
         capture_output=True,
@@ -57,7 +60,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(song_corpus, tmp_path)
     kill_after = random.Random(seed).randrange(5, STEPS - 20)
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        train_command(corpus, killed, *SETTINGS),
+        train_command(corpus, killed, *settings),
         env=environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -82,9 +85,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(song_corpus, tmp_path)
         env=environment(),
         capture_output=True,
     )
-    assert (killed / "model.safetensors").read_bytes() == (
-        straight / "model.safetensors"
-    ).read_bytes(), f"seed {seed}, killed after checkpoint {interrupted_at}"
+    for name in ("model.safetensors", "best/model.safetensors"):
+        assert (killed / name).read_bytes() == (straight / name).read_bytes(), (
+            f"{name}: seed {seed}, killed after checkpoint {interrupted_at}"
+        )
     assert RunFolder(killed).latest_checkpoint().step == STEPS
     # The resumed run's log has one record per step, with no duplicates from replay.
     from seqlm.training.metrics_log import read_metrics

@@ -93,8 +93,13 @@ def test_gradient_accumulation_matches_one_big_batch(song_corpus, tiny_gpt_facto
             torch.testing.assert_close(other[name], tensor, rtol=0, atol=1e-6)
 
 
-def test_resume_from_a_checkpoint_is_bitwise_exact(song_corpus, tiny_gpt_factory, tmp_path):
-    settings = config(max_steps=20, checkpoint_every=7, eval_every=5)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_from_a_checkpoint_is_bitwise_exact(
+    song_corpus, tiny_gpt_factory, tmp_path, ema_decay
+):
+    # With weight averaging (train.ema_decay) the average is resumed from the checkpoint
+    # too: the final (averaged) model, best/ and the optimizer's own weights all match.
+    settings = config(max_steps=20, checkpoint_every=7, eval_every=5, ema_decay=ema_decay)
     straight_run = RunFolder(tmp_path / "straight")
     train, tuning = loaders(song_corpus)
     straight = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT, dropout=0.1)
@@ -115,10 +120,15 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(song_corpus, tiny_gpt_factory
     trainer.resume(resumed_run.latest_checkpoint())
     assert trainer.counters.step == 7
     trainer.fit()
-    assert (resumed_run.path / "model.safetensors").read_bytes() == (
-        straight_run.path / "model.safetensors"
-    ).read_bytes()
-    assert resumed_run.read_checkpoint(resumed_run.list_checkpoints()[-1]).step == 20
+    for name in ("model.safetensors", "best/model.safetensors"):
+        assert (resumed_run.path / name).read_bytes() == (straight_run.path / name).read_bytes()
+    last = resumed_run.list_checkpoints()[-1]
+    raw = last / "model_raw.safetensors"
+    assert raw.is_file() == (ema_decay > 0)
+    if ema_decay:
+        straight_raw = straight_run.list_checkpoints()[-1] / "model_raw.safetensors"
+        assert raw.read_bytes() == straight_raw.read_bytes()
+    assert resumed_run.read_checkpoint(last).step == 20
 
 
 def test_early_stopping_stops_when_tuning_loss_stalls(song_corpus, tiny_gpt_factory):
