@@ -104,6 +104,9 @@ def test_training_grows_at_budget_fractions(song_corpus, tiny_gpt_factory):
     wrong = LayerStacking(StackingOptions(start_depth=1, grow_at=(0.5,)))
     with pytest.raises(ConfigError, match="ends at 2 blocks"):
         Trainer(model, TrainConfig(max_steps=2), train, callbacks=[wrong]).fit()
+    averaged = TrainConfig(max_steps=2, ema_decay=0.9)
+    with pytest.raises(ConfigError, match="weight averaging"):
+        Trainer(model, averaged, train, callbacks=[LayerStacking()]).fit()
     post = tiny_gpt_factory(song_corpus.vocab_size, context=32, n_layer=4, norm_placement="post")
     with pytest.raises(ConfigError, match="pre- or peri-LN"):
         Trainer(post, TrainConfig(max_steps=2), train, callbacks=[LayerStacking()]).fit()

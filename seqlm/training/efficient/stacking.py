@@ -126,6 +126,12 @@ class LayerStacking(TrainCallback):
                 f"{len(self.options.grow_at)} doublings ends at {self.options.final_depth()} "
                 f"blocks, but the model has {n_layer}"
             )
+        if trainer.average.enabled:
+            raise ConfigError(
+                "layer stacking cannot run with weight averaging (train.ema_decay): at a "
+                "growth the copied blocks' average would keep their old weights, so the "
+                "averaged model would not be the grown one; set train.ema_decay=0"
+            )
         blocks = trainer.module.blocks
         if any(block.placement == "post" for block in blocks):
             raise ConfigError(
