@@ -358,37 +358,62 @@ def edge_table(bins: Mapping[str, CodeValueBins]) -> pl.DataFrame:
     return frame.sort("low")
 
 
+class BinLookup:
+    """The bins of many codes as one matrix, for binning arrays in numpy: each row's
+    code index (`which`, -1 for a code without bins) picks a row of inner edges (padded
+    with +inf) and its bin is 1 + the number of its code's edges at or below the value,
+    the as-of rule of `CodeValueBins.bin_of`."""
+
+    def __init__(self, bins: Mapping[str, CodeValueBins]) -> None:
+        self.codes = list(bins)
+        self.counts = np.array([len(bins[c].edges) for c in self.codes], dtype=np.int64)
+        width = max(1, int(self.counts.max())) if self.codes else 1
+        self.edges = np.full((len(self.codes), width), np.inf)
+        for row, code in enumerate(self.codes):
+            self.edges[row, : self.counts[row]] = bins[code].edges
+
+    def which(self, codes: pl.Series) -> np.ndarray:
+        """Each code's row in the matrix (int64), -1 where it has no bins."""
+        if not self.codes:
+            return np.full(codes.len(), -1, dtype=np.int64)
+        found = codes.replace_strict(
+            self.codes, list(range(len(self.codes))), default=None, return_dtype=pl.Int64
+        )
+        return found.fill_null(-1).to_numpy()
+
+    def numbers(self, which: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """Bin numbers (int64, 0 where the code has no bins or the value is NaN) of
+        float64 `value`s of the codes `which`."""
+        has = (which >= 0) & ~np.isnan(value)
+        result = np.zeros(len(value), dtype=np.int64)
+        if not has.any():
+            return result
+        at_or_below = (value[has, None] >= self.edges[which[has]]).sum(axis=1)
+        # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
+        result[has] = np.minimum(at_or_below, self.counts[which[has]]) + 1
+        return result
+
+
 def with_bin_numbers(
     frame: pl.LazyFrame, bins: Mapping[str, CodeValueBins], table: pl.DataFrame | None = None
 ) -> pl.LazyFrame:
-    """Add a `bin` column (Int64, null where the code has no bins or the value is null).
-
-    Vectorised in numpy: each row's code picks a row of a matrix of inner edges (padded
-    with +inf) and its bin is 1 + the number of its code's edges at or below the value,
-    the as-of rule of `CodeValueBins.bin_of`. Elementwise, so it streams in chunks and
-    needs no sort. (`table`, the old as-of join's edge table, is accepted and unused.)
+    """Add a `bin` column (Int64, null where the code has no bins or the value is null),
+    by `BinLookup` in numpy. Elementwise, so it streams in chunks and needs no sort.
+    (`table`, the old as-of join's edge table, is accepted and unused.)
     """
     del table
     if not bins:
         return frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
-    codes = list(bins)
-    counts = np.array([len(bins[c].edges) for c in codes], dtype=np.int64)
-    edges = np.full((len(codes), max(1, int(counts.max()))), np.inf)
-    for row, code in enumerate(codes):
-        edges[row, : counts[row]] = bins[code].edges
+    lookup = BinLookup(bins)
 
     def bin_numbers(pair: pl.Series) -> pl.Series:
         which = pair.struct.field("which").fill_null(-1).to_numpy()
         value = pair.struct.field("value").cast(pl.Float64).fill_null(np.nan).to_numpy()
-        has = (which >= 0) & ~np.isnan(value)
-        result = np.zeros(len(value), dtype=np.int64)
-        at_or_below = (value[has, None] >= edges[which[has]]).sum(axis=1)
-        # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
-        result[has] = np.minimum(at_or_below, counts[which[has]]) + 1
-        return pl.Series("bin", result).set(pl.Series(~has), None)
+        result = lookup.numbers(which, value)
+        return pl.Series("bin", result).set(pl.Series(result == 0), None)
 
     which = pl.col("code").replace_strict(
-        codes, list(range(len(codes))), default=None, return_dtype=pl.Int64
+        lookup.codes, list(range(len(lookup.codes))), default=None, return_dtype=pl.Int64
     )
     return frame.with_columns(
         pl.struct(which.alias("which"), pl.col("value"))

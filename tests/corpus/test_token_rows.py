@@ -41,7 +41,23 @@ def awkward_rows() -> pl.DataFrame:
             "text": [None, "hi", "", "a//b", None, "t", None, "T", "u v", None],
         }
     )
-    return pl.concat([frame, extra.select(frame.columns)], how="vertical_relaxed")
+    # Number-like texts of a numeric code (read as its values), a word, a text beside a
+    # value, and a value that is not a finite float32.
+    numbers = pl.DataFrame(
+        {
+            "entity": ["subject000", "subject001", "subject002", "subject003", "subject004"] * 2,
+            "group": ["site0"] * 10,
+            "time": [2e5 + i for i in range(10)],
+            "kind": ["LAB"] * 10,
+            "code": ["LAB//0//mg"] * 10,
+            "value": [None, None, None, None, 3.0, None, 1e300, float("inf"), None, None],
+            "text": ["12", " 9.5 ", "abc", "1e1", "7", "12", None, "x", "", "-0.5"],
+        }
+    )
+    return pl.concat(
+        [frame, extra.select(frame.columns), numbers.select(frame.columns)],
+        how="vertical_relaxed",
+    )
 
 
 SCHEMES = {
@@ -66,7 +82,8 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     keyed, pairs = keyed_rows(rows, scheme, bins)
     tokens = pair_tokens(pairs, scheme).sort("pair")
     per_row = tokens[keyed["pair"].to_numpy()]
-    for column in ("data_token", "unknown", "reserved_label", "bin"):
+    columns = ("data_token", "unknown", "reserved_label", "bin", "text", "text_fate", "value_fate")
+    for column in columns:
         assert per_row[column].to_list() == expected[column].to_list(), column
     for column in ("time_s", "gap"):
         assert keyed[column].to_list() == expected[column].to_list(), column
