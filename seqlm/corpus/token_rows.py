@@ -106,7 +106,12 @@ def keyed_rows(
         stored_value(pl.col("value")).fill_nan(None).fill_null(np.nan).alias("value"),
     )
     base, first = _bases(frame)
-    strings = rows[first].select(pl.col("kind"), pl.col("code").fill_null(""), pl.col("text"))
+    # (The sorted work file keeps these columns as categoricals.)
+    strings = rows[first].select(
+        pl.col("kind").cast(pl.String),
+        pl.col("code").cast(pl.String).fill_null(""),
+        pl.col("text").cast(pl.String),
+    )
     facts = _base_facts(strings, scheme, bins)
     value = frame["value"].to_numpy()
     given = ~np.isnan(value)
