@@ -7,9 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 from helpers.corpus_helpers import clinic_frame, ingested
+from polars.testing import assert_frame_equal
 
 from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
-from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events
+from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events, with_token_strings
 from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.value_bins import ValueSampler
@@ -109,3 +110,17 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     assert np.array_equal(
         per_row["reserved_label"].to_numpy(), expected["reserved_label"].to_numpy()
     )
+
+
+def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones():
+    """The strings `pair_tokens` keeps in the process for the next partitions (a join
+    instead of the escapes) are those `with_token_strings` makes, across schemes and
+    for pair tables that are partly new."""
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    for name in ("text", "fused", "text", "separate"):
+        scheme = SCHEMES[name]
+        sampler = ValueSampler(scheme.value_sample_size)
+        sampler.add(rows)
+        _, pairs = keyed_rows(rows, scheme, sampler.fit(scheme))
+        for part in (pairs.head(pairs.height // 2), pairs, pairs.reverse()):
+            assert_frame_equal(pair_tokens(part, scheme), with_token_strings(part, scheme))
