@@ -23,7 +23,7 @@ import polars as pl
 
 from seqlm.corpora_adapters.base import time_in_seconds
 from seqlm.vocabularies.event_tokens import with_token_strings
-from seqlm.vocabularies.fitting import holders_of
+from seqlm.vocabularies.fitting import HOLDERS_KEPT
 from seqlm.vocabularies.scheme import UNK_ID, TokenScheme
 from seqlm.vocabularies.text_values import (
     BESIDE_VALUE,
@@ -265,29 +265,13 @@ def train_counts(
     rows: (per data token: code, text, bin of its first row, its kind's unknown, count,
     distinct entities, the first HOLDERS_KEPT + 1 entities, distinct sources; the
     (data_token, code, text) pairs seen in train, for the one-source check)."""
-    ids = tokens.select(
-        "pair",
-        pl.col("data_token").rank("dense").cast(pl.Int64).alias("token_id"),
-        pl.col("unknown").rank("dense").cast(pl.Int64).alias("unknown_id"),
-    )
-    rows = keyed.filter(pl.Series(train)).select("entity", "pair")
-    order = ids.sort("pair")
-    token_of = order["token_id"].to_numpy()
-    unknown_of = order["unknown_id"].to_numpy()
-    pair = rows["pair"].to_numpy()
-    rows = rows.with_columns(
-        pl.Series("token_id", token_of[pair]), pl.Series("unknown_id", unknown_of[pair])
-    )
-    support = [
-        pl.len().cast(pl.Int64).alias("count"),
-        pl.col("entity").n_unique().cast(pl.Int64).alias("entities"),
-    ]
-    per_token = rows.group_by("token_id").agg(
-        pl.col("pair").first(), *support, holders_of(pl.col("entity"))
-    )
+    token_of = tokens.sort("pair")["data_token"].rank("dense").cast(pl.Int64).to_numpy()
+    pair = keyed["pair"].to_numpy()[train]
+    per_token = _token_support(keyed["entity"].to_numpy()[train], pair, token_of)
     named = tokens.select("pair", "data_token", "code", "text", "bin", "text_unknown", "unknown")
     per_token = per_token.join(named, on="pair", how="left")
-    seen = tokens.filter(pl.col("pair").is_in(rows["pair"].unique().implode()))
+    in_train = np.bincount(pair, minlength=tokens.height)[tokens["pair"].to_numpy()] > 0
+    seen = tokens.filter(pl.Series(in_train))
     sources = seen.group_by("data_token").agg(pl.struct("code", "text").n_unique().alias("sources"))
     per_token = per_token.join(sources, on="data_token", how="left").select(
         "data_token",
@@ -302,6 +286,39 @@ def train_counts(
         "sources",
     )
     return per_token, seen.select("data_token", "code", "text")
+
+
+def _token_support(entity: np.ndarray, pair: np.ndarray, token_of: np.ndarray) -> pl.DataFrame:
+    """Per token of the train rows (`entity` run ids, in runs; `pair` numbers; each
+    pair's token number `token_of`): the pair of its first row, its count, its
+    distinct entities and the first HOLDERS_KEPT + 1 of them (`holders_of`), in numpy
+    on integer keys rather than a grouping with a distinct count and a list per token."""
+    token = token_of[pair]
+    first = pl.Series(token).arg_unique().to_numpy()
+    found = token[first]
+    count = np.bincount(token, minlength=int(token_of.max(initial=0)) + 1)
+    width = int(entity.max(initial=0)) + 1
+    # Distinct (token, entity), sorted by token then entity.
+    held = np.sort(pl.Series(token * width + entity).unique().to_numpy())
+    held_token, held_entity = held // width, held % width
+    entities = np.bincount(held_token, minlength=len(count))
+    starts = np.concatenate(([0], np.cumsum(entities)[:-1]))
+    kept = np.arange(len(held)) - starts[held_token] <= HOLDERS_KEPT
+    holders = (
+        pl.DataFrame({"token_id": held_token[kept], "holders": held_entity[kept]})
+        .group_by("token_id", maintain_order=True)
+        .agg("holders")
+    )
+    per_token = pl.DataFrame(
+        {
+            "token_id": found,
+            "pair": pair[first],
+            "count": count[found],
+            "entities": entities[found],
+        },
+        schema={"token_id": pl.Int64, "pair": pl.Int64, "count": pl.Int64, "entities": pl.Int64},
+    )
+    return per_token.join(holders, on="token_id", how="left")
 
 
 def pair_ids(vocab: Vocabulary, pairs: pl.DataFrame) -> np.ndarray:
