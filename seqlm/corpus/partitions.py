@@ -218,12 +218,11 @@ def sort_rows(
     # On the sorted rows with entities as run ids (integers hash faster than names), and
     # only the columns it reads (its filters would copy every column); codes categorical.
     checks = merge_checks(stored.select(pl.col("entity").rle_id(), "time", "order", "code"))
-    del stored
     # The entities in the file's order: the later stages number them by their runs.
     entity = pl.col("entity")
     in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
     aggregates = entity_aggregates(rows.lazy(), attributes)
-    sample = source_train_sample(rows, sample_size) if sample_size else None
+    sample = source_train_sample(rows, sample_size, stored) if sample_size else None
     return (
         in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"),
         checks,
@@ -305,12 +304,14 @@ def sample_partition(
     """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
     sampler = ValueSampler(sample_size)
     if part.sorted_file.exists():
-        rows = read_sorted_file(part.sorted_file, SAMPLED_COLUMNS)
+        rows = read_sorted_file(part.sorted_file, SAMPLED_COLUMNS, strings=False)
         sampler.add(rows.filter(pl.Series(_is_train(part_split))), entity_runs=True)
     return sampler
 
 
-def source_train_sample(rows: pl.DataFrame, sample_size: int) -> ValueSampler | None:
+def source_train_sample(
+    rows: pl.DataFrame, sample_size: int, stored: pl.DataFrame | None = None
+) -> ValueSampler | None:
     """`sample_partition` of sorted `rows`, made by the sort stage from the rows' own
     (source) split, which saves the sampling stage's read of the sorted file: the same
     sample wherever the build's splits are the source's (the writer checks). None when
@@ -318,7 +319,9 @@ def source_train_sample(rows: pl.DataFrame, sample_size: int) -> ValueSampler | 
     if rows["split"].null_count() == rows.height:
         return None
     sampler = ValueSampler(sample_size)
-    train = rows.select(SAMPLED_COLUMNS).filter(rows["split"] == "train")
+    # From the sorted file's columns (`stored`: codes and texts categorical) if given.
+    columns = (stored if stored is not None else rows).select(SAMPLED_COLUMNS)
+    train = columns.filter(rows["split"] == "train")
     sampler.add(train, entity_runs=True)
     return sampler
 

@@ -131,6 +131,32 @@ def fit_code_bins(values: np.ndarray, n_bins: int) -> CodeValueBins | None:
     return CodeValueBins(edges=tuple(float(e) for e in edges), centres=centres)
 
 
+def _text_facts(events: pl.DataFrame, given: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Per row without a `given` value: the number its text spells (null if none) and
+    whether the text is not empty, as columns. A categorical `text` (the corpus
+    build's sorted files) is parsed once per distinct text (a train partition of 500k
+    MEDS rows holds a few thousand), a string one per row."""
+    if "text" not in events.columns:
+        return pl.lit(None, dtype=pl.Float64), pl.lit(False)
+    if events.schema["text"] != pl.Categorical:
+        text = pl.col("text")
+        number = events.select(parsed_number(pl.when(given).then(None).otherwise(text)))
+        return pl.lit(number.to_series()), (text.str.len_chars() > 0).fill_null(False)
+    wanted = events.select(pl.when(given).then(None).otherwise(pl.col("text")))
+    ids = wanted.to_series().cast(pl.Categorical).to_physical()
+    first = ids.arg_unique()
+    texts = wanted[first].to_series().cast(pl.String)
+    table = pl.DataFrame(
+        {
+            "_id": ids.gather(first),
+            "_number": texts.to_frame().select(parsed_number(pl.col(texts.name))).to_series(),
+            "_word": (texts.str.len_chars() > 0).fill_null(False),
+        }
+    )
+    found = ids.to_frame("_id").join(table, on="_id", how="left", maintain_order="left")
+    return pl.lit(found["_number"]), pl.lit(found["_word"].fill_null(False))
+
+
 class ValueSampler:
     """Train value statistics per code, added chunk by chunk with bounded memory.
 
@@ -166,19 +192,12 @@ class ValueSampler:
         """Take the finite values of `events` (columns entity, time, order, code, value,
         and `text` when there is one). `entity_runs`: each entity's rows are one run
         (a sorted partition), so entities are counted by run ids, not by hashing names."""
-        text = pl.col("text") if "text" in events.columns else pl.lit(None, dtype=pl.String)
         stored = stored_value(pl.col("value"))
-        # The parsed number once, in its own column: three expressions use it, and an
-        # eager select would parse every text three times. Only texts of rows without a
-        # finite (stored) value are parsed: the others' numbers are never used.
-        events = events.with_columns(
-            stored,
-            parsed_number(pl.when(~(stored.is_not_null() & stored.is_finite())).then(text)).alias(
-                "_number"
-            ),
-        )
+        events = events.with_columns(stored)
         given = pl.col("value").is_not_null() & pl.col("value").is_finite()
-        number = pl.col("_number")
+        # Only texts of rows without a finite (stored) value are read: the others'
+        # numbers are never used.
+        number, word = _text_facts(events, given)
         events = events.select(
             pl.col("code").fill_null(""),
             pl.col("entity"),
@@ -193,21 +212,25 @@ class ValueSampler:
             .otherwise(None)
             .cast(pl.Int8)
             .alias("source"),
-            (~given & number.is_null() & (text.str.len_chars() > 0).fill_null(False)).alias("word"),
+            (~given & number.is_null() & word).alias("word"),
         )
         useful = events.filter(pl.col("source").is_not_null() | pl.col("word"))
         if useful.height == 0:
             return
         entity, source = pl.col("_unit"), pl.col("source")
-        stats = useful.group_by("code").agg(
-            (source == 0).sum().cast(pl.Int64).alias("n_values"),
-            entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
-            (source == 1).sum().cast(pl.Int64).alias("n_text_numbers"),
-            entity.filter(source.is_not_null())
-            .n_unique()
-            .cast(pl.Int64)
-            .alias("n_number_entities"),
-            pl.col("word").sum().cast(pl.Int64).alias("n_text_words"),
+        stats = (
+            useful.group_by("code")
+            .agg(
+                (source == 0).sum().cast(pl.Int64).alias("n_values"),
+                entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
+                (source == 1).sum().cast(pl.Int64).alias("n_text_numbers"),
+                entity.filter(source.is_not_null())
+                .n_unique()
+                .cast(pl.Int64)
+                .alias("n_number_entities"),
+                pl.col("word").sum().cast(pl.Int64).alias("n_text_words"),
+            )
+            .with_columns(pl.col("code").cast(pl.String))
         )
         valued = useful.filter(source.is_not_null())
         # Categorical, not String: a filtered string column keeps every chunk's text
