@@ -31,30 +31,28 @@ def merge_checks(rows: pl.DataFrame) -> dict[str, Any]:
 
     `rows` are in sequence order: each entity's rows together, by (time, order) with
     static (null-time) rows first. That order makes both counts cheap: duplicates can
-    only sit in runs of rows sharing (entity, time), and an entity whose `order` rises
-    with its time cannot restart, so only the other entities are regrouped by `order`.
+    only sit in runs of rows sharing (entity, time), so a row repeats an earlier one
+    where its (run, code) is not the first of its value (one integer key, no grouping),
+    and an entity whose `order` rises with its time cannot restart, so only the other
+    entities are regrouped by `order`.
     """
     entity, time, order = pl.col("entity"), pl.col("time"), pl.col("order")
     same_entity = entity.eq_missing(entity.shift(1))
     same_time = same_entity & time.eq(time.shift(1)).fill_null(False)
+    # Category ids are below 2**32: a null code takes 2**32.
+    code = pl.col("code").cast(pl.Categorical).to_physical().cast(pl.UInt64).fill_null(2**32)
     flags = rows.select(
+        entity,
         # A row sharing (entity, time) with a neighbour: the only possible duplicates.
-        (same_time | same_time.shift(-1).fill_null(False)).alias("shared"),
+        ((same_time | same_time.shift(-1).fill_null(False)) & time.is_not_null()).alias("shared"),
+        # The (entity, time) run and the code in one key.
+        ((~same_time).cum_sum().cast(pl.UInt64) * (2**32 + 1) + code).alias("key"),
         # `order` falling within an entity: the only entities that can restart.
         (same_entity & (order < order.shift(1)).fill_null(True)).alias("back"),
     )
-    shared = rows.filter(flags["shared"] & rows["time"].is_not_null())
-    duplicates = (
-        # Categorical codes: the grouping hashes integers.
-        shared.lazy()
-        .group_by("entity", "time", pl.col("code").cast(pl.Categorical))
-        .len()
-        .filter(pl.col("len") > 1)
-        .group_by("entity")
-        .agg((pl.col("len") - 1).sum().alias("rows"))
-        .collect()
-    )
-    back = rows.filter(flags["back"])["entity"].unique().implode()
+    shared = flags.filter(pl.col("shared"))
+    repeated = shared.filter(~pl.col("key").is_first_distinct())
+    back = flags.filter(pl.col("back"))["entity"].unique().implode()
     restarts = (
         rows.lazy()
         .filter(entity.is_in(back) & time.is_not_null())
@@ -64,8 +62,8 @@ def merge_checks(rows: pl.DataFrame) -> dict[str, Any]:
         .collect()
     )
     return {
-        "duplicate_events": int(duplicates["rows"].sum()),
-        "entities_with_duplicates": duplicates.height,
+        "duplicate_events": repeated.height,
+        "entities_with_duplicates": repeated["entity"].n_unique(),
         "time_restarts": int(restarts["restarts"].sum()),
         "entities_with_time_restarts": restarts.height,
     }

@@ -70,6 +70,11 @@ SAMPLED_COLUMNS = ["entity", "time", "order", "code", "value", "text"]
 # The sorted and tokens work files are Arrow IPC with lz4: written once and read back
 # by this build only, they need no Parquet encoding (a third cheaper to write).
 WORK_COMPRESSION = "lz4"
+# Columns of the sorted work file kept as categoricals: their strings are written once
+# per distinct value (a partition of 500k MEDS rows holds a few thousand), so the file
+# is written and read in about half the time (x20: 0.26 -> 0.15 CPU us per row) and
+# the count stage groups their integer ids.
+CATEGORICAL_COLUMNS = ("kind", "code", "text")
 # The pairs file: the strings of each distinct (kind, code, text, bin) of a partition.
 PAIR_COLUMNS = ["pair", "data_token", "unknown", "code", "text", "reserved_label"]
 PAIR_COLUMNS += ["text_unknown", "text_fate", "value_fate"]  # issue 20: text values
@@ -105,6 +110,26 @@ def read_work_file(path: Path, columns: list[str] | None = None) -> pl.DataFrame
     """A work file read back; glob=False because the output folder may hold `[` or `*`."""
     frame = pl.scan_ipc(path, glob=False)
     return (frame.select(columns) if columns is not None else frame).collect()
+
+
+def write_sorted_file(rows: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """A partition's sorted events (`SORTED_COLUMNS`) into its work file, the
+    `CATEGORICAL_COLUMNS` dictionary-encoded; returns what it wrote."""
+    cast = [pl.col(c).cast(pl.Categorical) for c in CATEGORICAL_COLUMNS]
+    stored = rows.select(SORTED_COLUMNS).with_columns(cast)
+    stored.write_ipc(path, compression=WORK_COMPRESSION)
+    return stored
+
+
+def read_sorted_file(
+    path: Path, columns: list[str] | None = None, strings: bool = True
+) -> pl.DataFrame:
+    """A sorted work file read back, its categorical columns as strings unless not
+    `strings` (the count stage works on their ids)."""
+    rows = read_work_file(path, columns)
+    if not strings:
+        return rows
+    return rows.with_columns(pl.col(c).cast(pl.String) for c in CATEGORICAL_COLUMNS if c in rows)
 
 
 def partition_of(entity: pl.Expr, n_partitions: int) -> pl.Expr:
@@ -188,16 +213,16 @@ def sort_rows(
     if not rows.height:
         return pl.DataFrame(), {}, ValueSampler(sample_size) if sample_size else None
     rows = _in_sequence_order(rows)
-    # On the sorted rows with entities as run ids (integers hash faster than names), and
-    # only the columns it reads (its filters would copy every column).
-    checks = merge_checks(rows.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
-    rows.select(SORTED_COLUMNS).write_ipc(part.sorted_file, compression=WORK_COMPRESSION)
+    stored = write_sorted_file(rows, part.sorted_file)
+    # On the sorted rows with entities as run ids (integers hash faster than names), and
+    # only the columns it reads (its filters would copy every column); codes categorical.
+    checks = merge_checks(stored.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # The entities in the file's order: the later stages number them by their runs.
     entity = pl.col("entity")
     in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
     aggregates = entity_aggregates(rows.lazy(), attributes)
-    sample = source_train_sample(rows, sample_size) if sample_size else None
+    sample = source_train_sample(rows, sample_size, stored) if sample_size else None
     return (
         in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"),
         checks,
@@ -279,12 +304,14 @@ def sample_partition(
     """Train value statistics of one partition (merged by `ValueSampler.merge`)."""
     sampler = ValueSampler(sample_size)
     if part.sorted_file.exists():
-        rows = read_work_file(part.sorted_file, SAMPLED_COLUMNS)
+        rows = read_sorted_file(part.sorted_file, SAMPLED_COLUMNS, strings=False)
         sampler.add(rows.filter(pl.Series(_is_train(part_split))), entity_runs=True)
     return sampler
 
 
-def source_train_sample(rows: pl.DataFrame, sample_size: int) -> ValueSampler | None:
+def source_train_sample(
+    rows: pl.DataFrame, sample_size: int, stored: pl.DataFrame | None = None
+) -> ValueSampler | None:
     """`sample_partition` of sorted `rows`, made by the sort stage from the rows' own
     (source) split, which saves the sampling stage's read of the sorted file: the same
     sample wherever the build's splits are the source's (the writer checks). None when
@@ -292,7 +319,9 @@ def source_train_sample(rows: pl.DataFrame, sample_size: int) -> ValueSampler | 
     if rows["split"].null_count() == rows.height:
         return None
     sampler = ValueSampler(sample_size)
-    train = rows.select(SAMPLED_COLUMNS).filter(rows["split"] == "train")
+    # From the sorted file's columns (`stored`: codes and texts categorical) if given.
+    columns = (stored if stored is not None else rows).select(SAMPLED_COLUMNS)
+    train = columns.filter(rows["split"] == "train")
     sampler.add(train, entity_runs=True)
     return sampler
 
@@ -309,7 +338,7 @@ def count_partition(
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter
-    rows = read_work_file(part.sorted_file)
+    rows = read_sorted_file(part.sorted_file, strings=False)
     keyed, pairs = keyed_rows(rows, scheme, bins)
     del rows
     tokens = pair_tokens(pairs, scheme)

@@ -16,24 +16,42 @@ Per row only numbers remain: entity run id, seconds, gap, bin, pair.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from seqlm.corpora_adapters.base import time_in_seconds
 from seqlm.vocabularies.event_tokens import with_token_strings
-from seqlm.vocabularies.fitting import holders_of
+from seqlm.vocabularies.fitting import HOLDERS_KEPT
 from seqlm.vocabularies.scheme import UNK_ID, TokenScheme
-from seqlm.vocabularies.text_values import fate_counts, with_values_and_fates
-from seqlm.vocabularies.value_bins import CodeValueBins, stored_value
+from seqlm.vocabularies.text_values import (
+    BESIDE_VALUE,
+    EMPTY_TEXT,
+    NO_TEXT,
+    NO_VALUE,
+    TEXT_NUMBER,
+    TEXT_OFF,
+    TEXT_TOKEN,
+    VALUE_BINNED,
+    VALUE_UNBINNED,
+    fate_counts,
+)
+from seqlm.vocabularies.value_bins import BinLookup, CodeValueBins, parsed_number, stored_value
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 # What the per-row tokens file holds (all numeric).
 ROW_COLUMNS = ["entity", "time_s", "gap", "bin", "pair"]
-PAIR_KEY = ["kind_id", "code_id", "text_id", "bin", "text_fate", "value_fate"]
 # What the pair table keeps per pair (the fates let the encode stage count what became of
 # every text and value: seqlm.vocabularies.text_values).
 PAIR_STRINGS = ["pair", "kind", "code", "text", "bin", "text_fate", "value_fate"]
+# What a pair's token strings depend on, and the strings (`pair_tokens`).
+TOKEN_KEY = ["kind", "code", "text", "bin"]
+TOKEN_STRINGS = ["data_token", "text_unknown", "unknown", "reserved_label"]
+# The token strings of this many (kind, code, text, bin) at most are kept for the next
+# partitions (beyond it the cache starts again from one partition's pairs).
+CACHED_TOKENS = 200_000
+_TOKEN_CACHE: dict[tuple[Any, ...], pl.DataFrame] = {}
 
 
 def _ids(column: pl.Expr) -> pl.Expr:
@@ -41,65 +59,203 @@ def _ids(column: pl.Expr) -> pl.Expr:
     return column.cast(pl.Categorical).to_physical().cast(pl.Int64)
 
 
+def _first_seen(keys: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's number, the first row of each number): rows of equal `keys` share a
+    number, numbered in the order of their first rows."""
+    table = (
+        keys.with_row_index("_row")
+        .group_by(keys.columns, maintain_order=True)
+        .agg(pl.col("_row").first())
+    )
+    numbered = table.with_row_index("_number")
+    found = keys.join(
+        numbered.drop("_row"), on=keys.columns, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return found["_number"].cast(pl.Int64).to_numpy(), numbered["_row"].cast(pl.Int64).to_numpy()
+
+
+def _bases(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """`_first_seen` of the rows' (kind_id, code_id, text_id). Codes and texts packed
+    into one integer where the ids fit, and the kind checked to follow from them (as
+    it does where the adapter derives it from the code), which groups one column
+    instead of three."""
+    code, text = frame["code_id"], frame["text_id"]
+    if frame.height and code.max() < 2**30 and (text.max() or 0) < 2**32:  # type: ignore[operator]
+        packed = frame.select(
+            (pl.col("code_id") * 2**33 + pl.col("text_id").fill_null(-1) + 1).alias("key")
+        )
+        base, first = _first_seen(packed)
+        kind = frame["kind_id"]
+        if kind.eq_missing(kind.gather(first[base])).all():
+            return base, first
+    return _first_seen(frame.select("kind_id", "code_id", "text_id"))
+
+
 def keyed_rows(
     rows: pl.DataFrame, scheme: TokenScheme, bins: Mapping[str, CodeValueBins]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows sorted by (entity, time, order) -> (per-row frame of `ROW_COLUMNS`, the
-    pair table: pair, kind, code, text, bin, one row per distinct pair).
+    pair table: pair, kind, code, text, bin, text_fate, value_fate, one row per distinct
+    pair, numbered in the order of their first rows).
 
     `entity` becomes the run id of the entity (0, 1, ... in sorted order), so the
-    time and gap windows work on integers; the values are the same as
-    `event_token_frame`'s (the same expressions per entity)."""
+    time and gap windows work on integers. The bins and fates are those of
+    `text_values.with_values_and_fates`, worked out without a string expression per
+    row: what depends on the strings (the code's bins, the number a text spells, an
+    empty text) once per distinct (kind, code, text), the rest in numpy per row."""
     time_type = rows.schema["time"]
-    frame = rows.lazy().select(
+    frame = rows.select(
         pl.col("entity").rle_id().cast(pl.Int64).alias("entity"),
-        pl.col("time"),
-        pl.col("kind"),
-        pl.col("code").fill_null(""),
-        pl.col("text"),
-        stored_value(pl.col("value")).fill_nan(None),  # as event_token_frame: float32
+        time_in_seconds(pl.col("time"), time_type).alias("time_s"),
+        _ids(pl.col("kind")).alias("kind_id"),
+        _ids(pl.col("code").fill_null("")).alias("code_id"),
+        _ids(pl.col("text")).alias("text_id"),
+        stored_value(pl.col("value")).fill_nan(None).fill_null(np.nan).alias("value"),
     )
-    frame = frame.with_columns(time_in_seconds(pl.col("time"), time_type).alias("time_s"))
-    # As event_token_frame: bins, numbers read from texts, each text's and value's fate.
-    frame = with_values_and_fates(frame, scheme, bins)
-    # Without use_text every text is null: one id for all.
-    text_id = _ids(pl.col("text")) if scheme.use_text else pl.lit(0, dtype=pl.Int64)
-    frame = frame.with_columns(
+    base, first = _bases(frame)
+    # (The sorted work file keeps these columns as categoricals.)
+    strings = rows[first].select(
+        pl.col("kind").cast(pl.String),
+        pl.col("code").cast(pl.String).fill_null(""),
+        pl.col("text").cast(pl.String),
+    )
+    facts = _base_facts(strings, scheme, bins)
+    value = frame["value"].to_numpy()
+    given = ~np.isnan(value)
+    number = facts["number"][base]
+    value = np.where(given, value, number)
+    bin_number = facts["lookup"].numbers(facts["which"][base], value)
+    # One fine key per (kind, code, text, value given, bin): everything else follows.
+    width = int(bin_number.max()) + 1 if len(bin_number) else 1
+    fine = pl.DataFrame({"key": (base * 2 + given) * width + bin_number})
+    fine_of_row, fine_first = _first_seen(fine)
+    fine_base, fine_given, fine_bin = base[fine_first], given[fine_first], bin_number[fine_first]
+    text_fate, value_fate = _fates(
+        facts["text_state"][fine_base],
+        ~fine_given & ~np.isnan(facts["number"][fine_base]),
+        fine_given,
+        fine_bin > 0,
+        scheme,
+    )
+    ids = frame.select("kind_id", "code_id", "text_id")[fine_first]
+    pair_keys = ids.with_columns(
+        pl.when(pl.Series(text_fate == TEXT_TOKEN)).then(pl.col("text_id")).alias("text_id"),
+        pl.Series("bin", fine_bin),
+        pl.Series("text_fate", text_fate),
+        pl.Series("value_fate", value_fate),
+    )
+    pair_of_fine, pair_first = _first_seen(pair_keys)
+    chosen = fine_first[pair_first]
+    pairs = strings[base[chosen]].select(
+        pl.Series("pair", np.arange(len(chosen), dtype=np.int64)),
+        "kind",
+        "code",
+        pl.when(pl.Series(text_fate[pair_first] == TEXT_TOKEN)).then(pl.col("text")),
+        _nullable_bins(bin_number[chosen]),
+        pl.Series("text_fate", text_fate[pair_first]),
+        pl.Series("value_fate", value_fate[pair_first]),
+    )
+    keyed = frame.select(
+        "entity",
+        "time_s",
         # The rows are in entity runs: a gap within the run, null at its start (as
         # `diff().over("entity")`, without hashing the entities).
         pl.when(pl.col("entity") == pl.col("entity").shift(1))
         .then(pl.col("time_s").diff())
         .alias("gap"),
-        _ids(pl.col("kind")).alias("kind_id"),
-        _ids(pl.col("code")).alias("code_id"),
-        text_id.alias("text_id"),
-    ).collect()
-    # The pairs numbered in the order of their first rows, by one grouping on integers
-    # that also lists each pair's rows: scattering the numbers back to the rows costs a
-    # fraction of a join on the six key columns.
-    groups = (
-        frame.select(PAIR_KEY)
-        .with_row_index("row")
-        .group_by(PAIR_KEY)
-        .agg(pl.col("row"))
-        .select(pl.col("row").list.first().alias("first"), "row")
-        .sort("first")
-        .with_row_index("pair")
+        _nullable_bins(bin_number),
+        pl.Series("pair", pair_of_fine[fine_of_row]),
     )
-    listed = groups.select("pair", "row").explode("row")
-    pair_of_row = np.empty(frame.height, dtype=np.int64)
-    pair_of_row[listed["row"].to_numpy()] = listed["pair"].to_numpy()
-    pairs = frame.select(PAIR_STRINGS[1:])[groups["first"]].with_columns(
-        groups["pair"].cast(pl.Int64)
-    )
-    keyed = frame.with_columns(pl.Series("pair", pair_of_row))
     return keyed.select(ROW_COLUMNS), pairs.select(PAIR_STRINGS)
 
 
+def _nullable_bins(numbers: np.ndarray) -> pl.Series:
+    """Bin numbers as the `bin` column: Int64, null for no bin (0)."""
+    series = pl.Series("bin", numbers, dtype=pl.Int64)
+    return series.set(pl.Series(numbers == 0), None)  # type: ignore[arg-type]
+
+
+def _base_facts(
+    strings: pl.DataFrame, scheme: TokenScheme, bins: Mapping[str, CodeValueBins]
+) -> dict[str, Any]:
+    """Per distinct (kind, code, text): its code's row in the bin lookup (`which`), the
+    number its text gives where `with_values_and_fates` reads one (`number`, NaN else)
+    and whether the text is null (0), empty (1) or not (2)."""
+    lookup = BinLookup(bins if scheme.uses_values else {})
+    code, text = strings["code"], strings["text"]
+    number_codes = [c for c, b in bins.items() if b.text_numbers]
+    number = np.full(strings.height, np.nan)
+    if scheme.uses_values and scheme.use_text and number_codes:
+        parsed = strings.select(
+            parsed_number(pl.when(pl.col("code").is_in(number_codes)).then(pl.col("text")))
+        ).to_series()
+        number = parsed.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    empty = (text.str.len_chars() == 0).fill_null(False).to_numpy()
+    text_state = np.where(text.is_null().to_numpy(), 0, np.where(empty, 1, 2))
+    return {
+        "lookup": lookup,
+        "which": lookup.which(code),
+        "number": number,
+        "text_state": text_state,
+    }
+
+
+def _fates(
+    text_state: np.ndarray,
+    parsed: np.ndarray,
+    given: np.ndarray,
+    binned: np.ndarray,
+    scheme: TokenScheme,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`text_fate` and `value_fate` (int8) as `with_values_and_fates` gives them."""
+    text_fate = np.select(
+        [
+            text_state == 0,
+            text_state == 1,
+            np.full(len(text_state), not scheme.use_text),
+            parsed,
+            binned,
+        ],
+        [NO_TEXT, EMPTY_TEXT, TEXT_OFF, TEXT_NUMBER, BESIDE_VALUE],
+        TEXT_TOKEN,
+    ).astype(np.int8)
+    value_fate = np.select([~given, binned], [NO_VALUE, VALUE_BINNED], VALUE_UNBINNED).astype(
+        np.int8
+    )
+    return text_fate, value_fate
+
+
 def pair_tokens(pairs: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
-    """The pair table with `data_token`, `unknown` and `reserved_label`: the same
-    expressions as `event_token_frame`, applied to each distinct pair once."""
-    return with_token_strings(pairs, scheme)
+    """The pair table with `data_token`, `text_unknown`, `unknown` and `reserved_label`:
+    the same expressions as `event_token_frame`, applied to each distinct pair once.
+
+    The strings of a (kind, code, text, bin) are kept in this process (`TOKEN_CACHE`)
+    and found by a join for the next partitions of the same scheme: partitions share
+    most of their codes, and the escapes cost far more than the join (x20: 0.13 ->
+    0.03 CPU us per row)."""
+    key = (scheme.use_text, scheme.value_bins, scheme.value_mode)
+    cached = _TOKEN_CACHE.get(key)
+    if cached is None:
+        cached = with_token_strings(pairs.select(TOKEN_KEY).head(0), scheme)
+    found = pairs.join(
+        cached.with_columns(pl.lit(True).alias("_cached")),
+        on=TOKEN_KEY,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
+    missing = (
+        found.filter(pl.col("_cached").is_null()).select(TOKEN_KEY).unique(maintain_order=True)
+    )
+    if missing.height:
+        made = with_token_strings(missing, scheme)
+        cached = pl.concat([cached, made]) if cached.height + made.height <= CACHED_TOKENS else made
+        found = pairs.join(
+            cached, on=TOKEN_KEY, how="left", nulls_equal=True, maintain_order="left"
+        )
+    _TOKEN_CACHE.clear()  # one scheme's strings at a time
+    _TOKEN_CACHE[key] = cached
+    return found.select(*pairs.columns, *TOKEN_STRINGS)
 
 
 def train_counts(
@@ -109,29 +265,13 @@ def train_counts(
     rows: (per data token: code, text, bin of its first row, its kind's unknown, count,
     distinct entities, the first HOLDERS_KEPT + 1 entities, distinct sources; the
     (data_token, code, text) pairs seen in train, for the one-source check)."""
-    ids = tokens.select(
-        "pair",
-        pl.col("data_token").rank("dense").cast(pl.Int64).alias("token_id"),
-        pl.col("unknown").rank("dense").cast(pl.Int64).alias("unknown_id"),
-    )
-    rows = keyed.filter(pl.Series(train)).select("entity", "pair")
-    order = ids.sort("pair")
-    token_of = order["token_id"].to_numpy()
-    unknown_of = order["unknown_id"].to_numpy()
-    pair = rows["pair"].to_numpy()
-    rows = rows.with_columns(
-        pl.Series("token_id", token_of[pair]), pl.Series("unknown_id", unknown_of[pair])
-    )
-    support = [
-        pl.len().cast(pl.Int64).alias("count"),
-        pl.col("entity").n_unique().cast(pl.Int64).alias("entities"),
-    ]
-    per_token = rows.group_by("token_id").agg(
-        pl.col("pair").first(), *support, holders_of(pl.col("entity"))
-    )
+    token_of = tokens.sort("pair")["data_token"].rank("dense").cast(pl.Int64).to_numpy()
+    pair = keyed["pair"].to_numpy()[train]
+    per_token = _token_support(keyed["entity"].to_numpy()[train], pair, token_of)
     named = tokens.select("pair", "data_token", "code", "text", "bin", "text_unknown", "unknown")
     per_token = per_token.join(named, on="pair", how="left")
-    seen = tokens.filter(pl.col("pair").is_in(rows["pair"].unique().implode()))
+    in_train = np.bincount(pair, minlength=tokens.height)[tokens["pair"].to_numpy()] > 0
+    seen = tokens.filter(pl.Series(in_train))
     sources = seen.group_by("data_token").agg(pl.struct("code", "text").n_unique().alias("sources"))
     per_token = per_token.join(sources, on="data_token", how="left").select(
         "data_token",
@@ -146,6 +286,39 @@ def train_counts(
         "sources",
     )
     return per_token, seen.select("data_token", "code", "text")
+
+
+def _token_support(entity: np.ndarray, pair: np.ndarray, token_of: np.ndarray) -> pl.DataFrame:
+    """Per token of the train rows (`entity` run ids, in runs; `pair` numbers; each
+    pair's token number `token_of`): the pair of its first row, its count, its
+    distinct entities and the first HOLDERS_KEPT + 1 of them (`holders_of`), in numpy
+    on integer keys rather than a grouping with a distinct count and a list per token."""
+    token = token_of[pair]
+    first = pl.Series(token).arg_unique().to_numpy()
+    found = token[first]
+    count = np.bincount(token, minlength=int(token_of.max(initial=0)) + 1)
+    width = int(entity.max(initial=0)) + 1
+    # Distinct (token, entity), sorted by token then entity.
+    held = np.sort(pl.Series(token * width + entity).unique().to_numpy())
+    held_token, held_entity = held // width, held % width
+    entities = np.bincount(held_token, minlength=len(count))
+    starts = np.concatenate(([0], np.cumsum(entities)[:-1]))
+    kept = np.arange(len(held)) - starts[held_token] <= HOLDERS_KEPT
+    holders = (
+        pl.DataFrame({"token_id": held_token[kept], "holders": held_entity[kept]})
+        .group_by("token_id", maintain_order=True)
+        .agg("holders")
+    )
+    per_token = pl.DataFrame(
+        {
+            "token_id": found,
+            "pair": pair[first],
+            "count": count[found],
+            "entities": entities[found],
+        },
+        schema={"token_id": pl.Int64, "pair": pl.Int64, "count": pl.Int64, "entities": pl.Int64},
+    )
+    return per_token.join(holders, on="token_id", how="left")
 
 
 def pair_ids(vocab: Vocabulary, pairs: pl.DataFrame) -> np.ndarray:

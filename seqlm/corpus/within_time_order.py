@@ -32,7 +32,12 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.corpus.partitions import WORK_COMPRESSION, PartitionPaths, read_work_file, run_map
+from seqlm.corpus.partitions import (
+    PartitionPaths,
+    read_sorted_file,
+    run_map,
+    write_sorted_file,
+)
 from seqlm.corpus.stages import StageClock
 from seqlm.errors import ConfigError
 
@@ -90,9 +95,8 @@ def order_partition(part: PartitionPaths, order: str) -> int:
     its rows."""
     if order == "file" or not part.sorted_file.exists():
         return 0
-    rows = read_work_file(part.sorted_file)
-    ordered = in_code_order(rows)
-    ordered.write_ipc(part.sorted_file, compression=WORK_COMPRESSION)
+    ordered = in_code_order(read_sorted_file(part.sorted_file))
+    write_sorted_file(ordered, part.sorted_file)
     return ordered.height
 
 

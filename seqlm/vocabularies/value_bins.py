@@ -131,6 +131,32 @@ def fit_code_bins(values: np.ndarray, n_bins: int) -> CodeValueBins | None:
     return CodeValueBins(edges=tuple(float(e) for e in edges), centres=centres)
 
 
+def _text_facts(events: pl.DataFrame, given: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Per row without a `given` value: the number its text spells (null if none) and
+    whether the text is not empty, as columns. A categorical `text` (the corpus
+    build's sorted files) is parsed once per distinct text (a train partition of 500k
+    MEDS rows holds a few thousand), a string one per row."""
+    if "text" not in events.columns:
+        return pl.lit(None, dtype=pl.Float64), pl.lit(False)
+    if events.schema["text"] != pl.Categorical:
+        text = pl.col("text")
+        number = events.select(parsed_number(pl.when(given).then(None).otherwise(text)))
+        return pl.lit(number.to_series()), (text.str.len_chars() > 0).fill_null(False)
+    wanted = events.select(pl.when(given).then(None).otherwise(pl.col("text")))
+    ids = wanted.to_series().cast(pl.Categorical).to_physical()
+    first = ids.arg_unique()
+    texts = wanted[first].to_series().cast(pl.String)
+    table = pl.DataFrame(
+        {
+            "_id": ids.gather(first),
+            "_number": texts.to_frame().select(parsed_number(pl.col(texts.name))).to_series(),
+            "_word": (texts.str.len_chars() > 0).fill_null(False),
+        }
+    )
+    found = ids.to_frame("_id").join(table, on="_id", how="left", maintain_order="left")
+    return pl.lit(found["_number"]), pl.lit(found["_word"].fill_null(False))
+
+
 class ValueSampler:
     """Train value statistics per code, added chunk by chunk with bounded memory.
 
@@ -166,19 +192,12 @@ class ValueSampler:
         """Take the finite values of `events` (columns entity, time, order, code, value,
         and `text` when there is one). `entity_runs`: each entity's rows are one run
         (a sorted partition), so entities are counted by run ids, not by hashing names."""
-        text = pl.col("text") if "text" in events.columns else pl.lit(None, dtype=pl.String)
         stored = stored_value(pl.col("value"))
-        # The parsed number once, in its own column: three expressions use it, and an
-        # eager select would parse every text three times. Only texts of rows without a
-        # finite (stored) value are parsed: the others' numbers are never used.
-        events = events.with_columns(
-            stored,
-            parsed_number(pl.when(~(stored.is_not_null() & stored.is_finite())).then(text)).alias(
-                "_number"
-            ),
-        )
+        events = events.with_columns(stored)
         given = pl.col("value").is_not_null() & pl.col("value").is_finite()
-        number = pl.col("_number")
+        # Only texts of rows without a finite (stored) value are read: the others'
+        # numbers are never used.
+        number, word = _text_facts(events, given)
         events = events.select(
             pl.col("code").fill_null(""),
             pl.col("entity"),
@@ -193,21 +212,25 @@ class ValueSampler:
             .otherwise(None)
             .cast(pl.Int8)
             .alias("source"),
-            (~given & number.is_null() & (text.str.len_chars() > 0).fill_null(False)).alias("word"),
+            (~given & number.is_null() & word).alias("word"),
         )
         useful = events.filter(pl.col("source").is_not_null() | pl.col("word"))
         if useful.height == 0:
             return
         entity, source = pl.col("_unit"), pl.col("source")
-        stats = useful.group_by("code").agg(
-            (source == 0).sum().cast(pl.Int64).alias("n_values"),
-            entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
-            (source == 1).sum().cast(pl.Int64).alias("n_text_numbers"),
-            entity.filter(source.is_not_null())
-            .n_unique()
-            .cast(pl.Int64)
-            .alias("n_number_entities"),
-            pl.col("word").sum().cast(pl.Int64).alias("n_text_words"),
+        stats = (
+            useful.group_by("code")
+            .agg(
+                (source == 0).sum().cast(pl.Int64).alias("n_values"),
+                entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
+                (source == 1).sum().cast(pl.Int64).alias("n_text_numbers"),
+                entity.filter(source.is_not_null())
+                .n_unique()
+                .cast(pl.Int64)
+                .alias("n_number_entities"),
+                pl.col("word").sum().cast(pl.Int64).alias("n_text_words"),
+            )
+            .with_columns(pl.col("code").cast(pl.String))
         )
         valued = useful.filter(source.is_not_null())
         # Categorical, not String: a filtered string column keeps every chunk's text
@@ -358,37 +381,62 @@ def edge_table(bins: Mapping[str, CodeValueBins]) -> pl.DataFrame:
     return frame.sort("low")
 
 
+class BinLookup:
+    """The bins of many codes as one matrix, for binning arrays in numpy: each row's
+    code index (`which`, -1 for a code without bins) picks a row of inner edges (padded
+    with +inf) and its bin is 1 + the number of its code's edges at or below the value,
+    the as-of rule of `CodeValueBins.bin_of`."""
+
+    def __init__(self, bins: Mapping[str, CodeValueBins]) -> None:
+        self.codes = list(bins)
+        self.counts = np.array([len(bins[c].edges) for c in self.codes], dtype=np.int64)
+        width = max(1, int(self.counts.max())) if self.codes else 1
+        self.edges = np.full((len(self.codes), width), np.inf)
+        for row, code in enumerate(self.codes):
+            self.edges[row, : self.counts[row]] = bins[code].edges
+
+    def which(self, codes: pl.Series) -> np.ndarray:
+        """Each code's row in the matrix (int64), -1 where it has no bins."""
+        if not self.codes:
+            return np.full(codes.len(), -1, dtype=np.int64)
+        found = codes.replace_strict(
+            self.codes, list(range(len(self.codes))), default=None, return_dtype=pl.Int64
+        )
+        return found.fill_null(-1).to_numpy()
+
+    def numbers(self, which: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """Bin numbers (int64, 0 where the code has no bins or the value is NaN) of
+        float64 `value`s of the codes `which`."""
+        has = (which >= 0) & ~np.isnan(value)
+        result = np.zeros(len(value), dtype=np.int64)
+        if not has.any():
+            return result
+        at_or_below = (value[has, None] >= self.edges[which[has]]).sum(axis=1)
+        # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
+        result[has] = np.minimum(at_or_below, self.counts[which[has]]) + 1
+        return result
+
+
 def with_bin_numbers(
     frame: pl.LazyFrame, bins: Mapping[str, CodeValueBins], table: pl.DataFrame | None = None
 ) -> pl.LazyFrame:
-    """Add a `bin` column (Int64, null where the code has no bins or the value is null).
-
-    Vectorised in numpy: each row's code picks a row of a matrix of inner edges (padded
-    with +inf) and its bin is 1 + the number of its code's edges at or below the value,
-    the as-of rule of `CodeValueBins.bin_of`. Elementwise, so it streams in chunks and
-    needs no sort. (`table`, the old as-of join's edge table, is accepted and unused.)
+    """Add a `bin` column (Int64, null where the code has no bins or the value is null),
+    by `BinLookup` in numpy. Elementwise, so it streams in chunks and needs no sort.
+    (`table`, the old as-of join's edge table, is accepted and unused.)
     """
     del table
     if not bins:
         return frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("bin"))
-    codes = list(bins)
-    counts = np.array([len(bins[c].edges) for c in codes], dtype=np.int64)
-    edges = np.full((len(codes), max(1, int(counts.max()))), np.inf)
-    for row, code in enumerate(codes):
-        edges[row, : counts[row]] = bins[code].edges
+    lookup = BinLookup(bins)
 
     def bin_numbers(pair: pl.Series) -> pl.Series:
         which = pair.struct.field("which").fill_null(-1).to_numpy()
         value = pair.struct.field("value").cast(pl.Float64).fill_null(np.nan).to_numpy()
-        has = (which >= 0) & ~np.isnan(value)
-        result = np.zeros(len(value), dtype=np.int64)
-        at_or_below = (value[has, None] >= edges[which[has]]).sum(axis=1)
-        # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
-        result[has] = np.minimum(at_or_below, counts[which[has]]) + 1
-        return pl.Series("bin", result).set(pl.Series(~has), None)
+        result = lookup.numbers(which, value)
+        return pl.Series("bin", result).set(pl.Series(result == 0), None)
 
     which = pl.col("code").replace_strict(
-        codes, list(range(len(codes))), default=None, return_dtype=pl.Int64
+        lookup.codes, list(range(len(lookup.codes))), default=None, return_dtype=pl.Int64
     )
     return frame.with_columns(
         pl.struct(which.alias("which"), pl.col("value"))

@@ -56,9 +56,9 @@ def random_events(seed: int, n: int = 3000) -> pl.DataFrame:
             "entity": rng.choice([f"e{i}" for i in range(40)], n),
             "time": time,
             "order": rng.permutation(n) if seed % 2 else np.arange(n),
-            "code": rng.choice(["a", "b", "c"], n),
+            "code": rng.choice(["a", "b", "c", ""], n),
         }
-    ).with_columns(pl.col("time").fill_nan(None))
+    ).with_columns(pl.col("time").fill_nan(None), pl.col("code").replace("", None))
 
 
 @pytest.mark.parametrize("seed", range(6))

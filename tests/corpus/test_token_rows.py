@@ -7,9 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 from helpers.corpus_helpers import clinic_frame, ingested
+from polars.testing import assert_frame_equal
 
 from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
-from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events
+from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events, with_token_strings
 from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.value_bins import ValueSampler
@@ -41,7 +42,23 @@ def awkward_rows() -> pl.DataFrame:
             "text": [None, "hi", "", "a//b", None, "t", None, "T", "u v", None],
         }
     )
-    return pl.concat([frame, extra.select(frame.columns)], how="vertical_relaxed")
+    # Number-like texts of a numeric code (read as its values), a word, a text beside a
+    # value, and a value that is not a finite float32.
+    numbers = pl.DataFrame(
+        {
+            "entity": ["subject000", "subject001", "subject002", "subject003", "subject004"] * 2,
+            "group": ["site0"] * 10,
+            "time": [2e5 + i for i in range(10)],
+            "kind": ["LAB"] * 10,
+            "code": ["LAB//0//mg"] * 10,
+            "value": [None, None, None, None, 3.0, None, 1e300, float("inf"), None, None],
+            "text": ["12", " 9.5 ", "abc", "1e1", "7", "12", None, "x", "", "-0.5"],
+        }
+    )
+    return pl.concat(
+        [frame, extra.select(frame.columns), numbers.select(frame.columns)],
+        how="vertical_relaxed",
+    )
 
 
 SCHEMES = {
@@ -66,7 +83,8 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     keyed, pairs = keyed_rows(rows, scheme, bins)
     tokens = pair_tokens(pairs, scheme).sort("pair")
     per_row = tokens[keyed["pair"].to_numpy()]
-    for column in ("data_token", "unknown", "reserved_label", "bin"):
+    columns = ("data_token", "unknown", "reserved_label", "bin", "text", "text_fate", "value_fate")
+    for column in columns:
         assert per_row[column].to_list() == expected[column].to_list(), column
     for column in ("time_s", "gap"):
         assert keyed[column].to_list() == expected[column].to_list(), column
@@ -92,3 +110,17 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     assert np.array_equal(
         per_row["reserved_label"].to_numpy(), expected["reserved_label"].to_numpy()
     )
+
+
+def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones():
+    """The strings `pair_tokens` keeps in the process for the next partitions (a join
+    instead of the escapes) are those `with_token_strings` makes, across schemes and
+    for pair tables that are partly new."""
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    for name in ("text", "fused", "text", "separate"):
+        scheme = SCHEMES[name]
+        sampler = ValueSampler(scheme.value_sample_size)
+        sampler.add(rows)
+        _, pairs = keyed_rows(rows, scheme, sampler.fit(scheme))
+        for part in (pairs.head(pairs.height // 2), pairs, pairs.reverse()):
+            assert_frame_equal(pair_tokens(part, scheme), with_token_strings(part, scheme))

@@ -208,3 +208,31 @@ def test_event_tokens_bin_the_stored_value(tmp_path):
     tokens = vocab.tokenize(events).collect()
     last_two = tokens.filter(pl.col("entity") == "s0")["token"].to_list()[-3:-1]
     assert last_two[0] == last_two[1]
+
+
+def test_sampler_reads_categorical_codes_and_texts_as_strings():
+    """The corpus build's sorted files keep codes and texts categorical (their texts
+    parsed once per distinct text): the sample and counts are those of the strings."""
+    rng = np.random.default_rng(3)
+    n = 600
+    texts = [" 7.5", "12", "abc", "", None, "1e2", "x y", "-3"]
+    frame = pl.DataFrame(
+        {
+            "entity": [f"e{i // 20:03d}" for i in range(n)],
+            "time": np.arange(n, dtype=float),
+            "order": np.arange(n),
+            "code": rng.choice(["A", "B", "C"], n),
+            "value": np.where(rng.random(n) < 0.5, rng.normal(5, 2, n), np.nan),
+            "text": [texts[k] for k in rng.integers(0, len(texts), n)],
+        }
+    )
+    plain, categorical = ValueSampler(50), ValueSampler(50)
+    plain.add(frame, entity_runs=True)
+    cast = [pl.col(c).cast(pl.Categorical) for c in ("code", "text")]
+    categorical.add(frame.with_columns(cast), entity_runs=True)
+    scheme = TokenScheme(value_bins=4, min_values_per_bin=2, use_text=True)
+    assert categorical.fit(scheme) == plain.fit(scheme)
+    for sampler in (plain, categorical):
+        sampler._flush()
+    assert categorical._stats.sort("code").equals(plain._stats.sort("code"))
+    assert categorical._sample.sort("rank_key").equals(plain._sample.sort("rank_key"))
