@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from seqlm.corpus.entities import entity_aggregates
+from seqlm.corpus.entities import run_aggregates
 from seqlm.corpus.merge_checks import merge_checks
 from seqlm.corpus.token_rows import (
     keyed_rows,
@@ -210,15 +210,9 @@ def sort_rows(
     # only the columns it reads (its filters would copy every column); codes categorical.
     checks = merge_checks(stored.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # The entities in the file's order: the later stages number them by their runs.
-    entity = pl.col("entity")
-    in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
-    aggregates = entity_aggregates(rows.lazy(), attributes)
+    aggregates = run_aggregates(rows, attributes)
     sample = source_train_sample(rows, sample_size, stored) if sample_size else None
-    return (
-        in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"),
-        checks,
-        sample,
-    )
+    return aggregates, checks, sample
 
 
 def _in_sequence_order(rows: pl.DataFrame) -> pl.DataFrame:
