@@ -58,6 +58,7 @@ SPILL = "_spill"
 # sort stage's aggregates).
 SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
 SAMPLED_COLUMNS = ["entity", "time", "order", "code", "value", "text"]
+COUNTED_COLUMNS = ["entity", "time", "kind", "code", "value", "text"]
 # The sorted and tokens work files are Arrow IPC with lz4: written once and read back
 # by this build only, they need no Parquet encoding (a third cheaper to write).
 WORK_COMPRESSION = "lz4"
@@ -323,7 +324,7 @@ def count_partition(
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter
-    rows = read_sorted_file(part.sorted_file, strings=False)
+    rows = read_sorted_file(part.sorted_file, COUNTED_COLUMNS, strings=False)
     keyed, pairs = keyed_rows(rows, scheme, bins)
     del rows
     tokens = pair_tokens(pairs, scheme)
