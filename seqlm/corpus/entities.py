@@ -14,21 +14,36 @@ def entity_aggregates(events: pl.LazyFrame, attributes: Sequence[str]) -> pl.Dat
     """Per entity (sorted by name): entity-level columns, `_n_<column>` distinct-value
     counts for the constancy check, event count and first/last time. Unchecked, so that
     aggregates of partitions holding different entities can be concatenated first."""
-    constant = ["group", "split", *attributes]
     return (
         events.group_by("entity")
-        .agg(
-            # `min`, not `first`: order-free aggregations let polars drop the events'
-            # sort and stream this pass in bounded memory.
-            *[pl.col(c).min().alias(c) for c in constant],
-            *[pl.col(c).drop_nulls().n_unique().alias(f"_n_{c}") for c in constant],
-            pl.len().cast(pl.Int64).alias("n_events"),
-            pl.col("time").min().alias("first_time"),
-            pl.col("time").max().alias("last_time"),
-        )
+        .agg(_aggregations(attributes))
         .collect(engine="streaming")
         .sort("entity")
     )
+
+
+def run_aggregates(rows: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
+    """`entity_aggregates` of rows whose entities are each in one run, in the order of
+    the runs: grouped by run ids (integers, runs in order) instead of hashing names."""
+    run = pl.col("entity").rle_id().alias("_run")
+    return (
+        rows.group_by(run, maintain_order=True)
+        .agg(pl.col("entity").first(), *_aggregations(attributes))
+        .drop("_run")
+    )
+
+
+def _aggregations(attributes: Sequence[str]) -> list[pl.Expr]:
+    constant = ["group", "split", *attributes]
+    return [
+        # `min`, not `first`: order-free aggregations let polars drop the events'
+        # sort and stream this pass in bounded memory.
+        *[pl.col(c).min().alias(c) for c in constant],
+        *[pl.col(c).drop_nulls().n_unique().alias(f"_n_{c}") for c in constant],
+        pl.len().cast(pl.Int64).alias("n_events"),
+        pl.col("time").min().alias("first_time"),
+        pl.col("time").max().alias("last_time"),
+    ]
 
 
 def checked_entities(frame: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:

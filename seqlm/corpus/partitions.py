@@ -13,24 +13,16 @@ run in this process or in worker processes (`run_map`) with the same result.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
-import sys
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from seqlm.corpus.entities import entity_aggregates
+from seqlm.corpus.entities import run_aggregates
 from seqlm.corpus.merge_checks import merge_checks
 from seqlm.corpus.token_rows import (
     keyed_rows,
@@ -38,8 +30,9 @@ from seqlm.corpus.token_rows import (
     pair_ids,
     pair_tokens,
     train_counts,
+    vocabulary_frames,
 )
-from seqlm.corpus.worker_exit import worker_start
+from seqlm.corpus.workers import MAP_AHEAD, run_map, worker_pool  # noqa: F401  (re-exported)
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
 from seqlm.vocabularies.fitting import TokenCounter, check_known_sources
@@ -61,12 +54,11 @@ SPILL_ROW_GROUP = 10_000
 # into its partitions by `split_spill` (one more write and read of the rows).
 SPILL_FILES = 48
 SPILL = "_spill"
-# Tasks a worker that `run_map` keeps in flight (results wait in order for the merge).
-MAP_AHEAD = 2
 # What sampling and tokens need of the sorted events (entity-level columns are in the
 # sort stage's aggregates).
 SORTED_COLUMNS = ["entity", "time", "order", "kind", "code", "value", "text"]
 SAMPLED_COLUMNS = ["entity", "time", "order", "code", "value", "text"]
+COUNTED_COLUMNS = ["entity", "time", "kind", "code", "value", "text"]
 # The sorted and tokens work files are Arrow IPC with lz4: written once and read back
 # by this build only, they need no Parquet encoding (a third cheaper to write).
 WORK_COMPRESSION = "lz4"
@@ -219,15 +211,9 @@ def sort_rows(
     # only the columns it reads (its filters would copy every column); codes categorical.
     checks = merge_checks(stored.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # The entities in the file's order: the later stages number them by their runs.
-    entity = pl.col("entity")
-    in_file_order = rows.select(entity.filter(entity.ne_missing(entity.shift(1))))
-    aggregates = entity_aggregates(rows.lazy(), attributes)
+    aggregates = run_aggregates(rows, attributes)
     sample = source_train_sample(rows, sample_size, stored) if sample_size else None
-    return (
-        in_file_order.join(aggregates, on="entity", how="left", maintain_order="left"),
-        checks,
-        sample,
-    )
+    return aggregates, checks, sample
 
 
 def _in_sequence_order(rows: pl.DataFrame) -> pl.DataFrame:
@@ -338,7 +324,7 @@ def count_partition(
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter
-    rows = read_sorted_file(part.sorted_file, strings=False)
+    rows = read_sorted_file(part.sorted_file, COUNTED_COLUMNS, strings=False)
     keyed, pairs = keyed_rows(rows, scheme, bins)
     del rows
     tokens = pair_tokens(pairs, scheme)
@@ -396,7 +382,7 @@ def encode_partition(
     rows = read_work_file(part.tokens_file)
     pairs = pl.read_parquet(part.pairs_file, glob=False).sort("pair")
     if vocab.scheme.use_text:
-        check_known_sources(pairs, vocab.data_tokens)
+        check_known_sources(pairs, vocab.data_tokens, vocabulary_frames(vocab).known)
     pair = rows["pair"].to_numpy()
     gaps = vocab.scheme.time_gap_tokens()
     time_ids, value_ids = _scheme_ids(vocab)
@@ -425,85 +411,3 @@ def finite_times(encoded: EncodedSequences) -> np.ndarray:
             "max_abs_seconds)"
         )
     return times
-
-
-@contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Spawned workers (started as tasks arrive) re-run the parent's main script unless
-    it is hidden from them:
-    a user's script calling `build_corpus` without an `if __name__ == "__main__"` guard
-    would otherwise run again in every worker. The workers need nothing from it."""
-    main = sys.modules["__main__"]
-    saved = {
-        name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
-    }
-    main.__dict__.pop("__file__", None)
-    main.__dict__["__spec__"] = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
-
-
-@contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """`workers` spawned processes sharing the cores (None: run in this process).
-
-    Spawned, not forked: a fork of a process with polars' thread pool can deadlock. Each
-    worker gets cores // workers polars threads so that they do not oversubscribe.
-    """
-    # A daemonic process (a multiprocessing.Pool worker) may not start processes.
-    if workers <= 1 or multiprocessing.current_process().daemon:
-        yield None
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    saved = os.environ.get("POLARS_MAX_THREADS")
-    # Read by polars when a worker imports it, so it must be in the environment the
-    # workers inherit; this process's polars has read its own setting already.
-    os.environ["POLARS_MAX_THREADS"] = str(threads)
-    try:
-        with (
-            ProcessPoolExecutor(
-                workers,
-                mp_context=get_context("spawn"),
-                initializer=worker_start,
-                initargs=(threads, os.getpid()),
-            ) as pool,
-            _main_module_hidden(),
-        ):
-            yield pool
-    finally:
-        if saved is None:
-            os.environ.pop("POLARS_MAX_THREADS", None)
-        else:
-            os.environ["POLARS_MAX_THREADS"] = saved
-
-
-def run_map(
-    pool: ProcessPoolExecutor | None,
-    function: Callable[..., Any],
-    tasks: Sequence[tuple[Any, ...]],
-    on_done: Callable[[int, Any], None],
-) -> None:
-    """Call `function(*task)` for every task, here or in `pool`; `on_done(i, result)`
-    is called in task order, so merges happen in the same order either way.
-
-    At most `MAP_AHEAD` tasks a worker are in flight, and each result is dropped once
-    `on_done` has it: a future keeps its result, so submitting every task at once held
-    every partition's sample, counts or token ids in this process until the stage ended
-    (MEDS 100x: several hundred MB)."""
-    if pool is None:
-        for i, task in enumerate(tasks):
-            on_done(i, function(*task))
-        return
-    ahead = MAP_AHEAD * max(1, getattr(pool, "_max_workers", 1))
-    futures: deque[Future[Any]] = deque()
-    try:
-        for i in range(len(tasks)):
-            while len(futures) < ahead and i + len(futures) < len(tasks):
-                futures.append(pool.submit(function, *tasks[i + len(futures)]))
-            on_done(i, futures.popleft().result())
-    finally:
-        for future in futures:
-            future.cancel()

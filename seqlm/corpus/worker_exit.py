@@ -1,5 +1,5 @@
 """How a worker process of the corpus build starts: its polars threads set, and its
-exit tied to the build's (seqlm.corpus.partitions.worker_pool)."""
+exit tied to the build's (seqlm.corpus.workers.worker_pool)."""
 
 from __future__ import annotations
 

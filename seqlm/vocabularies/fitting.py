@@ -332,13 +332,9 @@ def _check_one_source(tokens: pl.DataFrame, rows: pl.DataFrame) -> None:
     )
 
 
-def check_known_sources(event_tokens: pl.DataFrame, data_tokens: Mapping[str, DataToken]) -> None:
-    """Raise if an event's data token is in the vocabulary for another (code, text).
-
-    Only `use_text` can make such a token (see `_check_one_source`); this catches a
-    tuning or held-out event that clashes with a train token.
-    """
-    known = pl.DataFrame(
+def known_sources(data_tokens: Mapping[str, DataToken]) -> pl.DataFrame:
+    """The (code, text) of every data token, as `check_known_sources` compares them."""
+    return pl.DataFrame(
         {
             "data_token": list(data_tokens),
             "known_code": [t.code for t in data_tokens.values()],
@@ -346,6 +342,21 @@ def check_known_sources(event_tokens: pl.DataFrame, data_tokens: Mapping[str, Da
         },
         schema={"data_token": pl.String, "known_code": pl.String, "known_text": pl.String},
     )
+
+
+def check_known_sources(
+    event_tokens: pl.DataFrame,
+    data_tokens: Mapping[str, DataToken],
+    known: pl.DataFrame | None = None,
+) -> None:
+    """Raise if an event's data token is in the vocabulary for another (code, text).
+
+    Only `use_text` can make such a token (see `_check_one_source`); this catches a
+    tuning or held-out event that clashes with a train token. `known`: the
+    `known_sources` of `data_tokens`, made already.
+    """
+    if known is None:
+        known = known_sources(data_tokens)
     joined = event_tokens.select("data_token", "code", "text").join(known, on="data_token")
     same = (pl.col("code") == pl.col("known_code")) & pl.col("text").eq_missing(
         pl.col("known_text")

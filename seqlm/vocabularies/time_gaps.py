@@ -153,12 +153,17 @@ class TimeGapTokens:
         last = self.edges[-1]
         with np.errstate(invalid="ignore"):
             valid = ~np.isnan(gaps) & (gaps >= self.edges[0])
-        safe = np.where(valid, gaps, 0.0)
+        # Only the gaps that get a token are worked on (most events share their time
+        # with the one before: MIMIC, nine in ten).
+        safe = gaps[valid]
         # Floats until capped: an infinite or huge gap never reaches an int64 cast.
         whole = np.floor(safe / last)
         long = whole > self.max_repeats
-        repeats = np.where(long, 0.0, whole).astype(np.int64)
-        remainder = np.where(long, 0.0, safe - repeats * last)
-        index = np.searchsorted(np.asarray(self.edges), remainder, side="right") - 1
-        index = np.where(long, len(self.edges), index)
-        return repeats, np.where(valid, index, -1).astype(np.int64)
+        counts = np.where(long, 0.0, whole).astype(np.int64)
+        remainder = np.where(long, 0.0, safe - counts * last)
+        found = np.searchsorted(np.asarray(self.edges), remainder, side="right") - 1
+        repeats = np.zeros(len(gaps), dtype=np.int64)
+        repeats[valid] = counts
+        index = np.full(len(gaps), -1, dtype=np.int64)
+        index[valid] = np.where(long, len(self.edges), found)
+        return repeats, index
