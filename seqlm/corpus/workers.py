@@ -16,6 +16,13 @@ from typing import Any
 
 from seqlm.corpus.worker_exit import worker_start
 
+# polars' allocator (jemalloc) in the workers keeps freed pages 5 s (dirty and muzzy
+# decay) before handing them back to the system, not polars' 0.5 and 1 s: every
+# partition allocates about the same buffers again, and pages handed back are faulted
+# in again (docs/formats.md, "Session 10"). polars appends `_RJEM_MALLOC_CONF` to its
+# own defaults when a worker imports it, so the last setting, this one, wins.
+MALLOC_CONF_VARIABLE = "_RJEM_MALLOC_CONF"
+WORKER_MALLOC_CONF = "dirty_decay_ms:5000,muzzy_decay_ms:5000"
 # Tasks a worker that `run_map` keeps in flight (results wait in order for the merge).
 MAP_AHEAD = 2
 
@@ -51,10 +58,18 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    saved = os.environ.get("POLARS_MAX_THREADS")
-    # Read by polars when a worker imports it, so it must be in the environment the
-    # workers inherit; this process's polars has read its own setting already.
-    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    # Read by polars when a worker imports it, so they must be in the environment the
+    # workers inherit; this process's polars has read its own settings already.
+    inherited = os.environ.get(MALLOC_CONF_VARIABLE)
+    settings = {
+        "POLARS_MAX_THREADS": str(threads),
+        # After what this process has (polars' defaults, a user's setting): last wins.
+        MALLOC_CONF_VARIABLE: f"{inherited},{WORKER_MALLOC_CONF}"
+        if inherited
+        else WORKER_MALLOC_CONF,
+    }
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         with (
             ProcessPoolExecutor(
@@ -67,10 +82,11 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         ):
             yield pool
     finally:
-        if saved is None:
-            os.environ.pop("POLARS_MAX_THREADS", None)
-        else:
-            os.environ["POLARS_MAX_THREADS"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_map(
