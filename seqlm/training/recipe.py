@@ -138,7 +138,15 @@ class UserShape:
     @classmethod
     def of(cls, model: dict[str, Any]) -> UserShape:
         def size(key: str) -> int | None:
-            return int(model[key]) if model.get(key) is not None else None
+            # A value that is not a whole number is left to the model's own check,
+            # which names the setting (--set model.layers=zero).
+            value = model.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                return None
+            try:
+                return int(value)
+            except ValueError:
+                return None
 
         return cls(size("block_size"), size("n_layer"), size("n_embd"))
 
