@@ -253,8 +253,9 @@ def lstm_baseline_run(
     """The LSTM baseline beside a GPT run: reused from `folder` when a finished LSTM run
     on this corpus with the same shape, dropout and training settings is there, else
     trained into it with the GPT run's training settings (same split, budget, batch,
-    schedule, weight decay, weight averaging `ema_decay`, seed) updated by `overrides` (TrainConfig field names, e.g.
-    {"max_minutes": 2}). Returns the folder and whether it trained."""
+    schedule, weight decay, weight averaging `ema_decay`, seed) updated by `overrides`
+    (TrainConfig field names, e.g. {"max_minutes": 2}). Returns the folder and whether
+    it trained."""
     folder = Path(folder)
     train = TrainConfig.from_dict({**dict(train_config), **dict(overrides or {})})
     model = lstm_config_like(model_config)
