@@ -15,8 +15,8 @@ in a fixed random order), so its top-10 is what knowing the set, and nothing of 
 order, reaches; where 10 or fewer distinct tokens are due it always hits. The
 *code-set oracle* is told only the codes still due (a lab's code, not its value bin or
 text): it scores each token as the due share of its code times the token's share of
-that code in the train split, what knowing which tests a draw holds, but not their
-results, reaches.
+that code in the train split (ties to the token more frequent in train), what knowing
+which tests a draw holds, but not their results, reaches.
 
     python benchmarks/bench_topk_by_kind.py --run RUN --corpus CORPUS [--json]
 
@@ -153,16 +153,17 @@ def code_set_oracle_top_k(
     due: list[list[int]], codes: np.ndarray, train_counts: np.ndarray
 ) -> np.ndarray:
     """Per target, the top-10 of a model told the codes still due but not their values:
-    token score = (due events of its code / due events) x P(token | code) in train."""
+    token score = (due events of its code) x P(token | code) in train."""
+    tokens_of: dict[Any, list[int]] = {}
+    for token_id, code in enumerate(codes):
+        tokens_of.setdefault(code, []).append(token_id)
     by_code: dict[Any, list[tuple[float, int]]] = {}
-    code_totals: Counter = Counter()
-    for token_id, code in enumerate(codes):
-        code_totals[code] += int(train_counts[token_id])
-    for token_id, code in enumerate(codes):
-        share = (int(train_counts[token_id]) + 1e-9) / (code_totals[code] + 1e-9 * len(codes))
-        by_code.setdefault(code, []).append((share, token_id))
-    for code, tokens in by_code.items():  # only a code's ten likeliest can reach a top-10
-        by_code[code] = sorted(tokens, reverse=True)[:TOP_K]
+    for code, tokens in tokens_of.items():
+        total = int(train_counts[tokens].sum())
+        # P(token | code) in train; a code never seen in train: its tokens alike.
+        shares = train_counts[tokens] / total if total else np.full(len(tokens), 1 / len(tokens))
+        ranked = sorted(zip(shares.tolist(), tokens, strict=True), reverse=True)
+        by_code[code] = ranked[:TOP_K]  # only a code's ten likeliest can reach a top-10
     top = np.full((len(due), TOP_K), -1, dtype=np.int64)
     for j, ids in enumerate(due):
         due_codes = Counter(codes[i] for i in ids)
@@ -171,7 +172,10 @@ def code_set_oracle_top_k(
             for code, n in due_codes.items()
             for share, token_id in by_code[code]
         ]
-        ranked = [token_id for _, token_id in sorted(scored, reverse=True)[:TOP_K]]
+        # Ties (common: a code with one token scores its due count) go to the token
+        # more frequent in train.
+        scored.sort(key=lambda item: (item[0], train_counts[item[1]], item[1]), reverse=True)
+        ranked = [token_id for _, token_id in scored[:TOP_K]]
         top[j, : len(ranked)] = ranked
     return top
 
