@@ -32,7 +32,6 @@ from seqlm.corpus.token_rows import (
     train_counts,
     vocabulary_frames,
 )
-from seqlm.corpus.workers import MAP_AHEAD, run_map, worker_pool  # noqa: F401  (re-exported)
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
 from seqlm.vocabularies.fitting import TokenCounter, check_known_sources

@@ -20,7 +20,6 @@ from seqlm.corpus.merge_checks import MERGE_CHECK_COUNTS
 from seqlm.corpus.partitions import (
     PartitionPaths,
     Sorted,
-    run_map,
     sort_partition,
     spill_files,
     spill_partitions,
@@ -29,6 +28,7 @@ from seqlm.corpus.partitions import (
 from seqlm.corpus.source_parts import entity_in_two_parts, sort_source_part
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.stages import StageClock
+from seqlm.corpus.workers import run_map
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.value_bins import ValueSampler
 

@@ -32,13 +32,9 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.corpus.partitions import (
-    PartitionPaths,
-    read_sorted_file,
-    run_map,
-    write_sorted_file,
-)
+from seqlm.corpus.partitions import PartitionPaths, read_sorted_file, write_sorted_file
 from seqlm.corpus.stages import StageClock
+from seqlm.corpus.workers import run_map
 from seqlm.errors import ConfigError
 
 WITHIN_TIME_ORDERS = ("file", "code")

@@ -48,10 +48,8 @@ from seqlm.corpus.partitions import (
     PartitionPaths,
     count_partition,
     encode_partition,
-    run_map,
     sample_partition,
     spill_files,
-    worker_pool,
 )
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.sort_stage import (
@@ -81,6 +79,7 @@ from seqlm.corpus.within_time_order import (
     check_within_time_order,
     order_within_time,
 )
+from seqlm.corpus.workers import run_map, worker_pool
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.events import EVENT_COLUMNS, SPLITS
 from seqlm.outputs import (

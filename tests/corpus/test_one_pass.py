@@ -19,6 +19,7 @@ from helpers.reference_writer import reference_build
 from helpers.shared_data import shared_path
 
 import seqlm.corpus.partitions as partitions
+import seqlm.corpus.workers as corpus_workers
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
 from seqlm.corpus import SplitConfig, build_corpus
@@ -290,6 +291,6 @@ def test_run_map_holds_a_bounded_number_of_results_in_task_order():
         pool.held -= 1
         seen.append((i, result))
 
-    partitions.run_map(pool, pow, [(k, 2) for k in range(50)], done)
+    corpus_workers.run_map(pool, pow, [(k, 2) for k in range(50)], done)
     assert seen == [(k, k * k) for k in range(50)]
-    assert pool.most_held <= partitions.MAP_AHEAD * pool._max_workers
+    assert pool.most_held <= corpus_workers.MAP_AHEAD * pool._max_workers
