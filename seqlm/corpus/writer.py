@@ -54,6 +54,7 @@ from seqlm.corpus.partitions import (
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.sort_stage import (
     entity_tables,
+    folds_rejects,
     read_rejects,
     sorted_partitions,
     source_sample,
@@ -174,12 +175,13 @@ def _build_locked(
     try:
         work = staging / "_work"
         work.mkdir()
-        with worker_pool(workers) as pool, read_rejects(ingested, clock, pool) as rejects_read:
+        folded = folds_rejects(ingested, groups)
+        with worker_pool(workers) as pool, read_rejects(ingested, clock, pool, folded) as found:
             sample_size = _sort_sample_size(scheme, splits, within_time)
             tasks = (events, n_parts, ingested, attributes, clock, sample_size)
-            done, from_source = sorted_partitions(pool, work, groups, *tasks)
+            done, from_source, sort_rejects = sorted_partitions(pool, work, groups, *tasks)
             parts, aggregates, checks, sampled = done
-            rejects = rejects_read()
+            rejects = found(sort_rejects)
             entities, part_splits = entity_tables(
                 aggregates, attributes, splits, ingested, rejects.height, out
             )
