@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,6 +49,7 @@ import polars as pl
 
 from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter, reject_columns
 from seqlm.corpora_adapters.meds_checks import (
+    CodeSummary,
     check_sorted,
     check_split_consistency,
     code_summary,
@@ -302,6 +304,16 @@ def _event_columns(options: MedsOptions, ages: bool) -> list[pl.Expr]:
 def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
     """Read a MEDS dataset (its root folder, its `data/` folder, or shard files)."""
     dataset = locate_dataset([Path(p) for p in inputs], options.split_folders)
+    # The code summary (a pass of its own over three columns) runs beside the rest,
+    # most of all beside `_shard_events`, which is Python and holds one core.
+    with ThreadPoolExecutor(1, thread_name_prefix="seqlm-meds-codes") as thread:
+        summary = thread.submit(code_summary, dataset)
+        return _read_meds(dataset, options, summary)
+
+
+def _read_meds(
+    dataset: MedsDataset, options: MedsOptions, summary: Future[CodeSummary]
+) -> Ingested:
     rows = scan_rows(dataset, options.code_suffix_columns)
     rows_read = sum(shard.rows for shard in dataset.shards)
 
@@ -338,7 +350,7 @@ def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
 
     rejects = RejectLog()
     rejects.extend(_rejects(joined))
-    codes = code_summary(dataset)
+    codes = summary.result()
     if codes.missing_from_metadata:
         warnings.warn(
             f"{codes.missing_from_metadata:,} of {codes.used:,} codes used in the data "
