@@ -27,7 +27,7 @@ from seqlm.corpus.partitions import (
 from seqlm.corpus.source_parts import entity_in_two_parts, sort_read_part, sort_source_part
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.stages import StageClock
-from seqlm.corpus.workers import run_map
+from seqlm.corpus.workers import WithLatest, run_map
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.value_bins import ValueSampler
 
@@ -151,8 +151,13 @@ def _sorted(
             sampler[0].merge(sample)
         advance(int(frame["n_events"].sum()) if frame.height else 0)
 
+    def cuts() -> pl.DataFrame | None:
+        return sampler[0].cuts if sampler[0] is not None else None
+
     with clock.stage("sorting partitions", rows) as advance:
-        run_map(pool, function, tasks, done)
+        # Each task gets the merged sample's cuts as they are when it is sent: its own
+        # sample comes back without the rows the merge would drop (MEDS 20x: most).
+        run_map(pool, function, WithLatest(tasks, cuts) if sample_size else tasks, done)
     found = _concat_rejects(rejects) if function is sort_read_part else None
     return aggregates, checks, sampler[0], found
 

@@ -89,6 +89,24 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
                 os.environ[name] = value
 
 
+class WithLatest(Sequence[tuple[Any, ...]]):
+    """`tasks`, each with `latest()` appended when it is read: `run_map` reads a task
+    when it sends it, so it gets what the results merged so far make of `latest` (the
+    sort stage: the value sampler's cuts, which only fall)."""
+
+    def __init__(self, tasks: Sequence[tuple[Any, ...]], latest: Callable[[], Any]) -> None:
+        self.tasks = tasks
+        self.latest = latest
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, int):
+            raise TypeError("WithLatest is read one task at a time")
+        return (*self.tasks[index], self.latest())
+
+
 def run_map(
     pool: ProcessPoolExecutor | None,
     function: Callable[..., Any],

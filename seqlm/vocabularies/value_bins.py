@@ -304,10 +304,20 @@ class ValueSampler:
 
     def _below_cuts(self, kept: pl.DataFrame) -> pl.DataFrame:
         """The rows of a merged sample that may still enter this one's."""
-        if self._cuts.height == 0 or kept.height == 0:
-            return kept
-        cut = kept.join(self._cuts, on=["code", "source"], how="left", maintain_order="left")
-        return kept.filter((cut["cut"].is_null() | (cut["rank_key"] < cut["cut"])).to_numpy())
+        return _below(kept, self._cuts)
+
+    @property
+    def cuts(self) -> pl.DataFrame:
+        """Per (code, source) whose sample is full, its largest kept key: a row of
+        another sampler at or above it can never enter this one's (`merge`)."""
+        return self._cuts
+
+    def prune(self, cuts: pl.DataFrame) -> None:
+        """Drop the sampled rows that `merge` into a sampler with these `cuts` (or any
+        later ones: they only fall) would drop: a worker's sample, cut before it is
+        sent to the sampler it merges into, holds far fewer rows, and merges the same."""
+        self._flush()
+        self._sample = _below(self._sample, cuts)
 
     def value_counts(self) -> pl.DataFrame:
         """Per code: number of finite train values and of entities that have them
@@ -357,6 +367,14 @@ class ValueSampler:
             if fitted is not None:
                 bins[code] = replace(fitted, text_numbers=code in text_codes)
         return dict(sorted(bins.items()))
+
+
+def _below(kept: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `kept` whose key is below their (code, source)'s cut, if it has one."""
+    if cuts.height == 0 or kept.height == 0:
+        return kept
+    cut = kept.join(cuts, on=["code", "source"], how="left", maintain_order="left")
+    return kept.filter((cut["cut"].is_null() | (cut["rank_key"] < cut["cut"])).to_numpy())
 
 
 def _code_values(
