@@ -155,6 +155,10 @@ class AdapterSpec:
     split_defaults: dict[str, Any] = field(default_factory=dict)
     # Other names accepted for the adapter (crowsetta's format names).
     aliases: tuple[str, ...] = ()
+    # `count_rows(inputs, options)`: the input rows, cheaply (file metadata), before
+    # `read`; the ingest starts the corpus build's worker processes from it while
+    # `read` runs. None: they start when the build needs them.
+    count_rows: Callable[[Sequence[Path], Any], int] | None = None
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -167,6 +171,7 @@ def register_adapter(
     scheme_defaults: Mapping[str, Any] | None = None,
     split_defaults: Mapping[str, Any] | None = None,
     aliases: Sequence[str] = (),
+    count_rows: Callable[[Sequence[Path], Any], int] | None = None,
 ) -> Callable[[Callable[..., Ingested]], Callable[..., Ingested]]:
     """Register `read(inputs: list[Path], options) -> Ingested` under `name`."""
 
@@ -181,6 +186,7 @@ def register_adapter(
             scheme_defaults=dict(scheme_defaults or {}),
             split_defaults=dict(split_defaults or {}),
             aliases=tuple(aliases),
+            count_rows=count_rows,
         )
         return read
 

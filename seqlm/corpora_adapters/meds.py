@@ -67,6 +67,7 @@ from seqlm.corpora_adapters.meds_cohort import (
 from seqlm.corpora_adapters.meds_layout import (
     TIME_DTYPE,
     MedsDataset,
+    count_rows,
     locate_dataset,
     metadata_splits,
     scan_rows,
@@ -300,6 +301,7 @@ def _event_columns(options: MedsOptions, ages: bool) -> list[pl.Expr]:
     options=MedsOptions,
     description="Clinical events in MEDS 0.3/0.4 (data/**/*.parquet + metadata/).",
     scheme_defaults=MEDS_SCHEME_DEFAULTS,
+    count_rows=count_rows,
 )
 def read_meds(inputs: Sequence[Path], options: MedsOptions) -> Ingested:
     """Read a MEDS dataset (its root folder, its `data/` folder, or shard files)."""

@@ -291,3 +291,34 @@ def test_fitted_bins_do_not_depend_on_the_order_codes_are_read():
     assert list(bins) == sorted(bins) and len(bins) == 13
     assert bins["C3"].text_numbers and not bins["C4"].text_numbers
     assert all(len(b.centres) == b.n_bins for b in bins.values())
+
+
+def test_samples_pruned_at_earlier_cuts_merge_into_the_same_sample(monkeypatch):
+    """A worker cuts its sample at the cuts the merged sampler had when the task was
+    sent (`prune`): fewer rows travel, and the merged sample, counts and bins are the
+    ones the whole samples give."""
+    monkeypatch.setattr(value_bins, "PENDING_ROWS", 60)
+    rng = np.random.default_rng(2)
+
+    def part(k: int) -> ValueSampler:
+        pairs = [(f"p{k}e{i % 30}", float(v)) for i, v in enumerate(rng.normal(size=300))]
+        sampler = ValueSampler(sample_size=50)
+        sampler.add(_events({"LAB//x": pairs[:250], "LAB//y": pairs[250:]}))
+        return sampler
+
+    parts = [part(k) for k in range(12)]
+    whole, pruned = ValueSampler(sample_size=50), ValueSampler(sample_size=50)
+    sent = 0
+    for k, sample in enumerate(parts):
+        whole.merge(sample)
+        copy = ValueSampler(sample_size=50)
+        copy._stats, copy._sample = sample._stats, sample._sample
+        copy.prune(pruned.cuts if k % 3 else ValueSampler(50).cuts)  # some with none yet
+        sent += copy._sample.height
+        pruned.merge(copy)
+    whole._flush()
+    pruned._flush()
+    assert sent < sum(p._sample.height for p in parts)
+    assert pruned._sample.sort("rank_key").equals(whole._sample.sort("rank_key"))
+    assert pruned.value_counts().equals(whole.value_counts())
+    assert pruned.fit(TokenScheme()) == whole.fit(TokenScheme())
