@@ -56,13 +56,14 @@ def worker_pool(
     Spawned, not forked: a fork of a process with polars' thread pool can deadlock. Each
     worker gets cores // workers polars threads so that they do not oversubscribe.
     """
+    if started is not None and getattr(started, "_max_workers", 0) != workers:
+        # Not needed: its idle processes would hold their memory through the build.
+        started.shutdown(wait=False, cancel_futures=True)
+        started = None
     # A daemonic process (a multiprocessing.Pool worker) may not start processes.
     if workers <= 1 or multiprocessing.current_process().daemon:
         yield None
         return
-    if started is not None and getattr(started, "_max_workers", 0) != workers:
-        started.shutdown(wait=False, cancel_futures=True)
-        started = None
     pool = started if started is not None else _executor(workers)
     with _worker_settings(workers), _main_module_hidden(), pool:
         yield pool

@@ -86,6 +86,8 @@ def test_a_started_pool_of_another_size_is_shut_down_for_a_new_one():
     with started_pool(2) as started, worker_pool(3, started) as pool:
         assert pool is not started and started._shutdown_thread
         assert sorted(run_all(pool, [(1,), (2,), (3,)])) == [1, 2, 3]
+    with started_pool(2) as started, worker_pool(1, started) as pool:
+        assert pool is None and started._shutdown_thread
 
 
 def run_all(pool, tasks) -> list:
