@@ -156,7 +156,8 @@ def _sorted(
 
     with clock.stage("sorting partitions", rows) as advance:
         # Each task gets the merged sample's cuts as they are when it is sent: its own
-        # sample comes back without the rows the merge would drop (MEDS 20x: most).
+        # sample comes back without the rows the merge would drop (MEDS 20x: 6.9M rows
+        # sent back before, 3.8M after).
         run_map(pool, function, WithLatest(tasks, cuts) if sample_size else tasks, done)
     found = _concat_rejects(rejects) if function is sort_read_part else None
     return aggregates, checks, sampler[0], found
