@@ -21,10 +21,12 @@ import polars as pl
 from pyarrow.lib import ArrowException
 
 from seqlm.config import load_toml, options_from_mapping, parse_option_strings
-from seqlm.corpora_adapters import get_adapter
+from seqlm.corpora_adapters import AdapterSpec, get_adapter
 from seqlm.corpus import Corpus, SplitConfig, build_corpus
 from seqlm.corpus.store import CORPUS_FILES
 from seqlm.corpus.within_time_order import DEFAULT_WITHIN_TIME_ORDER, check_within_time_order
+from seqlm.corpus.workers import started_pool
+from seqlm.corpus.writer import planned_workers
 from seqlm.errors import ConfigError, InputError, SeqlmError
 from seqlm.outputs import OutputError, check_output, output_lock
 from seqlm.progress import Progress
@@ -113,21 +115,37 @@ def ingest(
     with output_lock(out, "seqlm ingest"):
         check_output(out, paths, overwrite=overwrite, own_names=CORPUS_FILES)
         try:
-            ingested = spec.read(paths, options)
-            return build_corpus(
-                ingested,
-                out,
-                scheme,
-                splits,
-                overwrite=overwrite,
-                workers=workers,
-                progress=progress,
-                within_time_order=within_time_order,
-            )
+            with started_pool(_planned_workers(spec, paths, options, workers)) as started:
+                ingested = spec.read(paths, options)
+                return build_corpus(
+                    ingested,
+                    out,
+                    scheme,
+                    splits,
+                    overwrite=overwrite,
+                    workers=workers,
+                    progress=progress,
+                    within_time_order=within_time_order,
+                    started=started,
+                )
         except (pl.exceptions.PolarsError, ArrowException) as err:
             # Scans are lazy: a damaged page surfaces while the corpus is built, where
             # the file is unknown. Find it by reading the inputs one by one.
             raise unreadable_input_error(paths, err, out) from None
+
+
+def _planned_workers(
+    spec: AdapterSpec, paths: list[Path], options: Any, workers: int | None
+) -> int:
+    """The corpus build's processes, from the adapter's cheap row count (one without it:
+    the build starts its workers itself)."""
+    if spec.count_rows is None or workers == 1:
+        return 1
+    try:
+        rows = spec.count_rows(paths, options)
+    except SeqlmError:  # `read` reports it, as it would without the count
+        return 1
+    return planned_workers(rows, workers)
 
 
 def unreadable_input_error(paths: Sequence[Path], err: Exception, out: Path) -> SeqlmError:

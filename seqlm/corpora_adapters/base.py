@@ -45,6 +45,7 @@ __all__ = [
     "parse_option_strings",
     "register_adapter",
     "registered_adapters",
+    "reject_columns",
     "time_in_seconds",
 ]
 
@@ -54,6 +55,17 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "column": pl.String(),
     "reason": pl.String(),
 }
+
+
+def reject_columns(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """`frame`'s reject columns (`REJECT_SCHEMA`, absent ones null) as `RejectLog` keeps them."""
+    names = frame.collect_schema().names()
+    return frame.select(
+        [
+            (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c)
+            for c, t in REJECT_SCHEMA.items()
+        ]
+    )
 
 
 class RejectLog:
@@ -73,15 +85,7 @@ class RejectLog:
         self._rows.append({"file": str(file), "row": row, "column": column, "reason": reason})
 
     def extend(self, frame: pl.DataFrame | pl.LazyFrame) -> None:
-        lazy = frame.lazy()
-        names = lazy.collect_schema().names()
-        lazy = lazy.select(
-            [
-                (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c)
-                for c, t in REJECT_SCHEMA.items()
-            ]
-        )
-        self._frames.append(lazy)
+        self._frames.append(reject_columns(frame.lazy()))
 
     def merge(self, other: RejectLog) -> None:
         self._rows.extend(other._rows)
@@ -131,6 +135,11 @@ class Ingested:
     # spill files, and falls back to hashing when an entity turns up in two of them
     # (seqlm.corpus.source_parts). Empty: the builder hashes.
     source_parts: tuple[tuple[int, pl.LazyFrame], ...] = ()
+    # Optional, one per source part: a picklable function that reads the part once and
+    # gives its events (as in `source_parts`) and its rejects (`reject_columns`); the
+    # parts' rejects one after another are all of `rejects`, in order. The builder then
+    # takes the rejects from its sort stage instead of reading the source again.
+    source_reads: tuple[Callable[[], tuple[pl.DataFrame, pl.DataFrame]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,10 @@ class AdapterSpec:
     split_defaults: dict[str, Any] = field(default_factory=dict)
     # Other names accepted for the adapter (crowsetta's format names).
     aliases: tuple[str, ...] = ()
+    # `count_rows(inputs, options)`: the input rows, cheaply (file metadata), before
+    # `read`; the ingest starts the corpus build's worker processes from it while
+    # `read` runs. None: they start when the build needs them.
+    count_rows: Callable[[Sequence[Path], Any], int] | None = None
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
@@ -158,6 +171,7 @@ def register_adapter(
     scheme_defaults: Mapping[str, Any] | None = None,
     split_defaults: Mapping[str, Any] | None = None,
     aliases: Sequence[str] = (),
+    count_rows: Callable[[Sequence[Path], Any], int] | None = None,
 ) -> Callable[[Callable[..., Ingested]], Callable[..., Ingested]]:
     """Register `read(inputs: list[Path], options) -> Ingested` under `name`."""
 
@@ -172,6 +186,7 @@ def register_adapter(
             scheme_defaults=dict(scheme_defaults or {}),
             split_defaults=dict(split_defaults or {}),
             aliases=tuple(aliases),
+            count_rows=count_rows,
         )
         return read
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -154,6 +155,12 @@ def locate_dataset(inputs: Sequence[Path], split_folders: Mapping[str, str]) -> 
         raise InputError("no parquet shards (*.parquet) found", file=data_dir)
     shards = tuple(_read_shard(f, root, data_dir, split_folders) for f in files)
     return MedsDataset(root=root, shards=shards, info=dataset_info(root))
+
+
+def count_rows(inputs: Sequence[Path], options: Any) -> int:
+    """The dataset's rows from its shards' metadata (`AdapterSpec.count_rows`)."""
+    dataset = locate_dataset([Path(p) for p in inputs], options.split_folders)
+    return sum(shard.rows for shard in dataset.shards)
 
 
 def dataset_info(root: Path) -> dict[str, str]:

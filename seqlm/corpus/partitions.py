@@ -184,21 +184,31 @@ def split_spill(folder: Path, spill: int) -> None:
 Sorted = tuple[pl.DataFrame, dict[str, int], ValueSampler | None]
 
 
-def sort_partition(part: PartitionPaths, attributes: Sequence[str], sample_size: int = 0) -> Sorted:
+def sort_partition(
+    part: PartitionPaths,
+    attributes: Sequence[str],
+    sample_size: int = 0,
+    cuts: pl.DataFrame | None = None,
+) -> Sorted:
     """Sort one partition's events into its sorted file; return its entity aggregates
     in the file's entity order (unchecked `entity_aggregates`: exact, since a partition
     holds whole entities), its `merge_checks` counts (they add up over partitions for
-    the same reason) and, given a `sample_size`, `source_train_sample`."""
+    the same reason) and, given a `sample_size`, `source_train_sample` (cut at `cuts`)."""
     pieces = part.pieces
     if not pieces:
         return pl.DataFrame(), {}, ValueSampler(sample_size) if sample_size else None
-    result = sort_rows(part, pl.read_parquet(pieces, glob=False), attributes, sample_size)
+    rows = pl.read_parquet(pieces, glob=False)
+    result = sort_rows(part, rows, attributes, sample_size, cuts)
     shutil.rmtree(pieces[0].parent)
     return result
 
 
 def sort_rows(
-    part: PartitionPaths, rows: pl.DataFrame, attributes: Sequence[str], sample_size: int = 0
+    part: PartitionPaths,
+    rows: pl.DataFrame,
+    attributes: Sequence[str],
+    sample_size: int = 0,
+    cuts: pl.DataFrame | None = None,
 ) -> Sorted:
     """`sort_partition` of the partition's events `rows` (whole entities)."""
     if not rows.height:
@@ -211,7 +221,7 @@ def sort_rows(
     checks = merge_checks(stored.select(pl.col("entity").rle_id(), "time", "order", "code"))
     # The entities in the file's order: the later stages number them by their runs.
     aggregates = run_aggregates(rows, attributes)
-    sample = source_train_sample(rows, sample_size, stored) if sample_size else None
+    sample = source_train_sample(rows, sample_size, stored, cuts) if sample_size else None
     return aggregates, checks, sample
 
 
@@ -295,12 +305,16 @@ def sample_partition(
 
 
 def source_train_sample(
-    rows: pl.DataFrame, sample_size: int, stored: pl.DataFrame | None = None
+    rows: pl.DataFrame,
+    sample_size: int,
+    stored: pl.DataFrame | None = None,
+    cuts: pl.DataFrame | None = None,
 ) -> ValueSampler | None:
     """`sample_partition` of sorted `rows`, made by the sort stage from the rows' own
     (source) split, which saves the sampling stage's read of the sorted file: the same
     sample wherever the build's splits are the source's (the writer checks). None when
-    the rows have no source split."""
+    the rows have no source split. `cuts`: those of the sampler it will be merged into,
+    as they were when the task was sent (`ValueSampler.prune`)."""
     if rows["split"].null_count() == rows.height:
         return None
     sampler = ValueSampler(sample_size)
@@ -308,6 +322,8 @@ def source_train_sample(
     columns = (stored if stored is not None else rows).select(SAMPLED_COLUMNS)
     train = columns.filter(rows["split"] == "train")
     sampler.add(train, entity_runs=True)
+    if cuts is not None:
+        sampler.prune(cuts)
     return sampler
 
 

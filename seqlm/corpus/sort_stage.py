@@ -13,22 +13,21 @@ from typing import Any
 
 import polars as pl
 
-from seqlm.corpora_adapters.base import Ingested
+from seqlm.corpora_adapters.base import REJECT_SCHEMA, Ingested
 from seqlm.corpus.empty_ingest import no_events_message
 from seqlm.corpus.entities import checked_entities
 from seqlm.corpus.merge_checks import MERGE_CHECK_COUNTS
 from seqlm.corpus.partitions import (
     PartitionPaths,
-    Sorted,
     sort_partition,
     spill_files,
     spill_partitions,
     split_spill,
 )
-from seqlm.corpus.source_parts import entity_in_two_parts, sort_source_part
+from seqlm.corpus.source_parts import entity_in_two_parts, sort_read_part, sort_source_part
 from seqlm.corpus.splits import SplitConfig, assign_splits
 from seqlm.corpus.stages import StageClock
-from seqlm.corpus.workers import run_map
+from seqlm.corpus.workers import WithLatest, run_map
 from seqlm.errors import CorpusError
 from seqlm.vocabularies.value_bins import ValueSampler
 
@@ -47,17 +46,26 @@ def sorted_partitions(
     attributes: Sequence[str],
     clock: StageClock,
     sample_size: int,
-) -> tuple[SortedParts, bool]:
+) -> tuple[SortedParts, bool, pl.DataFrame | None]:
     """The sort stage, with the adapter's source parts (`groups`) as the partitions
     where they hold whole entities, else the events hashed into `n_parts`; (its result,
-    whether the partitions are the source's). `sample_size`: also sample train values
-    by the source's splits (`partitions.source_train_sample`), 0 not to."""
+    whether the partitions are the source's, the rejects where the sort read them:
+    `folds_rejects`). `sample_size`: also sample train values by the source's splits
+    (`partitions.source_train_sample`), 0 not to."""
+    rejects = None
     if groups is not None:
-        done = sort_source_parts(pool, work, groups, ingested, attributes, clock, sample_size)
+        tasks = (pool, work, groups, ingested, attributes, clock, sample_size)
+        done, rejects = sort_source_parts(*tasks)
         if done is not None:
-            return done, True
+            return done, True, rejects
     tasks = (events, work, n_parts, attributes, clock, ingested, sample_size)
-    return partition_and_sort(pool, *tasks), False
+    return partition_and_sort(pool, *tasks), False, rejects
+
+
+def folds_rejects(ingested: Ingested, groups: list[list[int]] | None) -> bool:
+    """Whether the sort stage reads the rejects with the events (the adapter's
+    `source_reads`, used when the source parts are the partitions or tried as them)."""
+    return groups is not None and 0 < len(ingested.source_reads) == len(ingested.source_parts)
 
 
 def sort_source_parts(
@@ -68,21 +76,24 @@ def sort_source_parts(
     attributes: Sequence[str],
     clock: StageClock,
     sample_size: int = 0,
-) -> SortedParts | None:
-    """Sort the adapter's source parts (grouped) as the partitions; None (and nothing
-    left behind) when an entity is in two groups, so that the caller hashes instead."""
+) -> tuple[SortedParts | None, pl.DataFrame | None]:
+    """Sort the adapter's source parts (grouped) as the partitions, and their rejects
+    where `folds_rejects` (else None); None for the parts (and nothing left behind)
+    when an entity is in two groups, so that the caller hashes instead."""
     parts = [PartitionPaths(work, p) for p in range(len(groups))]
-    frames = [frame for _, frame in ingested.source_parts]
+    folded = folds_rejects(ingested, groups)
+    sources = ingested.source_reads if folded else [f for _, f in ingested.source_parts]
     tasks = [
-        (p, [frames[i] for i in g], attributes, sample_size)
+        (p, [sources[i] for i in g], attributes, sample_size)
         for p, g in zip(parts, groups, strict=True)
     ]
-    result = _sorted(pool, sort_source_part, tasks, clock, ingested.rows_read, sample_size)
+    function = sort_read_part if folded else sort_source_part
+    *result, rejects = _sorted(pool, function, tasks, clock, ingested.rows_read, sample_size)
     if entity_in_two_parts(result[0]):
         for part in parts:
             part.sorted_file.unlink(missing_ok=True)
-        return None
-    return parts, *result
+        return None, rejects
+    return (parts, *result), rejects  # type: ignore[return-value]
 
 
 def partition_and_sort(
@@ -106,7 +117,8 @@ def partition_and_sort(
             run_map(pool, split_spill, [(work, k) for k in range(n_spills)], _ignore)
     parts = [PartitionPaths(work, p) for p in range(n_parts)]
     tasks = [(p, attributes, sample_size) for p in parts]
-    return (parts, *_sorted(pool, sort_partition, tasks, clock, ingested.rows_read, sample_size))
+    sorted_parts = _sorted(pool, sort_partition, tasks, clock, ingested.rows_read, sample_size)
+    return (parts, *sorted_parts[:3])
 
 
 def _sorted(
@@ -116,14 +128,19 @@ def _sorted(
     clock: StageClock,
     rows: int,
     sample_size: int,
-) -> tuple[list[pl.DataFrame], dict[str, int], ValueSampler | None]:
-    """Run a sort stage: each partition's entity aggregates, the summed merge checks and
-    the merged train samples (None unless every partition gave one)."""
+) -> tuple[list[pl.DataFrame], dict[str, int], ValueSampler | None, pl.DataFrame | None]:
+    """Run a sort stage: each partition's entity aggregates, the summed merge checks,
+    the merged train samples (None unless every partition gave one) and, where
+    `function` gives them (`sort_read_part`), the partitions' rejects in order."""
     aggregates: list[pl.DataFrame] = [pl.DataFrame()] * len(tasks)
+    rejects: list[pl.DataFrame] = []
     checks = dict.fromkeys(MERGE_CHECK_COUNTS, 0)
     sampler: list[ValueSampler | None] = [ValueSampler(sample_size) if sample_size else None]
 
-    def done(i: int, result: Sorted) -> None:
+    def done(i: int, result: Any) -> None:
+        if function is sort_read_part:
+            result, part_rejects = result
+            rejects.append(part_rejects)
         frame, part_checks, sample = result
         aggregates[i] = frame
         for name, count in part_checks.items():
@@ -134,9 +151,21 @@ def _sorted(
             sampler[0].merge(sample)
         advance(int(frame["n_events"].sum()) if frame.height else 0)
 
+    def cuts() -> pl.DataFrame | None:
+        return sampler[0].cuts if sampler[0] is not None else None
+
     with clock.stage("sorting partitions", rows) as advance:
-        run_map(pool, function, tasks, done)
-    return aggregates, checks, sampler[0]
+        # Each task gets the merged sample's cuts as they are when it is sent: its own
+        # sample comes back without the rows the merge would drop (MEDS 20x: 6.9M rows
+        # sent back before, 3.8M after).
+        run_map(pool, function, WithLatest(tasks, cuts) if sample_size else tasks, done)
+    found = _concat_rejects(rejects) if function is sort_read_part else None
+    return aggregates, checks, sampler[0], found
+
+
+def _concat_rejects(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The partitions' rejects as one frame (`RejectLog.to_frame`'s, in the same order)."""
+    return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=REJECT_SCHEMA)
 
 
 def source_sample(sampled: ValueSampler | None, entities: pl.DataFrame) -> ValueSampler | None:
@@ -203,18 +232,27 @@ def _ignore(*_: Any) -> None:
 
 @contextmanager
 def read_rejects(
-    ingested: Ingested, clock: StageClock, pool: Any
-) -> Iterator[Callable[[], pl.DataFrame]]:
-    """The adapter's rejects as a frame, from the function this yields. In one process
+    ingested: Ingested, clock: StageClock, pool: Any, folded: bool = False
+) -> Iterator[Callable[[pl.DataFrame | None], pl.DataFrame]]:
+    """The adapter's rejects as a frame, from the function this yields, which is given
+    the sort stage's rejects (`folds_rejects`; None where it did not read them). Where
+    the sort reads them (`folded`) there is no pass of their own. Else, in one process,
     they are read first (a stage of their own, so its CPU is the stage's alone); with
     worker processes they are read in a thread of this process while the workers sort,
-    which otherwise waited for this pass of the source (MEDS 20x: 2.8 CPU s) with a
-    core idle. The stage's seconds are then its wall time and this process's CPU
-    during it, both overlapping the sort's."""
+    which otherwise waited for this pass of the source with a core idle. The stage's
+    seconds are then its wall time and this process's CPU during it, both overlapping
+    the sort's."""
+    if folded:
+
+        def from_sort(found: pl.DataFrame | None) -> pl.DataFrame:
+            return ingested.rejects.to_frame() if found is None else found
+
+        yield from_sort
+        return
     if pool is None:
         with clock.stage("reading rejects"):
             frame = ingested.rejects.to_frame()
-        yield lambda: frame
+        yield lambda _: frame
         return
 
     def timed() -> tuple[pl.DataFrame, float, float]:
@@ -225,7 +263,7 @@ def read_rejects(
     with ThreadPoolExecutor(1, thread_name_prefix="seqlm-rejects") as thread:
         future = thread.submit(timed)
 
-        def result() -> pl.DataFrame:
+        def result(_: pl.DataFrame | None) -> pl.DataFrame:
             frame, seconds, cpu = future.result()
             clock.record("reading rejects", seconds, cpu)
             return frame

@@ -13,7 +13,7 @@ either way (tests/corpus/test_source_parts.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import polars as pl
 
@@ -52,10 +52,26 @@ def sort_source_part(
     frames: Sequence[pl.LazyFrame],
     attributes: Sequence[str],
     sample_size: int = 0,
+    cuts: pl.DataFrame | None = None,
 ) -> Sorted:
     """`sort_partition` for a partition made of source parts (read here, in the worker)."""
     rows = pl.concat(list(frames), how="vertical").collect()
-    return sort_rows(part, rows, attributes, sample_size)
+    return sort_rows(part, rows, attributes, sample_size, cuts)
+
+
+def sort_read_part(
+    part: PartitionPaths,
+    reads: Sequence[Callable[[], tuple[pl.DataFrame, pl.DataFrame]]],
+    attributes: Sequence[str],
+    sample_size: int = 0,
+    cuts: pl.DataFrame | None = None,
+) -> tuple[Sorted, pl.DataFrame]:
+    """`sort_source_part` for parts read by the adapter's `Ingested.source_reads`
+    (called here, in the worker): also their rejects, in part order."""
+    read = [function() for function in reads]
+    rows = pl.concat([events for events, _ in read], how="vertical")
+    rejects = pl.concat([rejected for _, rejected in read], how="vertical")
+    return sort_rows(part, rows, attributes, sample_size, cuts), rejects
 
 
 def entity_in_two_parts(aggregates: Sequence[pl.DataFrame]) -> bool:

@@ -47,19 +47,63 @@ def _main_module_hidden() -> Iterator[None]:
 
 
 @contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """`workers` spawned processes sharing the cores (None: run in this process).
+def worker_pool(
+    workers: int, started: ProcessPoolExecutor | None = None
+) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` spawned processes sharing the cores (None: run in this process);
+    `started` (`started_pool`) is used when it has as many, else shut down.
 
     Spawned, not forked: a fork of a process with polars' thread pool can deadlock. Each
     worker gets cores // workers polars threads so that they do not oversubscribe.
     """
+    if started is not None and getattr(started, "_max_workers", 0) != workers:
+        # Not needed: its idle processes would hold their memory through the build.
+        started.shutdown(wait=False, cancel_futures=True)
+        started = None
     # A daemonic process (a multiprocessing.Pool worker) may not start processes.
     if workers <= 1 or multiprocessing.current_process().daemon:
         yield None
         return
+    pool = started if started is not None else _executor(workers)
+    with _worker_settings(workers), _main_module_hidden(), pool:
+        yield pool
+
+
+@contextmanager
+def started_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` worker processes started now (None for one), for `worker_pool`: they
+    start and import polars and seqlm (about 0.6 s each) while the caller reads its
+    input (`seqlm.ingest`), instead of at the first stage with a core idle. Shut down
+    on exit, used or not."""
+    if workers <= 1 or multiprocessing.current_process().daemon:
+        yield None
+        return
+    with _worker_settings(workers), _main_module_hidden():
+        pool = _executor(workers)
+        # A spawning pool starts a process per task while none is idle.
+        for _ in range(workers):
+            pool.submit(os.getpid)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    # Read by polars when a worker imports it, so they must be in the environment the
-    # workers inherit; this process's polars has read its own settings already.
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=worker_start,
+        initargs=(threads, os.getpid()),
+    )
+
+
+@contextmanager
+def _worker_settings(workers: int) -> Iterator[None]:
+    """The environment the workers inherit while they start (read by polars when a
+    worker imports it; this process's polars has read its own settings already)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
     inherited = os.environ.get(MALLOC_CONF_VARIABLE)
     settings = {
         "POLARS_MAX_THREADS": str(threads),
@@ -71,22 +115,31 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
-        with (
-            ProcessPoolExecutor(
-                workers,
-                mp_context=get_context("spawn"),
-                initializer=worker_start,
-                initargs=(threads, os.getpid()),
-            ) as pool,
-            _main_module_hidden(),
-        ):
-            yield pool
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class WithLatest(Sequence[tuple[Any, ...]]):
+    """`tasks`, each with `latest()` appended when it is read: `run_map` reads a task
+    when it sends it, so it gets what the results merged so far make of `latest` (the
+    sort stage: the value sampler's cuts, which only fall)."""
+
+    def __init__(self, tasks: Sequence[tuple[Any, ...]], latest: Callable[[], Any]) -> None:
+        self.tasks = tasks
+        self.latest = latest
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, int):
+            raise TypeError("WithLatest is read one task at a time")
+        return (*self.tasks[index], self.latest())
 
 
 def run_map(

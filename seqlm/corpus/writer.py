@@ -54,6 +54,7 @@ from seqlm.corpus.partitions import (
 from seqlm.corpus.privacy import public_settings
 from seqlm.corpus.sort_stage import (
     entity_tables,
+    folds_rejects,
     read_rejects,
     sorted_partitions,
     source_sample,
@@ -114,13 +115,16 @@ def build_corpus(
     workers: int | None = None,
     progress: Progress | None = None,
     within_time_order: str = DEFAULT_WITHIN_TIME_ORDER,
+    started: Any = None,
 ) -> Corpus:
     """Split, fit the vocabulary on train, tokenize and write the corpus folder `out`.
 
     `workers`: processes for the per-partition stages (None: the number of cores, or
-    one when the input is too small for more to pay off). The corpus does not depend
-    on it, nor on `rows_per_bucket` (the partition size). `within_time_order`: `file`
-    or `code`, the order of the events of one timestamp (seqlm.corpus.within_time_order).
+    one when the input is too small for more to pay off: `planned_workers`). The corpus
+    does not depend on it, nor on `rows_per_bucket` (the partition size).
+    `within_time_order`: `file` or `code`, the order of the events of one timestamp
+    (seqlm.corpus.within_time_order). `started`: worker processes started while the
+    input was read (`workers.started_pool`), used if there are as many as planned.
     """
     out = Path(out)
     check_within_time_order(within_time_order)
@@ -137,7 +141,19 @@ def build_corpus(
             workers,
             progress,
             within_time_order,
+            started,
         )
+
+
+def planned_workers(
+    rows: int, workers: int | None, rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET, parts: int = 0
+) -> int:
+    """How many processes a build of `rows` input rows uses (`workers` None: one per
+    core, at least `MIN_ROWS_PER_WORKER` rows each): at most one per partition (hashed,
+    or the source's `parts` where they are more)."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, rows // MIN_ROWS_PER_WORKER)
+    return max(1, min(workers, max(math.ceil(rows / rows_per_bucket), parts)))
 
 
 def _build_locked(
@@ -150,36 +166,26 @@ def _build_locked(
     workers: int | None,
     progress: Progress | None,
     within_time: str,
+    started: Any,
 ) -> Corpus:
     clock = StageClock(ensure_progress(progress))
-    if rows_per_bucket < 1:
-        raise ConfigError("rows_per_bucket must be at least 1")
-    if workers is not None and workers < 1:
-        raise ConfigError("workers must be at least 1")
-    attributes = tuple(ingested.events.attributes)
-    events = ingested.events.unsorted
-    events = ingested.events.frame if events is None else events
-    names = events.collect_schema().names()
-    missing = [c for c in (*EVENT_COLUMNS, *attributes) if c not in names]
-    if missing:
-        raise CorpusError(f"adapter {ingested.adapter!r} gave events without columns {missing}")
-    check_time_gap_units(scheme, ingested.time_unit)
+    events, attributes = _checked_events(ingested, scheme, rows_per_bucket, workers)
     n_parts = max(1, math.ceil(ingested.rows_read / rows_per_bucket))
     groups = source_groups([rows for rows, _ in ingested.source_parts], rows_per_bucket)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, ingested.rows_read // MIN_ROWS_PER_WORKER)
-    workers = max(1, min(workers, max(n_parts, len(groups or ()))))
+    workers = planned_workers(ingested.rows_read, workers, rows_per_bucket, len(groups or ()))
 
     staging = new_staging(out)
     try:
         work = staging / "_work"
         work.mkdir()
-        with worker_pool(workers) as pool, read_rejects(ingested, clock, pool) as rejects_read:
+        folded = folds_rejects(ingested, groups)
+        pool_of = worker_pool(workers, started)
+        with pool_of as pool, read_rejects(ingested, clock, pool, folded) as found:
             sample_size = _sort_sample_size(scheme, splits, within_time)
             tasks = (events, n_parts, ingested, attributes, clock, sample_size)
-            done, from_source = sorted_partitions(pool, work, groups, *tasks)
+            done, from_source, sort_rejects = sorted_partitions(pool, work, groups, *tasks)
             parts, aggregates, checks, sampled = done
-            rejects = rejects_read()
+            rejects = found(sort_rejects)
             entities, part_splits = entity_tables(
                 aggregates, attributes, splits, ingested, rejects.height, out
             )
@@ -217,6 +223,25 @@ def _build_locked(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_corpus(out)
+
+
+def _checked_events(
+    ingested: Ingested, scheme: TokenScheme, rows_per_bucket: int, workers: int | None
+) -> tuple[pl.LazyFrame, tuple[str, ...]]:
+    """The adapter's (unsorted) events and attributes, checked with the build's settings."""
+    if rows_per_bucket < 1:
+        raise ConfigError("rows_per_bucket must be at least 1")
+    if workers is not None and workers < 1:
+        raise ConfigError("workers must be at least 1")
+    attributes = tuple(ingested.events.attributes)
+    events = ingested.events.unsorted
+    events = ingested.events.frame if events is None else events
+    names = events.collect_schema().names()
+    missing = [c for c in (*EVENT_COLUMNS, *attributes) if c not in names]
+    if missing:
+        raise CorpusError(f"adapter {ingested.adapter!r} gave events without columns {missing}")
+    check_time_gap_units(scheme, ingested.time_unit)
+    return events, attributes
 
 
 def _build_record(partitions: int, from_source: bool, workers: int) -> dict[str, Any]:

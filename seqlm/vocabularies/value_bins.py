@@ -14,8 +14,9 @@ may get fewer bins than asked for.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -126,9 +127,22 @@ def fit_code_bins(values: np.ndarray, n_bins: int) -> CodeValueBins | None:
     edges = quantile_edges(values, n_bins)
     if edges.size == 0:
         return None
-    which = np.searchsorted(edges, values, side="right")
-    centres = tuple(float(np.median(values[which == k])) for k in range(edges.size + 1))
+    # The values are sorted: bin k (`searchsorted(edges, v, "right") == k`) is the slice
+    # between the first values at or above edges k-1 and k.
+    cuts = [0, *np.searchsorted(values, edges, side="left").tolist(), values.size]
+    centres = tuple(_sorted_median(values[a:b]) for a, b in itertools.pairwise(cuts))
     return CodeValueBins(edges=tuple(float(e) for e in edges), centres=centres)
+
+
+def _sorted_median(values: np.ndarray) -> float:
+    """`np.median` of sorted values, read off the middle (no partition, no copy): the
+    middle value, or the mean of the middle two, (a + b) / 2, as numpy computes it."""
+    n = values.size
+    if n == 0 or np.isnan(values[-1]):  # np.median's NaN (NaN sorts last)
+        return float("nan")
+    if n % 2:
+        return float(values[n // 2])
+    return float((values[n // 2 - 1] + values[n // 2]) / 2)
 
 
 def _text_facts(events: pl.DataFrame, given: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
@@ -290,10 +304,20 @@ class ValueSampler:
 
     def _below_cuts(self, kept: pl.DataFrame) -> pl.DataFrame:
         """The rows of a merged sample that may still enter this one's."""
-        if self._cuts.height == 0 or kept.height == 0:
-            return kept
-        cut = kept.join(self._cuts, on=["code", "source"], how="left", maintain_order="left")
-        return kept.filter((cut["cut"].is_null() | (cut["rank_key"] < cut["cut"])).to_numpy())
+        return _below(kept, self._cuts)
+
+    @property
+    def cuts(self) -> pl.DataFrame:
+        """Per (code, source) whose sample is full, its largest kept key: a row of
+        another sampler at or above it can never enter this one's (`merge`)."""
+        return self._cuts
+
+    def prune(self, cuts: pl.DataFrame) -> None:
+        """Drop the sampled rows that `merge` into a sampler with these `cuts` (or any
+        later ones: they only fall) would drop: a worker's sample, cut before it is
+        sent to the sampler it merges into, holds far fewer rows, and merges the same."""
+        self._flush()
+        self._sample = _below(self._sample, cuts)
 
     def value_counts(self) -> pl.DataFrame:
         """Per code: number of finite train values and of entities that have them
@@ -337,23 +361,43 @@ class ValueSampler:
             for code, n in eligible.select("code", "n").iter_rows()
         }
         text_codes = set(eligible.filter(with_text)["code"].to_list())
-        sample = (
-            self._sample.with_columns(pl.col("code").cast(pl.String))
-            .filter(
-                pl.col("code").is_in(list(wanted))
-                & ((pl.col("source") == 0) | pl.col("code").is_in(list(text_codes)))
-            )
-            .filter(pl.col("rank_key").rank("ordinal").over("code") <= self.sample_size)
-            # By value alone: `fit_code_bins` sorts each code's values again and the
-            # bins are returned in code order, so sorting the (string) codes is not needed.
-            .sort("value")
-        )
         bins: dict[str, CodeValueBins] = {}
-        for (code,), part in sample.group_by("code", maintain_order=True):
-            fitted = fit_code_bins(part["value"].to_numpy(), wanted[str(code)])
+        for code, values in _code_values(self._sample, wanted, text_codes, self.sample_size):
+            fitted = fit_code_bins(values, wanted[code])
             if fitted is not None:
-                bins[str(code)] = replace(fitted, text_numbers=str(code) in text_codes)
+                bins[code] = replace(fitted, text_numbers=code in text_codes)
         return dict(sorted(bins.items()))
+
+
+def _below(kept: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `kept` whose key is below their (code, source)'s cut, if it has one."""
+    if cuts.height == 0 or kept.height == 0:
+        return kept
+    cut = kept.join(cuts, on=["code", "source"], how="left", maintain_order="left")
+    return kept.filter((cut["cut"].is_null() | (cut["rank_key"] < cut["cut"])).to_numpy())
+
+
+def _code_values(
+    sample: pl.DataFrame, wanted: Mapping[str, int], text_codes: set[str], sample_size: int
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Each wanted code's sample values (a code that reads its texts as numbers: its
+    numeric values and text numbers together, the `sample_size` of smallest key), in
+    no particular order of codes. Only those codes rank their two samples together:
+    every other code's numeric sample holds at most `sample_size` rows already."""
+    code = pl.col("code")
+    sample = sample.with_columns(code.cast(pl.String)).filter(code.is_in(list(wanted)))
+    has_text = code.is_in(list(text_codes))
+    plain = sample.filter(~has_text & (pl.col("source") == 0))
+    texts = sample.filter(has_text)
+    texts = texts.filter(pl.col("rank_key").rank("ordinal").over("code") <= sample_size)
+    # One list of values per code, read as one flat array cut by the list lengths.
+    grouped = pl.concat([plain, texts]).group_by("code").agg("value", pl.len())
+    values = grouped["value"].explode().to_numpy()
+    ends = np.cumsum(grouped["len"].to_numpy())
+    for name, start, end in zip(
+        grouped["code"], ends - grouped["len"].to_numpy(), ends, strict=True
+    ):
+        yield name, values[start:end]
 
 
 STAT_SCHEMA: dict[str, pl.DataType] = {

@@ -236,3 +236,89 @@ def test_sampler_reads_categorical_codes_and_texts_as_strings():
         sampler._flush()
     assert categorical._stats.sort("code").equals(plain._stats.sort("code"))
     assert categorical._sample.sort("rank_key").equals(plain._sample.sort("rank_key"))
+
+
+def _numpy_bins(values: np.ndarray, n_bins: int) -> CodeValueBins | None:
+    """The bins as `fit_code_bins` made them before it read the medians off the sorted
+    values: a mask and `np.median` per bin."""
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    edges = quantile_edges(values, n_bins)
+    if edges.size == 0:
+        return None
+    which = np.searchsorted(edges, values, side="right")
+    centres = tuple(float(np.median(values[which == k])) for k in range(edges.size + 1))
+    return CodeValueBins(edges=tuple(float(e) for e in edges), centres=centres)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.floats(-1e6, 1e6, allow_nan=False, width=32) | st.sampled_from([0.0, 1.0, 7.5]),
+        min_size=1,
+        max_size=300,
+    ),
+    st.integers(2, 12),
+)
+def test_bin_centres_read_off_sorted_values_equal_numpys_medians(values, n_bins):
+    """Bit for bit: the corpus's scheme.json holds these floats."""
+    assert fit_code_bins(np.array(values), n_bins) == _numpy_bins(np.array(values), n_bins)
+
+
+def test_fitted_bins_do_not_depend_on_the_order_codes_are_read():
+    """`ValueSampler.fit` reads the codes in any order (a group-by): the bins come
+    back sorted by code, with each code's text-number flag."""
+    sampler = ValueSampler(50)
+    rng = np.random.default_rng(3)
+    codes = [f"C{k % 13}" for k in range(4000)]
+    texts = [
+        f"{v:.1f}" if c == "C3" else None for c, v in zip(codes, rng.normal(size=4000), strict=True)
+    ]
+    frame = pl.DataFrame(
+        {
+            "entity": [f"e{k % 40}" for k in range(4000)],
+            "time": np.arange(4000, dtype=float),
+            "order": np.arange(4000),
+            "code": codes,
+            "value": [
+                None if c == "C3" else v for c, v in zip(codes, rng.normal(size=4000), strict=True)
+            ],
+            "text": texts,
+        }
+    )
+    sampler.add(frame)
+    scheme = TokenScheme(min_entities=1, value_bins=5, use_text=True)
+    bins = sampler.fit(scheme)
+    assert list(bins) == sorted(bins) and len(bins) == 13
+    assert bins["C3"].text_numbers and not bins["C4"].text_numbers
+    assert all(len(b.centres) == b.n_bins for b in bins.values())
+
+
+def test_samples_pruned_at_earlier_cuts_merge_into_the_same_sample(monkeypatch):
+    """A worker cuts its sample at the cuts the merged sampler had when the task was
+    sent (`prune`): fewer rows travel, and the merged sample, counts and bins are the
+    ones the whole samples give."""
+    monkeypatch.setattr(value_bins, "PENDING_ROWS", 60)
+    rng = np.random.default_rng(2)
+
+    def part(k: int) -> ValueSampler:
+        pairs = [(f"p{k}e{i % 30}", float(v)) for i, v in enumerate(rng.normal(size=300))]
+        sampler = ValueSampler(sample_size=50)
+        sampler.add(_events({"LAB//x": pairs[:250], "LAB//y": pairs[250:]}))
+        return sampler
+
+    parts = [part(k) for k in range(12)]
+    whole, pruned = ValueSampler(sample_size=50), ValueSampler(sample_size=50)
+    sent = 0
+    for k, sample in enumerate(parts):
+        whole.merge(sample)
+        copy = ValueSampler(sample_size=50)
+        copy._stats, copy._sample = sample._stats, sample._sample
+        copy.prune(pruned.cuts if k % 3 else ValueSampler(50).cuts)  # some with none yet
+        sent += copy._sample.height
+        pruned.merge(copy)
+    whole._flush()
+    pruned._flush()
+    assert sent < sum(p._sample.height for p in parts)
+    assert pruned._sample.sort("rank_key").equals(whole._sample.sort("rank_key"))
+    assert pruned.value_counts().equals(whole.value_counts())
+    assert pruned.fit(TokenScheme()) == whole.fit(TokenScheme())
