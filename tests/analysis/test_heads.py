@@ -99,14 +99,18 @@ def test_options_and_errors() -> None:
 
 
 def test_the_copying_head_of_the_planted_model_is_found(tmp_path) -> None:
-    """The head whose removal hurts most is the one the gate gradients rank first, and
-    pruning every head costs more than pruning the least important one."""
+    """The head whose removal hurts most is the one the gate gradients rank first in its
+    layer, and pruning every head costs more than pruning the least important one.
+
+    Raw gate gradients are compared within a layer only (Michel et al. normalise per
+    layer): in the planted model a layer-0 head that feeds the copying head can cost more
+    to remove while its raw gradient is smaller than the copying head's, and which of the
+    two wins depends on the CPU's float reductions during training."""
     model = trained_planted_model()
     analysis = analyse_heads(model, planted_sequences(30, seed=7))
     change = analysis.ablation_loss - analysis.base_loss
-    top_ablation = np.unravel_index(np.argmax(change), change.shape)
-    top_importance = np.unravel_index(np.argmax(analysis.importance_raw), change.shape)
-    assert top_ablation == top_importance
+    layer, head = np.unravel_index(np.argmax(change), change.shape)
+    assert np.argmax(analysis.importance[layer]) == head
     assert change.max() > 0.3
     curve = analysis.prune_curve["loss"].to_numpy()
     assert curve[-1] > curve[1] + 0.5
