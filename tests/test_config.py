@@ -171,7 +171,7 @@ def test_model_config_reads_like_the_other_tables():
         == ("option 'model.dropout' must be in [0, 1), got 1.0")
     )
     hints = typing.get_type_hints(GPTConfig)
-    assert type_name(hints["positions"]) == "learned | rotary"
+    assert type_name(hints["positions"]) == "learned | rotary | alibi"
     assert type_name(hints["norm_placement"]) == "pre | post | peri | mix"
 
 

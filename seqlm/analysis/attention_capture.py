@@ -5,7 +5,8 @@ Here one forward runs under `capture_attention(model, layers)`, forward pre-hook
 the chosen layers' attention modules that store each layer's q and k after rotary (and
 v, recomputed from the layer's input with the module's own `project`) and the boolean
 mask that layer used (causal, its attention span, document boundaries); the model holds
-no capture code. The weights are then recomputed eagerly from
+no capture code. An ALiBi model's bias is folded into q and k as one more channel
+(`fold_alibi`), so the weights recomputed from them are the model's. The weights are then recomputed eagerly from
 those inputs with `seqlm.model.attention_weights`, a chunk of queries at a time, so a
 4,096-token sequence never needs T x T x heads x layers at once: a chunk holds
 (rows, chosen heads, chunk, T) floats of one layer.
@@ -47,9 +48,10 @@ def default_chunk_queries(rows: int, heads: int, length: int) -> int:
 class CapturedAttention:
     """What one attention layer used in one forward: enough to recompute its weights.
 
-    q, k, v: (B, H, T, d) after rotary, detached. mask: boolean, broadcastable to
+    q, k, v: (B, H, T, d) after rotary, detached; with ALiBi q and k have d + 1
+    channels, the last one the bias (`fold_alibi`). mask: boolean, broadcastable to
     (B, H, T, T), True = may attend (always explicit here, also when the layer ran with
-    is_causal). scale: the softmax scale (1 / sqrt(d)).
+    is_causal or ALiBi's float mask). scale: the softmax scale (1 / sqrt(d)).
     """
 
     layer: int
@@ -60,8 +62,26 @@ class CapturedAttention:
     scale: float
 
 
-def _capture_hook(layer: int, records: list[CapturedAttention]):
-    """A forward pre-hook on a `CausalSelfAttention` appending what the call uses."""
+def fold_alibi(q: Tensor, k: Tensor, slopes: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """q, k (B, H, T, d) with one more channel that carries ALiBi's bias: q gets 1, key j
+    of head h gets m_h * j / scale, so scale * q'.k' = scale * q.k + m_h * j.
+
+    The model adds -m_h * (i - j); the -m_h * i part is the same for every key of query
+    i and cancels in the softmax, so the weights from q', k' and the boolean mask are
+    the model's weights, and every analysis that scores q.k itself (attention stats,
+    elapsed time) sees them without knowing about ALiBi.
+    """
+    batch, heads, length, _ = k.shape
+    keys = torch.arange(length, device=k.device, dtype=torch.float32)
+    extra_k = (slopes.to(k.device)[:, None] * keys[None, :] / scale).to(k.dtype)
+    extra_k = extra_k[None, :, :, None].expand(batch, heads, length, 1)
+    extra_q = torch.ones((*q.shape[:-1], 1), dtype=q.dtype, device=q.device)
+    return torch.cat([q, extra_q], dim=-1), torch.cat([k, extra_k], dim=-1)
+
+
+def _capture_hook(layer: int, records: list[CapturedAttention], slopes: Tensor | None):
+    """A forward pre-hook on a `CausalSelfAttention` appending what the call uses
+    (`slopes`: the model's ALiBi slopes, folded into q and k; None otherwise)."""
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         call = inspect.signature(module.forward).bind(*args, **kwargs)
@@ -69,8 +89,14 @@ def _capture_hook(layer: int, records: list[CapturedAttention]):
         x, rotary, mask = call.arguments["x"], call.arguments["rotary"], call.arguments["mask"]
         with torch.no_grad():
             q, k, v = module.project(x, rotary)
+        scale = 1.0 / math.sqrt(module.head_dim)
         if mask is None:
             mask = causal_mask(x.shape[1], device=q.device)
+        elif mask.dtype.is_floating_point:  # ALiBi's float mask: bias and -inf
+            if slopes is None:
+                raise ConfigError("a float attention mask needs the model's ALiBi slopes")
+            mask = torch.isfinite(mask[:, :1])
+            q, k = fold_alibi(q, k, slopes, scale)
         records.append(
             CapturedAttention(
                 layer=layer,
@@ -78,7 +104,7 @@ def _capture_hook(layer: int, records: list[CapturedAttention]):
                 k=k.detach(),
                 v=v.detach(),
                 mask=mask,
-                scale=1.0 / math.sqrt(module.head_dim),
+                scale=scale,
             )
         )
 
@@ -102,7 +128,8 @@ def capture_attention(
     records: dict[int, list[CapturedAttention]] = {layer: [] for layer in chosen}
     handles = [
         blocks[layer].attn.register_forward_pre_hook(
-            _capture_hook(layer, records[layer]), with_kwargs=True
+            _capture_hook(layer, records[layer], getattr(model, "alibi_slopes", None)),
+            with_kwargs=True,
         )
         for layer in chosen
     ]

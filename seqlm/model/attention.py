@@ -10,6 +10,10 @@ Mask rules, for query i and key j in one row:
 - span w: i - w < j <= i (the query and the w - 1 keys before it);
 - document: doc_ids[j] == doc_ids[i] (packed sequences never attend across documents).
 The diagonal is always allowed, so no row is ever empty.
+
+With ALiBi positions the model passes a float mask instead (the rule as -inf plus the
+recency bias, `seqlm.model.positions.alibi_mask`); it goes to SDPA as `attn_mask`, and
+`attention_weights` adds it the same way.
 """
 
 from __future__ import annotations
@@ -78,6 +82,9 @@ def attention_weights(
 ) -> Tensor:
     """Softmax attention weights for queries [query_start, query_stop), eagerly.
 
+    `mask` is boolean (True = may attend) or, for ALiBi, the float mask the model gave
+    SDPA (added to the scaled scores), so the weights are the ones the model used.
+
     (B, H, Q, T) for a chunk of Q queries, so analysis can go through long sequences
     in chunks instead of holding the full T x T map per head.
     """
@@ -86,7 +93,10 @@ def attention_weights(
     stop = q.shape[-2] if query_stop is None else query_stop
     scores = (q[..., query_start:stop, :] @ k.transpose(-2, -1)) * scale
     rows = mask[..., query_start:stop, :]
-    scores = scores.masked_fill(~rows, float("-inf"))
+    if rows.dtype.is_floating_point:  # ALiBi: the bias, -inf where masked (SDPA adds it)
+        scores = scores + rows.to(scores.dtype)
+    else:
+        scores = scores.masked_fill(~rows, float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
@@ -229,6 +239,8 @@ class CausalSelfAttention(nn.Module):
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
         else:  # a lazy mask goes block-wise on long CPU rows; a dense one to SDPA
+            if mask.dtype.is_floating_point and mask.dtype != q.dtype:
+                mask = mask.to(q.dtype)  # ALiBi's float mask under autocast
             y = masked_attention(q, k, v, mask, dropout_p=dropout_p)
         # (B, T, C) with head h in channels h*d..(h+1)*d: what head-level analyses hook.
         y = self.proj(y.transpose(1, 2).reshape(batch, seq_len, width))

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from seqlm.config import check_fields, options_from_mapping, setting_error
 from seqlm.errors import ConfigError
 
-PositionType = Literal["learned", "rotary"]
+PositionType = Literal["learned", "rotary", "alibi"]
 NormType = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post", "peri", "mix"]
 POSITION_TYPES: tuple[str, ...] = typing.get_args(PositionType)
@@ -86,7 +86,9 @@ class GPTConfig:
     )
     positions: PositionType = field(
         default="learned",
-        metadata={"help": "Position encoding: learned (absolute, GPT-2) or rotary (RoPE)."},
+        metadata={
+            "help": "Position encoding: learned (absolute, GPT-2), rotary (RoPE) or alibi (a fixed per-head linear recency bias on attention scores, no parameters)."
+        },
     )
     norm: NormType = field(
         default="layernorm", metadata={"help": "Normalisation layer: layernorm or rmsnorm."}

@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlm.errors import ConfigError
+from seqlm.kernels.lazy_mask import LazyAttentionMask
 from seqlm.model.attention import CausalSelfAttention, attention_mask
 from seqlm.model.config import GPTConfig
 from seqlm.model.kv_cache import KVCache, cached_attention_mask
 from seqlm.model.loss import cross_entropy_from_logits, loss_impl
 from seqlm.model.norms import SublayerNorms, embedding_norm, final_norm
-from seqlm.model.positions import LearnedPositions, RotaryPositions
+from seqlm.model.positions import LearnedPositions, RotaryPositions, alibi_mask, alibi_slopes
 
 # What `attention_span=` accepts at call time: "config" keeps the model's own spans,
 # None turns spans off, an int sets one span for every layer, a list sets each layer.
@@ -46,6 +47,12 @@ SpanSetting = int | None | Sequence[int | None] | Literal["config"]
 class ModelOutput:
     logits: Tensor | None
     loss: Tensor | None
+
+
+def _is_float(mask: Tensor | None) -> bool:
+    """Whether `mask` is already a float (ALiBi) mask; reads only the dtype, so a lazy
+    boolean mask stays lazy."""
+    return mask is not None and mask.dtype.is_floating_point
 
 
 class MLP(nn.Module):
@@ -107,6 +114,12 @@ class GPT(nn.Module):
             if config.positions == "rotary"
             else None
         )
+        # ALiBi's slopes: fixed, not weights (non-persistent: checkpoints do not hold them).
+        self.alibi_slopes: Tensor | None
+        if config.positions == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(config.n_head), persistent=False)
+        else:
+            self.alibi_slopes = None
         self.embedding_norm = embedding_norm(
             placements, config.norm, config.n_embd, eps=config.norm_eps, bias=config.bias
         )
@@ -205,20 +218,30 @@ class GPT(nn.Module):
         device: torch.device,
         cache: KVCache | None,
     ) -> list[Tensor | None]:
-        """One mask per layer (None: no mask tensor), built once per distinct span."""
+        """One mask per layer (None: no mask tensor), built once per distinct span.
+
+        With ALiBi every mask is the float mask of `alibi_mask`: the boolean rule
+        (causal, span, documents) as -inf, the recency bias elsewhere.
+        """
         built: dict[int | None, Tensor | None] = {}
         masks = []
+        start = 0 if cache is None else cache.length
         for span in spans:
             if cache is not None:  # what a span hides depends on the cached length too
-                if span not in built:
-                    built[span] = cached_attention_mask(
+                key = span
+                if key not in built:
+                    built[key] = cached_attention_mask(
                         cache.length, seq_len, span=span, doc_ids=doc_ids, device=device
                     )
-                masks.append(built[span])
-                continue
-            key = None if span is None or span >= seq_len else span
-            if key not in built:
-                built[key] = attention_mask(seq_len, doc_ids=doc_ids, span=key, device=device)
+            else:
+                key = None if span is None or span >= seq_len else span
+                if key not in built:
+                    built[key] = attention_mask(seq_len, doc_ids=doc_ids, span=key, device=device)
+            if self.alibi_slopes is not None and not _is_float(built[key]):
+                allowed = built[key]
+                if isinstance(allowed, LazyAttentionMask):
+                    allowed = allowed.dense()
+                built[key] = alibi_mask(allowed, self.alibi_slopes, start, seq_len)
             masks.append(built[key])
         return masks
 

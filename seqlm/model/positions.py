@@ -1,4 +1,12 @@
-"""Position information: learned absolute embeddings or rotary (RoPE) on q and k.
+"""Position information: learned absolute embeddings, rotary (RoPE) on q and k, or ALiBi.
+
+ALiBi (Press et al. 2021) adds no vector anywhere: each head h adds -m_h * (i - j) to
+the score of query i on key j (slopes `alibi_slopes`, geometric in h), a recency prior
+that costs no parameters; heads with small slopes stay free for long range. The bias
+depends only on the token distance i - j in the row, so it needs no `position_ids`:
+inside a packed document the distance is the difference of restarted positions, and
+across documents the document mask hides the key anyway. The model folds the bias and
+its boolean mask into one float mask per forward (`alibi_mask`).
 
 Both take optional `position_ids` (B, T): the loader restarts positions at each
 document start in a packed row, so a document sees the same positions wherever it was
@@ -10,6 +18,8 @@ Contexts longer than trained (`extend_context`):
   is one it was trained on (a short fine-tune at the new length recovers the loss);
   with `interpolate=False` the angles extrapolate past the trained range, with a
   warning, since quality past it is not known;
+- ALiBi extends as it is: the bias of a distance past the trained length is the same
+  line continued (the paper's "train short, test long");
 - learned positions cannot extend: there is no vector for a position past the table,
   and asking for one is a `ConfigError` naming the table size.
 """
@@ -17,6 +27,7 @@ Contexts longer than trained (`extend_context`):
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import torch
@@ -107,12 +118,49 @@ def document_positions(doc_ids: Tensor) -> Tensor:
     return index - torch.cummax(start_index, dim=-1).values
 
 
+def alibi_slopes(n_head: int) -> Tensor:
+    """Per-head slopes (H,) float32: 2^(-8h/H) for h = 1..H when H is a power of two.
+
+    Other head counts take the slopes of the power of two n below H and then every
+    other slope of 2n (the ALiBi paper's code), so the slopes stay a spread from
+    about 1/2 (local heads) down to 2^-8 (near-uniform heads).
+    """
+
+    def geometric(count: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / count) for h in range(1, count + 1)]
+
+    below = 2 ** math.floor(math.log2(n_head))
+    slopes = geometric(below) + geometric(2 * below)[0::2][: n_head - below]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_mask(allowed: Tensor | None, slopes: Tensor, start: int, count: int) -> Tensor:
+    """The float attention mask (B or 1, H, count, start + count) of ALiBi.
+
+    Queries are row positions start..start + count - 1 (start = the cached length),
+    keys 0..start + count - 1. Where `allowed` (boolean, broadcastable to (B, 1,
+    count, start + count), True = may attend) holds, the entry is -m_h * (i - j); else
+    -inf. `allowed` None is causal aligned at the last key (key j <= query i), what a
+    mask of None means to the attention. Given to SDPA as `attn_mask`, it is added to
+    the scaled scores q.k / sqrt(d) before the softmax.
+    """
+    device = slopes.device
+    query = torch.arange(start, start + count, device=device)[:, None]
+    key = torch.arange(start + count, device=device)[None, :]
+    if allowed is None:
+        allowed = (key <= query)[None, None]
+    distance = (query - key).to(slopes.dtype)
+    bias = -slopes[:, None, None] * distance  # (H, count, keys)
+    return torch.where(allowed.to(device), bias[None], float("-inf"))
+
+
 def extend_context(model: nn.Module, block_size: int, *, interpolate: bool = True) -> float:
     """Let a trained GPT run on rows of up to `block_size` tokens; returns the rotary scale.
 
     Rotary models get new cos/sin tables: interpolated (scale = new / trained, the
     angles stay in the trained range) or, with `interpolate=False`, extrapolated with a
-    `UserWarning`. Learned positions raise `ConfigError`. The model's `config.block_size`
+    `UserWarning`. ALiBi models need nothing new (scale 1.0). Learned positions raise
+    `ConfigError`. The model's `config.block_size`
     follows, so its length check and KV cache see the new length; nothing is saved in
     checkpoints, so call this again after loading.
     """
@@ -125,6 +173,9 @@ def extend_context(model: nn.Module, block_size: int, *, interpolate: bool = Tru
             f"this model has learned positions for {trained} tokens; they cannot extend to "
             f"{block_size} (train with positions=rotary for longer contexts)"
         )
+    if getattr(model, "rotary", None) is None:  # ALiBi: the bias has no table
+        model.config = dataclasses.replace(config, block_size=block_size)
+        return 1.0
     rotary = model.rotary
     scale = rotary.scale * block_size / trained if interpolate else rotary.scale
     if not interpolate:

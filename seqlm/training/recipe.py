@@ -24,8 +24,8 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
 - *batch*: about 1,024 tokens a step, at least 8 rows from context 512 (recipe_context;
   far dependencies need more sequences a step; small steps learn faster per token on a
   compute-bound CPU), learning rate 3e-3 at width 128 and below, falling as 1/sqrt(width);
-- *positions*: rotary (relative), measured better on small corpora; the large-corpus
-  rule keeps learned ones for whole sequences;
+- *positions*: rotary (relative), measured better on small corpora than learned ones and
+  than ALiBi; the large-corpus rule keeps learned ones for whole sequences;
 - *evaluation*: about 30 evaluations over the budget, each on up to a quarter of the
   tokens trained between two of them; early stopping after 10 evaluations (a third of
   the budget) without improvement, and scoring uses best/ (the lowest tuning loss), so
@@ -66,6 +66,8 @@ from seqlm.training.throughput import Throughput, measure_throughput
 # Small corpora (below the large-corpus rule) get rotary positions: measured in
 # docs/training.md ("Positions"), better on the finch pool and level with the true model
 # on a local-only planted corpus, where learned positions were significantly worse.
+# ALiBi (model.positions="alibi") was measured against rotary at the same plans on small
+# birdsong corpora and was worse on each (docs/training.md, "ALiBi on small corpora").
 SMALL_DATA_POSITIONS = "rotary"
 # A budget in minutes never plans more epochs than this: on a tiny corpus ten minutes read
 # it hundreds of times, the learning rate was still high when early stopping ended the
@@ -246,7 +248,8 @@ def _reasons(facts: CorpusFacts, plan: _Plan, tokens: int, train: dict[str, Any]
         "scoring reads best/ (the lowest tuning loss)",
         "positions": "rotary: relative positions generalise better on small corpora (finch "
         "quickstart 1.331 against 1.350 with learned ones; a local-only planted corpus level "
-        "with the n-gram, docs/training.md)",
+        "with the n-gram; ALiBi's recency bias was worse on every small birdsong corpus "
+        "measured, docs/training.md)",
     }
     if plan.large is not None:
         reasons.update(plan.large.reasons)

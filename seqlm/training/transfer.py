@@ -9,8 +9,9 @@ gets each known token's learned embedding; a token RUN never saw starts at the m
 RUN's embeddings. The vocabularies must share most tokens (`MIN_SHARED`), otherwise
 the init is refused: a run of another domain is not a starting point.
 
-`block_size` may change too when the init run's positions are rotary: no weight of a
-rotary GPT depends on it (the cos/sin tables are rebuilt from the config), so a model
+`block_size` may change too when the init run's positions are rotary or ALiBi: no
+weight of such a GPT depends on it (the cos/sin tables and the ALiBi bias are rebuilt
+from the config), so a model
 trained on short rows is the same model on longer ones (a gap curriculum: short rows
 first, then `--init RUN --set model.block_size=8192`). Learned positions have one
 embedding row per position, so their block size cannot change.
@@ -41,8 +42,9 @@ MIN_SHARED = 0.5
 VOCAB_ROWS = ("token_embedding.weight", "lm_head.weight")
 # Model fields the new run may change from the init run's shape.
 CHANGEABLE = ("dropout", "vocab_size")
-# Model fields the new run may change when the init run's positions are rotary.
+# Model fields the new run may change when the init run's positions are relative.
 ROTARY_CHANGEABLE = ("block_size",)
+RELATIVE_POSITIONS = ("rotary", "alibi")
 
 
 @dataclass
@@ -91,19 +93,19 @@ def init_model_config(init: str | Path, model: dict[str, Any], vocab_size: int) 
             table[key] = value
             continue
         positions = table.get("positions", "learned")
-        if key in ROTARY_CHANGEABLE and positions == "rotary":
+        if key in ROTARY_CHANGEABLE and positions in RELATIVE_POSITIONS:
             table[key] = value
             continue
         if key in ROTARY_CHANGEABLE:
             raise ConfigError(
                 f"--init {init}: model.{key}={value!r} differs from its {table.get(key)!r}, "
                 f"and its {positions} positions have one weight row per position; only a "
-                "rotary run's block size may change"
+                "rotary or alibi run's block size may change"
             )
         raise ConfigError(
             f"--init keeps {init}'s model shape; model.{key}={value!r} differs from its "
             f"{table.get(key)!r} (only {', '.join(CHANGEABLE)} may change, and block_size "
-            "for rotary positions)"
+            "for rotary or alibi positions)"
         )
     table["vocab_size"] = vocab_size
     return table

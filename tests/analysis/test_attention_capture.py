@@ -26,6 +26,8 @@ VARIANTS = {
     "rotary, span 5": {"positions": "rotary", "attention_span": 5},
     "per-layer spans": {"layer_spans": [3, None]},
     "rmsnorm post-LN rotary": {"positions": "rotary", "norm": "rmsnorm", "norm_placement": "post"},
+    "alibi, causal": {"positions": "alibi"},
+    "alibi, per-layer spans": {"positions": "alibi", "layer_spans": [4, None]},
 }
 
 
@@ -58,10 +60,11 @@ def test_document_masks_and_restarting_positions_match_the_reference() -> None:
     assert float(first_doc_keys.abs().max()) == 0.0
 
 
-def test_weights_times_values_give_the_layers_own_output() -> None:
+@pytest.mark.parametrize("positions", ["rotary", "alibi"])
+def test_weights_times_values_give_the_layers_own_output(positions: str) -> None:
     """The weights are what the fused SDPA call used: A @ v equals the layer's output
     before its output projection."""
-    model = random_gpt(seed=3, positions="rotary", attention_span=4)
+    model = random_gpt(seed=3, positions=positions, attention_span=4)
     ids = torch.randint(5, 40, (1, 17), generator=torch.Generator().manual_seed(2))
     outputs: dict[int, torch.Tensor] = {}
     hooks = [

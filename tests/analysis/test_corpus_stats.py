@@ -131,8 +131,18 @@ def _filter_keep(corpus, tokens: tuple[str, ...], targets: tuple[str, ...]):
         ({"positions": "rotary"}, ("a", "b", "c"), ()),
         ({"layer_spans": [None, 4]}, ("a", "b", "c", "d"), ("e", "f", "g")),
         ({"positions": "rotary"}, (), ("h",)),
+        ({"positions": "alibi"}, (), ()),
+        ({"positions": "alibi", "layer_spans": [None, 4]}, ("a", "b", "c"), ()),
     ],
-    ids=["rotary span 6", "per-layer spans", "queries", "queries and targets", "targets"],
+    ids=[
+        "rotary span 6",
+        "per-layer spans",
+        "queries",
+        "queries and targets",
+        "targets",
+        "alibi",
+        "alibi spans queries",
+    ],  # fmt: skip
 )
 def test_streaming_statistics_equal_the_dense_computation(
     tmp_path: Path, overrides, tokens, targets

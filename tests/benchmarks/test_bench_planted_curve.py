@@ -3,18 +3,13 @@ that ended, on the curves measured in docs/training.md ("Planted structure")."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_planted_curve.py"
+from helpers.benchmarks import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_planted_curve", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_planted_curve")
 
 
 def _rows(first: list[float], later: list[float]) -> list[dict]:

@@ -47,7 +47,7 @@ PROMPTS = [[1], [1, 5, 6, 7], [1, 9, 9, 20, 4, 11, 3], [1, *range(5, 17)]]
 # ----- KV cache against the plain forward ---------------------------------------------------
 
 
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi"])
 def test_cached_and_plain_greedy_decoding_agree_token_for_token(positions: str) -> None:
     model = tiny_gpt(seed=2, positions=positions)
     # 40 new tokens with block size 16: the window jumps several times.

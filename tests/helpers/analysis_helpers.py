@@ -37,6 +37,15 @@ def _rotate(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
     return np.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
+def _alibi_slopes(heads: int) -> np.ndarray:
+    """ALiBi slopes as the paper's code gives them: 2^(-8h/n) for the power of two n <=
+    heads, then every other slope of 2n."""
+    n = 2 ** int(np.floor(np.log2(heads)))
+    slopes = [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+    slopes += [2.0 ** (-8.0 * h / (2 * n)) for h in range(1, 2 * n + 1, 2)][: heads - n]
+    return np.array(slopes)
+
+
 def reference_mask(length: int, span: int | None, doc_ids: np.ndarray | None, rows: int):
     """(B, T, T) bool from the rules, element by element: j <= i, i - j < span, same doc."""
     mask = np.zeros((rows, length, length), dtype=bool)
@@ -58,7 +67,7 @@ def dense_reference_attention(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Attention weights (B, H, T, T) float64 per layer and each layer's mask, computed
     densely from each attention module's input with numpy: own q/k projection split,
-    own rotary, own mask, own softmax. Nothing of seqlm's attention code is used."""
+    own rotary (or ALiBi bias), own mask, own softmax. Nothing of seqlm's attention code is used."""
     inputs: dict[int, torch.Tensor] = {}
     hooks = [
         block.attn.register_forward_pre_hook(
@@ -93,6 +102,9 @@ def dense_reference_attention(
             q, k = _rotate(q, positions, config.rope_base), _rotate(k, positions, config.rope_base)
         mask = reference_mask(length, model.attention_spans[i], docs, rows)
         scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+        if config.positions == "alibi":  # -m_h (i - j), the paper's slopes
+            distance = np.arange(length)[:, None] - np.arange(length)[None, :]
+            scores = scores - _alibi_slopes(heads)[:, None, None] * distance
         scores = np.where(mask[:, None], scores, -np.inf)
         scores -= scores.max(-1, keepdims=True)
         exp = np.exp(scores)

@@ -53,7 +53,7 @@ def test_from_dict_rejects_unknown_and_missing_keys() -> None:
         ({"n_layer": 0}, "at least 1"),
         ({"n_layer": True}, "integer"),
         ({"n_head": 2.0}, "integer"),
-        ({"positions": "alibi"}, "positions"),
+        ({"positions": "sinusoidal"}, "positions"),
         ({"norm": "batchnorm"}, "norm"),
         ({"norm_placement": "sandwich"}, "norm_placement"),
         ({"dropout": 1.0}, "dropout"),

@@ -48,7 +48,7 @@ def test_presets_match_hand_formula_and_built_model(name: str) -> None:
 
 @pytest.mark.parametrize("placement", ["pre", "post", "peri", "mix"])
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi"])
 @pytest.mark.parametrize(("bias", "tied"), [(True, True), (False, False)])
 def test_variants_count_what_the_model_holds(placement, norm, positions, bias, tied) -> None:
     config = GPTConfig(

@@ -67,6 +67,10 @@ def hand_attention(x, sd, prefix, config, mask, positions):
             hand_rotate(k, positions, config.rope_base),
         )
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+    if config.positions == "alibi":  # m_h = 2^(-8h/H) (power-of-two H), bias -m_h (i - j)
+        slopes = torch.tensor([2.0 ** (-8.0 * h / heads) for h in range(1, heads + 1)])
+        distance = torch.arange(seq_len)[:, None] - torch.arange(seq_len)[None, :]
+        scores = scores - slopes.double()[:, None, None] * distance
     scores = torch.where(mask, scores, torch.tensor(float("-inf"), dtype=scores.dtype))
     y = torch.softmax(scores, dim=-1) @ v
     return hand_linear(y.permute(0, 2, 1, 3).reshape(batch, seq_len, width), sd, prefix + "proj")
@@ -120,7 +124,7 @@ def hand_forward(model, idx, placements, *, doc_ids=None, positions=None, spans=
 
 
 @pytest.mark.parametrize("placement", ["pre", "post", "peri", "mix"])
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi"])
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_forward_matches_hand_computation(placement, positions, norm) -> None:
     config = tiny_config(norm_placement=placement, positions=positions, norm=norm)
@@ -135,7 +139,7 @@ def test_forward_matches_hand_computation(placement, positions, norm) -> None:
     assert abs(out.loss.item() - hand_loss.item()) < 1e-6
 
 
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi"])
 def test_forward_with_documents_spans_and_untied_head_matches_hand(positions) -> None:
     config = tiny_config(
         positions=positions, layer_spans=[2, None, 3, 1], bias=False, tie_embeddings=False
@@ -161,7 +165,7 @@ def repeated_pattern_batch(batch: int = 8, seq_len: int = 16):
 
 
 @pytest.mark.parametrize("placement", ["pre", "post", "peri", "mix"])
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi"])
 def test_each_variant_learns_a_repeated_pattern(placement, positions) -> None:
     torch.manual_seed(0)
     config = tiny_config(
@@ -181,7 +185,7 @@ def test_each_variant_learns_a_repeated_pattern(placement, positions) -> None:
     assert loss.item() < 0.25 * first
 
 
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi"])
 def test_packed_documents_give_the_same_logits_as_separate_runs(positions) -> None:
     model = randomized(tiny_config(positions=positions, n_embd=16), seed=5)
     first = torch.tensor([[1, 4, 4, 2, 9]])

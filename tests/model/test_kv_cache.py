@@ -20,6 +20,8 @@ VARIANTS = [
     {"attention_span": 1},
     {"layer_spans": [3, None], "positions": "rotary"},
     {"tie_embeddings": False, "bias": False},
+    {"positions": "alibi"},
+    {"positions": "alibi", "attention_span": 5},
 ]
 # New tokens per call: a prefill, single steps, then a chunk after steps.
 CHUNKS = [6, 1, 1, 1, 1, 1, 5]
@@ -60,7 +62,9 @@ def test_prefill_then_steps_match_the_full_forward(variant: dict) -> None:
     torch.testing.assert_close(_cached_logits(model, idx), expected, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS[:3], VARIANTS[5], VARIANTS[7]], ids=_ids)
+@pytest.mark.parametrize(
+    "variant", [*VARIANTS[:3], *(VARIANTS[i] for i in (5, 7, 9, 10))], ids=_ids
+)
 def test_documents_in_packed_rows_match_the_full_forward(variant: dict) -> None:
     model = _model(2, **variant)
     idx = _tokens()

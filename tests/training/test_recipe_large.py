@@ -72,6 +72,7 @@ def test_the_small_data_rule_chooses_rotary_positions_and_says_why():
     recipe = choose_recipe(mimic_like(LARGE_CORPUS_TRAIN_TOKENS - 1), parse_budget("1Mtok"))
     assert recipe.model["positions"] == "rotary"
     assert "small corpora" in recipe.reasons["positions"]
+    assert "ALiBi" in recipe.reasons["positions"]  # the other option measured, and why not
 
 
 def test_the_size_is_the_widest_two_block_shape_the_data_and_the_budget_allow():

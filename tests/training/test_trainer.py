@@ -94,20 +94,22 @@ def test_gradient_accumulation_matches_one_big_batch(song_corpus, tiny_gpt_facto
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+@pytest.mark.parametrize("positions", ["learned", "alibi"])
 def test_resume_from_a_checkpoint_is_bitwise_exact(
-    song_corpus, tiny_gpt_factory, tmp_path, ema_decay
+    song_corpus, tiny_gpt_factory, tmp_path, ema_decay, positions
 ):
     # With weight averaging (train.ema_decay) the average is resumed from the checkpoint
     # too: the final (averaged) model, best/ and the optimizer's own weights all match.
+    # ALiBi's slopes are not in the checkpoint; the resumed model rebuilds the same ones.
     settings = config(max_steps=20, checkpoint_every=7, eval_every=5, ema_decay=ema_decay)
     straight_run = RunFolder(tmp_path / "straight")
     train, tuning = loaders(song_corpus)
-    straight = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT, dropout=0.1)
+    straight = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT, dropout=0.1, positions=positions)
     Trainer(straight, settings, train, tuning, run=straight_run).fit()
 
     resumed_run = RunFolder(tmp_path / "resumed")
     train, tuning = loaders(song_corpus)
-    first = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT, dropout=0.1)
+    first = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT, dropout=0.1, positions=positions)
     trainer = Trainer(first, settings, train, tuning, run=resumed_run)
     while trainer.counters.step < 9:  # "crash" after step 9: last checkpoint is step 7
         trainer.train_step()
@@ -115,7 +117,9 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(
             trainer.save_checkpoint()
 
     train, tuning = loaders(song_corpus)
-    second = tiny_gpt_factory(song_corpus.vocab_size, CONTEXT, dropout=0.1, seed=123)
+    second = tiny_gpt_factory(
+        song_corpus.vocab_size, CONTEXT, dropout=0.1, seed=123, positions=positions
+    )
     trainer = Trainer(second, settings, train, tuning, run=resumed_run)
     trainer.resume(resumed_run.latest_checkpoint())
     assert trainer.counters.step == 7

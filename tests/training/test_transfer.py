@@ -85,16 +85,17 @@ def test_fine_tuning_with_the_recipe_keeps_the_pools_dropout_unless_set(
     assert json.loads((chosen / "config.json").read_text())["model"]["dropout"] == 0.3
 
 
+@pytest.mark.parametrize("positions", ["rotary", "alibi"])
 def test_a_rotary_run_may_change_its_block_size_a_learned_one_may_not(
-    song_corpus, pooled, tmp_path
+    song_corpus, pooled, tmp_path, positions
 ):
-    """No weight of a rotary GPT depends on the block size: `--init` at a longer context
-    is the same model (same weights, same logits on a short row) on longer rows. Learned
-    positions have a weight row per position: refused, saying why."""
+    """No weight of a rotary or ALiBi GPT depends on the block size: `--init` at a longer
+    context is the same model (same weights, same logits on a short row) on longer rows.
+    Learned positions have a weight row per position: refused, saying why."""
     from seqlm.evaluation.model_scorer import load_run_model
 
     rotary = tmp_path / "rotary"
-    sets = [*SETS, "model.positions=rotary"]
+    sets = [*SETS, f"model.positions={positions}"]
     train_on_corpus(song_corpus.path, rotary, resolve_settings(None, sets, "tiny"))
     wider = ["train.cpu_threads=1", "train.steps=1", "model.context=64"]
     settings = resolve_settings(None, wider, None)
@@ -128,5 +129,5 @@ def test_seqlm_train_init_refuses_a_learned_runs_block_size_with_exit_2(
     argv = ["train", str(song_corpus.path), "--out", str(tmp_path / "r"), "--init", str(pooled)]
     result = run_seqlm(*argv, "--set", "model.context=64", "--set", "train.cpu_threads=1")
     assert result.returncode == 2, result.stderr
-    assert "only a rotary run's block size may change" in " ".join(result.stderr.split())
+    assert "only a rotary or alibi run's block size may change" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
