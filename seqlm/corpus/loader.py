@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from seqlm.constants import IGNORE_INDEX
+from seqlm.corpus.simultaneous import check_shufflable, movable_roles, shuffle_simultaneous
 from seqlm.errors import ConfigError, CorpusError
 
 PAD_ID = 0
@@ -49,6 +50,8 @@ class LoaderConfig:
     pack_buffer: int = 256
     # Padded mode: pad every row to `context` instead of the micro-batch's longest.
     pad_to_context: bool = False
+    # Events sharing a timestamp in a new random order each epoch (seqlm.corpus.simultaneous).
+    shuffle_simultaneous: bool = False
 
     def __post_init__(self) -> None:
         if self.context < 1:
@@ -245,6 +248,8 @@ class BatchLoader:
         accum_steps: int = 1,
         source: str = "corpus",
         context_only_ids: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+        roles: tuple[str, ...] = (),
     ) -> None:
         offsets = np.asarray(offsets, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -271,6 +276,9 @@ class BatchLoader:
         self.context_only_ids = ids
         self._position = DataPosition()
         self._plans: dict[int, EpochPlan] = {}
+        if config.shuffle_simultaneous:
+            self.times = check_shufflable(times, source)
+            self.movable, self.continues = movable_roles(roles)
 
     @classmethod
     def from_corpus(
@@ -287,6 +295,8 @@ class BatchLoader:
             config,
             source=f"{corpus.path} [{split}]",
             context_only_ids=corpus.vocabulary.condition_ids,
+            times=corpus.times,
+            roles=corpus.vocabulary.roles if config.shuffle_simultaneous else (),
             **kwargs,
         )
 
@@ -336,6 +346,7 @@ class BatchLoader:
         return chunks
 
     def next_step(self) -> StepBatches:
+        epoch = self._position.epoch
         chunks = self._take_rows(self.rows_per_step)
         seg_start, seg_len, seg_row = _segments_of_rows(chunks)
         rows = self.rows_per_step
@@ -345,7 +356,7 @@ class BatchLoader:
             first = (a * self.world_size + self.rank) * b
             mine = (seg_row >= first) & (seg_row < first + b)
             micro.append(
-                self._materialize(seg_start[mine], seg_len[mine], seg_row[mine] - first, b)
+                self._materialize(seg_start[mine], seg_len[mine], seg_row[mine] - first, b, epoch)
             )
         return StepBatches(
             micro=micro,
@@ -367,7 +378,12 @@ class BatchLoader:
         return int(fill.max())
 
     def _materialize(
-        self, seg_start: np.ndarray, seg_len: np.ndarray, seg_row: np.ndarray, n_rows: int
+        self,
+        seg_start: np.ndarray,
+        seg_len: np.ndarray,
+        seg_row: np.ndarray,
+        n_rows: int,
+        epoch: int = 0,
     ) -> Batch:
         fill = np.bincount(seg_row, weights=seg_len, minlength=n_rows).astype(np.int64)
         width = self._row_width(fill)
@@ -381,7 +397,7 @@ class BatchLoader:
         tok_col = np.repeat(seg_col, seg_len) + within
 
         window = np.full((n_rows, width), PAD_ID, dtype=np.int64)
-        window[tok_row, tok_col] = self.tokens[_ranges(seg_start, seg_len)]
+        window[tok_row, tok_col] = self._read(seg_start, seg_len, epoch)
         # Padding gets a segment id of its own, after the row's last segment.
         segments_in_row = np.bincount(seg_row, minlength=n_rows)
         doc = np.repeat(segments_in_row[:, None], width, axis=1)
@@ -405,6 +421,24 @@ class BatchLoader:
             position_ids=torch.from_numpy(np.ascontiguousarray(pos[:, :-1])) if packed else None,
             n_targets=int((seg_len - 1).sum()) - self._context_only_targets(seg_start, seg_len),
             n_tokens=int(fill.sum()) - n_rows,
+        )
+
+    def _read(self, seg_start: np.ndarray, seg_len: np.ndarray, epoch: int) -> np.ndarray:
+        """The segments' tokens, simultaneous events reordered when the config asks."""
+        positions = _ranges(seg_start, seg_len)
+        tokens = np.asarray(self.tokens[positions])
+        if not self.config.shuffle_simultaneous:
+            return tokens
+        segment = np.repeat(np.arange(len(seg_len)), seg_len)
+        return shuffle_simultaneous(
+            tokens,
+            positions,
+            np.asarray(self.times[positions]),
+            segment,
+            self.movable,
+            self.continues,
+            seed=self.config.seed,
+            epoch=epoch,
         )
 
     def steps(self, count: int) -> Iterator[StepBatches]:

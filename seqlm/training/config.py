@@ -81,6 +81,14 @@ class TrainConfig:
             "help": "packed: sequences concatenated into full rows; padded: one sequence per row, padded."
         },
     )
+    shuffle_simultaneous: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on events that share a timestamp in a new random order each epoch, "
+            "for sources whose order within a timestamp is arbitrary; tuning and scoring keep "
+            "the file's order (worse on the MIMIC-IV demo: docs/training.md)."
+        },
+    )
     lr: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW).", "above": 0})
     warmup_steps: int = field(
         default=100, metadata={"help": "Steps of linear learning-rate warm-up from zero.", "min": 0}

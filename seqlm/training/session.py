@@ -83,7 +83,11 @@ def make_loaders(
         corpus,
         train.train_split,
         LoaderConfig(
-            context=context, batch_size=train.batch_size, packing=train.packing, seed=train.seed
+            context=context,
+            batch_size=train.batch_size,
+            packing=train.packing,
+            seed=train.seed,
+            shuffle_simultaneous=train.shuffle_simultaneous,
         ),
         accum_steps=train.grad_accum,
         **common,

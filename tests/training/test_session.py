@@ -103,3 +103,11 @@ def test_resume_on_another_corpus_is_refused(other_song_corpus, finished_run):
     out, _ = finished_run
     with pytest.raises(CorpusError, match="not the corpus this run was trained on"):
         train_on_corpus(other_song_corpus.path, out, resume=True)
+
+
+def test_shuffling_simultaneous_events_needs_times(song_corpus, tmp_path):
+    # A birdsong-strings corpus has no times.bin: refused in words, before training.
+    settings = resolve_settings(sets=[*SETS, "train.shuffle_simultaneous=true"], preset="tiny")
+    with pytest.raises(ConfigError, match="times.bin"):
+        train_on_corpus(song_corpus.path, tmp_path / "run", settings)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
