@@ -30,8 +30,11 @@ def _raw(shards: list[MedsShard], columns: list[str], stored: tuple[str, ...] = 
         return pl.col(column) if column in stored else pl.col(column).cast(pl.String)
 
     exprs = [read(c) for c in columns]
+    # Shards may differ in columns outside these (MEDS allows extra ones per shard).
     frames = [
-        pl.scan_parquet([s.path for s in group], glob=False).select(exprs)
+        pl.scan_parquet(
+            [s.path for s in group], glob=False, missing_columns="insert", extra_columns="ignore"
+        ).select(exprs)
         for group in groups.values()
     ]
     return pl.concat(frames, how="vertical")

@@ -49,6 +49,20 @@ def test_shards_splitting_a_subject_fall_back_to_hashing(tmp_path):
     assert_same_files(reference, new.path)
 
 
+def test_a_shard_with_a_column_the_others_lack_gives_the_same_corpus(tmp_path):
+    """MEDS allows extra columns, and exports add them per shard (a `source_table`
+    only some ETL stages write): the checks' multi-shard scans must not refuse them,
+    whichever shard is read first."""
+    events, scheme = read(small_demo(tmp_path / "plain"))
+    expected = build(events, tmp_path / "expected", scheme)
+    for number in (0, 1):
+        root = small_demo(tmp_path / f"extra{number}")
+        shard = root / "data" / "train" / f"{number}.parquet"
+        pl.read_parquet(shard).with_columns(source_table=pl.lit("labevents")).write_parquet(shard)
+        events, scheme = read(root)
+        assert_same_files(expected.path, build(events, tmp_path / f"got{number}", scheme).path)
+
+
 def test_shards_out_of_order_are_sorted(tmp_path):
     """Rows shuffled within their shards (so ties at one time take the new file
     order): the shards are still used, sorted, and give the old builder's corpus."""
