@@ -37,7 +37,7 @@ def _raw(shards: list[MedsShard], columns: list[str], stored: tuple[str, ...] = 
         ).select(exprs)
         for group in groups.values()
     ]
-    return pl.concat(frames, how="vertical")
+    return pl.concat(frames, how="vertical_relaxed")
 
 
 def _split_pairs(dataset: MedsDataset) -> pl.DataFrame:

@@ -5,7 +5,9 @@ MEDS 0.3 and 0.4 put events in `data/**/*.parquet` (shards, possibly nested, oft
 `subject_splits.parquet`, `dataset.json`). Real exports differ in the details, so this
 module accepts the standard rather than one sample: nested shards, split folders with
 other names (`test`, `val`, `split=train`), `time` as datetime of any unit or time zone,
-`numeric_value` as float32 or float64, any number of extra columns.
+`numeric_value` as float32 or float64, any number of extra columns, and shards that
+differ from one another in these (one shard's extra column, or `subject_id` as int32 in
+one and int64 or text in another: tests/corpus/test_source_parts.py).
 """
 
 from __future__ import annotations

@@ -49,16 +49,25 @@ def test_shards_splitting_a_subject_fall_back_to_hashing(tmp_path):
     assert_same_files(reference, new.path)
 
 
-def test_a_shard_with_a_column_the_others_lack_gives_the_same_corpus(tmp_path):
-    """MEDS allows extra columns, and exports add them per shard (a `source_table`
-    only some ETL stages write): the checks' multi-shard scans must not refuse them,
-    whichever shard is read first."""
+SHARD_VARIANTS = {
+    # MEDS allows extra columns, and exports add them per shard (a `source_table` only
+    # some ETL stages write).
+    "extra column": lambda frame: frame.with_columns(source_table=pl.lit("labevents")),
+    # Writers differ in the integer width of subject_id, and some write it as text.
+    "Int32 subject_id": lambda frame: frame.with_columns(pl.col("subject_id").cast(pl.Int32)),
+    "String subject_id": lambda frame: frame.with_columns(pl.col("subject_id").cast(pl.String)),
+}
+
+
+@pytest.mark.parametrize("variant", SHARD_VARIANTS)
+def test_a_shard_unlike_the_others_gives_the_same_corpus(tmp_path, variant):
+    """The checks' multi-shard scans must take such shards, whichever is read first."""
     events, scheme = read(small_demo(tmp_path / "plain"))
     expected = build(events, tmp_path / "expected", scheme)
     for number in (0, 1):
-        root = small_demo(tmp_path / f"extra{number}")
+        root = small_demo(tmp_path / f"changed{number}")
         shard = root / "data" / "train" / f"{number}.parquet"
-        pl.read_parquet(shard).with_columns(source_table=pl.lit("labevents")).write_parquet(shard)
+        SHARD_VARIANTS[variant](pl.read_parquet(shard)).write_parquet(shard)
         events, scheme = read(root)
         assert_same_files(expected.path, build(events, tmp_path / f"got{number}", scheme).path)
 
