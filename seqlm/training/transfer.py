@@ -43,7 +43,7 @@ VOCAB_ROWS = ("token_embedding.weight", "lm_head.weight")
 # Model fields the new run may change from the init run's shape.
 CHANGEABLE = ("dropout", "vocab_size")
 # Model fields the new run may change when the init run's positions are relative.
-ROTARY_CHANGEABLE = ("block_size",)
+RELATIVE_CHANGEABLE = ("block_size",)
 RELATIVE_POSITIONS = ("rotary", "alibi")
 
 
@@ -93,10 +93,10 @@ def init_model_config(init: str | Path, model: dict[str, Any], vocab_size: int) 
             table[key] = value
             continue
         positions = table.get("positions", "learned")
-        if key in ROTARY_CHANGEABLE and positions in RELATIVE_POSITIONS:
+        if key in RELATIVE_CHANGEABLE and positions in RELATIVE_POSITIONS:
             table[key] = value
             continue
-        if key in ROTARY_CHANGEABLE:
+        if key in RELATIVE_CHANGEABLE:
             raise ConfigError(
                 f"--init {init}: model.{key}={value!r} differs from its {table.get(key)!r}, "
                 f"and its {positions} positions have one weight row per position; only a "
