@@ -69,6 +69,7 @@ from seqlm.corpora_adapters.meds_layout import (
     MedsDataset,
     count_rows,
     locate_dataset,
+    metadata_notes,
     metadata_splits,
     scan_rows,
     shard_pieces,
@@ -377,7 +378,9 @@ def _read_meds(
         rows_read=rows_read,
         adapter="meds",
         settings=settings,
-        notes=metadata_notes(dataset, options, split_source, codes.missing_from_metadata is None),
+        notes=metadata_notes(
+            dataset, options.split_source, split_source, codes.missing_from_metadata is None
+        ),
         source_parts=source_parts,
         source_reads=source_reads,
     )
@@ -409,9 +412,28 @@ def read_shard(
     """A shard's (or piece's) events and rejects from one read: its rows with their
     reasons collected once and split in memory (a second scan for the rejects cost the
     build a read of the whole dataset, MEDS 20x: 2.7 CPU s, to find no rows)."""
-    joined = _with_reasons(rows, subjects, options, split_source).collect()
-    events = _events(joined.lazy(), options).unsorted.collect()
+    # In memory, with the subject facts joined eagerly: the lazy plan's join kept the
+    # rows' order at twice the cost (MEDS 20x).
+    joined = rows.collect().join(subjects, on="entity", how="left", maintain_order="left")
+    joined = _with_split_and_reason(joined.lazy(), options, split_source).collect()
+    kept = joined.filter(pl.col("reason").is_null())
+    ages = options.birth == "age"
+    if ages:
+        kept = kept.with_columns(_birth_first_times(kept))
+    events = _event_table(kept.lazy(), options, ages).unsorted.collect()
     return events, reject_columns(_rejects(joined.lazy())).collect()
+
+
+def _birth_first_times(kept: pl.DataFrame) -> pl.Series:
+    """`first_time` (`_age_at_first_event`) on the birth rows of `kept`, null on the
+    others, which never read it: the per-subject times are joined onto the few birth
+    rows instead of onto every row (MEDS 20x: 0.2 -> 0.06 CPU us per row)."""
+    firsts = _age_at_first_event(kept.lazy()).collect()
+    births = kept.select(pl.col("code") == BIRTH_CODE).to_series().arg_true()
+    found = kept["entity"].gather(births).to_frame()
+    found = found.join(firsts, on="entity", how="left", maintain_order="left")
+    empty = pl.Series("first_time", [None], dtype=firsts.schema["first_time"])
+    return empty.new_from_index(0, kept.height).scatter(births, found["first_time"])
 
 
 def _rejects(joined: pl.LazyFrame) -> pl.LazyFrame:
@@ -430,6 +452,13 @@ def _with_reasons(
     joined = rows.join(
         subjects.lazy(), on="entity", how="left", build_side="force_right", maintain_order="left"
     )
+    return _with_split_and_reason(joined, options, split_source)
+
+
+def _with_split_and_reason(
+    joined: pl.LazyFrame, options: MedsOptions, split_source: str
+) -> pl.LazyFrame:
+    """Rows with their subject's facts given their split and `reason`."""
     if split_source == "data folders":
         joined = joined.with_columns(split=pl.col("folder_split"))
     elif split_source == "none":
@@ -449,33 +478,12 @@ def _events(joined: pl.LazyFrame, options: MedsOptions) -> EventTable:
             build_side="force_right",
             maintain_order="left",
         )
+    return _event_table(kept, options, ages)
+
+
+def _event_table(kept: pl.LazyFrame, options: MedsOptions, ages: bool) -> EventTable:
+    """The used rows (with `first_time` where `ages`) as events."""
     return EventTable.from_frame(kept.select(_event_columns(options, ages)))
-
-
-def metadata_notes(
-    dataset: MedsDataset, options: MedsOptions, split_source: str, no_codes_file: bool
-) -> list[str]:
-    """What the ingest used instead of MEDS metadata that is absent (printed, and kept in
-    the manifest): a folder without `metadata/` must not pass without a word."""
-    notes = []
-    if not dataset.metadata.is_dir():
-        notes.append(
-            f"{dataset.root} has no metadata/ folder: no dataset.json (name and version "
-            "unrecorded) and no codes.parquet (code descriptions unknown)"
-        )
-    elif no_codes_file:
-        notes.append("no metadata/codes.parquet: code descriptions unknown, codes kept as written")
-    if split_source == "none":
-        cause = (
-            "split_source = 'none'"
-            if options.split_source == "none"
-            else "no subject_splits.parquet and no data/<split>/ folders"
-        )
-        notes.append(
-            f"{cause}: subjects are split by seqlm's own seeded hash (splits.seed, "
-            "splits.tuning, splits.held_out; `seqlm config show --table splits`)"
-        )
-    return notes
 
 
 __all__ = [

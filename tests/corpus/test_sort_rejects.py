@@ -100,3 +100,24 @@ def test_read_shard_gives_the_part_events_and_its_rejects(tmp_path):
         assert part_events.equals(part.collect())
     rejects = pl.concat([part_rejects for _, part_rejects in found])
     assert rejects.equals(events.rejects.to_frame())
+
+
+def test_read_shard_ages_equal_the_lazy_plan_on_shuffled_rows(tmp_path):
+    """`read_shard` puts each subject's first time on its birth rows only (not a join onto
+    every row): the same events as the lazy per-shard plan, with rows out of subject
+    order and a subject whose only row is its birth (no age: no timed event)."""
+    root = with_rejects(small_demo(tmp_path / "meds"))
+    shard = sorted((root / "data").rglob("*.parquet"))[0]
+    frame = pl.read_parquet(shard).sample(fraction=1.0, shuffle=True, seed=3)
+    lone = frame.filter(pl.col("code") == "MEDS_BIRTH").head(1)
+    lone = lone.with_columns(
+        pl.lit(999_999_999, dtype=frame.schema["subject_id"]).alias("subject_id")
+    )
+    pl.concat([frame, lone]).write_parquet(shard)
+    events, _ = read(root)
+    ages = 0
+    for (_, part), function in zip(events.source_parts, events.source_reads, strict=True):
+        found = function()[0]
+        assert found.equals(part.collect())
+        ages += found.filter(pl.col("code") == "AGE")["value"].is_not_null().sum()
+    assert ages > 0
