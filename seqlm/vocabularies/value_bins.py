@@ -455,9 +455,14 @@ class BinLookup:
         result = np.zeros(len(value), dtype=np.int64)
         if not has.any():
             return result
-        at_or_below = (value[has, None] >= self.edges[which[has]]).sum(axis=1)
+        rows, values = which[has], value[has]
+        # One column of edges at a time: a (rows x edges) matrix per call cost twice as
+        # much (a 400k-row partition, 9 edges: 40 -> 19 ms).
+        at_or_below = np.zeros(len(rows), dtype=np.int64)
+        for column in self.edges.T:
+            at_or_below += values >= column[rows]
         # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
-        result[has] = np.minimum(at_or_below, self.counts[which[has]]) + 1
+        result[has] = np.minimum(at_or_below, self.counts[rows]) + 1
         return result
 
 
