@@ -13,9 +13,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-# Above this many categories in the process (they are shared by every categorical
-# column) the rows' codes are looked up by a hash table instead of an array.
-DENSE_CATEGORIES = 1 << 24
+from seqlm.vocabularies.categories import distinct_places
 
 
 def categorical_codes(
@@ -27,27 +25,13 @@ def categorical_codes(
     `final_code(code)` and `kind` = `kind(final code)`, both Categorical, each worked
     out once per distinct raw code. Nulls stay null."""
     raw = events["code"].cast(pl.Categorical)
-    number = raw.to_physical()
-    first = number.arg_unique()
+    first, place = distinct_places(raw)
     distinct = raw.gather(first).cast(pl.String).to_frame("code")
     finals = distinct.select(final_code(pl.col("code")).alias("code"))
     table = finals.select(
         kind(pl.col("code")).cast(pl.Categorical).alias("kind"),
         pl.col("code").cast(pl.Categorical),
     )
-    # Each row's place in `distinct`: by an array indexed by the category number.
-    known = number.gather(first)
-    places = pl.Series(range(known.len()), dtype=pl.UInt32)
-    given = known.is_not_null()
-    largest = known.max()
-    if largest is None or int(largest) < DENSE_CATEGORIES:  # type: ignore[arg-type]
-        size = 1 if largest is None else int(largest) + 1  # type: ignore[arg-type]
-        lookup = pl.Series([None], dtype=pl.UInt32).new_from_index(0, size)
-        place = lookup.scatter(known.filter(given), places.filter(given)).gather(number)
-    else:
-        place = number.replace_strict(known.filter(given), places.filter(given), default=None)
-    if known.null_count():  # the rows without a code: the null's own place
-        place = place.fill_null(places.filter(~given)[0])
     return events.with_columns(
         table["kind"].gather(place).alias("kind"), table["code"].gather(place).alias("code")
     )
