@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -69,9 +69,15 @@ from seqlm.corpora_adapters.meds_layout import (
     MedsDataset,
     count_rows,
     locate_dataset,
+    metadata_notes,
     metadata_splits,
     scan_rows,
     shard_pieces,
+)
+from seqlm.corpora_adapters.meds_shard import (
+    birth_first_times,
+    categorical_codes,
+    first_times,
 )
 from seqlm.corpora_adapters.time_range import (
     DEFAULT_EARLIEST,
@@ -253,18 +259,25 @@ def _reject_reason(options: MedsOptions) -> pl.Expr:
     return reason.otherwise(pl.lit(None, dtype=pl.String))
 
 
-def _age_at_first_event(kept: pl.LazyFrame) -> pl.LazyFrame:
-    """The first kept timed event other than birth, per subject (its age is taken there).
-    Lazy, so that it is computed with the events it joins: per shard when the corpus
-    builder reads the shards as partitions, at no cost of a pass of its own."""
-    return (
-        kept.filter(pl.col("time").is_not_null() & (pl.col("code") != BIRTH_CODE))
-        .group_by("entity")
-        .agg(first_time=pl.col("time").min())
-    )
+def _final_code(options: MedsOptions, ages: bool) -> Callable[[pl.Expr], pl.Expr]:
+    """The event's code from the raw one (for shards read whole, once per distinct code:
+    `meds_shard.categorical_codes`), except the code suffix columns."""
+
+    def final(raw: pl.Expr) -> pl.Expr:
+        code = rewrite_codes(raw, options.truncate_icd, options.rewrite)
+        return pl.when(raw == BIRTH_CODE).then(pl.lit(AGE_CODE)).otherwise(code) if ages else code
+
+    return final
 
 
-def _event_columns(options: MedsOptions, ages: bool) -> list[pl.Expr]:
+def _kind(code: pl.Expr) -> pl.Expr:
+    # The part before the first "//" (splitn: no list per row).
+    return code.str.splitn("//", 2).struct.field("field_0")
+
+
+def _event_columns(options: MedsOptions, ages: bool, raw_codes: bool = False) -> list[pl.Expr]:
+    """The events' columns; `raw_codes`: `code` and `kind` as the raw code (for
+    `categorical_codes`)."""
     code = rewrite_codes(pl.col("code"), options.truncate_icd, options.rewrite)
     for column in options.code_suffix_columns:
         suffix = pl.col(f"suffix__{column}")
@@ -274,22 +287,21 @@ def _event_columns(options: MedsOptions, ages: bool) -> list[pl.Expr]:
     time = pl.col("time")
     if ages:
         is_birth = pl.col("code") == BIRTH_CODE
+        code = pl.when(is_birth).then(pl.lit(AGE_CODE)).otherwise(code)
         # Completed years, as de-identified data states ages: value-bin edges are
         # observed values, and an exact age to the microsecond is one person's (issue 20).
         age = (
             (pl.col("first_time") - pl.col("time")).dt.total_microseconds().cast(pl.Float64)
             / (SECONDS_PER_YEAR * 1e6)
         ).floor()
-        code = pl.when(is_birth).then(pl.lit(AGE_CODE)).otherwise(code)
         value = pl.when(is_birth).then(age).otherwise(value)
         time = pl.when(is_birth).then(pl.lit(None, dtype=TIME_DTYPE)).otherwise(time)
     return [
         pl.col("entity"),
         time.alias("time"),
         pl.col("order"),
-        # The part before the first "//" (splitn: no list per row).
-        code.str.splitn("//", 2).struct.field("field_0").alias("kind"),
-        code.alias("code"),
+        (pl.col("code") if raw_codes else _kind(code)).alias("kind"),
+        (pl.col("code") if raw_codes else code).alias("code"),
         value.alias("value"),
         pl.col("text"),
         pl.col("split"),
@@ -377,7 +389,9 @@ def _read_meds(
         rows_read=rows_read,
         adapter="meds",
         settings=settings,
-        notes=metadata_notes(dataset, options, split_source, codes.missing_from_metadata is None),
+        notes=metadata_notes(
+            dataset, options.split_source, split_source, codes.missing_from_metadata is None
+        ),
         source_parts=source_parts,
         source_reads=source_reads,
     )
@@ -407,11 +421,22 @@ def read_shard(
     rows: pl.LazyFrame, subjects: pl.DataFrame, options: MedsOptions, split_source: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A shard's (or piece's) events and rejects from one read: its rows with their
-    reasons collected once and split in memory (a second scan for the rejects cost the
-    build a read of the whole dataset, MEDS 20x: 2.7 CPU s, to find no rows)."""
-    joined = _with_reasons(rows, subjects, options, split_source).collect()
-    events = _events(joined.lazy(), options).unsorted.collect()
-    return events, reject_columns(_rejects(joined.lazy())).collect()
+    reasons collected once (subject facts joined eagerly: the lazy join cost twice as
+    much) and split in memory (a second scan for the rejects cost a read of the whole
+    dataset). Without code suffix columns, `kind` and `code` are categoricals."""
+    joined = rows.collect().join(subjects, on="entity", how="left", maintain_order="left")
+    joined = _with_split_and_reason(joined.lazy(), options, split_source).collect()
+    kept = joined.filter(pl.col("reason").is_null())
+    ages = options.birth == "age"
+    if ages:
+        firsts = first_times(kept.lazy(), pl.col("code") == BIRTH_CODE).collect()
+        kept = kept.with_columns(birth_first_times(kept, pl.col("code") == BIRTH_CODE, firsts))
+    rejects = reject_columns(_rejects(joined.lazy())).collect()
+    if options.code_suffix_columns:
+        return _event_table(kept.lazy(), options, ages).unsorted.collect(), rejects
+    columns = _event_columns(options, ages, raw_codes=True)
+    events = EventTable.from_frame(kept.lazy().select(columns)).unsorted.collect()
+    return categorical_codes(events, _final_code(options, ages), _kind), rejects
 
 
 def _rejects(joined: pl.LazyFrame) -> pl.LazyFrame:
@@ -430,6 +455,13 @@ def _with_reasons(
     joined = rows.join(
         subjects.lazy(), on="entity", how="left", build_side="force_right", maintain_order="left"
     )
+    return _with_split_and_reason(joined, options, split_source)
+
+
+def _with_split_and_reason(
+    joined: pl.LazyFrame, options: MedsOptions, split_source: str
+) -> pl.LazyFrame:
+    """Rows with their subject's facts given their split and `reason`."""
     if split_source == "data folders":
         joined = joined.with_columns(split=pl.col("folder_split"))
     elif split_source == "none":
@@ -443,39 +475,18 @@ def _events(joined: pl.LazyFrame, options: MedsOptions) -> EventTable:
     ages = options.birth == "age"
     if ages:
         kept = kept.join(
-            _age_at_first_event(kept),
+            first_times(kept, pl.col("code") == BIRTH_CODE),
             on="entity",
             how="left",
             build_side="force_right",
             maintain_order="left",
         )
+    return _event_table(kept, options, ages)
+
+
+def _event_table(kept: pl.LazyFrame, options: MedsOptions, ages: bool) -> EventTable:
+    """The used rows (with `first_time` where `ages`) as events."""
     return EventTable.from_frame(kept.select(_event_columns(options, ages)))
-
-
-def metadata_notes(
-    dataset: MedsDataset, options: MedsOptions, split_source: str, no_codes_file: bool
-) -> list[str]:
-    """What the ingest used instead of MEDS metadata that is absent (printed, and kept in
-    the manifest): a folder without `metadata/` must not pass without a word."""
-    notes = []
-    if not dataset.metadata.is_dir():
-        notes.append(
-            f"{dataset.root} has no metadata/ folder: no dataset.json (name and version "
-            "unrecorded) and no codes.parquet (code descriptions unknown)"
-        )
-    elif no_codes_file:
-        notes.append("no metadata/codes.parquet: code descriptions unknown, codes kept as written")
-    if split_source == "none":
-        cause = (
-            "split_source = 'none'"
-            if options.split_source == "none"
-            else "no subject_splits.parquet and no data/<split>/ folders"
-        )
-        notes.append(
-            f"{cause}: subjects are split by seqlm's own seeded hash (splits.seed, "
-            "splits.tuning, splits.held_out; `seqlm config show --table splits`)"
-        )
-    return notes
 
 
 __all__ = [

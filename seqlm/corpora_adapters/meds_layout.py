@@ -394,3 +394,30 @@ def shard_pieces(shard: MedsShard, rows: int | None = None) -> list[tuple[int, i
     if first < shard.rows:
         pieces.append((first, shard.rows - first))
     return pieces
+
+
+def metadata_notes(
+    dataset: MedsDataset, split_option: str, split_source: str, no_codes_file: bool
+) -> list[str]:
+    """What the ingest used instead of MEDS metadata that is absent (printed, and kept in
+    the manifest): a folder without `metadata/` must not pass without a word.
+    `split_option`: the adapter's `split_source` option."""
+    notes = []
+    if not dataset.metadata.is_dir():
+        notes.append(
+            f"{dataset.root} has no metadata/ folder: no dataset.json (name and version "
+            "unrecorded) and no codes.parquet (code descriptions unknown)"
+        )
+    elif no_codes_file:
+        notes.append("no metadata/codes.parquet: code descriptions unknown, codes kept as written")
+    if split_source == "none":
+        cause = (
+            "split_source = 'none'"
+            if split_option == "none"
+            else "no subject_splits.parquet and no data/<split>/ folders"
+        )
+        notes.append(
+            f"{cause}: subjects are split by seqlm's own seeded hash (splits.seed, "
+            "splits.tuning, splits.held_out; `seqlm config show --table splits`)"
+        )
+    return notes

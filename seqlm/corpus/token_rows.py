@@ -63,6 +63,22 @@ def _ids(column: pl.Expr) -> pl.Expr:
 def _first_seen(keys: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(each row's number, the first row of each number): rows of equal `keys` share a
     number, numbered in the order of their first rows."""
+    key = keys.to_series(0)
+    if keys.width == 1 and key.dtype.is_integer() and not key.has_nulls():
+        # One integer key (the count stage's per-row keys): its first rows by a hash set,
+        # each row's number by an array indexed by the key where its range is small, else
+        # a hash lookup, not a grouping and a join back onto the rows (MEDS 20x: 30 ->
+        # 12 ms per partition of 400k rows and key, 3 ms by the array).
+        first = key.arg_unique().cast(pl.Int64).to_numpy()
+        values = key.to_numpy()
+        low, high = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+        if low >= 0 and high < 4 * len(values) + 2**20:  # the fine keys: a small range
+            table = np.empty(high + 1, dtype=np.int64)
+            table[values[first]] = np.arange(len(first))
+            return table[values], first
+        numbers = pl.int_range(len(first), dtype=pl.Int64, eager=True)
+        number = key.replace_strict(key.gather(first), numbers, return_dtype=pl.Int64)
+        return number.to_numpy(), first
     table = (
         keys.with_row_index("_row")
         .group_by(keys.columns, maintain_order=True)
@@ -79,11 +95,14 @@ def _bases(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """`_first_seen` of the rows' (kind_id, code_id, text_id). Codes and texts packed
     into one integer where the ids fit, and the kind checked to follow from them (as
     it does where the adapter derives it from the code), which groups one column
-    instead of three."""
+    instead of three. The text ids take the range the partition's texts need (none
+    where no row has a text, as in most MEDS shards), so the key's range is small enough
+    for `_first_seen`'s array."""
     code, text = frame["code_id"], frame["text_id"]
-    if frame.height and code.max() < 2**30 and (text.max() or 0) < 2**32:  # type: ignore[operator]
+    width = int(text.max() or 0) + 2  # type: ignore[arg-type]  # 0 for a null text
+    if frame.height and code.max() < 2**62 // width:  # type: ignore[operator]
         packed = frame.select(
-            (pl.col("code_id") * 2**33 + pl.col("text_id").fill_null(-1) + 1).alias("key")
+            (pl.col("code_id") * width + pl.col("text_id").fill_null(-1) + 1).alias("key")
         )
         base, first = _first_seen(packed)
         kind = frame["kind_id"]

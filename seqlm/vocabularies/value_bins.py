@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from seqlm.vocabularies.categories import distinct_places
 from seqlm.vocabularies.scheme import TokenScheme
 
 # Seed of the hash that ranks values for the bounded sample; fixed so that fitting is
@@ -156,19 +157,13 @@ def _text_facts(events: pl.DataFrame, given: pl.Expr) -> tuple[pl.Expr, pl.Expr]
         text = pl.col("text")
         number = events.select(parsed_number(pl.when(given).then(None).otherwise(text)))
         return pl.lit(number.to_series()), (text.str.len_chars() > 0).fill_null(False)
-    wanted = events.select(pl.when(given).then(None).otherwise(pl.col("text")))
-    ids = wanted.to_series().cast(pl.Categorical).to_physical()
-    first = ids.arg_unique()
-    texts = wanted[first].to_series().cast(pl.String)
-    table = pl.DataFrame(
-        {
-            "_id": ids.gather(first),
-            "_number": texts.to_frame().select(parsed_number(pl.col(texts.name))).to_series(),
-            "_word": (texts.str.len_chars() > 0).fill_null(False),
-        }
-    )
-    found = ids.to_frame("_id").join(table, on="_id", how="left", maintain_order="left")
-    return pl.lit(found["_number"]), pl.lit(found["_word"].fill_null(False))
+    wanted = events.select(pl.when(given).then(None).otherwise(pl.col("text"))).to_series()
+    # Each row's text by its place among the distinct texts (a gather, not a join).
+    first, place = distinct_places(wanted.cast(pl.Categorical))
+    texts = wanted.gather(first).cast(pl.String)
+    number = texts.to_frame().select(parsed_number(pl.col(texts.name))).to_series()
+    word = (texts.str.len_chars() > 0).fill_null(False)
+    return pl.lit(number.gather(place)), pl.lit(word.gather(place))
 
 
 class ValueSampler:
@@ -455,9 +450,14 @@ class BinLookup:
         result = np.zeros(len(value), dtype=np.int64)
         if not has.any():
             return result
-        at_or_below = (value[has, None] >= self.edges[which[has]]).sum(axis=1)
+        rows, values = which[has], value[has]
+        # One column of edges at a time: a (rows x edges) matrix per call cost twice as
+        # much (a 400k-row partition, 9 edges: 40 -> 19 ms).
+        at_or_below = np.zeros(len(rows), dtype=np.int64)
+        for column in self.edges.T:
+            at_or_below += values >= column[rows]
         # +inf passes the +inf padding too: a code has no more bins than its edges + 1.
-        result[has] = np.minimum(at_or_below, self.counts[which[has]]) + 1
+        result[has] = np.minimum(at_or_below, self.counts[rows]) + 1
         return result
 
 

@@ -11,6 +11,7 @@ import pytest
 from helpers.demo_shards import assert_same_files, build, read, small_demo
 
 from seqlm.corpora_adapters.base import RejectLog
+from seqlm.corpora_adapters.meds_shard import categorical_codes
 from seqlm.corpus import SplitConfig, build_corpus
 
 
@@ -100,3 +101,48 @@ def test_read_shard_gives_the_part_events_and_its_rejects(tmp_path):
         assert part_events.equals(part.collect())
     rejects = pl.concat([part_rejects for _, part_rejects in found])
     assert rejects.equals(events.rejects.to_frame())
+
+
+def test_read_shard_ages_equal_the_lazy_plan_on_shuffled_rows(tmp_path):
+    """`read_shard` puts each subject's first time on its birth rows only (not a join onto
+    every row) and works out codes and kinds once per distinct code: the same events as
+    the lazy per-shard plan, with rows out of subject order and a subject whose only row
+    is its birth (no age: no timed event)."""
+    root = with_rejects(small_demo(tmp_path / "meds"))
+    shard = sorted((root / "data").rglob("*.parquet"))[0]
+    frame = pl.read_parquet(shard).sample(fraction=1.0, shuffle=True, seed=3)
+    lone = frame.filter(pl.col("code") == "MEDS_BIRTH").head(1)
+    lone = lone.with_columns(
+        pl.lit(999_999_999, dtype=frame.schema["subject_id"]).alias("subject_id")
+    )
+    pl.concat([frame, lone]).write_parquet(shard)
+    events, _ = read(root)
+    ages = 0
+    for (_, part), function in zip(events.source_parts, events.source_reads, strict=True):
+        found = function()[0]
+        # Codes and kinds as categoricals (`meds_shard.categorical_codes`), else equal.
+        assert found.schema["code"] == found.schema["kind"] == pl.Categorical
+        as_strings = found.with_columns(pl.col("code", "kind").cast(pl.String))
+        assert as_strings.equals(part.collect()) and as_strings.schema == part.collect_schema()
+        ages += found.filter(pl.col("code") == "AGE")["value"].is_not_null().sum()
+    assert ages > 0
+
+
+def test_categorical_codes_work_per_distinct_code_and_keep_nulls():
+    events = pl.DataFrame({"code": ["A//1", None, "B", "A//1", "MEDS_BIRTH", None, "B//x//y"]})
+    found = categorical_codes(
+        events.with_columns(kind=pl.col("code")),
+        lambda code: pl.when(code == "MEDS_BIRTH").then(pl.lit("AGE")).otherwise(code),
+        lambda code: code.str.splitn("//", 2).struct.field("field_0"),
+    )
+    assert found["code"].dtype == found["kind"].dtype == pl.Categorical
+    assert found["code"].cast(pl.String).to_list() == [
+        "A//1",
+        None,
+        "B",
+        "A//1",
+        "AGE",
+        None,
+        "B//x//y",
+    ]
+    assert found["kind"].cast(pl.String).to_list() == ["A", None, "B", "A", "AGE", None, "B"]
