@@ -16,16 +16,20 @@ import polars as pl
 DENSE_CATEGORIES = 1 << 24
 
 
-def distinct_places(column: pl.Series) -> tuple[pl.Series, pl.Series]:
+def distinct_places(
+    column: pl.Series, dense_below: int = DENSE_CATEGORIES
+) -> tuple[pl.Series, pl.Series]:
     """(the first row of each distinct value, in the order of those rows; each row's
-    place among them, UInt32) of a categorical `column` (nulls are one value)."""
+    place among them, UInt32) of a categorical or non-negative integer `column` (nulls
+    are one value). The array lookup is used while the largest number is below
+    `dense_below`."""
     number = column.to_physical()
     first = number.arg_unique()
     known = number.gather(first)
     places = pl.Series(range(known.len()), dtype=pl.UInt32)
     given = known.is_not_null()
     largest = known.max()
-    if largest is None or int(largest) < DENSE_CATEGORIES:  # type: ignore[arg-type]
+    if largest is None or int(largest) < dense_below:  # type: ignore[arg-type]
         size = 1 if largest is None else int(largest) + 1  # type: ignore[arg-type]
         lookup = pl.Series([None], dtype=pl.UInt32).new_from_index(0, size)
         place = lookup.scatter(known.filter(given), places.filter(given)).gather(number)
