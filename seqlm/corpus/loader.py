@@ -23,6 +23,7 @@ N processes with batch B see the same rows as one process with batch N x B.
 from __future__ import annotations
 
 import bisect
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,7 +32,12 @@ import numpy as np
 import torch
 
 from seqlm.constants import IGNORE_INDEX
-from seqlm.corpus.simultaneous import check_shufflable, movable_roles, shuffle_simultaneous
+from seqlm.corpus.simultaneous import (
+    any_simultaneous,
+    check_shufflable,
+    movable_roles,
+    shuffle_simultaneous,
+)
 from seqlm.errors import ConfigError, CorpusError
 
 PAD_ID = 0
@@ -279,6 +285,12 @@ class BatchLoader:
         if config.shuffle_simultaneous:
             self.times = check_shufflable(times, source)
             self.movable, self.continues = movable_roles(roles)
+            if not any_simultaneous(tokens, self.times, offsets, lengths, self.movable):
+                warnings.warn(
+                    f"{source}: train.shuffle_simultaneous changes nothing here: no two "
+                    "events next to each other share a timestamp",
+                    stacklevel=2,
+                )
 
     @classmethod
     def from_corpus(

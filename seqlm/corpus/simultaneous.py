@@ -26,6 +26,10 @@ import numpy as np
 
 from seqlm.errors import ConfigError
 
+# Tokens read at a time when looking for simultaneous events (bounds the memory of the
+# check on a memory-mapped tokens.bin of any size).
+_CHUNK_TOKENS = 1 << 23
+
 _MOVABLE_ROLES = frozenset({"event", "unknown", "value"})
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -43,6 +47,34 @@ def check_shufflable(times: np.ndarray | None, source: str) -> np.ndarray:
             "corpus has none (its events carry no time)"
         )
     return times
+
+
+def any_simultaneous(
+    tokens: np.ndarray,
+    times: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    movable: np.ndarray,
+) -> bool:
+    """Whether two movable tokens next to each other in one of the sequences
+    (`offsets`, `lengths` into `tokens`) share their time: if none do, shuffling moves
+    nothing. Reads the sequences in chunks and stops at the first such pair."""
+    order = np.argsort(offsets, kind="stable")
+    starts = np.asarray(offsets, dtype=np.int64)[order]
+    ends = starts + np.asarray(lengths, dtype=np.int64)[order]
+    begin, stop = (int(starts[0]), int(ends.max())) if len(starts) else (0, 0)
+    for lo in range(begin, stop, _CHUNK_TOKENS):
+        hi = min(lo + _CHUNK_TOKENS + 1, stop)  # one token of overlap: pairs across chunks
+        ids = np.asarray(tokens[lo:hi], dtype=np.int64)
+        at = np.asarray(times[lo:hi])
+        pair = movable[ids[1:]] & movable[ids[:-1]] & (at[1:] == at[:-1])
+        second = lo + 1 + np.flatnonzero(pair)  # place of each pair's second token
+        seq = np.searchsorted(starts, second, side="right") - 1
+        inside = (seq >= 0) & (second > starts[np.maximum(seq, 0)])
+        inside &= second < ends[np.maximum(seq, 0)]
+        if inside.any():
+            return True
+    return False
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

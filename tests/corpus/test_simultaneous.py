@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqlm.corpus.loader import BatchLoader, DataPosition, LoaderConfig
-from seqlm.corpus.simultaneous import movable_roles, shuffle_simultaneous
+from seqlm.corpus.simultaneous import any_simultaneous, movable_roles, shuffle_simultaneous
 from seqlm.errors import ConfigError
 
 # ids: 0 PAD, 1 BOS, 2 EOS, 3 time gap, 4 condition, 5 value, 6.. events
@@ -211,3 +211,43 @@ def test_on_mimic_training_batches_reorder_and_tuning_batches_do_not(small_mimic
     assert tuning is not None and plain_tuning is not None
     for _ in range(2):
         assert torch.equal(tuning.next_step().micro[0].idx, plain_tuning.next_step().micro[0].idx)
+
+
+def test_a_corpus_with_no_simultaneous_events_is_told_the_option_moves_nothing():
+    # Each event at its own time: nothing can move, and the user hears so.
+    tokens = np.asarray([1, 6, 7, 8, 2, 1, 9, 10, 2], np.uint16)
+    times = np.asarray([0, 0, 1, 2, 2, 5, 5, 6, 6], np.float32)
+    offsets, lengths = np.asarray([0, 5]), np.asarray([5, 4])
+    config = LoaderConfig(context=8, batch_size=2, shuffle_simultaneous=True)
+    with pytest.warns(UserWarning, match="changes nothing"):
+        BatchLoader(tokens, offsets, lengths, config, times=times, roles=ROLES)
+
+
+def test_simultaneous_pairs_count_inside_a_sequence_only():
+    # Events 8 (last of sequence 0) and 9 (first event of sequence 1, no BOS between
+    # them) share a time but not a sequence; 6 and 7 share a time within one.
+    tokens = np.asarray([6, 8, 9, 10, 6, 7], np.uint16)
+    times = np.asarray([0, 3, 3, 4, 7, 7], np.float32)
+    offsets, lengths = np.asarray([0, 2, 4]), np.asarray([2, 2, 2])
+    assert not any_simultaneous(tokens, times, offsets[:2], lengths[:2], MOVABLE)
+    assert any_simultaneous(tokens, times, offsets, lengths, MOVABLE)
+    # the split's sequences only: sequence 2 alone holds the pair
+    assert any_simultaneous(tokens, times, offsets[2:], lengths[2:], MOVABLE)
+    assert not any_simultaneous(tokens, times, offsets[:0], lengths[:0], MOVABLE)
+
+
+def test_pairs_across_the_check_s_chunks_are_found(monkeypatch):
+    import seqlm.corpus.simultaneous as simultaneous
+
+    monkeypatch.setattr(simultaneous, "_CHUNK_TOKENS", 4)
+    tokens = np.asarray([6, 7, 8, 9, 10, 11, 12, 13], np.uint16)
+    for second in range(1, 8):  # the one pair ends at `second`
+        times = np.arange(8, dtype=np.float32)
+        times[second] = times[second - 1]
+        found = simultaneous.any_simultaneous(tokens, times, [0], [8], MOVABLE)
+        assert found, second
+
+
+def test_the_demo_like_loader_gives_no_warning(recwarn):
+    loader(LoaderConfig(context=24, batch_size=4, shuffle_simultaneous=True))
+    assert not [w for w in recwarn if "changes nothing" in str(w.message)]
