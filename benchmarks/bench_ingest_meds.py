@@ -35,6 +35,7 @@ line per (dataset, mode), then a table.
     python benchmarks/bench_ingest_meds.py --datasets demo x20 x100 --modes floor corpus
     python benchmarks/bench_ingest_meds.py --datasets demo --repeats 3
     python benchmarks/bench_ingest_meds.py --datasets x100 --replicas /tmp/meds-replicas
+    python benchmarks/bench_ingest_meds.py --datasets x20s90   # 204,460 subjects of <= 90 rows
 """
 
 from __future__ import annotations
@@ -60,17 +61,28 @@ DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "clinical" / "m
 MEDS_COLUMNS = ["subject_id", "time", "code", "numeric_value", "text_value"]
 # Subject ids of copy k are offset by k * SUBJECT_OFFSET (demo ids are 8 digits).
 SUBJECT_OFFSET = 100_000_000
+# A run r of subject s (`xNsK` datasets) becomes subject s * RUN_OFFSET + r.
+RUN_OFFSET = 10_000
 
 
-def replicate(source: Path, target: Path, copies: int) -> int:
-    """Write `copies` copies of a MEDS dataset with disjoint subject ids; rows written."""
+def replicate(source: Path, target: Path, copies: int, subject_rows: int | None = None) -> int:
+    """Write `copies` copies of a MEDS dataset with disjoint subject ids; rows written.
+
+    With `subject_rows`, each subject's rows are cut into runs of that many (time order
+    kept), each run a subject of its own: a dataset of many short records, as a full
+    hospital export has (MIMIC-IV: 364,627 subjects; the demo's copies hold 100 each)."""
     rows = 0
+    runs = []
     for shard in sorted((source / "data").rglob("*.parquet")):
         frame = pl.read_parquet(shard)
         folder = target / shard.parent.relative_to(source)
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(copies):
             copy = frame.with_columns(pl.col("subject_id") + k * SUBJECT_OFFSET)
+            if subject_rows:
+                run = pl.int_range(pl.len()).over("subject_id") // subject_rows
+                copy = copy.with_columns(pl.col("subject_id") * RUN_OFFSET + run)
+                runs.append(copy.select(pl.col("subject_id").unique()))
             copy.write_parquet(folder / f"{shard.stem}-{k:03d}.parquet")
             rows += copy.height
     metadata = target / "metadata"
@@ -81,10 +93,31 @@ def replicate(source: Path, target: Path, copies: int) -> int:
     splits = source / "metadata" / "subject_splits.parquet"
     if splits.is_file():
         table = pl.read_parquet(splits)
-        pl.concat(
+        table = pl.concat(
             [table.with_columns(pl.col("subject_id") + k * SUBJECT_OFFSET) for k in range(copies)]
-        ).write_parquet(metadata / "subject_splits.parquet")
+        )
+        if subject_rows:  # each run in its subject's split
+            original = (pl.col("subject_id") // RUN_OFFSET).alias("original")
+            table = (
+                pl.concat(runs)
+                .with_columns(original)
+                .join(table.rename({"subject_id": "original"}), on="original")
+                .select(table.columns)
+                .sort("subject_id")
+            )
+        table.write_parquet(metadata / "subject_splits.parquet")
     return rows
+
+
+def dataset_shape(name: str) -> tuple[int, int | None]:
+    """`x20` -> (20 copies, whole subjects); `x20s90` -> (20, subjects cut into 90-row runs)."""
+    copies, _, rows = name.removeprefix("x").partition("s")
+    try:
+        return int(copies), int(rows) if rows else None
+    except ValueError:
+        raise SystemExit(
+            f"dataset {name!r}: expected demo, xN or xNsK (e.g. x20, x20s90)"
+        ) from None
 
 
 def children_peak_mb() -> float:
@@ -171,7 +204,7 @@ def run_meds_benchmark(
             if name != "demo":
                 data = (replicas or work) / name
                 if not (replicas and (data / "metadata").is_dir()):
-                    replicate(DEMO, data, int(name.removeprefix("x")))
+                    replicate(DEMO, data, *dataset_shape(name))
             for mode in modes:
                 runs = [measure(mode, data, work, workers) for _ in range(repeats)]
                 seconds = statistics.median(r["seconds"] for r in runs)
