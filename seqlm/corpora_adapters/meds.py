@@ -77,7 +77,9 @@ from seqlm.corpora_adapters.meds_layout import (
 from seqlm.corpora_adapters.meds_shard import (
     birth_first_times,
     categorical_codes,
+    event_frame,
     first_times,
+    with_subject_facts,
 )
 from seqlm.corpora_adapters.time_range import (
     DEFAULT_EARLIEST,
@@ -412,6 +414,8 @@ def _shard_events(
             rows = scan_rows(dataset, options.code_suffix_columns, only=[number], piece=cut)
             events = _events(_with_reasons(rows, subjects, options, split_source), options)
             parts.append((piece[1], events.unsorted))
+            # Integer subject ids stay integers in the read: named once per subject.
+            rows = scan_rows(dataset, options.code_suffix_columns, [number], cut, True)
             reads.append(partial(read_shard, rows, subjects, options, split_source))
     one_schema = len({tuple(shard.schema.items()) for shard in dataset.shards}) == 1
     return tuple(parts), tuple(reads) if one_schema else ()
@@ -424,7 +428,7 @@ def read_shard(
     reasons collected once (subject facts joined eagerly: the lazy join cost twice as
     much) and split in memory (a second scan for the rejects cost a read of the whole
     dataset). Without code suffix columns, `kind` and `code` are categoricals."""
-    joined = rows.collect().join(subjects, on="entity", how="left", maintain_order="left")
+    joined = with_subject_facts(rows.collect(), subjects)
     joined = _with_split_and_reason(joined.lazy(), options, split_source).collect()
     kept = joined.filter(pl.col("reason").is_null())
     ages = options.birth == "age"
@@ -434,8 +438,7 @@ def read_shard(
     rejects = reject_columns(_rejects(joined.lazy())).collect()
     if options.code_suffix_columns:
         return _event_table(kept.lazy(), options, ages).unsorted.collect(), rejects
-    columns = _event_columns(options, ages, raw_codes=True)
-    events = EventTable.from_frame(kept.lazy().select(columns)).unsorted.collect()
+    events = event_frame(kept, _event_columns(options, ages, raw_codes=True))
     return categorical_codes(events, _final_code(options, ages), _kind), rejects
 
 

@@ -248,7 +248,10 @@ class ValueSampler:
             pl.col("code").cast(pl.Categorical),
             "source",
             "value",
-            pl.struct("entity", "time", "order", "value").hash(SAMPLE_HASH_SEED).alias("rank_key"),
+            # By the entity's name: integer ids (MEDS subjects) as their decimal strings.
+            pl.struct(pl.col("entity").cast(pl.String), "time", "order", "value")
+            .hash(SAMPLE_HASH_SEED)
+            .alias("rank_key"),
         )
         self._flush()  # keep the rows in the order they came
         self._absorb(stats, kept)
