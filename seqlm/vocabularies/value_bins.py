@@ -290,15 +290,7 @@ class ValueSampler:
             .agg(pl.col(name).sum() for name in STAT_SCHEMA if name != "code")
         )
         merged = pl.concat([self._sample, kept])
-        self._sample = merged.filter(
-            pl.col("rank_key").rank("ordinal").over("code", "source") <= self.sample_size
-        )
-        self._cuts = (
-            self._sample.group_by("code", "source")
-            .agg(pl.len(), pl.col("rank_key").max().alias("cut"))
-            .filter(pl.col("len") >= self.sample_size)
-            .drop("len")
-        )
+        self._sample, self._cuts = _smallest_keys(merged, self.sample_size, self._cuts.clear())
 
     def _below_cuts(self, kept: pl.DataFrame) -> pl.DataFrame:
         """The rows of a merged sample that may still enter this one's."""
@@ -365,6 +357,33 @@ class ValueSampler:
             if fitted is not None:
                 bins[code] = replace(fitted, text_numbers=code in text_codes)
         return dict(sorted(bins.items()))
+
+
+def _smallest_keys(
+    rows: pl.DataFrame, size: int, no_cuts: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per (code, source), the `size` rows of `rows` of smallest `rank_key`, ties to the
+    earlier row, in row order; per (code, source) that keeps `size` rows, its largest
+    kept key: `ValueSampler.cuts`; `no_cuts` is their empty frame). Only the groups of
+    at least `size` rows are ranked: most hold fewer (a MEDS partition's train sample:
+    19k of 147k rows in 4 of 945 groups), and ranking every row cost twice as much."""
+    group = pl.col("code").to_physical().cast(pl.UInt64) * 2 + pl.col("source").cast(pl.UInt64)
+    groups = rows.select(group.alias("group")).to_series()
+    sizes = groups.value_counts()
+    full = sizes.filter(pl.col("count") >= size)["group"]
+    if full.is_empty():
+        return rows, no_cuts
+    places = groups.is_in(full.implode()).arg_true()
+    ranked = rows.gather(places).with_columns(groups.gather(places))
+    rank = ranked.select(pl.col("rank_key").rank("ordinal").over("group")).to_series()
+    keep = pl.Series([True]).new_from_index(0, rows.height)
+    keep = keep.scatter(places.filter(rank > size), False)
+    cuts = (
+        ranked.filter(rank <= size)
+        .group_by("code", "source")
+        .agg(pl.col("rank_key").max().alias("cut"))
+    )
+    return rows.filter(keep), cuts
 
 
 def _below(kept: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFrame:
