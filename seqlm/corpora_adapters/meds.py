@@ -433,8 +433,7 @@ def read_shard(
     kept = joined.filter(pl.col("reason").is_null())
     ages = options.birth == "age"
     if ages:
-        firsts = first_times(kept.lazy(), pl.col("code") == BIRTH_CODE).collect()
-        kept = kept.with_columns(birth_first_times(kept, pl.col("code") == BIRTH_CODE, firsts))
+        kept = kept.with_columns(birth_first_times(kept, pl.col("code") == BIRTH_CODE))
     rejects = reject_columns(_rejects(joined.lazy())).collect()
     if options.code_suffix_columns:
         return _event_table(kept.lazy(), options, ages).unsorted.collect(), rejects
