@@ -66,7 +66,7 @@ def birth_first_times(kept: pl.DataFrame, births: pl.Expr) -> pl.Series:
     if rows.is_empty():
         return result
     entity = kept["entity"]
-    starts = entity.ne_missing(entity.shift(1)).fill_null(True).arg_true().to_numpy()
+    starts = run_starts(entity.rle_id()).to_numpy()
     usable = (time.is_not_null() & ~birth).to_numpy()
     times = np.where(usable, time.to_physical().fill_null(NO_TIME).to_numpy(), NO_TIME)
     runs = pl.DataFrame(
@@ -83,6 +83,11 @@ def birth_first_times(kept: pl.DataFrame, births: pl.Expr) -> pl.Series:
     return result.scatter(rows, found["first_time"])
 
 
+def run_starts(run: pl.Series) -> pl.Series:
+    """The first row of each run of `run` (run ids, `rle_id`: the first row is one)."""
+    return run.ne(run.shift(1)).fill_null(True).arg_true()
+
+
 def with_subject_facts(rows: pl.DataFrame, subjects: pl.DataFrame) -> pl.DataFrame:
     """`rows` left-joined with the `subjects` table on the subject's name (the `entity`
     column as a string: an integer id's decimal string), in row order, worked out once
@@ -91,23 +96,23 @@ def with_subject_facts(rows: pl.DataFrame, subjects: pl.DataFrame) -> pl.DataFra
     row's name (rows out of subject order just make more runs)."""
     entity = rows["entity"]
     run = entity.rle_id()
-    starts = entity.ne_missing(entity.shift(1)).fill_null(True).arg_true()
-    names = entity.gather(starts).cast(pl.String).to_frame("entity")
+    names = entity.gather(run_starts(run)).cast(pl.String).to_frame("entity")
     facts = names.join(subjects, on="entity", how="left", maintain_order="left")
     return rows.hstack(facts.drop("entity")[run].get_columns())
 
 
 def event_frame(kept: pl.DataFrame, columns: list[pl.Expr]) -> pl.DataFrame:
-    """`EventTable.from_frame(kept.select(columns)).unsorted`, collected, but with
-    `entity` as it is: integer subject ids stay integers (the corpus builder names each
-    subject once; a cast of every row's id to a string cost 0.03 CPU us per row)."""
+    """`EventTable.from_frame(kept.select(columns)).unsorted`, collected, for the
+    columns of `meds._event_columns` (every event column but `group`, null here), but
+    with `entity` as it is: integer subject ids stay integers (the corpus builder names
+    each subject once; a cast of every row's id to a string cost 0.03 CPU us per row)."""
     frame = kept.select(columns)
-    kept_as_is = ("entity", "time")
-    return frame.select(
-        pl.col(name)
-        if name in kept_as_is
-        else pl.col(name).cast(dtype)
-        if name in frame.columns
-        else pl.lit(None, dtype=dtype).alias(name)
-        for name, dtype in EVENT_SCHEMA.items()
-    )
+
+    def column(name: str, dtype: pl.DataType) -> pl.Expr:
+        if name not in frame.columns:
+            return pl.lit(None, dtype=dtype).alias(name)
+        datetime = name == "time" and isinstance(frame.schema[name], pl.Datetime)
+        as_is = name == "entity" or datetime
+        return pl.col(name) if as_is else pl.col(name).cast(dtype)
+
+    return frame.select(column(name, dtype) for name, dtype in EVENT_SCHEMA.items())
