@@ -430,13 +430,15 @@ def read_shard(
     dataset). Without code suffix columns, `kind` and `code` are categoricals."""
     joined = with_subject_facts(rows.collect(), subjects)
     joined = _with_split_and_reason(joined.lazy(), options, split_source).collect()
-    kept = joined.filter(pl.col("reason").is_null())
+    used = pl.col("reason").is_null()
     ages = options.birth == "age"
     if ages:
-        kept = kept.with_columns(birth_first_times(kept, pl.col("code") == BIRTH_CODE))
+        joined = joined.with_columns(birth_first_times(joined, pl.col("code") == BIRTH_CODE, used))
     rejects = reject_columns(_rejects(joined.lazy())).collect()
+    # Lazy, so that only the events' columns of the used rows are copied.
+    kept = joined.lazy().filter(used)
     if options.code_suffix_columns:
-        return _event_table(kept.lazy(), options, ages).unsorted.collect(), rejects
+        return _event_table(kept, options, ages).unsorted.collect(), rejects
     events = event_frame(kept, _event_columns(options, ages, raw_codes=True))
     return categorical_codes(events, _final_code(options, ages), _kind), rejects
 

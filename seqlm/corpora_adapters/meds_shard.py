@@ -53,21 +53,26 @@ def first_times(kept: pl.LazyFrame, births: pl.Expr) -> pl.LazyFrame:
     )
 
 
-def birth_first_times(kept: pl.DataFrame, births: pl.Expr) -> pl.Series:
-    """`first_times` of `kept` put on the rows where `births` holds, null on the others
-    (which never read it): the earliest time of each run of rows of one subject by a
-    numpy minimum over the run (no grouping of the rows: a shard is sorted by subject),
-    then of each subject over its runs, joined onto the few birth rows only (MEDS 20x:
-    a join onto every row cost 0.2 CPU us per row, a grouping of the rows 0.02)."""
-    birth = kept.select(births.fill_null(False)).to_series()
-    rows = birth.arg_true()
-    time = kept["time"]
-    result = pl.Series("first_time", [None], dtype=time.dtype).new_from_index(0, kept.height)
-    if rows.is_empty():
+def birth_first_times(
+    rows: pl.DataFrame, births: pl.Expr, used: pl.Expr | None = None
+) -> pl.Series:
+    """`first_times` of the `used` rows (all if None) put on the used rows where
+    `births` holds, null on the others (which never read it): the earliest time of each
+    run of rows of one subject by a numpy minimum over the run (no grouping of the
+    rows: a shard is sorted by subject), then of each subject over its runs, joined
+    onto the few birth rows only (MEDS 20x: a join onto every row cost 0.2 CPU us per
+    row, a grouping of the rows 0.02)."""
+    used = pl.lit(True) if used is None else used.fill_null(False)
+    flags = rows.select(births.fill_null(False).alias("birth"), used.alias("used"))
+    birth, used_rows = flags["birth"], flags["used"]
+    found_rows = (birth & used_rows).arg_true()
+    time = rows["time"]
+    result = pl.Series("first_time", [None], dtype=time.dtype).new_from_index(0, rows.height)
+    if found_rows.is_empty():
         return result
-    entity = kept["entity"]
+    entity = rows["entity"]
     starts = run_starts(entity.rle_id()).to_numpy()
-    usable = (time.is_not_null() & ~birth).to_numpy()
+    usable = (time.is_not_null() & ~birth & used_rows).to_numpy()
     times = np.where(usable, time.to_physical().fill_null(NO_TIME).to_numpy(), NO_TIME)
     runs = pl.DataFrame(
         {"entity": entity.gather(starts), "first": np.minimum.reduceat(times, starts)}
@@ -78,9 +83,9 @@ def birth_first_times(kept: pl.DataFrame, births: pl.Expr) -> pl.Series:
         .cast(time.dtype)
         .alias("first_time")
     )
-    found = entity.gather(rows).to_frame()
+    found = entity.gather(found_rows).to_frame()
     found = found.join(firsts, on="entity", how="left", maintain_order="left")
-    return result.scatter(rows, found["first_time"])
+    return result.scatter(found_rows, found["first_time"])
 
 
 def run_starts(run: pl.Series) -> pl.Series:
@@ -101,18 +106,19 @@ def with_subject_facts(rows: pl.DataFrame, subjects: pl.DataFrame) -> pl.DataFra
     return rows.hstack(facts.drop("entity")[run].get_columns())
 
 
-def event_frame(kept: pl.DataFrame, columns: list[pl.Expr]) -> pl.DataFrame:
+def event_frame(kept: pl.LazyFrame, columns: list[pl.Expr]) -> pl.DataFrame:
     """`EventTable.from_frame(kept.select(columns)).unsorted`, collected, for the
     columns of `meds._event_columns` (every event column but `group`, null here), but
     with `entity` as it is: integer subject ids stay integers (the corpus builder names
     each subject once; a cast of every row's id to a string cost 0.03 CPU us per row)."""
     frame = kept.select(columns)
+    schema = frame.collect_schema()
 
     def column(name: str, dtype: pl.DataType) -> pl.Expr:
-        if name not in frame.columns:
+        if name not in schema:
             return pl.lit(None, dtype=dtype).alias(name)
-        datetime = name == "time" and isinstance(frame.schema[name], pl.Datetime)
+        datetime = name == "time" and isinstance(schema[name], pl.Datetime)
         as_is = name == "entity" or datetime
         return pl.col(name) if as_is else pl.col(name).cast(dtype)
 
-    return frame.select(column(name, dtype) for name, dtype in EVENT_SCHEMA.items())
+    return frame.select(column(name, dtype) for name, dtype in EVENT_SCHEMA.items()).collect()

@@ -72,6 +72,11 @@ def test_birth_first_times_equal_the_grouped_first_times_on_birth_rows(rows):
     found = birth_first_times(kept, births)
     assert found.name == "first_time" and found.dtype == TIME
     assert found.to_list() == plain.to_series().to_list()
+    # The same on all rows with the used ones marked (the others: null, not counted).
+    rows = frame_of(rows)
+    used = pl.col("entity").is_not_null()
+    marked = birth_first_times(rows, births, used).filter(rows.select(used).to_series())
+    assert marked.to_list() == found.to_list()
 
 
 def test_event_frame_keeps_integer_ids_and_casts_the_rest_as_event_table():
@@ -84,7 +89,7 @@ def test_event_frame_keeps_integer_ids_and_casts_the_rest_as_event_table():
     )
     # The columns `meds._event_columns` gives: every event column but `group`.
     columns = [pl.col(c) for c in kept.columns]
-    found = event_frame(kept, columns)
+    found = event_frame(kept.lazy(), columns)
     plain = EventTable.from_frame(kept.lazy().select(columns)).unsorted.collect()
     assert found.columns == list(EVENT_SCHEMA)
     assert found["entity"].dtype == pl.Int64
