@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from seqlm.corpora_adapters import meds_shard as shard_read
+import seqlm.corpora_adapters.meds_shard as shard_read
 from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter, reject_columns
 from seqlm.corpora_adapters.meds_checks import (
     CodeSummary,
