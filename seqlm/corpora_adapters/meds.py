@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+import seqlm.corpora_adapters.meds_shard as shard_read
 from seqlm.corpora_adapters.base import Ingested, RejectLog, register_adapter, reject_columns
 from seqlm.corpora_adapters.meds_checks import (
     CodeSummary,
@@ -73,11 +74,6 @@ from seqlm.corpora_adapters.meds_layout import (
     metadata_splits,
     scan_rows,
     shard_pieces,
-)
-from seqlm.corpora_adapters.meds_shard import (
-    birth_first_times,
-    categorical_codes,
-    first_times,
 )
 from seqlm.corpora_adapters.time_range import (
     DEFAULT_EARLIEST,
@@ -412,6 +408,8 @@ def _shard_events(
             rows = scan_rows(dataset, options.code_suffix_columns, only=[number], piece=cut)
             events = _events(_with_reasons(rows, subjects, options, split_source), options)
             parts.append((piece[1], events.unsorted))
+            # Integer subject ids stay integers in the read: named once per subject.
+            rows = scan_rows(dataset, options.code_suffix_columns, [number], cut, True)
             reads.append(partial(read_shard, rows, subjects, options, split_source))
     one_schema = len({tuple(shard.schema.items()) for shard in dataset.shards}) == 1
     return tuple(parts), tuple(reads) if one_schema else ()
@@ -421,22 +419,24 @@ def read_shard(
     rows: pl.LazyFrame, subjects: pl.DataFrame, options: MedsOptions, split_source: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A shard's (or piece's) events and rejects from one read: its rows with their
-    reasons collected once (subject facts joined eagerly: the lazy join cost twice as
-    much) and split in memory (a second scan for the rejects cost a read of the whole
-    dataset). Without code suffix columns, `kind` and `code` are categoricals."""
-    joined = rows.collect().join(subjects, on="entity", how="left", maintain_order="left")
+    reasons collected once (subject facts joined once per run of a subject; integer ids
+    stay integers) and split in memory (a second scan for the rejects cost a read of
+    the whole dataset). Without code suffix columns, `kind` and `code` are categoricals."""
+    joined = shard_read.with_subject_facts(rows.collect(), subjects)
     joined = _with_split_and_reason(joined.lazy(), options, split_source).collect()
-    kept = joined.filter(pl.col("reason").is_null())
+    used = pl.col("reason").is_null()
     ages = options.birth == "age"
     if ages:
-        firsts = first_times(kept.lazy(), pl.col("code") == BIRTH_CODE).collect()
-        kept = kept.with_columns(birth_first_times(kept, pl.col("code") == BIRTH_CODE, firsts))
+        joined = joined.with_columns(
+            shard_read.birth_first_times(joined, pl.col("code") == BIRTH_CODE, used)
+        )
     rejects = reject_columns(_rejects(joined.lazy())).collect()
+    # Lazy, so that only the events' columns of the used rows are copied.
+    kept = joined.lazy().filter(used)
     if options.code_suffix_columns:
-        return _event_table(kept.lazy(), options, ages).unsorted.collect(), rejects
-    columns = _event_columns(options, ages, raw_codes=True)
-    events = EventTable.from_frame(kept.lazy().select(columns)).unsorted.collect()
-    return categorical_codes(events, _final_code(options, ages), _kind), rejects
+        return _event_table(kept, options, ages).unsorted.collect(), rejects
+    events = shard_read.event_frame(kept, _event_columns(options, ages, raw_codes=True))
+    return shard_read.categorical_codes(events, _final_code(options, ages), _kind), rejects
 
 
 def _rejects(joined: pl.LazyFrame) -> pl.LazyFrame:
@@ -475,7 +475,7 @@ def _events(joined: pl.LazyFrame, options: MedsOptions) -> EventTable:
     ages = options.birth == "age"
     if ages:
         kept = kept.join(
-            first_times(kept, pl.col("code") == BIRTH_CODE),
+            shard_read.first_times(kept, pl.col("code") == BIRTH_CODE),
             on="entity",
             how="left",
             build_side="force_right",

@@ -189,8 +189,12 @@ def _column(shard: MedsShard, name: str, kinds: str, ok: bool, expr: pl.Expr) ->
     return expr.alias(name)
 
 
-def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.Expr]:
-    """The shard's columns cast to the reader's types; wrong types are InputErrors."""
+def _shard_columns(
+    shard: MedsShard, suffix_columns: Sequence[str], integer_ids: bool = False
+) -> list[pl.Expr]:
+    """The shard's columns cast to the reader's types; wrong types are InputErrors.
+    `integer_ids`: an integer `subject_id` stays an integer (its name is its decimal
+    string, `cast(pl.String)`), for readers that name subjects once each."""
     schema = shard.schema
     for name in REQUIRED_COLUMNS:
         if name not in schema:
@@ -215,7 +219,9 @@ def _shard_columns(shard: MedsShard, suffix_columns: Sequence[str]) -> list[pl.E
             "subject_id",
             "an integer or string id",
             sid.is_integer() or isinstance(sid, textual) or sid == null,
-            pl.col("subject_id").cast(pl.String),
+            pl.col("subject_id")
+            if integer_ids and sid.is_integer()
+            else pl.col("subject_id").cast(pl.String),
         ).alias("entity"),
         _column(
             shard,
@@ -258,12 +264,15 @@ def scan_rows(
     suffix_columns: Sequence[str] = (),
     only: Sequence[int] | None = None,
     piece: tuple[int, int] | None = None,
+    integer_ids: bool = False,
 ) -> pl.LazyFrame:
     """All shards (or the shards numbered `only`) as one lazy frame: `file`, `row`
     (1-based in its shard), `order` (global file order over all shards, the tie-break
     for equal times), `folder_split`, then `entity`, `time`, `code`, `value`, `text` and
     the requested `suffix__<column>` columns. `piece` = (first row, rows): only those
-    rows of the one shard in `only` (read from the file alone)."""
+    rows of the one shard in `only` (read from the file alone). `integer_ids`: an
+    integer `subject_id` is left an integer (`_shard_columns`; for one shard, since
+    shards may differ in its type)."""
     for name in suffix_columns:
         if not any(name in shard.schema for shard in dataset.shards):
             raise InputError(
@@ -318,7 +327,7 @@ def scan_rows(
                 row.alias("row"),
                 (pl.col("_start") + row).alias("order"),
                 "folder_split",
-                *_shard_columns(shards[0], suffix_columns),
+                *_shard_columns(shards[0], suffix_columns, integer_ids),
             )
         )
     return pl.concat(frames, how="vertical")

@@ -24,12 +24,15 @@ def entity_aggregates(events: pl.LazyFrame, attributes: Sequence[str]) -> pl.Dat
 
 def run_aggregates(rows: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
     """`entity_aggregates` of rows whose entities are each in one run, in the order of
-    the runs: grouped by run ids (integers, runs in order) instead of hashing names."""
+    the runs: grouped by run ids (integers, runs in order) instead of hashing names.
+    An integer `entity` (MEDS subject ids) is named here, once per entity: its decimal
+    string."""
     run = pl.col("entity").rle_id().alias("_run")
     return (
         rows.group_by(run, maintain_order=True)
         .agg(pl.col("entity").first(), *_aggregations(attributes))
         .drop("_run")
+        .with_columns(pl.col("entity").cast(pl.String))
     )
 
 

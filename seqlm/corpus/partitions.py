@@ -278,9 +278,12 @@ def _grouped_events(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Each entity's events together and in sequence order (time with static rows
     first, then `order`), the entities in any fixed order: sorted by their categorical
     ids, which is twice as fast as by name. The corpus is put in name order at the end."""
-    key = pl.col("entity").cast(pl.Categorical).to_physical().alias("_entity_key")
+    entity = pl.col("entity")
+    # Integer ids (MEDS subjects, `Ingested.source_reads`) are keys already.
+    integers = frame.collect_schema()["entity"].is_integer()
+    key = entity if integers else entity.cast(pl.Categorical).to_physical()
     return (
-        frame.with_columns(key)
+        frame.with_columns(key.alias("_entity_key"))
         .sort(["_entity_key", "time", "order"], nulls_last=False, maintain_order=True)
         .drop("_entity_key")
     )

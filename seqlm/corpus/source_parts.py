@@ -69,9 +69,18 @@ def sort_read_part(
     """`sort_source_part` for parts read by the adapter's `Ingested.source_reads`
     (called here, in the worker): also their rejects, in part order."""
     read = [function() for function in reads]
-    rows = pl.concat([events for events, _ in read], how="vertical")
+    rows = _concat_events([events for events, _ in read])
     rejects = pl.concat([rejected for _, rejected in read], how="vertical")
     return sort_rows(part, rows, attributes, sample_size, cuts), rejects
+
+
+def _concat_events(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The parts' events as one frame; their `entity` columns as names (strings) where
+    the parts differ in its type (integer ids in one, text or another width in another:
+    `Ingested.source_reads` may give integer ids)."""
+    if len({frame.schema["entity"] for frame in frames}) > 1:
+        frames = [frame.with_columns(pl.col("entity").cast(pl.String)) for frame in frames]
+    return pl.concat(frames, how="vertical")
 
 
 def entity_in_two_parts(aggregates: Sequence[pl.DataFrame]) -> bool:

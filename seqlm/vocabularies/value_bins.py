@@ -201,8 +201,7 @@ class ValueSampler:
         """Take the finite values of `events` (columns entity, time, order, code, value,
         and `text` when there is one). `entity_runs`: each entity's rows are one run
         (a sorted partition), so entities are counted by run ids, not by hashing names."""
-        stored = stored_value(pl.col("value"))
-        events = events.with_columns(stored)
+        events = events.with_columns(stored_value(pl.col("value")))
         given = pl.col("value").is_not_null() & pl.col("value").is_finite()
         # Only texts of rows without a finite (stored) value are read: the others'
         # numbers are never used.
@@ -244,11 +243,13 @@ class ValueSampler:
         valued = useful.filter(source.is_not_null())
         # Categorical, not String: a filtered string column keeps every chunk's text
         # buffers alive, so a String sample would grow with the rows seen.
+        # Ranked by the entity's name: integer ids (MEDS subjects) as decimal strings.
+        name = pl.col("entity").cast(pl.String)
         kept = valued.select(
             pl.col("code").cast(pl.Categorical),
             "source",
             "value",
-            pl.struct("entity", "time", "order", "value").hash(SAMPLE_HASH_SEED).alias("rank_key"),
+            pl.struct(name, "time", "order", "value").hash(SAMPLE_HASH_SEED).alias("rank_key"),
         )
         self._flush()  # keep the rows in the order they came
         self._absorb(stats, kept)
@@ -266,7 +267,7 @@ class ValueSampler:
         already), so it is dropped on arrival: once the common codes' samples are full,
         few rows wait (memory and ranking stay small whatever the number of rows)."""
         other._flush()
-        kept = self._below_cuts(other._sample)
+        kept = _below(other._sample, self._cuts)
         self._pending.append((other._stats, kept))
         self._pending_rows += kept.height
         if self._pending_rows >= PENDING_ROWS:
@@ -287,19 +288,7 @@ class ValueSampler:
             .agg(pl.col(name).sum() for name in STAT_SCHEMA if name != "code")
         )
         merged = pl.concat([self._sample, kept])
-        self._sample = merged.filter(
-            pl.col("rank_key").rank("ordinal").over("code", "source") <= self.sample_size
-        )
-        self._cuts = (
-            self._sample.group_by("code", "source")
-            .agg(pl.len(), pl.col("rank_key").max().alias("cut"))
-            .filter(pl.col("len") >= self.sample_size)
-            .drop("len")
-        )
-
-    def _below_cuts(self, kept: pl.DataFrame) -> pl.DataFrame:
-        """The rows of a merged sample that may still enter this one's."""
-        return _below(kept, self._cuts)
+        self._sample, self._cuts = _smallest_keys(merged, self.sample_size, self._cuts.clear())
 
     @property
     def cuts(self) -> pl.DataFrame:
@@ -362,6 +351,27 @@ class ValueSampler:
             if fitted is not None:
                 bins[code] = replace(fitted, text_numbers=code in text_codes)
         return dict(sorted(bins.items()))
+
+
+def _smallest_keys(
+    rows: pl.DataFrame, size: int, no_cuts: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the `size` rows of smallest `rank_key` per (code, source), ties to the earlier
+    row, in row order; the cuts of the groups that keep `size`, `no_cuts` if none).
+    Only the full groups are ranked (a MEDS partition's train sample: 19k of 147k rows
+    in 4 of 945 groups): ranking every row cost twice as much."""
+    group = pl.col("code").to_physical().cast(pl.UInt64) * 2 + pl.col("source").cast(pl.UInt64)
+    groups = rows.select(group.alias("group")).to_series()
+    full = groups.value_counts().filter(pl.col("count") >= size)["group"]
+    if full.is_empty():
+        return rows, no_cuts
+    places = groups.is_in(full.implode()).arg_true()
+    ranked = rows.gather(places).with_columns(groups.gather(places))
+    rank = ranked.select(pl.col("rank_key").rank("ordinal").over("group")).to_series()
+    dropped = places.filter(rank > size)
+    keep = pl.Series([True]).new_from_index(0, rows.height).scatter(dropped, False)
+    cuts = ranked.filter(rank <= size).group_by("code", "source").agg(cut=pl.col("rank_key").max())
+    return rows.filter(keep), cuts
 
 
 def _below(kept: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFrame:

@@ -14,7 +14,7 @@ import seqlm.corpus.writer as writer
 from seqlm.corpora_adapters import get_adapter, meds_layout
 from seqlm.corpus import SplitConfig, build_corpus
 from seqlm.corpus.sort_stage import source_sample
-from seqlm.corpus.source_parts import MAX_PART_BUCKETS, source_groups
+from seqlm.corpus.source_parts import MAX_PART_BUCKETS, _concat_events, source_groups
 from seqlm.vocabularies import TokenScheme
 from seqlm.vocabularies.value_bins import ValueSampler
 
@@ -161,3 +161,14 @@ def test_a_sort_stage_sample_is_used_only_where_the_splits_are_the_sources():
     unsplit = entities.with_columns(source_split=pl.lit(None, dtype=pl.String))
     assert source_sample(sampler, unsplit) is None
     assert source_sample(None, entities) is None
+
+
+def test_parts_whose_entities_differ_in_type_are_concatenated_by_name():
+    """`source_reads` may give integer subject ids (any width) or names: a group of
+    parts that differ in that type is put together as names; one type stays as it is."""
+    ints = pl.DataFrame({"entity": [3, 3], "time": [1, 2]})
+    narrow = ints.with_columns(pl.col("entity").cast(pl.Int32) + 4)
+    names = pl.DataFrame({"entity": ["10"], "time": [5]})
+    found = _concat_events([ints, narrow, names])
+    assert found["entity"].to_list() == ["3", "3", "7", "7", "10"]
+    assert _concat_events([ints, ints])["entity"].dtype == pl.Int64

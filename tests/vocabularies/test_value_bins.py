@@ -322,3 +322,46 @@ def test_samples_pruned_at_earlier_cuts_merge_into_the_same_sample(monkeypatch):
     assert pruned._sample.sort("rank_key").equals(whole._sample.sort("rank_key"))
     assert pruned.value_counts().equals(whole.value_counts())
     assert pruned.fit(TokenScheme()) == whole.fit(TokenScheme())
+
+
+def _ranked_definition(rows: pl.DataFrame, size: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The sample and cuts by ranking every row within its (code, source)."""
+    rank = pl.col("rank_key").rank("ordinal").over("code", "source")
+    sample = rows.filter(rank <= size)
+    cuts = (
+        sample.group_by("code", "source")
+        .agg(pl.len(), pl.col("rank_key").max().alias("cut"))
+        .filter(pl.col("len") >= size)
+        .drop("len")
+    )
+    return sample, cuts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(0, 1), st.integers(0, 30)),
+        max_size=60,
+    ),
+    st.integers(1, 8),
+)
+def test_smallest_keys_equal_ranking_every_row(rows, size):
+    """`_smallest_keys` ranks only the groups that fill the sample: the same rows, in
+    the same order (ties, repeated keys here, to the earlier row), and the same cuts."""
+    frame = pl.DataFrame(
+        {
+            "code": [r[0] for r in rows],
+            "source": [r[1] for r in rows],
+            "value": [float(i) for i in range(len(rows))],
+            "rank_key": [r[2] for r in rows],
+        },
+        schema={"code": pl.String, "source": pl.Int8, "value": pl.Float64, "rank_key": pl.UInt64},
+    ).with_columns(pl.col("code").cast(pl.Categorical))
+    no_cuts = ValueSampler(size).cuts
+    sample, cuts = value_bins._smallest_keys(frame, size, no_cuts)
+    plain_sample, plain_cuts = _ranked_definition(frame, size)
+    assert sample.equals(plain_sample)
+    order = ["code", "source"]
+    found = cuts.with_columns(pl.col("code").cast(pl.String)).sort(order)
+    assert found.equals(plain_cuts.with_columns(pl.col("code").cast(pl.String)).sort(order))
+    assert cuts.schema == no_cuts.schema
