@@ -58,6 +58,9 @@ TOKEN_STRINGS = ["data_token", "text_unknown", "unknown", "reserved_label"]
 # partitions (beyond it the cache starts again from one partition's pairs).
 CACHED_TOKENS = 200_000
 _TOKEN_CACHE: dict[tuple[Any, ...], pl.DataFrame] = {}
+# Distinct (token, entity) keys of a partition's train rows are marked in a boolean
+# array while their range is below this (or 16 per row), else hashed.
+DENSE_HELD = 1 << 24
 
 
 def _ids(column: pl.Expr) -> pl.Expr:
@@ -310,6 +313,17 @@ def train_counts(
     return per_token, seen.select("data_token", "code", "text")
 
 
+def distinct_sorted(keys: np.ndarray, size: int, dense_below: int = DENSE_HELD) -> np.ndarray:
+    """The distinct values of `keys` (int64, each in [0, size)), ascending: marked in a
+    boolean array where the range is small (a partition's tokens times its entities;
+    x20: 20 -> 3 ms per partition), else hashed and sorted."""
+    if size <= max(dense_below, 16 * len(keys)):
+        marked = np.zeros(size, dtype=bool)
+        marked[keys] = True
+        return np.flatnonzero(marked)
+    return np.sort(pl.Series(keys, dtype=pl.Int64).unique().to_numpy())
+
+
 def _token_support(entity: np.ndarray, pair: np.ndarray, token_of: np.ndarray) -> pl.DataFrame:
     """Per token of the train rows (`entity` run ids, in runs; `pair` numbers; each
     pair's token number `token_of`): the pair of its first row, its count, its
@@ -321,7 +335,7 @@ def _token_support(entity: np.ndarray, pair: np.ndarray, token_of: np.ndarray) -
     count = np.bincount(token, minlength=int(token_of.max(initial=0)) + 1)
     width = int(entity.max(initial=0)) + 1
     # Distinct (token, entity), sorted by token then entity.
-    held = np.sort(pl.Series(token * width + entity).unique().to_numpy())
+    held = distinct_sorted(token * width + entity, len(count) * width)
     held_token, held_entity = held // width, held % width
     entities = np.bincount(held_token, minlength=len(count))
     starts = np.concatenate(([0], np.cumsum(entities)[:-1]))

@@ -9,9 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 from helpers.corpus_helpers import clinic_frame, ingested
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from seqlm.corpus.token_rows import (
+    distinct_sorted,
     keyed_rows,
     layout_table,
     pair_tokens,
@@ -190,3 +193,14 @@ def test_a_fresh_counter_keeps_its_table_as_the_merge_would():
     twice = TokenCounter()
     twice.add_counted(pl.concat([counted[0], counted[0]]), counted[1])
     assert twice._tokens["data_token"].is_unique().all()
+
+
+@given(
+    keys=st.lists(st.integers(0, 999), max_size=200),
+    dense_below=st.sampled_from([0, 1 << 24]),
+)
+def test_distinct_sorted_equals_numpy_unique(keys, dense_below):
+    """Both ways (marked in an array, or hashed and sorted) give np.unique's keys."""
+    array = np.array(keys, dtype=np.int64)
+    found = distinct_sorted(array, 1000 if dense_below else 10**9, dense_below)
+    assert found.tolist() == np.unique(array).tolist()
