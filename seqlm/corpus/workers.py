@@ -25,8 +25,9 @@ MALLOC_CONF_VARIABLE = "_RJEM_MALLOC_CONF"
 WORKER_MALLOC_CONF = "dirty_decay_ms:5000,muzzy_decay_ms:5000"
 # glibc's malloc (numpy's arrays) in the workers: arrays up to 256 MiB come from the heap
 # and up to 512 MiB of freed heap is kept, not handed back and faulted in again for
-# the next partition's arrays of the same sizes (MEDS x20 at 2 workers: minor faults
-# 1.4M -> 0.75M, system CPU 5.6-6.9 -> 4.0-4.2 s). A user's own setting is kept.
+# the next partition's arrays of the same sizes (MEDS x20 at 2 workers, whole build:
+# minor faults 1.43-1.54M -> 0.77-0.82M, system CPU 6.2-6.3 -> 4.3 s; docs/formats.md,
+# "Session 13"). A user's own setting is kept.
 GLIBC_MALLOC_SETTINGS = {
     "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
     "MALLOC_TRIM_THRESHOLD_": str(512 << 20),

@@ -15,9 +15,11 @@ build"); every stage shows rows/s and an ETA and its seconds go into the manifes
 3. sample (map): train values per code, a bounded sample per partition; reduce: merged
    samples, the value bins;
 4. count (map): event tokens per partition, numbers per row and strings per distinct
-   (kind, code, text, bin) (seqlm.corpus.token_rows), kept in files, and their train
-   counts; reduce: the vocabulary (privacy threshold applied to the summed counts);
-5. encode (map): each partition's token ids and times, appended to one spill file;
+   (kind, code, text, bin) (seqlm.corpus.token_rows), laid out in sequences with
+   provisional ids and times in raw files, and their train counts; reduce: the
+   vocabulary (privacy threshold applied to the summed counts);
+5. encode (map): each partition's provisional ids through one table to token ids,
+   written with its times at its place in one spill file;
 6. order: the sequences copied into `tokens.bin` / `times.bin` in entity-name order.
 
 So `seq_id` follows the entity names' sort order, the same for any partition count and
