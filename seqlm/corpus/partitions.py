@@ -26,16 +26,17 @@ from seqlm.corpus.entities import run_aggregates
 from seqlm.corpus.merge_checks import merge_checks
 from seqlm.corpus.token_rows import (
     keyed_rows,
+    layout_table,
     pair_fate_counts,
-    pair_ids,
     pair_tokens,
+    token_layout,
     train_counts,
     vocabulary_frames,
 )
 from seqlm.errors import CorpusError
-from seqlm.vocabularies.event_tokens import EncodedSequences, assemble_sequences
+from seqlm.vocabularies.event_tokens import EncodedSequences
 from seqlm.vocabularies.fitting import TokenCounter, check_known_sources
-from seqlm.vocabularies.scheme import UNK_ID, TokenScheme, value_token
+from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.value_bins import CodeValueBins, ValueSampler
 from seqlm.vocabularies.vocabulary import Vocabulary
 
@@ -89,8 +90,19 @@ class PartitionPaths:
         return self.folder / f"sorted-{self.number:05d}.arrow"
 
     @property
-    def tokens_file(self) -> Path:
-        return self.folder / f"tokens-{self.number:05d}.arrow"
+    def layout_file(self) -> Path:
+        # Raw int32: the provisional token ids (token_rows.token_layout).
+        return self.folder / f"layout-{self.number:05d}.i32"
+
+    @property
+    def times_file(self) -> Path:
+        # Raw float32: each token's time (times.bin's values).
+        return self.folder / f"times-{self.number:05d}.f32"
+
+    @property
+    def lengths_file(self) -> Path:
+        # Raw int64: each entity's sequence length, in the sorted file's entity order.
+        return self.folder / f"lengths-{self.number:05d}.i64"
 
     @property
     def pairs_file(self) -> Path:
@@ -335,32 +347,42 @@ def count_partition(
     part_split: pl.DataFrame,
     scheme: TokenScheme,
     bins: dict[str, CodeValueBins],
-) -> TokenCounter:
-    """Event tokens of one partition into its tokens and pairs files (numbers per row,
-    strings per distinct pair: seqlm.corpus.token_rows); returns its train token
-    counts. The tokens are made once here and encoded from the files later."""
+    has_times: bool = True,
+) -> tuple[TokenCounter, int]:
+    """Event tokens of one partition (numbers per row, strings per distinct pair:
+    seqlm.corpus.token_rows), laid out in sequences with provisional ids
+    (`token_layout`) into its layout, times and lengths files, the pairs (with their
+    row counts) into its pairs file; returns its train token counts and its number of
+    tokens. The encode stage only turns the provisional ids into the vocabulary's."""
     counter = TokenCounter()
     if not part.sorted_file.exists():
-        return counter
+        return counter, 0
     rows = read_sorted_file(part.sorted_file, COUNTED_COLUMNS, strings=False)
     keyed, pairs = keyed_rows(rows, scheme, bins)
     del rows
     tokens = pair_tokens(pairs, scheme)
     counter.add_counted(*train_counts(keyed, tokens, _is_train(part_split)))
-    keyed.write_ipc(part.tokens_file, compression=WORK_COMPRESSION)
-    tokens.select(PAIR_COLUMNS).write_parquet(part.pairs_file)
+    layout = token_layout(keyed, scheme)
+    if len(layout.lengths) != part_split.height:
+        raise CorpusError("internal: a partition's sequences do not match its entities")
+    if has_times:
+        finite_times(layout).tofile(part.times_file)
+    layout.ids.astype(np.int32).tofile(part.layout_file)
+    layout.lengths.tofile(part.lengths_file)
+    pair_rows = np.bincount(keyed["pair"].to_numpy(), minlength=tokens.height)
+    tokens.select(PAIR_COLUMNS).with_columns(
+        pl.Series("rows", pair_rows[tokens["pair"].to_numpy()], dtype=pl.Int64)
+    ).write_parquet(part.pairs_file)
     part.sorted_file.unlink()
-    return counter
+    return counter, len(layout.ids)
 
 
 @dataclass
 class EncodedPartition:
-    """One partition's sequences: entity names (sorted) and lengths, ids and times."""
+    """One partition's sequences: entity names (sorted) and lengths."""
 
     entities: pl.Series
     lengths: np.ndarray
-    ids: np.ndarray
-    times: np.ndarray | None
     # Events whose label spelled a scheme token or was empty (they became unknowns).
     reserved_labels: int = 0
     # What became of texts and numeric values (token_rows.pair_fate_counts).
@@ -372,49 +394,40 @@ def _vocabulary(folder: str) -> Vocabulary:
     return Vocabulary.load(folder)
 
 
-def _scheme_ids(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray | None]:
-    """Ids of the time-gap tokens and (separate mode) of the value tokens by bin, as
-    `Vocabulary.encode_token_frame` makes them."""
-    gaps = vocab.scheme.time_gap_tokens()
-    # A corpus written before the long-gap token existed has no id for it.
-    tokens = gaps.tokens if gaps is not None else []
-    time_ids = np.array([vocab.token_to_id.get(t, UNK_ID) for t in tokens], dtype=np.int64)
-    value_ids = None
-    if vocab.scheme.value_mode == "separate":
-        bins = range(1, vocab.scheme.value_bins + 1)
-        value_ids = np.array(
-            [UNK_ID] + [vocab.token_to_id[value_token(k)] for k in bins], dtype=np.int64
-        )
-    return time_ids, value_ids
-
-
 def encode_partition(
-    part: PartitionPaths, vocab_folder: Path, has_times: bool, names: pl.Series
+    part: PartitionPaths,
+    vocab_folder: Path,
+    names: pl.Series,
+    offset: int,
+    spill: tuple[Path, Path | None],
 ) -> EncodedPartition:
-    """Token ids (in the vocabulary's dtype) and float32 times of one partition;
-    `names` are its entities in sorted order (the tokens file numbers them)."""
+    """Token ids (in the vocabulary's dtype) of one partition, written with its times
+    at token `offset` of the spill files `spill` (tokens, times or None); `names`
+    are its entities in sorted order (its lengths file numbers them)."""
     vocab = _vocabulary(str(vocab_folder))
-    empty = pl.Series("entity", [], dtype=pl.String)
-    if not part.tokens_file.exists():
-        return EncodedPartition(empty, np.zeros(0, np.int64), np.zeros(0, vocab.token_dtype), None)
-    rows = read_work_file(part.tokens_file)
+    if not part.layout_file.exists():
+        return EncodedPartition(pl.Series("entity", [], dtype=pl.String), np.zeros(0, np.int64))
     pairs = pl.read_parquet(part.pairs_file, glob=False).sort("pair")
     if vocab.scheme.use_text:
         check_known_sources(pairs, vocab.data_tokens, vocabulary_frames(vocab).known)
-    pair = rows["pair"].to_numpy()
-    gaps = vocab.scheme.time_gap_tokens()
-    time_ids, value_ids = _scheme_ids(vocab)
-    encoded = assemble_sequences(rows, pair_ids(vocab, pairs)[pair], gaps, time_ids, value_ids)
-    if len(encoded.lengths) != names.len():
-        raise CorpusError("internal: a partition's sequences do not match its entities")
-    reserved_count = int(pairs["reserved_label"].to_numpy()[pair].sum())
-    fates = pair_fate_counts(vocab, pairs, pair)
-    part.tokens_file.unlink()
-    part.pairs_file.unlink()
-    times = finite_times(encoded) if has_times else None
-    return EncodedPartition(
-        names, encoded.lengths, encoded.ids.astype(vocab.token_dtype), times, reserved_count, fates
-    )
+    ids = layout_table(vocab, pairs)[np.fromfile(part.layout_file, np.int32)]
+    _write_at(spill[0], ids, offset)
+    if spill[1] is not None:
+        _write_at(spill[1], np.fromfile(part.times_file, np.float32), offset)
+    lengths = np.fromfile(part.lengths_file, np.int64)
+    reserved = int(pairs.filter("reserved_label")["rows"].sum())
+    fates = pair_fate_counts(vocab, pairs)
+    for done in (part.layout_file, part.times_file, part.lengths_file, part.pairs_file):
+        done.unlink(missing_ok=True)
+    return EncodedPartition(names, lengths, reserved, fates)
+
+
+def _write_at(path: Path, items: np.ndarray, offset: int) -> None:
+    """`items` into `path` from item `offset` on (the partitions' places do not overlap,
+    so workers write into one file side by side)."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset * items.itemsize)
+        handle.write(memoryview(items))
 
 
 def finite_times(encoded: EncodedSequences) -> np.ndarray:

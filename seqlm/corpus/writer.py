@@ -15,9 +15,11 @@ build"); every stage shows rows/s and an ETA and its seconds go into the manifes
 3. sample (map): train values per code, a bounded sample per partition; reduce: merged
    samples, the value bins;
 4. count (map): event tokens per partition, numbers per row and strings per distinct
-   (kind, code, text, bin) (seqlm.corpus.token_rows), kept in files, and their train
-   counts; reduce: the vocabulary (privacy threshold applied to the summed counts);
-5. encode (map): each partition's token ids and times, appended to one spill file;
+   (kind, code, text, bin) (seqlm.corpus.token_rows), laid out in sequences with
+   provisional ids and times in raw files, and their train counts; reduce: the
+   vocabulary (privacy threshold applied to the summed counts);
+5. encode (map): each partition's provisional ids through one table to token ids,
+   written with its times at its place in one spill file;
 6. order: the sequences copied into `tokens.bin` / `times.bin` in entity-name order.
 
 So `seq_id` follows the entity names' sort order, the same for any partition count and
@@ -190,11 +192,12 @@ def _build_locked(
                 aggregates, attributes, splits, ingested, rejects.height, out
             )
             n_events = int(entities["n_events"].sum())
-            fit = (scheme, n_events, clock, source_sample(sampled, entities), within_time)
-            vocab = _fit_vocabulary(pool, parts, part_splits, *fit)
-            vocab.save(staging)
             has_times = entities["first_time"].null_count() < entities.height
-            encoded = _encode(pool, parts, part_splits, staging, has_times, n_events, clock)
+            fit = (scheme, n_events, clock, source_sample(sampled, entities), within_time)
+            vocab, sizes = _fit_vocabulary(pool, parts, part_splits, has_times, *fit)
+            vocab.save(staging)
+            layout = (vocab, staging, sizes, has_times)
+            encoded = _encode(pool, parts, part_splits, *layout, n_events, clock)
         with clock.stage("ordering sequences", n_events) as advance:
             lengths = _write_in_entity_order(entities, encoded, vocab, work, staging, advance)
         shutil.rmtree(work)
@@ -266,15 +269,17 @@ def _fit_vocabulary(
     pool: Any,
     parts: list[PartitionPaths],
     part_splits: list[pl.DataFrame],
+    has_times: bool,
     scheme: TokenScheme,
     n_events: int,
     clock: StageClock,
     sampled: ValueSampler | None,
     within_time_order: str,
-) -> Vocabulary:
+) -> tuple[Vocabulary, list[int]]:
     """Put the events of each timestamp in `within_time_order`, merge the partitions'
     train value samples into the value bins (`sampled`: made by the sort stage already),
-    then make and count their tokens and merge the counts into the vocabulary."""
+    then make and count their tokens and merge the counts into the vocabulary; returns
+    it and each partition's number of tokens (`count_partition`)."""
     order_within_time(pool, parts, within_time_order, n_events, clock)
     rows = [int(s["n_events"].sum()) for s in part_splits]
     sampler = sampled if sampled is not None else ValueSampler(scheme.value_sample_size)
@@ -288,55 +293,53 @@ def _fit_vocabulary(
             )
     bins = sampler.fit(scheme)
     counter = TokenCounter()
+    sizes = [0] * len(parts)
+
+    def counted(i: int, result: tuple[TokenCounter, int]) -> None:
+        counter.merge(result[0])
+        sizes[i] = result[1]
+        advance(rows[i])
+
     with clock.stage("counting train tokens", n_events) as advance:
-        tasks = [(p, s, scheme, bins) for p, s in zip(parts, part_splits, strict=True)]
-        run_map(pool, count_partition, tasks, lambda i, r: (counter.merge(r), advance(rows[i])))
-    return Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
+        tasks = [(p, s, scheme, bins, has_times) for p, s in zip(parts, part_splits, strict=True)]
+        run_map(pool, count_partition, tasks, counted)
+    fitted = counter.choose(scheme, bins, scheme.time_gap_tokens())
+    return Vocabulary.from_fitted(scheme, fitted), sizes
 
 
 def _encode(
     pool: Any,
     parts: list[PartitionPaths],
     part_splits: list[pl.DataFrame],
+    vocab: Vocabulary,
     vocab_folder: Path,
+    sizes: list[int],
     has_times: bool,
     n_events: int,
     clock: StageClock,
 ) -> list[EncodedPartition]:
-    """Encode every partition, appending ids (and times) to spill files in partition
-    order; returns each partition's entities and lengths (arrays dropped)."""
+    """Encode every partition: each writes its ids (and times) into the spill files
+    at its place in partition order (`sizes`: tokens per partition), so this process
+    copies no tokens; returns each partition's entities and lengths."""
     work = parts[0].folder
+    spill = (work / "encoded.tokens", work / "encoded.times" if has_times else None)
+    for path, dtype in zip(spill, (vocab.token_dtype, np.dtype(np.float32)), strict=True):
+        if path is not None:
+            with open(path, "wb") as handle:
+                handle.truncate(sum(sizes) * dtype.itemsize)
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).tolist()
     results: list[EncodedPartition] = []
     with clock.stage("encoding tokens", n_events) as advance:
-        token_file = open(work / "encoded.tokens", "wb")  # noqa: SIM115
-        times_file = open(work / "encoded.times", "wb") if has_times else None  # noqa: SIM115
-        try:
 
-            def done(i: int, part: EncodedPartition) -> None:
-                token_file.write(part.ids.tobytes())
-                if times_file is not None and part.times is not None:
-                    times_file.write(part.times.tobytes())
-                results.append(
-                    EncodedPartition(
-                        part.entities,
-                        part.lengths,
-                        part.ids[:0],
-                        None,
-                        part.reserved_labels,
-                        part.value_fates,
-                    )
-                )
-                advance(int(part.lengths.sum()) - 2 * len(part.lengths))
+        def done(i: int, part: EncodedPartition) -> None:
+            results.append(part)
+            advance(int(part.lengths.sum()) - 2 * len(part.lengths))
 
-            tasks = [
-                (p, vocab_folder, has_times, s["entity"])
-                for p, s in zip(parts, part_splits, strict=True)
-            ]
-            run_map(pool, encode_partition, tasks, done)
-        finally:
-            token_file.close()
-            if times_file is not None:
-                times_file.close()
+        tasks = [
+            (p, vocab_folder, s["entity"], offset, spill)
+            for p, s, offset in zip(parts, part_splits, offsets, strict=True)
+        ]
+        run_map(pool, encode_partition, tasks, done)
     return results
 
 

@@ -137,7 +137,19 @@ class TokenCounter:
         HOLDERS_KEPT + 1 entities) and sources; `sources` the chunk's (data_token, code,
         text) pairs."""
         _check_one_source(tokens, sources)
-        self._absorb(_tagged_holders(tokens.drop("sources").select(self._tokens.columns)))
+        table = _tagged_holders(tokens.drop("sources").select(self._tokens.columns))
+        if self._tokens.height or self._pending or not table["data_token"].is_unique().all():
+            self._absorb(table)
+            return
+        # A fresh counter given one row per token (a worker's partition): the table is
+        # what `_absorb` would make of it but for the order of the holders, which every
+        # reader treats as a set and the merge sorts (x20: 28 ms less per partition).
+        self._tokens = table.with_columns(
+            pl.when(pl.col("entities") <= HOLDERS_KEPT)
+            .then(pl.col("holders"))
+            .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+            .alias("holders")
+        )
 
     def merge(self, other: TokenCounter) -> None:
         """Add another counter's counts (its chunks held other entities).

@@ -3,17 +3,30 @@ row, and their train counts equal `TokenCounter.add`'s on the same rows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
 from helpers.corpus_helpers import clinic_frame, ingested
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from seqlm.corpus.token_rows import keyed_rows, pair_tokens, train_counts
+from seqlm.corpus.token_rows import (
+    distinct_sorted,
+    keyed_rows,
+    layout_table,
+    pair_tokens,
+    token_layout,
+    train_counts,
+)
+from seqlm.vocabularies import fitting
 from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events, with_token_strings
 from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
 from seqlm.vocabularies.value_bins import ValueSampler
+from seqlm.vocabularies.vocabulary import Vocabulary
 
 
 def awkward_rows() -> pl.DataFrame:
@@ -112,6 +125,32 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     )
 
 
+@pytest.mark.parametrize("name", list(SCHEMES))
+@pytest.mark.parametrize("min_count", [1, 3])
+def test_token_layout_through_its_table_equals_encode_events(name, min_count):
+    """The count stage lays the sequences out before the vocabulary exists, with
+    provisional ids; mapped through `layout_table` they are the ids, lengths and times
+    `Vocabulary.encode_events` gives (time-gap and value tokens, unknowns included)."""
+    scheme = replace(SCHEMES[name], min_count=min_count)
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    sampler = ValueSampler(scheme.value_sample_size)
+    sampler.add(rows)
+    bins = sampler.fit(scheme)
+    keyed, pairs = keyed_rows(rows, scheme, bins)
+    tokens = pair_tokens(pairs, scheme).sort("pair")
+    counter = TokenCounter()
+    counter.add_counted(*train_counts(keyed, tokens, np.ones(rows.height, dtype=bool)))
+    vocab = Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
+    expected = vocab.encode_events(rows)
+
+    layout = token_layout(keyed, scheme)
+    ids = layout_table(vocab, tokens)[layout.ids]
+    assert ids.dtype == vocab.token_dtype
+    assert ids.tolist() == expected.ids.tolist()
+    assert layout.lengths.tolist() == expected.lengths.tolist()
+    assert layout.times.tolist() == expected.times.tolist()
+
+
 def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones():
     """The strings `pair_tokens` keeps in the process for the next partitions (a join
     instead of the escapes) are those `with_token_strings` makes, across schemes and
@@ -124,3 +163,44 @@ def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones():
         _, pairs = keyed_rows(rows, scheme, sampler.fit(scheme))
         for part in (pairs.head(pairs.height // 2), pairs, pairs.reverse()):
             assert_frame_equal(pair_tokens(part, scheme), with_token_strings(part, scheme))
+
+
+def test_a_fresh_counter_keeps_its_table_as_the_merge_would():
+    """`add_counted` on a fresh counter keeps one partition's table without regrouping
+    it: merged, it gives what regrouping gives (holders cut past HOLDERS_KEPT, their
+    order aside), and a table with a repeated token is still regrouped."""
+    scheme = SCHEMES["text"]
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    # Six copies under other names: the common tokens have more than HOLDERS_KEPT.
+    many = pl.concat([rows.with_columns(pl.col("entity") + str(copy)) for copy in range(6)])
+    keyed, pairs = keyed_rows(sorted_events(many.lazy()).collect(), scheme, {})
+    tokens = pair_tokens(pairs, scheme).sort("pair")
+    counted = train_counts(keyed, tokens, np.ones(keyed.height, dtype=bool))
+    fresh, regrouped = TokenCounter(), TokenCounter()
+    fresh.add_counted(*counted)
+    regrouped._absorb(fitting._tagged_holders(counted[0].drop("sources")))
+
+    def merged(counter: TokenCounter) -> list[dict]:
+        total = TokenCounter()
+        total.merge(counter)
+        total._flush()
+        frame = total._tokens.with_columns(pl.col("holders").list.len())
+        return frame.sort("data_token").to_dicts()
+
+    assert merged(fresh) == merged(regrouped)
+    assert fresh._tokens["entities"].max() > fitting.HOLDERS_KEPT
+    assert fresh._tokens["holders"].list.len().max() <= fitting.HOLDERS_KEPT
+    twice = TokenCounter()
+    twice.add_counted(pl.concat([counted[0], counted[0]]), counted[1])
+    assert twice._tokens["data_token"].is_unique().all()
+
+
+@given(
+    keys=st.lists(st.integers(0, 999), max_size=200),
+    dense_below=st.sampled_from([0, 1 << 24]),
+)
+def test_distinct_sorted_equals_numpy_unique(keys, dense_below):
+    """Both ways (marked in an array, or hashed and sorted) give np.unique's keys."""
+    array = np.array(keys, dtype=np.int64)
+    found = distinct_sorted(array, 1000 if dense_below else 10**9, dense_below)
+    assert found.tolist() == np.unique(array).tolist()

@@ -17,6 +17,7 @@ import seqlm.ingest
 from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.meds import MedsMetadataWarning
 from seqlm.corpus.workers import (
+    GLIBC_MALLOC_SETTINGS,
     MALLOC_CONF_VARIABLE,
     WORKER_MALLOC_CONF,
     WithLatest,
@@ -44,6 +45,19 @@ def test_workers_get_polars_threads_and_the_allocator_setting_last(monkeypatch):
     assert threads == str(max(1, (os.cpu_count() or 1) // 2))
     assert os.environ.get(MALLOC_CONF_VARIABLE) == before
     assert "POLARS_MAX_THREADS" not in os.environ
+
+
+def test_workers_keep_freed_heap_unless_the_user_set_glibc_malloc(monkeypatch):
+    """glibc reads its malloc settings from the environment when a process starts: the
+    workers get the build's, or the user's own where set, and this process's stay."""
+    mmap, trim = GLIBC_MALLOC_SETTINGS
+    monkeypatch.delenv(mmap, raising=False)
+    monkeypatch.setenv(trim, "12345")
+    found: list[str | None] = []
+    with worker_pool(2) as pool:
+        run_map(pool, os.getenv, [(mmap,), (trim,)], lambda _, value: found.append(value))
+    assert found == [GLIBC_MALLOC_SETTINGS[mmap], "12345"]
+    assert mmap not in os.environ and os.environ[trim] == "12345"
 
 
 def test_tasks_with_latest_are_completed_when_they_are_sent():
