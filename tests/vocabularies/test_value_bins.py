@@ -365,3 +365,64 @@ def test_smallest_keys_equal_ranking_every_row(rows, size):
     found = cuts.with_columns(pl.col("code").cast(pl.String)).sort(order)
     assert found.equals(plain_cuts.with_columns(pl.col("code").cast(pl.String)).sort(order))
     assert cuts.schema == no_cuts.schema
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5]) | st.floats(-1e3, 1e3, width=32),
+        min_size=1,
+        max_size=200,
+    ),
+    st.integers(2, 25),
+)
+def test_edges_read_off_sorted_values_equal_numpys_quantiles(values, n_bins):
+    """Bit for bit, signed zeros included (equal, not the same bits): the edges read at
+    numpy's "higher" positions of the sorted values are `np.quantile`'s."""
+    ordered = np.sort(np.array(values, dtype=np.float64))
+    found = value_bins._sorted_quantile_edges(ordered, n_bins)
+    expected = quantile_edges(ordered, n_bins)
+    assert found.tobytes() == expected.tobytes()
+    assert fit_code_bins(np.array(values), n_bins) == _numpy_bins(np.array(values), n_bins)
+
+
+def _code_values_definition(
+    sample: pl.DataFrame, wanted: dict[str, int], text_codes: set[str], size: int
+) -> dict[str, list[float]]:
+    """Each wanted code's values by string casts, filters and a ranking of the sample."""
+    code = pl.col("code")
+    sample = sample.with_columns(code.cast(pl.String)).filter(code.is_in(list(wanted)))
+    has_text = code.is_in(list(text_codes))
+    plain = sample.filter(~has_text & (pl.col("source") == 0))
+    texts = sample.filter(has_text)
+    texts = texts.filter(pl.col("rank_key").rank("ordinal").over("code") <= size)
+    grouped = pl.concat([plain, texts]).group_by("code", maintain_order=True).agg("value")
+    return dict(zip(grouped["code"], grouped["value"].to_list(), strict=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ABCDE"), st.integers(0, 1), st.integers(0, 12)),
+        max_size=80,
+    ),
+    st.sets(st.sampled_from("ABCDEF")),
+    st.sets(st.sampled_from("ABCDEF")),
+    st.integers(1, 6),
+)
+def test_code_values_equal_ranking_the_sample(rows, wanted, text_codes, size):
+    """The values each wanted code is fitted on, in sample order (numpy's sort of them
+    is then the old one): a text code's `size` of smallest key, ties to the earlier."""
+    sample = pl.DataFrame(
+        {
+            "code": [r[0] for r in rows],
+            "source": [r[1] for r in rows],
+            "value": [float(i) for i in range(len(rows))],
+            "rank_key": [r[2] for r in rows],
+        },
+        schema={"code": pl.String, "source": pl.Int8, "value": pl.Float64, "rank_key": pl.UInt64},
+    ).with_columns(pl.col("code").cast(pl.Categorical))
+    wanted_bins = dict.fromkeys(wanted, 3)
+    found = value_bins._code_values(sample, wanted_bins, text_codes, size)
+    got = {name: values.tolist() for name, values in found}
+    assert got == _code_values_definition(sample, wanted_bins, text_codes, size)
