@@ -9,8 +9,12 @@ joined rows. The rows a message names are looked up only when a check fails.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow.lib import ArrowException
 
 from seqlm.corpora_adapters.meds_layout import MedsDataset, MedsShard
 from seqlm.errors import InputError
@@ -139,18 +143,26 @@ class CodeSummary:
 
 
 def code_summary(dataset: MedsDataset) -> CodeSummary:
-    """Which codes the data uses, against metadata/codes.parquet, in one streaming pass
-    over the raw `subject_id`, `code` and `time` columns.
+    """Which codes the data uses, against metadata/codes.parquet, in one pass over the
+    raw `subject_id`, `code` and `time` columns (text codes read as dictionaries:
+    `_dictionary_codes`; others, or a shard pyarrow cannot read, grouped by polars).
 
     A missing or incomplete codes.parquet is common in real exports and never an error.
     """
-    used = (
-        _raw(list(dataset.shards), ["subject_id", "code", "time"], stored=("subject_id",))
-        .filter(pl.col("code").is_not_null() & pl.col("subject_id").is_not_null())
-        .group_by("code")
-        .agg(static=pl.col("untimed").any())
-        .collect(engine="streaming")
-    )
+    used = None
+    if all(isinstance(shard.schema.get("code"), pl.String) for shard in dataset.shards):
+        try:
+            used = _dictionary_codes(dataset)
+        except (ArrowException, OSError):  # polars' pass below reports it as before
+            used = None
+    if used is None:
+        used = (
+            _raw(list(dataset.shards), ["subject_id", "code", "time"], stored=("subject_id",))
+            .filter(pl.col("code").is_not_null() & pl.col("subject_id").is_not_null())
+            .group_by("code")
+            .agg(static=pl.col("untimed").any())
+            .collect(engine="streaming")
+        )
     static = used.filter("static")["code"].str.split("//").list.first().unique().sort()
     path = dataset.metadata / "codes.parquet"
     try:
@@ -161,3 +173,48 @@ def code_summary(dataset: MedsDataset) -> CodeSummary:
         described = described.select(pl.col("code").cast(pl.String))
         missing = used.join(described, on="code", how="anti").height
     return CodeSummary(used.height, missing, tuple(static.to_list()))
+
+
+def _dictionary_codes(dataset: MedsDataset) -> pl.DataFrame:
+    """`code_summary`'s distinct codes (`code`, `static`) of shards whose `code` is text:
+    each row group's codes read as a dictionary (the distinct strings once, the rows as
+    numbers), `subject_id` and `time` only where their statistics do not rule out a
+    null. Hashing every row's code string cost twice as much (x20: 1.1 -> 0.6 CPU s,
+    before the workers start)."""
+    used: list[pl.Series] = []
+    static: list[pl.Series] = []
+    for shard in dataset.shards:
+        file = pq.ParquetFile(shard.path, read_dictionary=["code"])
+        names = file.schema_arrow.names
+        for group in range(file.metadata.num_row_groups):
+            chunk = file.metadata.row_group(group)
+            columns = ["code"]
+            columns += [c for c in ("subject_id", "time") if _may_be_null(chunk, names, c)]
+            table = file.read_row_group(group, columns=columns)
+            code = table.column("code").combine_chunks()
+            valid = pc.is_valid(code)
+            if "subject_id" in columns:
+                valid = pc.and_(valid, pc.is_valid(table.column("subject_id").combine_chunks()))
+            used.append(_distinct(pc.filter(code, valid)))
+            if "time" in columns:
+                untimed = pc.and_(valid, pc.is_null(table.column("time").combine_chunks()))
+                static.append(_distinct(pc.filter(code, untimed)))
+    codes = pl.concat(used).unique() if used else pl.Series("code", [], dtype=pl.String)
+    statics = pl.concat(static) if static else pl.Series("code", [], dtype=pl.String)
+    return pl.DataFrame({"code": codes}).with_columns(
+        static=pl.col("code").is_in(statics.implode())
+    )
+
+
+def _may_be_null(chunk: Any, names: list[str], column: str) -> bool:
+    """Whether a row group's `column` may hold a null (no statistics: it may)."""
+    if column not in names:
+        return False
+    statistics = chunk.column(names.index(column)).statistics
+    return statistics is None or not statistics.has_null_count or statistics.null_count > 0
+
+
+def _distinct(codes: Any) -> pl.Series:
+    """The distinct strings of a dictionary array, as a String series."""
+    strings = codes.dictionary.take(pc.unique(codes.indices))
+    return pl.Series("code", pl.from_arrow(strings), dtype=pl.String)
