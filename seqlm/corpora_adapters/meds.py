@@ -71,9 +71,9 @@ from seqlm.corpora_adapters.meds_layout import (
     count_rows,
     locate_dataset,
     metadata_notes,
-    metadata_splits,
     scan_rows,
     shard_pieces,
+    source_splits,
 )
 from seqlm.corpora_adapters.time_range import (
     DEFAULT_EARLIEST,
@@ -84,7 +84,6 @@ from seqlm.corpora_adapters.time_range import (
     check_bounds,
     datetime_outside,
 )
-from seqlm.errors import InputError
 from seqlm.events import EventTable
 from seqlm.vocabularies.scheme import CLINICAL_TIME_GAPS
 
@@ -327,20 +326,7 @@ def _read_meds(
     rows = scan_rows(dataset, options.code_suffix_columns)
     rows_read = sum(shard.rows for shard in dataset.shards)
 
-    splits = None
-    split_source = "none"
-    if options.split_source in ("auto", "metadata"):
-        splits = metadata_splits(dataset, options.split_folders)
-        if splits is not None:
-            split_source = "metadata/subject_splits.parquet"
-        elif options.split_source == "metadata":
-            raise InputError(
-                "split_source = 'metadata' but the dataset has no subject_splits.parquet",
-                file=dataset.root / "metadata",
-            )
-    folder_splits = any(shard.folder_split for shard in dataset.shards)
-    if splits is None and options.split_source in ("auto", "folders") and folder_splits:
-        split_source = "data folders"
+    splits, split_source = source_splits(dataset, options.split_source, options.split_folders)
     if split_source != "none":
         check_split_consistency(rows, dataset, splits)
     if options.unsorted == "error":
@@ -363,9 +349,8 @@ def _read_meds(
     codes = summary.result()
     if codes.missing_from_metadata:
         warnings.warn(
-            f"{codes.missing_from_metadata:,} of {codes.used:,} codes used in the data "
-            "are missing from "
-            "metadata/codes.parquet (kept; the vocabulary does not need it)",
+            f"{codes.missing_from_metadata:,} of {codes.used:,} codes used in the data are "
+            "missing from metadata/codes.parquet (kept; the vocabulary does not need it)",
             MedsMetadataWarning,
             stacklevel=2,
         )
@@ -408,11 +393,26 @@ def _shard_events(
             rows = scan_rows(dataset, options.code_suffix_columns, only=[number], piece=cut)
             events = _events(_with_reasons(rows, subjects, options, split_source), options)
             parts.append((piece[1], events.unsorted))
-            # Integer subject ids stay integers in the read: named once per subject.
-            rows = scan_rows(dataset, options.code_suffix_columns, [number], cut, True)
-            reads.append(partial(read_shard, rows, subjects, options, split_source))
+            # Built in the worker (a plan per piece cost the building process 2 ms).
+            reads.append(
+                partial(_read_piece, dataset, number, cut, subjects, options, split_source)
+            )
     one_schema = len({tuple(shard.schema.items()) for shard in dataset.shards}) == 1
     return tuple(parts), tuple(reads) if one_schema else ()
+
+
+def _read_piece(
+    dataset: MedsDataset,
+    number: int,
+    cut: tuple[int, int] | None,
+    subjects: pl.DataFrame,
+    options: MedsOptions,
+    split_source: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`read_shard` of shard `number` (the rows `cut` of it, or all): integer subject ids
+    stay integers in the read, so a subject is named once."""
+    rows = scan_rows(dataset, options.code_suffix_columns, [number], cut, integer_ids=True)
+    return read_shard(rows, subjects, options, split_source)
 
 
 def read_shard(
