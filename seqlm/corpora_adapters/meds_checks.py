@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from pyarrow.lib import ArrowException
 
 from seqlm.corpora_adapters.meds_layout import MedsDataset, MedsShard
 from seqlm.errors import InputError
@@ -149,6 +146,10 @@ def code_summary(dataset: MedsDataset) -> CodeSummary:
 
     A missing or incomplete codes.parquet is common in real exports and never an error.
     """
+    # pyarrow here, not at the top: the corpus build's workers import this module with
+    # the adapter and need none of it (0.2 s of imports each).
+    from pyarrow.lib import ArrowException
+
     used = None
     if all(isinstance(shard.schema.get("code"), pl.String) for shard in dataset.shards):
         try:
@@ -181,6 +182,9 @@ def _dictionary_codes(dataset: MedsDataset) -> pl.DataFrame:
     numbers), `subject_id` and `time` only where their statistics do not rule out a
     null. Hashing every row's code string cost twice as much (x20: 1.1 -> 0.6 CPU s,
     before the workers start)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     used: list[pl.Series] = []
     static: list[pl.Series] = []
     for shard in dataset.shards:
@@ -216,5 +220,7 @@ def _may_be_null(chunk: Any, names: list[str], column: str) -> bool:
 
 def _distinct(codes: Any) -> pl.Series:
     """The distinct strings of a dictionary array, as a String series."""
+    import pyarrow.compute as pc
+
     strings = codes.dictionary.take(pc.unique(codes.indices))
     return pl.Series("code", pl.from_arrow(strings), dtype=pl.String)
