@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqlm.vocabularies import CodeValueBins, TokenScheme, value_bins
+from seqlm.vocabularies import CodeValueBins, TokenScheme, value_bins, value_sample
 from seqlm.vocabularies.value_bins import (
     ValueSampler,
     fit_code_bins,
@@ -337,6 +337,19 @@ def _ranked_definition(rows: pl.DataFrame, size: int) -> tuple[pl.DataFrame, pl.
     return sample, cuts
 
 
+def _sample_rows(rows: list[tuple[str, int, int]]) -> pl.DataFrame:
+    """Sample rows (code, source, rank key), valued by their place."""
+    return pl.DataFrame(
+        {
+            "code": [r[0] for r in rows],
+            "source": [r[1] for r in rows],
+            "value": [float(i) for i in range(len(rows))],
+            "rank_key": [r[2] for r in rows],
+        },
+        schema={"code": pl.String, "source": pl.Int8, "value": pl.Float64, "rank_key": pl.UInt64},
+    ).with_columns(pl.col("code").cast(pl.Categorical))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -346,19 +359,11 @@ def _ranked_definition(rows: pl.DataFrame, size: int) -> tuple[pl.DataFrame, pl.
     st.integers(1, 8),
 )
 def test_smallest_keys_equal_ranking_every_row(rows, size):
-    """`_smallest_keys` ranks only the groups that fill the sample: the same rows, in
+    """`smallest_keys` ranks only the groups that fill the sample: the same rows, in
     the same order (ties, repeated keys here, to the earlier row), and the same cuts."""
-    frame = pl.DataFrame(
-        {
-            "code": [r[0] for r in rows],
-            "source": [r[1] for r in rows],
-            "value": [float(i) for i in range(len(rows))],
-            "rank_key": [r[2] for r in rows],
-        },
-        schema={"code": pl.String, "source": pl.Int8, "value": pl.Float64, "rank_key": pl.UInt64},
-    ).with_columns(pl.col("code").cast(pl.Categorical))
+    frame = _sample_rows(rows)
     no_cuts = ValueSampler(size).cuts
-    sample, cuts = value_bins._smallest_keys(frame, size, no_cuts)
+    sample, cuts = value_sample.smallest_keys(frame, size, no_cuts)
     plain_sample, plain_cuts = _ranked_definition(frame, size)
     assert sample.equals(plain_sample)
     order = ["code", "source"]
@@ -413,16 +418,8 @@ def _code_values_definition(
 def test_code_values_equal_ranking_the_sample(rows, wanted, text_codes, size):
     """The values each wanted code is fitted on, in sample order (numpy's sort of them
     is then the old one): a text code's `size` of smallest key, ties to the earlier."""
-    sample = pl.DataFrame(
-        {
-            "code": [r[0] for r in rows],
-            "source": [r[1] for r in rows],
-            "value": [float(i) for i in range(len(rows))],
-            "rank_key": [r[2] for r in rows],
-        },
-        schema={"code": pl.String, "source": pl.Int8, "value": pl.Float64, "rank_key": pl.UInt64},
-    ).with_columns(pl.col("code").cast(pl.Categorical))
+    sample = _sample_rows(rows)
     wanted_bins = dict.fromkeys(wanted, 3)
-    found = value_bins._code_values(sample, wanted_bins, text_codes, size)
+    found = value_sample.code_values(sample, wanted_bins, text_codes, size)
     got = {name: values.tolist() for name, values in found}
     assert got == _code_values_definition(sample, wanted_bins, text_codes, size)
