@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 
 from seqlm.corpora_adapters.base import Ingested, register_adapter
 from seqlm.corpora_adapters.birdsong.bouts import (
@@ -55,6 +54,10 @@ def load_notmat(path: Path) -> dict[str, Any]:
             file=path,
         )
     check_mat_inflation(data, path)  # before scipy inflates it all in memory
+    # Imported here: every `seqlm ingest` registers this adapter, few read .mat files,
+    # and scipy.io cost every ingest 0.24 s of start-up before its workers start.
+    import scipy.io
+
     try:
         return scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, chars_as_strings=True)
     except Exception as err:  # scipy raises many types on damaged files; all mean "bad input"
