@@ -317,3 +317,31 @@ def test_any_table_builds_the_same_corpus_in_any_bucket_size(tmp_path_factory, r
     lengths = dict(whole.index.select("entity", "length").iter_rows())
     for entity, n in n_events.iter_rows():
         assert lengths[entity] >= n + 2
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.randoms(), st.booleans())
+def test_gather_copies_sequences_in_order_by_slices_or_by_index(
+    tmp_path, monkeypatch, lengths, random, slices
+):
+    """The ordering stage's copy, slice by slice (long sequences) or through an index
+    array (short ones), small steps included: each sequence's items in the new order,
+    and the checksum record of the file written."""
+    monkeypatch.setattr(writer, "ORDER_CHUNK_TOKENS", 50)
+    monkeypatch.setattr(writer, "SLICE_COPY_LENGTH", 1 if slices else 10**9)
+    lengths = np.array(lengths, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    items = np.arange(int(lengths.sum()), dtype=np.uint16)
+    spill = tmp_path / f"spill-{random.random()}"
+    items.tofile(spill)
+    order = list(range(len(lengths)))
+    random.shuffle(order)
+    target = tmp_path / "tokens.bin"
+    record = writer._gather(
+        spill, target, np.dtype(np.uint16), starts[order], lengths[order], False
+    )
+    expected = np.concatenate([items[starts[i] : starts[i] + lengths[i]] for i in order])
+    assert target.read_bytes() == expected.tobytes()
+    assert record["tokens.bin"]["sha256"] == hashlib.sha256(expected.tobytes()).hexdigest()
