@@ -190,7 +190,9 @@ def _dictionary_codes(dataset: MedsDataset) -> pl.DataFrame:
     static: list[pl.Series] = []
     for shard in dataset.shards:
         file = pq.ParquetFile(shard.path, read_dictionary=["code"])
-        names = file.schema_arrow.names
+        # Statistics are per leaf column: an extra list or struct column has its own.
+        leaves = file.metadata.schema
+        names = [leaves.column(i).path for i in range(file.metadata.num_columns)]
         for group in range(file.metadata.num_row_groups):
             chunk = file.metadata.row_group(group)
             columns = ["code"]

@@ -50,6 +50,8 @@ def test_codes_read_as_dictionaries_equal_grouping_the_rows(
     for number, rows in enumerate(shards):
         table = pa.table(
             {
+                # Leaf columns before the three (their statistics come first).
+                "extra": pa.array([{"a": 1, "b": None}] * len(rows)),
                 "subject_id": pa.array([r[0] for r in rows], pa.int64()),
                 "time": pa.array(
                     [None if r[2] else datetime(2020, 1, 1) for r in rows], pa.timestamp("us")
