@@ -233,7 +233,10 @@ def sort_rows(
     """`sort_partition` of the partition's events `rows` (whole entities)."""
     if not rows.height:
         return pl.DataFrame(), {}, ValueSampler(sample_size) if sample_size else None
-    rows = _in_sequence_order(rows)
+    # One chunk per column: an eager select on a frame of several chunks (the source's
+    # pieces, row groups) copies them into one each time (MEDS 20x: 0.015 CPU us per row a
+    # select); the sort stage selects from these rows several times.
+    rows = _in_sequence_order(rows).rechunk()
     # Only what sampling and tokens need: the entity-level columns are in the aggregates.
     stored = write_sorted_file(rows, part.sorted_file)
     # On the sorted rows with entities as run ids (integers hash faster than names), and
