@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqlm.vocabularies.categories import distinct_places, grouped_counts
+from seqlm.vocabularies.categories import distinct_places
 from seqlm.vocabularies.scheme import TokenScheme
 
 # Seed of the hash that ranks values for the bounded sample; fixed so that fitting is
@@ -225,8 +225,22 @@ class ValueSampler:
         useful = events.filter(pl.col("source").is_not_null() | pl.col("word"))
         if useful.height == 0:
             return
-        stats = _stats(useful, entity_runs)
-        valued = useful.filter(pl.col("source").is_not_null())
+        entity, source = pl.col("_unit"), pl.col("source")
+        stats = (
+            useful.group_by("code")
+            .agg(
+                (source == 0).sum().cast(pl.Int64).alias("n_values"),
+                entity.filter(source == 0).n_unique().cast(pl.Int64).alias("n_entities"),
+                (source == 1).sum().cast(pl.Int64).alias("n_text_numbers"),
+                entity.filter(source.is_not_null())
+                .n_unique()
+                .cast(pl.Int64)
+                .alias("n_number_entities"),
+                pl.col("word").sum().cast(pl.Int64).alias("n_text_words"),
+            )
+            .with_columns(pl.col("code").cast(pl.String))
+        )
+        valued = useful.filter(source.is_not_null())
         # Categorical, not String: a filtered string column keeps every chunk's text
         # buffers alive, so a String sample would grow with the rows seen.
         # Ranked by the entity's name: integer ids (MEDS subjects) as decimal strings.
@@ -337,20 +351,6 @@ class ValueSampler:
             if fitted is not None:
                 bins[code] = replace(fitted, text_numbers=code in text_codes)
         return dict(sorted(bins.items()))
-
-
-def _stats(useful: pl.DataFrame, entity_runs: bool) -> pl.DataFrame:
-    """`STAT_SCHEMA` per code of `ValueSampler.add`'s useful rows, in numpy."""
-    unit = useful["_unit"]  # run ids, else names numbered by their distinct places
-    unit = unit if entity_runs else distinct_places(unit.cast(pl.String).cast(pl.Categorical))[1]
-    source, word = useful["source"].fill_null(-1).to_numpy(), useful["word"].to_numpy()
-    code, counts = grouped_counts(
-        useful["code"].cast(pl.Categorical),
-        unit.cast(pl.Int64).to_numpy(),
-        {"n_values": source == 0, "n_text_numbers": source == 1, "n_text_words": word},
-        {"n_entities": source == 0, "n_number_entities": source >= 0},
-    )
-    return pl.DataFrame({"code": code.cast(pl.String), **counts}, schema=STAT_SCHEMA)
 
 
 def _smallest_keys(

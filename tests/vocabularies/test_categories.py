@@ -32,38 +32,3 @@ def test_hash_lookup_beyond_the_dense_array_gives_the_same_places(monkeypatch, d
     values = ["x", None, "y", "x", None, "z", "y"]
     first, place = distinct_places(pl.Series(values).cast(pl.Categorical))
     assert (first.to_list(), place.to_list()) == _expected(values)
-
-
-@pytest.mark.parametrize("dense", [True, False])
-@given(
-    st.lists(
-        st.tuples(
-            st.one_of(st.none(), st.sampled_from(["a", "b", "", "c//d"])),
-            st.integers(0, 6),
-            st.booleans(),
-            st.booleans(),
-        ),
-        min_size=1,
-        max_size=60,
-    )
-)
-def test_grouped_counts_match_a_grouping_with_distinct_counts(dense, rows):
-    # Row counts and distinct units per value, as polars' group_by with n_unique gives
-    # them, by the array of marked keys and by the hash.
-    frame = pl.DataFrame(rows, schema=["code", "unit", "a", "b"], orient="row")
-    code, counts = categories.grouped_counts(
-        frame["code"].cast(pl.Categorical),
-        frame["unit"].to_numpy(),
-        {"rows_a": frame["a"].to_numpy()},
-        {"units_a": frame["a"].to_numpy(), "units_b": frame["b"].to_numpy()},
-        dense_below=categories.DENSE_CATEGORIES if dense else 0,
-    )
-    unit = pl.col("unit")
-    expected = frame.group_by("code", maintain_order=True).agg(
-        pl.col("a").sum().alias("rows_a"),
-        unit.filter(pl.col("a")).n_unique().alias("units_a"),
-        unit.filter(pl.col("b")).n_unique().alias("units_b"),
-    )
-    assert code.cast(pl.String).to_list() == expected["code"].to_list()
-    for name, found in counts.items():
-        assert found.tolist() == expected[name].to_list(), name
