@@ -419,13 +419,13 @@ def read_shard(
     rows: pl.LazyFrame, subjects: pl.DataFrame, options: MedsOptions, split_source: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A shard's (or piece's) events and rejects from one read: its rows with their
-    reasons collected once (subject facts joined once per run of a subject; integer ids
-    stay integers) and split in memory (a second scan for the rejects cost a read of
-    the whole dataset). Without code suffix columns, `kind` and `code` are categoricals."""
-    joined = shard_read.with_subject_facts(rows.collect(), subjects)
+    reasons collected once (subject facts once per run of a subject; integer ids kept)
+    and split in memory (no second scan for the rejects). Without code suffix columns
+    `kind` and `code` are categoricals (`code` from the read on: `raw_categories`)."""
+    plain = not (options.code_suffix_columns or options.keep_prefixes or options.drop_prefixes)
+    joined = shard_read.with_subject_facts(shard_read.raw_categories(rows, plain), subjects)
     joined = _with_split_and_reason(joined.lazy(), options, split_source).collect()
-    used = pl.col("reason").is_null()
-    ages = options.birth == "age"
+    used, ages = pl.col("reason").is_null(), options.birth == "age"
     if ages:
         joined = joined.with_columns(
             shard_read.birth_first_times(joined, pl.col("code") == BIRTH_CODE, used)

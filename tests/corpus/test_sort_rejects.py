@@ -4,13 +4,16 @@ same rejects file and corpus as the separate pass over the source, and no such p
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import polars as pl
 import pytest
 from helpers.demo_shards import assert_same_files, build, read, small_demo
 
+from seqlm.corpora_adapters import get_adapter
 from seqlm.corpora_adapters.base import RejectLog
+from seqlm.corpora_adapters.meds import MedsMetadataWarning, MedsOptions
 from seqlm.corpora_adapters.meds_shard import categorical_codes
 from seqlm.corpus import SplitConfig, build_corpus
 
@@ -149,3 +152,25 @@ def test_categorical_codes_work_per_distinct_code_and_keep_nulls():
         "B//x//y",
     ]
     assert found["kind"].cast(pl.String).to_list() == ["A", None, "B", "A", "AGE", None, "B"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"drop_prefixes": ["LAB"]}, {"keep_prefixes": ["LAB", "MEDS_BIRTH"]}],
+    ids=["categorical codes", "drop prefix", "keep prefix"],
+)
+def test_read_shard_equals_the_lazy_plan_with_and_without_prefix_filters(tmp_path, options):
+    """`read_shard` reads the raw code as a categorical unless a prefix filter needs its
+    strings (`meds_shard.raw_categories`): events and rejects as the lazy plans give
+    them either way (null codes, duplicate births and late rows among them)."""
+    root = with_rejects(small_demo(tmp_path / "meds"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedsMetadataWarning)
+        events = get_adapter("meds").read([root], MedsOptions(**options))
+    found = [function() for function in events.source_reads]
+    for (_, part), (part_events, _) in zip(events.source_parts, found, strict=True):
+        as_strings = part_events.with_columns(pl.col("entity", "code", "kind").cast(pl.String))
+        assert as_strings.equals(part.collect())
+    rejects = pl.concat([part_rejects for _, part_rejects in found])
+    assert rejects.equals(events.rejects.to_frame())
+    assert rejects["reason"].n_unique() >= (3 if options else 2)
