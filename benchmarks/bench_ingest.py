@@ -217,6 +217,8 @@ def main() -> None:
         print(json.dumps(child_run(mode, Path(data), Path(out))))
         return
 
+    if args.work is not None:  # a scratch folder that does not exist yet is made
+        args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_", dir=args.work))
     try:
         rows = run_sizes(args, work)

@@ -36,6 +36,13 @@ line per (dataset, mode), then a table.
     python benchmarks/bench_ingest_meds.py --datasets demo --repeats 3
     python benchmarks/bench_ingest_meds.py --datasets x100 --replicas /tmp/meds-replicas
     python benchmarks/bench_ingest_meds.py --datasets x20s90   # 204,460 subjects of <= 90 rows
+    python benchmarks/bench_ingest_meds.py --datasets x20c     # each copy its own codes
+
+A trailing `c` (`x20c`, `x20s90c`) gives every copy after the first codes of its own
+(`//copy{k}` appended; `MEDS_*` codes kept, since birth and death have meanings): a
+vocabulary about N times the demo's, as a full hospital's is (tens of thousands of
+codes), so the per-code work (counts, subjects per code, value samples, bins) grows with
+the rows instead of staying at the demo's few thousand codes.
 """
 
 from __future__ import annotations
@@ -65,12 +72,19 @@ SUBJECT_OFFSET = 100_000_000
 RUN_OFFSET = 10_000
 
 
-def replicate(source: Path, target: Path, copies: int, subject_rows: int | None = None) -> int:
+def replicate(
+    source: Path,
+    target: Path,
+    copies: int,
+    subject_rows: int | None = None,
+    codes_per_copy: bool = False,
+) -> int:
     """Write `copies` copies of a MEDS dataset with disjoint subject ids; rows written.
 
     With `subject_rows`, each subject's rows are cut into runs of that many (time order
     kept), each run a subject of its own: a dataset of many short records, as a full
-    hospital export has (MIMIC-IV: 364,627 subjects; the demo's copies hold 100 each)."""
+    hospital export has (MIMIC-IV: 364,627 subjects; the demo's copies hold 100 each).
+    With `codes_per_copy`, copy k > 0 appends `//copy{k}` to every code but `MEDS_*`."""
     rows = 0
     runs = []
     for shard in sorted((source / "data").rglob("*.parquet")):
@@ -79,6 +93,10 @@ def replicate(source: Path, target: Path, copies: int, subject_rows: int | None 
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(copies):
             copy = frame.with_columns(pl.col("subject_id") + k * SUBJECT_OFFSET)
+            if codes_per_copy and k:
+                own = pl.col("code").str.starts_with("MEDS_")
+                renamed = pl.when(own).then(pl.col("code")).otherwise(pl.col("code") + f"//copy{k}")
+                copy = copy.with_columns(renamed.cast(frame.schema["code"]).alias("code"))
             if subject_rows:
                 run = pl.int_range(pl.len()).over("subject_id") // subject_rows
                 copy = copy.with_columns(pl.col("subject_id") * RUN_OFFSET + run)
@@ -109,14 +127,17 @@ def replicate(source: Path, target: Path, copies: int, subject_rows: int | None 
     return rows
 
 
-def dataset_shape(name: str) -> tuple[int, int | None]:
-    """`x20` -> (20 copies, whole subjects); `x20s90` -> (20, subjects cut into 90-row runs)."""
-    copies, _, rows = name.removeprefix("x").partition("s")
+def dataset_shape(name: str) -> tuple[int, int | None, bool]:
+    """`x20` -> (20 copies, whole subjects, shared codes); `x20s90` -> (20, subjects cut
+    into 90-row runs, shared codes); a trailing `c` (`x20c`) -> codes of each copy's own."""
+    own_codes = name.endswith("c")
+    copies, _, rows = name.removeprefix("x").removesuffix("c").partition("s")
     try:
-        return int(copies), int(rows) if rows else None
+        return int(copies), int(rows) if rows else None, own_codes
     except ValueError:
         raise SystemExit(
-            f"dataset {name!r}: expected demo, xN or xNsK (e.g. x20, x20s90)"
+            f"dataset {name!r}: expected demo, xN, xNsK or either with a trailing c "
+            "(e.g. x20, x20s90, x20c)"
         ) from None
 
 
@@ -196,6 +217,8 @@ def run_meds_benchmark(
     """Measure each (dataset, mode); print a JSON line per result; return the rows."""
     if not DEMO.is_dir():
         raise SystemExit(f"MIMIC demo not found at {DEMO}")
+    if work_parent is not None:  # a scratch folder that does not exist yet is made
+        work_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_meds_", dir=work_parent))
     rows = []
     try:

@@ -23,8 +23,10 @@ def _rows(root: Path) -> pl.DataFrame:
 
 def test_dataset_names():
     bench = load_benchmark("bench_ingest_meds")
-    assert bench.dataset_shape("x20") == (20, None)
-    assert bench.dataset_shape("x2s90") == (2, 90)
+    assert bench.dataset_shape("x20") == (20, None, False)
+    assert bench.dataset_shape("x2s90") == (2, 90, False)
+    assert bench.dataset_shape("x20c") == (20, None, True)
+    assert bench.dataset_shape("x2s90c") == (2, 90, True)
     with pytest.raises(SystemExit, match="x20s90"):
         bench.dataset_shape("x2sx")
 
@@ -48,3 +50,16 @@ def test_subject_runs_keep_rows_order_and_splits(tmp_path: Path):
     joined = folders.join(splits, on="subject_id", suffix="_meta")
     assert joined.height == folders.height
     assert (joined["split_meta"] == joined["split"]).all()
+
+
+def test_codes_per_copy_multiply_the_vocabulary_but_keep_meds_codes(tmp_path: Path):
+    bench = load_benchmark("bench_ingest_meds")
+    bench.replicate(DEMO, tmp_path / "x2c", 2, codes_per_copy=True)
+    demo, copies = _rows(DEMO), _rows(tmp_path / "x2c")
+    second = copies.filter(pl.col("subject_id") >= bench.SUBJECT_OFFSET)
+    first = copies.filter(pl.col("subject_id") < bench.SUBJECT_OFFSET)
+    assert first["code"].cast(pl.String).equals(demo["code"].cast(pl.String))
+    codes = demo["code"].cast(pl.String)
+    expected = pl.Series([c if c.startswith("MEDS_") else f"{c}//copy1" for c in codes.to_list()])
+    assert second["code"].cast(pl.String).to_list() == expected.to_list()
+    assert copies["code"].n_unique() > 1.9 * demo["code"].n_unique()
