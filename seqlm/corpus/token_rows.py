@@ -55,7 +55,8 @@ PAIR_STRINGS = ["pair", "kind", "code", "text", "bin", "text_fate", "value_fate"
 TOKEN_KEY = ["kind", "code", "text", "bin"]
 TOKEN_STRINGS = ["data_token", "text_unknown", "unknown", "reserved_label"]
 # The token strings of this many (kind, code, text, bin) at most are kept for the next
-# partitions (beyond it the cache starts again from one partition's pairs).
+# partitions (beyond it the cache starts again from one partition's pairs: a vocabulary
+# of a full hospital's codes passes it).
 CACHED_TOKENS = 200_000
 _TOKEN_CACHE: dict[tuple[Any, ...], pl.DataFrame] = {}
 # Distinct (token, entity) keys of a partition's train rows are marked in a boolean
@@ -274,7 +275,11 @@ def pair_tokens(pairs: pl.DataFrame, scheme: TokenScheme) -> pl.DataFrame:
     )
     if missing.height:
         made = with_token_strings(missing, scheme)
-        cached = pl.concat([cached, made]) if cached.height + made.height <= CACHED_TOKENS else made
+        if cached.height + made.height > CACHED_TOKENS:
+            # Start again from this partition's own pairs: the ones found in the old
+            # cache too, or the join below would leave them without strings.
+            cached = cached.join(pairs, on=TOKEN_KEY, how="semi", nulls_equal=True)
+        cached = pl.concat([cached, made])
         found = pairs.join(
             cached, on=TOKEN_KEY, how="left", nulls_equal=True, maintain_order="left"
         )

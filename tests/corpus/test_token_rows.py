@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from seqlm.corpus import token_rows
 from seqlm.corpus.token_rows import (
     distinct_sorted,
     keyed_rows,
@@ -151,10 +152,14 @@ def test_token_layout_through_its_table_equals_encode_events(name, min_count):
     assert layout.times.tolist() == expected.times.tolist()
 
 
-def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones():
+@pytest.mark.parametrize("cache_size", [token_rows.CACHED_TOKENS, 3])
+def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones(monkeypatch, cache_size):
     """The strings `pair_tokens` keeps in the process for the next partitions (a join
     instead of the escapes) are those `with_token_strings` makes, across schemes and
-    for pair tables that are partly new."""
+    for pair tables that are partly new; also when the cache overflows and starts again
+    (cache_size 3: every partly new table passes it, as a full hospital's codes do)."""
+    monkeypatch.setattr(token_rows, "CACHED_TOKENS", cache_size)
+    token_rows._TOKEN_CACHE.clear()
     rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
     for name in ("text", "fused", "text", "separate"):
         scheme = SCHEMES[name]

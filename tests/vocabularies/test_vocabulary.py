@@ -323,3 +323,15 @@ def test_any_event_table_tokenizes_into_wrapped_round_tripping_sequences(rows, m
         data = [t for t in tokens[1:-1] if not t.startswith(("[TIME//", "VALUE//Q"))]
         assert len(data) == n_events
         assert vocab.decode(vocab.encode(tokens)) == tokens
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "a b", "tab\there", "line\nend", "em\u2003space", "unit\x1fsep"]
+)
+def test_a_token_that_is_empty_or_holds_any_whitespace_is_refused(bad):
+    from seqlm.vocabularies.vocabulary import SPECIAL_TOKENS
+
+    scheme = TokenScheme()
+    Vocabulary(scheme=scheme, tokens=(*SPECIAL_TOKENS, "LAB//1", "LAB//2"))  # fine
+    with pytest.raises(CorpusError, match="empty token or one holding whitespace"):
+        Vocabulary(scheme=scheme, tokens=(*SPECIAL_TOKENS, "LAB//1", bad))
