@@ -43,6 +43,7 @@ from seqlm.vocabularies.text_values import (
     VALUE_UNBINNED,
     fate_counts,
 )
+from seqlm.vocabularies.token_index import TokenIndex
 from seqlm.vocabularies.value_bins import BinLookup, CodeValueBins, parsed_number, stored_value
 from seqlm.vocabularies.vocabulary import Vocabulary
 
@@ -372,6 +373,9 @@ class VocabularyFrames:
     ids: pl.Series
     data_tokens: pl.Series
     known: pl.DataFrame  # fitting.known_sources
+    # Lookups by hash (None if two tokens share one) and, per id, whether it is a data token.
+    index: TokenIndex | None
+    is_data_token: np.ndarray
 
 
 _FRAMES: dict[int, tuple[Vocabulary, VocabularyFrames]] = {}
@@ -382,11 +386,17 @@ def vocabulary_frames(vocab: Vocabulary) -> VocabularyFrames:
     kept = _FRAMES.get(id(vocab))
     if kept is not None and kept[0] is vocab:
         return kept[1]
+    tokens = pl.Series(list(vocab.token_to_id), dtype=pl.String)
+    ids = pl.Series(list(vocab.token_to_id.values()), dtype=pl.Int64)
+    is_data_token = np.zeros(len(vocab.token_to_id), dtype=bool)
+    is_data_token[[vocab.token_to_id[t] for t in vocab.data_tokens]] = True
     frames = VocabularyFrames(
-        tokens=pl.Series(list(vocab.token_to_id), dtype=pl.String),
-        ids=pl.Series(list(vocab.token_to_id.values()), dtype=pl.Int64),
+        tokens=tokens,
+        ids=ids,
         data_tokens=pl.Series(list(vocab.data_tokens), dtype=pl.String),
         known=known_sources(vocab.data_tokens),
+        index=TokenIndex.build(tokens, ids),
+        is_data_token=is_data_token,
     )
     _FRAMES.clear()
     _FRAMES[id(vocab)] = (vocab, frames)
@@ -396,29 +406,35 @@ def vocabulary_frames(vocab: Vocabulary) -> VocabularyFrames:
 def pair_ids(vocab: Vocabulary, pairs: pl.DataFrame) -> np.ndarray:
     """Each pair's id: its data token's, else its code's text unknown's, else its kind's
     unknown's, else [UNK]'s (the lookup of `Vocabulary.encode_token_frame`)."""
-    frames = vocabulary_frames(vocab)
-    tokens, ids = frames.tokens, frames.ids
-
-    def lookup(column: str) -> pl.Expr:
-        return pl.col(column).replace_strict(tokens, ids, default=None, return_dtype=pl.Int64)
-
     found = pairs.select(
         pl.coalesce(
-            lookup("data_token"),
-            lookup("text_unknown"),
-            lookup("unknown"),
+            *(
+                _ids_of(vocab, pairs[column])
+                for column in ("data_token", "text_unknown", "unknown")
+            ),
             pl.lit(UNK_ID, pl.Int64),
         )
     )
     return found.to_series().to_numpy()
 
 
+def _ids_of(vocab: Vocabulary, strings: pl.Series) -> pl.Series:
+    """Each string's token id in `vocab` (Int64), null where it is no token."""
+    frames = vocabulary_frames(vocab)
+    if frames.index is not None:
+        return frames.index.ids_of(strings)
+    return strings.replace_strict(frames.tokens, frames.ids, default=None, return_dtype=pl.Int64)
+
+
 def pair_fate_counts(vocab: Vocabulary, pairs: pl.DataFrame) -> dict[str, int]:
     """What became of the texts and numeric values of one partition's rows (`pairs`
     with the rows of each pair, `rows`): `text_values.fate_counts`."""
     frames = vocabulary_frames(vocab)
-    in_token = pairs["data_token"].is_in(frames.data_tokens.implode())
-    in_text_unknown = pairs["text_unknown"].is_in(frames.tokens.implode()).fill_null(False)
+    data_ids = _ids_of(vocab, pairs["data_token"])
+    in_token = pl.Series(frames.is_data_token[data_ids.fill_null(0).to_numpy()]) & (
+        data_ids.is_not_null()
+    )
+    in_text_unknown = _ids_of(vocab, pairs["text_unknown"]).is_not_null()
     return fate_counts(
         pairs["text_fate"],
         pairs["value_fate"],

@@ -58,7 +58,9 @@ class DataToken:
 # Entity names kept per token while it has at most this many distinct train entities.
 HOLDERS_KEPT = 64
 # Bytes of merged token tables `TokenCounter.merge` lets wait before absorbing them
-# (tables of rare tokens carry up to HOLDERS_KEPT + 1 entity names a token).
+# (tables of rare tokens carry up to HOLDERS_KEPT + 1 entity names a token), or half
+# the counted table's bytes, whichever is more: absorbing regroups the whole table, so
+# a fixed wait made the merges quadratic in a vocabulary of 100k+ codes.
 PENDING_BYTES = 32_000_000
 
 
@@ -109,6 +111,7 @@ class TokenCounter:
         # Merged counters' tables wait here and are absorbed together (`merge`).
         self._pending: list[pl.DataFrame] = []
         self._pending_bytes = 0
+        self._table_bytes = 0  # of self._tokens, as of the last absorb
 
     def add(self, event_tokens: pl.DataFrame) -> None:
         """Count one chunk of `event_token_frame` rows (train events, whole entities)."""
@@ -164,7 +167,7 @@ class TokenCounter:
         # By size: a chunk's rare tokens carry their holders' names (a tabular
         # partition's table: 2 MB for 3,300 tokens), so counting rows let 300 MB wait.
         self._pending_bytes += other._tokens.estimated_size()
-        if self._pending_bytes >= PENDING_BYTES:
+        if self._pending_bytes >= max(PENDING_BYTES, self._table_bytes // 2):
             self._flush()
 
     def _flush(self) -> None:
@@ -198,6 +201,7 @@ class TokenCounter:
             .otherwise(pl.lit([], dtype=pl.List(pl.String)))
             .alias("holders")
         )
+        self._table_bytes = self._tokens.estimated_size()
 
     def choose(
         self,

@@ -22,7 +22,7 @@ from seqlm.corpus.token_rows import (
     token_layout,
     train_counts,
 )
-from seqlm.vocabularies import fitting
+from seqlm.vocabularies import UNK_ID, fitting
 from seqlm.vocabularies.event_tokens import event_token_frame, sorted_events, with_token_strings
 from seqlm.vocabularies.fitting import TokenCounter
 from seqlm.vocabularies.scheme import TokenScheme
@@ -152,6 +152,36 @@ def test_token_layout_through_its_table_equals_encode_events(name, min_count):
     assert layout.times.tolist() == expected.times.tolist()
 
 
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_lookups_by_hash_equal_the_map_lookups(monkeypatch, name):
+    """The encode stage's ids and value fates through `TokenIndex` equal those of the
+    map lookups it replaced (kept for vocabularies whose tokens share a hash), with
+    tokens the vocabulary cut (min_count 3) so that some pairs are not found."""
+    scheme = replace(SCHEMES[name], min_count=3)
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    sampler = ValueSampler(scheme.value_sample_size)
+    sampler.add(rows)
+    bins = sampler.fit(scheme)
+    keyed, pairs = keyed_rows(rows, scheme, bins)
+    tokens = pair_tokens(pairs, scheme).sort("pair")
+    counter = TokenCounter()
+    counter.add_counted(*train_counts(keyed, tokens, np.ones(rows.height, dtype=bool)))
+    vocab = Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
+    counted = tokens.with_columns(
+        pl.Series("rows", np.bincount(keyed["pair"].to_numpy(), minlength=tokens.height))
+    )
+    assert token_rows.vocabulary_frames(vocab).index is not None
+    by_hash = layout_table(vocab, tokens), token_rows.pair_fate_counts(vocab, counted)
+    token_rows._FRAMES.clear()
+    monkeypatch.setattr(token_rows.TokenIndex, "build", lambda tokens, ids: None)
+    assert token_rows.vocabulary_frames(vocab).index is None
+    by_map = layout_table(vocab, tokens), token_rows.pair_fate_counts(vocab, counted)
+    token_rows._FRAMES.clear()
+    assert by_hash[0].tolist() == by_map[0].tolist()
+    assert by_hash[1] == by_map[1]
+    assert (by_hash[0] == UNK_ID).any() or name == "separate"
+
+
 @pytest.mark.parametrize("cache_size", [token_rows.CACHED_TOKENS, 3])
 def test_pair_tokens_kept_for_later_partitions_equal_fresh_ones(monkeypatch, cache_size):
     """The strings `pair_tokens` keeps in the process for the next partitions (a join
@@ -198,6 +228,47 @@ def test_a_fresh_counter_keeps_its_table_as_the_merge_would():
     twice = TokenCounter()
     twice.add_counted(pl.concat([counted[0], counted[0]]), counted[1])
     assert twice._tokens["data_token"].is_unique().all()
+
+
+def test_merging_counters_of_tokens_of_their_own_regroups_a_logarithmic_number_of_times(
+    monkeypatch,
+):
+    """Partitions whose tokens are all their own (a 100k-code vocabulary): the merged
+    table grows with every merge, so the wait before regrouping grows with it (half its
+    bytes) instead of staying at PENDING_BYTES; the counts equal one regrouping of all."""
+    scheme = SCHEMES["text"]
+    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
+    parts = []
+    for copy in range(32):
+        own = rows.with_columns(
+            pl.col("entity") + f"c{copy}",
+            pl.col("code").cast(pl.String) + f"//c{copy}",
+        )
+        keyed, pairs = keyed_rows(sorted_events(own.lazy()).collect(), scheme, {})
+        tokens = pair_tokens(pairs, scheme).sort("pair")
+        counter = TokenCounter()
+        counter.add_counted(*train_counts(keyed, tokens, np.ones(keyed.height, dtype=bool)))
+        parts.append(counter)
+
+    def merged_all(pending_bytes: int) -> tuple[list[dict], int]:
+        monkeypatch.setattr(fitting, "PENDING_BYTES", pending_bytes)
+        absorbed = []
+        absorb = TokenCounter._absorb
+        monkeypatch.setattr(
+            TokenCounter, "_absorb", lambda self, t: (absorbed.append(t.height), absorb(self, t))
+        )
+        total = TokenCounter()
+        for part in parts:
+            total.merge(part)
+        total._flush()
+        monkeypatch.setattr(TokenCounter, "_absorb", absorb)
+        frame = total._tokens.with_columns(pl.col("holders").list.sort())
+        return frame.sort("data_token").to_dicts(), len(absorbed)
+
+    at_once, once = merged_all(10**12)
+    stepwise, times = merged_all(1)
+    assert once == 1 and stepwise == at_once
+    assert 2 < times <= 12  # 32 merges, each table new: the waits double
 
 
 @given(

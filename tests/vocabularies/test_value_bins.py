@@ -423,3 +423,63 @@ def test_code_values_equal_ranking_the_sample(rows, wanted, text_codes, size):
     found = value_sample.code_values(sample, wanted_bins, text_codes, size)
     got = {name: values.tolist() for name, values in found}
     assert got == _code_values_definition(sample, wanted_bins, text_codes, size)
+
+
+def test_a_sample_of_codes_that_never_fill_is_not_reranked_for_every_merge(monkeypatch):
+    """Codes of their own in every partition (a 100k-code vocabulary): no code's sample
+    fills, so it keeps every value; the merges rank it a logarithmic number of times
+    (the wait grows with the sample), not once per PENDING_ROWS, and keep the sample
+    that ranking everything at once keeps."""
+    monkeypatch.setattr(value_bins, "PENDING_ROWS", 60)
+    rng = np.random.default_rng(3)
+    parts = []
+    for k in range(64):
+        pairs = [(f"p{k}e{i % 7}", float(v)) for i, v in enumerate(rng.normal(size=40))]
+        sampler = ValueSampler(sample_size=50)
+        sampler.add(_events({f"LAB//{k}a": pairs[:20], f"LAB//{k}b": pairs[20:]}))
+        parts.append(sampler)
+    at_once, merged = ValueSampler(sample_size=50), ValueSampler(sample_size=50)
+    for part in parts:
+        at_once._pending.append((part._stats, part._sample))
+    ranked = []
+    absorb = ValueSampler._absorb
+    monkeypatch.setattr(
+        ValueSampler, "_absorb", lambda self, s, k: (ranked.append(k.height), absorb(self, s, k))
+    )
+    for part in parts:
+        merged.merge(part)
+    merged._flush()
+    assert len(ranked) <= 8  # 2,560 rows in batches that double: 60, 60, 120, 240, ...
+    at_once._flush()
+    assert merged._sample.height == 64 * 40
+    assert merged._sample.equals(at_once._sample)
+    assert merged.fit(TokenScheme()) == at_once.fit(TokenScheme())
+
+
+@pytest.mark.parametrize("by_hash", [True, False])
+@given(
+    table=st.dictionaries(
+        st.text(alphabet="LAB/0129", min_size=1, max_size=5),
+        st.lists(st.floats(-50, 50, width=32), max_size=6, unique=True),
+        max_size=12,
+    ),
+    data=st.data(),
+)
+def test_bin_lookup_gives_each_codes_bin_of(by_hash, table, data):
+    """The matrix lookup (codes found by hash, or by the map when hashes collide) bins
+    every value as its code's `CodeValueBins.bin_of` does; codes without bins get 0."""
+    bins = {
+        code: CodeValueBins(edges=tuple(sorted(e)), centres=(0.0,) * (len(e) + 1))
+        for code, e in table.items()
+    }
+    code = st.sampled_from([*table, "other"])
+    values = data.draw(st.lists(st.tuples(code, st.floats(-60, 60, width=32)), max_size=30))
+    lookup = value_bins.BinLookup(bins)
+    codes = pl.Series([c for c, _ in values], dtype=pl.String)
+    with pytest.MonkeyPatch.context() as patch:
+        if not by_hash:
+            patch.setattr(value_bins.TokenIndex, "build", lambda tokens, ids: None)
+        which = lookup.which(codes)
+    found = lookup.numbers(which, np.array([v for _, v in values], dtype=np.float64))
+    expected = [bins[c].bin_of(v) if c in bins else 0 for c, v in values]
+    assert found.tolist() == expected
