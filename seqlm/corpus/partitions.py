@@ -24,6 +24,7 @@ import polars as pl
 
 from seqlm.corpus.entities import run_aggregates
 from seqlm.corpus.merge_checks import merge_checks
+from seqlm.corpus.shared_bins import shared_bins
 from seqlm.corpus.token_rows import (
     keyed_rows,
     layout_table,
@@ -359,7 +360,7 @@ def count_partition(
     part: PartitionPaths,
     part_split: pl.DataFrame,
     scheme: TokenScheme,
-    bins: dict[str, CodeValueBins],
+    bins: dict[str, CodeValueBins] | Path,
     has_times: bool = True,
 ) -> tuple[TokenCounter, int]:
     """Event tokens of one partition (numbers per row, strings per distinct pair:
@@ -370,6 +371,8 @@ def count_partition(
     counter = TokenCounter()
     if not part.sorted_file.exists():
         return counter, 0
+    if isinstance(bins, Path):
+        bins = shared_bins(bins)
     rows = read_sorted_file(part.sorted_file, COUNTED_COLUMNS, strings=False)
     keyed, pairs = keyed_rows(rows, scheme, bins)
     del rows

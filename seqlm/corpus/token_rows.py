@@ -44,7 +44,13 @@ from seqlm.vocabularies.text_values import (
     fate_counts,
 )
 from seqlm.vocabularies.token_index import TokenIndex
-from seqlm.vocabularies.value_bins import BinLookup, CodeValueBins, parsed_number, stored_value
+from seqlm.vocabularies.value_bins import (
+    BinLookup,
+    CodeValueBins,
+    parsed_number,
+    shared_lookup,
+    stored_value,
+)
 from seqlm.vocabularies.vocabulary import Vocabulary
 
 # What the per-row tokens file holds (all numeric).
@@ -208,9 +214,9 @@ def _base_facts(
     """Per distinct (kind, code, text): its code's row in the bin lookup (`which`), the
     number its text gives where `with_values_and_fates` reads one (`number`, NaN else)
     and whether the text is null (0), empty (1) or not (2)."""
-    lookup = BinLookup(bins if scheme.uses_values else {})
+    lookup = shared_lookup(bins) if scheme.uses_values else BinLookup({})
     code, text = strings["code"], strings["text"]
-    number_codes = [c for c, b in bins.items() if b.text_numbers]
+    number_codes = lookup.number_codes
     number = np.full(strings.height, np.nan)
     if scheme.uses_values and scheme.use_text and number_codes:
         parsed = strings.select(

@@ -54,6 +54,7 @@ from seqlm.corpus.partitions import (
     spill_files,
 )
 from seqlm.corpus.privacy import public_settings
+from seqlm.corpus.shared_bins import share_bins
 from seqlm.corpus.sort_stage import (
     entity_tables,
     folds_rejects,
@@ -279,10 +280,9 @@ def _fit_vocabulary(
     sampled: ValueSampler | None,
     within_time_order: str,
 ) -> tuple[Vocabulary, list[int]]:
-    """Put the events of each timestamp in `within_time_order`, merge the partitions'
-    train value samples into the value bins (`sampled`: made by the sort stage already),
-    then make and count their tokens and merge the counts into the vocabulary; returns
-    it and each partition's number of tokens (`count_partition`)."""
+    """Order each timestamp's events (`within_time_order`), fit the value bins on the
+    merged train samples (`sampled`: the sort stage's), count the partitions' tokens
+    into the vocabulary (`count_partition`); returns it and each one's token count."""
     order_within_time(pool, parts, within_time_order, n_events, clock)
     rows = [int(s["n_events"].sum()) for s in part_splits]
     sampler = sampled if sampled is not None else ValueSampler(scheme.value_sample_size)
@@ -304,7 +304,8 @@ def _fit_vocabulary(
         advance(rows[i])
 
     with clock.stage("counting train tokens", n_events) as advance:
-        tasks = [(p, s, scheme, bins, has_times) for p, s in zip(parts, part_splits, strict=True)]
+        shared = share_bins(bins, parts[0].folder if parts else None)
+        tasks = [(p, s, scheme, shared, has_times) for p, s in zip(parts, part_splits, strict=True)]
         run_map(pool, count_partition, tasks, counted)
     fitted = counter.choose(scheme, bins, scheme.time_gap_tokens())
     return Vocabulary.from_fitted(scheme, fitted), sizes

@@ -400,6 +400,21 @@ def edge_table(bins: Mapping[str, CodeValueBins]) -> pl.DataFrame:
     return frame.sort("low")
 
 
+_LOOKUP: dict[int, tuple[Mapping[str, CodeValueBins], BinLookup]] = {}
+
+
+def shared_lookup(bins: Mapping[str, CodeValueBins]) -> BinLookup:
+    """`BinLookup(bins)`, kept for the last `bins` object seen: a worker is given one
+    bins mapping for all its partitions (corpus.partitions.share_bins)."""
+    kept = _LOOKUP.get(id(bins))
+    if kept is not None and kept[0] is bins:
+        return kept[1]
+    lookup = BinLookup(bins)
+    _LOOKUP.clear()
+    _LOOKUP[id(bins)] = (bins, lookup)
+    return lookup
+
+
 class BinLookup:
     """The bins of many codes as one matrix, for binning arrays in numpy: each row's
     code index (`which`, -1 for a code without bins) picks a row of inner edges (padded
@@ -418,6 +433,8 @@ class BinLookup:
         rows = np.repeat(np.arange(len(self.codes)), self.counts)
         starts = np.repeat(np.cumsum(self.counts) - self.counts, self.counts)
         self.edges[rows, np.arange(flat.size) - starts] = flat
+        # The codes whose number-like texts are values (text_values.py).
+        self.number_codes = [c for c in self.codes if bins[c].text_numbers]
         self._index: TokenIndex | None = None
 
     def which(self, codes: pl.Series) -> np.ndarray:
