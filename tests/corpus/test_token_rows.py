@@ -126,13 +126,9 @@ def test_pair_tokens_equal_event_token_frame_row_by_row(name):
     )
 
 
-@pytest.mark.parametrize("name", list(SCHEMES))
-@pytest.mark.parametrize("min_count", [1, 3])
-def test_token_layout_through_its_table_equals_encode_events(name, min_count):
-    """The count stage lays the sequences out before the vocabulary exists, with
-    provisional ids; mapped through `layout_table` they are the ids, lengths and times
-    `Vocabulary.encode_events` gives (time-gap and value tokens, unknowns included)."""
-    scheme = replace(SCHEMES[name], min_count=min_count)
+def _fitted(scheme: TokenScheme) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, Vocabulary]:
+    """The awkward rows, their keyed rows and pair tokens, and the vocabulary fitted on
+    all of them through the count stage's path."""
     rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
     sampler = ValueSampler(scheme.value_sample_size)
     sampler.add(rows)
@@ -142,6 +138,17 @@ def test_token_layout_through_its_table_equals_encode_events(name, min_count):
     counter = TokenCounter()
     counter.add_counted(*train_counts(keyed, tokens, np.ones(rows.height, dtype=bool)))
     vocab = Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
+    return rows, keyed, tokens, vocab
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+@pytest.mark.parametrize("min_count", [1, 3])
+def test_token_layout_through_its_table_equals_encode_events(name, min_count):
+    """The count stage lays the sequences out before the vocabulary exists, with
+    provisional ids; mapped through `layout_table` they are the ids, lengths and times
+    `Vocabulary.encode_events` gives (time-gap and value tokens, unknowns included)."""
+    scheme = replace(SCHEMES[name], min_count=min_count)
+    rows, keyed, tokens, vocab = _fitted(scheme)
     expected = vocab.encode_events(rows)
 
     layout = token_layout(keyed, scheme)
@@ -158,15 +165,7 @@ def test_lookups_by_hash_equal_the_map_lookups(monkeypatch, name):
     map lookups it replaced (kept for vocabularies whose tokens share a hash), with
     tokens the vocabulary cut (min_count 3) so that some pairs are not found."""
     scheme = replace(SCHEMES[name], min_count=3)
-    rows = sorted_events(ingested(awkward_rows()).events.frame).collect()
-    sampler = ValueSampler(scheme.value_sample_size)
-    sampler.add(rows)
-    bins = sampler.fit(scheme)
-    keyed, pairs = keyed_rows(rows, scheme, bins)
-    tokens = pair_tokens(pairs, scheme).sort("pair")
-    counter = TokenCounter()
-    counter.add_counted(*train_counts(keyed, tokens, np.ones(rows.height, dtype=bool)))
-    vocab = Vocabulary.from_fitted(scheme, counter.choose(scheme, bins, scheme.time_gap_tokens()))
+    rows, keyed, tokens, vocab = _fitted(scheme)
     counted = tokens.with_columns(
         pl.Series("rows", np.bincount(keyed["pair"].to_numpy(), minlength=tokens.height))
     )
