@@ -42,7 +42,7 @@ def shared_bins(path: Path) -> dict[str, CodeValueBins]:
     """The bins `share_bins` wrote, read once per process (the last file seen)."""
     key = (str(path), path.stat().st_mtime_ns)
     if key not in _SHARED_BINS:
-        frame = pl.read_ipc(path)
+        frame = pl.scan_ipc(path, glob=False).collect()  # the output folder may hold `[`
         _SHARED_BINS.clear()
         _SHARED_BINS[key] = {
             code: CodeValueBins(tuple(edges), tuple(centres), numbers)

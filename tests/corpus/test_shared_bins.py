@@ -36,6 +36,8 @@ def test_bins_read_back_from_the_shared_file_are_the_fitted_ones(tmp_path_factor
 
 
 def test_a_rewritten_file_is_read_again_and_no_folder_keeps_the_mapping(tmp_path):
+    tmp_path = tmp_path / "song[draft]*"  # an output folder polars would take for a glob
+    tmp_path.mkdir()
     first = {"LAB//1": CodeValueBins((1.0,), (0.5, 2.0))}
     second = {"LAB//2": CodeValueBins((3.0, 4.0), (2.0, 3.5, 5.0), text_numbers=True)}
     path = share_bins(first, tmp_path)
