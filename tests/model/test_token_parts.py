@@ -8,8 +8,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
-
 from helpers.clinical_run import mimic_demo_corpus
+
 from seqlm.errors import ConfigError
 from seqlm.export.hf import gpt2_state_dict
 from seqlm.model import GPT, GPTConfig, parameter_count
