@@ -87,7 +87,7 @@ def model_top_k(run: Path, sequences: list[np.ndarray]) -> np.ndarray:
             stop = min(start + context, len(sequence))
             hidden = model.hidden_states(torch.as_tensor(sequence[start:stop])[None])
             new = np.arange(max(done, start + 1), stop)
-            logits = model.lm_head(hidden[0, new - start - 1])
+            logits = model.head_logits(hidden[0, new - start - 1])
             parts.append(torch.topk(logits, TOP_K, dim=-1).indices.numpy())
             done, start = stop, stop - context // 2
     return np.concatenate(parts)

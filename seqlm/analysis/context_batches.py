@@ -154,7 +154,8 @@ def batch_log_probs(
     `head_gates` attach as hooks (`seqlm.analysis.head_gates`) for this call."""
     with gated_heads(model, head_gates):
         hidden = model.hidden_states(batch.inputs, attention_span=attention_span)
-    logits = model.lm_head(hidden[batch.rows, batch.cols]).float()
+    head = getattr(model, "head_logits", model.lm_head)  # GPT: part-shared rows too
+    logits = head(hidden[batch.rows, batch.cols]).float()
     return torch.log_softmax(logits, dim=-1).gather(1, batch.true_ids[:, None])[:, 0]
 
 

@@ -349,7 +349,8 @@ class ModelScorer:
         model = self.model
         if hasattr(model, "hidden_states") and hasattr(model, "lm_head"):
             hidden = model.hidden_states(idx)
-            return model.lm_head(hidden[rows, cols]).float()
+            head = getattr(model, "head_logits", model.lm_head)  # GPT: part-shared rows too
+            return head(hidden[rows, cols]).float()
         return model(idx).logits[rows, cols].float()
 
 

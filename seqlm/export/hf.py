@@ -11,7 +11,8 @@ LayerNorm, Pre-LN and full causal attention:
 - the MLP's exact GELU is `activation_function="gelu"` (not GPT-2's default tanh
   approximation), `mlp_ratio` becomes `n_inner`;
 - a model without biases gets zero biases, which compute the same function;
-- untied output weights are written as `lm_head.weight` with `tie_word_embeddings=false`.
+- untied output weights are written as `lm_head.weight` with `tie_word_embeddings=false`;
+- part-shared token embeddings (`token_parts`) are folded into the one token table.
 
 Everything else (rotary positions, RMSNorm, Post-/Peri-/Mix-LN, attention spans) has no
 GPT-2 counterpart; `check_exportable` lists every such option in one `ConfigError`
@@ -115,8 +116,15 @@ def gpt2_state_dict(state: dict[str, torch.Tensor], model_config: dict[str, Any]
         # A model trained without biases: zeros compute the same function.
         return weight(name) if name in state else torch.zeros(size)
 
+    wte = weight("token_embedding.weight")
+    if model_config.get("token_parts"):
+        # GPT-2 has one table: fold each token's code and value rows into it (row 0 of
+        # each part table is the zero "none" row).
+        code = weight("token_parts.code.weight")[state["token_parts.code_ids"].long()]
+        value = weight("token_parts.value.weight")[state["token_parts.value_ids"].long()]
+        wte = wte + code + value
     out: dict[str, torch.Tensor] = {
-        "transformer.wte.weight": weight("token_embedding.weight"),
+        "transformer.wte.weight": wte,
         "transformer.wpe.weight": weight("position_embedding.embedding.weight"),
         "transformer.ln_f.weight": weight("final_norm.weight"),
         "transformer.ln_f.bias": bias("final_norm.bias", n_embd),

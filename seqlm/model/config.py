@@ -141,6 +141,27 @@ class GPTConfig:
         metadata={"help": "Standard deviation of the normal weight initialisation.", "above": 0},
     )
 
+    token_parts: bool = field(
+        default=False,
+        metadata={
+            "help": "Part-shared token embeddings: a fused code+value token's row (input, and output when tied) adds a row for its code and one for its value bin or text, shared across tokens; set code_parts/value_parts from the corpus."
+        },
+    )
+    code_parts: int = field(
+        default=0,
+        metadata={
+            "help": "With token_parts: rows of the code-part table (row 0 = none); set from the corpus's vocabulary, never by hand.",
+            "min": 0,
+        },
+    )
+    value_parts: int = field(
+        default=0,
+        metadata={
+            "help": "With token_parts: rows of the value-part table (row 0 = none); set from the corpus's vocabulary, never by hand.",
+            "min": 0,
+        },
+    )
+
     def __post_init__(self) -> None:
         # Types, choices and bounds come from the fields (seqlm.config); what is left
         # here are the rules that tie fields together.

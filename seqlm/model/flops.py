@@ -51,7 +51,11 @@ def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
         attention + mlp + norms_per_placement[p] * _norm_parameters(config) for p in placements
     )
     return {
-        "token_embedding": config.vocab_size * width,
+        # Part tables (token_parts) are embedding rows too.
+        "token_embedding": (
+            config.vocab_size + (config.code_parts + config.value_parts) * config.token_parts
+        )
+        * width,
         "position_embedding": config.block_size * width if config.positions == "learned" else 0,
         "embedding_norm": _norm_parameters(config) if placements[0] == "peri" else 0,
         "blocks": blocks,

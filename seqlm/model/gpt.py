@@ -37,6 +37,7 @@ from seqlm.model.kv_cache import KVCache, cached_attention_mask
 from seqlm.model.loss import cross_entropy_from_logits, loss_impl
 from seqlm.model.norms import SublayerNorms, embedding_norm, final_norm
 from seqlm.model.positions import LearnedPositions, RotaryPositions, alibi_mask, alibi_slopes
+from seqlm.model.token_parts import TokenPartMap, TokenParts
 
 # What `attention_span=` accepts at call time: "config" keeps the model's own spans,
 # None turns spans off, an int sets one span for every layer, a list sets each layer.
@@ -104,6 +105,12 @@ class GPT(nn.Module):
         self.config = config
         placements = config.placement_per_layer()
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        # Only built with the option, so a plain model's parameters are today's.
+        self.token_parts = (
+            TokenParts(config.vocab_size, config.code_parts, config.value_parts, config.n_embd)
+            if config.token_parts
+            else None
+        )
         self.position_embedding = (
             LearnedPositions(config.block_size, config.n_embd)
             if config.positions == "learned"
@@ -138,7 +145,12 @@ class GPT(nn.Module):
     def _init_weights(self) -> None:
         """GPT-2 init: N(0, std) weights, zero biases, residual outputs scaled by depth."""
         std = self.config.init_std
+        # The part tables are left out (zeroed below), so the other weights draw the
+        # same numbers as a plain model of the same seed.
+        parts = set() if self.token_parts is None else set(self.token_parts.modules())
         for module in self.modules():
+            if module in parts:
+                continue
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 if module.bias is not None:
@@ -151,11 +163,34 @@ class GPT(nn.Module):
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.down.weight, mean=0.0, std=residual_std)
+        if self.token_parts is not None:
+            self.token_parts.reset_parameters()
+
+    def set_token_parts(self, parts: TokenPartMap) -> None:
+        """Install the token -> part map of the corpus's vocabulary (`token_parts` only)."""
+        if self.token_parts is None:
+            raise ConfigError("set_token_parts needs a model built with model.token_parts")
+        self.token_parts.set_map(parts)
+
+    def embedding_matrix(self) -> Tensor:
+        """The (V, C) input embedding: the token table, plus each token's parts."""
+        own = self.token_embedding.weight
+        return own if self.token_parts is None else self.token_parts.effective(own)
+
+    def _output_weight(self, embedding: Tensor | None) -> Tensor:
+        if self.config.tie_embeddings and self.token_parts is not None:
+            return self.embedding_matrix() if embedding is None else embedding
+        return self.lm_head.weight
+
+    def head_logits(self, hidden: Tensor) -> Tensor:
+        """Logits from final hidden states; every caller outside uses this, not lm_head,
+        so part-shared output rows are applied too."""
+        return F.linear(hidden, self.output_weight)
 
     @property
     def output_weight(self) -> Tensor:
-        """The LM head weight (V, C); the token embedding itself when tied."""
-        return self.lm_head.weight
+        """The LM head weight (V, C); the (effective) token embedding when tied."""
+        return self._output_weight(None)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Distinct parameters (a tied matrix counts once).
@@ -166,6 +201,8 @@ class GPT(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             total -= self.token_embedding.weight.numel()
+            if self.token_parts is not None:
+                total -= sum(p.numel() for p in self.token_parts.parameters())
             if self.position_embedding is not None:
                 total -= self.position_embedding.embedding.weight.numel()
         return total
@@ -255,12 +292,14 @@ class GPT(nn.Module):
         doc_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
         attention_span: SpanSetting = "config",
+        embedding: Tensor | None = None,
     ) -> Tensor:
         """Final normed hidden states (B, T, C), the input of the LM head.
 
         With a `cache`, `idx` are the tokens after the `cache.length` cached ones, at
         positions cache.length.. (unless `position_ids` says otherwise); their keys and
         values join the cache. `doc_ids` then give the new tokens' documents.
+        `embedding`: the `embedding_matrix()` when the caller has it already.
         """
         seq_len = idx.shape[1]
         if cache is not None:
@@ -272,7 +311,11 @@ class GPT(nn.Module):
             raise ConfigError(
                 f"sequence length {seq_len} exceeds the model's block_size {self.config.block_size}"
             )
-        x = self.token_embedding(idx)
+        if self.token_parts is None:
+            x = self.token_embedding(idx)
+        else:
+            weight = self.embedding_matrix() if embedding is None else embedding
+            x = F.embedding(idx, weight)
         if self.position_embedding is not None:
             x = x + self.position_embedding(seq_len, position_ids, idx.device)
         if self.embedding_norm is not None:
@@ -316,18 +359,22 @@ class GPT(nn.Module):
         states, so a memory-lean loss never materialises them. With a `cache` (eval mode
         only) the logits are those of the new tokens `idx` given what is cached.
         """
+        # The part-shared matrix is built once a forward, for the input and the output.
+        embedding = None if self.token_parts is None else self.embedding_matrix()
         hidden = self.hidden_states(
             idx,
             cache=cache,
             doc_ids=doc_ids,
             position_ids=position_ids,
             attention_span=attention_span,
+            embedding=embedding,
         )
+        output_weight = self._output_weight(embedding)
         if not return_logits:
             loss = None
             if targets is not None:
-                loss = self.loss_fn(hidden, self.output_weight, targets, loss_mask)
+                loss = self.loss_fn(hidden, output_weight, targets, loss_mask)
             return ModelOutput(logits=None, loss=loss)
-        logits = self.lm_head(hidden)
+        logits = F.linear(hidden, output_weight)
         loss = None if targets is None else cross_entropy_from_logits(logits, targets, loss_mask)
         return ModelOutput(logits=logits, loss=loss)

@@ -88,6 +88,12 @@ def init_model_config(init: str | Path, model: dict[str, Any], vocab_size: int) 
     if config.get("model_type", "gpt") != "gpt":
         raise ConfigError(f"{init}: --init needs a GPT run, not {config.get('model_type')!r}")
     table = dict(config["model"])
+    if table.get("token_parts") or model.get("token_parts"):
+        # Part tables are indexed by the old vocabulary's codes and values; matching
+        # them to a new vocabulary is not built.
+        raise ConfigError(
+            f"--init {init}: model.token_parts runs cannot start or be started by --init"
+        )
     for key, value in model.items():
         if key in CHANGEABLE or table.get(key) == value:
             table[key] = value
