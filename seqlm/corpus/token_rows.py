@@ -377,7 +377,6 @@ class VocabularyFrames:
 
     tokens: pl.Series  # every token, in id order
     ids: pl.Series
-    data_tokens: pl.Series
     known: pl.DataFrame  # fitting.known_sources
     # Lookups by hash (None if two tokens share one) and, per id, whether it is a data token.
     index: TokenIndex | None
@@ -399,7 +398,6 @@ def vocabulary_frames(vocab: Vocabulary) -> VocabularyFrames:
     frames = VocabularyFrames(
         tokens=tokens,
         ids=ids,
-        data_tokens=pl.Series(list(vocab.data_tokens), dtype=pl.String),
         known=known_sources(vocab.data_tokens),
         index=TokenIndex.build(tokens, ids),
         is_data_token=is_data_token,

@@ -405,7 +405,7 @@ _LOOKUP: dict[int, tuple[Mapping[str, CodeValueBins], BinLookup]] = {}
 
 def shared_lookup(bins: Mapping[str, CodeValueBins]) -> BinLookup:
     """`BinLookup(bins)`, kept for the last `bins` object seen: a worker is given one
-    bins mapping for all its partitions (corpus.partitions.share_bins)."""
+    bins mapping for all its partitions (corpus.shared_bins)."""
     kept = _LOOKUP.get(id(bins))
     if kept is not None and kept[0] is bins:
         return kept[1]
