@@ -433,7 +433,12 @@ def attention_statistics(
     on CUDA and the chunked path elsewhere.
     """
     chosen = choose_impl(
-        "attention_statistics", impl, IMPLEMENTATIONS, q.device, ("flex", "chunked")
+        "attention_statistics",
+        impl,
+        IMPLEMENTATIONS,
+        q.device,
+        ("flex", "chunked"),
+        head_dim=q.shape[-1],
     )
     common = dict(
         distance_edges=distance_edges,

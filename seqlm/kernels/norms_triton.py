@@ -9,8 +9,9 @@ per-program partial sums are added in PyTorch.
 Testing status: checked against `norms.rms_norm_reference` / `layer_norm_reference` on
 CPU under Triton's interpreter (`TRITON_INTERPRET=1`,
 tests/kernels/test_triton_interpreter.py) and by the `cuda`-marked tests when a GPU is
-there. It has NOT yet run on a real GPU, so `dispatch.TRITON_VERIFIED_ON_GPU` leaves it
-out of automatic selection; ask for it with `impl="triton"`.
+there; they passed on an H200 in session 16, but the kernel took 0.7 ms against torch's
+native 0.5 ms (8192 x 1024), so `dispatch.TRITON_VERIFIED_ON_GPU` leaves it out of
+automatic selection; ask for it with `impl="triton"`.
 
 This module imports triton at import time: import it only where `triton_installed()`.
 """

@@ -269,7 +269,9 @@ def windowed_attention(
         order = ("blockwise", "sdpa") if blockwise_pays(q.shape[2], window, doc_ids) else ("sdpa",)
     else:
         order = ("flex", "sdpa") if dropout_p == 0.0 else ("sdpa",)
-    chosen = choose_impl("windowed_attention", impl, IMPLEMENTATIONS, q.device, order)
+    chosen = choose_impl(
+        "windowed_attention", impl, IMPLEMENTATIONS, q.device, order, head_dim=q.shape[-1]
+    )
     if dropout_p and chosen in ("reference", "flex"):
         raise ConfigError(f"windowed_attention: the {chosen} path has no dropout")
     if chosen == "reference":
@@ -298,7 +300,7 @@ def masked_attention(
     if q.device.type == "cpu" and blockwise_pays(q.shape[2], span, doc_ids):
         return windowed_attention(q, k, v, span, doc_ids, impl="blockwise", dropout_p=dropout_p)
     flex_ok = "windowed_attention" in FLEX_VERIFIED_ON_GPU and not dropout_p
-    if q.device.type == "cuda" and flex_ok and flex_attention_usable(q.device):
+    if q.device.type == "cuda" and flex_ok and flex_attention_usable(q.device, q.shape[-1]):
         return windowed_attention(q, k, v, span, doc_ids, impl="flex")
     # The dense mask, built once and kept on the lazy mask: shared by every layer.
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense(), dropout_p=dropout_p)
