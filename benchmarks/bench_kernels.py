@@ -233,6 +233,11 @@ def main() -> None:
         metavar="NAME=INT",
         help="override one shape entry, e.g. --set tokens=4096 (applies to every op that has it)",
     )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="measure on this device only (default: cpu, then cuda when a GPU is available)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,7 +250,10 @@ def main() -> None:
         if not value.isdigit():
             parser.error(f"--set wants NAME=INT, not {item!r}")
         overrides[name] = int(value)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.device:
+        devices = [args.device]
+    else:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for op in args.ops:
         full, quick, cpu_impls, cuda_extra = CASES[op]
