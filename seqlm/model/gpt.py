@@ -99,6 +99,13 @@ class Block(nn.Module):
         return self.mlp_norms.residual_step(x, self.mlp)
 
 
+def _bare_tied_head_refused(module: nn.Module, args: tuple) -> None:
+    raise ConfigError(
+        "this model shares token parts (model.token_parts) with a tied head: lm_head holds "
+        "only the bare token table; call GPT.head_logits(hidden) for the logits"
+    )
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -139,6 +146,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
+            if config.token_parts:
+                # Tied with parts, lm_head holds the bare token table: its logits would
+                # miss the part-shared rows. Calling it is refused; use head_logits.
+                self.lm_head.register_forward_pre_hook(_bare_tied_head_refused)
         self.loss_fn = loss_impl(config.loss_impl)
         self._init_weights()
 

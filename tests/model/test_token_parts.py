@@ -132,3 +132,20 @@ def test_counts_refusals_and_the_hf_fold():
         model.token_parts.code.weight[1:].normal_()
     folded = gpt2_state_dict(model.state_dict(), model.config.to_dict())
     torch.testing.assert_close(folded["transformer.wte.weight"], model.embedding_matrix())
+
+
+def test_the_bare_tied_head_is_refused_and_untied_parts_feed_the_input_only():
+    model = part_model()
+    hidden = model.hidden_states(torch.randint(0, SHAPE["vocab_size"], (2, 6)))
+    with pytest.raises(ConfigError, match="call GPT.head_logits"):
+        model.lm_head(hidden)
+    untied = part_model(tie_embeddings=False)
+    with torch.no_grad():
+        untied.token_parts.code.weight[1:].normal_()
+    idx = torch.randint(0, SHAPE["vocab_size"], (2, 6))
+    hidden = untied.hidden_states(idx)
+    # Untied, the head is its own matrix (parts are input rows only), so lm_head is it.
+    torch.testing.assert_close(untied.head_logits(hidden), untied.lm_head(hidden))
+    torch.testing.assert_close(untied(idx).logits, untied.lm_head(hidden))
+    assert not torch.equal(untied.embedding_matrix(), untied.token_embedding.weight)
+    assert untied.output_weight is untied.lm_head.weight
