@@ -59,6 +59,16 @@ def token_part_map(vocab: object) -> TokenPartMap:
     return TokenPartMap(code_ids, value_ids, len(codes) + 1, len(values) + 1)
 
 
+def sized_for_vocabulary(model_table: dict, vocab: object) -> tuple[dict, TokenPartMap | None]:
+    """A model table with `code_parts`/`value_parts` set from `vocab` when it asks for
+    `token_parts`, and the map to install; (the table unchanged, None) otherwise."""
+    if not model_table.get("token_parts"):
+        return model_table, None
+    parts = token_part_map(vocab)
+    sized = {**model_table, "code_parts": parts.code_parts, "value_parts": parts.value_parts}
+    return sized, parts
+
+
 class TokenParts(nn.Module):
     """The part tables and the token -> part map (persistent buffers, so a checkpoint
     carries the map and a loaded model needs no vocabulary)."""

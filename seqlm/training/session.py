@@ -24,7 +24,7 @@ from seqlm.corpus.window_time import announce_window_time
 from seqlm.errors import ConfigError, CorpusError
 from seqlm.model.config import GPTConfig, preset
 from seqlm.model.gpt import GPT
-from seqlm.model.token_parts import token_part_map
+from seqlm.model.token_parts import sized_for_vocabulary, token_part_map
 from seqlm.outputs import check_run_output, output_lock
 from seqlm.progress import Progress
 from seqlm.training.callbacks import TrainCallback
@@ -152,12 +152,10 @@ def _resolved_run_config(
             recipe["reasons"]["n_layer/n_embd"] = f"the shape of the --init run {init}"
     else:
         model_table = build_gpt_config(settings, corpus.vocab_size).to_dict()
-        if model_table.get("token_parts"):
-            # The part table sizes come from the corpus's vocabulary (config.json keeps them).
-            parts = token_part_map(corpus.vocabulary)
-            model_table["code_parts"] = parts.code_parts
-            model_table["value_parts"] = parts.value_parts
-            model_table = GPTConfig.from_dict(model_table).to_dict()
+    if model_table.get("token_parts"):
+        # The part table sizes come from the corpus's vocabulary (config.json keeps them).
+        model_table, _ = sized_for_vocabulary(model_table, corpus.vocabulary)
+        model_table = GPTConfig.from_dict(model_table).to_dict()
     config = {
         "seqlm_version": seqlm.__version__,
         "model_type": "gpt",

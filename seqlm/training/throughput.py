@@ -24,6 +24,7 @@ import torch
 from seqlm.corpus.loader import BatchLoader, LoaderConfig
 from seqlm.model.config import GPTConfig
 from seqlm.model.gpt import GPT
+from seqlm.model.token_parts import sized_for_vocabulary
 from seqlm.training.checkpoint import RunFolder
 from seqlm.training.config import TrainConfig
 from seqlm.training.flops import flops_per_token
@@ -107,7 +108,12 @@ def measure_throughput(
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        gpt = GPT(GPTConfig.from_dict({**model, "vocab_size": int(corpus.vocab_size)}))
+        table, parts = sized_for_vocabulary(
+            {**model, "vocab_size": int(corpus.vocab_size)}, corpus.vocabulary
+        )
+        gpt = GPT(GPTConfig.from_dict(table))
+        if parts is not None:  # a part model is timed with its parts, as it will train
+            gpt.set_token_parts(parts)
         context = int(model["block_size"])
         settings = TrainConfig.from_dict(
             {**train.to_dict(), "max_steps": WARMUP_STEPS + MAX_TIMED_STEPS, "max_tokens": None}

@@ -15,6 +15,12 @@ from the config), so a model
 trained on short rows is the same model on longer ones (a gap curriculum: short rows
 first, then `--init RUN --set model.block_size=8192`). Learned positions have one
 embedding row per position, so their block size cannot change.
+
+A part-shared run (`model.token_parts`) passes its parts on too: the new corpus's
+vocabulary gets its own part map, and each of its code and value parts takes the row of
+the init run's part that a shared token string had (a part no shared token reaches
+starts at zero, which adds nothing). Part sizes follow the new vocabulary;
+`token_parts` itself is part of the shape and cannot change.
 """
 
 from __future__ import annotations
@@ -40,8 +46,13 @@ from seqlm.training.checkpoint import (
 MIN_SHARED = 0.5
 # GPT parameters with one row per vocabulary id.
 VOCAB_ROWS = ("token_embedding.weight", "lm_head.weight")
+# Part tables (model.token_parts) and the buffer giving each token's row in them.
+PART_ROWS = {
+    "token_parts.code.weight": "token_parts.code_ids",
+    "token_parts.value.weight": "token_parts.value_ids",
+}
 # Model fields the new run may change from the init run's shape.
-CHANGEABLE = ("dropout", "vocab_size")
+CHANGEABLE = ("dropout", "vocab_size", "code_parts", "value_parts")
 # Model fields the new run may change when the init run's positions are relative.
 RELATIVE_CHANGEABLE = ("block_size",)
 RELATIVE_POSITIONS = ("rotary", "alibi")
@@ -88,12 +99,6 @@ def init_model_config(init: str | Path, model: dict[str, Any], vocab_size: int) 
     if config.get("model_type", "gpt") != "gpt":
         raise ConfigError(f"{init}: --init needs a GPT run, not {config.get('model_type')!r}")
     table = dict(config["model"])
-    if table.get("token_parts") or model.get("token_parts"):
-        # Part tables are indexed by the old vocabulary's codes and values; matching
-        # them to a new vocabulary is not built.
-        raise ConfigError(
-            f"--init {init}: model.token_parts runs cannot start or be started by --init"
-        )
     for key, value in model.items():
         if key in CHANGEABLE or table.get(key) == value:
             table[key] = value
@@ -123,6 +128,27 @@ def _kind(token: str) -> str:
     return token.split("//", 1)[0] if "//" in token else "event"
 
 
+def _part_rows(
+    old_table: torch.Tensor,
+    old_part_of_token: torch.Tensor,
+    own: dict[str, torch.Tensor],
+    name: str,
+    new_ids: torch.Tensor,
+    old_ids: torch.Tensor,
+) -> torch.Tensor:
+    """The new part table: each new part takes the old row of a part that a shared
+    token had; parts no shared token reaches stay zero (they add nothing)."""
+    new_part_of_token = own[PART_ROWS[name]]
+    new_parts = new_part_of_token[new_ids]
+    old_parts = old_part_of_token.long()[old_ids]
+    both = (new_parts != 0) & (old_parts != 0)
+    rows = torch.zeros_like(own[name])
+    # One code (or value) is one part on either side, so every shared token of a new
+    # part names the same old part: the writes agree.
+    rows[new_parts[both]] = old_table[old_parts[both]].to(rows.dtype)
+    return rows
+
+
 def load_init_weights(model: nn.Module, init: str | Path, corpus_tokens: list[str]) -> InitReport:
     """Copy the init run's weights into `model`, matching token rows by string."""
     init = Path(init)
@@ -144,7 +170,11 @@ def load_init_weights(model: nn.Module, init: str | Path, corpus_tokens: list[st
     for name, tensor in state.items():
         if name not in own:
             raise ConfigError(f"{weights}: parameter {name} does not fit the model")
-        if name in VOCAB_ROWS:
+        if name in PART_ROWS.values():
+            continue  # the new vocabulary's map, installed before the weights
+        if name in PART_ROWS:
+            own[name] = _part_rows(tensor, state[PART_ROWS[name]], own, name, new_ids, old_ids)
+        elif name in VOCAB_ROWS:
             rows = tensor.mean(dim=0, keepdim=True).expand_as(own[name]).clone()
             rows[new_ids] = tensor[old_ids].to(rows.dtype)
             own[name] = rows
