@@ -26,6 +26,8 @@ The rule (measured in docs/training.md, sweep in benchmarks/bench_recipe.py):
   compute-bound CPU), learning rate 3e-3 at width 128 and below, falling as 1/sqrt(width);
 - *positions*: rotary (relative), measured better on small corpora than learned ones and
   than ALiBi; the large-corpus rule keeps learned ones for whole sequences;
+- *embeddings*: the large-corpus rule gives fused code + value tokens part-shared rows
+  (`model.token_parts`) when a quarter of the vocabulary is such tokens;
 - *evaluation*: about 30 evaluations over the budget, each on up to a quarter of the
   tokens trained between two of them; early stopping after 10 evaluations (a third of
   the budget) without improvement, and scoring uses best/ (the lowest tuning loss), so
@@ -198,7 +200,7 @@ def _eval_batches(facts: CorpusFacts, context: int, rows: int, eval_every: int) 
 
 def _model_table(facts: CorpusFacts, plan: _Plan) -> dict[str, Any]:
     n_layer, n_embd = plan.shape
-    return {
+    table = {
         "n_layer": n_layer,
         "n_embd": n_embd,
         "n_head": heads_for(n_embd),
@@ -206,6 +208,9 @@ def _model_table(facts: CorpusFacts, plan: _Plan) -> dict[str, Any]:
         "dropout": _dropout(plan.tokens / max(facts.train_tokens, 1)),
         "positions": plan.large.positions if plan.large is not None else SMALL_DATA_POSITIONS,
     }
+    if plan.large is not None:  # part-shared embeddings: measured on large corpora only
+        table["token_parts"] = plan.large.token_parts
+    return table
 
 
 def _train_table(facts: CorpusFacts, plan: _Plan, tokens: int) -> dict[str, Any]:

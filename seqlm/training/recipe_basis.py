@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from seqlm.errors import ConfigError
+from seqlm.model.token_parts import token_part_map
 
 # Sustained training FLOP/s assumed when the budget is in minutes and nothing was
 # measured (a first guess of the shape to time, and `choose_recipe` without a corpus).
@@ -107,6 +108,10 @@ class CorpusFacts:
     length_p50: int = field(metadata={"help": "median train sequence length"})
     length_p95: int = field(metadata={"help": "95th percentile train sequence length"})
     length_max: int = field(metadata={"help": "longest train sequence"})
+    fused_tokens: int = field(
+        default=0,
+        metadata={"help": "vocabulary tokens that fuse a code with a value (bin or text)"},
+    )
 
     @classmethod
     def of(cls, corpus: Any, train_split: str = "train", tuning_split: str = "tuning"):
@@ -122,7 +127,17 @@ class CorpusFacts:
             length_p50=int(np.percentile(lengths, 50)),
             length_p95=int(np.percentile(lengths, 95)),
             length_max=int(lengths.max()),
+            fused_tokens=fused_token_count(corpus),
         )
+
+
+def fused_token_count(corpus: Any) -> int:
+    """Tokens of the corpus's vocabulary that fuse a code with its value: the tokens
+    `model.token_parts` gives a code row and a value row (0 for a vocabulary without)."""
+    vocabulary = getattr(corpus, "vocabulary", None)
+    if vocabulary is None or not getattr(vocabulary, "data_tokens", None):
+        return 0
+    return int((token_part_map(vocabulary).code_ids != 0).sum())
 
 
 def heads_for(width: int) -> int:

@@ -4,9 +4,12 @@ the context cap, the size caps, and that the small-data rule is untouched below 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+from helpers.clinical_run import mimic_demo_corpus
 
+from seqlm.model.token_parts import token_part_map
 from seqlm.training import recipe as common
 from seqlm.training.recipe import CorpusFacts, choose_recipe, parse_budget
 from seqlm.training.recipe_basis import SHAPE_LADDER
@@ -14,6 +17,7 @@ from seqlm.training.recipe_large import (
     LARGE_BUDGET_TOKENS_PER_PARAM,
     LARGE_CORPUS_TRAIN_TOKENS,
     LARGE_DEPTH,
+    LARGE_PARTS_MIN_SHARE,
     LARGE_SHAPE_LADDER,
     WINDOWED_CONTEXT,
     is_large,
@@ -142,3 +146,32 @@ def test_sequences_that_fit_512_are_read_whole():
     assert recipe.model["positions"] == "learned"
     windowed = choose_recipe(mimic_like(p95=600), parse_budget("1Mtok"))
     assert windowed.model["block_size"] == 64 and windowed.model["positions"] == "rotary"
+
+
+@pytest.mark.parametrize(
+    ("fused", "expected"), [(3_801, True), (1_041, True), (1_040, False), (0, False)]
+)
+def test_part_shared_embeddings_when_a_quarter_of_the_vocabulary_is_fused(fused, expected):
+    # 4,164 tokens: a quarter is 1,041.
+    facts = replace(mimic_like(), fused_tokens=fused)
+    assert fused / facts.vocab_size >= LARGE_PARTS_MIN_SHARE or not expected
+    recipe = choose_recipe(facts, parse_budget("1Mtok"))
+    assert recipe.model["token_parts"] is expected
+    assert recipe.reasons["token_parts"].startswith(f"{fused / facts.vocab_size:.0%} of")
+
+
+def test_small_corpora_keep_the_plain_table_whatever_they_fuse():
+    facts = replace(mimic_like(LARGE_CORPUS_TRAIN_TOKENS - 1), fused_tokens=4_000)
+    recipe = choose_recipe(facts, parse_budget("1Mtok"))
+    assert "token_parts" not in recipe.model
+    assert "token_parts" not in recipe.reasons
+
+
+def test_the_demo_corpus_counts_its_fused_tokens(tmp_path):
+    # Real data: the MIMIC-IV demo's default tokens (3,801 of 5,123 fuse a code and a
+    # value); the birdsong corpus has none.
+    corpus = mimic_demo_corpus(tmp_path / "C")
+    facts = CorpusFacts.of(corpus)
+    assert facts.fused_tokens == int((token_part_map(corpus.vocabulary).code_ids > 0).sum())
+    assert 0.5 * facts.vocab_size < facts.fused_tokens < facts.vocab_size
+    assert choose_recipe(facts, parse_budget("1Mtok")).model["token_parts"] is True
