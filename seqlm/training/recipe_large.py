@@ -67,9 +67,10 @@ WINDOWED_CONTEXT = 64
 WINDOWED_POSITIONS = "rotary"
 # Part-shared token embeddings (model.token_parts) when at least this share of the
 # vocabulary fuses a code with a value: on the MIMIC demo (74% fused) they were better
-# on held-out subjects at 1M and 5.8M tokens and on two other splits, by 0.12-0.17 nats
-# and 1.6-2.0 top-10 points, at the same CPU (docs/training.md, "Part-shared token
-# embeddings"). Not measured on small corpora, which keep the plain table.
+# on held-out subjects at 1M and 5.8M tokens, on two other splits, in code order and
+# with value quintiles, by 0.09-0.17 nats and 0.8-2.0 top-10 points, at the same CPU
+# (docs/training.md, "Part-shared token embeddings"). Not measured on small corpora,
+# which keep the plain table.
 LARGE_PARTS_MIN_SHARE = 0.25
 # Tokens the budget must read per non-embedding parameter (the common rule asks 10).
 LARGE_BUDGET_TOKENS_PER_PARAM = 1.0
