@@ -67,6 +67,15 @@ def eval_command(
         int, typer.Option(help="Bootstrap resamples for the confidence intervals.")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    value_history: Annotated[
+        bool,
+        typer.Option(
+            "--value-history",
+            help="Clinical corpora: mix each subject's own earlier values of a code into "
+            "the model, the n-gram and the LSTM alike (settings fitted on the tuning "
+            "split); the model as trained is kept as `model without value history`.",
+        ),
+    ] = False,
 ) -> None:
     """Score a run's model beside uniform, unigram, best n-gram (and LSTM) baselines, with
     paired bootstrap intervals of the differences and a verdict in words."""
@@ -85,6 +94,7 @@ def eval_command(
         lstm_run=lstm_run,
         lstm_train=_lstm_overrides(lstm_set or []),
         comparison=ComparisonOptions(resamples=resamples, seed=seed),
+        value_history=value_history,
     )
     progress = RichProgress()
     try:
@@ -112,6 +122,13 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
         f"(targets past the first window see >= {scoring['min_context_after_first_window']} "
         "tokens)"
     )
+    for name, fit in (evaluation.info.get("value_history") or {}).items():
+        console.print(
+            f"{name}: memory {fit['memory']:g} values, weight {fit['weight']:g} "
+            "(chosen on the tuning split; weight 0 = no history)",
+            markup=False,
+            highlight=False,
+        )
     corpus_info = evaluation.info.get("corpus", {})
     share = corpus_info.get("shared_time_share")
     if share is None or share > 0:  # silent where no two events share a time (song)

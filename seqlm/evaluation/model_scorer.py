@@ -287,11 +287,29 @@ class ModelScorer:
             self.temperature = temperature
         return rows, targets.token[chosen]
 
+    @torch.no_grad()
+    def probability_rows(
+        self, sequences: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(target rows, ascending; their next-token probabilities, float64) batch by
+        batch in target order: what `value_history` mixes a sequence's history into."""
+        targets = prediction_targets(sequences, int(self.model.config.vocab_size))
+        for target_rows, logits in self._predictions(sequences, targets, progress, ordered=True):
+            for low in range(0, target_rows.size, _SCORE_ROWS):
+                part = slice(low, low + _SCORE_ROWS)
+                rows = torch.softmax(logits[part].double(), dim=-1).cpu().numpy()
+                yield target_rows[part], rows
+
     def _predictions(
-        self, sequences: Sequence[np.ndarray], targets: PredictionTargets, progress: Progress | None
+        self,
+        sequences: Sequence[np.ndarray],
+        targets: PredictionTargets,
+        progress: Progress | None,
+        ordered: bool = False,
     ) -> Iterator[tuple[np.ndarray, Tensor]]:
         """(target rows, their logits divided by the temperature) batch by batch, every
-        target once, through the sliding windows of the module docstring."""
+        target once, through the sliding windows of the module docstring; longest
+        windows first, or with `ordered` in target order."""
         lengths = [int(np.asarray(s).shape[0]) for s in sequences]
         plan = plan_windows(lengths, self.context, self.stride)
         seq_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -304,6 +322,8 @@ class ModelScorer:
         progress = ensure_progress(progress)
         progress.start(f"scoring with {self.name} (windows)", total=len(plan.sequence))
         order = np.argsort(-(plan.stop - plan.start), kind="stable")
+        if ordered:  # windows are planned sequence by sequence, position by position
+            order = np.arange(plan.sequence.size)
         flat = targets.flat_tokens
         try:
             for batch in self._batches(order, plan):

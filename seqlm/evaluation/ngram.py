@@ -25,7 +25,7 @@ sorts of int64 arrays, exactly and without hash collisions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +43,8 @@ from seqlm.vocabularies.scheme import BOS_ID
 DEFAULT_MAX_ORDER = 8
 # Distinct distributions are ranked in chunks of about this many sparse entries.
 SPARSE_BUDGET_ENTRIES = 2_000_000
+# Cells (rows x vocabulary) of one chunk of dense rows in `probability_rows`.
+_DENSE_CELLS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,18 @@ class KneserNeyModel:
             row_of, token, value = self._sparse_terms(context_ids, weights, m)
             rows[row_of, token] += value
         return rows
+
+    def probability_rows(
+        self, sequences: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(target rows, ascending; their full distributions) in chunks of target order:
+        what `value_history` mixes a sequence's history into."""
+        targets = prediction_targets(sequences, self.counts.vocab_size)
+        ids = self._context_ids(self._preceding(targets))
+        step = max(1, _DENSE_CELLS // self.counts.vocab_size)
+        for low in range(0, len(targets), step):  # fast: no progress bar of its own
+            rows = np.arange(low, min(low + step, len(targets)))
+            yield rows, self._dense_rows(ids[rows])
 
     def next_token_distribution(self, preceding: Sequence[int]) -> np.ndarray:
         """P(. | preceding) over the whole vocabulary; `preceding` is the sequence so far

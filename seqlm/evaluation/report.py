@@ -47,6 +47,8 @@ from seqlm.evaluation.paired import (
 )
 from seqlm.evaluation.plots import perplexity_by_group_plot
 from seqlm.evaluation.scores import Scorer, TokenScores
+from seqlm.evaluation.value_history import with_value_history
+from seqlm.model.token_parts import token_part_map
 from seqlm.progress import Progress
 from seqlm.vocabularies.scheme import EOS_ID
 
@@ -96,6 +98,11 @@ class EvalOptions:
     train_split: str = _help("train", "Split the baselines are fitted on.")
     tuning_split: str = _help("tuning", "Split the n-gram order is chosen on.")
     group_column: str = _help("group", "Index column of the groups of group-ngram.")
+    value_history: bool = _help(
+        False,
+        "Mix each sequence's own value history into the model, the n-gram and the LSTM "
+        "(fitted on the tuning split; fused code + value tokens only).",
+    )
     comparison: ComparisonOptions = field(
         default_factory=ComparisonOptions,
         metadata={"help": "Bootstrap settings of the paired comparisons."},
@@ -255,6 +262,12 @@ def evaluate_run(
     baseline_scorers, baseline_info = _baselines(corpus, run, loaded.config, options, progress)
     scorers += baseline_scorers
     info["baselines"] = baseline_info
+    if options.value_history:
+        _, tuning = split_sequences(corpus, options.tuning_split)
+        code_ids = token_part_map(corpus.vocabulary).code_ids
+        scorers, info["value_history"] = with_value_history(
+            scorers, tuning, code_ids, MODEL_NAME, progress
+        )
     # Conditioning tokens are context only: no model is scored on them.
     context_only = corpus.vocabulary.condition_ids
     scores = {s.name: s.score(sequences, progress).without_tokens(context_only) for s in scorers}
