@@ -16,4 +16,10 @@ seqlm ingest meds "$MEDS" --out "$OUT/corpus"
 seqlm train "$OUT/corpus" --out "$OUT/run" --budget "$BUDGET" --set train.cpu_threads=1
 # The LSTM baseline reads the same budget with the run's training settings.
 seqlm eval "$OUT/run" --corpus "$OUT/corpus" --out "$OUT/eval" --baselines ngram,lstm
-echo "results in $OUT: run/recipe.json, eval/eval.json (model beside the n-grams and the LSTM)"
+# The same, with what each subject's own sequence says (a lab's earlier values, codes
+# already listed at the current time) mixed into the model, the n-gram and the LSTM
+# alike (fitted on the tuning subjects; the LSTM is reused).
+seqlm eval "$OUT/run" --corpus "$OUT/corpus" --out "$OUT/eval-sequence-history" \
+    --baselines ngram,lstm --sequence-history
+echo "results in $OUT: run/recipe.json, eval/eval.json (model beside the n-grams and the LSTM),"
+echo "eval-sequence-history/eval.json (the same with each subject's sequence history)"

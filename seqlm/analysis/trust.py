@@ -169,7 +169,7 @@ def _weights_step(run: Path, checkpoint: str) -> int | None:
 def saved_comparison(run: Path, corpus: Any, options: TrustOptions) -> tuple[dict, Path] | None:
     """The strongest-baseline comparison of an eval.json under RUN/eval/ made on this
     corpus's vocabulary and split with the weights the run holds now, if any (not one
-    made with `--value-history`: its "model" is the model with a history mixed in)."""
+    made with `--sequence-history`: its "model" is the model with a history mixed in)."""
     step = _weights_step(run, options.checkpoint)
     want_hash = ((corpus.manifest or {}).get("vocabulary") or {}).get("hash")
     for path in sorted((run / "eval").glob("*/eval.json")):
@@ -180,7 +180,7 @@ def saved_comparison(run: Path, corpus: Any, options: TrustOptions) -> tuple[dic
         same_data = (payload.get("corpus") or {}).get("vocabulary_hash") == want_hash
         same_weights = (payload.get("run") or {}).get("step") == step
         comparisons = [c for c in payload.get("comparisons") or [] if c.get("metrics")]
-        if "value_history" in payload:  # judges the model with a cache, not the model
+        if "sequence_history" in payload:  # judges the model with a cache, not the model
             continue
         if same_data and same_weights and payload.get("split") == options.split and comparisons:
             best = min(comparisons, key=lambda c: c["metrics"]["cross_entropy"]["baseline"])

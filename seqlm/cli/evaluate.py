@@ -67,13 +67,14 @@ def eval_command(
         int, typer.Option(help="Bootstrap resamples for the confidence intervals.")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    value_history: Annotated[
+    sequence_history: Annotated[
         bool,
         typer.Option(
-            "--value-history",
-            help="Clinical corpora: mix each subject's own earlier values of a code into "
-            "the model, the n-gram and the LSTM alike (settings fitted on the tuning "
-            "split); the model as trained is kept as `model without value history`.",
+            "--sequence-history",
+            help="Clinical corpora: mix what each subject's own sequence says (a lab's "
+            "earlier values; codes already listed at the current time) into the model, "
+            "the n-gram and the LSTM alike (settings fitted on the tuning split); the "
+            "model as trained is kept as `model without sequence history`.",
         ),
     ] = False,
 ) -> None:
@@ -94,7 +95,7 @@ def eval_command(
         lstm_run=lstm_run,
         lstm_train=_lstm_overrides(lstm_set or []),
         comparison=ComparisonOptions(resamples=resamples, seed=seed),
-        value_history=value_history,
+        sequence_history=sequence_history,
     )
     progress = RichProgress()
     try:
@@ -122,10 +123,11 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
         f"(targets past the first window see >= {scoring['min_context_after_first_window']} "
         "tokens)"
     )
-    for name, fit in (evaluation.info.get("value_history") or {}).items():
+    for name, fit in (evaluation.info.get("sequence_history") or {}).items():
         console.print(
-            f"{name}: memory {fit['memory']:g} values, weight {fit['weight']:g} "
-            "(chosen on the tuning split; weight 0 = no history)",
+            f"{name}: value memory {fit['memory']:g}, weight {fit['weight']:g}, same-time "
+            f"repeat factor {fit['repeat_factor']:g} (chosen on the tuning split; weight 0 "
+            "and factor 1 = no history)",
             markup=False,
             highlight=False,
         )

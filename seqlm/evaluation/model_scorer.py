@@ -292,7 +292,7 @@ class ModelScorer:
         self, sequences: Sequence[np.ndarray], progress: Progress | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(target rows, ascending; their next-token probabilities, float64) batch by
-        batch in target order: what `value_history` mixes a sequence's history into."""
+        batch in target order: what `sequence_history` mixes a sequence's history into."""
         targets = prediction_targets(sequences, int(self.model.config.vocab_size))
         for target_rows, logits in self._predictions(sequences, targets, progress, ordered=True):
             for low in range(0, target_rows.size, _SCORE_ROWS):

@@ -304,7 +304,7 @@ class KneserNeyModel:
         self, sequences: Sequence[np.ndarray], progress: Progress | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(target rows, ascending; their full distributions) in chunks of target order:
-        what `value_history` mixes a sequence's history into."""
+        what `sequence_history` mixes a sequence's history into."""
         targets = prediction_targets(sequences, self.counts.vocab_size)
         ids = self._context_ids(self._preceding(targets))
         step = max(1, _DENSE_CELLS // self.counts.vocab_size)

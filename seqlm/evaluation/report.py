@@ -47,8 +47,7 @@ from seqlm.evaluation.paired import (
 )
 from seqlm.evaluation.plots import perplexity_by_group_plot
 from seqlm.evaluation.scores import Scorer, TokenScores
-from seqlm.evaluation.value_history import with_value_history
-from seqlm.model.token_parts import token_part_map
+from seqlm.evaluation.sequence_history import history_codes, with_sequence_history
 from seqlm.progress import Progress
 from seqlm.vocabularies.scheme import EOS_ID
 
@@ -98,10 +97,10 @@ class EvalOptions:
     train_split: str = _help("train", "Split the baselines are fitted on.")
     tuning_split: str = _help("tuning", "Split the n-gram order is chosen on.")
     group_column: str = _help("group", "Index column of the groups of group-ngram.")
-    value_history: bool = _help(
+    sequence_history: bool = _help(
         False,
-        "Mix each sequence's own value history into the model, the n-gram and the LSTM "
-        "(fitted on the tuning split; fused code + value tokens only).",
+        "Mix what each sequence says (a code's earlier values, codes already listed at "
+        "this time) into the model, the n-gram and the LSTM alike (fitted on tuning).",
     )
     comparison: ComparisonOptions = field(
         default_factory=ComparisonOptions,
@@ -262,11 +261,11 @@ def evaluate_run(
     baseline_scorers, baseline_info = _baselines(corpus, run, loaded.config, options, progress)
     scorers += baseline_scorers
     info["baselines"] = baseline_info
-    if options.value_history:
+    if options.sequence_history:
         _, tuning = split_sequences(corpus, options.tuning_split)
-        code_ids = token_part_map(corpus.vocabulary).code_ids
-        scorers, info["value_history"] = with_value_history(
-            scorers, tuning, code_ids, MODEL_NAME, progress
+        codes = history_codes(corpus.vocabulary)
+        scorers, info["sequence_history"] = with_sequence_history(
+            scorers, tuning, codes, MODEL_NAME, progress
         )
     # Conditioning tokens are context only: no model is scored on them.
     context_only = corpus.vocabulary.condition_ids

@@ -71,3 +71,6 @@ def test_mimic_next_event_recipe(tmp_path):
     assert perplexity["model"] < perplexity["uniform"]
     recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert recipe["budget"] == "20,000 tokens" and recipe["applied"]
+    with_history = model_beside_baselines(tmp_path / "eval-sequence-history" / "eval.json")
+    assert {"model without sequence history", "LSTM + sequence history"} <= set(with_history)
+    assert with_history["model without sequence history"] == pytest.approx(perplexity["model"])

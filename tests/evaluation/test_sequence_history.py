@@ -1,5 +1,5 @@
-"""The value-history scorer against a direct reference, its row sources, its fit, and
-`seqlm eval --value-history` as a user runs it on a MEDS dataset with planted value
+"""The sequence-history scorer against a direct reference, its row sources, its fit, and
+`seqlm eval --sequence-history` as a user runs it on a MEDS dataset with planted value
 persistence (each subject keeps its own level of each lab)."""
 
 from __future__ import annotations
@@ -24,17 +24,21 @@ from seqlm.errors import ConfigError
 from seqlm.evaluation.model_scorer import ModelScorer
 from seqlm.evaluation.ngram import KneserNeyModel
 from seqlm.evaluation.scores import prediction_targets
-from seqlm.evaluation.value_history import (
-    ValueHistoryScorer,
-    ValueHistorySettings,
-    fit_value_history,
-    value_codes,
+from seqlm.evaluation.sequence_history import (
+    HistoryCodes,
+    HistorySettings,
+    SequenceHistoryScorer,
+    fit_history,
+    history_codes,
 )
-from seqlm.model.token_parts import token_part_map
 
-# Ids 0-3 are specials; tokens 4-6 are code 1's three values, 7-8 code 2's, 9 a plain code.
-CODES = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 0])
-V = CODES.size
+# Ids 0-3 are specials; 4-6 are code 1's three values, 7-8 code 2's, 9 plain code 3,
+# 10 a time-gap token.
+VALUE_GROUP = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 0, 0])
+CODE = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0])
+TIME = 10
+CODES = HistoryCodes(VALUE_GROUP, CODE, np.array([TIME]))
+V = CODE.size
 
 
 class FixedRows:
@@ -52,78 +56,83 @@ class FixedRows:
             yield rows, np.tile(self.row, (rows.size, 1))
 
 
-def reference_scores(row, sequences, memory, weight) -> list[np.ndarray]:
-    """The formula of the module docstring, target by target, from scratch."""
+def reference_rows(row, sequences, s: HistorySettings) -> list[np.ndarray]:
+    """The formulas of the module docstring, target by target, from scratch."""
     out = []
     for sequence in sequences:
         for position in range(1, len(sequence)):
-            before = sequence[:position]
+            before = [int(x) for x in sequence[:position]]
             mixed = row.copy()
-            for code in set(CODES[CODES > 0]):
-                group = np.flatnonzero(np.equal(CODES, code))
-                seen = [int(x) for x in before if CODES[x] == code]
+            for group_id in (1, 2):
+                group = np.flatnonzero(np.equal(VALUE_GROUP, group_id))
+                seen = [x for x in before if VALUE_GROUP[x] == group_id]
                 if not seen:
                     continue
                 history = np.zeros(V)
                 for age, token in enumerate(reversed(seen)):
-                    history[token] += np.exp(-age / memory)
+                    history[token] += np.exp(-age / s.memory)
                 mass = row[group].sum()
-                mixed[group] = (1 - weight) * row[group] + weight * mass * history[group] / (
-                    history[group].sum()
-                )
-            out.append(mixed)
+                history = history[group] / history[group].sum()
+                mixed[group] = (1 - s.weight) * row[group] + s.weight * mass * history
+            last_time = max([i for i, x in enumerate(before) if x == TIME], default=-1)
+            listed = {CODE[x] for x in before[last_time + 1 :]} - {0}
+            for token in range(V):
+                if CODE[token] in listed:
+                    mixed[token] *= s.repeat_factor
+            out.append(mixed / mixed.sum())
     return out
 
 
 sequences_strategy = st.lists(
-    st.lists(st.integers(4, V - 1), min_size=1, max_size=12).map(lambda s: np.array([1, *s, 2])),
+    st.lists(st.integers(4, V - 1), min_size=1, max_size=14).map(lambda s: np.array([1, *s, 2])),
     min_size=1,
     max_size=4,
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     sequences=sequences_strategy,
     memory=st.sampled_from([0.5, 2.0, 7.0]),
     weight=st.sampled_from([0.0, 0.3, 0.9]),
+    factor=st.sampled_from([1.0, 0.4, 0.05]),
     chunk=st.integers(1, 5),
 )
-def test_scores_match_the_formula_target_by_target(sequences, memory, weight, chunk) -> None:
+def test_scores_match_the_formulas_target_by_target(sequences, memory, weight, factor, chunk):
     row = np.linspace(1.0, 2.0, V)
     row[:2] = 0.0  # [PAD] and [BOS] are never predicted
     source = FixedRows(row, chunk)
-    scores = ValueHistoryScorer(source, CODES, ValueHistorySettings(memory, weight)).score(
-        sequences
-    )
-    expected = reference_scores(source.row, sequences, memory, weight)
+    chosen = HistorySettings(memory, weight, factor)
+    scores = SequenceHistoryScorer(source, CODES, chosen).score(sequences)
+    expected = reference_rows(source.row, sequences, chosen)
     true = np.concatenate([s[1:] for s in sequences])
-    want_log = np.log([e[i] for e, i in zip(expected, true, strict=True)])
-    np.testing.assert_allclose(scores.log_prob, want_log, rtol=1e-12)
-    want_greater = [
-        int((e > e[i] * (1 + 1e-12)).sum()) for e, i in zip(expected, true, strict=True)
-    ]
-    np.testing.assert_array_equal(scores.n_greater, want_greater)
-    for e in expected:  # each code keeps its mass, so each row still sums to one
-        assert e.sum() == pytest.approx(1.0)
+    want = [e[i] for e, i in zip(expected, true, strict=True)]
+    np.testing.assert_allclose(scores.log_prob, np.log(want), rtol=1e-10)
+    above = [int((e > e[i] * (1 + 1e-12)).sum()) for e, i in zip(expected, true, strict=True)]
+    np.testing.assert_array_equal(scores.n_greater, above)
 
 
-def test_codes_with_one_value_token_and_vocabularies_without_values() -> None:
-    assert value_codes(np.array([0, 3, 1, 1, 2])).tolist() == [0, 0, 1, 1, 0]
-    with pytest.raises(ConfigError, match="no code of this vocabulary has several value"):
-        ValueHistoryScorer(FixedRows(np.ones(5)), np.array([0, 3, 1, 0, 2]), ValueHistorySettings())
+def test_settings_and_vocabularies_without_history_are_refused(tmp_path) -> None:
+    from helpers.eval_fixtures import small_finch_corpus
+
     with pytest.raises(ConfigError, match="weight must be in"):
-        ValueHistorySettings(weight=1.0)
+        HistorySettings(weight=1.0)
+    with pytest.raises(ConfigError, match="repeat factor must be in"):
+        HistorySettings(repeat_factor=0.0)
+    corpus = small_finch_corpus(tmp_path / "finch")  # song: no values, no time tokens
+    with pytest.raises(ConfigError, match="no code with several value tokens"):
+        history_codes(corpus.vocabulary)
 
 
-def test_weight_zero_gives_the_base_model_and_ngram_exactly() -> None:
+def test_the_plain_setting_gives_the_base_model_and_ngram_exactly() -> None:
     rng = np.random.default_rng(0)
     sequences = [np.array([1, *rng.integers(4, V, size=n), 2]) for n in (3, 40, 17)]
     model = ModelScorer(tiny_gpt(vocab_size=V, block_size=16))
     ngram = KneserNeyModel.fit(sequences, V, order=3)
+    plain_setting = HistorySettings(weight=0.0, repeat_factor=1.0)
     for base in (model, ngram):
         plain = base.score(sequences)
-        mixed = ValueHistoryScorer(base, CODES, ValueHistorySettings(weight=0.0)).score(sequences)
+        mixed = SequenceHistoryScorer(base, CODES, plain_setting).score(sequences)
         np.testing.assert_allclose(mixed.log_prob, plain.log_prob, rtol=1e-9)
         np.testing.assert_array_equal(mixed.n_greater, plain.n_greater)
 
@@ -144,28 +153,33 @@ def test_row_sources_give_every_target_once_in_order() -> None:
         np.testing.assert_allclose(true, base.score(sequences).log_prob, rtol=1e-6)
 
 
-def test_the_fit_chooses_a_history_where_values_persist() -> None:
-    """Each sequence repeats one value of each code: a context-free base cannot know
-    which, the history does; the fit on tuning sequences finds it and it carries."""
+def test_the_fit_finds_planted_persistence_and_no_repeats() -> None:
+    """Each sequence repeats one value of each code at every time and never lists a
+    code twice at one time: a context-free base knows neither; the fit on tuning
+    sequences turns both parts on, its analytic cross-entropy is the scorer's, and
+    the gain carries to other sequences."""
     rng = np.random.default_rng(2)
 
-    def persistent(n: int) -> list[np.ndarray]:
+    def planted(n: int) -> list[np.ndarray]:
         out = []
         for _ in range(n):
             a, b = rng.integers(4, 7), rng.integers(7, 9)
-            out.append(np.array([1, *np.tile([a, b, 9], 8), 2]))
+            out.append(np.array([1, *np.tile([a, b, 9, TIME], 8), 2]))
         return out
 
     row = np.ones(V)
     row[:2] = 0.0
-    source = FixedRows(row)
-    fit = fit_value_history(source, persistent(20), CODES)
-    assert fit.settings.weight > 0
-    assert min(fit.tuning_cross_entropy.values()) < fit.tuning_cross_entropy[(2.0, 0.0)] - 0.1
-    held_out = persistent(10)
-    mixed = ValueHistoryScorer(source, CODES, fit.settings).score(held_out)
+    source, tuning = FixedRows(row), planted(20)
+    fit = fit_history(source, tuning, CODES)
+    assert fit.settings.weight > 0 and fit.settings.repeat_factor < 1
+    rescored = SequenceHistoryScorer(source, CODES, fit.settings).score(tuning)
+    key = (fit.settings.memory, fit.settings.weight, fit.settings.repeat_factor)
+    assert -rescored.log_prob.mean() == pytest.approx(fit.tuning_cross_entropy[key])
+    assert fit.tuning_cross_entropy[key] < fit.tuning_cross_entropy[(2.0, 0.0, 1.0)] - 0.3
+    held_out = planted(10)
+    mixed = SequenceHistoryScorer(source, CODES, fit.settings).score(held_out)
     base_log = np.log(source.row[np.concatenate([s[1:] for s in held_out])])
-    assert mixed.log_prob.mean() > base_log.mean() + 0.1
+    assert mixed.log_prob.mean() > base_log.mean() + 0.3
 
 
 def persistent_meds(root):
@@ -187,7 +201,7 @@ def persistent_meds(root):
 
 @pytest.fixture(scope="module")
 def clinical_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("value-history")
+    root = tmp_path_factory.mktemp("sequence-history")
     meds = persistent_meds(root / "meds")
     assert run(["ingest", "meds", str(meds), "--out", str(root / "corpus")]) == 0
     corpus = load_corpus(root / "corpus")
@@ -197,43 +211,44 @@ def clinical_run(tmp_path_factory):
     return root / "corpus", root / "run"
 
 
-def test_eval_value_history_as_a_user_runs_it(clinical_run, tmp_path) -> None:
+def test_eval_sequence_history_as_a_user_runs_it(clinical_run) -> None:
     corpus, run_folder = clinical_run
-    codes = token_part_map(load_corpus(corpus).vocabulary).code_ids
-    assert value_codes(codes).any()
     argv = [sys.executable, "-m", "seqlm", "eval", str(run_folder), "--corpus", str(corpus)]
     folder = run_folder / "eval" / "with-history"
-    argv += ["--baselines", "ngram", "--value-history", "--out", str(folder)]
+    argv += ["--baselines", "ngram", "--sequence-history", "--out", str(folder)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "model without value history" in done.stdout
+    assert "model without sequence history" in done.stdout
     assert "(chosen on the tuning split" in done.stdout
     payload = json.loads((folder / "eval.json").read_text())
     models = payload["models"]
-    assert models[:2] == ["model", "model without value history"]
-    assert any(m.endswith("-gram KN) + value history") for m in models)
-    assert payload["value_history"]["model"]["weight"] > 0  # an untrained model gains
+    assert models[:2] == ["model", "model without sequence history"]
+    assert any(m.endswith("-gram KN) + sequence history") for m in models)
+    # An untrained model knows neither a subject's levels nor that a day lists each
+    # lab once; the fit turns both parts on.
+    chosen = payload["sequence_history"]["model"]
+    assert chosen["weight"] > 0 and chosen["repeat_factor"] < 1
     summary = {row["model"]: row for row in payload["summary"]}
     with_history = summary["model"]["cross_entropy_nats"]
-    assert with_history < summary["model without value history"]["cross_entropy_nats"] - 0.05
+    assert with_history < summary["model without sequence history"]["cross_entropy_nats"] - 0.05
     # The attention gate judges the model as trained, so it passes this eval.json by...
     opened = load_corpus(corpus)
     assert saved_comparison(run_folder, opened, TrustOptions()) is None
     # ...and would read the same file without the history.
-    payload.pop("value_history")
+    payload.pop("sequence_history")
     (run_folder / "eval" / "plain").mkdir()
     (run_folder / "eval" / "plain" / "eval.json").write_text(json.dumps(payload))
     assert saved_comparison(run_folder, opened, TrustOptions()) is not None
 
 
-def test_eval_value_history_refuses_a_corpus_without_values(tmp_path) -> None:
+def test_eval_sequence_history_refuses_a_corpus_without_history(tmp_path) -> None:
     from helpers.eval_fixtures import small_finch_corpus
 
     corpus = small_finch_corpus(tmp_path / "finch")
     write_run(tmp_path / "run", tiny_gpt(vocab_size=corpus.vocab_size), corpus)
     argv = [sys.executable, "-m", "seqlm", "eval", str(tmp_path / "run")]
-    argv += ["--corpus", str(corpus.path), "--baselines", "none", "--value-history"]
+    argv += ["--corpus", str(corpus.path), "--baselines", "none", "--sequence-history"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2
-    assert "no code of this vocabulary has several value tokens" in done.stderr
+    assert "no code with several value tokens" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
