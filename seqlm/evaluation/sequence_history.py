@@ -130,14 +130,19 @@ class _History:
         size = codes.vocab_size
         self.counts, self.share, self.seen = np.zeros(size), np.zeros(size), np.zeros(size)
         self.listed = np.zeros(int(codes.code.max()) + 1, dtype=bool)
+        self.listed_now: list[int] = []
         self.is_time = np.zeros(size, dtype=bool)
         self.is_time[codes.time_ids] = True
 
     def add(self, token: int) -> None:
-        if self.is_time[token]:
-            self.listed[:] = False
+        if self.is_time[token]:  # a new time: clear only what this one listed
+            self.listed[self.listed_now] = False
+            self.listed_now = []
             return
-        self.listed[self.codes.code[token]] = True
+        code = self.codes.code[token]
+        if not self.listed[code]:
+            self.listed[code] = True
+            self.listed_now.append(code)
         group_id = self.codes.value_group[token]
         if group_id == 0:
             return
