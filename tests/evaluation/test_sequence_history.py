@@ -252,3 +252,27 @@ def test_eval_sequence_history_refuses_a_corpus_without_history(tmp_path) -> Non
     assert done.returncode == 2
     assert "no code with several value tokens" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_history_codes_of_the_mimic_demo_vocabulary(tmp_path) -> None:
+    """On the real demo's default tokens: every fused lab bin and text joins its code's
+    value group, plain codes and specials do not, and the time-gap tokens are found."""
+    from helpers.clinical_run import mimic_demo_corpus
+
+    vocabulary = mimic_demo_corpus(tmp_path / "demo").vocabulary
+    codes = history_codes(vocabulary)
+    tokens = vocabulary.tokens
+    times = {tokens[i] for i in codes.time_ids}
+    assert times and all(t.startswith("[TIME//") for t in times)
+    assert len(times) == sum(t.startswith("[TIME//") for t in tokens)
+    for i, token in enumerate(tokens):
+        entry = vocabulary.data_tokens.get(token)
+        if entry is None:
+            assert codes.code[i] == 0 and codes.value_group[i] == 0
+        elif codes.value_group[i]:
+            assert entry.bin is not None or entry.text is not None
+            assert codes.value_group[i] == codes.code[i]
+    group_sizes = np.bincount(codes.value_group)[1:]
+    assert (group_sizes[group_sizes > 0] >= 2).all()
+    # Most of the demo's vocabulary is fused code + value (session 16: 74%).
+    assert (codes.value_group > 0).mean() > 0.5
