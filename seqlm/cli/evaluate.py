@@ -131,6 +131,14 @@ def _print_evaluation(result: Any, title: str) -> None:  # noqa: ANN401 (Evaluat
             markup=False,
             highlight=False,
         )
+    if evaluation.info.get("sequence_history_available"):
+        console.print(
+            "this corpus fuses codes with values: `--sequence-history` also scores every "
+            "model with each sequence's earlier values and the codes of its current time "
+            '(docs/training.md, "A subject\'s own sequence history")',
+            markup=False,
+            highlight=False,
+        )
     corpus_info = evaluation.info.get("corpus", {})
     share = corpus_info.get("shared_time_share")
     if share is None or share > 0:  # silent where no two events share a time (song)

@@ -47,7 +47,11 @@ from seqlm.evaluation.paired import (
 )
 from seqlm.evaluation.plots import perplexity_by_group_plot
 from seqlm.evaluation.scores import Scorer, TokenScores
-from seqlm.evaluation.sequence_history import history_codes, with_sequence_history
+from seqlm.evaluation.sequence_history import (
+    history_codes,
+    history_helps_values,
+    with_sequence_history,
+)
 from seqlm.progress import Progress
 from seqlm.vocabularies.scheme import EOS_ID
 
@@ -267,6 +271,8 @@ def evaluate_run(
         scorers, info["sequence_history"] = with_sequence_history(
             scorers, tuning, codes, MODEL_NAME, progress
         )
+    else:  # `seqlm eval` suggests the option where there are values to remember
+        info["sequence_history_available"] = history_helps_values(corpus.vocabulary)
     # Conditioning tokens are context only: no model is scored on them.
     context_only = corpus.vocabulary.condition_ids
     scores = {s.name: s.score(sequences, progress).without_tokens(context_only) for s in scorers}

@@ -120,6 +120,15 @@ def history_codes(vocabulary: Any) -> HistoryCodes:  # noqa: ANN401 (a Vocabular
     return HistoryCodes(value_group, code, np.asarray(time_ids, dtype=np.int64))
 
 
+def history_helps_values(vocabulary: Any) -> bool:  # noqa: ANN401 (a Vocabulary)
+    """Whether `--sequence-history` has values to remember in this vocabulary (a code
+    with several fused value tokens): what `seqlm eval` suggests it for."""
+    try:
+        return bool(history_codes(vocabulary).value_group.any())
+    except ConfigError:
+        return False
+
+
 class _History:
     """One sequence so far: decayed value counts per code, and the codes listed since
     the last time-gap token."""

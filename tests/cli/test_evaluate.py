@@ -72,6 +72,7 @@ def test_eval_says_in_words_how_the_model_compares(trained, tmp_path) -> None:
         for b in ("uniform", "unigram")
     )
     assert "95% CI over" in out
+    assert "--sequence-history" not in out  # song has no values to remember
     payload = json.loads((tmp_path / "ev" / "eval.json").read_text())
     verdicts = {c["baseline"]: c["verdict"] for c in payload["comparisons"]}
     assert set(verdicts.values()) <= {"better", "worse", "not distinguishable"}

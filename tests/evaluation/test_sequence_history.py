@@ -5,6 +5,7 @@ persistence (each subject keeps its own level of each lab)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -39,6 +40,8 @@ CODE = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 0])
 TIME = 10
 CODES = HistoryCodes(VALUE_GROUP, CODE, np.array([TIME]))
 V = CODE.size
+# A wide console, so that rich does not fold the lines the tests look for.
+WIDE = {**os.environ, "COLUMNS": "240", "OMP_NUM_THREADS": "1"}
 
 
 class FixedRows:
@@ -216,7 +219,7 @@ def test_eval_sequence_history_as_a_user_runs_it(clinical_run) -> None:
     argv = [sys.executable, "-m", "seqlm", "eval", str(run_folder), "--corpus", str(corpus)]
     folder = run_folder / "eval" / "with-history"
     argv += ["--baselines", "ngram", "--sequence-history", "--out", str(folder)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=WIDE)
     assert done.returncode == 0, done.stderr
     assert "model without sequence history" in done.stdout
     assert "(chosen on the tuning split" in done.stdout
@@ -241,6 +244,17 @@ def test_eval_sequence_history_as_a_user_runs_it(clinical_run) -> None:
     assert saved_comparison(run_folder, opened, TrustOptions()) is not None
 
 
+def test_eval_suggests_the_history_where_there_are_values(clinical_run, tmp_path) -> None:
+    corpus, run_folder = clinical_run
+    argv = [sys.executable, "-m", "seqlm", "eval", str(run_folder), "--corpus", str(corpus)]
+    argv += ["--baselines", "none", "--out", str(tmp_path / "plain")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=WIDE)
+    assert done.returncode == 0, done.stderr
+    assert "`--sequence-history` also scores every model" in done.stdout
+    payload = json.loads((tmp_path / "plain" / "eval.json").read_text())
+    assert payload["models"] == ["model"] and payload["sequence_history_available"] is True
+
+
 def test_eval_sequence_history_refuses_a_corpus_without_history(tmp_path) -> None:
     from helpers.eval_fixtures import small_finch_corpus
 
@@ -248,7 +262,7 @@ def test_eval_sequence_history_refuses_a_corpus_without_history(tmp_path) -> Non
     write_run(tmp_path / "run", tiny_gpt(vocab_size=corpus.vocab_size), corpus)
     argv = [sys.executable, "-m", "seqlm", "eval", str(tmp_path / "run")]
     argv += ["--corpus", str(corpus.path), "--baselines", "none", "--sequence-history"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=WIDE)
     assert done.returncode == 2
     assert "no code with several value tokens" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
