@@ -50,6 +50,7 @@ from seqlm.evaluation.scores import Scorer, TokenScores
 from seqlm.evaluation.sequence_history import (
     history_codes,
     history_helps_values,
+    warn_if_in_sample,
     with_sequence_history,
 )
 from seqlm.progress import Progress
@@ -266,6 +267,7 @@ def evaluate_run(
     scorers += baseline_scorers
     info["baselines"] = baseline_info
     if options.sequence_history:
+        warn_if_in_sample(options.split, options.tuning_split)
         _, tuning = split_sequences(corpus, options.tuning_split)
         codes = history_codes(corpus.vocabulary)
         scorers, info["sequence_history"] = with_sequence_history(

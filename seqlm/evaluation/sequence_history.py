@@ -27,6 +27,7 @@ the GPT and the LSTM (`ModelScorer`) and the Kneser-Ney n-gram, so `seqlm eval
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -355,6 +356,18 @@ def fit_history(
     # Ties go to the plainer setting: less weight, a milder discount.
     best = min(mean, key=lambda key: (mean[key], key[1], -key[2]))
     return HistoryFit(HistorySettings(*best), mean)
+
+
+def warn_if_in_sample(scored: str | Sequence[str], tuning_split: str) -> None:
+    """Warn when the split the settings are fitted on is also scored: the history's
+    figures there are in-sample (as the n-gram order's are)."""
+    splits = [scored] if isinstance(scored, str) else list(scored)
+    if tuning_split in splits:
+        warnings.warn(
+            f"--sequence-history fits its settings on the {tuning_split!r} split, which is "
+            "scored here too: the history's figures on it are in-sample",
+            stacklevel=3,
+        )
 
 
 def with_sequence_history(

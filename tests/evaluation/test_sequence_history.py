@@ -255,6 +255,16 @@ def test_eval_suggests_the_history_where_there_are_values(clinical_run, tmp_path
     assert payload["models"] == ["model"] and payload["sequence_history_available"] is True
 
 
+def test_eval_warns_when_the_fitted_split_is_scored(clinical_run, tmp_path) -> None:
+    corpus, run_folder = clinical_run
+    argv = [sys.executable, "-m", "seqlm", "eval", str(run_folder), "--corpus", str(corpus)]
+    argv += ["--split", "tuning", "--baselines", "none", "--sequence-history"]
+    argv += ["--out", str(tmp_path / "tuning")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=WIDE)
+    assert done.returncode == 0, done.stderr
+    assert "warning: --sequence-history fits its settings on the 'tuning' split" in done.stderr
+
+
 def test_eval_sequence_history_refuses_a_corpus_without_history(tmp_path) -> None:
     from helpers.eval_fixtures import small_finch_corpus
 
@@ -290,3 +300,15 @@ def test_history_codes_of_the_mimic_demo_vocabulary(tmp_path) -> None:
     assert (group_sizes[group_sizes > 0] >= 2).all()
     # Most of the demo's vocabulary is fused code + value (session 16: 74%).
     assert (codes.value_group > 0).mean() > 0.5
+
+
+def test_scoring_the_split_the_history_is_fitted_on_warns() -> None:
+    from seqlm.evaluation.sequence_history import warn_if_in_sample
+
+    with pytest.warns(UserWarning, match="in-sample"):
+        warn_if_in_sample(["held_out", "tuning"], "tuning")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_in_sample("held_out", "tuning")
