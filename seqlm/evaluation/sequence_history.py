@@ -36,7 +36,12 @@ import numpy as np
 import torch
 
 from seqlm.errors import ConfigError
-from seqlm.evaluation.scores import PredictionTargets, TokenScores, prediction_targets
+from seqlm.evaluation.scores import (
+    PredictionTargets,
+    TokenScores,
+    prediction_targets,
+    rank_counts,
+)
 from seqlm.progress import Progress
 
 DEFAULT_MEMORIES = (2.0, 5.0, 10.0)
@@ -281,9 +286,7 @@ class SequenceHistoryScorer:
         walk = _Walk(targets, self.codes, [self.settings.memory])
         for indices, rows, (snap,) in walk.chunks(self.base, sequences, progress):
             mixed = mixed_rows(rows, snap, self.codes, self.settings)
-            true = mixed[np.arange(indices.size), targets.token[indices]]
-            n_greater[indices] = np.count_nonzero(mixed > true[:, None], axis=1)
-            n_tied[indices] = np.count_nonzero(mixed == true[:, None], axis=1) - 1
+            n_greater[indices], n_tied[indices], true = rank_counts(mixed, targets.token[indices])
             log_prob[indices] = np.log(np.maximum(true, _TINY))
             max_prob[indices] = mixed.max(axis=1)
         if n and np.isnan(log_prob).any():  # a source bug, never the user's input

@@ -152,9 +152,9 @@ def _resolved_run_config(
             recipe["reasons"]["n_layer/n_embd"] = f"the shape of the --init run {init}"
     else:
         model_table = build_gpt_config(settings, corpus.vocab_size).to_dict()
-    if model_table.get("token_parts"):
-        # The part table sizes come from the corpus's vocabulary (config.json keeps them).
-        model_table, _ = sized_for_vocabulary(model_table, corpus.vocabulary)
+    # A part model's table sizes come from the corpus's vocabulary (config.json keeps them).
+    model_table, parts = sized_for_vocabulary(model_table, corpus.vocabulary)
+    if parts is not None:
         model_table = GPTConfig.from_dict(model_table).to_dict()
     config = {
         "seqlm_version": seqlm.__version__,
