@@ -4,17 +4,21 @@
 # fine-tuned from the pool; held-out pre vs post-lesion perplexity beside the per-bird
 # n-grams, attention-distance statistics and bird 1's effective context length.
 # Usage: examples/finchgpt/run.sh [OUT]
-#   BUDGET=3Mtok (pooled model), BIRD_BUDGET=200ktok (each bird's fine-tuning)
+#   BUDGET=3Mtok (pooled model), BIRD_BUDGET=200ktok (each bird's fine-tuning),
+#   SPLIT_SEED=0 (seed of the entity-level split), ATTENTION=1 (0: skip step 4)
 set -euo pipefail
 OUT=${1:-finchgpt-out}
 BUDGET=${BUDGET:-3Mtok}
 BIRD_BUDGET=${BIRD_BUDGET:-200ktok}
+SPLIT_SEED=${SPLIT_SEED:-0}
+ATTENTION=${ATTENTION:-1}
 ONE_THREAD=(--set train.cpu_threads=1)
 DATA=$(python -c "from seqlm.datasets import finch_lesions_path; print(finch_lesions_path())")
 
 # 1. All birds, pre and post lesion; one bout per entity, entity-level splits; then each
 #    bout's bird as a conditioning token (context only: never a target, never scored).
-seqlm ingest birdsong-strings "$DATA"/bird?_prelesion "$DATA"/bird?_postlesion --out "$OUT/ingested"
+seqlm ingest birdsong-strings "$DATA"/bird?_prelesion "$DATA"/bird?_postlesion --out "$OUT/ingested" \
+    --option splits.seed="$SPLIT_SEED"
 seqlm corpus condition "$OUT/ingested" --on group --out "$OUT/corpus"
 seqlm subset "$OUT/corpus" --where condition=pre --out "$OUT/pre"
 
@@ -31,6 +35,10 @@ seqlm lesion "$OUT/corpus" --out "$OUT/lesion" --per-bird --init "$OUT/pool" \
     --budget "$BIRD_BUDGET" "${ONE_THREAD[@]}"
 
 # 4. Attention statistics and effective context length of bird 1's model.
+if [ "$ATTENTION" = 0 ]; then
+    echo "results in $OUT: lesion-pool/ and lesion/ (lesion.json, lesion.png)"
+    exit 0
+fi
 seqlm attention stats "$OUT/lesion/run-bird1" --corpus "$OUT/lesion/pre-bird1" --out "$OUT/attention-bird1"
 seqlm attention span "$OUT/lesion/run-bird1" --corpus "$OUT/lesion/pre-bird1" \
     --windows 1,2,4,8,16,32,64,128 --bootstrap 200 --out "$OUT/span-bird1"

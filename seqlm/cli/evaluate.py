@@ -324,6 +324,7 @@ def lesion_command(
     """Per-bird perplexity on held-out pre-lesion vs post-lesion song, model beside n-grams."""
     from seqlm.studies.lesion import LesionOptions, lesion_comparison_lines, lesion_table
     from seqlm.studies.lesion_run import LesionRequest, lesion_study
+    from seqlm.studies.lesion_splits import few_bouts_lines
 
     options = LesionOptions(
         condition=condition,
@@ -350,7 +351,37 @@ def lesion_command(
         progress.finish()
     console = Console()
     console.print(lesion_table(result, title=f"lesion comparison ({result.info['setting']})"))
-    for line in lesion_comparison_lines(result):
+    for line in lesion_comparison_lines(result) + few_bouts_lines(result.bouts, pre):
+        console.print("  " + line, markup=False, highlight=False)
+    console.print("\n".join(f"  {name}: {path}" for name, path in written.items()))
+
+
+def lesion_splits_command(
+    lesions: Annotated[
+        list[Path],
+        typer.Argument(help="`seqlm lesion` output folders, one per entity-level split."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pooled results.")],
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the bouts.")] = 1000,
+) -> None:
+    """Pool `seqlm lesion` results over several splits of the same song, per bird.
+
+    Ingest the data again with other split seeds (`--option splits.seed=S`), train and run
+    `seqlm lesion` on each; this scores every folder again as its lesion did and pools
+    each bird's held-out bouts over the splits (interval resampled by bout)."""
+    from seqlm.evaluation.paired import ComparisonOptions
+    from seqlm.studies.lesion_splits import lesion_across_splits, splits_lines
+
+    progress = RichProgress()
+    try:
+        result, written = lesion_across_splits(
+            lesions, out, ComparisonOptions(resamples=resamples), progress
+        )
+    finally:
+        progress.finish()
+    console = Console()
+    console.print(f"[bold]model against each bird's own n-gram over {len(lesions)} splits[/]")
+    for line in splits_lines(result):
         console.print("  " + line, markup=False, highlight=False)
     for name, path in written.items():
         console.print(f"  {name}: {path}")
@@ -381,4 +412,5 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("generate")(generate_command)
     app.command("lesion")(lesion_command)
+    app.command("lesion-splits")(lesion_splits_command)
     app.command("subset")(subset_command)

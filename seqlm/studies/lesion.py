@@ -43,6 +43,7 @@ from seqlm.evaluation.scores import TokenScores
 from seqlm.outputs import remove_output
 from seqlm.plotting import new_figure, plain_text
 from seqlm.progress import Progress
+from seqlm.studies.lesion_bouts import bout_sums
 from seqlm.studies.lesion_calibration import calibrate_on_tuning
 from seqlm.studies.lesion_select import choose_fine_tuned_or_pool
 from seqlm.training.session import train_on_corpus
@@ -83,6 +84,7 @@ class LesionResult:
     rows: pl.DataFrame
     models: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    bouts: pl.DataFrame | None = None  # per-sequence sums (`lesion_bouts`), never written
 
 
 def with_implied_condition(corpus: Any, options: LesionOptions) -> tuple[Any, LesionOptions]:
@@ -146,6 +148,7 @@ def _token_tables(
         "max_prob",
         pl.col(options.group).cast(pl.String).alias("group_name"),
         pl.col(options.condition).cast(pl.String).alias("condition_name"),
+        pl.col("entity").cast(pl.String),
     )
 
 
@@ -177,7 +180,7 @@ def lesion_comparison(
     if not runs:
         raise ConfigError("the lesion comparison needs at least one run")
     all_groups = sorted(str(g) for g in corpus.index[options.group].drop_nulls().unique().to_list())
-    frames, info = [], {"runs": {}, "ngram_orders": {}}
+    frames, bouts, info = [], [], {"runs": {}, "ngram_orders": {}, "corpus": str(corpus.path)}
     context_only = corpus.vocabulary.condition_ids
     per_group: list[tuple[pl.DataFrame, dict[str, TokenScores]]] = []
     for key, run in runs.items():
@@ -202,6 +205,9 @@ def lesion_comparison(
         # Conditioning tokens are context only: no model is scored on them.
         scores = {name: s.without_tokens(context_only) for name, s in scores.items()}
         frames.append(_token_tables(index, scores, options))
+        bouts.append(
+            bout_sums(frames[-1], own_ngram=PER_GROUP_NGRAM if PER_GROUP_NGRAM in scores else NGRAM)
+        )
         info["scoring"] = scorer.describe()
         info.setdefault("comparisons", []).extend(_paired(index, scores, options, str(key)))
         if PER_GROUP_NGRAM in scores:
@@ -215,7 +221,7 @@ def lesion_comparison(
     rows = _summaries(table)
     info["setting"] = "one model for all groups" if ALL_GROUPS in runs else "one model per group"
     info["options"] = {k: v for k, v in vars(options).items()}
-    return LesionResult(rows=rows, models=models, info=info)
+    return LesionResult(rows, models, info, bouts=pl.concat(bouts, how="vertical"))
 
 
 def _per_group_ngram(

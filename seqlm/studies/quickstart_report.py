@@ -225,7 +225,9 @@ def per_bird_table(comparisons: Sequence[Mapping]) -> str:
     note = (
         "<p>Per bird: the pooled model against an n-gram fitted on that bird's song alone, "
         "on the bird's held-out pre-lesion bouts (95% paired bootstrap by bout). A bird "
-        "with few held-out bouts gives a wide interval."
+        "with few held-out bouts gives a wide interval that moves with which bouts were held "
+        "out: <code>examples/finchgpt/splits.sh</code> repeats the study over five splits "
+        "and pools each bird's bouts (<code>seqlm lesion-splits</code>)."
         + _temperature_sentence(comparisons)
         + "</p>"
     )

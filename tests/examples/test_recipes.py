@@ -74,3 +74,22 @@ def test_mimic_next_event_recipe(tmp_path):
     with_history = model_beside_baselines(tmp_path / "eval-sequence-history" / "eval.json")
     assert {"model without sequence history", "LSTM + sequence history"} <= set(with_history)
     assert with_history["model without sequence history"] == pytest.approx(perplexity["model"])
+
+
+@pytest.mark.slow
+def test_finchgpt_splits_recipe(tmp_path):
+    run_recipe(
+        EXAMPLES / "finchgpt" / "splits.sh",
+        str(tmp_path),
+        SEEDS="0 1",
+        BUDGET="20ktok",
+        BIRD_BUDGET="5ktok",
+    )
+    for name in ("pooled-model", "per-bird-models"):
+        payload = json.loads((tmp_path / name / "lesion_splits.json").read_text())
+        assert [s["splits"]["seed"] for s in payload["splits"]] == [0, 1]
+        bird1 = next(
+            r for r in payload["rows"] if r["group"] == "bird1" and r["condition"] == "pre"
+        )
+        assert bird1["bouts"] > 10 and len(bird1["per_split"]) == 2
+        assert (tmp_path / name / "lesion_splits.png").exists()
