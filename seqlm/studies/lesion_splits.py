@@ -108,7 +108,8 @@ def pool_bouts(
     frames = [b.with_columns(pl.lit(i).alias("split")) for i, b in enumerate(bouts)]
     table = pl.concat(frames, how="vertical")
     everyone = table.with_columns(
-        pl.lit(ALL_GROUPS).alias("group"), pl.concat_str("group", "entity").alias("entity")
+        pl.lit(ALL_GROUPS).alias("group"),
+        pl.concat_str("group", "entity", separator="\x00").alias("entity"),
     )
     rows = []
     for (group, condition), part in _ordered_parts(table, everyone):
