@@ -34,7 +34,7 @@ import polars as pl
 from seqlm.corpus import load_corpus
 from seqlm.errors import ConfigError
 from seqlm.evaluation.paired import ComparisonOptions, MetricDifference, PairedComparison
-from seqlm.outputs import output_folder, output_lock
+from seqlm.outputs import output_file, output_folder, output_lock
 from seqlm.progress import Progress
 from seqlm.studies.lesion import (
     ALL_GROUPS,
@@ -224,6 +224,8 @@ def lesion_across_splits(
     if repeated:
         raise ConfigError(f"two lesion folders score the same corpus (split): {repeated[0]}")
     with output_lock(output_folder(out), "seqlm lesion-splits"):
+        for name in (RESULT_FILE, PLOT_FILE):  # never over a file seqlm did not write
+            output_file(Path(out) / name)
         scored = [split_bouts(folder, progress) for folder in folders]
         result = SplitsResult(
             rows=pool_bouts([bouts for bouts, _ in scored], options),

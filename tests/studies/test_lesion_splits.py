@@ -241,3 +241,18 @@ def test_song_without_conditions_pools_its_held_out_bouts(two_splits, tmp_path) 
         e for _, c, _ in two_splits for e in c.index.filter(pl.col("split") == "held_out")["entity"]
     }
     assert row_of(payload["rows"], "bird3")["bouts"] == len(held)  # pre and post bouts alike
+
+
+def test_a_users_file_in_the_output_folder_is_never_overwritten(two_splits, tmp_path) -> None:
+    (first, _, _), (second, _, _) = two_splits
+    out = tmp_path / "mine"
+    out.mkdir()
+    theirs = out / "lesion_splits.json"
+    theirs.write_text('{"my": "notes"}')
+    done = run_seqlm("lesion-splits", str(first), str(second), "--out", str(out))
+    assert done.returncode == 2 and "seqlm did not write it" in done.stderr
+    assert theirs.read_text() == '{"my": "notes"}' and not (out / "lesion_splits.png").exists()
+    again = run_seqlm("lesion-splits", str(first), str(second), "--out", str(tmp_path / "ok"))
+    assert again.returncode == 0
+    rerun = run_seqlm("lesion-splits", str(first), str(second), "--out", str(tmp_path / "ok"))
+    assert rerun.returncode == 0  # its own files are replaced
