@@ -409,6 +409,7 @@ def lesion_comparison_lines(result: LesionResult) -> list[str]:
 def lesion_json(result: LesionResult) -> dict[str, Any]:
     return json_ready(
         {
+            "written_by": "seqlm lesion",  # marks the file as seqlm's (seqlm.outputs)
             **result.info,
             "models": result.models,
             "rows": result.rows.to_dicts(),

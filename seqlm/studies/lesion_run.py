@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seqlm.corpus import load_corpus
-from seqlm.outputs import output_folder, output_lock
+from seqlm.outputs import output_file, output_folder, output_lock
 from seqlm.progress import Progress
 from seqlm.studies.lesion import (
     ALL_GROUPS,
@@ -68,6 +68,8 @@ def lesion_study(
     lesion.json and lesion.png into `out` (locked against other seqlm writers meanwhile);
     returns the result and {what: path}."""
     with output_lock(output_folder(out), "seqlm lesion"):
+        for name in ("lesion.json", "lesion.png"):  # never over a file seqlm did not write
+            output_file(Path(out) / name)
         if request.runs:
             result = lesion_comparison(load_corpus(corpus), request.given_runs(), options, progress)
             return result, write_lesion_report(result, out)

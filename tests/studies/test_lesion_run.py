@@ -49,3 +49,15 @@ def test_cli_compares_a_corpus_without_conditions(tmp_path) -> None:
     assert model_rows[0]["tokens"] == int((held["length"] - 1).sum())
     missing = run_seqlm(*args, "--condition", "state")
     assert missing.returncode == 2 and "'state'" in missing.stderr
+
+
+def test_a_users_lesion_json_is_never_overwritten(tmp_path) -> None:
+    finch = small_finch_corpus(tmp_path / "finch", birds=(3,))
+    model = tiny_gpt(seed=2, vocab_size=finch.vocab_size, block_size=32, init_std=0.05)
+    run = write_run(tmp_path / "run", model, finch)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lesion.json").write_text('{"my": "results"}')
+    done = run_seqlm("lesion", str(finch.path), "--run", str(run), "--out", str(out))
+    assert done.returncode == 2 and "seqlm did not write it" in done.stderr
+    assert (out / "lesion.json").read_text() == '{"my": "results"}'
