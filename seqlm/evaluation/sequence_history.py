@@ -170,22 +170,28 @@ class _History:
 
 @dataclass
 class _Snapshots:
-    """Per row (target) of a chunk: the value share and seen rows, and the codes listed
-    at the target's time (column 0, no code, is never listed)."""
+    """Per row (target) of a chunk: the value share and seen rows (or, for the fit, one
+    column: the true token's), and the codes listed at the target's time (column 0, no
+    code, is never listed; the same for every memory)."""
 
     share: np.ndarray
     seen: np.ndarray
     listed: np.ndarray
 
 
+def _group_mass(probs: np.ndarray, codes: HistoryCodes) -> torch.Tensor:
+    """(rows, value groups): each row's probability summed over each code's values."""
+    rows = torch.from_numpy(probs)
+    mass = torch.zeros(rows.shape[0], int(codes.value_group.max()) + 1, dtype=rows.dtype)
+    mass.index_add_(1, torch.from_numpy(codes.value_group), rows)
+    return mass
+
+
 def _value_mixed(probs: np.ndarray, snap: _Snapshots, codes: HistoryCodes, weight: float):
     if weight == 0.0:
         return probs
-    rows = torch.from_numpy(probs)
-    groups = torch.from_numpy(codes.value_group)
-    mass = torch.zeros(rows.shape[0], int(codes.value_group.max()) + 1, dtype=rows.dtype)
-    mass.index_add_(1, groups, rows)
-    return probs * (1.0 - weight * snap.seen) + weight * mass[:, groups].numpy() * snap.share
+    mass = _group_mass(probs, codes)[:, torch.from_numpy(codes.value_group)].numpy()
+    return probs * (1.0 - weight * snap.seen) + weight * mass * snap.share
 
 
 def _listed_mask(snap: _Snapshots, codes: HistoryCodes) -> np.ndarray:
@@ -210,6 +216,7 @@ class _Walk:
     targets: PredictionTargets
     codes: HistoryCodes
     memories: Sequence[float]
+    true_only: bool = False  # snapshots hold the true token's share and seen only (the fit)
     sequence: int = -1
     absorbed: int = 0
     histories: list[_History] = field(default_factory=list)
@@ -223,7 +230,8 @@ class _Walk:
     ) -> Iterator[tuple[np.ndarray, np.ndarray, list[_Snapshots]]]:
         """(target indices, base rows, one snapshot per memory) in target order, split
         so that no chunk crosses a sequence or exceeds the cell budget."""
-        per_row = self.codes.vocab_size * (1 + 2 * len(self.memories))
+        copies = 1 if self.true_only else 1 + 2 * len(self.memories)
+        per_row = self.codes.vocab_size * copies
         step = max(1, _CHUNK_CELLS // per_row)
         last = -1
         for indices, rows in source.probability_rows(sequences, progress):
@@ -243,22 +251,22 @@ class _Walk:
             self.histories = [_History(self.codes, self.members, m) for m in self.memories]
         sequence = np.asarray(sequences[number])
         positions = self.targets.position[indices]
+        # the fit needs the true token's column only: no copy of whole rows per memory
+        pick = self.targets.token[indices] if self.true_only else slice(None)
+        n, width = positions.size, 1 if self.true_only else self.codes.vocab_size
+        listed = np.empty((n, self.histories[0].listed.size), bool)
         out = []
-        for history in self.histories:
-            n, size = positions.size, self.codes.vocab_size
-            snap = _Snapshots(
-                np.empty((n, size)), np.empty((n, size)), np.empty((n, history.listed.size), bool)
-            )
+        for i, history in enumerate(self.histories):
+            snap = _Snapshots(np.empty((n, width)), np.empty((n, width)), listed)
             absorbed = self.absorbed
             for row, position in enumerate(positions):
                 while absorbed < position:  # the tokens before the target, never itself
                     history.add(int(sequence[absorbed]))
                     absorbed += 1
-                snap.share[row], snap.seen[row], snap.listed[row] = (
-                    history.share,
-                    history.seen,
-                    history.listed,
-                )
+                at = pick[row] if self.true_only else pick
+                snap.share[row], snap.seen[row] = history.share[at], history.seen[at]
+                if i == 0:
+                    listed[row] = history.listed
             out.append(snap)
         self.absorbed = absorbed
         return out
@@ -341,15 +349,21 @@ def fit_history(
         (float(m), float(w), float(f)) for m in memories for w in weights for f in repeat_factors
     ]
     total = dict.fromkeys(grid, 0.0)
-    walk = _Walk(targets, codes, memories)
+    walk = _Walk(targets, codes, memories, true_only=True)
     for indices, rows, snapshots in walk.chunks(source, tuning, progress):
-        picked = (np.arange(indices.size), targets.token[indices])
+        tokens = targets.token[indices]
+        picked = (np.arange(indices.size), tokens)
         listed = _listed_mask(snapshots[0], codes)  # the same for every memory
         listed_mass = np.where(listed, rows, 0.0).sum(axis=1)
         true_listed = listed[picked]
+        # `_value_mixed` at the true token only: its group's mass times its share
+        true_base = rows[picked]
+        true_group_mass = _group_mass(rows, codes).numpy()[picked[0], codes.value_group[tokens]]
         for memory, snap in zip(memories, snapshots, strict=True):
+            share, seen = snap.share[:, 0], snap.seen[:, 0]
             for weight in weights:
-                true = _value_mixed(rows, snap, codes, float(weight))[picked]
+                w = float(weight)
+                true = true_base * (1.0 - w * seen) + w * true_group_mass * share
                 log_true = np.log(np.maximum(true, _TINY))
                 for factor in repeat_factors:
                     log_p = log_true + true_listed * np.log(factor)

@@ -185,6 +185,36 @@ def test_the_fit_finds_planted_persistence_and_no_repeats() -> None:
     assert mixed.log_prob.mean() > base_log.mean() + 0.3
 
 
+class VaryingRows:
+    """A row source whose distribution changes from target to target (seeded)."""
+
+    name = "varying"
+
+    def __init__(self, seed: int, chunk: int) -> None:
+        self.seed, self.chunk = seed, chunk
+
+    def probability_rows(self, sequences, progress=None):
+        n = len(prediction_targets(sequences, V))
+        rows = np.random.default_rng(self.seed).dirichlet(np.full(V, 0.7), size=n)
+        for low in range(0, n, self.chunk):
+            yield np.arange(low, min(low + self.chunk, n)), rows[low : low + self.chunk]
+
+
+@settings(max_examples=25, deadline=None)
+@given(sequences=sequences_strategy, seed=st.integers(0, 10_000), chunk=st.integers(1, 6))
+def test_every_candidates_fitted_cross_entropy_is_the_scorers(sequences, seed, chunk) -> None:
+    """The fit reads only the true token's column of each row; each candidate's
+    cross-entropy must still equal scoring the whole rows with that setting."""
+    source = VaryingRows(seed, chunk)
+    memories, weights, factors = (0.5, 3.0), (0.0, 0.4, 0.8), (1.0, 0.3)
+    fit = fit_history(source, sequences, CODES, memories, weights, factors)
+    assert len(fit.tuning_cross_entropy) == 12
+    for (memory, weight, factor), fitted in fit.tuning_cross_entropy.items():
+        setting = HistorySettings(memory, weight, factor)
+        scored = SequenceHistoryScorer(source, CODES, setting).score(sequences)
+        assert -scored.log_prob.mean() == pytest.approx(fitted, rel=1e-9, abs=1e-12)
+
+
 def persistent_meds(root):
     """40 subjects, 25 days each, three labs a day; each subject keeps its own level of
     each lab (plus noise), so a lab's value bin at its last draw predicts the next."""
