@@ -370,7 +370,7 @@ def lesion_splits_command(
     `seqlm lesion` on each; this scores every folder again as its lesion did and pools
     each bird's held-out bouts over the splits (interval resampled by bout)."""
     from seqlm.evaluation.paired import ComparisonOptions
-    from seqlm.studies.lesion_splits import lesion_across_splits, splits_lines
+    from seqlm.studies.lesion_splits import lesion_across_splits, splits_lines, splits_table
 
     progress = RichProgress()
     try:
@@ -380,7 +380,7 @@ def lesion_splits_command(
     finally:
         progress.finish()
     console = Console()
-    console.print(f"[bold]model against each bird's own n-gram over {len(lesions)} splits[/]")
+    console.print(splits_table(result))
     for line in splits_lines(result):
         console.print("  " + line, markup=False, highlight=False)
     for name, path in written.items():

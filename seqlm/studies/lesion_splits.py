@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from rich.table import Table
 
 from seqlm.corpus import load_corpus
 from seqlm.errors import ConfigError
@@ -138,13 +139,17 @@ def _pooled_row(
     )
     by_split = {int(s): (float(d), int(n)) for s, d, n in per_split.iter_rows()}
     # a bout scored by several splits counts once: its sums averaged over them
-    bouts = part.group_by("entity").agg(
-        pl.col("targets").mean(),
-        pl.col("model_nats").mean(),
-        pl.col("own_ngram_nats").mean(),
-        pl.col("model_top1").mean(),
-        pl.col("own_ngram_top1").mean(),
-        pl.len().alias("scored"),
+    bouts = (
+        part.group_by("entity")
+        .agg(
+            pl.col("targets").mean(),
+            pl.col("model_nats").mean(),
+            pl.col("own_ngram_nats").mean(),
+            pl.col("model_top1").mean(),
+            pl.col("own_ngram_top1").mean(),
+            pl.len().alias("scored"),
+        )
+        .sort("entity")  # the bootstrap's draws index bouts: the same order every run
     )
     comparison = _bootstrap(bouts, options)
     return {
@@ -263,6 +268,33 @@ def write_splits_report(result: SplitsResult, folder: str | Path) -> dict[str, P
     path = folder / RESULT_FILE
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     return {"json": path, "plot": png}
+
+
+def splits_table(result: SplitsResult, condition: str | None = None) -> Table:
+    """One row per group for one condition (the pre-lesion one by default): each split's
+    difference, the pooled difference with its interval, the verdict."""
+    condition = condition or (result.splits[0]["pre"] if result.splits else LesionOptions.pre)
+    table = Table(
+        title=f"model minus its own n-gram, held-out {condition} (nats per target)",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("group")
+    table.add_column("bouts", justify="right")
+    for number in range(len(result.splits)):
+        table.add_column(f"split {number + 1}", justify="right")
+    table.add_column("pooled [95% CI]", justify="right")
+    table.add_column("model is")
+    for row in (r for r in result.rows if r["condition"] == condition):
+        ce = row["metrics"]["cross_entropy"]
+        each = [
+            "-" if s["difference"] is None else f"{s['difference']:+.4f}" for s in row["per_split"]
+        ]
+        pooled = f"{ce['difference']:+.4f} [{ce['ci_low']:+.4f}, {ce['ci_high']:+.4f}]"
+        bold = "bold" if row["group"] == ALL_GROUPS else None
+        table.add_row(row["group"], f"{row['bouts']:,}", *each, pooled, row["verdict"], style=bold)
+    table.caption = "splits in the order given; bouts: distinct bouts, each counted once"
+    return table
 
 
 def splits_lines(result: SplitsResult) -> list[str]:

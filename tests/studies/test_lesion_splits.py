@@ -256,3 +256,22 @@ def test_a_users_file_in_the_output_folder_is_never_overwritten(two_splits, tmp_
     assert again.returncode == 0
     rerun = run_seqlm("lesion-splits", str(first), str(second), "--out", str(tmp_path / "ok"))
     assert rerun.returncode == 0  # its own files are replaced
+
+
+def test_the_interval_does_not_depend_on_run_or_split_order() -> None:
+    rng = np.random.default_rng(5)
+    frames = [
+        bouts(
+            [
+                ("g", "pre", f"e{i:03d}", 20, float(rng.uniform(5, 15)), 10.0, 15, 15)
+                for i in rng.choice(200, size=60, replace=False)
+            ]
+        )
+        for _ in range(3)
+    ]
+    first = row_of(pool_bouts(frames), "g")["metrics"]["cross_entropy"]
+    for _ in range(3):
+        assert row_of(pool_bouts(frames), "g")["metrics"]["cross_entropy"] == first
+    backwards = row_of(pool_bouts(frames[::-1]), "g")["metrics"]["cross_entropy"]
+    for key in ("difference", "ci_low", "ci_high"):
+        assert backwards[key] == pytest.approx(first[key], rel=1e-12)
