@@ -187,7 +187,9 @@ def _written_by_seqlm(path: Path) -> bool:
         head = handle.read(4096)
     if head.startswith(b"\x89PNG"):
         return b"Matplotlib" in head
-    return path.suffix == ".json" and (b'"seqlm' in head or b'"train_s_per_token"' in head)
+    # lesion.json before it said `written_by` (session 18) opens with its runs and orders
+    signatures = (b'"seqlm', b'"train_s_per_token"', b'"ngram_orders"')
+    return path.suffix == ".json" and any(mark in head for mark in signatures)
 
 
 def apply_umask(path: str | Path) -> None:

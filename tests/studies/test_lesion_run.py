@@ -61,3 +61,16 @@ def test_a_users_lesion_json_is_never_overwritten(tmp_path) -> None:
     done = run_seqlm("lesion", str(finch.path), "--run", str(run), "--out", str(out))
     assert done.returncode == 2 and "seqlm did not write it" in done.stderr
     assert (out / "lesion.json").read_text() == '{"my": "results"}'
+
+
+def test_a_lesion_json_from_before_written_by_is_still_replaced(tmp_path) -> None:
+    finch = small_finch_corpus(tmp_path / "finch", birds=(3,))
+    model = tiny_gpt(seed=2, vocab_size=finch.vocab_size, block_size=32, init_std=0.05)
+    run = write_run(tmp_path / "run", model, finch)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = '{"runs": {"all": {"path": "/x/run", "step": 7}}, "ngram_orders": {"all": 4}}'
+    (out / "lesion.json").write_text(old)
+    done = run_seqlm("lesion", str(finch.path), "--run", str(run), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "lesion.json").read_text())["written_by"] == "seqlm lesion"
