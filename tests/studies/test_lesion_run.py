@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 from helpers.cli_helpers import run_seqlm
 from helpers.eval_fixtures import small_finch_corpus, tiny_gpt, write_run
 
@@ -51,26 +52,27 @@ def test_cli_compares_a_corpus_without_conditions(tmp_path) -> None:
     assert missing.returncode == 2 and "'state'" in missing.stderr
 
 
-def test_a_users_lesion_json_is_never_overwritten(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("existing", "replaced"),
+    [
+        ('{"my": "results"}', False),  # a user's file: refused, left as it was
+        # seqlm's own lesion.json from before it said `written_by`: replaced
+        ('{"runs": {"all": {"path": "/x/run", "step": 7}}, "ngram_orders": {"all": 4}}', True),
+    ],
+)
+def test_an_existing_lesion_json_is_replaced_only_when_seqlm_wrote_it(
+    tmp_path, existing: str, replaced: bool
+) -> None:
     finch = small_finch_corpus(tmp_path / "finch", birds=(3,))
     model = tiny_gpt(seed=2, vocab_size=finch.vocab_size, block_size=32, init_std=0.05)
     run = write_run(tmp_path / "run", model, finch)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "lesion.json").write_text('{"my": "results"}')
+    (out / "lesion.json").write_text(existing)
     done = run_seqlm("lesion", str(finch.path), "--run", str(run), "--out", str(out))
-    assert done.returncode == 2 and "seqlm did not write it" in done.stderr
-    assert (out / "lesion.json").read_text() == '{"my": "results"}'
-
-
-def test_a_lesion_json_from_before_written_by_is_still_replaced(tmp_path) -> None:
-    finch = small_finch_corpus(tmp_path / "finch", birds=(3,))
-    model = tiny_gpt(seed=2, vocab_size=finch.vocab_size, block_size=32, init_std=0.05)
-    run = write_run(tmp_path / "run", model, finch)
-    out = tmp_path / "out"
-    out.mkdir()
-    old = '{"runs": {"all": {"path": "/x/run", "step": 7}}, "ngram_orders": {"all": 4}}'
-    (out / "lesion.json").write_text(old)
-    done = run_seqlm("lesion", str(finch.path), "--run", str(run), "--out", str(out))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads((out / "lesion.json").read_text())["written_by"] == "seqlm lesion"
+    if replaced:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads((out / "lesion.json").read_text())["written_by"] == "seqlm lesion"
+    else:
+        assert done.returncode == 2 and "seqlm did not write it" in done.stderr
+        assert (out / "lesion.json").read_text() == existing
