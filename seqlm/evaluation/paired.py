@@ -174,9 +174,13 @@ def resampling_units(index: pl.DataFrame) -> tuple[np.ndarray, str]:
     return np.arange(index.height), "sequence"
 
 
-def _unit_sums(units: np.ndarray, scores: TokenScores, keep: np.ndarray) -> np.ndarray:
-    """Per unit (columns): kept targets, log-loss sum, top-1 sum, non-EOS targets, their
-    top-1 sum and the top-10 sum; rows are units in `units` order."""
+# The columns of `unit_sums`, in order.
+UNIT_SUMS = ("targets", "nats", "top1", "targets_no_eos", "top1_no_eos", "top10")
+
+
+def unit_sums(units: np.ndarray, scores: TokenScores, keep: np.ndarray) -> np.ndarray:
+    """Per unit (columns `UNIT_SUMS`): kept targets, log-loss sum, top-1 sum, non-EOS
+    targets, their top-1 sum and the top-10 sum; rows are units in `units` order."""
     not_eos = keep & (scores.token != EOS_ID)
     n_units = int(units.max()) + 1 if units.size else 0
     top1 = scores.top_k_hit(1)
@@ -253,7 +257,20 @@ def compare_with_baselines(
             raise ConfigError(f"{name} scored other targets than {model}; cannot pair them")
     _, unit_of_sequence = np.unique(np.asarray(units), return_inverse=True)
     target_units = unit_of_sequence.reshape(-1)[reference.sequence]
-    sums = {name: _unit_sums(target_units, s, keep) for name, s in scores.items()}
+    sums = {name: unit_sums(target_units, s, keep) for name, s in scores.items()}
+    return compare_unit_sums(sums, model, unit=unit, options=options)
+
+
+def compare_unit_sums(
+    sums: Mapping[str, np.ndarray],
+    model: str,
+    *,
+    unit: str = "sequence",
+    options: ComparisonOptions | None = None,
+) -> list[PairedComparison]:
+    """The model against every other scorer from their per-unit sums (`unit_sums`
+    columns, one row per unit, the same units in the same order for every scorer)."""
+    options = options or ComparisonOptions()
     present = sums[model][:, 0] > 0  # units with no scored target carry no weight
     n_units = int(present.sum())
     if n_units == 0:

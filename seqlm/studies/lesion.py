@@ -148,7 +148,6 @@ def _token_tables(
         "max_prob",
         pl.col(options.group).cast(pl.String).alias("group_name"),
         pl.col(options.condition).cast(pl.String).alias("condition_name"),
-        pl.col("entity").cast(pl.String),
     )
 
 
@@ -205,9 +204,9 @@ def lesion_comparison(
         # Conditioning tokens are context only: no model is scored on them.
         scores = {name: s.without_tokens(context_only) for name, s in scores.items()}
         frames.append(_token_tables(index, scores, options))
-        bouts.append(
-            bout_sums(frames[-1], own_ngram=PER_GROUP_NGRAM if PER_GROUP_NGRAM in scores else NGRAM)
-        )
+        own = PER_GROUP_NGRAM if PER_GROUP_NGRAM in scores else NGRAM
+        columns = {"group": options.group, "condition": options.condition}
+        bouts.append(bout_sums(index, scores, own, **columns))
         info["scoring"] = scorer.describe()
         info.setdefault("comparisons", []).extend(_paired(index, scores, options, str(key)))
         if PER_GROUP_NGRAM in scores:

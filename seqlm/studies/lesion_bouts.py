@@ -1,5 +1,5 @@
-"""Per-entity sums of one lesion comparison: each scored bout's targets, and the log-loss
-and expected top-1 hits of the model and of its group's own n-gram.
+"""Per-entity sums of one lesion comparison: for each scored bout, the `unit_sums`
+columns (targets, log-loss, top-1 hits, ...) of the model and of its group's own n-gram.
 
 `seqlm lesion-splits` pools these over several entity-level splits
 (`seqlm.studies.lesion_splits`). They stay in memory: entity names can be identifiers
@@ -8,40 +8,52 @@ and expected top-1 hits of the model and of its group's own n-gram.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import polars as pl
 
-from seqlm.errors import ConfigError
+from seqlm.evaluation.paired import UNIT_SUMS, unit_sums
+from seqlm.evaluation.scores import TokenScores
 
 KEYS = ("group", "condition", "entity")
-COLUMNS = (*KEYS, "targets", "model_nats", "own_ngram_nats", "model_top1", "own_ngram_top1")
+MODEL_SUMS = tuple(f"model_{c}" for c in UNIT_SUMS)
+OWN_SUMS = tuple(f"own_ngram_{c}" for c in UNIT_SUMS)
+COLUMNS = (*KEYS, *MODEL_SUMS, *OWN_SUMS)
 
 
-def bout_sums(tokens: pl.DataFrame, own_ngram: str, model: str = "model") -> pl.DataFrame:
-    """From a lesion token table (`model`, `log_prob`, `top1`, `group_name`,
-    `condition_name`, `entity`; one row per target), one row per (group, condition,
-    entity) with the columns of `COLUMNS`. `own_ngram` names the scorer that is each
+def bout_sums(
+    index: pl.DataFrame,
+    scores: Mapping[str, TokenScores],
+    own_ngram: str,
+    *,
+    group: str,
+    condition: str,
+    model: str = "model",
+) -> pl.DataFrame:
+    """One row per (group, condition, entity) of `index` (row i describes sequence i of
+    the scores) with the columns of `COLUMNS`. `own_ngram` names the scorer that is each
     group's own n-gram (fitted on that group's pre-lesion train split)."""
-    sums = (
-        tokens.filter(pl.col("model").is_in([model, own_ngram]))
-        .rename({"group_name": "group", "condition_name": "condition"})
-        .group_by("model", *KEYS)
-        .agg(
-            pl.len().alias("targets"),
-            (-pl.col("log_prob").sum()).alias("nats"),
-            pl.col("top1").sum().alias("top1"),
-        )
+    names, entity_of_sequence = np.unique(
+        index["entity"].cast(pl.String).to_numpy().astype(str), return_inverse=True
     )
-    mine = sums.filter(pl.col("model") == model).drop("model")
-    own = sums.filter(pl.col("model") == own_ngram).drop("model")
-    joined = mine.join(own, on=list(KEYS), how="full", suffix="_own", coalesce=True)
-    paired = joined["targets"] == joined["targets_own"]  # null where one of them is missing
-    if joined.height != mine.height or not paired.fill_null(False).all():
-        raise ConfigError(f"{model!r} and {own_ngram!r} did not score the same targets")
-    return joined.select(
-        *KEYS,
-        "targets",
-        pl.col("nats").alias("model_nats"),
-        pl.col("nats_own").alias("own_ngram_nats"),
-        pl.col("top1").alias("model_top1"),
-        pl.col("top1_own").alias("own_ngram_top1"),
-    ).sort(list(KEYS))
+    sequence = scores[model].sequence
+    target_entity = entity_of_sequence.reshape(-1)[sequence]
+    target_condition = index[condition].cast(pl.String).to_numpy()[sequence]
+    group_of = dict(zip(index["entity"].cast(pl.String), index[group].cast(pl.String), strict=True))
+    frames = []
+    for name in sorted(set(target_condition.tolist())):
+        keep = target_condition == name
+        mine = unit_sums(target_entity, scores[model], keep)
+        own = unit_sums(target_entity, scores[own_ngram], keep)
+        present = mine[:, 0] > 0
+        entities = names[: mine.shape[0]][present]
+        columns = {
+            "group": [group_of[e] for e in entities],
+            "condition": [name] * len(entities),
+            "entity": entities.tolist(),
+        }
+        columns |= dict(zip(MODEL_SUMS, mine[present].T, strict=True))
+        columns |= dict(zip(OWN_SUMS, own[present].T, strict=True))
+        frames.append(pl.DataFrame(columns, schema_overrides={"condition": pl.String}))
+    return pl.concat(frames, how="vertical").sort(list(KEYS))

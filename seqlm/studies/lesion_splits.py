@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from rich.table import Table
 
 from seqlm.corpus import load_corpus
 from seqlm.errors import ConfigError
-from seqlm.evaluation.paired import ComparisonOptions, MetricDifference, PairedComparison
+from seqlm.evaluation.paired import ComparisonOptions, MetricDifference, compare_unit_sums
 from seqlm.outputs import output_file, output_folder, output_lock
 from seqlm.progress import Progress
 from seqlm.studies.lesion import (
@@ -44,6 +43,7 @@ from seqlm.studies.lesion import (
     LesionOptions,
     lesion_comparison,
 )
+from seqlm.studies.lesion_bouts import MODEL_SUMS, OWN_SUMS
 from seqlm.studies.lesion_splits_plot import splits_plot
 
 OWN_NGRAM = "its own n-gram"
@@ -79,10 +79,14 @@ def lesion_inputs(folder: str | Path) -> tuple[Path, dict[str, str], LesionOptio
     return Path(info["corpus"]), runs, options
 
 
-def split_bouts(folder: str | Path, progress: Progress | None = None) -> tuple[pl.DataFrame, dict]:
-    """One lesion folder scored again: its per-bout sums (`lesion_bouts.bout_sums`) and a
-    description of the split (corpus, split settings, runs)."""
-    corpus_path, runs, options = lesion_inputs(folder)
+def split_bouts(
+    folder: str | Path,
+    inputs: tuple[Path, dict[str, str], LesionOptions],
+    progress: Progress | None = None,
+) -> tuple[pl.DataFrame, dict]:
+    """One lesion folder scored again with its `lesion_inputs`: its per-bout sums
+    (`lesion_bouts.bout_sums`) and a description of the split (corpus, split settings)."""
+    corpus_path, runs, options = inputs
     corpus = load_corpus(corpus_path)
     result = lesion_comparison(corpus, runs, options, progress)
     held = corpus.index.filter(pl.col("split") == options.held_out_split).height
@@ -131,27 +135,23 @@ def _ordered_parts(table: pl.DataFrame, everyone: pl.DataFrame):
 def _pooled_row(
     group: str, condition: str, part: pl.DataFrame, splits: int, options: ComparisonOptions
 ) -> dict[str, Any]:
+    gap = pl.col("model_nats") - pl.col("own_ngram_nats")
     per_split = part.group_by("split").agg(
-        ((pl.col("model_nats") - pl.col("own_ngram_nats")).sum() / pl.col("targets").sum()).alias(
-            "difference"
-        ),
-        pl.len().alias("bouts"),
+        (gap.sum() / pl.col("model_targets").sum()).alias("difference"), pl.len().alias("bouts")
     )
     by_split = {int(s): (float(d), int(n)) for s, d, n in per_split.iter_rows()}
-    # a bout scored by several splits counts once: its sums averaged over them
+    # a bout scored by several splits counts once: its sums averaged over them; sorted,
+    # since the bootstrap's draws index bouts (the same interval every run)
     bouts = (
         part.group_by("entity")
-        .agg(
-            pl.col("targets").mean(),
-            pl.col("model_nats").mean(),
-            pl.col("own_ngram_nats").mean(),
-            pl.col("model_top1").mean(),
-            pl.col("own_ngram_top1").mean(),
-            pl.len().alias("scored"),
-        )
-        .sort("entity")  # the bootstrap's draws index bouts: the same order every run
+        .agg(pl.col(*MODEL_SUMS, *OWN_SUMS).mean(), pl.len().alias("scored"))
+        .sort("entity")
     )
-    comparison = _bootstrap(bouts, options)
+    sums = {
+        "model": bouts.select(MODEL_SUMS).to_numpy(),
+        OWN_NGRAM: bouts.select(OWN_SUMS).to_numpy(),
+    }
+    comparison = compare_unit_sums(sums, "model", unit="bout", options=options)[0]
     return {
         "group": group,
         "condition": condition,
@@ -168,41 +168,6 @@ def _pooled_row(
             for s in range(splits)
         ],
     }
-
-
-def _bootstrap(bouts: pl.DataFrame, options: ComparisonOptions) -> PairedComparison:
-    targets = bouts["targets"].to_numpy()
-    rng = np.random.default_rng(options.seed)
-    draws = rng.integers(0, bouts.height, size=(options.resamples, bouts.height))
-    tail = 100 * (1 - options.confidence) / 2
-    metrics = {}
-    for name, model, own in (
-        ("cross_entropy", "model_nats", "own_ngram_nats"),
-        ("top1", "model_top1", "own_ngram_top1"),
-    ):
-        mine, theirs = bouts[model].to_numpy(), bouts[own].to_numpy()
-        difference = mine - theirs
-        resampled = difference[draws].sum(axis=1) / targets[draws].sum(axis=1)
-        low, high = np.percentile(resampled, [tail, 100 - tail])
-        total = targets.sum()  # cross-entropy: mean nats a target; top-1: mean hits
-        metrics[name] = MetricDifference(
-            metric=name,
-            model=float(mine.sum() / total),
-            baseline=float(theirs.sum() / total),
-            difference=float(difference.sum() / total),
-            low=float(low),
-            high=float(high),
-            tokens=int(round(total)),
-        )
-    return PairedComparison(
-        model="model",
-        baseline=OWN_NGRAM,
-        unit="bout",
-        units=bouts.height,
-        confidence=options.confidence,
-        resamples=options.resamples,
-        metrics=metrics,
-    )
 
 
 def _metric_dict(metric: MetricDifference) -> dict[str, Any]:
@@ -224,14 +189,15 @@ def lesion_across_splits(
 ) -> tuple[SplitsResult, dict[str, Path]]:
     """Score each `seqlm lesion` folder again and pool them (module docstring); writes
     `lesion_splits.json` and `lesion_splits.png` into `out` (locked meanwhile)."""
-    corpora = [lesion_inputs(folder)[0].resolve() for folder in folders]
+    inputs = [lesion_inputs(folder) for folder in folders]
+    corpora = [corpus.resolve() for corpus, _, _ in inputs]
     repeated = sorted({str(c) for c in corpora if corpora.count(c) > 1})
     if repeated:
         raise ConfigError(f"two lesion folders score the same corpus (split): {repeated[0]}")
     with output_lock(output_folder(out), "seqlm lesion-splits"):
         for name in (RESULT_FILE, PLOT_FILE):  # never over a file seqlm did not write
             output_file(Path(out) / name)
-        scored = [split_bouts(folder, progress) for folder in folders]
+        scored = [split_bouts(f, i, progress) for f, i in zip(folders, inputs, strict=True)]
         result = SplitsResult(
             rows=pool_bouts([bouts for bouts, _ in scored], options),
             splits=[about for _, about in scored],
@@ -287,9 +253,7 @@ def splits_table(result: SplitsResult, condition: str | None = None) -> Table:
     table.add_column("model is")
     for row in (r for r in result.rows if r["condition"] == condition):
         ce = row["metrics"]["cross_entropy"]
-        each = [
-            "-" if s["difference"] is None else f"{s['difference']:+.4f}" for s in row["per_split"]
-        ]
+        each = _per_split_texts(row)
         pooled = f"{ce['difference']:+.4f} [{ce['ci_low']:+.4f}, {ce['ci_high']:+.4f}]"
         bold = "bold" if row["group"] == ALL_GROUPS else None
         table.add_row(row["group"], f"{row['bouts']:,}", *each, pooled, row["verdict"], style=bold)
@@ -297,14 +261,16 @@ def splits_table(result: SplitsResult, condition: str | None = None) -> Table:
     return table
 
 
+def _per_split_texts(row: dict[str, Any]) -> list[str]:
+    return ["-" if s["difference"] is None else f"{s['difference']:+.4f}" for s in row["per_split"]]
+
+
 def splits_lines(result: SplitsResult) -> list[str]:
     """One sentence per (group, condition): the pooled comparison and each split's
     point estimate."""
     lines = []
     for row in result.rows:
-        each = ", ".join(
-            "-" if s["difference"] is None else f"{s['difference']:+.4f}" for s in row["per_split"]
-        )
+        each = ", ".join(_per_split_texts(row))
         lines.append(
             f"[{row['group']}, {row['condition']}] {row['sentence']}; "
             f"{row['bout_scorings']:,} scorings; per split {each}"

@@ -21,8 +21,15 @@ from seqlm.studies.lesion_splits import few_bouts_lines, lesion_inputs, pool_bou
 
 
 def bouts(rows: list[tuple]) -> pl.DataFrame:
-    """(group, condition, entity, targets, model nats, n-gram nats, model hits, n-gram hits)"""
-    return pl.DataFrame(rows, schema=list(COLUMNS), orient="row")
+    """(group, condition, entity, targets, model nats, n-gram nats, model hits, n-gram
+    hits) as `bout_sums` columns: no EOS among the targets, every target in the top 10."""
+    full = []
+    for group, condition, entity, n, model, own, model_hits, own_hits in rows:
+        full.append(
+            (group, condition, entity, n, model, model_hits, n, model_hits, n)
+            + (n, own, own_hits, n, own_hits, n)
+        )
+    return pl.DataFrame(full, schema=list(COLUMNS), orient="row")
 
 
 def row_of(rows, group: str, condition: str = "pre") -> dict:
@@ -144,8 +151,8 @@ def test_lesion_bouts_add_up_to_the_lesion_rows(two_splits) -> None:
                 & (pl.col("model") == model)
                 & (pl.col("condition") == condition)
             ).row(0, named=True)
-            assert part["targets"].sum() == row["tokens"]
-            assert part[column].sum() / part["targets"].sum() == pytest.approx(
+            assert part["model_targets"].sum() == row["tokens"]
+            assert part[column].sum() / part["model_targets"].sum() == pytest.approx(
                 row["cross_entropy_nats"]
             )
 
@@ -204,11 +211,11 @@ def test_each_group_is_paired_with_its_own_ngram_in_both_settings(tmp_path) -> N
                 & (pl.col("model") == own)
                 & (pl.col("condition") == "pre")
             ).row(0, named=True)
-            assert part["own_ngram_nats"].sum() / part["targets"].sum() == pytest.approx(
+            assert part["own_ngram_nats"].sum() / part["own_ngram_targets"].sum() == pytest.approx(
                 row["cross_entropy_nats"]
             )
     # the same per-bird n-grams either way (the model's temperature is fitted per run key)
-    own = ["group", "condition", "entity", "targets", "own_ngram_nats", "own_ngram_top1"]
+    own = ["group", "condition", "entity", "own_ngram_targets", "own_ngram_nats", "own_ngram_top1"]
     assert pooled.bouts.select(own).equals(per_bird.bouts.select(own))
 
 
